@@ -1,0 +1,1 @@
+//! Ingestion connectors (Shopify, Xero, Amazon, Unleashed); see the issue tracker.

@@ -1,0 +1,338 @@
+//! Who may do what: JWT claims, verified once at the edge into a [`Principal`].
+//!
+//! Tokens are JWTs (HS256 with a shared secret; RS256/ES256 with public keys).
+//! Claims: `tenant` (or `*` for system tokens such as a remote bridge), `channels`
+//! (globs; empty means all), `role` (`subscribe` < `publish` < `admin`), `exp`,
+//! optional `nbf`. The tenant always comes from the token: no request field a
+//! client controls can widen it.
+
+use std::{
+    fmt,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::names::{Channel, Tenant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Subscribe,
+    Publish,
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Subscribe => "subscribe",
+            Role::Publish => "publish",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "subscribe" => Ok(Role::Subscribe),
+            "publish" => Ok(Role::Publish),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!("role must be subscribe, publish or admin, not {s:?}")),
+        }
+    }
+}
+
+/// The JWT body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    /// Who the token was issued to; shows up in logs and per-token limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// A tenant name, or `*` (admin only) for every tenant.
+    pub tenant: String,
+    /// Channel globs (`dashboard`, `jobs/*`); empty means every channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    pub role: Role,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Token id, for per-token connection limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TenantScope {
+    One(Tenant),
+    /// System tokens (remote bridges, operators) that act across tenants.
+    All,
+}
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: TenantScope,
+    pub role: Role,
+    channels: Option<GlobSet>,
+    /// `jti`, else `sub`, else the tenant: what per-token limits count by.
+    pub token_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing credentials: send 'Authorization: Bearer <token>'")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token expired")]
+    Expired,
+    #[error("this needs the {needed} role; the token has {has}")]
+    Role { needed: Role, has: Role },
+    #[error("the token does not allow channel '{0}'")]
+    Channel(String),
+    #[error("the token is for tenant '{has}', not '{wanted}'")]
+    Tenant { has: String, wanted: String },
+}
+
+impl Principal {
+    pub fn from_claims(claims: &Claims) -> Result<Self, AuthError> {
+        let tenant = if claims.tenant == "*" {
+            if claims.role != Role::Admin {
+                return Err(AuthError::Invalid("tenant '*' is only allowed with role admin".into()));
+            }
+            TenantScope::All
+        } else {
+            TenantScope::One(Tenant::new(&claims.tenant).map_err(|e| AuthError::Invalid(e.to_string()))?)
+        };
+        let channels = if claims.channels.is_empty() {
+            None
+        } else {
+            let mut b = GlobSetBuilder::new();
+            for g in &claims.channels {
+                let glob = GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| AuthError::Invalid(format!("channels: {e}")))?;
+                b.add(glob);
+            }
+            Some(b.build().map_err(|e| AuthError::Invalid(format!("channels: {e}")))?)
+        };
+        let token_id = claims.jti.clone().or_else(|| claims.sub.clone()).unwrap_or_else(|| claims.tenant.clone());
+        Ok(Self { tenant, role: claims.role, channels, token_id })
+    }
+
+    /// A principal for in-process callers that act for the whole system (webhook ingress, connectors).
+    pub fn system() -> Self {
+        Self { tenant: TenantScope::All, role: Role::Admin, channels: None, token_id: "system".into() }
+    }
+
+    pub fn require(&self, needed: Role) -> Result<(), AuthError> {
+        if self.role >= needed { Ok(()) } else { Err(AuthError::Role { needed, has: self.role }) }
+    }
+
+    pub fn allows_channel(&self, channel: &Channel) -> bool {
+        self.channels.as_ref().is_none_or(|g| g.is_match(channel.as_str()))
+    }
+
+    /// Whether the token names channels (so "all channels" means "all of these").
+    pub fn channel_limited(&self) -> bool {
+        self.channels.is_some()
+    }
+
+    /// The tenant this principal acts for, given a requested one (empty = the token's).
+    pub fn resolve_tenant(&self, requested: &str) -> Result<Option<Tenant>, AuthError> {
+        match (&self.tenant, requested) {
+            (TenantScope::One(t), "") => Ok(Some(t.clone())),
+            (TenantScope::One(t), r) if r == t.as_str() => Ok(Some(t.clone())),
+            (TenantScope::One(t), r) => Err(AuthError::Tenant { has: t.to_string(), wanted: r.to_owned() }),
+            (TenantScope::All, "*") => Ok(None),
+            (TenantScope::All, "") => Err(AuthError::Invalid("a system token must name the tenant".into())),
+            (TenantScope::All, r) => Tenant::new(r).map(Some).map_err(|e| AuthError::Invalid(e.to_string())),
+        }
+    }
+}
+
+/// Checks tokens. Built from config: an HS256 secret and/or public keys.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: Vec<(Algorithm, DecodingKey)>,
+    leeway: u64,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        f.debug_struct("Verifier").field("keys", &self.keys.len()).finish()
+    }
+}
+
+impl Verifier {
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self { keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))], leeway: 5 }
+    }
+
+    /// Adds an RS256 or ES256 public key (PEM).
+    pub fn add_public_pem(&mut self, pem: &[u8]) -> Result<(), AuthError> {
+        if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            self.keys.push((Algorithm::RS256, k));
+            return Ok(());
+        }
+        let k = DecodingKey::from_ec_pem(pem).map_err(|e| AuthError::Invalid(format!("public key: {e}")))?;
+        self.keys.push((Algorithm::ES256, k));
+        Ok(())
+    }
+
+    /// Adds every RS256/ES256 key of a JWKS document.
+    pub fn add_jwks(&mut self, json: &str) -> Result<(), AuthError> {
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(json).map_err(|e| AuthError::Invalid(format!("jwks: {e}")))?;
+        for jwk in &set.keys {
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Invalid(format!("jwks: {e}")))?;
+            let alg = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                _ => continue,
+            };
+            self.keys.push((alg, key));
+        }
+        Ok(())
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let mut last = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
+        for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
+            let mut v = Validation::new(*alg);
+            v.leeway = self.leeway;
+            v.validate_nbf = true;
+            v.required_spec_claims = ["exp".to_owned()].into();
+            match jsonwebtoken::decode::<Claims>(token, key, &v) {
+                Ok(data) => return Principal::from_claims(&data.claims),
+                Err(e) => {
+                    last = match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                        _ => AuthError::Invalid(e.to_string()),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Mints HS256 tokens (the `switchyard token` command, the dashboard URL, tests).
+#[derive(Clone)]
+pub struct Signer {
+    key: EncodingKey,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
+
+impl Signer {
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self { key: EncodingKey::from_secret(secret) }
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.key)
+            .expect("HS256 signing of serializable claims cannot fail")
+    }
+
+    /// A token for `tenant` with `role`, valid for `ttl_secs`.
+    pub fn mint(&self, tenant: &str, role: Role, channels: Vec<String>, ttl_secs: u64) -> String {
+        self.sign(&Claims {
+            sub: None,
+            tenant: tenant.to_owned(),
+            channels,
+            role,
+            exp: now_secs() + ttl_secs,
+            nbf: None,
+            jti: Some(random_id()),
+        })
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// 128 random bits, hex: token ids, tickets, generated secrets.
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Extracts the token from an `authorization` header value.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"test-secret-test-secret-test-secret";
+
+    #[test]
+    fn round_trip_and_scope() {
+        let token = Signer::hs256(SECRET).mint("acme", Role::Subscribe, vec!["dashboard".into(), "jobs/*".into()], 60);
+        let p = Verifier::hs256(SECRET).verify(&token).unwrap();
+        assert_eq!(p.tenant, TenantScope::One(Tenant::new("acme").unwrap()));
+        assert!(p.allows_channel(&Channel::new("dashboard").unwrap()));
+        assert!(p.allows_channel(&Channel::new("jobs/9").unwrap()));
+        assert!(!p.allows_channel(&Channel::new("alerts").unwrap()));
+        assert!(p.require(Role::Publish).is_err());
+        assert!(p.resolve_tenant("other").is_err());
+        assert_eq!(p.resolve_tenant("").unwrap().unwrap().as_str(), "acme");
+    }
+
+    #[test]
+    fn rejects_forged_expired_and_alg_none() {
+        let v = Verifier::hs256(SECRET);
+        let wrong = Signer::hs256(b"another-secret-another-secret").mint("acme", Role::Admin, vec![], 60);
+        assert!(matches!(v.verify(&wrong), Err(AuthError::Invalid(_))));
+        let expired = Signer::hs256(SECRET).sign(&Claims {
+            sub: None,
+            tenant: "acme".into(),
+            channels: vec![],
+            role: Role::Admin,
+            exp: now_secs() - 3600,
+            nbf: None,
+            jti: None,
+        });
+        assert_eq!(v.verify(&expired).unwrap_err(), AuthError::Expired);
+        // {"alg":"none","typ":"JWT"}.{"tenant":"acme","role":"admin","exp":9999999999}.
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ0ZW5hbnQiOiJhY21lIiwicm9sZSI6ImFkbWluIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+        assert!(v.verify(none).is_err());
+        assert!(v.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn star_tenant_needs_admin() {
+        let t = Signer::hs256(SECRET).mint("*", Role::Subscribe, vec![], 60);
+        assert!(Verifier::hs256(SECRET).verify(&t).is_err());
+        let t = Signer::hs256(SECRET).mint("*", Role::Admin, vec![], 60);
+        let p = Verifier::hs256(SECRET).verify(&t).unwrap();
+        assert_eq!(p.resolve_tenant("*").unwrap(), None);
+        assert!(p.resolve_tenant("").is_err());
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! The `switchyard.v1.EventBus` gRPC service, plus health and reflection.
+//!
+//! Thin: authenticate from `authorization` metadata, call [`Bus`], map errors
+//! to `Status` once (here).
+
+use std::{net::SocketAddr, pin::Pin, sync::Arc};
+
+use futures::{FutureExt, Stream, StreamExt, stream::FuturesOrdered};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    auth::{AuthError, Principal, Verifier, bearer},
+    bus::{Bus, SubscribeError, SubscribeSpec},
+    log::Appended,
+    names::EventId,
+    proto::{
+        FILE_DESCRIPTOR_SET,
+        v1::{
+            Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ResumeStatus, StatsRequest,
+            StatsResponse, SubscribeRequest, SubscribeResponse, event_bus_server::{EventBus, EventBusServer},
+            publish_ack, subscribe_response,
+        },
+    },
+    subscription::Item,
+    validate::PublishError,
+};
+
+/// Requests `PublishStream` gathers into one append.
+const STREAM_BATCH: usize = 4096;
+/// Appends one `PublishStream` keeps in flight (pipelining).
+const STREAM_INFLIGHT: usize = 8;
+
+pub struct Service {
+    bus: Bus,
+    verifier: Arc<Verifier>,
+}
+
+impl Service {
+    pub fn new(bus: Bus, verifier: Arc<Verifier>) -> Self {
+        Self { bus, verifier }
+    }
+
+    fn principal<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+        let value = req.metadata().get("authorization").ok_or_else(|| auth_status(&AuthError::Missing))?;
+        let token = value.to_str().ok().and_then(bearer).ok_or_else(|| auth_status(&AuthError::Missing))?;
+        self.verifier.verify(token).map_err(|e| auth_status(&e))
+    }
+}
+
+fn auth_status(e: &AuthError) -> Status {
+    match e {
+        AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired => Status::unauthenticated(e.to_string()),
+        _ => Status::permission_denied(e.to_string()),
+    }
+}
+
+pub fn publish_status(e: &PublishError) -> Status {
+    match e {
+        PublishError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        PublishError::Denied(a) => auth_status(a),
+        PublishError::Unavailable(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+fn subscribe_status(e: &SubscribeError) -> Status {
+    match e {
+        SubscribeError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        SubscribeError::UnknownChannel(_) => Status::not_found(e.to_string()),
+        SubscribeError::Denied(a) => auth_status(a),
+    }
+}
+
+fn ack(seq: u64, r: Result<Appended, PublishError>) -> PublishAck {
+    match r {
+        Ok(a) => PublishAck { seq, result: Some(publish_ack::Result::Id(a.id.get())), duplicate: a.duplicate },
+        Err(e) => PublishAck {
+            seq,
+            result: Some(publish_ack::Result::Error(PbError {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+                field: e.field().to_owned(),
+            })),
+            duplicate: false,
+        },
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl EventBus for Service {
+    async fn publish(&self, req: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let who = self.principal(&req)?;
+        let event = req.into_inner().event.ok_or_else(|| Status::invalid_argument("event: required"))?;
+        let a = self.bus.publish_one(&who, event).await.map_err(|e| publish_status(&e))?;
+        Ok(Response::new(PublishResponse { id: a.id.get(), duplicate: a.duplicate }))
+    }
+
+    type PublishStreamStream = BoxStream<PublishAck>;
+
+    async fn publish_stream(
+        &self,
+        req: Request<Streaming<PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let who = self.principal(&req)?;
+        let mut inbound = req.into_inner();
+        let bus = self.bus.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<PublishAck, Status>>(STREAM_BATCH);
+        tokio::spawn(async move {
+            let mut inflight = FuturesOrdered::new();
+            let mut seq = 0u64;
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    first = inbound.next(), if open && inflight.len() < STREAM_INFLIGHT => {
+                        let mut batch = match first {
+                            Some(Ok(r)) => vec![r],
+                            Some(Err(status)) => { let _ = tx.send(Err(status)).await; return; }
+                            None => { open = false; continue; }
+                        };
+                        // Take whatever else is already buffered: one append per burst.
+                        while batch.len() < STREAM_BATCH {
+                            match inbound.next().now_or_never() {
+                                Some(Some(Ok(r))) => batch.push(r),
+                                Some(Some(Err(status))) => { let _ = tx.send(Err(status)).await; return; }
+                                Some(None) => { open = false; break; }
+                                None => break,
+                            }
+                        }
+                        let start = seq;
+                        seq += batch.len() as u64;
+                        let (bus, who) = (bus.clone(), who.clone());
+                        inflight.push_back(async move {
+                            let mut missing = Vec::new();
+                            let mut events = Vec::with_capacity(batch.len());
+                            for (i, r) in batch.into_iter().enumerate() {
+                                match r.event {
+                                    Some(e) => events.push(e),
+                                    None => missing.push(i),
+                                }
+                            }
+                            let mut results = bus.publish(&who, events).await.into_iter();
+                            let total = results.len() + missing.len();
+                            (0..total).map(|i| {
+                                let r = if missing.contains(&i) {
+                                    Err(PublishError::invalid("missing_event", "event", "required"))
+                                } else {
+                                    results.next().unwrap_or(Err(PublishError::Unavailable("lost ack".into())))
+                                };
+                                ack(start + i as u64, r)
+                            }).collect::<Vec<_>>()
+                        });
+                    }
+                    Some(acks) = inflight.next(), if !inflight.is_empty() => {
+                        for a in acks {
+                            if tx.send(Ok(a)).await.is_err() { return; }
+                        }
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type SubscribeStream = BoxStream<SubscribeResponse>;
+
+    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let who = self.principal(&req)?;
+        let r = req.into_inner();
+        let spec = SubscribeSpec {
+            tenant: r.tenant,
+            channels: r.channels,
+            from: r.from_id.map(EventId),
+            coalesce: r.coalesce.unwrap_or(false),
+        };
+        let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
+        let stream = items.map(|item| {
+            let message = match item.map_err(|e| Status::unavailable(e.to_string()))? {
+                Item::Status { complete, bounds } => subscribe_response::Message::Status(ResumeStatus {
+                    complete,
+                    oldest_available_id: bounds.oldest.get(),
+                    head_id: bounds.head.get(),
+                }),
+                // gRPC subscribers get their own copy of the decoded event; tonic encodes per stream.
+                Item::Event(r) | Item::Coalesced(r) => subscribe_response::Message::Event(r.event.clone()),
+                Item::Gap { after, next, reason } => subscribe_response::Message::Gap(Gap {
+                    after_id: after.get(),
+                    next_id: next.get(),
+                    reason: reason.to_owned(),
+                }),
+            };
+            Ok(SubscribeResponse { message: Some(message) })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        let who = self.principal(&req)?;
+        let log = self.bus.log().stats();
+        let counters = self.bus.hub().counters();
+        let subs = self.bus.subscribers();
+        let (published_total, by_type) = match &who.tenant {
+            crate::auth::TenantScope::All => {
+                let mut by_type = std::collections::HashMap::new();
+                for t in counters.by_tenant.values() {
+                    for (k, v) in &t.by_type {
+                        *by_type.entry(k.clone()).or_insert(0) += v;
+                    }
+                }
+                (counters.total, by_type)
+            }
+            crate::auth::TenantScope::One(t) => {
+                let c = counters.by_tenant.get(t.as_str()).cloned().unwrap_or_default();
+                (c.total, c.by_type.into_iter().collect())
+            }
+        };
+        Ok(Response::new(StatsResponse {
+            head_id: log.head.get(),
+            oldest_id: log.oldest.get(),
+            events_stored: log.stored,
+            published_total,
+            subscribers: subs.current,
+            subscribers_peak: subs.peak,
+            published_by_type: by_type,
+            backend: self.bus.log().backend().to_owned(),
+        }))
+    }
+}
+
+/// Serves EventBus, `grpc.health.v1` and server reflection on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    bus: Bus,
+    verifier: Arc<Verifier>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<EventBusServer<Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled descriptor set is valid");
+    let svc = EventBusServer::new(Service::new(bus, verifier))
+        .max_decoding_message_size(4 * 1024 * 1024);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// The address a listener is bound to, for logs and addr.json.
+pub fn local_addr(l: &TcpListener) -> SocketAddr {
+    l.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}

@@ -1,0 +1,122 @@
+//! In-process fan-out of committed records.
+//!
+//! The log hands every committed batch to [`Hub::publish`], in id order. The
+//! hub keeps one bounded broadcast ring per stream that has subscribers (all
+//! events, one tenant, one tenant channel), so an event only wakes subscribers
+//! that want it, and a record is shared by `Arc`, never copied per subscriber.
+//! A subscriber that falls behind the ring gets `Lagged` and catches up from
+//! the log (see [`crate::subscription`]); publishers never wait for anyone.
+//! The hub also counts what passes through it, for `Stats` and `/api/sse/status`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::broadcast;
+
+use crate::{log::{Record, Stream}, names::Tenant};
+
+/// Records a ring holds before a slow subscriber is told it lagged.
+pub const DEFAULT_RING: usize = 4096;
+
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ring: usize,
+    // std Mutex: held only to look up senders and bump counters, never across an await.
+    streams: Mutex<HashMap<Stream, broadcast::Sender<Arc<Record>>>>,
+    counters: Mutex<Counters>,
+}
+
+/// What has been published, per tenant.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub total: u64,
+    pub by_tenant: BTreeMap<String, TenantCounters>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TenantCounters {
+    pub total: u64,
+    pub by_type: BTreeMap<String, u64>,
+    pub by_channel: BTreeMap<String, u64>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new(DEFAULT_RING)
+    }
+}
+
+impl Hub {
+    pub fn new(ring: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ring: ring.max(16),
+                streams: Mutex::new(HashMap::new()),
+                counters: Mutex::new(Counters::default()),
+            }),
+        }
+    }
+
+    /// Subscribe to live records of a stream. Subscribe *before* reading history, so nothing falls between.
+    pub fn subscribe(&self, stream: Stream) -> broadcast::Receiver<Arc<Record>> {
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.entry(stream).or_insert_with(|| broadcast::channel(self.inner.ring).0).subscribe()
+    }
+
+    /// Hand committed records (ascending ids) to live subscribers.
+    pub fn publish(&self, records: &[Arc<Record>]) {
+        if records.is_empty() {
+            return;
+        }
+        {
+            let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
+            if !streams.is_empty() {
+                let mut dead: Vec<Stream> = Vec::new();
+                let mut send = |key: Stream, r: &Arc<Record>, streams: &HashMap<Stream, broadcast::Sender<Arc<Record>>>| {
+                    if let Some(tx) = streams.get(&key)
+                        && tx.send(r.clone()).is_err()
+                    {
+                        dead.push(key);
+                    }
+                };
+                for r in records {
+                    send(Stream::All, r, &streams);
+                    send(Stream::Tenant(r.tenant.clone()), r, &streams);
+                    for ch in &r.routing.channels {
+                        send(Stream::Channel(r.tenant.clone(), ch.clone()), r, &streams);
+                    }
+                }
+                // A ring with no receivers left is dropped; the next subscriber makes a new one.
+                for key in dead {
+                    if streams.get(&key).is_some_and(|tx| tx.receiver_count() == 0) {
+                        streams.remove(&key);
+                    }
+                }
+            }
+        }
+        let mut c = self.inner.counters.lock().unwrap_or_else(|e| e.into_inner());
+        for r in records {
+            c.total += 1;
+            let t = c.by_tenant.entry(r.tenant.to_string()).or_default();
+            t.total += 1;
+            *t.by_type.entry(r.type_name().to_owned()).or_default() += 1;
+            for ch in &r.routing.channels {
+                *t.by_channel.entry(ch.to_string()).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.inner.counters.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn tenant_counters(&self, tenant: &Tenant) -> TenantCounters {
+        self.counters().by_tenant.get(tenant.as_str()).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,29 @@
+//! # Switchyard bus core
+//!
+//! The contract and the bus: everything between "a service publishes an event"
+//! and "a subscriber receives it", with no HTTP and no platform knowledge.
+//!
+//! ## Layout
+//! - [`proto`]: generated types for `proto/switchyard/v1` (messages, gRPC, proto3 JSON).
+//! - [`names`]: validated `Tenant`, `Channel`, `EventId`.
+//! - [`catalog`]: event types, routes and delivery kinds, read from the proto options.
+//! - [`validate`]: turns a published `Event` into an `Accepted` one, or a field-naming error.
+//! - [`log`]: the one ordered durable history (`Log` trait; `log::embedded` on redb).
+//! - [`hub`]: in-process fan-out of committed records, per tenant and channel.
+//! - [`subscription`]: resume-from-id + live, with gap markers and coalescing.
+//! - [`coalesce`]: per-(type, key) snapshot coalescing for live delivery.
+//! - [`auth`]: JWT claims (tenant, channel globs, role), signing and verification.
+//! - [`bus`]: the facade the gRPC service and the HTTP bridge both call.
+//! - [`grpc`]: the `switchyard.v1.EventBus` tonic service.
+
+pub mod auth;
+pub mod bus;
+pub mod catalog;
+pub mod coalesce;
+pub mod grpc;
+pub mod hub;
+pub mod log;
+pub mod names;
+pub mod proto;
+pub mod subscription;
+pub mod validate;

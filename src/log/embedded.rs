@@ -1,0 +1,510 @@
+//! The embedded log: one redb file in the data dir, one writer thread.
+//!
+//! Tables:
+//! - `events`: id → encoded `Event` (id included);
+//! - `streams`: (stream name, id) → published-at ms. One entry per tenant
+//!   (`acme`) and per tenant channel (`acme:dashboard`): the per-channel index
+//!   that lets a resume read one channel without scanning the rest;
+//! - `dedupe`: (tenant, idempotency key) → (id, published-at ms);
+//! - `meta`: `head` (last id ever assigned, so ids stay monotonic even when
+//!   retention empties the log) and `trim:<stream>` (highest id trimmed).
+//!
+//! Group commit: appends queue to the writer thread, which drains everything
+//! queued into one write transaction and one fsync, then acks every caller and
+//! hands the records to the hub in id order. Retention runs on the same thread
+//! between batches, so it never contends with appends for redb's single writer.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::future::BoxFuture;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Record, Retention, Stream};
+use crate::{
+    hub::Hub,
+    names::{EventId, Tenant},
+    validate::Accepted,
+};
+
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const STREAMS: TableDefinition<(&str, u64), u64> = TableDefinition::new("streams");
+const DEDUPE: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("dedupe");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Most events one write transaction takes before acking.
+const MAX_GROUP: usize = 16_384;
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub fsync: Fsync,
+    /// With `Fsync::Batch`: the longest un-fsynced stretch.
+    pub batch_interval: Duration,
+    pub retention: Retention,
+    /// How often retention runs.
+    pub trim_interval: Duration,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            fsync: Fsync::Always,
+            batch_interval: Duration::from_millis(100),
+            retention: Retention::default(),
+            trim_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Work for the writer thread: the only thread that writes to the database.
+enum Job {
+    Append { events: Vec<Accepted>, reply: oneshot::Sender<Result<Vec<Appended>, LogError>> },
+    /// Run retention now, as if the time were `now_ms` (operators, tests).
+    Trim { now_ms: u64, reply: oneshot::Sender<Result<(), LogError>> },
+}
+
+pub struct EmbeddedLog {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Job>,
+    head: Arc<AtomicU64>,
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn stream_name(stream: &Stream) -> Option<String> {
+    match stream {
+        Stream::All => None,
+        Stream::Tenant(t) => Some(t.to_string()),
+        Stream::Channel(t, c) => Some(format!("{t}:{c}")),
+    }
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) `dir/events.redb` and starts the writer thread.
+    pub fn open(dir: &Path, config: EmbeddedConfig, hub: Hub) -> Result<Self, LogError> {
+        std::fs::create_dir_all(dir).map_err(storage)?;
+        let db = Arc::new(Database::create(dir.join("events.redb")).map_err(storage)?);
+        let txn = db.begin_write().map_err(storage)?;
+        let head = {
+            txn.open_table(EVENTS).map_err(storage)?;
+            txn.open_table(DEDUPE).map_err(storage)?;
+            let streams = txn.open_table(STREAMS).map_err(storage)?;
+            let meta = txn.open_table(META).map_err(storage)?;
+            drop(streams);
+            meta.get("head").map_err(storage)?.map(|v| v.value()).unwrap_or(0)
+        };
+        txn.commit().map_err(storage)?;
+        let counts = count_streams(&db)?;
+        let head = Arc::new(AtomicU64::new(head));
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            db: db.clone(),
+            config,
+            hub,
+            head: head.clone(),
+            counts,
+            last_trim: Instant::now(),
+            last_sync: Instant::now(),
+            unsynced: false,
+        };
+        thread::Builder::new()
+            .name("switchyard-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(storage)?;
+        Ok(Self { db, jobs: tx, head })
+    }
+
+    /// Runs retention now, as if the time were `now_ms`.
+    pub async fn trim_at(&self, now_ms: u64) -> Result<(), LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job::Trim { now_ms, reply }).map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    fn read_blocking(db: &Database, stream: &Stream, after: EventId, limit: usize) -> Result<Vec<Arc<Record>>, LogError> {
+        let txn = db.begin_read().map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let start = after.0.saturating_add(1);
+        let mut out = Vec::with_capacity(limit.min(4096));
+        match stream_name(stream) {
+            None => {
+                for row in events.range(start..).map_err(storage)?.take(limit) {
+                    let (_, v) = row.map_err(storage)?;
+                    out.push(Arc::new(Record::decode(v.value())?));
+                }
+            }
+            Some(name) => {
+                let streams = txn.open_table(STREAMS).map_err(storage)?;
+                for row in streams.range((name.as_str(), start)..=(name.as_str(), u64::MAX)).map_err(storage)?.take(limit) {
+                    let (k, _) = row.map_err(storage)?;
+                    let id = k.value().1;
+                    // An index entry whose event is gone was trimmed between the two reads: skip it.
+                    if let Some(v) = events.get(id).map_err(storage)? {
+                        out.push(Arc::new(Record::decode(v.value())?));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn bounds_blocking(db: &Database, stream: &Stream, head: u64) -> Result<Bounds, LogError> {
+        let txn = db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(META).map_err(storage)?;
+        let (oldest, trim_key) = match stream_name(stream) {
+            None => {
+                let events = txn.open_table(EVENTS).map_err(storage)?;
+                let first = events.first().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
+                (first, "trim:*".to_owned())
+            }
+            Some(name) => {
+                let streams = txn.open_table(STREAMS).map_err(storage)?;
+                let first = streams
+                    .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
+                    .map_err(storage)?
+                    .next()
+                    .transpose()
+                    .map_err(storage)?
+                    .map(|(k, _)| k.value().1)
+                    .unwrap_or(0);
+                (first, format!("trim:{name}"))
+            }
+        };
+        let trimmed = meta.get(trim_key.as_str()).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+        Ok(Bounds { oldest: EventId(oldest), trimmed_through: EventId(trimmed), head: EventId(head) })
+    }
+}
+
+/// Rebuilds per-stream entry counts (for count-based retention) at open.
+fn count_streams(db: &Database) -> Result<HashMap<String, u64>, LogError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let streams = txn.open_table(STREAMS).map_err(storage)?;
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for row in streams.iter().map_err(storage)? {
+        let (k, _) = row.map_err(storage)?;
+        let name = k.value().0;
+        match counts.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(name.to_owned(), 1);
+            }
+        }
+    }
+    Ok(counts)
+}
+
+impl Log for EmbeddedLog {
+    fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (reply, rx) = oneshot::channel();
+            self.jobs.send(Job::Append { events, reply }).map_err(|_| LogError::Closed)?;
+            rx.await.map_err(|_| LogError::Closed)?
+        })
+    }
+
+    fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || Self::read_blocking(&db, &stream, after, limit))
+                .await
+                .map_err(storage)?
+        })
+    }
+
+    fn bounds(&self, stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>> {
+        let db = self.db.clone();
+        let head = self.head.load(Ordering::Acquire);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || Self::bounds_blocking(&db, &stream, head))
+                .await
+                .map_err(storage)?
+        })
+    }
+
+    fn stats(&self) -> LogStats {
+        let head = EventId(self.head.load(Ordering::Acquire));
+        let read = || -> Result<LogStats, LogError> {
+            let txn = self.db.begin_read().map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            let oldest = events.first().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
+            Ok(LogStats { head, oldest: EventId(oldest), stored: events.len().map_err(storage)? })
+        };
+        read().unwrap_or(LogStats { head, ..LogStats::default() })
+    }
+
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+struct Writer {
+    db: Arc<Database>,
+    config: EmbeddedConfig,
+    hub: Hub,
+    head: Arc<AtomicU64>,
+    counts: HashMap<String, u64>,
+    last_trim: Instant,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        loop {
+            let tick = self.config.trim_interval.min(self.config.batch_interval);
+            match rx.recv_timeout(tick) {
+                Ok(Job::Trim { now_ms, reply }) => {
+                    let _ = reply.send(self.trim(now_ms));
+                }
+                Ok(Job::Append { events, reply }) => {
+                    let mut n = events.len();
+                    let mut group = vec![(events, reply)];
+                    let mut trims = Vec::new();
+                    while n < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(Job::Append { events, reply }) => {
+                                n += events.len();
+                                group.push((events, reply));
+                            }
+                            Ok(trim) => trims.push(trim),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(group);
+                    for job in trims {
+                        if let Job::Trim { now_ms, reply } = job {
+                            let _ = reply.send(self.trim(now_ms));
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.sync();
+                    return;
+                }
+            }
+            if self.unsynced && self.last_sync.elapsed() >= self.config.batch_interval {
+                self.sync();
+            }
+            if self.last_trim.elapsed() >= self.config.trim_interval {
+                self.last_trim = Instant::now();
+                if let Err(error) = self.trim(now_ms()) {
+                    tracing::error!(%error, "retention pass failed");
+                }
+            }
+        }
+    }
+
+    fn durability(&self) -> Durability {
+        match self.config.fsync {
+            Fsync::Always => Durability::Immediate,
+            Fsync::Batch | Fsync::Off => Durability::None,
+        }
+    }
+
+    /// One fsync'd empty commit makes every earlier `Durability::None` commit durable.
+    fn sync(&mut self) {
+        if !self.unsynced || self.config.fsync == Fsync::Off {
+            return;
+        }
+        let result = self.db.begin_write().and_then(|mut t| {
+            let _ = t.set_durability(Durability::Immediate);
+            Ok(t.commit())
+        });
+        match result {
+            Ok(Ok(())) => {
+                self.unsynced = false;
+                self.last_sync = Instant::now();
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "fsync commit failed"),
+            Err(e) => tracing::error!(error = %e, "fsync commit failed"),
+        }
+    }
+
+    fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, oneshot::Sender<Result<Vec<Appended>, LogError>>)>) {
+        let mut head = self.head.load(Ordering::Acquire);
+        let start_head = head;
+        let mut records = Vec::new();
+        let mut results: Vec<Vec<Appended>> = Vec::with_capacity(jobs.len());
+        let mut counted: Vec<String> = Vec::new();
+        let outcome = (|| -> Result<(), LogError> {
+            let mut txn = self.db.begin_write().map_err(storage)?;
+            txn.set_durability(self.durability()).map_err(storage)?;
+            {
+                let mut events = txn.open_table(EVENTS).map_err(storage)?;
+                let mut streams = txn.open_table(STREAMS).map_err(storage)?;
+                let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
+                let mut meta = txn.open_table(META).map_err(storage)?;
+                let ms = now_ms();
+                // Keys first seen in this same group, so a batch with repeats stores one.
+                let mut fresh: HashMap<(Tenant, String), u64> = HashMap::new();
+                let mut buf = Vec::with_capacity(512);
+                for (job, _) in &jobs {
+                    let mut out = Vec::with_capacity(job.len());
+                    for acc in job {
+                        if let Some(key) = &acc.idempotency_key {
+                            let seen = match fresh.get(&(acc.tenant.clone(), key.clone())) {
+                                Some(id) => Some(*id),
+                                None => dedupe
+                                    .get((acc.tenant.as_str(), key.as_str()))
+                                    .map_err(storage)?
+                                    .map(|v| v.value().0),
+                            };
+                            if let Some(id) = seen {
+                                out.push(Appended { id: EventId(id), duplicate: true });
+                                continue;
+                            }
+                        }
+                        head += 1;
+                        let id = head;
+                        // Field 1 (id, varint) prefixed to the body encoded without it.
+                        buf.clear();
+                        buf.push(0x08);
+                        prost::encoding::encode_varint(id, &mut buf);
+                        buf.extend_from_slice(&acc.body);
+                        events.insert(id, buf.as_slice()).map_err(storage)?;
+                        let tenant_stream = acc.tenant.to_string();
+                        streams.insert((tenant_stream.as_str(), id), ms).map_err(storage)?;
+                        counted.push(tenant_stream);
+                        for ch in &acc.routing.channels {
+                            let name = format!("{}:{}", acc.tenant, ch);
+                            streams.insert((name.as_str(), id), ms).map_err(storage)?;
+                            counted.push(name);
+                        }
+                        if let Some(key) = &acc.idempotency_key {
+                            dedupe.insert((acc.tenant.as_str(), key.as_str()), (id, ms)).map_err(storage)?;
+                            fresh.insert((acc.tenant.clone(), key.clone()), id);
+                        }
+                        let mut event = acc.event.clone();
+                        event.id = id;
+                        records.push(Arc::new(Record::new(event, acc.tenant.clone(), acc.routing.clone())));
+                        out.push(Appended { id: EventId(id), duplicate: false });
+                    }
+                    results.push(out);
+                }
+                if head != start_head {
+                    meta.insert("head", head).map_err(storage)?;
+                }
+            }
+            txn.commit().map_err(storage)?;
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {
+                if self.config.fsync != Fsync::Always && head != start_head {
+                    self.unsynced = true;
+                }
+                for name in counted {
+                    *self.counts.entry(name).or_insert(0) += 1;
+                }
+                self.head.store(head, Ordering::Release);
+                // Hub first, then acks: a publisher that subscribes after its ack sees its own event live or in history.
+                self.hub.publish(&records);
+                for ((_, reply), out) in jobs.into_iter().zip(results) {
+                    let _ = reply.send(Ok(out));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "append failed; nothing of this group was stored");
+                for (_, reply) in jobs {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Applies retention: per stream by count and age, then drops events no stream references.
+    fn trim(&mut self, now_ms: u64) -> Result<(), LogError> {
+        let retention = &self.config.retention;
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(self.durability()).map_err(storage)?;
+        let mut trimmed_any = false;
+        {
+            let mut streams = txn.open_table(STREAMS).map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
+            let mut first_kept: Option<u64> = None;
+            let mut emptied: Vec<String> = Vec::new();
+            let names: Vec<String> = self.counts.keys().cloned().collect();
+            for name in names {
+                let limits = match name.split_once(':') {
+                    Some((_, ch)) => crate::names::Channel::new(ch)
+                        .map(|c| retention.for_channel(&c))
+                        .unwrap_or(retention.default),
+                    None => retention.default,
+                };
+                let count = self.counts[&name];
+                let over = count.saturating_sub(limits.max_events);
+                let cutoff = now_ms.saturating_sub(limits.max_age_secs.saturating_mul(1000));
+                // Entries to drop: the first `over`, plus any older than the cutoff.
+                let mut drop_through: Option<u64> = None;
+                let mut dropped = 0u64;
+                for row in streams.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(storage)? {
+                    let (k, v) = row.map_err(storage)?;
+                    if dropped < over || v.value() < cutoff {
+                        drop_through = Some(k.value().1);
+                        dropped += 1;
+                    } else {
+                        first_kept = Some(first_kept.map_or(k.value().1, |f| f.min(k.value().1)));
+                        break;
+                    }
+                }
+                if let Some(through) = drop_through {
+                    streams
+                        .retain_in((name.as_str(), 0)..=(name.as_str(), through), |_, _| false)
+                        .map_err(storage)?;
+                    meta.insert(format!("trim:{name}").as_str(), through).map_err(storage)?;
+                    trimmed_any = true;
+                    let left = count - dropped;
+                    if left == 0 {
+                        emptied.push(name.clone());
+                    } else {
+                        self.counts.insert(name.clone(), left);
+                    }
+                }
+            }
+            for name in emptied {
+                self.counts.remove(&name);
+            }
+            // Events older than every stream's first kept entry are referenced by nothing.
+            let head = self.head.load(Ordering::Acquire);
+            let keep_from = first_kept.unwrap_or(head + 1);
+            let first_event = events.first().map_err(storage)?.map(|(k, _)| k.value());
+            if first_event.is_some_and(|f| f < keep_from) {
+                events.retain_in(..keep_from, |_, _| false).map_err(storage)?;
+                meta.insert("trim:*", keep_from - 1).map_err(storage)?;
+                trimmed_any = true;
+            }
+            let dedupe_cutoff = now_ms.saturating_sub(retention.dedupe_window().as_millis() as u64);
+            let before = dedupe.len().map_err(storage)?;
+            dedupe.retain(|_, v| v.1 >= dedupe_cutoff).map_err(storage)?;
+            trimmed_any |= dedupe.len().map_err(storage)? != before;
+        }
+        if trimmed_any {
+            txn.commit().map_err(storage)?;
+        } else {
+            txn.abort().map_err(storage)?;
+        }
+        Ok(())
+    }
+}

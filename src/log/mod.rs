@@ -1,0 +1,216 @@
+//! The one ordered, durable history: the single source of truth.
+//!
+//! Every accepted event is appended here and gets its id here; live delivery
+//! (the [`crate::hub`]) is fed by the log *after* commit, in id order, so live
+//! and replayed events can never disagree. The [`Log`] trait is the seam where
+//! a NATS JetStream backplane replaces the embedded store ([`embedded`]).
+
+pub mod embedded;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::{
+    names::{Channel, EventId, Tenant},
+    proto::v1::Event,
+    validate::{Accepted, PublishError, Routing},
+};
+
+/// A committed event as the hub and subscribers see it. Shared by `Arc`; never copied per subscriber.
+pub struct Record {
+    pub id: EventId,
+    pub tenant: Tenant,
+    pub routing: Routing,
+    /// The stored event, `id` included.
+    pub event: Event,
+    /// The event's frame for the HTTP edge (SSE), encoded once by whoever needs it
+    /// first and shared by every subscriber after that.
+    pub frame: OnceLock<Bytes>,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("type", &self.routing.type_name)
+            .finish()
+    }
+}
+
+impl Record {
+    pub fn new(event: Event, tenant: Tenant, routing: Routing) -> Self {
+        Self { id: EventId(event.id), tenant, routing, event, frame: OnceLock::new() }
+    }
+
+    /// Rebuilds a record from its stored encoding.
+    pub fn decode(bytes: &[u8]) -> Result<Self, LogError> {
+        use prost::Message;
+        let event = Event::decode(bytes).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let tenant = Tenant::new(&event.tenant).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let routing = crate::validate::route(&event, None).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        Ok(Self::new(event, tenant, routing))
+    }
+
+    pub fn type_name(&self) -> &str {
+        &self.routing.type_name
+    }
+
+    pub fn in_any(&self, channels: &[Channel]) -> bool {
+        self.routing.channels.iter().any(|c| channels.contains(c))
+    }
+}
+
+/// Which slice of the history to read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Everything, every tenant (system subscribers such as a remote bridge).
+    All,
+    /// One tenant, every channel.
+    Tenant(Tenant),
+    /// One tenant's channel: read from its own index, never by scanning the rest.
+    Channel(Tenant, Channel),
+}
+
+/// What history holds for a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bounds {
+    /// First id still held (0 when the stream is empty).
+    pub oldest: EventId,
+    /// Highest id retention removed from this stream (0 when nothing was removed).
+    pub trimmed_through: EventId,
+    /// The newest id in the whole log.
+    pub head: EventId,
+}
+
+impl Bounds {
+    /// Whether resuming after `from` delivers every event with a greater id.
+    pub fn complete_after(&self, from: EventId) -> bool {
+        from >= self.trimmed_through && from <= self.head
+    }
+}
+
+/// Result of appending one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub id: EventId,
+    /// The idempotency key was seen before: `id` is the original event's and nothing new was stored.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("stored event is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the log is shutting down")]
+    Closed,
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<LogError> for PublishError {
+    fn from(e: LogError) -> Self {
+        PublishError::Unavailable(e.to_string())
+    }
+}
+
+/// When an append is acknowledged relative to fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Ack after the group commit is fsynced (the default). Concurrent appends share one fsync.
+    #[default]
+    Always,
+    /// Ack after the write; fsync at most every `batch_interval`. A crash may lose that interval.
+    Batch,
+    /// Never fsync explicitly; the OS decides. For tests and throwaway data.
+    Off,
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "batch" => Ok(Self::Batch),
+            "off" => Ok(Self::Off),
+            _ => Err(format!("fsync must be always, batch or off, not {s:?}")),
+        }
+    }
+}
+
+/// How long a stream keeps events. Whichever limit is hit first applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Events per stream (per tenant channel).
+    pub max_events: u64,
+    /// Age, seconds.
+    pub max_age_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_events: 1_000_000, max_age_secs: 7 * 24 * 3600 }
+    }
+}
+
+/// Retention: a default, and overrides per channel base name (`jobs` covers every `jobs/<id>`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(flatten)]
+    pub default: Limits,
+    #[serde(default)]
+    pub channels: HashMap<String, Limits>,
+    /// How long idempotency keys are remembered, seconds (default 24 h: longer than Shopify's 4 h of retries).
+    #[serde(default = "default_dedupe")]
+    pub dedupe_window_secs: u64,
+}
+
+fn default_dedupe() -> u64 {
+    24 * 3600
+}
+
+impl Retention {
+    pub fn for_channel(&self, channel: &Channel) -> Limits {
+        self.channels.get(channel.base()).copied().unwrap_or(self.default)
+    }
+
+    pub fn dedupe_window(&self) -> Duration {
+        Duration::from_secs(self.dedupe_window_secs)
+    }
+}
+
+/// Counters a log reports.
+#[derive(Debug, Clone, Default)]
+pub struct LogStats {
+    pub head: EventId,
+    pub oldest: EventId,
+    pub stored: u64,
+}
+
+/// The history. Implementations: [`embedded::EmbeddedLog`] (redb), and the JetStream backplane.
+///
+/// Contract:
+/// - `append` resolves only when the events are durable under the configured policy, with ids
+///   strictly increasing in commit order across all callers;
+/// - committed records are handed to the hub in id order, after commit;
+/// - `read` returns events of `stream` with `id > after`, ascending.
+pub trait Log: Send + Sync + 'static {
+    fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>>;
+    fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
+    fn bounds(&self, stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>>;
+    fn stats(&self) -> LogStats;
+    fn backend(&self) -> &'static str;
+}

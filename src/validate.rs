@@ -1,0 +1,317 @@
+//! Publish-side validation: a raw `Event` from a client becomes an [`Accepted`]
+//! event (tenant resolved, type known, channels routed, encoded once) or a
+//! [`PublishError`] that names the offending field.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use prost::Message;
+
+use crate::{
+    auth::{AuthError, Principal, Role},
+    catalog::{CUSTOM_FIELD, Catalog, Route, is_type_name},
+    names::{Channel, Tenant},
+    proto::v1::{Delivery, Event, event::Payload},
+};
+
+/// Limits and configuration validation needs.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Largest encoded event accepted, bytes.
+    pub max_event_bytes: usize,
+    /// Channels `custom` events may target besides the catalog's own.
+    pub custom_channels: BTreeSet<Channel>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { max_event_bytes: 64 * 1024, custom_channels: BTreeSet::new() }
+    }
+}
+
+/// Why an event was refused. `code` is stable; `field` names what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("{field}: {message}")]
+    Invalid { code: &'static str, field: &'static str, message: String },
+    #[error("{0}")]
+    Denied(#[from] AuthError),
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl PublishError {
+    pub fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { code, field, message: message.into() }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { code, .. } => code,
+            Self::Denied(AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired) => "unauthenticated",
+            Self::Denied(_) => "permission_denied",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Invalid { field, .. } => field,
+            _ => "",
+        }
+    }
+}
+
+/// Where an event goes and how it is delivered: derived from the payload and key.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub type_name: Arc<str>,
+    pub delivery: Delivery,
+    pub channels: Vec<Channel>,
+}
+
+/// Routes an event by the catalog (or by its `custom` payload).
+/// With `policy`, custom channels must be configured; without (events read back from the
+/// log), the stored channels are trusted: they were checked when published.
+pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishError> {
+    let payload = event.payload.as_ref().ok_or_else(|| {
+        PublishError::invalid(
+            "unknown_type",
+            "event.payload",
+            "no payload set, or a payload type this bus does not know; see docs/events.md",
+        )
+    })?;
+    if let Payload::Custom(custom) = payload {
+        if !is_type_name(&custom.r#type) {
+            return Err(PublishError::invalid(
+                "invalid_type",
+                "event.custom.type",
+                "custom type must be 'namespace:name' of a-z, 0-9, '-', '_', '.'",
+            ));
+        }
+        if Catalog::global().by_name(&custom.r#type).is_some() {
+            return Err(PublishError::invalid(
+                "invalid_type",
+                "event.custom.type",
+                format!("'{}' is a catalog type; publish its typed payload instead", custom.r#type),
+            ));
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(&custom.json).is_err() {
+            return Err(PublishError::invalid("invalid_json", "event.custom.json", "must be a JSON document"));
+        }
+        if custom.channels.is_empty() {
+            return Err(PublishError::invalid("invalid_channel", "event.custom.channels", "name at least one channel"));
+        }
+        let mut channels = Vec::with_capacity(custom.channels.len());
+        for c in &custom.channels {
+            let ch = Channel::new(c).map_err(|e| PublishError::invalid("invalid_channel", "event.custom.channels", e.0))?;
+            if policy.is_some_and(|p| !p.custom_channels.contains(&ch) && !Catalog::global().routes_to(&ch)) {
+                return Err(PublishError::invalid(
+                    "unknown_channel",
+                    "event.custom.channels",
+                    format!("channel '{ch}' is not configured (add it to custom_channels)"),
+                ));
+            }
+            if !channels.contains(&ch) {
+                channels.push(ch);
+            }
+        }
+        let delivery = match Delivery::try_from(custom.delivery) {
+            Ok(Delivery::Snapshot) => Delivery::Snapshot,
+            _ => Delivery::Fact,
+        };
+        return Ok(Routing { type_name: custom.r#type.as_str().into(), delivery, channels });
+    }
+    let number = payload.field_number();
+    debug_assert_ne!(number, CUSTOM_FIELD);
+    let spec = Catalog::global().by_field(number).ok_or_else(|| {
+        PublishError::invalid("unknown_type", "event.payload", format!("payload field {number} is not in the catalog"))
+    })?;
+    let mut channels = Vec::with_capacity(spec.routes.len());
+    for r in &spec.routes {
+        channels.push(match r {
+            Route::Fixed(c) => c.clone(),
+            Route::Keyed(base) => {
+                if event.key.is_empty() {
+                    return Err(PublishError::invalid(
+                        "missing_key",
+                        "event.key",
+                        format!("{} routes to {base}/{{key}}: set key (e.g. the job id)", spec.name),
+                    ));
+                }
+                Channel::new(&format!("{base}/{}", event.key)).map_err(|_| {
+                    PublishError::invalid(
+                        "invalid_key",
+                        "event.key",
+                        "key must be 1-128 of A-Z, a-z, 0-9, '_', '-', '.', ':' to name a channel",
+                    )
+                })?
+            }
+        });
+    }
+    Ok(Routing { type_name: spec.name.clone(), delivery: spec.delivery, channels })
+}
+
+/// A validated event, encoded once and ready for the log.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub tenant: Tenant,
+    pub routing: Routing,
+    /// The event with `tenant`, `published_at` and `occurred_at` filled; `id` still 0.
+    pub event: Event,
+    /// `event` encoded without `id`: the log prefixes the id field, so encoding stays off the writer.
+    pub body: Vec<u8>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Validates one event published by `who`.
+pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Accepted, PublishError> {
+    who.require(Role::Publish)?;
+    let tenant = who.resolve_tenant(&event.tenant).map_err(|e| match e {
+        AuthError::Invalid(m) => PublishError::invalid("invalid_tenant", "event.tenant", m),
+        other => PublishError::Denied(other),
+    })?;
+    let Some(tenant) = tenant else {
+        return Err(PublishError::invalid("invalid_tenant", "event.tenant", "name one tenant, not '*'"));
+    };
+    if event.key.len() > 256 {
+        return Err(PublishError::invalid("invalid_key", "event.key", "at most 256 bytes"));
+    }
+    if event.idempotency_key.len() > 256 {
+        return Err(PublishError::invalid("invalid_idempotency_key", "event.idempotency_key", "at most 256 bytes"));
+    }
+    if event.source.len() > 256 {
+        return Err(PublishError::invalid("invalid_source", "event.source", "at most 256 bytes"));
+    }
+    let routing = route(&event, Some(policy))?;
+    for ch in &routing.channels {
+        if !who.allows_channel(ch) {
+            return Err(AuthError::Channel(ch.to_string()).into());
+        }
+    }
+    let now = now_timestamp();
+    event.id = 0;
+    event.tenant = tenant.to_string();
+    if event.occurred_at.is_none() {
+        event.occurred_at = Some(now);
+    }
+    event.published_at = Some(now);
+    let body = event.encode_to_vec();
+    if body.len() > policy.max_event_bytes {
+        return Err(PublishError::invalid(
+            "payload_too_large",
+            "event",
+            format!("encoded event is {} bytes; the limit is {}", body.len(), policy.max_event_bytes),
+        ));
+    }
+    let idempotency_key = (!event.idempotency_key.is_empty()).then(|| event.idempotency_key.clone());
+    Ok(Accepted { tenant, routing, event, body, idempotency_key })
+}
+
+pub fn now_timestamp() -> pbjson_types::Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    pbjson_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        auth::{Claims, now_secs},
+        proto::v1::{Alert, CustomEvent, JobProgress},
+    };
+
+    fn who(tenant: &str, role: Role, channels: &[&str]) -> Principal {
+        Principal::from_claims(&Claims {
+            sub: None,
+            tenant: tenant.into(),
+            channels: channels.iter().map(|s| s.to_string()).collect(),
+            role,
+            exp: now_secs() + 60,
+            nbf: None,
+            jti: None,
+        })
+        .unwrap()
+    }
+
+    fn alert() -> Event {
+        Event { payload: Some(Payload::AlertCritical(Alert { title: "t".into(), ..Default::default() })), ..Default::default() }
+    }
+
+    fn field_of(r: Result<Accepted, PublishError>) -> (&'static str, &'static str) {
+        let e = r.unwrap_err();
+        (e.code(), e.field())
+    }
+
+    #[test]
+    fn accepts_and_routes() {
+        let a = accept(&who("acme", Role::Publish, &[]), alert(), &Policy::default()).unwrap();
+        assert_eq!(a.tenant.as_str(), "acme");
+        assert_eq!(a.routing.type_name.as_ref(), "alert:critical");
+        assert_eq!(a.routing.channels, vec![Channel::new("alerts").unwrap()]);
+        assert!(a.event.published_at.is_some());
+    }
+
+    #[test]
+    fn every_validation_error_names_its_field() {
+        let p = Policy::default();
+        let acme = who("acme", Role::Publish, &[]);
+        assert_eq!(field_of(accept(&acme, Event::default(), &p)), ("unknown_type", "event.payload"));
+        let mut e = alert();
+        e.tenant = "Bad Tenant".into();
+        assert_eq!(accept(&acme, e, &p).unwrap_err().code(), "permission_denied");
+        let sys = who("*", Role::Admin, &[]);
+        let mut e = alert();
+        e.tenant = "Bad Tenant".into();
+        assert_eq!(field_of(accept(&sys, e, &p)), ("invalid_tenant", "event.tenant"));
+        assert_eq!(field_of(accept(&sys, alert(), &p)), ("invalid_tenant", "event.tenant"));
+        let progress = |key: &str| Event {
+            key: key.into(),
+            payload: Some(Payload::ImportJobProgress(JobProgress::default())),
+            ..Default::default()
+        };
+        assert_eq!(field_of(accept(&acme, progress(""), &p)), ("missing_key", "event.key"));
+        assert_eq!(field_of(accept(&acme, progress("a b"), &p)), ("invalid_key", "event.key"));
+        let a = accept(&acme, progress("job-1"), &p).unwrap();
+        assert_eq!(a.routing.channels, vec![Channel::new("jobs/job-1").unwrap()]);
+        let custom = |ty: &str, json: &str, ch: &str| Event {
+            payload: Some(Payload::Custom(CustomEvent {
+                r#type: ty.into(),
+                json: json.into(),
+                channels: vec![ch.into()],
+                delivery: 0,
+            })),
+            ..Default::default()
+        };
+        assert_eq!(field_of(accept(&acme, custom("bad", "{}", "dashboard"), &p)), ("invalid_type", "event.custom.type"));
+        assert_eq!(
+            field_of(accept(&acme, custom("alert:critical", "{}", "dashboard"), &p)),
+            ("invalid_type", "event.custom.type")
+        );
+        assert_eq!(field_of(accept(&acme, custom("acme:x", "{", "dashboard"), &p)), ("invalid_json", "event.custom.json"));
+        assert_eq!(
+            field_of(accept(&acme, custom("acme:x", "{}", "Bad!"), &p)),
+            ("invalid_channel", "event.custom.channels")
+        );
+        assert_eq!(
+            field_of(accept(&acme, custom("acme:x", "{}", "nowhere"), &p)),
+            ("unknown_channel", "event.custom.channels")
+        );
+        let configured = Policy { custom_channels: [Channel::new("nowhere").unwrap()].into(), ..Policy::default() };
+        assert!(accept(&acme, custom("acme:x", "{}", "nowhere"), &configured).is_ok());
+        let big = custom("acme:x", &format!("\"{}\"", "x".repeat(70_000)), "dashboard");
+        assert_eq!(field_of(accept(&acme, big, &p)), ("payload_too_large", "event"));
+    }
+
+    #[test]
+    fn roles_tenants_and_channels_are_enforced() {
+        let p = Policy::default();
+        assert_eq!(accept(&who("acme", Role::Subscribe, &[]), alert(), &p).unwrap_err().code(), "permission_denied");
+        let mut e = alert();
+        e.tenant = "other".into();
+        assert_eq!(accept(&who("acme", Role::Publish, &[]), e, &p).unwrap_err().code(), "permission_denied");
+        assert_eq!(
+            accept(&who("acme", Role::Publish, &["dashboard"]), alert(), &p).unwrap_err().code(),
+            "permission_denied"
+        );
+    }
+}
