@@ -20,7 +20,7 @@ use crate::{
     log::{Appended, Log, LogError, Record, Stream},
     names::{Channel, EventId, Tenant},
     proto::v1::Event,
-    subscription::{self, Filter, Item, Options},
+    subscription::{self, Filter, Item, Lag, Options},
     validate::{self, Policy, PublishError},
 };
 
@@ -33,7 +33,10 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { policy: Policy::default(), coalesce_window: DEFAULT_WINDOW }
+        Self {
+            policy: Policy::default(),
+            coalesce_window: DEFAULT_WINDOW,
+        }
     }
 }
 
@@ -61,16 +64,40 @@ pub struct SubscribeSpec {
     pub from: Option<EventId>,
     /// Coalesce snapshots on the live part.
     pub coalesce: bool,
+    pub on_lag: Lag,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
     #[error("{field}: {message}")]
-    Invalid { code: &'static str, field: &'static str, message: String },
+    Invalid {
+        code: &'static str,
+        field: &'static str,
+        message: String,
+    },
     #[error("unknown channel '{0}'")]
     UnknownChannel(String),
     #[error("{0}")]
     Denied(#[from] AuthError),
+}
+
+/// A page of history for the polling API.
+#[derive(Debug)]
+pub struct Page {
+    pub events: Vec<Arc<Record>>,
+    /// Pass as `after` to get the next page.
+    pub next: EventId,
+    /// False when history no longer holds every event after the requested id.
+    pub complete: bool,
+    pub bounds: crate::log::Bounds,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Request(#[from] SubscribeError),
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// Live subscriber counts.
@@ -117,8 +144,13 @@ impl Bus {
 
     /// Validates and appends `events` as one group; one result per event, in order.
     /// Valid events are stored even when others in the batch are refused.
-    pub async fn publish(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
-        let mut results: Vec<Option<Result<Appended, PublishError>>> = Vec::with_capacity(events.len());
+    pub async fn publish(
+        &self,
+        who: &Principal,
+        events: Vec<Event>,
+    ) -> Vec<Result<Appended, PublishError>> {
+        let mut results: Vec<Option<Result<Appended, PublishError>>> =
+            Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {
             match validate::accept(who, event, &self.inner.config.policy) {
@@ -129,44 +161,94 @@ impl Bus {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let span = tracing::debug_span!("append", events = results.len(), accepted = accepted.len());
-        let appended =
-            if accepted.is_empty() { Ok(Vec::new()) } else { self.inner.log.append(accepted).instrument(span).await };
+        let span =
+            tracing::debug_span!("append", events = results.len(), accepted = accepted.len());
+        let appended = if accepted.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.inner.log.append(accepted).instrument(span).await
+        };
         match appended {
             Ok(ids) => {
                 let mut ids = ids.into_iter();
-                results.into_iter().map(|r| r.unwrap_or_else(|| ids.next().ok_or(PublishError::Unavailable("lost ack".into())))).collect()
+                results
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| {
+                            ids.next()
+                                .ok_or(PublishError::Unavailable("lost ack".into()))
+                        })
+                    })
+                    .collect()
             }
             Err(e) => {
                 tracing::warn!(error = %e, "append failed");
-                results.into_iter().map(|r| r.unwrap_or_else(|| Err(e.clone().into()))).collect()
+                results
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(|| Err(e.clone().into())))
+                    .collect()
             }
         }
     }
 
-    pub async fn publish_one(&self, who: &Principal, event: Event) -> Result<Appended, PublishError> {
-        self.publish(who, vec![event]).await.pop().unwrap_or(Err(PublishError::Unavailable("no result".into())))
+    /// All or nothing: validates every event first; stores them in one append only if all
+    /// are valid. The error carries the index of the first bad event.
+    pub async fn publish_all(
+        &self,
+        who: &Principal,
+        events: Vec<Event>,
+    ) -> Result<Vec<Appended>, (usize, PublishError)> {
+        let mut accepted = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            accepted
+                .push(validate::accept(who, event, &self.inner.config.policy).map_err(|e| (i, e))?);
+        }
+        if accepted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .log
+            .append(accepted)
+            .await
+            .map_err(|e| (0, e.into()))
+    }
+
+    pub async fn publish_one(
+        &self,
+        who: &Principal,
+        event: Event,
+    ) -> Result<Appended, PublishError> {
+        self.publish(who, vec![event])
+            .await
+            .pop()
+            .unwrap_or(Err(PublishError::Unavailable("no result".into())))
     }
 
     /// Whether a channel exists for subscribers: a catalog channel (incl. any `jobs/<id>`) or a configured custom one.
     pub fn channel_known(&self, channel: &Channel) -> bool {
-        Catalog::global().routes_to(channel) || self.inner.config.policy.custom_channels.contains(channel)
+        Catalog::global().routes_to(channel)
+            || self.inner.config.policy.custom_channels.contains(channel)
     }
 
-    /// Opens a subscription. Errors are the caller's (bad channel, not allowed); the stream's
-    /// own errors are the log's.
-    pub fn subscribe(
+    /// Resolves what a subscriber or poller may read: tenant from the token, channels
+    /// checked against the catalog and the token's globs.
+    fn resolve(
         &self,
         who: &Principal,
-        spec: SubscribeSpec,
-    ) -> Result<impl FutStream<Item = Result<Item, LogError>> + Send + 'static, SubscribeError> {
+        tenant: &str,
+        channels: &[String],
+    ) -> Result<Filter, SubscribeError> {
         who.require(Role::Subscribe)?;
-        let tenant: Option<Tenant> = who.resolve_tenant(&spec.tenant).map_err(|e| match e {
-            AuthError::Invalid(m) => SubscribeError::Invalid { code: "invalid_tenant", field: "tenant", message: m },
+        let tenant: Option<Tenant> = who.resolve_tenant(tenant).map_err(|e| match e {
+            AuthError::Invalid(m) => SubscribeError::Invalid {
+                code: "invalid_tenant",
+                field: "tenant",
+                message: m,
+            },
             other => SubscribeError::Denied(other),
         })?;
-        let mut channels = Vec::with_capacity(spec.channels.len());
-        for c in &spec.channels {
+        let mut wanted = Vec::with_capacity(channels.len());
+        for c in channels {
             let ch = Channel::new(c).map_err(|e| SubscribeError::Invalid {
                 code: "invalid_channel",
                 field: "channels",
@@ -178,33 +260,99 @@ impl Bus {
             if !who.allows_channel(&ch) {
                 return Err(AuthError::Channel(ch.to_string()).into());
             }
-            if !channels.contains(&ch) {
-                channels.push(ch);
+            if !wanted.contains(&ch) {
+                wanted.push(ch);
             }
         }
-        let (stream, filter_channels) = match (tenant, channels.len()) {
-            (Some(t), 1) => (Stream::Channel(t, channels.remove(0)), None),
+        let (stream, channels) = match (tenant, wanted.len()) {
+            (Some(t), 1) => (Stream::Channel(t, wanted.remove(0)), None),
             (Some(t), 0) => (Stream::Tenant(t), None),
-            (Some(t), _) => (Stream::Tenant(t), Some(channels)),
+            (Some(t), _) => (Stream::Tenant(t), Some(wanted)),
             (None, 0) => (Stream::All, None),
-            (None, _) => (Stream::All, Some(channels)),
+            (None, _) => (Stream::All, Some(wanted)),
         };
-        let allow: Option<Arc<dyn Fn(&Record) -> bool + Send + Sync>> = who.channel_limited().then(|| {
-            let who = who.clone();
-            Arc::new(move |r: &Record| r.routing.channels.iter().any(|c| who.allows_channel(c)))
-                as Arc<dyn Fn(&Record) -> bool + Send + Sync>
-        });
-        let filter = Filter { stream, channels: filter_channels, allow };
-        let options = Options { from: spec.from, coalesce: spec.coalesce.then_some(self.inner.config.coalesce_window) };
+        let allow: Option<Arc<dyn Fn(&Record) -> bool + Send + Sync>> =
+            who.channel_limited().then(|| {
+                let who = who.clone();
+                Arc::new(move |r: &Record| r.routing.channels.iter().any(|c| who.allows_channel(c)))
+                    as Arc<dyn Fn(&Record) -> bool + Send + Sync>
+            });
+        Ok(Filter {
+            stream,
+            channels,
+            allow,
+        })
+    }
+
+    /// Opens a subscription. Errors are the caller's (bad channel, not allowed); the stream's
+    /// own errors are the log's.
+    pub fn subscribe(
+        &self,
+        who: &Principal,
+        spec: SubscribeSpec,
+    ) -> Result<impl FutStream<Item = Result<Item, LogError>> + Send + 'static, SubscribeError>
+    {
+        let filter = self.resolve(who, &spec.tenant, &spec.channels)?;
+        let options = Options {
+            from: spec.from,
+            coalesce: spec.coalesce.then_some(self.inner.config.coalesce_window),
+            on_lag: spec.on_lag,
+        };
         let now = self.inner.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.peak.fetch_max(now, Ordering::Relaxed);
         self.inner.subscribed_total.fetch_add(1, Ordering::Relaxed);
         let guard = SubscriberGuard(self.inner.clone());
-        let items = subscription::subscribe(self.inner.log.clone(), &self.inner.hub, filter, options);
+        let items =
+            subscription::subscribe(self.inner.log.clone(), &self.inner.hub, filter, options);
         Ok(items.map(move |item| {
             let _alive = &guard;
             item
         }))
+    }
+
+    /// One page of history after `after` (the polling API). Reads at most a few
+    /// pages of the underlying stream to fill `limit` after channel filtering.
+    pub async fn read(
+        &self,
+        who: &Principal,
+        tenant: &str,
+        channels: &[String],
+        after: EventId,
+        limit: usize,
+    ) -> Result<Page, ReadError> {
+        let filter = self.resolve(who, tenant, channels)?;
+        let bounds = self.inner.log.bounds(filter.stream.clone()).await?;
+        let complete = bounds.complete_after(after);
+        let mut cursor = after.max(bounds.trimmed_through);
+        let mut events = Vec::new();
+        for _ in 0..8 {
+            let page = self
+                .inner
+                .log
+                .read(filter.stream.clone(), cursor, limit)
+                .await?;
+            let Some(last) = page.last().map(|r| r.id) else {
+                break;
+            };
+            for r in page {
+                if events.len() == limit {
+                    break;
+                }
+                cursor = r.id;
+                if filter.wants(&r) {
+                    events.push(r);
+                }
+            }
+            if events.len() == limit || cursor < last {
+                break;
+            }
+        }
+        Ok(Page {
+            events,
+            next: cursor.max(after),
+            complete,
+            bounds,
+        })
     }
 
     pub fn subscribers(&self) -> SubscriberStats {

@@ -62,8 +62,9 @@ pub struct Catalog {
 }
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
-    Catalog::from_descriptor(FILE_DESCRIPTOR_SET)
-        .unwrap_or_else(|e| panic!("proto/ catalog options are invalid (a build-time invariant): {e}"))
+    Catalog::from_descriptor(FILE_DESCRIPTOR_SET).unwrap_or_else(|e| {
+        panic!("proto/ catalog options are invalid (a build-time invariant): {e}")
+    })
 });
 
 impl Catalog {
@@ -94,7 +95,10 @@ impl Catalog {
             }
             let options = field.options();
             if !options.has_extension(&ext) {
-                return Err(format!("Event.{} has no (switchyard.v1.event) option", field.name()));
+                return Err(format!(
+                    "Event.{} has no (switchyard.v1.event) option",
+                    field.name()
+                ));
             }
             let spec = options.get_extension(&ext);
             let spec = spec.as_message().ok_or("event option is not a message")?;
@@ -144,14 +148,23 @@ impl Catalog {
                     name,
                     field_name: field.name().to_owned(),
                     field_number: field.number(),
-                    message: field.kind().as_message().map(|m| m.full_name().to_owned()).unwrap_or_default(),
+                    message: field
+                        .kind()
+                        .as_message()
+                        .map(|m| m.full_name().to_owned())
+                        .unwrap_or_default(),
                     routes,
                     delivery,
                     summary: text("summary"),
                 },
             );
         }
-        Ok(Self { by_field, by_name, fixed_channels, keyed_bases })
+        Ok(Self {
+            by_field,
+            by_name,
+            fixed_channels,
+            keyed_bases,
+        })
     }
 
     pub fn by_field(&self, number: u32) -> Option<&EventSpec> {
@@ -212,7 +225,7 @@ impl Catalog {
                 s,
                 "| `{}` | `{}` | `{}` | {} | {} | {} |",
                 spec.name,
-                lower_camel(&spec.field_name),
+                crate::json::lower_camel(&spec.field_name),
                 spec.message.trim_start_matches("switchyard.v1."),
                 routes.join(", "),
                 delivery,
@@ -235,26 +248,11 @@ pub fn is_type_name(s: &str) -> bool {
     let part = |p: &str| {
         !p.is_empty()
             && p.len() <= 64
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+            && p.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+            })
     };
     part(ns) && part(rest)
-}
-
-fn lower_camel(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -266,7 +264,10 @@ mod tests {
         let c = Catalog::global();
         let order = c.by_name("shopify:order-created").unwrap();
         assert_eq!(order.delivery, Delivery::Fact);
-        assert_eq!(order.routes, vec![Route::Fixed(Channel::new("dashboard").unwrap())]);
+        assert_eq!(
+            order.routes,
+            vec![Route::Fixed(Channel::new("dashboard").unwrap())]
+        );
         let progress = c.by_name("import:job-progress").unwrap();
         assert_eq!(progress.delivery, Delivery::Snapshot);
         assert!(progress.needs_key());
@@ -274,7 +275,15 @@ mod tests {
         assert!(c.routes_to(&Channel::new("working-capital").unwrap()));
         assert!(!c.routes_to(&Channel::new("nowhere").unwrap()));
         // Every seed channel is reachable.
-        for ch in ["dashboard", "production", "inventory", "alerts", "forecast", "working-capital", "workflow"] {
+        for ch in [
+            "dashboard",
+            "production",
+            "inventory",
+            "alerts",
+            "forecast",
+            "working-capital",
+            "workflow",
+        ] {
             assert!(c.routes_to(&Channel::new(ch).unwrap()), "{ch}");
         }
         assert!(c.specs().len() >= 45);
@@ -284,7 +293,14 @@ mod tests {
     fn payload_field_numbers_match_the_catalog() {
         use crate::proto::v1::{Alert, event::Payload};
         let p = Payload::AlertCritical(Alert::default());
-        assert_eq!(Catalog::global().by_field(p.field_number()).unwrap().name.as_ref(), "alert:critical");
+        assert_eq!(
+            Catalog::global()
+                .by_field(p.field_number())
+                .unwrap()
+                .name
+                .as_ref(),
+            "alert:critical"
+        );
     }
 
     #[test]

@@ -18,8 +18,9 @@ use crate::{
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
-            Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ResumeStatus, StatsRequest,
-            StatsResponse, SubscribeRequest, SubscribeResponse, event_bus_server::{EventBus, EventBusServer},
+            Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ResumeStatus,
+            StatsRequest, StatsResponse, SubscribeRequest, SubscribeResponse,
+            event_bus_server::{EventBus, EventBusServer},
             publish_ack, subscribe_response,
         },
     },
@@ -43,15 +44,24 @@ impl Service {
     }
 
     fn principal<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
-        let value = req.metadata().get("authorization").ok_or_else(|| auth_status(&AuthError::Missing))?;
-        let token = value.to_str().ok().and_then(bearer).ok_or_else(|| auth_status(&AuthError::Missing))?;
+        let value = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| auth_status(&AuthError::Missing))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(bearer)
+            .ok_or_else(|| auth_status(&AuthError::Missing))?;
         self.verifier.verify(token).map_err(|e| auth_status(&e))
     }
 }
 
 fn auth_status(e: &AuthError) -> Status {
     match e {
-        AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired => Status::unauthenticated(e.to_string()),
+        AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired => {
+            Status::unauthenticated(e.to_string())
+        }
         _ => Status::permission_denied(e.to_string()),
     }
 }
@@ -74,7 +84,11 @@ fn subscribe_status(e: &SubscribeError) -> Status {
 
 fn ack(seq: u64, r: Result<Appended, PublishError>) -> PublishAck {
     match r {
-        Ok(a) => PublishAck { seq, result: Some(publish_ack::Result::Id(a.id.get())), duplicate: a.duplicate },
+        Ok(a) => PublishAck {
+            seq,
+            result: Some(publish_ack::Result::Id(a.id.get())),
+            duplicate: a.duplicate,
+        },
         Err(e) => PublishAck {
             seq,
             result: Some(publish_ack::Result::Error(PbError {
@@ -91,11 +105,24 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 #[tonic::async_trait]
 impl EventBus for Service {
-    async fn publish(&self, req: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+    async fn publish(
+        &self,
+        req: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
         let who = self.principal(&req)?;
-        let event = req.into_inner().event.ok_or_else(|| Status::invalid_argument("event: required"))?;
-        let a = self.bus.publish_one(&who, event).await.map_err(|e| publish_status(&e))?;
-        Ok(Response::new(PublishResponse { id: a.id.get(), duplicate: a.duplicate }))
+        let event = req
+            .into_inner()
+            .event
+            .ok_or_else(|| Status::invalid_argument("event: required"))?;
+        let a = self
+            .bus
+            .publish_one(&who, event)
+            .await
+            .map_err(|e| publish_status(&e))?;
+        Ok(Response::new(PublishResponse {
+            id: a.id.get(),
+            duplicate: a.duplicate,
+        }))
     }
 
     type PublishStreamStream = BoxStream<PublishAck>;
@@ -167,7 +194,10 @@ impl EventBus for Service {
 
     type SubscribeStream = BoxStream<SubscribeResponse>;
 
-    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        req: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let who = self.principal(&req)?;
         let r = req.into_inner();
         let spec = SubscribeSpec {
@@ -175,24 +205,41 @@ impl EventBus for Service {
             channels: r.channels,
             from: r.from_id.map(EventId),
             coalesce: r.coalesce.unwrap_or(false),
+            on_lag: crate::subscription::Lag::CatchUp,
         };
-        let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
+        let items = self
+            .bus
+            .subscribe(&who, spec)
+            .map_err(|e| subscribe_status(&e))?;
         let stream = items.map(|item| {
             let message = match item.map_err(|e| Status::unavailable(e.to_string()))? {
-                Item::Status { complete, bounds } => subscribe_response::Message::Status(ResumeStatus {
-                    complete,
-                    oldest_available_id: bounds.oldest.get(),
-                    head_id: bounds.head.get(),
-                }),
+                Item::Status { complete, bounds } => {
+                    subscribe_response::Message::Status(ResumeStatus {
+                        complete,
+                        oldest_available_id: bounds.oldest.get(),
+                        head_id: bounds.head.get(),
+                    })
+                }
                 // gRPC subscribers get their own copy of the decoded event; tonic encodes per stream.
-                Item::Event(r) | Item::Coalesced(r) => subscribe_response::Message::Event(r.event.clone()),
-                Item::Gap { after, next, reason } => subscribe_response::Message::Gap(Gap {
+                Item::Event(r) | Item::Coalesced(r) => {
+                    subscribe_response::Message::Event(r.event.clone())
+                }
+                Item::Evicted { .. } => {
+                    return Err(Status::resource_exhausted("subscriber fell behind"));
+                }
+                Item::Gap {
+                    after,
+                    next,
+                    reason,
+                } => subscribe_response::Message::Gap(Gap {
                     after_id: after.get(),
                     next_id: next.get(),
                     reason: reason.to_owned(),
                 }),
             };
-            Ok(SubscribeResponse { message: Some(message) })
+            Ok(SubscribeResponse {
+                message: Some(message),
+            })
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -213,7 +260,11 @@ impl EventBus for Service {
                 (counters.total, by_type)
             }
             crate::auth::TenantScope::One(t) => {
-                let c = counters.by_tenant.get(t.as_str()).cloned().unwrap_or_default();
+                let c = counters
+                    .by_tenant
+                    .get(t.as_str())
+                    .cloned()
+                    .unwrap_or_default();
                 (c.total, c.by_type.into_iter().collect())
             }
         };
@@ -238,13 +289,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<EventBusServer<Service>>().await;
+    health_reporter
+        .set_serving::<EventBusServer<Service>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the compiled descriptor set is valid");
-    let svc = EventBusServer::new(Service::new(bus, verifier))
-        .max_decoding_message_size(4 * 1024 * 1024);
+    let svc =
+        EventBusServer::new(Service::new(bus, verifier)).max_decoding_message_size(4 * 1024 * 1024);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
@@ -256,5 +309,6 @@ pub async fn serve(
 
 /// The address a listener is bound to, for logs and addr.json.
 pub fn local_addr(l: &TcpListener) -> SocketAddr {
-    l.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    l.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }

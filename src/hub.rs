@@ -15,7 +15,10 @@ use std::{
 
 use tokio::sync::broadcast;
 
-use crate::{log::{Record, Stream}, names::Tenant};
+use crate::{
+    log::{Record, Stream},
+    names::Tenant,
+};
 
 /// Records a ring holds before a slow subscriber is told it lagged.
 pub const DEFAULT_RING: usize = 4096;
@@ -66,7 +69,10 @@ impl Hub {
     /// Subscribe to live records of a stream. Subscribe *before* reading history, so nothing falls between.
     pub fn subscribe(&self, stream: Stream) -> broadcast::Receiver<Arc<Record>> {
         let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams.entry(stream).or_insert_with(|| broadcast::channel(self.inner.ring).0).subscribe()
+        streams
+            .entry(stream)
+            .or_insert_with(|| broadcast::channel(self.inner.ring).0)
+            .subscribe()
     }
 
     /// Hand committed records (ascending ids) to live subscribers.
@@ -100,7 +106,11 @@ impl Hub {
                 }
             }
         }
-        let mut c = self.inner.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for r in records {
             c.total += 1;
             let t = c.by_tenant.entry(r.tenant.to_string()).or_default();
@@ -113,10 +123,18 @@ impl Hub {
     }
 
     pub fn counters(&self) -> Counters {
-        self.inner.counters.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn tenant_counters(&self, tenant: &Tenant) -> TenantCounters {
-        self.counters().by_tenant.get(tenant.as_str()).cloned().unwrap_or_default()
+        self.counters()
+            .by_tenant
+            .get(tenant.as_str())
+            .cloned()
+            .unwrap_or_default()
     }
 }

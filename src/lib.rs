@@ -7,6 +7,7 @@
 //! - [`proto`]: generated types for `proto/switchyard/v1` (messages, gRPC, proto3 JSON).
 //! - [`names`]: validated `Tenant`, `Channel`, `EventId`.
 //! - [`catalog`]: event types, routes and delivery kinds, read from the proto options.
+//! - [`json`]: events in and out of proto3 JSON (envelope and short `type`/`data` form).
 //! - [`validate`]: turns a published `Event` into an `Accepted` one, or a field-naming error.
 //! - [`log`]: the one ordered durable history (`Log` trait; `log::embedded` on redb).
 //! - [`hub`]: in-process fan-out of committed records, per tenant and channel.
@@ -22,6 +23,7 @@ pub mod catalog;
 pub mod coalesce;
 pub mod grpc;
 pub mod hub;
+pub mod json;
 pub mod log;
 pub mod names;
 pub mod proto;

@@ -24,7 +24,11 @@ impl Tenant {
             && s.as_bytes()[0].is_ascii_alphanumeric()
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if ok { Ok(Self(s.into())) } else { Err(NameError(MSG)) }
+        if ok {
+            Ok(Self(s.into()))
+        } else {
+            Err(NameError(MSG))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -59,7 +63,11 @@ impl Channel {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
         });
-        if base_ok && sub_ok { Ok(Self(s.into())) } else { Err(NameError(MSG)) }
+        if base_ok && sub_ok {
+            Ok(Self(s.into()))
+        } else {
+            Err(NameError(MSG))
+        }
     }
 
     /// `jobs/{job}` for a job id.
@@ -143,11 +151,25 @@ mod tests {
 
     #[test]
     fn channels() {
-        for good in ["dashboard", "working-capital", "jobs/42", "jobs/run-2026.11:a_B"] {
+        for good in [
+            "dashboard",
+            "working-capital",
+            "jobs/42",
+            "jobs/run-2026.11:a_B",
+        ] {
             assert_eq!(Channel::new(good).unwrap().as_str(), good);
         }
         assert_eq!(Channel::new("jobs/42").unwrap().base(), "jobs");
-        for bad in ["", "Dashboard", "jobs/", "/x", "jobs/a/b", "a b", "jobs/a b", "x\u{1f}y"] {
+        for bad in [
+            "",
+            "Dashboard",
+            "jobs/",
+            "/x",
+            "jobs/a/b",
+            "a b",
+            "jobs/a b",
+            "x\u{1f}y",
+        ] {
             assert!(Channel::new(bad).is_err(), "{bad:?} accepted");
         }
     }

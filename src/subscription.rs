@@ -28,13 +28,36 @@ const PAGE: usize = 1024;
 #[derive(Debug, Clone)]
 pub enum Item {
     /// Always first.
-    Status { complete: bool, bounds: Bounds },
+    Status {
+        complete: bool,
+        bounds: Bounds,
+    },
     Event(Arc<Record>),
     /// A snapshot held back by coalescing and delivered at the end of its window;
     /// its id may be lower than events already delivered, so it must not move a resume cursor.
     Coalesced(Arc<Record>),
     /// Events in `(after, next)` are gone from history and were never delivered.
-    Gap { after: EventId, next: EventId, reason: &'static str },
+    Gap {
+        after: EventId,
+        next: EventId,
+        reason: &'static str,
+    },
+    /// The subscriber fell a whole ring behind and asked to be dropped rather than
+    /// caught up (`Lag::Evict`); `after` is the last id it was given. Always last.
+    Evicted {
+        after: EventId,
+    },
+}
+
+/// What to do when a subscriber falls a whole ring behind live delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lag {
+    /// Catch up from the log (internal services, remote bridges).
+    #[default]
+    CatchUp,
+    /// End the subscription with `Item::Evicted`; the client resumes from its last id
+    /// (browsers: a stalled tab must not hold a catch-up reader on the log).
+    Evict,
 }
 
 /// Which events a subscriber gets.
@@ -48,14 +71,16 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn wants(&self, r: &Record) -> bool {
-        self.channels.as_ref().is_none_or(|chs| r.in_any(chs)) && self.allow.as_ref().is_none_or(|f| f(r))
+    pub fn wants(&self, r: &Record) -> bool {
+        self.channels.as_ref().is_none_or(|chs| r.in_any(chs))
+            && self.allow.as_ref().is_none_or(|f| f(r))
     }
 }
 
 pub struct Options {
     pub from: Option<EventId>,
     pub coalesce: Option<Duration>,
+    pub on_lag: Lag,
 }
 
 /// The item stream for one subscriber.
@@ -121,6 +146,10 @@ pub fn subscribe(
                             }
                             _ => yield Item::Event(r),
                         }
+                    }
+                    Err(RecvError::Lagged(_)) if options.on_lag == Lag::Evict => {
+                        yield Item::Evicted { after: cursor };
+                        return;
                     }
                     Err(RecvError::Lagged(_)) => {
                         // Too slow for the ring: catch up from the log. If retention

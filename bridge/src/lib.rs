@@ -1,1 +1,23 @@
-pub fn placeholder() {}
+//! # switchyard-bridge: the HTTP edge and the `switchyard` binary
+//!
+//! ## Layout
+//! - [`serve`]: `switchyard serve`, bus + gRPC + HTTP in one process.
+//! - [`http`]: the axum router and shared [`http::App`] state; [`api`] its plain handlers,
+//!   [`sse`] the streaming ones, [`openapi`] the API description.
+//! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
+//! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
+//! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
+//! - [`tools`]: `tail`, `publish`, `token`; [`telemetry`]: logs and OTLP traces.
+
+pub mod access;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod limits;
+pub mod openapi;
+pub mod secret;
+pub mod serve;
+pub mod sse;
+pub mod telemetry;
+pub mod tools;

@@ -1,1 +1,284 @@
-fn main() {}
+//! The `switchyard` binary: parses the command line and calls the library.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard::{auth::Role, catalog::Catalog, log::Fsync};
+use switchyard_bridge::{
+    config::{Config, Overrides, process_env},
+    serve, telemetry, tools,
+};
+
+/// EX_USAGE: bad flags or configuration.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard: a real-time event backbone (gRPC EventBus + SSE bridge)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// TOML config file (env SWITCHYARD_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (env SWITCHYARD_DATA_DIR) [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address; port 0 picks one (env SWITCHYARD_GRPC_ADDR) [default: 127.0.0.1:50051].
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address; port 0 picks one (env SWITCHYARD_HTTP_ADDR) [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// When appends are acknowledged: always (after fsync), batch, off (env SWITCHYARD_FSYNC).
+    #[arg(long)]
+    fsync: Option<Fsync>,
+}
+
+#[derive(clap::Args, Clone)]
+struct ClientArgs {
+    /// Bus gRPC URL [default: from <data-dir>/addr.json, else http://127.0.0.1:50051].
+    #[arg(long)]
+    bus: Option<String>,
+    /// Bearer token (env SWITCHYARD_TOKEN); when absent one is minted from the local data dir's secret.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Tenant for a minted token.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Data dir holding secret.key and addr.json.
+    #[arg(long, default_value = "./data", env = "SWITCHYARD_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bus, gRPC API and HTTP bridge in one process.
+    Serve(ServeArgs),
+    /// Mint a token signed with the data dir's secret.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "subscribe")]
+        role: Role,
+        /// Comma-separated channel globs the token allows (default: all).
+        #[arg(long, value_delimiter = ',')]
+        channels: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        #[arg(long, default_value = "./data", env = "SWITCHYARD_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Print events as JSON lines as they arrive (over gRPC).
+    Tail {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Comma-separated channels (default: all the token allows).
+        #[arg(long, value_delimiter = ',')]
+        channels: Vec<String>,
+        /// Resume after this event id.
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Publish events (over gRPC). With `-`, reads newline-delimited JSON events from stdin
+    /// and streams them through PublishStream.
+    Publish {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Catalog type, e.g. alert:info (see `switchyard catalog`).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// The payload as JSON.
+        #[arg(long, default_value = "{}")]
+        json: String,
+        /// The event key (order id, job id...).
+        #[arg(long)]
+        key: Option<String>,
+        /// `-` to read events from stdin.
+        input: Option<String>,
+    },
+    /// Print the event catalog as Markdown (docs/events.md).
+    Catalog,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => return serve_command(args).await,
+        Command::Token {
+            tenant,
+            role,
+            channels,
+            ttl,
+            data_dir,
+        } => tools::mint(&data_dir.join("secret.key"), &tenant, role, channels, ttl)
+            .map(|t| println!("{t}"))
+            .map_err(Into::into),
+        Command::Tail {
+            client,
+            channels,
+            from,
+        } => tail(client, channels, from).await,
+        Command::Publish {
+            client,
+            event_type,
+            json,
+            key,
+            input,
+        } => publish(client, event_type, json, key, input).await,
+        Command::Catalog => {
+            print!("{}", Catalog::global().to_markdown());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_command(args: ServeArgs) -> ExitCode {
+    let flags = Overrides {
+        data_dir: args.data_dir,
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        fsync: args.fsync,
+    };
+    let config = match Config::load(args.config.as_deref(), &process_env, &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard: configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let _telemetry = match telemetry::init(&config.telemetry.log, &config.telemetry.otlp_endpoint) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("switchyard: configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let running = match serve::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One machine-readable line first (scripts and tests read it), then one for people.
+    println!(
+        "switchyard: grpc={} http={}",
+        running.grpc_addr, running.http_addr
+    );
+    println!("switchyard: dashboard {}", serve::dashboard_url(&running));
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn client(args: &ClientArgs, role: Role) -> anyhow::Result<tools::Client> {
+    let url = args
+        .bus
+        .clone()
+        .unwrap_or_else(|| tools::local_bus_url(&args.data_dir));
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => tools::mint(
+            &args.data_dir.join("secret.key"),
+            &args.tenant,
+            role,
+            Vec::new(),
+            3600,
+        )
+        .context("no --token given and no local secret to mint one")?,
+    };
+    Ok(tools::connect(&url, &token).await?)
+}
+
+async fn tail(args: ClientArgs, channels: Vec<String>, from: Option<u64>) -> anyhow::Result<()> {
+    let mut c = client(&args, Role::Subscribe).await?;
+    let mut out = std::io::stdout();
+    tools::tail(&mut c, channels, from, String::new(), &mut out).await?;
+    Ok(())
+}
+
+async fn publish(
+    args: ClientArgs,
+    event_type: Option<String>,
+    json: String,
+    key: Option<String>,
+    input: Option<String>,
+) -> anyhow::Result<()> {
+    let mut c = client(&args, Role::Publish).await?;
+    match (input.as_deref(), event_type) {
+        (Some("-"), _) => {
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            let (ok, failed) = tools::publish_lines(&mut c, stdin).await?;
+            eprintln!("published {ok} events, {failed} failed");
+            if failed > 0 {
+                anyhow::bail!("{failed} events were not published");
+            }
+        }
+        (Some(other), _) => anyhow::bail!("unexpected argument {other:?}; use - to read stdin"),
+        (None, Some(ty)) => {
+            let data: serde_json::Value =
+                serde_json::from_str(&json).context("--json is not JSON")?;
+            let mut line = serde_json::json!({ "type": ty, "data": data });
+            if let Some(k) = key {
+                line["key"] = k.into();
+            }
+            let id = tools::publish_one(&mut c, &line.to_string()).await?;
+            println!("{id}");
+        }
+        (None, None) => anyhow::bail!("give --type and --json, or - to read events from stdin"),
+    }
+    Ok(())
+}

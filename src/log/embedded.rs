@@ -27,7 +27,9 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use tokio::sync::oneshot;
 
 use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Record, Retention, Stream};
@@ -68,9 +70,15 @@ impl Default for EmbeddedConfig {
 
 /// Work for the writer thread: the only thread that writes to the database.
 enum Job {
-    Append { events: Vec<Accepted>, reply: oneshot::Sender<Result<Vec<Appended>, LogError>> },
+    Append {
+        events: Vec<Accepted>,
+        reply: oneshot::Sender<Result<Vec<Appended>, LogError>>,
+    },
     /// Run retention now, as if the time were `now_ms` (operators, tests).
-    Trim { now_ms: u64, reply: oneshot::Sender<Result<(), LogError>> },
+    Trim {
+        now_ms: u64,
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
 }
 
 pub struct EmbeddedLog {
@@ -84,7 +92,10 @@ fn storage(e: impl std::fmt::Display) -> LogError {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn stream_name(stream: &Stream) -> Option<String> {
@@ -107,7 +118,10 @@ impl EmbeddedLog {
             let streams = txn.open_table(STREAMS).map_err(storage)?;
             let meta = txn.open_table(META).map_err(storage)?;
             drop(streams);
-            meta.get("head").map_err(storage)?.map(|v| v.value()).unwrap_or(0)
+            meta.get("head")
+                .map_err(storage)?
+                .map(|v| v.value())
+                .unwrap_or(0)
         };
         txn.commit().map_err(storage)?;
         let counts = count_streams(&db)?;
@@ -133,11 +147,18 @@ impl EmbeddedLog {
     /// Runs retention now, as if the time were `now_ms`.
     pub async fn trim_at(&self, now_ms: u64) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs.send(Job::Trim { now_ms, reply }).map_err(|_| LogError::Closed)?;
+        self.jobs
+            .send(Job::Trim { now_ms, reply })
+            .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    fn read_blocking(db: &Database, stream: &Stream, after: EventId, limit: usize) -> Result<Vec<Arc<Record>>, LogError> {
+    fn read_blocking(
+        db: &Database,
+        stream: &Stream,
+        after: EventId,
+        limit: usize,
+    ) -> Result<Vec<Arc<Record>>, LogError> {
         let txn = db.begin_read().map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let start = after.0.saturating_add(1);
@@ -151,7 +172,11 @@ impl EmbeddedLog {
             }
             Some(name) => {
                 let streams = txn.open_table(STREAMS).map_err(storage)?;
-                for row in streams.range((name.as_str(), start)..=(name.as_str(), u64::MAX)).map_err(storage)?.take(limit) {
+                for row in streams
+                    .range((name.as_str(), start)..=(name.as_str(), u64::MAX))
+                    .map_err(storage)?
+                    .take(limit)
+                {
                     let (k, _) = row.map_err(storage)?;
                     let id = k.value().1;
                     // An index entry whose event is gone was trimmed between the two reads: skip it.
@@ -170,7 +195,11 @@ impl EmbeddedLog {
         let (oldest, trim_key) = match stream_name(stream) {
             None => {
                 let events = txn.open_table(EVENTS).map_err(storage)?;
-                let first = events.first().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
+                let first = events
+                    .first()
+                    .map_err(storage)?
+                    .map(|(k, _)| k.value())
+                    .unwrap_or(0);
                 (first, "trim:*".to_owned())
             }
             Some(name) => {
@@ -186,8 +215,16 @@ impl EmbeddedLog {
                 (first, format!("trim:{name}"))
             }
         };
-        let trimmed = meta.get(trim_key.as_str()).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
-        Ok(Bounds { oldest: EventId(oldest), trimmed_through: EventId(trimmed), head: EventId(head) })
+        let trimmed = meta
+            .get(trim_key.as_str())
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        Ok(Bounds {
+            oldest: EventId(oldest),
+            trimmed_through: EventId(trimmed),
+            head: EventId(head),
+        })
     }
 }
 
@@ -216,12 +253,19 @@ impl Log for EmbeddedLog {
                 return Ok(Vec::new());
             }
             let (reply, rx) = oneshot::channel();
-            self.jobs.send(Job::Append { events, reply }).map_err(|_| LogError::Closed)?;
+            self.jobs
+                .send(Job::Append { events, reply })
+                .map_err(|_| LogError::Closed)?;
             rx.await.map_err(|_| LogError::Closed)?
         })
     }
 
-    fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>> {
+    fn read(
+        &self,
+        stream: Stream,
+        after: EventId,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>> {
         let db = self.db.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || Self::read_blocking(&db, &stream, after, limit))
@@ -245,10 +289,21 @@ impl Log for EmbeddedLog {
         let read = || -> Result<LogStats, LogError> {
             let txn = self.db.begin_read().map_err(storage)?;
             let events = txn.open_table(EVENTS).map_err(storage)?;
-            let oldest = events.first().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
-            Ok(LogStats { head, oldest: EventId(oldest), stored: events.len().map_err(storage)? })
+            let oldest = events
+                .first()
+                .map_err(storage)?
+                .map(|(k, _)| k.value())
+                .unwrap_or(0);
+            Ok(LogStats {
+                head,
+                oldest: EventId(oldest),
+                stored: events.len().map_err(storage)?,
+            })
         };
-        read().unwrap_or(LogStats { head, ..LogStats::default() })
+        read().unwrap_or(LogStats {
+            head,
+            ..LogStats::default()
+        })
     }
 
     fn backend(&self) -> &'static str {
@@ -340,7 +395,13 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, oneshot::Sender<Result<Vec<Appended>, LogError>>)>) {
+    fn commit_group(
+        &mut self,
+        jobs: Vec<(
+            Vec<Accepted>,
+            oneshot::Sender<Result<Vec<Appended>, LogError>>,
+        )>,
+    ) {
         let mut head = self.head.load(Ordering::Acquire);
         let start_head = head;
         let mut records = Vec::new();
@@ -370,7 +431,10 @@ impl Writer {
                                     .map(|v| v.value().0),
                             };
                             if let Some(id) = seen {
-                                out.push(Appended { id: EventId(id), duplicate: true });
+                                out.push(Appended {
+                                    id: EventId(id),
+                                    duplicate: true,
+                                });
                                 continue;
                             }
                         }
@@ -383,7 +447,9 @@ impl Writer {
                         buf.extend_from_slice(&acc.body);
                         events.insert(id, buf.as_slice()).map_err(storage)?;
                         let tenant_stream = acc.tenant.to_string();
-                        streams.insert((tenant_stream.as_str(), id), ms).map_err(storage)?;
+                        streams
+                            .insert((tenant_stream.as_str(), id), ms)
+                            .map_err(storage)?;
                         counted.push(tenant_stream);
                         for ch in &acc.routing.channels {
                             let name = format!("{}:{}", acc.tenant, ch);
@@ -391,13 +457,22 @@ impl Writer {
                             counted.push(name);
                         }
                         if let Some(key) = &acc.idempotency_key {
-                            dedupe.insert((acc.tenant.as_str(), key.as_str()), (id, ms)).map_err(storage)?;
+                            dedupe
+                                .insert((acc.tenant.as_str(), key.as_str()), (id, ms))
+                                .map_err(storage)?;
                             fresh.insert((acc.tenant.clone(), key.clone()), id);
                         }
                         let mut event = acc.event.clone();
                         event.id = id;
-                        records.push(Arc::new(Record::new(event, acc.tenant.clone(), acc.routing.clone())));
-                        out.push(Appended { id: EventId(id), duplicate: false });
+                        records.push(Arc::new(Record::new(
+                            event,
+                            acc.tenant.clone(),
+                            acc.routing.clone(),
+                        )));
+                        out.push(Appended {
+                            id: EventId(id),
+                            duplicate: false,
+                        });
                     }
                     results.push(out);
                 }
@@ -459,7 +534,10 @@ impl Writer {
                 // Entries to drop: the first `over`, plus any older than the cutoff.
                 let mut drop_through: Option<u64> = None;
                 let mut dropped = 0u64;
-                for row in streams.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(storage)? {
+                for row in streams
+                    .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
+                    .map_err(storage)?
+                {
                     let (k, v) = row.map_err(storage)?;
                     if dropped < over || v.value() < cutoff {
                         drop_through = Some(k.value().1);
@@ -473,7 +551,8 @@ impl Writer {
                     streams
                         .retain_in((name.as_str(), 0)..=(name.as_str(), through), |_, _| false)
                         .map_err(storage)?;
-                    meta.insert(format!("trim:{name}").as_str(), through).map_err(storage)?;
+                    meta.insert(format!("trim:{name}").as_str(), through)
+                        .map_err(storage)?;
                     trimmed_any = true;
                     let left = count - dropped;
                     if left == 0 {
@@ -491,13 +570,17 @@ impl Writer {
             let keep_from = first_kept.unwrap_or(head + 1);
             let first_event = events.first().map_err(storage)?.map(|(k, _)| k.value());
             if first_event.is_some_and(|f| f < keep_from) {
-                events.retain_in(..keep_from, |_, _| false).map_err(storage)?;
+                events
+                    .retain_in(..keep_from, |_, _| false)
+                    .map_err(storage)?;
                 meta.insert("trim:*", keep_from - 1).map_err(storage)?;
                 trimmed_any = true;
             }
             let dedupe_cutoff = now_ms.saturating_sub(retention.dedupe_window().as_millis() as u64);
             let before = dedupe.len().map_err(storage)?;
-            dedupe.retain(|_, v| v.1 >= dedupe_cutoff).map_err(storage)?;
+            dedupe
+                .retain(|_, v| v.1 >= dedupe_cutoff)
+                .map_err(storage)?;
             trimmed_any |= dedupe.len().map_err(storage)? != before;
         }
         if trimmed_any {

@@ -48,7 +48,13 @@ impl fmt::Debug for Record {
 
 impl Record {
     pub fn new(event: Event, tenant: Tenant, routing: Routing) -> Self {
-        Self { id: EventId(event.id), tenant, routing, event, frame: OnceLock::new() }
+        Self {
+            id: EventId(event.id),
+            tenant,
+            routing,
+            event,
+            frame: OnceLock::new(),
+        }
     }
 
     /// Rebuilds a record from its stored encoding.
@@ -56,7 +62,8 @@ impl Record {
         use prost::Message;
         let event = Event::decode(bytes).map_err(|e| LogError::Corrupt(e.to_string()))?;
         let tenant = Tenant::new(&event.tenant).map_err(|e| LogError::Corrupt(e.to_string()))?;
-        let routing = crate::validate::route(&event, None).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let routing =
+            crate::validate::route(&event, None).map_err(|e| LogError::Corrupt(e.to_string()))?;
         Ok(Self::new(event, tenant, routing))
     }
 
@@ -151,7 +158,7 @@ impl std::str::FromStr for Fsync {
 
 /// How long a stream keeps events. Whichever limit is hit first applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Events per stream (per tenant channel).
     pub max_events: u64,
@@ -161,13 +168,16 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_events: 1_000_000, max_age_secs: 7 * 24 * 3600 }
+        Self {
+            max_events: 1_000_000,
+            max_age_secs: 7 * 24 * 3600,
+        }
     }
 }
 
 /// Retention: a default, and overrides per channel base name (`jobs` covers every `jobs/<id>`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+// No deny_unknown_fields: serde cannot combine it with `flatten`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Retention {
     #[serde(flatten)]
     pub default: Limits,
@@ -178,13 +188,26 @@ pub struct Retention {
     pub dedupe_window_secs: u64,
 }
 
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            default: Limits::default(),
+            channels: HashMap::new(),
+            dedupe_window_secs: default_dedupe(),
+        }
+    }
+}
+
 fn default_dedupe() -> u64 {
     24 * 3600
 }
 
 impl Retention {
     pub fn for_channel(&self, channel: &Channel) -> Limits {
-        self.channels.get(channel.base()).copied().unwrap_or(self.default)
+        self.channels
+            .get(channel.base())
+            .copied()
+            .unwrap_or(self.default)
     }
 
     pub fn dedupe_window(&self) -> Duration {
@@ -209,7 +232,12 @@ pub struct LogStats {
 /// - `read` returns events of `stream` with `id > after`, ascending.
 pub trait Log: Send + Sync + 'static {
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>>;
-    fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
+    fn read(
+        &self,
+        stream: Stream,
+        after: EventId,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
     fn bounds(&self, stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>>;
     fn stats(&self) -> LogStats;
     fn backend(&self) -> &'static str;

@@ -1,0 +1,377 @@
+//! The non-streaming HTTP API: polling, publish, broadcast, tickets, status,
+//! metrics and health. Streaming lives in [`crate::sse`].
+
+use std::{fmt::Write, sync::Arc, sync::atomic::Ordering};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard::{
+    auth::{Role, TenantScope},
+    bus::ReadError,
+    json::{event_from_json, event_to_json},
+    log::Stream,
+    names::EventId,
+    validate::PublishError,
+};
+
+use crate::{
+    access::{QueryCredentials, TICKET_TTL},
+    error::ApiError,
+    http::App,
+    sse::split_channels,
+};
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the log answers.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.bus.log().bounds(Stream::All).await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => ApiError::unavailable(e.to_string()).into_response(),
+    }
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    channels: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+    tenant: Option<String>,
+    #[serde(flatten)]
+    credentials: QueryCredentials,
+}
+
+/// `GET /api/events?channels=&after=&limit=`: a page of history as JSON, for clients that cannot stream.
+pub async fn poll(
+    State(app): State<Arc<App>>,
+    Query(q): Query<PollQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = app.access.from_request(&headers, &q.credentials)?;
+    let after = match q.after.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => s
+            .parse::<EventId>()
+            .map_err(|e| ApiError::bad_request("invalid_after", "after", e.0))?,
+        None => EventId::ZERO,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let channels = split_channels(q.channels.as_deref());
+    let page = app
+        .bus
+        .read(
+            &who,
+            q.tenant.as_deref().unwrap_or(""),
+            &channels,
+            after,
+            limit,
+        )
+        .await
+        .map_err(|e| match e {
+            ReadError::Request(e) => ApiError::from(e),
+            ReadError::Log(e) => ApiError::unavailable(e.to_string()),
+        })?;
+    // Items are the SSE `data` JSON plus the type name, so one parser serves both paths.
+    let mut body = String::with_capacity(64 + page.events.len() * 256);
+    body.push_str("{\"events\":[");
+    for (i, r) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let _ = write!(
+            body,
+            "{{\"id\":\"{}\",\"type\":{},\"event\":{}}}",
+            r.id,
+            json!(r.type_name()),
+            event_to_json(&r.event)
+        );
+    }
+    let _ = write!(
+        body,
+        "],\"next\":\"{}\",\"complete\":{},\"oldestAvailableId\":\"{}\",\"headId\":\"{}\"}}",
+        page.next, page.complete, page.bounds.oldest, page.bounds.head
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn parse_events(body: &Bytes) -> Result<(Vec<switchyard::proto::v1::Event>, bool), ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", "body", format!("body is not JSON: {e}"))
+    })?;
+    let (items, single) = match value {
+        Value::Array(items) => (items, false),
+        other => (vec![other], true),
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "body",
+            "send at least one event",
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        events.push(event_from_json(item).map_err(|e| indexed(e, i, single))?);
+    }
+    Ok((events, single))
+}
+
+fn indexed(e: PublishError, i: usize, single: bool) -> ApiError {
+    let mut err = ApiError::from(e);
+    if !single {
+        err.message = format!("events[{i}]: {}", err.message);
+    }
+    err
+}
+
+/// `POST /api/events`: one event (object) or a batch (array), committed together; answers with ids.
+pub async fn publish(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = app.access.from_headers(&headers)?;
+    who.require(Role::Publish)?;
+    let (events, single) = parse_events(&body)?;
+    let n = events.len();
+    let appended = app
+        .bus
+        .publish_all(&who, events)
+        .await
+        .map_err(|(i, e)| indexed(e, i, single))?;
+    app.metrics
+        .http_published
+        .fetch_add(n as u64, Ordering::Relaxed);
+    let body = if single {
+        let a = appended[0];
+        json!({ "id": a.id.to_string(), "duplicate": a.duplicate })
+    } else {
+        json!({
+            "ids": appended.iter().map(|a| a.id.to_string()).collect::<Vec<_>>(),
+            "duplicates": appended.iter().filter(|a| a.duplicate).count(),
+        })
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Broadcast {
+    /// System tokens: the tenants to send to. Tenant admins always send to their own.
+    #[serde(default)]
+    tenants: Vec<String>,
+    event: Value,
+}
+
+/// `POST /api/sse/broadcast` (admin): one event to every subscriber of its channels, in one or more tenants.
+pub async fn broadcast(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = app.access.from_headers(&headers)?;
+    who.require(Role::Admin)?;
+    let b: Broadcast = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            "body",
+            format!("expected {{\"event\": {{…}}, \"tenants\"?: […]}}: {e}"),
+        )
+    })?;
+    let template = event_from_json(b.event).map_err(ApiError::from)?;
+    let tenants = match (&who.tenant, b.tenants.is_empty()) {
+        (TenantScope::One(_), true) => vec![String::new()],
+        (TenantScope::One(_), false) => {
+            return Err(ApiError::bad_request(
+                "invalid_tenant",
+                "tenants",
+                "only system tokens name tenants",
+            ));
+        }
+        (TenantScope::All, true) => {
+            return Err(ApiError::bad_request(
+                "invalid_tenant",
+                "tenants",
+                "a system token must list the tenants",
+            ));
+        }
+        (TenantScope::All, false) => b.tenants,
+    };
+    let events = tenants
+        .into_iter()
+        .map(|t| {
+            let mut e = template.clone();
+            e.tenant = t;
+            e
+        })
+        .collect();
+    let appended = app
+        .bus
+        .publish_all(&who, events)
+        .await
+        .map_err(|(i, e)| indexed(e, i, false))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "ids": appended.iter().map(|a| a.id.to_string()).collect::<Vec<_>>() })),
+    )
+        .into_response())
+}
+
+/// `POST /api/sse/ticket`: trade the bearer token for a single-use ticket for EventSource URLs.
+pub async fn ticket(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let who = app.access.from_headers(&headers)?;
+    let ticket = app.access.issue_ticket(who);
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "ticket": ticket, "expires_in": TICKET_TTL.as_secs() })),
+    )
+        .into_response())
+}
+
+/// `GET /api/sse/status` (admin): connections, subscribers, events by type and channel.
+pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let who = app.access.from_headers(&headers)?;
+    who.require(Role::Admin)?;
+    let counters = app.bus.hub().counters();
+    let conns = app.limits.stats();
+    let log = app.bus.log().stats();
+    let tenants: Value = match &who.tenant {
+        TenantScope::All => json!(
+            counters
+                .by_tenant
+                .iter()
+                .map(|(t, c)| (t.clone(), tenant_json(c, conns.by_tenant.get(t))))
+                .collect::<serde_json::Map<_, _>>()
+        ),
+        TenantScope::One(t) => {
+            let c = counters
+                .by_tenant
+                .get(t.as_str())
+                .cloned()
+                .unwrap_or_default();
+            json!({ t.to_string(): tenant_json(&c, conns.by_tenant.get(t.as_str())) })
+        }
+    };
+    let all = matches!(who.tenant, TenantScope::All);
+    Ok(Json(json!({
+        "connections": {
+            "current": if all { conns.current } else { conns.by_tenant.values().sum::<usize>().min(conns.current) },
+            "peak": conns.peak,
+            "total": conns.total,
+        },
+        "subscribers": app.bus.subscribers().current,
+        "events": {
+            "published": if all { counters.total } else { counters.by_tenant.values().map(|c| c.total).sum() },
+            "sseFrames": app.metrics.sse_frames.load(Ordering::Relaxed),
+            "evicted": app.metrics.sse_evicted.load(Ordering::Relaxed),
+        },
+        "log": { "backend": app.bus.log().backend(), "headId": log.head.to_string(), "oldestId": log.oldest.to_string(), "stored": log.stored },
+        "tenants": tenants,
+        "uptimeSecs": app.started.elapsed().as_secs(),
+    }))
+    .into_response())
+}
+
+fn tenant_json(c: &switchyard::hub::TenantCounters, conns: Option<&usize>) -> Value {
+    json!({ "connections": conns.copied().unwrap_or(0), "published": c.total, "byType": c.by_type, "byChannel": c.by_channel })
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let counters = app.bus.hub().counters();
+    let conns = app.limits.stats();
+    let log = app.bus.log().stats();
+    let subs = app.bus.subscribers();
+    let mut s = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    gauge(
+        "switchyard_sse_connections",
+        "Open SSE connections.",
+        "gauge",
+        conns.current as u64,
+    );
+    gauge(
+        "switchyard_sse_connections_peak",
+        "Most SSE connections open at once.",
+        "gauge",
+        conns.peak as u64,
+    );
+    gauge(
+        "switchyard_sse_connections_total",
+        "SSE connections accepted.",
+        "counter",
+        conns.total,
+    );
+    gauge(
+        "switchyard_sse_frames_total",
+        "Event frames written to SSE clients.",
+        "counter",
+        app.metrics.sse_frames.load(Ordering::Relaxed),
+    );
+    gauge(
+        "switchyard_sse_evicted_total",
+        "SSE clients dropped for falling behind.",
+        "counter",
+        app.metrics.sse_evicted.load(Ordering::Relaxed),
+    );
+    gauge(
+        "switchyard_subscribers",
+        "Open subscriptions (SSE and gRPC).",
+        "gauge",
+        subs.current,
+    );
+    gauge(
+        "switchyard_log_head_id",
+        "Newest event id.",
+        "gauge",
+        log.head.get(),
+    );
+    gauge(
+        "switchyard_log_oldest_id",
+        "Oldest event id held.",
+        "gauge",
+        log.oldest.get(),
+    );
+    gauge("switchyard_log_events", "Events held.", "gauge", log.stored);
+    let _ = writeln!(
+        s,
+        "# HELP switchyard_published_total Events committed, by tenant and type.\n# TYPE switchyard_published_total counter"
+    );
+    for (tenant, c) in &counters.by_tenant {
+        for (ty, n) in &c.by_type {
+            let _ = writeln!(
+                s,
+                "switchyard_published_total{{tenant=\"{tenant}\",type=\"{ty}\"}} {n}"
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
+}

@@ -1,0 +1,399 @@
+//! Configuration: defaults, then a TOML file, then `SWITCHYARD_*` environment
+//! variables, then command-line flags (later wins). Parsed and validated before
+//! any port is bound; a bad value names its key. See docs/configuration.md.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use switchyard::{
+    bus::BusConfig,
+    log::{Fsync, Retention, embedded::EmbeddedConfig},
+    names::Channel,
+    validate::Policy,
+};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub log: LogConfig,
+    pub bus: BusSection,
+    pub auth: AuthConfig,
+    pub sse: SseConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub fsync: Fsync,
+    pub batch_interval_ms: u64,
+    pub trim_interval_secs: u64,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSection {
+    pub max_event_bytes: usize,
+    /// Channels `custom` events may use besides the catalog's.
+    pub custom_channels: Vec<String>,
+    pub coalesce_window_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret file; default `<data_dir>/secret.key`, generated on first run.
+    pub secret_file: Option<PathBuf>,
+    /// RS256/ES256 public keys (PEM files) accepted besides the secret.
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS document (file) of RS256/ES256 keys.
+    pub jwks_file: Option<PathBuf>,
+    /// Accept `?access_token=` on SSE routes. Off: tokens in URLs leak into logs (RFC 9700).
+    pub allow_query_token: bool,
+    /// Origins allowed by CORS; empty means same-origin only.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    pub heartbeat_secs: u64,
+    pub retry_ms: u64,
+    pub max_connections: usize,
+    pub max_per_tenant: usize,
+    pub max_per_token: usize,
+    /// Frames queued per connection before a client that stopped reading is dropped.
+    pub send_buffer: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `tracing` filter, e.g. `info` or `switchyard=debug`.
+    pub log: String,
+    /// OTLP/gRPC endpoint for traces, e.g. `http://127.0.0.1:4317`; empty disables export.
+    pub otlp_endpoint: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log: LogConfig::default(),
+            bus: BusSection::default(),
+            auth: AuthConfig::default(),
+            sse: SseConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            fsync: Fsync::Always,
+            batch_interval_ms: 100,
+            trim_interval_secs: 10,
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 64 * 1024,
+            custom_channels: Vec::new(),
+            coalesce_window_ms: 2000,
+        }
+    }
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 15,
+            retry_ms: 2000,
+            max_connections: 19_000,
+            max_per_tenant: 10_000,
+            max_per_token: 64,
+            send_buffer: 512,
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log: "info".into(),
+            otlp_endpoint: String::new(),
+        }
+    }
+}
+
+/// A configuration mistake, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("{key}: {message}")]
+    Value { key: String, message: String },
+}
+
+fn bad(key: &str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Value {
+        key: key.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// Flags that override the file and environment; `None` leaves the value alone.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub fsync: Option<Fsync>,
+}
+
+/// Environment variables this reads (documented in docs/configuration.md).
+pub const ENV_VARS: &[&str] = &[
+    "SWITCHYARD_CONFIG",
+    "SWITCHYARD_DATA_DIR",
+    "SWITCHYARD_GRPC_ADDR",
+    "SWITCHYARD_HTTP_ADDR",
+    "SWITCHYARD_FSYNC",
+    "SWITCHYARD_LOG",
+    "SWITCHYARD_OTLP_ENDPOINT",
+    "SWITCHYARD_CUSTOM_CHANNELS",
+    "SWITCHYARD_ALLOW_QUERY_TOKEN",
+    "SWITCHYARD_HEARTBEAT_SECS",
+];
+
+impl Config {
+    /// Loads file (if any) → env → flags. `env` is a lookup so tests need not touch the process environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env("SWITCHYARD_CONFIG").map(PathBuf::from));
+        let mut c = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = env("SWITCHYARD_DATA_DIR") {
+            c.data_dir = v.into();
+        }
+        if let Some(v) = env("SWITCHYARD_GRPC_ADDR") {
+            c.grpc_addr = v.parse().map_err(|e| bad("SWITCHYARD_GRPC_ADDR", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_HTTP_ADDR") {
+            c.http_addr = v.parse().map_err(|e| bad("SWITCHYARD_HTTP_ADDR", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_FSYNC") {
+            c.log.fsync = v.parse().map_err(|e| bad("SWITCHYARD_FSYNC", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_LOG") {
+            c.telemetry.log = v;
+        }
+        if let Some(v) = env("SWITCHYARD_OTLP_ENDPOINT") {
+            c.telemetry.otlp_endpoint = v;
+        }
+        if let Some(v) = env("SWITCHYARD_CUSTOM_CHANNELS") {
+            c.bus.custom_channels = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = env("SWITCHYARD_ALLOW_QUERY_TOKEN") {
+            c.auth.allow_query_token = v
+                .parse()
+                .map_err(|e| bad("SWITCHYARD_ALLOW_QUERY_TOKEN", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_HEARTBEAT_SECS") {
+            c.sse.heartbeat_secs = v.parse().map_err(|e| bad("SWITCHYARD_HEARTBEAT_SECS", e))?;
+        }
+        if let Some(v) = &flags.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = flags.grpc_addr {
+            c.grpc_addr = v;
+        }
+        if let Some(v) = flags.http_addr {
+            c.http_addr = v;
+        }
+        if let Some(v) = flags.fsync {
+            c.log.fsync = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for ch in &self.bus.custom_channels {
+            Channel::new(ch).map_err(|e| bad("bus.custom_channels", format!("'{ch}': {e}")))?;
+        }
+        if self.bus.max_event_bytes < 256 || self.bus.max_event_bytes > 4 * 1024 * 1024 {
+            return Err(bad(
+                "bus.max_event_bytes",
+                "must be between 256 and 4194304",
+            ));
+        }
+        if self.sse.heartbeat_secs == 0 {
+            return Err(bad("sse.heartbeat_secs", "must be at least 1"));
+        }
+        if self.sse.send_buffer == 0 {
+            return Err(bad("sse.send_buffer", "must be at least 1"));
+        }
+        if self.log.retention.default.max_events == 0 {
+            return Err(bad("log.retention.max_events", "must be at least 1"));
+        }
+        for (name, limits) in &self.log.retention.channels {
+            Channel::new(name)
+                .map_err(|e| bad("log.retention.channels", format!("'{name}': {e}")))?;
+            if limits.max_events == 0 {
+                return Err(bad(
+                    &format!("log.retention.channels.{name}.max_events"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn bus_config(&self) -> BusConfig {
+        let custom_channels: BTreeSet<Channel> = self
+            .bus
+            .custom_channels
+            .iter()
+            .filter_map(|c| Channel::new(c).ok())
+            .collect();
+        BusConfig {
+            policy: Policy {
+                max_event_bytes: self.bus.max_event_bytes,
+                custom_channels,
+            },
+            coalesce_window: Duration::from_millis(self.bus.coalesce_window_ms),
+        }
+    }
+
+    pub fn log_config(&self) -> EmbeddedConfig {
+        EmbeddedConfig {
+            fsync: self.log.fsync,
+            batch_interval: Duration::from_millis(self.log.batch_interval_ms.max(1)),
+            retention: self.log.retention.clone(),
+            trim_interval: Duration::from_secs(self.log.trim_interval_secs.max(1)),
+        }
+    }
+
+    pub fn secret_file(&self) -> PathBuf {
+        self.auth
+            .secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
+}
+
+/// Reads the real process environment.
+pub fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// For tests: an environment from a map.
+pub fn map_env(map: HashMap<&'static str, &'static str>) -> impl Fn(&str) -> Option<String> {
+    move |k| map.get(k).map(|v| (*v).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layering_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from-file\"\nhttp_addr = \"127.0.0.1:1\"\n[log]\nfsync = \"batch\"\n[log.retention]\nmax_events = 5\nmax_age_secs = 60\n[log.retention.channels.jobs]\nmax_events = 2\nmax_age_secs = 10\n[bus]\ncustom_channels = [\"ops\"]\n",
+        )
+        .unwrap();
+        let env = map_env(
+            [
+                ("SWITCHYARD_DATA_DIR", "/from-env"),
+                ("SWITCHYARD_HTTP_ADDR", "127.0.0.1:2"),
+            ]
+            .into(),
+        );
+        let c = Config::load(
+            Some(&file),
+            &env,
+            &Overrides {
+                data_dir: Some("/from-flag".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
+        assert_eq!(c.http_addr.port(), 2);
+        assert_eq!(c.log.fsync, Fsync::Batch);
+        assert_eq!(c.log.retention.default.max_events, 5);
+        assert_eq!(
+            c.log
+                .retention
+                .for_channel(&Channel::new("jobs/1").unwrap())
+                .max_events,
+            2
+        );
+        assert!(
+            c.bus_config()
+                .policy
+                .custom_channels
+                .contains(&Channel::new("ops").unwrap())
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let none = map_env(HashMap::new());
+        let env = map_env([("SWITCHYARD_GRPC_ADDR", "nope")].into());
+        let e = Config::load(None, &env, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().starts_with("SWITCHYARD_GRPC_ADDR"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "[bus]\ncustom_channels = [\"Bad Name\"]\n").unwrap();
+        let e = Config::load(Some(&file), &none, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().starts_with("bus.custom_channels"), "{e}");
+        std::fs::write(&file, "nonsense = 1\n").unwrap();
+        let e = Config::load(Some(&file), &none, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("nonsense"), "{e}");
+        assert_eq!(
+            Config::load(None, &none, &Overrides::default()).unwrap(),
+            Config::default()
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! HTTP errors: every failure the edge returns is `{"error": {"code", "message", "field"?}}`
+//! with the right status. Library errors are mapped here, once. Nothing a
+//! client sends can produce a 500; internal detail stays in the logs.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+use switchyard::{auth::AuthError, bus::SubscribeError, validate::PublishError};
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<&'static str>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(
+        code: &'static str,
+        field: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::new(StatusCode::BAD_REQUEST, code, message)
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                message,
+            )
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+            }
+            _ => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Invalid {
+                code,
+                field,
+                message,
+            } => Self::bad_request(code, field, format!("{field}: {message}")),
+            PublishError::Denied(a) => a.into(),
+            PublishError::Unavailable(m) => Self::unavailable(m),
+        }
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::Invalid {
+                code,
+                field,
+                message,
+            } => Self::bad_request(code, field, message),
+            SubscribeError::UnknownChannel(c) => Self::not_found(format!("unknown channel '{c}'")),
+            SubscribeError::Denied(a) => a.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(f) = self.field {
+            body["error"]["field"] = json!(f);
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP edge: one axum [`Router`] over an [`App`].
+//!
+//! Routes are listed once in [`ROUTES`]; the OpenAPI document is checked
+//! against that list by a test, so the two cannot drift.
+
+use std::{
+    sync::{Arc, atomic::AtomicU64},
+    time::Instant,
+};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderValue, Method},
+    routing::{get, post},
+};
+use switchyard::bus::Bus;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{access::Access, api, config::SseConfig, limits::Limits, openapi, sse};
+
+/// Everything a handler needs. Shared by `Arc`.
+pub struct App {
+    pub bus: Bus,
+    pub access: Access,
+    pub limits: Limits,
+    pub sse: SseConfig,
+    /// Flips to true when the server starts shutting down; open streams tell clients to reconnect.
+    pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    pub cors_origins: Vec<String>,
+}
+
+/// Counters only the edge knows about.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sse_frames: AtomicU64,
+    pub sse_evicted: AtomicU64,
+    pub http_published: AtomicU64,
+}
+
+/// Every route, as (method, path). The router and the OpenAPI document both follow this list.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/sse/subscribe"),
+    ("GET", "/api/sse/jobs/{job_id}"),
+    ("GET", "/api/sse/{channel}"),
+    ("POST", "/api/sse/ticket"),
+    ("POST", "/api/sse/broadcast"),
+    ("GET", "/api/sse/status"),
+    ("GET", "/api/events"),
+    ("POST", "/api/events"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+];
+
+/// Largest request body: a batch of events.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    let cors = (!app.cors_origins.is_empty()).then(|| {
+        let origins: Vec<HeaderValue> = app
+            .cors_origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect();
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+                "last-event-id".parse().unwrap(),
+            ])
+            .allow_credentials(true)
+    });
+    let r = Router::new()
+        .route("/api/sse/subscribe", get(sse::subscribe))
+        .route("/api/sse/jobs/{job_id}", get(sse::job))
+        .route("/api/sse/{channel}", get(sse::channel))
+        .route("/api/sse/ticket", post(api::ticket))
+        .route("/api/sse/broadcast", post(api::broadcast))
+        .route("/api/sse/status", get(api::status))
+        .route("/api/events", get(api::poll).post(api::publish))
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app);
+    match cors {
+        Some(c) => r.layer(c),
+        None => r,
+    }
+}

@@ -1,0 +1,88 @@
+//! `GET /api/openapi.json`: the HTTP API, described. A test keeps its paths equal to [`crate::http::ROUTES`].
+
+use axum::Json;
+use serde_json::{Value, json};
+
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}
+
+fn error_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+pub fn spec() -> Value {
+    let sse_params = json!([
+        { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" }, "description": "Resume after this event id." },
+        { "name": "lastEventId", "in": "query", "schema": { "type": "string" }, "description": "Resume after this id (for clients that cannot set headers)." },
+        { "name": "ticket", "in": "query", "schema": { "type": "string" }, "description": "Single-use ticket from POST /api/sse/ticket." },
+        { "name": "access_token", "in": "query", "schema": { "type": "string" }, "description": "Only when the server enables auth.allow_query_token." },
+        { "name": "coalesce", "in": "query", "schema": { "type": "boolean", "default": true }, "description": "Coalesce state snapshots per (type, key)." },
+        { "name": "tenant", "in": "query", "schema": { "type": "string" }, "description": "System tokens only: the tenant to read." }
+    ]);
+    let sse_responses = json!({
+        "200": { "description": "An event stream: `retry:` first, then `id`/`event`/`data` frames, `stream:gap` when a resume cannot be complete, and heartbeat comments.",
+                 "headers": { "x-switchyard-resume": { "schema": { "type": "string", "enum": ["complete", "gap"] } } },
+                 "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+        "400": error_response("Bad channel or Last-Event-ID."),
+        "401": error_response("Missing, invalid or expired token."),
+        "403": error_response("The token does not allow this channel."),
+        "404": error_response("Unknown channel."),
+        "429": error_response("Connection limit reached; see Retry-After.")
+    });
+    let mut channel_params = sse_params.as_array().cloned().unwrap_or_default();
+    channel_params.insert(0, json!({ "name": "channel", "in": "path", "required": true, "schema": { "type": "string" } }));
+    let mut job_params = sse_params.as_array().cloned().unwrap_or_default();
+    job_params.insert(
+        0,
+        json!({ "name": "job_id", "in": "path", "required": true, "schema": { "type": "string" } }),
+    );
+    let mut many_params = sse_params.as_array().cloned().unwrap_or_default();
+    many_params.insert(0, json!({ "name": "channels", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated channels; all the token allows when omitted." }));
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Switchyard HTTP API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Real-time events over Server-Sent Events, with lossless resume. Event payloads are the proto3 JSON of switchyard.v1.Event (64-bit integers as strings); see docs/events.md." },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                                 "cookie": { "type": "apiKey", "in": "cookie", "name": "switchyard_token" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object", "required": ["code", "message"],
+                    "properties": { "code": { "type": "string" }, "message": { "type": "string" }, "field": { "type": "string" } } } } },
+                "Event": { "type": "object", "description": "proto3 JSON of switchyard.v1.Event, or the short form {type, key?, data}." }
+            }
+        },
+        "security": [{ "bearer": [] }, { "cookie": [] }],
+        "paths": {
+            "/api/sse/{channel}": { "get": { "summary": "Stream one channel.", "parameters": channel_params, "responses": sse_responses } },
+            "/api/sse/subscribe": { "get": { "summary": "Stream several channels.", "parameters": many_params, "responses": sse_responses } },
+            "/api/sse/jobs/{job_id}": { "get": { "summary": "Stream one job's progress (channel jobs/{job_id}).", "parameters": job_params, "responses": sse_responses } },
+            "/api/sse/ticket": { "post": { "summary": "Trade the bearer token for a single-use ticket valid 30 s.",
+                "responses": { "200": { "description": "{ticket, expires_in}" }, "401": error_response("Bad token.") } } },
+            "/api/sse/broadcast": { "post": { "summary": "Admin: publish one event to a tenant (or, with a system token, to listed tenants).",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "event": { "$ref": "#/components/schemas/Event" }, "tenants": { "type": "array", "items": { "type": "string" } } } } } } },
+                "responses": { "201": { "description": "{ids}" }, "400": error_response("Invalid event."), "401": error_response("Bad token."), "403": error_response("Not admin.") } } },
+            "/api/sse/status": { "get": { "summary": "Admin: connections, subscribers, events by type and channel per tenant.",
+                "responses": { "200": { "description": "Status JSON." }, "401": error_response("Bad token."), "403": error_response("Not admin.") } } },
+            "/api/events": {
+                "get": { "summary": "Polling fallback: a page of history after an id.",
+                    "parameters": [
+                        { "name": "channels", "in": "query", "schema": { "type": "string" } },
+                        { "name": "after", "in": "query", "schema": { "type": "string" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+                        { "name": "ticket", "in": "query", "schema": { "type": "string" } }
+                    ],
+                    "responses": { "200": { "description": "{events: [{id, type, event}], next, complete, oldestAvailableId, headId}" },
+                                   "400": error_response("Bad parameter."), "401": error_response("Bad token."), "403": error_response("Channel not allowed."), "404": error_response("Unknown channel.") } },
+                "post": { "summary": "Publish one event (object) or a batch (array), all or nothing; answers once durable.",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "oneOf": [ { "$ref": "#/components/schemas/Event" }, { "type": "array", "items": { "$ref": "#/components/schemas/Event" } } ] } } } },
+                    "responses": { "201": { "description": "{id, duplicate} or {ids, duplicates}" }, "400": error_response("Invalid event; names the field."),
+                                   "401": error_response("Bad token."), "403": error_response("Needs the publish role / wrong tenant."), "413": error_response("Body too large."), "503": error_response("Log unavailable.") } }
+            },
+            "/api/openapi.json": { "get": { "summary": "This document.", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics.", "security": [], "responses": { "200": { "description": "text/plain" } } } },
+            "/healthz": { "get": { "summary": "Liveness.", "security": [], "responses": { "200": { "description": "ok" } } } },
+            "/readyz": { "get": { "summary": "Readiness: the log answers.", "security": [], "responses": { "200": { "description": "ready" }, "503": error_response("Not ready.") } } }
+        }
+    })
+}

@@ -1,0 +1,190 @@
+//! `switchyard serve`: bus + gRPC + HTTP bridge in one process.
+//!
+//! [`start`] binds both listeners before returning, so callers (main, tests)
+//! know the real addresses (port 0 picks a free one) without sleeping; the
+//! addresses are also printed and written to `<data_dir>/addr.json`.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use switchyard::{
+    auth::{Role, Signer, Verifier},
+    bus::Bus,
+    hub::Hub,
+    log::embedded::EmbeddedLog,
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    access::Access,
+    config::Config,
+    http::{App, Metrics, router},
+    limits::{Caps, Limits},
+    secret,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+    #[error("auth: {0}")]
+    Auth(String),
+    #[error("data dir {dir}: {message}")]
+    Log { dir: String, message: String },
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started server.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub bus: Bus,
+    pub signer: Signer,
+    stop: watch::Sender<bool>,
+    grpc: JoinHandle<()>,
+    http: JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful shutdown: streams are told to reconnect, in-flight requests finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.grpc.await;
+        let _ = self.http.await;
+    }
+
+    /// Resolves when the server has stopped (after [`Running::shutdown`] or a fatal error).
+    pub async fn wait(self) {
+        let _ = self.http.await;
+        let _ = self.stop.send(true);
+        let _ = self.grpc.await;
+    }
+
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+pub fn verifier(config: &Config, secret: &[u8]) -> Result<Verifier, ServeError> {
+    let mut v = Verifier::hs256(secret);
+    for path in &config.auth.public_keys {
+        let pem = std::fs::read(path)
+            .map_err(|e| ServeError::Auth(format!("auth.public_keys {}: {e}", path.display())))?;
+        v.add_public_pem(&pem)
+            .map_err(|e| ServeError::Auth(format!("auth.public_keys {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &config.auth.jwks_file {
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| ServeError::Auth(format!("auth.jwks_file {}: {e}", path.display())))?;
+        v.add_jwks(&json)
+            .map_err(|e| ServeError::Auth(format!("auth.jwks_file: {e}")))?;
+    }
+    Ok(v)
+}
+
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let secret = secret::load_or_create(&config.secret_file())?;
+    let verifier = Arc::new(verifier(&config, &secret)?);
+    let signer = Signer::hs256(&secret);
+    let hub = Hub::default();
+    let log =
+        EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone()).map_err(|e| {
+            ServeError::Log {
+                dir: config.data_dir.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+    let bus = Bus::new(Arc::new(log), hub, config.bus_config());
+
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "gRPC",
+            addr: config.grpc_addr,
+            source,
+        })?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "HTTP",
+            addr: config.http_addr,
+            source,
+        })?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    std::fs::write(
+        config.data_dir.join("addr.json"),
+        serde_json::json!({ "grpc": grpc_addr.to_string(), "http": http_addr.to_string(), "pid": std::process::id() })
+            .to_string(),
+    )?;
+
+    let (stop, stopped) = watch::channel(false);
+    let app = Arc::new(App {
+        bus: bus.clone(),
+        access: Access::new((*verifier).clone(), config.auth.allow_query_token),
+        limits: Limits::new(Caps {
+            total: config.sse.max_connections,
+            per_tenant: config.sse.max_per_tenant,
+            per_token: config.sse.max_per_token,
+        }),
+        sse: config.sse.clone(),
+        shutdown: stopped.clone(),
+        metrics: Arc::new(Metrics::default()),
+        started: Instant::now(),
+        cors_origins: config.auth.cors_origins.clone(),
+    });
+    let until = |mut rx: watch::Receiver<bool>| async move {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let grpc = {
+        let (bus, verifier, rx) = (bus.clone(), verifier.clone(), stopped.clone());
+        tokio::spawn(async move {
+            if let Err(error) =
+                switchyard::grpc::serve(grpc_listener, bus, verifier, until(rx)).await
+            {
+                tracing::error!(%error, "gRPC server failed");
+            }
+        })
+    };
+    let http = {
+        let rx = stopped.clone();
+        let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(http_listener, service)
+                .with_graceful_shutdown(until(rx))
+                .await
+            {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        })
+    };
+    tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        bus,
+        signer,
+        stop,
+        grpc,
+        http,
+    })
+}
+
+/// The line `serve` prints for people: the dashboard with a short-lived token in the fragment
+/// (fragments never reach server logs).
+pub fn dashboard_url(running: &Running) -> String {
+    let token = running
+        .signer
+        .mint("default", Role::Subscribe, Vec::new(), 3600);
+    format!("http://{}/#token={token}", running.http_addr)
+}

@@ -1,0 +1,246 @@
+//! Server-Sent Events: `/api/sse/{channel}`, `/api/sse/subscribe?channels=`, `/api/sse/jobs/{id}`.
+//!
+//! Each record's frame (`id`, `event`, `data`) is encoded once, cached on the
+//! record, and the same `Bytes` goes to every subscriber. The body is a stream
+//! hyper pulls from: a client that stops reading stops being fed, and once it
+//! falls a whole hub ring behind it is dropped with a comment saying so and
+//! resumes from its `Last-Event-ID`. Resume, gaps and ordering come from
+//! [`switchyard::subscription`].
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use serde::Deserialize;
+use switchyard::{
+    bus::SubscribeSpec,
+    log::Record,
+    names::{Channel, EventId},
+    subscription::{Item, Lag},
+};
+
+use crate::{access::QueryCredentials, error::ApiError, http::App};
+
+pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
+const EVICTED: Bytes = Bytes::from_static(
+    b": disconnected: this client fell too far behind; reconnect with Last-Event-ID to resume\n\n",
+);
+const SHUTDOWN: Bytes = Bytes::from_static(
+    b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"server shutting down\"}\n\n",
+);
+/// Response header saying whether a resume was complete: `complete` or `gap`.
+pub const RESUME_HEADER: &str = "x-switchyard-resume";
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SseQuery {
+    pub channels: Option<String>,
+    #[serde(rename = "lastEventId")]
+    pub last_event_id: Option<String>,
+    /// System tokens (tenant `*`) name the tenant to read.
+    pub tenant: Option<String>,
+    /// Coalesce snapshots per (type, key); on by default for browsers.
+    pub coalesce: Option<bool>,
+    #[serde(flatten)]
+    pub credentials: QueryCredentials,
+}
+
+/// The record's SSE frame, encoded on first use and shared after that.
+pub fn frame(record: &Record) -> Bytes {
+    record
+        .frame
+        .get_or_init(|| {
+            let json = switchyard::json::event_to_json(&record.event);
+            let mut b = BytesMut::with_capacity(json.len() + record.type_name().len() + 40);
+            b.put_slice(b"id: ");
+            b.put_slice(record.id.to_string().as_bytes());
+            b.put_slice(b"\nevent: ");
+            b.put_slice(record.type_name().as_bytes());
+            b.put_slice(b"\ndata: ");
+            b.put_slice(json.as_bytes());
+            b.put_slice(b"\n\n");
+            b.freeze()
+        })
+        .clone()
+}
+
+/// The same frame without its `id:` line (a zero-copy slice): coalesced snapshots
+/// arrive after later ids and must not move the browser's Last-Event-ID back.
+fn frame_without_id(record: &Record) -> Bytes {
+    let f = frame(record);
+    let cut = f.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+    f.slice(cut..)
+}
+
+fn gap_frame(requested: Option<EventId>, oldest: EventId, head: EventId) -> Bytes {
+    let data = serde_json::json!({
+        "requestedId": requested.map(|i| i.to_string()),
+        "oldestAvailableId": oldest.to_string(),
+        "headId": head.to_string(),
+        "reason": "history no longer holds every event after the requested id; refetch state",
+    });
+    Bytes::from(format!("event: stream:gap\ndata: {data}\n\n"))
+}
+
+pub async fn channel(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    Query(q): Query<SseQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    open(app, vec![channel], q, headers).await
+}
+
+pub async fn subscribe(
+    State(app): State<Arc<App>>,
+    Query(q): Query<SseQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let channels = split_channels(q.channels.as_deref());
+    open(app, channels, q, headers).await
+}
+
+pub async fn job(
+    State(app): State<Arc<App>>,
+    Path(job_id): Path<String>,
+    Query(q): Query<SseQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let ch = Channel::job(&job_id)
+        .map_err(|e| ApiError::bad_request("invalid_channel", "job_id", e.0))?;
+    open(app, vec![ch.to_string()], q, headers).await
+}
+
+pub fn split_channels(s: Option<&str>) -> Vec<String> {
+    s.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// `Last-Event-ID` header, else the `lastEventId` query parameter.
+pub fn resume_from(headers: &HeaderMap, q: &SseQuery) -> Result<Option<EventId>, ApiError> {
+    let raw = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("x").to_owned())
+        .or_else(|| q.last_event_id.clone())
+        .filter(|s| !s.trim().is_empty());
+    raw.map(|s| {
+        s.parse::<EventId>()
+            .map_err(|e| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID", e.0))
+    })
+    .transpose()
+}
+
+async fn open(
+    app: Arc<App>,
+    channels: Vec<String>,
+    q: SseQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = app.access.from_request(&headers, &q.credentials)?;
+    let from = resume_from(&headers, &q)?;
+    let spec = SubscribeSpec {
+        tenant: q.tenant.clone().unwrap_or_default(),
+        channels,
+        from,
+        coalesce: q.coalesce.unwrap_or(true),
+        on_lag: Lag::Evict,
+    };
+    // Validate the request fully before taking a connection slot.
+    let items = app.bus.subscribe(&who, spec)?;
+    let tenant_label = match &who.tenant {
+        switchyard::auth::TenantScope::One(t) => t.to_string(),
+        switchyard::auth::TenantScope::All => "*".to_owned(),
+    };
+    let slot = app.limits.acquire(&tenant_label, &who.token_id)?;
+    let mut items = Box::pin(items);
+    let (complete, bounds) = match items.next().await {
+        Some(Ok(Item::Status { complete, bounds })) => (complete, bounds),
+        Some(Err(e)) => return Err(ApiError::unavailable(e.to_string())),
+        _ => return Err(ApiError::unavailable("subscription ended before it began")),
+    };
+    let mut preamble = format!("retry: {}\n\n", app.sse.retry_ms).into_bytes();
+    if !complete {
+        preamble.extend_from_slice(&gap_frame(from, bounds.oldest, bounds.head));
+    }
+    let heartbeat = Duration::from_secs(app.sse.heartbeat_secs);
+    let mut shutdown = app.shutdown.clone();
+    let stopping = async move {
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let metrics = app.metrics.clone();
+    let body = async_stream::stream! {
+        let _slot = slot;
+        yield Ok::<Bytes, Infallible>(Bytes::from(preamble));
+        tokio::pin!(stopping);
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stopping => {
+                    yield Ok(SHUTDOWN);
+                    break;
+                }
+                item = items.next() => match item {
+                    Some(Ok(Item::Event(r))) => {
+                        metrics.sse_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        beat.reset();
+                        yield Ok(frame(&r));
+                    }
+                    Some(Ok(Item::Coalesced(r))) => {
+                        metrics.sse_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        yield Ok(frame_without_id(&r));
+                    }
+                    Some(Ok(Item::Gap { after, next, .. })) => {
+                        yield Ok(gap_frame(Some(after), next, next));
+                    }
+                    Some(Ok(Item::Evicted { .. })) => {
+                        metrics.sse_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        yield Ok(EVICTED);
+                        break;
+                    }
+                    Some(Ok(Item::Status { .. })) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "subscription failed");
+                        yield Ok(Bytes::from(": error: the log is unavailable; reconnect to resume\n\n"));
+                        break;
+                    }
+                    None => break,
+                },
+                _ = beat.tick() => yield Ok(HEARTBEAT),
+            }
+        }
+    };
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(
+        RESUME_HEADER,
+        HeaderValue::from_static(if complete { "complete" } else { "gap" }),
+    );
+    h.insert(
+        "x-switchyard-oldest-id",
+        HeaderValue::from(bounds.oldest.get()),
+    );
+    Ok(resp)
+}
