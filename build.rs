@@ -6,11 +6,8 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] = &[
-    "proto/switchyard/v1/options.proto",
-    "proto/switchyard/v1/events.proto",
-    "proto/switchyard/v1/bus.proto",
-];
+const PROTOS: &[&str] =
+    &["proto/switchyard/v1/options.proto", "proto/switchyard/v1/events.proto", "proto/switchyard/v1/bus.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -59,10 +56,7 @@ fn payload_field_map(fds: &prost_types::FileDescriptorSet) -> String {
                 }
             })
             .collect();
-        arms.push_str(&format!(
-            "            Self::{variant}(_) => {},\n",
-            field.number()
-        ));
+        arms.push_str(&format!("            Self::{variant}(_) => {},\n", field.number()));
     }
     format!(
         "impl event::Payload {{\n    /// The payload's field number in `Event.payload`: the catalog's key.\n    pub fn field_number(&self) -> u32 {{\n        match self {{\n{arms}        }}\n    }}\n}}\n"

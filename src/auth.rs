@@ -42,9 +42,7 @@ impl std::str::FromStr for Role {
             "subscribe" => Ok(Role::Subscribe),
             "publish" => Ok(Role::Publish),
             "admin" => Ok(Role::Admin),
-            _ => Err(format!(
-                "role must be subscribe, publish or admin, not {s:?}"
-            )),
+            _ => Err(format!("role must be subscribe, publish or admin, not {s:?}")),
         }
     }
 }
@@ -106,15 +104,11 @@ impl Principal {
     pub fn from_claims(claims: &Claims) -> Result<Self, AuthError> {
         let tenant = if claims.tenant == "*" {
             if claims.role != Role::Admin {
-                return Err(AuthError::Invalid(
-                    "tenant '*' is only allowed with role admin".into(),
-                ));
+                return Err(AuthError::Invalid("tenant '*' is only allowed with role admin".into()));
             }
             TenantScope::All
         } else {
-            TenantScope::One(
-                Tenant::new(&claims.tenant).map_err(|e| AuthError::Invalid(e.to_string()))?,
-            )
+            TenantScope::One(Tenant::new(&claims.tenant).map_err(|e| AuthError::Invalid(e.to_string()))?)
         };
         let channels = if claims.channels.is_empty() {
             None
@@ -127,49 +121,23 @@ impl Principal {
                     .map_err(|e| AuthError::Invalid(format!("channels: {e}")))?;
                 b.add(glob);
             }
-            Some(
-                b.build()
-                    .map_err(|e| AuthError::Invalid(format!("channels: {e}")))?,
-            )
+            Some(b.build().map_err(|e| AuthError::Invalid(format!("channels: {e}")))?)
         };
-        let token_id = claims
-            .jti
-            .clone()
-            .or_else(|| claims.sub.clone())
-            .unwrap_or_else(|| claims.tenant.clone());
-        Ok(Self {
-            tenant,
-            role: claims.role,
-            channels,
-            token_id,
-        })
+        let token_id = claims.jti.clone().or_else(|| claims.sub.clone()).unwrap_or_else(|| claims.tenant.clone());
+        Ok(Self { tenant, role: claims.role, channels, token_id })
     }
 
     /// A principal for in-process callers that act for the whole system (webhook ingress, connectors).
     pub fn system() -> Self {
-        Self {
-            tenant: TenantScope::All,
-            role: Role::Admin,
-            channels: None,
-            token_id: "system".into(),
-        }
+        Self { tenant: TenantScope::All, role: Role::Admin, channels: None, token_id: "system".into() }
     }
 
     pub fn require(&self, needed: Role) -> Result<(), AuthError> {
-        if self.role >= needed {
-            Ok(())
-        } else {
-            Err(AuthError::Role {
-                needed,
-                has: self.role,
-            })
-        }
+        if self.role >= needed { Ok(()) } else { Err(AuthError::Role { needed, has: self.role }) }
     }
 
     pub fn allows_channel(&self, channel: &Channel) -> bool {
-        self.channels
-            .as_ref()
-            .is_none_or(|g| g.is_match(channel.as_str()))
+        self.channels.as_ref().is_none_or(|g| g.is_match(channel.as_str()))
     }
 
     /// Whether the token names channels (so "all channels" means "all of these").
@@ -182,17 +150,10 @@ impl Principal {
         match (&self.tenant, requested) {
             (TenantScope::One(t), "") => Ok(Some(t.clone())),
             (TenantScope::One(t), r) if r == t.as_str() => Ok(Some(t.clone())),
-            (TenantScope::One(t), r) => Err(AuthError::Tenant {
-                has: t.to_string(),
-                wanted: r.to_owned(),
-            }),
+            (TenantScope::One(t), r) => Err(AuthError::Tenant { has: t.to_string(), wanted: r.to_owned() }),
             (TenantScope::All, "*") => Ok(None),
-            (TenantScope::All, "") => Err(AuthError::Invalid(
-                "a system token must name the tenant".into(),
-            )),
-            (TenantScope::All, r) => Tenant::new(r)
-                .map(Some)
-                .map_err(|e| AuthError::Invalid(e.to_string())),
+            (TenantScope::All, "") => Err(AuthError::Invalid("a system token must name the tenant".into())),
+            (TenantScope::All, r) => Tenant::new(r).map(Some).map_err(|e| AuthError::Invalid(e.to_string())),
         }
     }
 }
@@ -207,18 +168,13 @@ pub struct Verifier {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material.
-        f.debug_struct("Verifier")
-            .field("keys", &self.keys.len())
-            .finish()
+        f.debug_struct("Verifier").field("keys", &self.keys.len()).finish()
     }
 }
 
 impl Verifier {
     pub fn hs256(secret: &[u8]) -> Self {
-        Self {
-            keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))],
-            leeway: 5,
-        }
+        Self { keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))], leeway: 5 }
     }
 
     /// Adds an RS256 or ES256 public key (PEM).
@@ -227,8 +183,7 @@ impl Verifier {
             self.keys.push((Algorithm::RS256, k));
             return Ok(());
         }
-        let k = DecodingKey::from_ec_pem(pem)
-            .map_err(|e| AuthError::Invalid(format!("public key: {e}")))?;
+        let k = DecodingKey::from_ec_pem(pem).map_err(|e| AuthError::Invalid(format!("public key: {e}")))?;
         self.keys.push((Algorithm::ES256, k));
         Ok(())
     }
@@ -238,8 +193,7 @@ impl Verifier {
         let set: jsonwebtoken::jwk::JwkSet =
             serde_json::from_str(json).map_err(|e| AuthError::Invalid(format!("jwks: {e}")))?;
         for jwk in &set.keys {
-            let key =
-                DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Invalid(format!("jwks: {e}")))?;
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Invalid(format!("jwks: {e}")))?;
             let alg = match &jwk.algorithm {
                 jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
                 jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
@@ -251,8 +205,7 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let mut last = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
         for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
             let mut v = Validation::new(*alg);
@@ -287,9 +240,7 @@ impl fmt::Debug for Signer {
 
 impl Signer {
     pub fn hs256(secret: &[u8]) -> Self {
-        Self {
-            key: EncodingKey::from_secret(secret),
-        }
+        Self { key: EncodingKey::from_secret(secret) }
     }
 
     pub fn sign(&self, claims: &Claims) -> String {
@@ -312,10 +263,7 @@ impl Signer {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// 128 random bits, hex: token ids, tickets, generated secrets.
@@ -327,10 +275,7 @@ pub fn random_id() -> String {
 /// Extracts the token from an `authorization` header value.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -341,12 +286,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_scope() {
-        let token = Signer::hs256(SECRET).mint(
-            "acme",
-            Role::Subscribe,
-            vec!["dashboard".into(), "jobs/*".into()],
-            60,
-        );
+        let token = Signer::hs256(SECRET).mint("acme", Role::Subscribe, vec!["dashboard".into(), "jobs/*".into()], 60);
         let p = Verifier::hs256(SECRET).verify(&token).unwrap();
         assert_eq!(p.tenant, TenantScope::One(Tenant::new("acme").unwrap()));
         assert!(p.allows_channel(&Channel::new("dashboard").unwrap()));
@@ -360,8 +300,7 @@ mod tests {
     #[test]
     fn rejects_forged_expired_and_alg_none() {
         let v = Verifier::hs256(SECRET);
-        let wrong =
-            Signer::hs256(b"another-secret-another-secret").mint("acme", Role::Admin, vec![], 60);
+        let wrong = Signer::hs256(b"another-secret-another-secret").mint("acme", Role::Admin, vec![], 60);
         assert!(matches!(v.verify(&wrong), Err(AuthError::Invalid(_))));
         let expired = Signer::hs256(SECRET).sign(&Claims {
             sub: None,
@@ -374,7 +313,8 @@ mod tests {
         });
         assert_eq!(v.verify(&expired).unwrap_err(), AuthError::Expired);
         // {"alg":"none","typ":"JWT"}.{"tenant":"acme","role":"admin","exp":9999999999}.
-        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ0ZW5hbnQiOiJhY21lIiwicm9sZSI6ImFkbWluIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+        let none =
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ0ZW5hbnQiOiJhY21lIiwicm9sZSI6ImFkbWluIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
         assert!(v.verify(none).is_err());
         assert!(v.verify("garbage").is_err());
     }

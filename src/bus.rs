@@ -33,10 +33,7 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self {
-            policy: Policy::default(),
-            coalesce_window: DEFAULT_WINDOW,
-        }
+        Self { policy: Policy::default(), coalesce_window: DEFAULT_WINDOW }
     }
 }
 
@@ -70,11 +67,7 @@ pub struct SubscribeSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
     #[error("{field}: {message}")]
-    Invalid {
-        code: &'static str,
-        field: &'static str,
-        message: String,
-    },
+    Invalid { code: &'static str, field: &'static str, message: String },
     #[error("unknown channel '{0}'")]
     UnknownChannel(String),
     #[error("{0}")]
@@ -144,13 +137,8 @@ impl Bus {
 
     /// Validates and appends `events` as one group; one result per event, in order.
     /// Valid events are stored even when others in the batch are refused.
-    pub async fn publish(
-        &self,
-        who: &Principal,
-        events: Vec<Event>,
-    ) -> Vec<Result<Appended, PublishError>> {
-        let mut results: Vec<Option<Result<Appended, PublishError>>> =
-            Vec::with_capacity(events.len());
+    pub async fn publish(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
+        let mut results: Vec<Option<Result<Appended, PublishError>>> = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {
             match validate::accept(who, event, &self.inner.config.policy) {
@@ -161,32 +149,20 @@ impl Bus {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let span =
-            tracing::debug_span!("append", events = results.len(), accepted = accepted.len());
-        let appended = if accepted.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.inner.log.append(accepted).instrument(span).await
-        };
+        let span = tracing::debug_span!("append", events = results.len(), accepted = accepted.len());
+        let appended =
+            if accepted.is_empty() { Ok(Vec::new()) } else { self.inner.log.append(accepted).instrument(span).await };
         match appended {
             Ok(ids) => {
                 let mut ids = ids.into_iter();
                 results
                     .into_iter()
-                    .map(|r| {
-                        r.unwrap_or_else(|| {
-                            ids.next()
-                                .ok_or(PublishError::Unavailable("lost ack".into()))
-                        })
-                    })
+                    .map(|r| r.unwrap_or_else(|| ids.next().ok_or(PublishError::Unavailable("lost ack".into()))))
                     .collect()
             }
             Err(e) => {
                 tracing::warn!(error = %e, "append failed");
-                results
-                    .into_iter()
-                    .map(|r| r.unwrap_or_else(|| Err(e.clone().into())))
-                    .collect()
+                results.into_iter().map(|r| r.unwrap_or_else(|| Err(e.clone().into()))).collect()
             }
         }
     }
@@ -200,51 +176,29 @@ impl Bus {
     ) -> Result<Vec<Appended>, (usize, PublishError)> {
         let mut accepted = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
-            accepted
-                .push(validate::accept(who, event, &self.inner.config.policy).map_err(|e| (i, e))?);
+            accepted.push(validate::accept(who, event, &self.inner.config.policy).map_err(|e| (i, e))?);
         }
         if accepted.is_empty() {
             return Ok(Vec::new());
         }
-        self.inner
-            .log
-            .append(accepted)
-            .await
-            .map_err(|e| (0, e.into()))
+        self.inner.log.append(accepted).await.map_err(|e| (0, e.into()))
     }
 
-    pub async fn publish_one(
-        &self,
-        who: &Principal,
-        event: Event,
-    ) -> Result<Appended, PublishError> {
-        self.publish(who, vec![event])
-            .await
-            .pop()
-            .unwrap_or(Err(PublishError::Unavailable("no result".into())))
+    pub async fn publish_one(&self, who: &Principal, event: Event) -> Result<Appended, PublishError> {
+        self.publish(who, vec![event]).await.pop().unwrap_or(Err(PublishError::Unavailable("no result".into())))
     }
 
     /// Whether a channel exists for subscribers: a catalog channel (incl. any `jobs/<id>`) or a configured custom one.
     pub fn channel_known(&self, channel: &Channel) -> bool {
-        Catalog::global().routes_to(channel)
-            || self.inner.config.policy.custom_channels.contains(channel)
+        Catalog::global().routes_to(channel) || self.inner.config.policy.custom_channels.contains(channel)
     }
 
     /// Resolves what a subscriber or poller may read: tenant from the token, channels
     /// checked against the catalog and the token's globs.
-    fn resolve(
-        &self,
-        who: &Principal,
-        tenant: &str,
-        channels: &[String],
-    ) -> Result<Filter, SubscribeError> {
+    fn resolve(&self, who: &Principal, tenant: &str, channels: &[String]) -> Result<Filter, SubscribeError> {
         who.require(Role::Subscribe)?;
         let tenant: Option<Tenant> = who.resolve_tenant(tenant).map_err(|e| match e {
-            AuthError::Invalid(m) => SubscribeError::Invalid {
-                code: "invalid_tenant",
-                field: "tenant",
-                message: m,
-            },
+            AuthError::Invalid(m) => SubscribeError::Invalid { code: "invalid_tenant", field: "tenant", message: m },
             other => SubscribeError::Denied(other),
         })?;
         let mut wanted = Vec::with_capacity(channels.len());
@@ -271,17 +225,12 @@ impl Bus {
             (None, 0) => (Stream::All, None),
             (None, _) => (Stream::All, Some(wanted)),
         };
-        let allow: Option<Arc<dyn Fn(&Record) -> bool + Send + Sync>> =
-            who.channel_limited().then(|| {
-                let who = who.clone();
-                Arc::new(move |r: &Record| r.routing.channels.iter().any(|c| who.allows_channel(c)))
-                    as Arc<dyn Fn(&Record) -> bool + Send + Sync>
-            });
-        Ok(Filter {
-            stream,
-            channels,
-            allow,
-        })
+        let allow: Option<Arc<dyn Fn(&Record) -> bool + Send + Sync>> = who.channel_limited().then(|| {
+            let who = who.clone();
+            Arc::new(move |r: &Record| r.routing.channels.iter().any(|c| who.allows_channel(c)))
+                as Arc<dyn Fn(&Record) -> bool + Send + Sync>
+        });
+        Ok(Filter { stream, channels, allow })
     }
 
     /// Opens a subscription. Errors are the caller's (bad channel, not allowed); the stream's
@@ -290,8 +239,7 @@ impl Bus {
         &self,
         who: &Principal,
         spec: SubscribeSpec,
-    ) -> Result<impl FutStream<Item = Result<Item, LogError>> + Send + 'static, SubscribeError>
-    {
+    ) -> Result<impl FutStream<Item = Result<Item, LogError>> + Send + 'static, SubscribeError> {
         let filter = self.resolve(who, &spec.tenant, &spec.channels)?;
         let options = Options {
             from: spec.from,
@@ -302,8 +250,7 @@ impl Bus {
         self.inner.peak.fetch_max(now, Ordering::Relaxed);
         self.inner.subscribed_total.fetch_add(1, Ordering::Relaxed);
         let guard = SubscriberGuard(self.inner.clone());
-        let items =
-            subscription::subscribe(self.inner.log.clone(), &self.inner.hub, filter, options);
+        let items = subscription::subscribe(self.inner.log.clone(), &self.inner.hub, filter, options);
         Ok(items.map(move |item| {
             let _alive = &guard;
             item
@@ -326,11 +273,7 @@ impl Bus {
         let mut cursor = after.max(bounds.trimmed_through);
         let mut events = Vec::new();
         for _ in 0..8 {
-            let page = self
-                .inner
-                .log
-                .read(filter.stream.clone(), cursor, limit)
-                .await?;
+            let page = self.inner.log.read(filter.stream.clone(), cursor, limit).await?;
             let Some(last) = page.last().map(|r| r.id) else {
                 break;
             };
@@ -347,12 +290,7 @@ impl Bus {
                 break;
             }
         }
-        Ok(Page {
-            events,
-            next: cursor.max(after),
-            complete,
-            bounds,
-        })
+        Ok(Page { events, next: cursor.max(after), complete, bounds })
     }
 
     pub fn subscribers(&self) -> SubscriberStats {

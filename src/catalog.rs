@@ -62,9 +62,8 @@ pub struct Catalog {
 }
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
-    Catalog::from_descriptor(FILE_DESCRIPTOR_SET).unwrap_or_else(|e| {
-        panic!("proto/ catalog options are invalid (a build-time invariant): {e}")
-    })
+    Catalog::from_descriptor(FILE_DESCRIPTOR_SET)
+        .unwrap_or_else(|e| panic!("proto/ catalog options are invalid (a build-time invariant): {e}"))
 });
 
 impl Catalog {
@@ -75,16 +74,9 @@ impl Catalog {
 
     fn from_descriptor(bytes: &[u8]) -> Result<Self, String> {
         let pool = DescriptorPool::decode(bytes).map_err(|e| e.to_string())?;
-        let event = pool
-            .get_message_by_name("switchyard.v1.Event")
-            .ok_or("switchyard.v1.Event missing")?;
-        let ext = pool
-            .get_extension_by_name("switchyard.v1.event")
-            .ok_or("switchyard.v1.event option missing")?;
-        let payload = event
-            .oneofs()
-            .find(|o| o.name() == "payload")
-            .ok_or("Event.payload oneof missing")?;
+        let event = pool.get_message_by_name("switchyard.v1.Event").ok_or("switchyard.v1.Event missing")?;
+        let ext = pool.get_extension_by_name("switchyard.v1.event").ok_or("switchyard.v1.event option missing")?;
+        let payload = event.oneofs().find(|o| o.name() == "payload").ok_or("Event.payload oneof missing")?;
         let mut by_field = HashMap::new();
         let mut by_name = HashMap::new();
         let mut fixed_channels = BTreeSet::new();
@@ -95,17 +87,12 @@ impl Catalog {
             }
             let options = field.options();
             if !options.has_extension(&ext) {
-                return Err(format!(
-                    "Event.{} has no (switchyard.v1.event) option",
-                    field.name()
-                ));
+                return Err(format!("Event.{} has no (switchyard.v1.event) option", field.name()));
             }
             let spec = options.get_extension(&ext);
             let spec = spec.as_message().ok_or("event option is not a message")?;
             let text = |name: &str| {
-                spec.get_field_by_name(name)
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
+                spec.get_field_by_name(name).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
             };
             let name: Arc<str> = text("name").into();
             if name.is_empty() || !is_type_name(&name) {
@@ -148,23 +135,14 @@ impl Catalog {
                     name,
                     field_name: field.name().to_owned(),
                     field_number: field.number(),
-                    message: field
-                        .kind()
-                        .as_message()
-                        .map(|m| m.full_name().to_owned())
-                        .unwrap_or_default(),
+                    message: field.kind().as_message().map(|m| m.full_name().to_owned()).unwrap_or_default(),
                     routes,
                     delivery,
                     summary: text("summary"),
                 },
             );
         }
-        Ok(Self {
-            by_field,
-            by_name,
-            fixed_channels,
-            keyed_bases,
-        })
+        Ok(Self { by_field, by_name, fixed_channels, keyed_bases })
     }
 
     pub fn by_field(&self, number: u32) -> Option<&EventSpec> {
@@ -248,9 +226,7 @@ pub fn is_type_name(s: &str) -> bool {
     let part = |p: &str| {
         !p.is_empty()
             && p.len() <= 64
-            && p.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-            })
+            && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
     };
     part(ns) && part(rest)
 }
@@ -264,10 +240,7 @@ mod tests {
         let c = Catalog::global();
         let order = c.by_name("shopify:order-created").unwrap();
         assert_eq!(order.delivery, Delivery::Fact);
-        assert_eq!(
-            order.routes,
-            vec![Route::Fixed(Channel::new("dashboard").unwrap())]
-        );
+        assert_eq!(order.routes, vec![Route::Fixed(Channel::new("dashboard").unwrap())]);
         let progress = c.by_name("import:job-progress").unwrap();
         assert_eq!(progress.delivery, Delivery::Snapshot);
         assert!(progress.needs_key());
@@ -275,15 +248,7 @@ mod tests {
         assert!(c.routes_to(&Channel::new("working-capital").unwrap()));
         assert!(!c.routes_to(&Channel::new("nowhere").unwrap()));
         // Every seed channel is reachable.
-        for ch in [
-            "dashboard",
-            "production",
-            "inventory",
-            "alerts",
-            "forecast",
-            "working-capital",
-            "workflow",
-        ] {
+        for ch in ["dashboard", "production", "inventory", "alerts", "forecast", "working-capital", "workflow"] {
             assert!(c.routes_to(&Channel::new(ch).unwrap()), "{ch}");
         }
         assert!(c.specs().len() >= 45);
@@ -293,14 +258,7 @@ mod tests {
     fn payload_field_numbers_match_the_catalog() {
         use crate::proto::v1::{Alert, event::Payload};
         let p = Payload::AlertCritical(Alert::default());
-        assert_eq!(
-            Catalog::global()
-                .by_field(p.field_number())
-                .unwrap()
-                .name
-                .as_ref(),
-            "alert:critical"
-        );
+        assert_eq!(Catalog::global().by_field(p.field_number()).unwrap().name.as_ref(), "alert:critical");
     }
 
     #[test]

@@ -28,20 +28,12 @@ pub struct Coalescer {
 
 impl Coalescer {
     pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            sent: HashMap::new(),
-            held: HashMap::new(),
-        }
+        Self { window, sent: HashMap::new(), held: HashMap::new() }
     }
 
     /// Offer a snapshot; returns it back when it should go out now.
     pub fn offer(&mut self, record: Arc<Record>, now: Instant) -> Option<Arc<Record>> {
-        let key = (
-            record.tenant.clone(),
-            record.routing.type_name.clone(),
-            record.event.key.clone(),
-        );
+        let key = (record.tenant.clone(), record.routing.type_name.clone(), record.event.key.clone());
         match self.sent.get(&key) {
             Some(at) if now < *at + self.window => {
                 let due = *at + self.window;
@@ -68,12 +60,7 @@ impl Coalescer {
 
     /// Held snapshots whose window has ended, oldest id first.
     pub fn take_due(&mut self, now: Instant) -> Vec<Arc<Record>> {
-        let due: Vec<Key> = self
-            .held
-            .iter()
-            .filter(|(_, (d, _))| *d <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due: Vec<Key> = self.held.iter().filter(|(_, (d, _))| *d <= now).map(|(k, _)| k.clone()).collect();
         let mut out = Vec::with_capacity(due.len());
         for key in due {
             if let Some((_, r)) = self.held.remove(&key) {

@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, pin::Pin, sync::Arc};
 
 use futures::{FutureExt, Stream, StreamExt, stream::FuturesOrdered};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -18,8 +18,8 @@ use crate::{
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
-            Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ResumeStatus,
-            StatsRequest, StatsResponse, SubscribeRequest, SubscribeResponse,
+            Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ResumeStatus, StatsRequest,
+            StatsResponse, SubscribeRequest, SubscribeResponse,
             event_bus_server::{EventBus, EventBusServer},
             publish_ack, subscribe_response,
         },
@@ -36,32 +36,26 @@ const STREAM_INFLIGHT: usize = 8;
 pub struct Service {
     bus: Bus,
     verifier: Arc<Verifier>,
+    /// Flips to true on shutdown: open `Subscribe` streams end with UNAVAILABLE so
+    /// clients reconnect elsewhere, and graceful shutdown does not wait on them forever.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(bus: Bus, verifier: Arc<Verifier>) -> Self {
-        Self { bus, verifier }
+    pub fn new(bus: Bus, verifier: Arc<Verifier>, stopping: watch::Receiver<bool>) -> Self {
+        Self { bus, verifier, stopping }
     }
 
     fn principal<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
-        let value = req
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| auth_status(&AuthError::Missing))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(bearer)
-            .ok_or_else(|| auth_status(&AuthError::Missing))?;
+        let value = req.metadata().get("authorization").ok_or_else(|| auth_status(&AuthError::Missing))?;
+        let token = value.to_str().ok().and_then(bearer).ok_or_else(|| auth_status(&AuthError::Missing))?;
         self.verifier.verify(token).map_err(|e| auth_status(&e))
     }
 }
 
 fn auth_status(e: &AuthError) -> Status {
     match e {
-        AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired => {
-            Status::unauthenticated(e.to_string())
-        }
+        AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired => Status::unauthenticated(e.to_string()),
         _ => Status::permission_denied(e.to_string()),
     }
 }
@@ -84,11 +78,7 @@ fn subscribe_status(e: &SubscribeError) -> Status {
 
 fn ack(seq: u64, r: Result<Appended, PublishError>) -> PublishAck {
     match r {
-        Ok(a) => PublishAck {
-            seq,
-            result: Some(publish_ack::Result::Id(a.id.get())),
-            duplicate: a.duplicate,
-        },
+        Ok(a) => PublishAck { seq, result: Some(publish_ack::Result::Id(a.id.get())), duplicate: a.duplicate },
         Err(e) => PublishAck {
             seq,
             result: Some(publish_ack::Result::Error(PbError {
@@ -105,24 +95,11 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 #[tonic::async_trait]
 impl EventBus for Service {
-    async fn publish(
-        &self,
-        req: Request<PublishRequest>,
-    ) -> Result<Response<PublishResponse>, Status> {
+    async fn publish(&self, req: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let who = self.principal(&req)?;
-        let event = req
-            .into_inner()
-            .event
-            .ok_or_else(|| Status::invalid_argument("event: required"))?;
-        let a = self
-            .bus
-            .publish_one(&who, event)
-            .await
-            .map_err(|e| publish_status(&e))?;
-        Ok(Response::new(PublishResponse {
-            id: a.id.get(),
-            duplicate: a.duplicate,
-        }))
+        let event = req.into_inner().event.ok_or_else(|| Status::invalid_argument("event: required"))?;
+        let a = self.bus.publish_one(&who, event).await.map_err(|e| publish_status(&e))?;
+        Ok(Response::new(PublishResponse { id: a.id.get(), duplicate: a.duplicate }))
     }
 
     type PublishStreamStream = BoxStream<PublishAck>;
@@ -194,10 +171,7 @@ impl EventBus for Service {
 
     type SubscribeStream = BoxStream<SubscribeResponse>;
 
-    async fn subscribe(
-        &self,
-        req: Request<SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let who = self.principal(&req)?;
         let r = req.into_inner();
         let spec = SubscribeSpec {
@@ -207,39 +181,30 @@ impl EventBus for Service {
             coalesce: r.coalesce.unwrap_or(false),
             on_lag: crate::subscription::Lag::CatchUp,
         };
-        let items = self
-            .bus
-            .subscribe(&who, spec)
-            .map_err(|e| subscribe_status(&e))?;
+        let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
+        // The log stream never ends by itself; on shutdown it is cut and the client told why.
+        let items = items
+            .take_until(stopped(self.stopping.clone()))
+            .chain(futures::stream::once(async { Err(crate::log::LogError::Closed) }));
         let stream = items.map(|item| {
             let message = match item.map_err(|e| Status::unavailable(e.to_string()))? {
-                Item::Status { complete, bounds } => {
-                    subscribe_response::Message::Status(ResumeStatus {
-                        complete,
-                        oldest_available_id: bounds.oldest.get(),
-                        head_id: bounds.head.get(),
-                    })
-                }
+                Item::Status { complete, bounds } => subscribe_response::Message::Status(ResumeStatus {
+                    complete,
+                    oldest_available_id: bounds.oldest.get(),
+                    head_id: bounds.head.get(),
+                }),
                 // gRPC subscribers get their own copy of the decoded event; tonic encodes per stream.
-                Item::Event(r) | Item::Coalesced(r) => {
-                    subscribe_response::Message::Event(r.event.clone())
-                }
+                Item::Event(r) | Item::Coalesced(r) => subscribe_response::Message::Event(r.event.clone()),
                 Item::Evicted { .. } => {
                     return Err(Status::resource_exhausted("subscriber fell behind"));
                 }
-                Item::Gap {
-                    after,
-                    next,
-                    reason,
-                } => subscribe_response::Message::Gap(Gap {
+                Item::Gap { after, next, reason } => subscribe_response::Message::Gap(Gap {
                     after_id: after.get(),
                     next_id: next.get(),
                     reason: reason.to_owned(),
                 }),
             };
-            Ok(SubscribeResponse {
-                message: Some(message),
-            })
+            Ok(SubscribeResponse { message: Some(message) })
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -260,11 +225,7 @@ impl EventBus for Service {
                 (counters.total, by_type)
             }
             crate::auth::TenantScope::One(t) => {
-                let c = counters
-                    .by_tenant
-                    .get(t.as_str())
-                    .cloned()
-                    .unwrap_or_default();
+                let c = counters.by_tenant.get(t.as_str()).cloned().unwrap_or_default();
                 (c.total, c.by_type.into_iter().collect())
             }
         };
@@ -281,23 +242,34 @@ impl EventBus for Service {
     }
 }
 
-/// Serves EventBus, `grpc.health.v1` and server reflection on `listener` until `shutdown`.
+/// Resolves once `rx` turns true (or its sender is gone).
+pub fn stopped(mut rx: watch::Receiver<bool>) -> futures::future::Shared<futures::future::BoxFuture<'static, ()>> {
+    async move {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+    .boxed()
+    .shared()
+}
+
+/// Serves EventBus, `grpc.health.v1` and server reflection on `listener` until `stopping` turns true.
 pub async fn serve(
     listener: TcpListener,
     bus: Bus,
     verifier: Arc<Verifier>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stopping: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<EventBusServer<Service>>()
-        .await;
+    health_reporter.set_serving::<EventBusServer<Service>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the compiled descriptor set is valid");
-    let svc =
-        EventBusServer::new(Service::new(bus, verifier)).max_decoding_message_size(4 * 1024 * 1024);
+    let shutdown = stopped(stopping.clone());
+    let svc = EventBusServer::new(Service::new(bus, verifier, stopping)).max_decoding_message_size(4 * 1024 * 1024);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
@@ -309,6 +281,5 @@ pub async fn serve(
 
 /// The address a listener is bound to, for logs and addr.json.
 pub fn local_addr(l: &TcpListener) -> SocketAddr {
-    l.local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    l.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }

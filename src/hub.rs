@@ -69,10 +69,7 @@ impl Hub {
     /// Subscribe to live records of a stream. Subscribe *before* reading history, so nothing falls between.
     pub fn subscribe(&self, stream: Stream) -> broadcast::Receiver<Arc<Record>> {
         let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams
-            .entry(stream)
-            .or_insert_with(|| broadcast::channel(self.inner.ring).0)
-            .subscribe()
+        streams.entry(stream).or_insert_with(|| broadcast::channel(self.inner.ring).0).subscribe()
     }
 
     /// Hand committed records (ascending ids) to live subscribers.
@@ -84,13 +81,14 @@ impl Hub {
             let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
             if !streams.is_empty() {
                 let mut dead: Vec<Stream> = Vec::new();
-                let mut send = |key: Stream, r: &Arc<Record>, streams: &HashMap<Stream, broadcast::Sender<Arc<Record>>>| {
-                    if let Some(tx) = streams.get(&key)
-                        && tx.send(r.clone()).is_err()
-                    {
-                        dead.push(key);
-                    }
-                };
+                let mut send =
+                    |key: Stream, r: &Arc<Record>, streams: &HashMap<Stream, broadcast::Sender<Arc<Record>>>| {
+                        if let Some(tx) = streams.get(&key)
+                            && tx.send(r.clone()).is_err()
+                        {
+                            dead.push(key);
+                        }
+                    };
                 for r in records {
                     send(Stream::All, r, &streams);
                     send(Stream::Tenant(r.tenant.clone()), r, &streams);
@@ -106,11 +104,7 @@ impl Hub {
                 }
             }
         }
-        let mut c = self
-            .inner
-            .counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut c = self.inner.counters.lock().unwrap_or_else(|e| e.into_inner());
         for r in records {
             c.total += 1;
             let t = c.by_tenant.entry(r.tenant.to_string()).or_default();
@@ -123,18 +117,10 @@ impl Hub {
     }
 
     pub fn counters(&self) -> Counters {
-        self.inner
-            .counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.counters.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn tenant_counters(&self, tenant: &Tenant) -> TenantCounters {
-        self.counters()
-            .by_tenant
-            .get(tenant.as_str())
-            .cloned()
-            .unwrap_or_default()
+        self.counters().by_tenant.get(tenant.as_str()).cloned().unwrap_or_default()
     }
 }

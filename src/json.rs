@@ -10,28 +10,15 @@ use serde_json::{Map, Value};
 use crate::{catalog::Catalog, proto::v1::Event, validate::PublishError};
 
 /// Envelope fields the short form passes through unchanged.
-const ENVELOPE: &[&str] = &[
-    "tenant",
-    "occurredAt",
-    "source",
-    "key",
-    "idempotencyKey",
-    "trace",
-];
+const ENVELOPE: &[&str] = &["tenant", "occurredAt", "source", "key", "idempotencyKey", "trace"];
 
 pub fn event_from_json(value: Value) -> Result<Event, PublishError> {
     let Value::Object(mut obj) = value else {
-        return Err(PublishError::invalid(
-            "invalid_json",
-            "event",
-            "an event must be a JSON object",
-        ));
+        return Err(PublishError::invalid("invalid_json", "event", "an event must be a JSON object"));
     };
     if let Some(ty) = obj.remove("type") {
-        let ty = ty
-            .as_str()
-            .ok_or_else(|| PublishError::invalid("invalid_type", "type", "must be a string"))?
-            .to_owned();
+        let ty =
+            ty.as_str().ok_or_else(|| PublishError::invalid("invalid_type", "type", "must be a string"))?.to_owned();
         let data = obj.remove("data").unwrap_or(Value::Object(Map::new()));
         let mut envelope = Map::new();
         for k in ENVELOPE {
@@ -42,11 +29,7 @@ pub fn event_from_json(value: Value) -> Result<Event, PublishError> {
         match Catalog::global().by_name(&ty) {
             Some(spec) => {
                 if let Some(extra) = obj.keys().next() {
-                    return Err(PublishError::invalid(
-                        "invalid_json",
-                        "event",
-                        format!("unknown field '{extra}'"),
-                    ));
+                    return Err(PublishError::invalid("invalid_json", "event", format!("unknown field '{extra}'")));
                 }
                 envelope.insert(lower_camel(&spec.field_name), data);
             }
@@ -54,11 +37,7 @@ pub fn event_from_json(value: Value) -> Result<Event, PublishError> {
                 let channels = obj.remove("channels").unwrap_or(Value::Array(Vec::new()));
                 let delivery = obj.remove("delivery");
                 if let Some(extra) = obj.keys().next() {
-                    return Err(PublishError::invalid(
-                        "invalid_json",
-                        "event",
-                        format!("unknown field '{extra}'"),
-                    ));
+                    return Err(PublishError::invalid("invalid_json", "event", format!("unknown field '{extra}'")));
                 }
                 let mut custom = Map::new();
                 custom.insert("type".into(), Value::String(ty));
@@ -115,9 +94,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(short, long);
-        let Some(Payload::ShopifyOrderCreated(o)) = &short.payload else {
-            panic!("wrong payload")
-        };
+        let Some(Payload::ShopifyOrderCreated(o)) = &short.payload else { panic!("wrong payload") };
         assert_eq!(o.order_id, "820982911946154508");
         let back = event_to_json(&short);
         assert!(back.contains("\"shopifyOrderCreated\""), "{back}");
@@ -125,30 +102,16 @@ mod tests {
 
     #[test]
     fn custom_types_and_errors() {
-        let e = event_from_json(
-            serde_json::json!({"type": "acme:thing", "data": {"n": 1}, "channels": ["ops"]}),
-        )
-        .unwrap();
-        let Some(Payload::Custom(c)) = e.payload else {
-            panic!()
-        };
+        let e =
+            event_from_json(serde_json::json!({"type": "acme:thing", "data": {"n": 1}, "channels": ["ops"]})).unwrap();
+        let Some(Payload::Custom(c)) = e.payload else { panic!() };
         assert_eq!(c.json, r#"{"n":1}"#);
         assert_eq!(c.channels, vec!["ops"]);
+        assert_eq!(event_from_json(serde_json::json!([1])).unwrap_err().code(), "invalid_json");
         assert_eq!(
-            event_from_json(serde_json::json!([1])).unwrap_err().code(),
+            event_from_json(serde_json::json!({"type": "alert:info", "data": {"nope": 1}})).unwrap_err().code(),
             "invalid_json"
         );
-        assert_eq!(
-            event_from_json(serde_json::json!({"type": "alert:info", "data": {"nope": 1}}))
-                .unwrap_err()
-                .code(),
-            "invalid_json"
-        );
-        assert_eq!(
-            event_from_json(serde_json::json!({"type": 5}))
-                .unwrap_err()
-                .field(),
-            "type"
-        );
+        assert_eq!(event_from_json(serde_json::json!({"type": 5})).unwrap_err().field(), "type");
     }
 }

@@ -22,13 +22,8 @@ impl Tenant {
         let ok = !s.is_empty()
             && s.len() <= 63
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if ok {
-            Ok(Self(s.into()))
-        } else {
-            Err(NameError(MSG))
-        }
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if ok { Ok(Self(s.into())) } else { Err(NameError(MSG)) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -53,21 +48,13 @@ impl Channel {
         let base_ok = !base.is_empty()
             && base.len() <= 64
             && base.as_bytes()[0].is_ascii_alphanumeric()
-            && base
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            && base.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         let sub_ok = sub.is_none_or(|sub| {
             !sub.is_empty()
                 && sub.len() <= 128
-                && sub
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+                && sub.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
         });
-        if base_ok && sub_ok {
-            Ok(Self(s.into()))
-        } else {
-            Err(NameError(MSG))
-        }
+        if base_ok && sub_ok { Ok(Self(s.into())) } else { Err(NameError(MSG)) }
     }
 
     /// `jobs/{job}` for a job id.
@@ -100,10 +87,7 @@ impl EventId {
 impl FromStr for EventId {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
-        s.trim()
-            .parse::<u64>()
-            .map(EventId)
-            .map_err(|_| NameError("event id must be a non-negative integer"))
+        s.trim().parse::<u64>().map(EventId).map_err(|_| NameError("event id must be a non-negative integer"))
     }
 }
 
@@ -151,25 +135,11 @@ mod tests {
 
     #[test]
     fn channels() {
-        for good in [
-            "dashboard",
-            "working-capital",
-            "jobs/42",
-            "jobs/run-2026.11:a_B",
-        ] {
+        for good in ["dashboard", "working-capital", "jobs/42", "jobs/run-2026.11:a_B"] {
             assert_eq!(Channel::new(good).unwrap().as_str(), good);
         }
         assert_eq!(Channel::new("jobs/42").unwrap().base(), "jobs");
-        for bad in [
-            "",
-            "Dashboard",
-            "jobs/",
-            "/x",
-            "jobs/a/b",
-            "a b",
-            "jobs/a b",
-            "x\u{1f}y",
-        ] {
+        for bad in ["", "Dashboard", "jobs/", "/x", "jobs/a/b", "a b", "jobs/a b", "x\u{1f}y"] {
             assert!(Channel::new(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -9,5 +9,4 @@ pub mod v1 {
 }
 
 /// Every file of proto/ (with its imports), encoded: for server reflection and the catalog.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));

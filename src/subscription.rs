@@ -72,8 +72,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn wants(&self, r: &Record) -> bool {
-        self.channels.as_ref().is_none_or(|chs| r.in_any(chs))
-            && self.allow.as_ref().is_none_or(|f| f(r))
+        self.channels.as_ref().is_none_or(|chs| r.in_any(chs)) && self.allow.as_ref().is_none_or(|f| f(r))
     }
 }
 

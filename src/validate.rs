@@ -24,10 +24,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self {
-            max_event_bytes: 64 * 1024,
-            custom_channels: BTreeSet::new(),
-        }
+        Self { max_event_bytes: 64 * 1024, custom_channels: BTreeSet::new() }
     }
 }
 
@@ -35,11 +32,7 @@ impl Default for Policy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
     #[error("{field}: {message}")]
-    Invalid {
-        code: &'static str,
-        field: &'static str,
-        message: String,
-    },
+    Invalid { code: &'static str, field: &'static str, message: String },
     #[error("{0}")]
     Denied(#[from] AuthError),
     #[error("the log is unavailable: {0}")]
@@ -48,19 +41,13 @@ pub enum PublishError {
 
 impl PublishError {
     pub fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            code,
-            field,
-            message: message.into(),
-        }
+        Self::Invalid { code, field, message: message.into() }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
             Self::Invalid { code, .. } => code,
-            Self::Denied(AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired) => {
-                "unauthenticated"
-            }
+            Self::Denied(AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired) => "unauthenticated",
             Self::Denied(_) => "permission_denied",
             Self::Unavailable(_) => "unavailable",
         }
@@ -105,34 +92,20 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
             return Err(PublishError::invalid(
                 "invalid_type",
                 "event.custom.type",
-                format!(
-                    "'{}' is a catalog type; publish its typed payload instead",
-                    custom.r#type
-                ),
+                format!("'{}' is a catalog type; publish its typed payload instead", custom.r#type),
             ));
         }
         if serde_json::from_str::<serde::de::IgnoredAny>(&custom.json).is_err() {
-            return Err(PublishError::invalid(
-                "invalid_json",
-                "event.custom.json",
-                "must be a JSON document",
-            ));
+            return Err(PublishError::invalid("invalid_json", "event.custom.json", "must be a JSON document"));
         }
         if custom.channels.is_empty() {
-            return Err(PublishError::invalid(
-                "invalid_channel",
-                "event.custom.channels",
-                "name at least one channel",
-            ));
+            return Err(PublishError::invalid("invalid_channel", "event.custom.channels", "name at least one channel"));
         }
         let mut channels = Vec::with_capacity(custom.channels.len());
         for c in &custom.channels {
-            let ch = Channel::new(c).map_err(|e| {
-                PublishError::invalid("invalid_channel", "event.custom.channels", e.0)
-            })?;
-            if policy.is_some_and(|p| {
-                !p.custom_channels.contains(&ch) && !Catalog::global().routes_to(&ch)
-            }) {
+            let ch =
+                Channel::new(c).map_err(|e| PublishError::invalid("invalid_channel", "event.custom.channels", e.0))?;
+            if policy.is_some_and(|p| !p.custom_channels.contains(&ch) && !Catalog::global().routes_to(&ch)) {
                 return Err(PublishError::invalid(
                     "unknown_channel",
                     "event.custom.channels",
@@ -147,20 +120,12 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
             Ok(Delivery::Snapshot) => Delivery::Snapshot,
             _ => Delivery::Fact,
         };
-        return Ok(Routing {
-            type_name: custom.r#type.as_str().into(),
-            delivery,
-            channels,
-        });
+        return Ok(Routing { type_name: custom.r#type.as_str().into(), delivery, channels });
     }
     let number = payload.field_number();
     debug_assert_ne!(number, CUSTOM_FIELD);
     let spec = Catalog::global().by_field(number).ok_or_else(|| {
-        PublishError::invalid(
-            "unknown_type",
-            "event.payload",
-            format!("payload field {number} is not in the catalog"),
-        )
+        PublishError::invalid("unknown_type", "event.payload", format!("payload field {number} is not in the catalog"))
     })?;
     let mut channels = Vec::with_capacity(spec.routes.len());
     for r in &spec.routes {
@@ -171,10 +136,7 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
                     return Err(PublishError::invalid(
                         "missing_key",
                         "event.key",
-                        format!(
-                            "{} routes to {base}/{{key}}: set key (e.g. the job id)",
-                            spec.name
-                        ),
+                        format!("{} routes to {base}/{{key}}: set key (e.g. the job id)", spec.name),
                     ));
                 }
                 Channel::new(&format!("{base}/{}", event.key)).map_err(|_| {
@@ -187,11 +149,7 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
             }
         });
     }
-    Ok(Routing {
-        type_name: spec.name.clone(),
-        delivery: spec.delivery,
-        channels,
-    })
+    Ok(Routing { type_name: spec.name.clone(), delivery: spec.delivery, channels })
 }
 
 /// A validated event, encoded once and ready for the log.
@@ -207,43 +165,23 @@ pub struct Accepted {
 }
 
 /// Validates one event published by `who`.
-pub fn accept(
-    who: &Principal,
-    mut event: Event,
-    policy: &Policy,
-) -> Result<Accepted, PublishError> {
+pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Accepted, PublishError> {
     who.require(Role::Publish)?;
     let tenant = who.resolve_tenant(&event.tenant).map_err(|e| match e {
         AuthError::Invalid(m) => PublishError::invalid("invalid_tenant", "event.tenant", m),
         other => PublishError::Denied(other),
     })?;
     let Some(tenant) = tenant else {
-        return Err(PublishError::invalid(
-            "invalid_tenant",
-            "event.tenant",
-            "name one tenant, not '*'",
-        ));
+        return Err(PublishError::invalid("invalid_tenant", "event.tenant", "name one tenant, not '*'"));
     };
     if event.key.len() > 256 {
-        return Err(PublishError::invalid(
-            "invalid_key",
-            "event.key",
-            "at most 256 bytes",
-        ));
+        return Err(PublishError::invalid("invalid_key", "event.key", "at most 256 bytes"));
     }
     if event.idempotency_key.len() > 256 {
-        return Err(PublishError::invalid(
-            "invalid_idempotency_key",
-            "event.idempotency_key",
-            "at most 256 bytes",
-        ));
+        return Err(PublishError::invalid("invalid_idempotency_key", "event.idempotency_key", "at most 256 bytes"));
     }
     if event.source.len() > 256 {
-        return Err(PublishError::invalid(
-            "invalid_source",
-            "event.source",
-            "at most 256 bytes",
-        ));
+        return Err(PublishError::invalid("invalid_source", "event.source", "at most 256 bytes"));
     }
     let routing = route(&event, Some(policy))?;
     for ch in &routing.channels {
@@ -263,32 +201,16 @@ pub fn accept(
         return Err(PublishError::invalid(
             "payload_too_large",
             "event",
-            format!(
-                "encoded event is {} bytes; the limit is {}",
-                body.len(),
-                policy.max_event_bytes
-            ),
+            format!("encoded event is {} bytes; the limit is {}", body.len(), policy.max_event_bytes),
         ));
     }
-    let idempotency_key =
-        (!event.idempotency_key.is_empty()).then(|| event.idempotency_key.clone());
-    Ok(Accepted {
-        tenant,
-        routing,
-        event,
-        body,
-        idempotency_key,
-    })
+    let idempotency_key = (!event.idempotency_key.is_empty()).then(|| event.idempotency_key.clone());
+    Ok(Accepted { tenant, routing, event, body, idempotency_key })
 }
 
 pub fn now_timestamp() -> pbjson_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    pbjson_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
 #[cfg(test)]
@@ -314,10 +236,7 @@ mod tests {
 
     fn alert() -> Event {
         Event {
-            payload: Some(Payload::AlertCritical(Alert {
-                title: "t".into(),
-                ..Default::default()
-            })),
+            payload: Some(Payload::AlertCritical(Alert { title: "t".into(), ..Default::default() })),
             ..Default::default()
         }
     }
@@ -329,12 +248,7 @@ mod tests {
 
     #[test]
     fn accepts_and_routes() {
-        let a = accept(
-            &who("acme", Role::Publish, &[]),
-            alert(),
-            &Policy::default(),
-        )
-        .unwrap();
+        let a = accept(&who("acme", Role::Publish, &[]), alert(), &Policy::default()).unwrap();
         assert_eq!(a.tenant.as_str(), "acme");
         assert_eq!(a.routing.type_name.as_ref(), "alert:critical");
         assert_eq!(a.routing.channels, vec![Channel::new("alerts").unwrap()]);
@@ -345,45 +259,24 @@ mod tests {
     fn every_validation_error_names_its_field() {
         let p = Policy::default();
         let acme = who("acme", Role::Publish, &[]);
-        assert_eq!(
-            field_of(accept(&acme, Event::default(), &p)),
-            ("unknown_type", "event.payload")
-        );
+        assert_eq!(field_of(accept(&acme, Event::default(), &p)), ("unknown_type", "event.payload"));
         let mut e = alert();
         e.tenant = "Bad Tenant".into();
-        assert_eq!(
-            accept(&acme, e, &p).unwrap_err().code(),
-            "permission_denied"
-        );
+        assert_eq!(accept(&acme, e, &p).unwrap_err().code(), "permission_denied");
         let sys = who("*", Role::Admin, &[]);
         let mut e = alert();
         e.tenant = "Bad Tenant".into();
-        assert_eq!(
-            field_of(accept(&sys, e, &p)),
-            ("invalid_tenant", "event.tenant")
-        );
-        assert_eq!(
-            field_of(accept(&sys, alert(), &p)),
-            ("invalid_tenant", "event.tenant")
-        );
+        assert_eq!(field_of(accept(&sys, e, &p)), ("invalid_tenant", "event.tenant"));
+        assert_eq!(field_of(accept(&sys, alert(), &p)), ("invalid_tenant", "event.tenant"));
         let progress = |key: &str| Event {
             key: key.into(),
             payload: Some(Payload::ImportJobProgress(JobProgress::default())),
             ..Default::default()
         };
-        assert_eq!(
-            field_of(accept(&acme, progress(""), &p)),
-            ("missing_key", "event.key")
-        );
-        assert_eq!(
-            field_of(accept(&acme, progress("a b"), &p)),
-            ("invalid_key", "event.key")
-        );
+        assert_eq!(field_of(accept(&acme, progress(""), &p)), ("missing_key", "event.key"));
+        assert_eq!(field_of(accept(&acme, progress("a b"), &p)), ("invalid_key", "event.key"));
         let a = accept(&acme, progress("job-1"), &p).unwrap();
-        assert_eq!(
-            a.routing.channels,
-            vec![Channel::new("jobs/job-1").unwrap()]
-        );
+        assert_eq!(a.routing.channels, vec![Channel::new("jobs/job-1").unwrap()]);
         let custom = |ty: &str, json: &str, ch: &str| Event {
             payload: Some(Payload::Custom(CustomEvent {
                 r#type: ty.into(),
@@ -398,11 +291,7 @@ mod tests {
             ("invalid_type", "event.custom.type")
         );
         assert_eq!(
-            field_of(accept(
-                &acme,
-                custom("alert:critical", "{}", "dashboard"),
-                &p
-            )),
+            field_of(accept(&acme, custom("alert:critical", "{}", "dashboard"), &p)),
             ("invalid_type", "event.custom.type")
         );
         assert_eq!(
@@ -417,43 +306,21 @@ mod tests {
             field_of(accept(&acme, custom("acme:x", "{}", "nowhere"), &p)),
             ("unknown_channel", "event.custom.channels")
         );
-        let configured = Policy {
-            custom_channels: [Channel::new("nowhere").unwrap()].into(),
-            ..Policy::default()
-        };
+        let configured = Policy { custom_channels: [Channel::new("nowhere").unwrap()].into(), ..Policy::default() };
         assert!(accept(&acme, custom("acme:x", "{}", "nowhere"), &configured).is_ok());
-        let big = custom(
-            "acme:x",
-            &format!("\"{}\"", "x".repeat(70_000)),
-            "dashboard",
-        );
-        assert_eq!(
-            field_of(accept(&acme, big, &p)),
-            ("payload_too_large", "event")
-        );
+        let big = custom("acme:x", &format!("\"{}\"", "x".repeat(70_000)), "dashboard");
+        assert_eq!(field_of(accept(&acme, big, &p)), ("payload_too_large", "event"));
     }
 
     #[test]
     fn roles_tenants_and_channels_are_enforced() {
         let p = Policy::default();
-        assert_eq!(
-            accept(&who("acme", Role::Subscribe, &[]), alert(), &p)
-                .unwrap_err()
-                .code(),
-            "permission_denied"
-        );
+        assert_eq!(accept(&who("acme", Role::Subscribe, &[]), alert(), &p).unwrap_err().code(), "permission_denied");
         let mut e = alert();
         e.tenant = "other".into();
+        assert_eq!(accept(&who("acme", Role::Publish, &[]), e, &p).unwrap_err().code(), "permission_denied");
         assert_eq!(
-            accept(&who("acme", Role::Publish, &[]), e, &p)
-                .unwrap_err()
-                .code(),
-            "permission_denied"
-        );
-        assert_eq!(
-            accept(&who("acme", Role::Publish, &["dashboard"]), alert(), &p)
-                .unwrap_err()
-                .code(),
+            accept(&who("acme", Role::Publish, &["dashboard"]), alert(), &p).unwrap_err().code(),
             "permission_denied"
         );
     }

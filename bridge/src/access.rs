@@ -37,25 +37,16 @@ pub struct QueryCredentials {
 
 impl Access {
     pub fn new(verifier: Verifier, allow_query_token: bool) -> Self {
-        Self {
-            verifier,
-            allow_query_token,
-            tickets: Mutex::new(HashMap::new()),
-        }
+        Self { verifier, allow_query_token, tickets: Mutex::new(HashMap::new()) }
     }
 
     /// Header or cookie only: for everything but SSE/polling GETs.
     pub fn from_headers(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
-        self.verifier
-            .verify(token_from_headers(headers).ok_or(AuthError::Missing)?)
+        self.verifier.verify(token_from_headers(headers).ok_or(AuthError::Missing)?)
     }
 
     /// Header, cookie, ticket, or (if enabled) `access_token`.
-    pub fn from_request(
-        &self,
-        headers: &HeaderMap,
-        query: &QueryCredentials,
-    ) -> Result<Principal, AuthError> {
+    pub fn from_request(&self, headers: &HeaderMap, query: &QueryCredentials) -> Result<Principal, AuthError> {
         if let Some(t) = token_from_headers(headers) {
             return self.verifier.verify(t);
         }
@@ -79,11 +70,7 @@ impl Access {
         let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         t.retain(|_, (_, at)| now.duration_since(*at) < TICKET_TTL);
         if t.len() >= MAX_TICKETS {
-            if let Some(oldest) = t
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some(oldest) = t.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
                 t.remove(&oldest);
             }
         }
@@ -94,13 +81,9 @@ impl Access {
     fn redeem(&self, ticket: &str) -> Result<Principal, AuthError> {
         let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         // Constant-time match so response timing says nothing about near-miss tickets.
-        let key = t
-            .keys()
-            .find(|k| k.as_bytes().ct_eq(ticket.as_bytes()).into())
-            .cloned();
-        let (who, at) = key
-            .and_then(|k| t.remove(&k))
-            .ok_or_else(|| AuthError::Invalid("unknown or used ticket".into()))?;
+        let key = t.keys().find(|k| k.as_bytes().ct_eq(ticket.as_bytes()).into()).cloned();
+        let (who, at) =
+            key.and_then(|k| t.remove(&k)).ok_or_else(|| AuthError::Invalid("unknown or used ticket".into()))?;
         if at.elapsed() >= TICKET_TTL {
             return Err(AuthError::Expired);
         }
@@ -109,11 +92,7 @@ impl Access {
 }
 
 pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
-    if let Some(t) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-    {
+    if let Some(t) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer) {
         return Some(t);
     }
     headers
@@ -137,30 +116,16 @@ mod tests {
         let access = Access::new(Verifier::hs256(secret), false);
         let token = Signer::hs256(secret).mint("acme", Role::Subscribe, vec![], 60);
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            format!("a=b; {COOKIE}={token}").parse().unwrap(),
-        );
+        h.insert(header::COOKIE, format!("a=b; {COOKIE}={token}").parse().unwrap());
         let who = access.from_headers(&h).unwrap();
         let ticket = access.issue_ticket(who);
-        let q = QueryCredentials {
-            ticket: Some(ticket),
-            access_token: None,
-        };
+        let q = QueryCredentials { ticket: Some(ticket), access_token: None };
         assert!(access.from_request(&HeaderMap::new(), &q).is_ok());
-        assert!(
-            access.from_request(&HeaderMap::new(), &q).is_err(),
-            "second use"
-        );
-        let q = QueryCredentials {
-            ticket: None,
-            access_token: Some(token),
-        };
+        assert!(access.from_request(&HeaderMap::new(), &q).is_err(), "second use");
+        let q = QueryCredentials { ticket: None, access_token: Some(token) };
         assert!(access.from_request(&HeaderMap::new(), &q).is_err());
         assert_eq!(
-            access
-                .from_request(&HeaderMap::new(), &QueryCredentials::default())
-                .unwrap_err(),
+            access.from_request(&HeaderMap::new(), &QueryCredentials::default()).unwrap_err(),
             AuthError::Missing
         );
     }

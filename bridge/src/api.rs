@@ -62,31 +62,16 @@ pub async fn poll(
 ) -> Result<Response, ApiError> {
     let who = app.access.from_request(&headers, &q.credentials)?;
     let after = match q.after.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => s
-            .parse::<EventId>()
-            .map_err(|e| ApiError::bad_request("invalid_after", "after", e.0))?,
+        Some(s) => s.parse::<EventId>().map_err(|e| ApiError::bad_request("invalid_after", "after", e.0))?,
         None => EventId::ZERO,
     };
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit",
-            "limit must be between 1 and 1000",
-        ));
+        return Err(ApiError::bad_request("invalid_limit", "limit", "limit must be between 1 and 1000"));
     }
     let channels = split_channels(q.channels.as_deref());
-    let page = app
-        .bus
-        .read(
-            &who,
-            q.tenant.as_deref().unwrap_or(""),
-            &channels,
-            after,
-            limit,
-        )
-        .await
-        .map_err(|e| match e {
+    let page =
+        app.bus.read(&who, q.tenant.as_deref().unwrap_or(""), &channels, after, limit).await.map_err(|e| match e {
             ReadError::Request(e) => ApiError::from(e),
             ReadError::Log(e) => ApiError::unavailable(e.to_string()),
         })?;
@@ -110,30 +95,18 @@ pub async fn poll(
         "],\"next\":\"{}\",\"complete\":{},\"oldestAvailableId\":\"{}\",\"headId\":\"{}\"}}",
         page.next, page.complete, page.bounds.oldest, page.bounds.head
     );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response())
 }
 
 fn parse_events(body: &Bytes) -> Result<(Vec<switchyard::proto::v1::Event>, bool), ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_json", "body", format!("body is not JSON: {e}"))
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", "body", format!("body is not JSON: {e}")))?;
     let (items, single) = match value {
         Value::Array(items) => (items, false),
         other => (vec![other], true),
     };
     if items.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_batch",
-            "body",
-            "send at least one event",
-        ));
+        return Err(ApiError::bad_request("empty_batch", "body", "send at least one event"));
     }
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -151,23 +124,13 @@ fn indexed(e: PublishError, i: usize, single: bool) -> ApiError {
 }
 
 /// `POST /api/events`: one event (object) or a batch (array), committed together; answers with ids.
-pub async fn publish(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let who = app.access.from_headers(&headers)?;
     who.require(Role::Publish)?;
     let (events, single) = parse_events(&body)?;
     let n = events.len();
-    let appended = app
-        .bus
-        .publish_all(&who, events)
-        .await
-        .map_err(|(i, e)| indexed(e, i, single))?;
-    app.metrics
-        .http_published
-        .fetch_add(n as u64, Ordering::Relaxed);
+    let appended = app.bus.publish_all(&who, events).await.map_err(|(i, e)| indexed(e, i, single))?;
+    app.metrics.http_published.fetch_add(n as u64, Ordering::Relaxed);
     let body = if single {
         let a = appended[0];
         json!({ "id": a.id.to_string(), "duplicate": a.duplicate })
@@ -190,36 +153,20 @@ struct Broadcast {
 }
 
 /// `POST /api/sse/broadcast` (admin): one event to every subscriber of its channels, in one or more tenants.
-pub async fn broadcast(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn broadcast(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let who = app.access.from_headers(&headers)?;
     who.require(Role::Admin)?;
     let b: Broadcast = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            "body",
-            format!("expected {{\"event\": {{…}}, \"tenants\"?: […]}}: {e}"),
-        )
+        ApiError::bad_request("invalid_json", "body", format!("expected {{\"event\": {{…}}, \"tenants\"?: […]}}: {e}"))
     })?;
     let template = event_from_json(b.event).map_err(ApiError::from)?;
     let tenants = match (&who.tenant, b.tenants.is_empty()) {
         (TenantScope::One(_), true) => vec![String::new()],
         (TenantScope::One(_), false) => {
-            return Err(ApiError::bad_request(
-                "invalid_tenant",
-                "tenants",
-                "only system tokens name tenants",
-            ));
+            return Err(ApiError::bad_request("invalid_tenant", "tenants", "only system tokens name tenants"));
         }
         (TenantScope::All, true) => {
-            return Err(ApiError::bad_request(
-                "invalid_tenant",
-                "tenants",
-                "a system token must list the tenants",
-            ));
+            return Err(ApiError::bad_request("invalid_tenant", "tenants", "a system token must list the tenants"));
         }
         (TenantScope::All, false) => b.tenants,
     };
@@ -231,15 +178,8 @@ pub async fn broadcast(
             e
         })
         .collect();
-    let appended = app
-        .bus
-        .publish_all(&who, events)
-        .await
-        .map_err(|(i, e)| indexed(e, i, false))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "ids": appended.iter().map(|a| a.id.to_string()).collect::<Vec<_>>() })),
-    )
+    let appended = app.bus.publish_all(&who, events).await.map_err(|(i, e)| indexed(e, i, false))?;
+    Ok((StatusCode::CREATED, Json(json!({ "ids": appended.iter().map(|a| a.id.to_string()).collect::<Vec<_>>() })))
         .into_response())
 }
 
@@ -247,10 +187,7 @@ pub async fn broadcast(
 pub async fn ticket(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = app.access.from_headers(&headers)?;
     let ticket = app.access.issue_ticket(who);
-    Ok((
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "ticket": ticket, "expires_in": TICKET_TTL.as_secs() })),
-    )
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(json!({ "ticket": ticket, "expires_in": TICKET_TTL.as_secs() })))
         .into_response())
 }
 
@@ -270,11 +207,7 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
                 .collect::<serde_json::Map<_, _>>()
         ),
         TenantScope::One(t) => {
-            let c = counters
-                .by_tenant
-                .get(t.as_str())
-                .cloned()
-                .unwrap_or_default();
+            let c = counters.by_tenant.get(t.as_str()).cloned().unwrap_or_default();
             json!({ t.to_string(): tenant_json(&c, conns.by_tenant.get(t.as_str())) })
         }
     };
@@ -312,24 +245,9 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     };
-    gauge(
-        "switchyard_sse_connections",
-        "Open SSE connections.",
-        "gauge",
-        conns.current as u64,
-    );
-    gauge(
-        "switchyard_sse_connections_peak",
-        "Most SSE connections open at once.",
-        "gauge",
-        conns.peak as u64,
-    );
-    gauge(
-        "switchyard_sse_connections_total",
-        "SSE connections accepted.",
-        "counter",
-        conns.total,
-    );
+    gauge("switchyard_sse_connections", "Open SSE connections.", "gauge", conns.current as u64);
+    gauge("switchyard_sse_connections_peak", "Most SSE connections open at once.", "gauge", conns.peak as u64);
+    gauge("switchyard_sse_connections_total", "SSE connections accepted.", "counter", conns.total);
     gauge(
         "switchyard_sse_frames_total",
         "Event frames written to SSE clients.",
@@ -342,24 +260,9 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         "counter",
         app.metrics.sse_evicted.load(Ordering::Relaxed),
     );
-    gauge(
-        "switchyard_subscribers",
-        "Open subscriptions (SSE and gRPC).",
-        "gauge",
-        subs.current,
-    );
-    gauge(
-        "switchyard_log_head_id",
-        "Newest event id.",
-        "gauge",
-        log.head.get(),
-    );
-    gauge(
-        "switchyard_log_oldest_id",
-        "Oldest event id held.",
-        "gauge",
-        log.oldest.get(),
-    );
+    gauge("switchyard_subscribers", "Open subscriptions (SSE and gRPC).", "gauge", subs.current);
+    gauge("switchyard_log_head_id", "Newest event id.", "gauge", log.head.get());
+    gauge("switchyard_log_oldest_id", "Oldest event id held.", "gauge", log.oldest.get());
     gauge("switchyard_log_events", "Events held.", "gauge", log.stored);
     let _ = writeln!(
         s,
@@ -367,10 +270,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     );
     for (tenant, c) in &counters.by_tenant {
         for (ty, n) in &c.by_type {
-            let _ = writeln!(
-                s,
-                "switchyard_published_total{{tenant=\"{tenant}\",type=\"{ty}\"}} {n}"
-            );
+            let _ = writeln!(s, "switchyard_published_total{{tenant=\"{tenant}\",type=\"{ty}\"}} {n}");
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()

@@ -101,22 +101,13 @@ impl Default for Config {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            fsync: Fsync::Always,
-            batch_interval_ms: 100,
-            trim_interval_secs: 10,
-            retention: Retention::default(),
-        }
+        Self { fsync: Fsync::Always, batch_interval_ms: 100, trim_interval_secs: 10, retention: Retention::default() }
     }
 }
 
 impl Default for BusSection {
     fn default() -> Self {
-        Self {
-            max_event_bytes: 64 * 1024,
-            custom_channels: Vec::new(),
-            coalesce_window_ms: 2000,
-        }
+        Self { max_event_bytes: 64 * 1024, custom_channels: Vec::new(), coalesce_window_ms: 2000 }
     }
 }
 
@@ -135,10 +126,7 @@ impl Default for SseConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            log: "info".into(),
-            otlp_endpoint: String::new(),
-        }
+        Self { log: "info".into(), otlp_endpoint: String::new() }
     }
 }
 
@@ -152,10 +140,7 @@ pub enum ConfigError {
 }
 
 fn bad(key: &str, message: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Value {
-        key: key.to_owned(),
-        message: message.to_string(),
-    }
+    ConfigError::Value { key: key.to_owned(), message: message.to_string() }
 }
 
 /// Flags that override the file and environment; `None` leaves the value alone.
@@ -188,19 +173,13 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         flags: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| env("SWITCHYARD_CONFIG").map(PathBuf::from));
+        let file = file.map(Path::to_path_buf).or_else(|| env("SWITCHYARD_CONFIG").map(PathBuf::from));
         let mut c = match &file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                toml::from_str(&text).map_err(|e| ConfigError::File {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: path.display().to_string(), message: e.to_string() })?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::File { path: path.display().to_string(), message: e.to_string() })?
             }
             None => Config::default(),
         };
@@ -223,17 +202,10 @@ impl Config {
             c.telemetry.otlp_endpoint = v;
         }
         if let Some(v) = env("SWITCHYARD_CUSTOM_CHANNELS") {
-            c.bus.custom_channels = v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
+            c.bus.custom_channels = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
         }
         if let Some(v) = env("SWITCHYARD_ALLOW_QUERY_TOKEN") {
-            c.auth.allow_query_token = v
-                .parse()
-                .map_err(|e| bad("SWITCHYARD_ALLOW_QUERY_TOKEN", e))?;
+            c.auth.allow_query_token = v.parse().map_err(|e| bad("SWITCHYARD_ALLOW_QUERY_TOKEN", e))?;
         }
         if let Some(v) = env("SWITCHYARD_HEARTBEAT_SECS") {
             c.sse.heartbeat_secs = v.parse().map_err(|e| bad("SWITCHYARD_HEARTBEAT_SECS", e))?;
@@ -259,10 +231,7 @@ impl Config {
             Channel::new(ch).map_err(|e| bad("bus.custom_channels", format!("'{ch}': {e}")))?;
         }
         if self.bus.max_event_bytes < 256 || self.bus.max_event_bytes > 4 * 1024 * 1024 {
-            return Err(bad(
-                "bus.max_event_bytes",
-                "must be between 256 and 4194304",
-            ));
+            return Err(bad("bus.max_event_bytes", "must be between 256 and 4194304"));
         }
         if self.sse.heartbeat_secs == 0 {
             return Err(bad("sse.heartbeat_secs", "must be at least 1"));
@@ -274,30 +243,19 @@ impl Config {
             return Err(bad("log.retention.max_events", "must be at least 1"));
         }
         for (name, limits) in &self.log.retention.channels {
-            Channel::new(name)
-                .map_err(|e| bad("log.retention.channels", format!("'{name}': {e}")))?;
+            Channel::new(name).map_err(|e| bad("log.retention.channels", format!("'{name}': {e}")))?;
             if limits.max_events == 0 {
-                return Err(bad(
-                    &format!("log.retention.channels.{name}.max_events"),
-                    "must be at least 1",
-                ));
+                return Err(bad(&format!("log.retention.channels.{name}.max_events"), "must be at least 1"));
             }
         }
         Ok(())
     }
 
     pub fn bus_config(&self) -> BusConfig {
-        let custom_channels: BTreeSet<Channel> = self
-            .bus
-            .custom_channels
-            .iter()
-            .filter_map(|c| Channel::new(c).ok())
-            .collect();
+        let custom_channels: BTreeSet<Channel> =
+            self.bus.custom_channels.iter().filter_map(|c| Channel::new(c).ok()).collect();
         BusConfig {
-            policy: Policy {
-                max_event_bytes: self.bus.max_event_bytes,
-                custom_channels,
-            },
+            policy: Policy { max_event_bytes: self.bus.max_event_bytes, custom_channels },
             coalesce_window: Duration::from_millis(self.bus.coalesce_window_ms),
         }
     }
@@ -312,10 +270,7 @@ impl Config {
     }
 
     pub fn secret_file(&self) -> PathBuf {
-        self.auth
-            .secret_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("secret.key"))
+        self.auth.secret_file.clone().unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
 }
 
@@ -342,39 +297,16 @@ mod tests {
             "data_dir = \"/from-file\"\nhttp_addr = \"127.0.0.1:1\"\n[log]\nfsync = \"batch\"\n[log.retention]\nmax_events = 5\nmax_age_secs = 60\n[log.retention.channels.jobs]\nmax_events = 2\nmax_age_secs = 10\n[bus]\ncustom_channels = [\"ops\"]\n",
         )
         .unwrap();
-        let env = map_env(
-            [
-                ("SWITCHYARD_DATA_DIR", "/from-env"),
-                ("SWITCHYARD_HTTP_ADDR", "127.0.0.1:2"),
-            ]
-            .into(),
-        );
-        let c = Config::load(
-            Some(&file),
-            &env,
-            &Overrides {
-                data_dir: Some("/from-flag".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let env = map_env([("SWITCHYARD_DATA_DIR", "/from-env"), ("SWITCHYARD_HTTP_ADDR", "127.0.0.1:2")].into());
+        let c =
+            Config::load(Some(&file), &env, &Overrides { data_dir: Some("/from-flag".into()), ..Default::default() })
+                .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
         assert_eq!(c.http_addr.port(), 2);
         assert_eq!(c.log.fsync, Fsync::Batch);
         assert_eq!(c.log.retention.default.max_events, 5);
-        assert_eq!(
-            c.log
-                .retention
-                .for_channel(&Channel::new("jobs/1").unwrap())
-                .max_events,
-            2
-        );
-        assert!(
-            c.bus_config()
-                .policy
-                .custom_channels
-                .contains(&Channel::new("ops").unwrap())
-        );
+        assert_eq!(c.log.retention.for_channel(&Channel::new("jobs/1").unwrap()).max_events, 2);
+        assert!(c.bus_config().policy.custom_channels.contains(&Channel::new("ops").unwrap()));
     }
 
     #[test]
@@ -391,9 +323,6 @@ mod tests {
         std::fs::write(&file, "nonsense = 1\n").unwrap();
         let e = Config::load(Some(&file), &none, &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("nonsense"), "{e}");
-        assert_eq!(
-            Config::load(None, &none, &Overrides::default()).unwrap(),
-            Config::default()
-        );
+        assert_eq!(Config::load(None, &none, &Overrides::default()).unwrap(), Config::default());
     }
 }

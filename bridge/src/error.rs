@@ -21,24 +21,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            retry_after: None,
-        }
+        Self { status, code, message: message.into(), field: None, retry_after: None }
     }
 
-    pub fn bad_request(
-        code: &'static str,
-        field: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            field: Some(field),
-            ..Self::new(StatusCode::BAD_REQUEST, code, message)
-        }
+    pub fn bad_request(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+        Self { field: Some(field), ..Self::new(StatusCode::BAD_REQUEST, code, message) }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -48,19 +35,12 @@ impl ApiError {
     pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                message,
-            )
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", message)
         }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-        }
+        Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message) }
     }
 }
 
@@ -78,11 +58,9 @@ impl From<AuthError> for ApiError {
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         match e {
-            PublishError::Invalid {
-                code,
-                field,
-                message,
-            } => Self::bad_request(code, field, format!("{field}: {message}")),
+            PublishError::Invalid { code, field, message } => {
+                Self::bad_request(code, field, format!("{field}: {message}"))
+            }
             PublishError::Denied(a) => a.into(),
             PublishError::Unavailable(m) => Self::unavailable(m),
         }
@@ -92,11 +70,7 @@ impl From<PublishError> for ApiError {
 impl From<SubscribeError> for ApiError {
     fn from(e: SubscribeError) -> Self {
         match e {
-            SubscribeError::Invalid {
-                code,
-                field,
-                message,
-            } => Self::bad_request(code, field, message),
+            SubscribeError::Invalid { code, field, message } => Self::bad_request(code, field, message),
             SubscribeError::UnknownChannel(c) => Self::not_found(format!("unknown channel '{c}'")),
             SubscribeError::Denied(a) => a.into(),
         }
@@ -111,8 +85,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }

@@ -62,11 +62,7 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
     let cors = (!app.cors_origins.is_empty()).then(|| {
-        let origins: Vec<HeaderValue> = app
-            .cors_origins
-            .iter()
-            .filter_map(|o| o.parse().ok())
-            .collect();
+        let origins: Vec<HeaderValue> = app.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])

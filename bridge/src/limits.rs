@@ -15,7 +15,7 @@ pub struct Caps {
     pub per_token: usize,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Counts {
     total: usize,
     peak: usize,
@@ -40,6 +40,7 @@ pub struct ConnectionStats {
     pub by_tenant: HashMap<String, usize>,
 }
 
+#[derive(Debug)]
 pub struct Slot {
     counts: Arc<Mutex<Counts>>,
     tenant: String,
@@ -66,52 +67,31 @@ fn dec(map: &mut HashMap<String, usize>, key: &str) {
 
 impl Limits {
     pub fn new(caps: Caps) -> Self {
-        Self {
-            caps,
-            counts: Arc::default(),
-        }
+        Self { caps, counts: Arc::default() }
     }
 
     pub fn acquire(&self, tenant: &str, token: &str) -> Result<Slot, ApiError> {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if c.total >= self.caps.total {
-            return Err(ApiError::too_many(
-                "the server is at its connection limit",
-                5,
-            ));
+            return Err(ApiError::too_many("the server is at its connection limit", 5));
         }
         if c.tenants.get(tenant).copied().unwrap_or(0) >= self.caps.per_tenant {
-            return Err(ApiError::too_many(
-                format!("tenant '{tenant}' is at its connection limit"),
-                5,
-            ));
+            return Err(ApiError::too_many(format!("tenant '{tenant}' is at its connection limit"), 5));
         }
         if c.tokens.get(token).copied().unwrap_or(0) >= self.caps.per_token {
-            return Err(ApiError::too_many(
-                "this token is at its connection limit",
-                5,
-            ));
+            return Err(ApiError::too_many("this token is at its connection limit", 5));
         }
         c.total += 1;
         c.peak = c.peak.max(c.total);
         c.opened += 1;
         *c.tenants.entry(tenant.to_owned()).or_default() += 1;
         *c.tokens.entry(token.to_owned()).or_default() += 1;
-        Ok(Slot {
-            counts: self.counts.clone(),
-            tenant: tenant.to_owned(),
-            token: token.to_owned(),
-        })
+        Ok(Slot { counts: self.counts.clone(), tenant: tenant.to_owned(), token: token.to_owned() })
     }
 
     pub fn stats(&self) -> ConnectionStats {
         let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        ConnectionStats {
-            current: c.total,
-            peak: c.peak,
-            total: c.opened,
-            by_tenant: c.tenants.clone(),
-        }
+        ConnectionStats { current: c.total, peak: c.peak, total: c.opened, by_tenant: c.tenants.clone() }
     }
 }
 
@@ -121,11 +101,7 @@ mod tests {
 
     #[test]
     fn caps_and_release() {
-        let l = Limits::new(Caps {
-            total: 3,
-            per_tenant: 2,
-            per_token: 1,
-        });
+        let l = Limits::new(Caps { total: 3, per_tenant: 2, per_token: 1 });
         let a = l.acquire("t1", "k1").unwrap();
         assert_eq!(l.acquire("t1", "k1").unwrap_err().status, 429);
         let _b = l.acquire("t1", "k2").unwrap();

@@ -14,11 +14,7 @@ use switchyard_bridge::{
 const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(
-    name = "switchyard",
-    version,
-    about = "Switchyard: a real-time event backbone (gRPC EventBus + SSE bridge)"
-)]
+#[command(name = "switchyard", version, about = "Switchyard: a real-time event backbone (gRPC EventBus + SSE bridge)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -112,10 +108,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");
@@ -128,27 +121,15 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => return serve_command(args).await,
-        Command::Token {
-            tenant,
-            role,
-            channels,
-            ttl,
-            data_dir,
-        } => tools::mint(&data_dir.join("secret.key"), &tenant, role, channels, ttl)
-            .map(|t| println!("{t}"))
-            .map_err(Into::into),
-        Command::Tail {
-            client,
-            channels,
-            from,
-        } => tail(client, channels, from).await,
-        Command::Publish {
-            client,
-            event_type,
-            json,
-            key,
-            input,
-        } => publish(client, event_type, json, key, input).await,
+        Command::Token { tenant, role, channels, ttl, data_dir } => {
+            tools::mint(&data_dir.join("secret.key"), &tenant, role, channels, ttl)
+                .map(|t| println!("{t}"))
+                .map_err(Into::into)
+        }
+        Command::Tail { client, channels, from } => tail(client, channels, from).await,
+        Command::Publish { client, event_type, json, key, input } => {
+            publish(client, event_type, json, key, input).await
+        }
         Command::Catalog => {
             print!("{}", Catalog::global().to_markdown());
             Ok(())
@@ -164,12 +145,8 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve_command(args: ServeArgs) -> ExitCode {
-    let flags = Overrides {
-        data_dir: args.data_dir,
-        grpc_addr: args.grpc_addr,
-        http_addr: args.http_addr,
-        fsync: args.fsync,
-    };
+    let flags =
+        Overrides { data_dir: args.data_dir, grpc_addr: args.grpc_addr, http_addr: args.http_addr, fsync: args.fsync };
     let config = match Config::load(args.config.as_deref(), &process_env, &flags) {
         Ok(c) => c,
         Err(e) => {
@@ -192,10 +169,7 @@ async fn serve_command(args: ServeArgs) -> ExitCode {
         }
     };
     // One machine-readable line first (scripts and tests read it), then one for people.
-    println!(
-        "switchyard: grpc={} http={}",
-        running.grpc_addr, running.http_addr
-    );
+    println!("switchyard: grpc={} http={}", running.grpc_addr, running.http_addr);
     println!("switchyard: dashboard {}", serve::dashboard_url(&running));
     let stop = running.stopper();
     tokio::spawn(async move {
@@ -210,11 +184,10 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -225,20 +198,11 @@ async fn shutdown_signal() {
 }
 
 async fn client(args: &ClientArgs, role: Role) -> anyhow::Result<tools::Client> {
-    let url = args
-        .bus
-        .clone()
-        .unwrap_or_else(|| tools::local_bus_url(&args.data_dir));
+    let url = args.bus.clone().unwrap_or_else(|| tools::local_bus_url(&args.data_dir));
     let token = match &args.token {
         Some(t) => t.clone(),
-        None => tools::mint(
-            &args.data_dir.join("secret.key"),
-            &args.tenant,
-            role,
-            Vec::new(),
-            3600,
-        )
-        .context("no --token given and no local secret to mint one")?,
+        None => tools::mint(&args.data_dir.join("secret.key"), &args.tenant, role, Vec::new(), 3600)
+            .context("no --token given and no local secret to mint one")?,
     };
     Ok(tools::connect(&url, &token).await?)
 }
@@ -269,8 +233,7 @@ async fn publish(
         }
         (Some(other), _) => anyhow::bail!("unexpected argument {other:?}; use - to read stdin"),
         (None, Some(ty)) => {
-            let data: serde_json::Value =
-                serde_json::from_str(&json).context("--json is not JSON")?;
+            let data: serde_json::Value = serde_json::from_str(&json).context("--json is not JSON")?;
             let mut line = serde_json::json!({ "type": ty, "data": data });
             if let Some(k) = key {
                 line["key"] = k.into();

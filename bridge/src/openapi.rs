@@ -31,12 +31,10 @@ pub fn spec() -> Value {
         "429": error_response("Connection limit reached; see Retry-After.")
     });
     let mut channel_params = sse_params.as_array().cloned().unwrap_or_default();
-    channel_params.insert(0, json!({ "name": "channel", "in": "path", "required": true, "schema": { "type": "string" } }));
+    channel_params
+        .insert(0, json!({ "name": "channel", "in": "path", "required": true, "schema": { "type": "string" } }));
     let mut job_params = sse_params.as_array().cloned().unwrap_or_default();
-    job_params.insert(
-        0,
-        json!({ "name": "job_id", "in": "path", "required": true, "schema": { "type": "string" } }),
-    );
+    job_params.insert(0, json!({ "name": "job_id", "in": "path", "required": true, "schema": { "type": "string" } }));
     let mut many_params = sse_params.as_array().cloned().unwrap_or_default();
     many_params.insert(0, json!({ "name": "channels", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated channels; all the token allows when omitted." }));
     json!({

@@ -7,26 +7,18 @@ use std::{io::Write, path::Path};
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("secret file {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("secret file {path} is shorter than 32 bytes")]
     TooShort { path: String },
 }
 
 pub fn load_or_create(path: &Path) -> Result<Vec<u8>, SecretError> {
-    let io = |source| SecretError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| SecretError::Io { path: path.display().to_string(), source };
     match std::fs::read(path) {
         Ok(bytes) => {
             let trimmed = bytes.trim_ascii().to_vec();
             if trimmed.len() < 32 {
-                return Err(SecretError::TooShort {
-                    path: path.display().to_string(),
-                });
+                return Err(SecretError::TooShort { path: path.display().to_string() });
             }
             Ok(trimmed)
         }
@@ -34,11 +26,7 @@ pub fn load_or_create(path: &Path) -> Result<Vec<u8>, SecretError> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
-            let secret = format!(
-                "{}{}",
-                switchyard::auth::random_id(),
-                switchyard::auth::random_id()
-            );
+            let secret = format!("{}{}", switchyard::auth::random_id(), switchyard::auth::random_id());
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
             #[cfg(unix)]

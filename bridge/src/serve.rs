@@ -31,11 +31,7 @@ pub enum ServeError {
     #[error("data dir {dir}: {message}")]
     Log { dir: String, message: String },
     #[error("cannot bind {what} on {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -74,16 +70,14 @@ impl Running {
 pub fn verifier(config: &Config, secret: &[u8]) -> Result<Verifier, ServeError> {
     let mut v = Verifier::hs256(secret);
     for path in &config.auth.public_keys {
-        let pem = std::fs::read(path)
-            .map_err(|e| ServeError::Auth(format!("auth.public_keys {}: {e}", path.display())))?;
-        v.add_public_pem(&pem)
-            .map_err(|e| ServeError::Auth(format!("auth.public_keys {}: {e}", path.display())))?;
+        let pem =
+            std::fs::read(path).map_err(|e| ServeError::Auth(format!("auth.public_keys {}: {e}", path.display())))?;
+        v.add_public_pem(&pem).map_err(|e| ServeError::Auth(format!("auth.public_keys {}: {e}", path.display())))?;
     }
     if let Some(path) = &config.auth.jwks_file {
         let json = std::fs::read_to_string(path)
             .map_err(|e| ServeError::Auth(format!("auth.jwks_file {}: {e}", path.display())))?;
-        v.add_jwks(&json)
-            .map_err(|e| ServeError::Auth(format!("auth.jwks_file: {e}")))?;
+        v.add_jwks(&json).map_err(|e| ServeError::Auth(format!("auth.jwks_file: {e}")))?;
     }
     Ok(v)
 }
@@ -93,29 +87,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let verifier = Arc::new(verifier(&config, &secret)?);
     let signer = Signer::hs256(&secret);
     let hub = Hub::default();
-    let log =
-        EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone()).map_err(|e| {
-            ServeError::Log {
-                dir: config.data_dir.display().to_string(),
-                message: e.to_string(),
-            }
-        })?;
+    let log = EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone())
+        .map_err(|e| ServeError::Log { dir: config.data_dir.display().to_string(), message: e.to_string() })?;
     let bus = Bus::new(Arc::new(log), hub, config.bus_config());
 
-    let grpc_listener = TcpListener::bind(config.grpc_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "gRPC",
-            addr: config.grpc_addr,
-            source,
-        })?;
-    let http_listener = TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "HTTP",
-            addr: config.http_addr,
-            source,
-        })?;
+    let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(|source| ServeError::Bind {
+        what: "gRPC",
+        addr: config.grpc_addr,
+        source,
+    })?;
+    let http_listener = TcpListener::bind(config.http_addr).await.map_err(|source| ServeError::Bind {
+        what: "HTTP",
+        addr: config.http_addr,
+        source,
+    })?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     std::fs::write(
@@ -139,19 +124,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
     });
-    let until = |mut rx: watch::Receiver<bool>| async move {
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    };
     let grpc = {
         let (bus, verifier, rx) = (bus.clone(), verifier.clone(), stopped.clone());
         tokio::spawn(async move {
-            if let Err(error) =
-                switchyard::grpc::serve(grpc_listener, bus, verifier, until(rx)).await
-            {
+            if let Err(error) = switchyard::grpc::serve(grpc_listener, bus, verifier, rx).await {
                 tracing::error!(%error, "gRPC server failed");
             }
         })
@@ -160,31 +136,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let rx = stopped.clone();
         let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
-            if let Err(error) = axum::serve(http_listener, service)
-                .with_graceful_shutdown(until(rx))
-                .await
+            if let Err(error) =
+                axum::serve(http_listener, service).with_graceful_shutdown(switchyard::grpc::stopped(rx)).await
             {
                 tracing::error!(%error, "HTTP server failed");
             }
         })
     };
     tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
-    Ok(Running {
-        grpc_addr,
-        http_addr,
-        bus,
-        signer,
-        stop,
-        grpc,
-        http,
-    })
+    Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http })
 }
 
 /// The line `serve` prints for people: the dashboard with a short-lived token in the fragment
 /// (fragments never reach server logs).
 pub fn dashboard_url(running: &Running) -> String {
-    let token = running
-        .signer
-        .mint("default", Role::Subscribe, Vec::new(), 3600);
+    let token = running.signer.mint("default", Role::Subscribe, Vec::new(), 3600);
     format!("http://{}/#token={token}", running.http_addr)
 }

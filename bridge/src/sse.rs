@@ -28,12 +28,10 @@ use switchyard::{
 use crate::{access::QueryCredentials, error::ApiError, http::App};
 
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
-const EVICTED: Bytes = Bytes::from_static(
-    b": disconnected: this client fell too far behind; reconnect with Last-Event-ID to resume\n\n",
-);
-const SHUTDOWN: Bytes = Bytes::from_static(
-    b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"server shutting down\"}\n\n",
-);
+const EVICTED: Bytes =
+    Bytes::from_static(b": disconnected: this client fell too far behind; reconnect with Last-Event-ID to resume\n\n");
+const SHUTDOWN: Bytes =
+    Bytes::from_static(b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"server shutting down\"}\n\n");
 /// Response header saying whether a resume was complete: `complete` or `gap`.
 pub const RESUME_HEADER: &str = "x-switchyard-resume";
 
@@ -111,20 +109,12 @@ pub async fn job(
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let ch = Channel::job(&job_id)
-        .map_err(|e| ApiError::bad_request("invalid_channel", "job_id", e.0))?;
+    let ch = Channel::job(&job_id).map_err(|e| ApiError::bad_request("invalid_channel", "job_id", e.0))?;
     open(app, vec![ch.to_string()], q, headers).await
 }
 
 pub fn split_channels(s: Option<&str>) -> Vec<String> {
-    s.map(|s| {
-        s.split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(String::from)
-            .collect()
-    })
-    .unwrap_or_default()
+    s.map(|s| s.split(',').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect()).unwrap_or_default()
 }
 
 /// `Last-Event-ID` header, else the `lastEventId` query parameter.
@@ -134,19 +124,11 @@ pub fn resume_from(headers: &HeaderMap, q: &SseQuery) -> Result<Option<EventId>,
         .map(|v| v.to_str().unwrap_or("x").to_owned())
         .or_else(|| q.last_event_id.clone())
         .filter(|s| !s.trim().is_empty());
-    raw.map(|s| {
-        s.parse::<EventId>()
-            .map_err(|e| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID", e.0))
-    })
-    .transpose()
+    raw.map(|s| s.parse::<EventId>().map_err(|e| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID", e.0)))
+        .transpose()
 }
 
-async fn open(
-    app: Arc<App>,
-    channels: Vec<String>,
-    q: SseQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = app.access.from_request(&headers, &q.credentials)?;
     let from = resume_from(&headers, &q)?;
     let spec = SubscribeSpec {
@@ -174,24 +156,16 @@ async fn open(
         preamble.extend_from_slice(&gap_frame(from, bounds.oldest, bounds.head));
     }
     let heartbeat = Duration::from_secs(app.sse.heartbeat_secs);
-    let mut shutdown = app.shutdown.clone();
-    let stopping = async move {
-        while !*shutdown.borrow_and_update() {
-            if shutdown.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    let stopping = switchyard::grpc::stopped(app.shutdown.clone());
     let metrics = app.metrics.clone();
     let body = async_stream::stream! {
         let _slot = slot;
         yield Ok::<Bytes, Infallible>(Bytes::from(preamble));
-        tokio::pin!(stopping);
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stopping => {
+                _ = stopping.clone() => {
                     yield Ok(SHUTDOWN);
                     break;
                 }
@@ -228,19 +202,10 @@ async fn open(
     let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert(
-        RESUME_HEADER,
-        HeaderValue::from_static(if complete { "complete" } else { "gap" }),
-    );
-    h.insert(
-        "x-switchyard-oldest-id",
-        HeaderValue::from(bounds.oldest.get()),
-    );
+    h.insert(RESUME_HEADER, HeaderValue::from_static(if complete { "complete" } else { "gap" }));
+    h.insert("x-switchyard-oldest-id", HeaderValue::from(bounds.oldest.get()));
     Ok(resp)
 }

@@ -7,10 +7,7 @@ use futures::StreamExt;
 use switchyard::{
     auth::{Role, Signer},
     json::{event_from_json, event_to_json},
-    proto::v1::{
-        PublishRequest, SubscribeRequest, event_bus_client::EventBusClient, publish_ack,
-        subscribe_response,
-    },
+    proto::v1::{PublishRequest, SubscribeRequest, event_bus_client::EventBusClient, publish_ack, subscribe_response},
 };
 use tokio::io::AsyncBufReadExt;
 use tonic::{Request, metadata::MetadataValue, service::Interceptor, transport::Channel};
@@ -44,21 +41,12 @@ pub type Client = EventBusClient<tonic::service::interceptor::InterceptedService
 
 pub async fn connect(url: &str, token: &str) -> Result<Client, ToolError> {
     let channel = Channel::from_shared(url.to_owned())
-        .map_err(|e| ToolError::Connect {
-            url: url.into(),
-            message: e.to_string(),
-        })?
+        .map_err(|e| ToolError::Connect { url: url.into(), message: e.to_string() })?
         .connect()
         .await
-        .map_err(|e| ToolError::Connect {
-            url: url.into(),
-            message: e.to_string(),
-        })?;
-    let value = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| ToolError::Input("token is not ASCII".into()))?;
-    Ok(EventBusClient::with_interceptor(channel, Bearer(value))
-        .max_decoding_message_size(8 * 1024 * 1024))
+        .map_err(|e| ToolError::Connect { url: url.into(), message: e.to_string() })?;
+    let value = format!("Bearer {token}").parse().map_err(|_| ToolError::Input("token is not ASCII".into()))?;
+    Ok(EventBusClient::with_interceptor(channel, Bearer(value)).max_decoding_message_size(8 * 1024 * 1024))
 }
 
 /// The gRPC URL of a local `serve` from its addr.json, else the default.
@@ -91,22 +79,14 @@ pub async fn tail(
     out: &mut (dyn Write + Send),
 ) -> Result<(), ToolError> {
     let mut stream = client
-        .subscribe(SubscribeRequest {
-            channels,
-            from_id: from,
-            tenant,
-            coalesce: Some(false),
-        })
+        .subscribe(SubscribeRequest { channels, from_id: from, tenant, coalesce: Some(false) })
         .await?
         .into_inner();
     while let Some(msg) = stream.next().await {
         match msg?.message {
             Some(subscribe_response::Message::Status(s)) => {
                 if !s.complete {
-                    eprintln!(
-                        "# resume incomplete: history starts at id {}",
-                        s.oldest_available_id
-                    );
+                    eprintln!("# resume incomplete: history starts at id {}", s.oldest_available_id);
                 }
             }
             Some(subscribe_response::Message::Event(e)) => {
@@ -114,10 +94,7 @@ pub async fn tail(
                 out.flush()?;
             }
             Some(subscribe_response::Message::Gap(g)) => {
-                eprintln!(
-                    "# gap: events after {} before {} are gone ({})",
-                    g.after_id, g.next_id, g.reason
-                );
+                eprintln!("# gap: events after {} before {} are gone ({})", g.after_id, g.next_id, g.reason);
             }
             None => {}
         }
@@ -130,10 +107,7 @@ pub async fn publish_one(client: &mut Client, line: &str) -> Result<u64, ToolErr
     let value: serde_json::Value =
         serde_json::from_str(line).map_err(|e| ToolError::Input(format!("not JSON: {e}")))?;
     let event = event_from_json(value).map_err(|e| ToolError::Input(e.to_string()))?;
-    let r = client
-        .publish(PublishRequest { event: Some(event) })
-        .await?
-        .into_inner();
+    let r = client.publish(PublishRequest { event: Some(event) }).await?.into_inner();
     Ok(r.id)
 }
 
@@ -171,10 +145,7 @@ pub async fn publish_lines<R: tokio::io::AsyncBufRead + Unpin + Send + 'static>(
         }
         sent
     });
-    let mut acks = client
-        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut acks = client.publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     let (mut ok, mut failed) = (0u64, 0u64);
     while let Some(ack) = acks.next().await {
         let ack = ack?;

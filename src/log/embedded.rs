@@ -23,16 +23,14 @@ use std::{
         mpsc,
     },
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use futures::future::BoxFuture;
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Record, Retention, Stream};
+use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Record, Retention, Stream, now_ms};
 use crate::{
     hub::Hub,
     names::{EventId, Tenant},
@@ -91,13 +89,6 @@ fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn stream_name(stream: &Stream) -> Option<String> {
     match stream {
         Stream::All => None,
@@ -118,10 +109,7 @@ impl EmbeddedLog {
             let streams = txn.open_table(STREAMS).map_err(storage)?;
             let meta = txn.open_table(META).map_err(storage)?;
             drop(streams);
-            meta.get("head")
-                .map_err(storage)?
-                .map(|v| v.value())
-                .unwrap_or(0)
+            meta.get("head").map_err(storage)?.map(|v| v.value()).unwrap_or(0)
         };
         txn.commit().map_err(storage)?;
         let counts = count_streams(&db)?;
@@ -137,19 +125,14 @@ impl EmbeddedLog {
             last_sync: Instant::now(),
             unsynced: false,
         };
-        thread::Builder::new()
-            .name("switchyard-log-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(storage)?;
+        thread::Builder::new().name("switchyard-log-writer".into()).spawn(move || writer.run(rx)).map_err(storage)?;
         Ok(Self { db, jobs: tx, head })
     }
 
     /// Runs retention now, as if the time were `now_ms`.
     pub async fn trim_at(&self, now_ms: u64) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Trim { now_ms, reply })
-            .map_err(|_| LogError::Closed)?;
+        self.jobs.send(Job::Trim { now_ms, reply }).map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 
@@ -172,10 +155,8 @@ impl EmbeddedLog {
             }
             Some(name) => {
                 let streams = txn.open_table(STREAMS).map_err(storage)?;
-                for row in streams
-                    .range((name.as_str(), start)..=(name.as_str(), u64::MAX))
-                    .map_err(storage)?
-                    .take(limit)
+                for row in
+                    streams.range((name.as_str(), start)..=(name.as_str(), u64::MAX)).map_err(storage)?.take(limit)
                 {
                     let (k, _) = row.map_err(storage)?;
                     let id = k.value().1;
@@ -195,11 +176,7 @@ impl EmbeddedLog {
         let (oldest, trim_key) = match stream_name(stream) {
             None => {
                 let events = txn.open_table(EVENTS).map_err(storage)?;
-                let first = events
-                    .first()
-                    .map_err(storage)?
-                    .map(|(k, _)| k.value())
-                    .unwrap_or(0);
+                let first = events.first().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
                 (first, "trim:*".to_owned())
             }
             Some(name) => {
@@ -215,16 +192,8 @@ impl EmbeddedLog {
                 (first, format!("trim:{name}"))
             }
         };
-        let trimmed = meta
-            .get(trim_key.as_str())
-            .map_err(storage)?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        Ok(Bounds {
-            oldest: EventId(oldest),
-            trimmed_through: EventId(trimmed),
-            head: EventId(head),
-        })
+        let trimmed = meta.get(trim_key.as_str()).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+        Ok(Bounds { oldest: EventId(oldest), trimmed_through: EventId(trimmed), head: EventId(head) })
     }
 }
 
@@ -253,19 +222,12 @@ impl Log for EmbeddedLog {
                 return Ok(Vec::new());
             }
             let (reply, rx) = oneshot::channel();
-            self.jobs
-                .send(Job::Append { events, reply })
-                .map_err(|_| LogError::Closed)?;
+            self.jobs.send(Job::Append { events, reply }).map_err(|_| LogError::Closed)?;
             rx.await.map_err(|_| LogError::Closed)?
         })
     }
 
-    fn read(
-        &self,
-        stream: Stream,
-        after: EventId,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>> {
+    fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>> {
         let db = self.db.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || Self::read_blocking(&db, &stream, after, limit))
@@ -278,9 +240,15 @@ impl Log for EmbeddedLog {
         let db = self.db.clone();
         let head = self.head.load(Ordering::Acquire);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || Self::bounds_blocking(&db, &stream, head))
-                .await
-                .map_err(storage)?
+            tokio::task::spawn_blocking(move || Self::bounds_blocking(&db, &stream, head)).await.map_err(storage)?
+        })
+    }
+
+    fn apply_retention(&self, now_ms: u64) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.jobs.send(Job::Trim { now_ms, reply }).map_err(|_| LogError::Closed)?;
+            rx.await.map_err(|_| LogError::Closed)?
         })
     }
 
@@ -289,21 +257,10 @@ impl Log for EmbeddedLog {
         let read = || -> Result<LogStats, LogError> {
             let txn = self.db.begin_read().map_err(storage)?;
             let events = txn.open_table(EVENTS).map_err(storage)?;
-            let oldest = events
-                .first()
-                .map_err(storage)?
-                .map(|(k, _)| k.value())
-                .unwrap_or(0);
-            Ok(LogStats {
-                head,
-                oldest: EventId(oldest),
-                stored: events.len().map_err(storage)?,
-            })
+            let oldest = events.first().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
+            Ok(LogStats { head, oldest: EventId(oldest), stored: events.len().map_err(storage)? })
         };
-        read().unwrap_or(LogStats {
-            head,
-            ..LogStats::default()
-        })
+        read().unwrap_or(LogStats { head, ..LogStats::default() })
     }
 
     fn backend(&self) -> &'static str {
@@ -395,13 +352,7 @@ impl Writer {
         }
     }
 
-    fn commit_group(
-        &mut self,
-        jobs: Vec<(
-            Vec<Accepted>,
-            oneshot::Sender<Result<Vec<Appended>, LogError>>,
-        )>,
-    ) {
+    fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, oneshot::Sender<Result<Vec<Appended>, LogError>>)>) {
         let mut head = self.head.load(Ordering::Acquire);
         let start_head = head;
         let mut records = Vec::new();
@@ -431,10 +382,7 @@ impl Writer {
                                     .map(|v| v.value().0),
                             };
                             if let Some(id) = seen {
-                                out.push(Appended {
-                                    id: EventId(id),
-                                    duplicate: true,
-                                });
+                                out.push(Appended { id: EventId(id), duplicate: true });
                                 continue;
                             }
                         }
@@ -447,9 +395,7 @@ impl Writer {
                         buf.extend_from_slice(&acc.body);
                         events.insert(id, buf.as_slice()).map_err(storage)?;
                         let tenant_stream = acc.tenant.to_string();
-                        streams
-                            .insert((tenant_stream.as_str(), id), ms)
-                            .map_err(storage)?;
+                        streams.insert((tenant_stream.as_str(), id), ms).map_err(storage)?;
                         counted.push(tenant_stream);
                         for ch in &acc.routing.channels {
                             let name = format!("{}:{}", acc.tenant, ch);
@@ -457,22 +403,13 @@ impl Writer {
                             counted.push(name);
                         }
                         if let Some(key) = &acc.idempotency_key {
-                            dedupe
-                                .insert((acc.tenant.as_str(), key.as_str()), (id, ms))
-                                .map_err(storage)?;
+                            dedupe.insert((acc.tenant.as_str(), key.as_str()), (id, ms)).map_err(storage)?;
                             fresh.insert((acc.tenant.clone(), key.clone()), id);
                         }
                         let mut event = acc.event.clone();
                         event.id = id;
-                        records.push(Arc::new(Record::new(
-                            event,
-                            acc.tenant.clone(),
-                            acc.routing.clone(),
-                        )));
-                        out.push(Appended {
-                            id: EventId(id),
-                            duplicate: false,
-                        });
+                        records.push(Arc::new(Record::new(event, acc.tenant.clone(), acc.routing.clone())));
+                        out.push(Appended { id: EventId(id), duplicate: false });
                     }
                     results.push(out);
                 }
@@ -523,9 +460,9 @@ impl Writer {
             let names: Vec<String> = self.counts.keys().cloned().collect();
             for name in names {
                 let limits = match name.split_once(':') {
-                    Some((_, ch)) => crate::names::Channel::new(ch)
-                        .map(|c| retention.for_channel(&c))
-                        .unwrap_or(retention.default),
+                    Some((_, ch)) => {
+                        crate::names::Channel::new(ch).map(|c| retention.for_channel(&c)).unwrap_or(retention.default)
+                    }
                     None => retention.default,
                 };
                 let count = self.counts[&name];
@@ -534,10 +471,7 @@ impl Writer {
                 // Entries to drop: the first `over`, plus any older than the cutoff.
                 let mut drop_through: Option<u64> = None;
                 let mut dropped = 0u64;
-                for row in streams
-                    .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
-                    .map_err(storage)?
-                {
+                for row in streams.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(storage)? {
                     let (k, v) = row.map_err(storage)?;
                     if dropped < over || v.value() < cutoff {
                         drop_through = Some(k.value().1);
@@ -548,11 +482,8 @@ impl Writer {
                     }
                 }
                 if let Some(through) = drop_through {
-                    streams
-                        .retain_in((name.as_str(), 0)..=(name.as_str(), through), |_, _| false)
-                        .map_err(storage)?;
-                    meta.insert(format!("trim:{name}").as_str(), through)
-                        .map_err(storage)?;
+                    streams.retain_in((name.as_str(), 0)..=(name.as_str(), through), |_, _| false).map_err(storage)?;
+                    meta.insert(format!("trim:{name}").as_str(), through).map_err(storage)?;
                     trimmed_any = true;
                     let left = count - dropped;
                     if left == 0 {
@@ -570,17 +501,13 @@ impl Writer {
             let keep_from = first_kept.unwrap_or(head + 1);
             let first_event = events.first().map_err(storage)?.map(|(k, _)| k.value());
             if first_event.is_some_and(|f| f < keep_from) {
-                events
-                    .retain_in(..keep_from, |_, _| false)
-                    .map_err(storage)?;
+                events.retain_in(..keep_from, |_, _| false).map_err(storage)?;
                 meta.insert("trim:*", keep_from - 1).map_err(storage)?;
                 trimmed_any = true;
             }
             let dedupe_cutoff = now_ms.saturating_sub(retention.dedupe_window().as_millis() as u64);
             let before = dedupe.len().map_err(storage)?;
-            dedupe
-                .retain(|_, v| v.1 >= dedupe_cutoff)
-                .map_err(storage)?;
+            dedupe.retain(|_, v| v.1 >= dedupe_cutoff).map_err(storage)?;
             trimmed_any |= dedupe.len().map_err(storage)? != before;
         }
         if trimmed_any {

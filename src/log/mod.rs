@@ -48,13 +48,7 @@ impl fmt::Debug for Record {
 
 impl Record {
     pub fn new(event: Event, tenant: Tenant, routing: Routing) -> Self {
-        Self {
-            id: EventId(event.id),
-            tenant,
-            routing,
-            event,
-            frame: OnceLock::new(),
-        }
+        Self { id: EventId(event.id), tenant, routing, event, frame: OnceLock::new() }
     }
 
     /// Rebuilds a record from its stored encoding.
@@ -62,8 +56,7 @@ impl Record {
         use prost::Message;
         let event = Event::decode(bytes).map_err(|e| LogError::Corrupt(e.to_string()))?;
         let tenant = Tenant::new(&event.tenant).map_err(|e| LogError::Corrupt(e.to_string()))?;
-        let routing =
-            crate::validate::route(&event, None).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let routing = crate::validate::route(&event, None).map_err(|e| LogError::Corrupt(e.to_string()))?;
         Ok(Self::new(event, tenant, routing))
     }
 
@@ -168,10 +161,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_events: 1_000_000,
-            max_age_secs: 7 * 24 * 3600,
-        }
+        Self { max_events: 1_000_000, max_age_secs: 7 * 24 * 3600 }
     }
 }
 
@@ -190,11 +180,7 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self {
-            default: Limits::default(),
-            channels: HashMap::new(),
-            dedupe_window_secs: default_dedupe(),
-        }
+        Self { default: Limits::default(), channels: HashMap::new(), dedupe_window_secs: default_dedupe() }
     }
 }
 
@@ -204,10 +190,7 @@ fn default_dedupe() -> u64 {
 
 impl Retention {
     pub fn for_channel(&self, channel: &Channel) -> Limits {
-        self.channels
-            .get(channel.base())
-            .copied()
-            .unwrap_or(self.default)
+        self.channels.get(channel.base()).copied().unwrap_or(self.default)
     }
 
     pub fn dedupe_window(&self) -> Duration {
@@ -232,13 +215,16 @@ pub struct LogStats {
 /// - `read` returns events of `stream` with `id > after`, ascending.
 pub trait Log: Send + Sync + 'static {
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>>;
-    fn read(
-        &self,
-        stream: Stream,
-        after: EventId,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
+    fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
     fn bounds(&self, stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>>;
+    /// Applies retention now, as if the time were `now_ms` (operators, tests). Backends whose
+    /// store enforces limits itself may do nothing.
+    fn apply_retention(&self, now_ms: u64) -> BoxFuture<'_, Result<(), LogError>>;
     fn stats(&self) -> LogStats;
     fn backend(&self) -> &'static str;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

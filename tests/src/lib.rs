@@ -1,1 +1,315 @@
-//! Helpers shared by the end-to-end tests and benches.
+//! Helpers shared by the end-to-end tests and benches: servers on 127.0.0.1:0
+//! (in-process, or the real binary as a child process killed on drop), gRPC
+//! and SSE clients, and waiting on conditions instead of sleeping.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use switchyard::auth::{Role, Signer};
+use switchyard_bridge::{config::Config, serve, tools};
+
+/// How long any wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A config for tests: loopback, port 0, a fresh data dir.
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.data_dir = dir.to_path_buf();
+    c.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.telemetry.log = "warn".into();
+    c
+}
+
+/// `switchyard serve` in this process.
+pub struct Server {
+    pub running: serve::Running,
+    pub dir: tempfile::TempDir,
+    pub grpc_url: String,
+    pub http_url: String,
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let running = serve::start(config).await.expect("server starts");
+        let grpc_url = format!("http://{}", running.grpc_addr);
+        let http_url = format!("http://{}", running.http_addr);
+        Self { running, dir, grpc_url, http_url }
+    }
+
+    pub fn token(&self, tenant: &str, role: Role, channels: &[&str]) -> String {
+        self.running.signer.mint(tenant, role, channels.iter().map(|s| s.to_string()).collect(), 3600)
+    }
+
+    pub async fn grpc(&self, tenant: &str, role: Role) -> tools::Client {
+        tools::connect(&self.grpc_url, &self.token(tenant, role, &[])).await.expect("gRPC connects")
+    }
+
+    pub async fn stop(self) {
+        self.running.shutdown().await;
+    }
+}
+
+/// The `switchyard` binary built next to this test binary (scripts/test builds the workspace first).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("switchyard");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test does)", bin.display());
+    bin
+}
+
+/// The real binary as a child process; killed on drop.
+pub struct Process {
+    child: Child,
+    pub grpc_url: String,
+    pub http_url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Process {
+    /// Starts `switchyard serve` on `data_dir` with free ports and waits for its address line.
+    pub fn serve(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn switchyard");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("switchyard: grpc=") => break l,
+                Some(Ok(_)) => continue,
+                _ => {
+                    let _ = child.kill();
+                    panic!("switchyard exited before printing its addresses");
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(str::to_owned)
+                .expect("address in the startup line")
+        };
+        Self {
+            child,
+            grpc_url: format!("http://{}", field("grpc=")),
+            http_url: format!("http://{}", field("http=")),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL: no graceful anything. What was acked must survive this.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait")
+    }
+
+    pub fn token(&self, tenant: &str, role: Role) -> String {
+        let secret = std::fs::read(self.data_dir.join("secret.key")).expect("secret");
+        Signer::hs256(secret.trim_ascii()).mint(tenant, role, Vec::new(), 3600)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `f` until it returns `Some`, or fails the test after [`PATIENCE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One parsed SSE message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Frame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+    /// Comment lines (heartbeats, eviction notices).
+    pub comments: Vec<String>,
+}
+
+impl Frame {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).expect("data is JSON")
+    }
+
+    pub fn id_u64(&self) -> Option<u64> {
+        self.id.as_deref().and_then(|i| i.parse().ok())
+    }
+}
+
+/// A minimal SSE reader over a streaming HTTP response.
+pub struct Sse {
+    pub response_headers: reqwest::header::HeaderMap,
+    pub status: reqwest::StatusCode,
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: Vec<u8>,
+}
+
+impl Sse {
+    pub async fn connect(url: &str, token: Option<&str>, last_event_id: Option<u64>) -> Self {
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = req.send().await.expect("SSE request");
+        Self {
+            response_headers: resp.headers().clone(),
+            status: resp.status(),
+            body: Box::pin(resp.bytes_stream()),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next message (blank-line terminated), or None when the stream ends.
+    pub async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                let text = String::from_utf8_lossy(&raw[..pos]).into_owned();
+                let mut f = Frame::default();
+                for line in text.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        f.comments.push(c.trim().to_owned());
+                    } else if let Some((k, v)) = line.split_once(':') {
+                        let v = v.strip_prefix(' ').unwrap_or(v);
+                        match k {
+                            "id" => f.id = Some(v.to_owned()),
+                            "event" => f.event = Some(v.to_owned()),
+                            "data" => {
+                                if !f.data.is_empty() {
+                                    f.data.push('\n');
+                                }
+                                f.data.push_str(v);
+                            }
+                            "retry" => f.retry = v.parse().ok(),
+                            _ => {}
+                        }
+                    }
+                }
+                return Some(f);
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next message that carries an event (skips retry hints and comments), within [`PATIENCE`].
+    pub async fn next_event(&mut self) -> Option<Frame> {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let f = self.next().await?;
+                if f.event.is_some() {
+                    return Some(f);
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for an SSE event")
+    }
+}
+
+/// Event builders for tests.
+pub mod events {
+    use switchyard::proto::v1::{Alert, Event, JobProgress, Money, Order, ShopifySyncCompleted, event::Payload};
+
+    pub fn alert(title: &str) -> Event {
+        Event {
+            payload: Some(Payload::AlertWarning(Alert { title: title.into(), ..Default::default() })),
+            ..Default::default()
+        }
+    }
+
+    pub fn order(id: &str) -> Event {
+        Event {
+            key: id.into(),
+            payload: Some(Payload::ShopifyOrderCreated(Order {
+                order_id: id.into(),
+                total: Some(Money { amount: "10.00".into(), currency: "GBP".into() }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// A state snapshot: Shopify totals for `key`.
+    pub fn totals(key: &str, orders: u32) -> Event {
+        Event {
+            key: key.into(),
+            payload: Some(Payload::ShopifySyncCompleted(ShopifySyncCompleted {
+                total_orders: orders,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    pub fn progress(job: &str, percent: u32) -> Event {
+        Event {
+            key: job.into(),
+            payload: Some(Payload::ImportJobProgress(JobProgress {
+                job_id: job.into(),
+                percent,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    pub fn with_tenant(mut e: Event, tenant: &str) -> Event {
+        e.tenant = tenant.into();
+        e
+    }
+}

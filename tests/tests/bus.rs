@@ -1,0 +1,271 @@
+//! The foundation over real gRPC sockets: publish/subscribe, PublishStream,
+//! durability across a killed process, ordering, coalescing, validation, tenancy.
+
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use switchyard::{
+    auth::Role,
+    proto::v1::{
+        Event, PublishRequest, StatsRequest, SubscribeRequest, SubscribeResponse, event::Payload, publish_ack,
+        subscribe_response::Message,
+    },
+};
+use switchyard_bridge::tools;
+use switchyard_tests::{PATIENCE, Process, Server, events};
+use tonic::{Code, Streaming};
+
+async fn next_msg(s: &mut Streaming<SubscribeResponse>) -> Message {
+    tokio::time::timeout(PATIENCE, s.next())
+        .await
+        .expect("timed out waiting for a message")
+        .expect("stream open")
+        .expect("no error")
+        .message
+        .expect("message set")
+}
+
+async fn next_event(s: &mut Streaming<SubscribeResponse>) -> Event {
+    loop {
+        if let Message::Event(e) = next_msg(s).await {
+            return e;
+        }
+    }
+}
+
+fn sub(channels: &[&str], from: Option<u64>) -> SubscribeRequest {
+    SubscribeRequest { channels: channels.iter().map(|s| s.to_string()).collect(), from_id: from, ..Default::default() }
+}
+
+#[tokio::test]
+async fn publish_then_subscribe_round_trip() {
+    let server = Server::start().await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let mut s = c.subscribe(sub(&["alerts"], None)).await.unwrap().into_inner();
+    let Message::Status(st) = next_msg(&mut s).await else { panic!("status first") };
+    assert!(st.complete);
+    let r = c.publish(PublishRequest { event: Some(events::alert("disk full")) }).await.unwrap().into_inner();
+    assert!(r.id > 0);
+    let e = next_event(&mut s).await;
+    assert_eq!(e.id, r.id);
+    assert_eq!(e.tenant, "acme");
+    assert!(e.published_at.is_some());
+    assert!(matches!(e.payload, Some(Payload::AlertWarning(ref a)) if a.title == "disk full"));
+    let stats = c.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.head_id, r.id);
+    assert_eq!(stats.published_by_type.get("alert:warning"), Some(&1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn publish_stream_acks_ten_thousand_in_order() {
+    let server = Server::start().await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let reqs: Vec<PublishRequest> = (0..10_000)
+        .map(|i| PublishRequest {
+            event: Some(if i == 5000 { Event::default() } else { events::order(&i.to_string()) }),
+        })
+        .collect();
+    let mut acks = c.publish_stream(futures::stream::iter(reqs)).await.unwrap().into_inner();
+    let mut last_id = 0;
+    let mut n = 0u64;
+    while let Some(ack) = acks.next().await {
+        let ack = ack.unwrap();
+        assert_eq!(ack.seq, n, "acks arrive in request order");
+        match ack.result.unwrap() {
+            publish_ack::Result::Id(id) => {
+                assert!(id > last_id, "ids increase in request order");
+                last_id = id;
+            }
+            publish_ack::Result::Error(e) => {
+                assert_eq!(n, 5000, "only the empty event fails");
+                assert_eq!(e.code, "unknown_type");
+                assert_eq!(e.field, "event.payload");
+            }
+        }
+        n += 1;
+    }
+    assert_eq!(n, 10_000);
+    // All 9,999 good events are in history, in order.
+    let mut s = c.subscribe(sub(&["dashboard"], Some(0))).await.unwrap().into_inner();
+    let mut prev = 0;
+    for _ in 0..9_999 {
+        let e = next_event(&mut s).await;
+        assert!(e.id > prev);
+        prev = e.id;
+    }
+    assert_eq!(prev, last_id);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resume_after_the_process_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::serve(dir.path(), &[]);
+    let token = p.token("acme", Role::Publish);
+    let mut c = tools::connect(&p.grpc_url, &token).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(
+            c.publish(PublishRequest { event: Some(events::order(&i.to_string())) }).await.unwrap().into_inner().id,
+        );
+    }
+    // SIGKILL: every acked event must have been durable.
+    p.kill();
+    let p = Process::serve(dir.path(), &[]);
+    let mut c = tools::connect(&p.grpc_url, &p.token("acme", Role::Publish)).await.unwrap();
+    let mut s = c.subscribe(sub(&["dashboard"], Some(ids[49]))).await.unwrap().into_inner();
+    let Message::Status(st) = next_msg(&mut s).await else { panic!() };
+    assert!(st.complete);
+    assert_eq!(st.head_id, ids[99]);
+    for want in &ids[50..] {
+        assert_eq!(next_event(&mut s).await.id, *want);
+    }
+    // Ids keep growing after the restart.
+    let next = c.publish(PublishRequest { event: Some(events::order("after")) }).await.unwrap().into_inner().id;
+    assert!(next > ids[99]);
+    assert_eq!(next_event(&mut s).await.id, next);
+}
+
+#[tokio::test]
+async fn per_channel_order_under_concurrent_publishers() {
+    let server = Server::start().await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let mut s = c.subscribe(sub(&["dashboard"], None)).await.unwrap().into_inner();
+    next_msg(&mut s).await;
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let mut c = server.grpc("acme", Role::Publish).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                c.publish(PublishRequest { event: Some(events::order(&format!("{p}-{i}"))) }).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut prev = 0;
+    let mut per_publisher: HashMap<String, u32> = HashMap::new();
+    for _ in 0..1000 {
+        let e = next_event(&mut s).await;
+        assert!(e.id > prev, "ids strictly increase");
+        prev = e.id;
+        let (p, i) = e.key.split_once('-').unwrap();
+        let i: u32 = i.parse().unwrap();
+        let expected = per_publisher.entry(p.to_owned()).or_insert(0);
+        assert_eq!(i, *expected, "each publisher's events arrive in its publish order");
+        *expected += 1;
+    }
+    assert!(per_publisher.values().all(|n| *n == 250));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn snapshots_coalesce_and_facts_do_not() {
+    let server = Server::start().await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let mut req = sub(&["dashboard"], None);
+    req.coalesce = Some(true);
+    let mut s = c.subscribe(req).await.unwrap().into_inner();
+    next_msg(&mut s).await;
+    // Ten snapshots of one key and ten orders, in one burst (well within a second).
+    let mut burst: Vec<PublishRequest> =
+        (1..=10).map(|n| PublishRequest { event: Some(events::totals("all", n)) }).collect();
+    burst.extend((0..10).map(|i| PublishRequest { event: Some(events::order(&i.to_string())) }));
+    let mut acks = c.publish_stream(futures::stream::iter(burst)).await.unwrap().into_inner();
+    while acks.next().await.is_some() {}
+    let (mut snapshots, mut orders) = (Vec::new(), 0);
+    while snapshots.last() != Some(&10) || orders < 10 {
+        match next_event(&mut s).await.payload {
+            Some(Payload::ShopifySyncCompleted(t)) => snapshots.push(t.total_orders),
+            Some(Payload::ShopifyOrderCreated(_)) => orders += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(orders, 10, "facts are never coalesced");
+    assert!(snapshots.len() <= 2, "at most a leading and a trailing snapshot: {snapshots:?}");
+    assert_eq!(snapshots.last(), Some(&10), "the final state arrives");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field_over_grpc() {
+    let server = Server::start_with(|c| c.bus.custom_channels = vec!["ops".into()]).await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let shared = c.clone();
+    let status = |e: Event| {
+        let mut c = shared.clone();
+        async move { c.publish(PublishRequest { event: Some(e) }).await.unwrap_err() }
+    };
+    let st = status(Event::default()).await;
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert!(st.message().starts_with("event.payload"), "{}", st.message());
+    let st = status(events::progress("", 5)).await;
+    assert!(st.message().starts_with("event.key"), "{}", st.message());
+    let custom = |ch: &str| Event {
+        payload: Some(Payload::Custom(switchyard::proto::v1::CustomEvent {
+            r#type: "acme:thing".into(),
+            json: "{}".into(),
+            channels: vec![ch.into()],
+            delivery: 0,
+        })),
+        ..Default::default()
+    };
+    let st = status(custom("unconfigured")).await;
+    assert_eq!(st.code(), Code::InvalidArgument);
+    assert!(st.message().starts_with("event.custom.channels"), "{}", st.message());
+    c.publish(PublishRequest { event: Some(custom("ops")) }).await.expect("configured custom channel");
+    let mut big = events::alert("x");
+    big.source = "s".repeat(300);
+    assert!(status(big).await.message().starts_with("event.source"));
+    let mut huge = events::alert(&"x".repeat(70_000));
+    huge.tenant = String::new();
+    assert!(status(huge).await.message().contains("limit"));
+    let st = status(events::with_tenant(events::alert("x"), "other")).await;
+    assert_eq!(st.code(), Code::PermissionDenied);
+    let st = c.publish(PublishRequest { event: None }).await.unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument);
+    // Subscribers: bad and unknown channels, wrong role, no token.
+    let st = c.subscribe(sub(&["Bad Channel"], None)).await.unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument);
+    let st = c.subscribe(sub(&["nowhere"], None)).await.unwrap_err();
+    assert_eq!(st.code(), Code::NotFound);
+    let mut sub_only = server.grpc("acme", Role::Subscribe).await;
+    let st = sub_only.publish(PublishRequest { event: Some(events::alert("x")) }).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied);
+    let mut anon = tools::connect(&server.grpc_url, "not-a-jwt").await.unwrap();
+    assert_eq!(anon.stats(StatsRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_never_sees_another_tenants_events() {
+    let server = Server::start().await;
+    let mut a = server.grpc("tenant-a", Role::Publish).await;
+    let mut b = server.grpc("tenant-b", Role::Publish).await;
+    let mut sa = a.subscribe(sub(&[], Some(0))).await.unwrap().into_inner();
+    next_msg(&mut sa).await;
+    for i in 0..50 {
+        b.publish(PublishRequest { event: Some(events::alert(&format!("b{i}"))) }).await.unwrap();
+        if i % 10 == 0 {
+            a.publish(PublishRequest { event: Some(events::alert(&format!("a{i}"))) }).await.unwrap();
+        }
+    }
+    let last = a.publish(PublishRequest { event: Some(events::alert("a-last")) }).await.unwrap().into_inner().id;
+    let mut seen = 0;
+    loop {
+        let e = next_event(&mut sa).await;
+        assert_eq!(e.tenant, "tenant-a");
+        seen += 1;
+        if e.id == last {
+            break;
+        }
+    }
+    assert_eq!(seen, 6);
+    // Asking for another tenant explicitly is refused.
+    let mut req = sub(&[], None);
+    req.tenant = "tenant-b".into();
+    assert_eq!(a.subscribe(req).await.unwrap_err().code(), Code::PermissionDenied);
+    server.stop().await;
+}
