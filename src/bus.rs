@@ -20,7 +20,7 @@ use crate::{
     log::{Appended, Log, LogError, Record, Stream},
     names::{Channel, EventId, Tenant},
     proto::v1::Event,
-    subscription::{self, Filter, Item, Lag, Options},
+    subscription::{self, Allow, Filter, Item, Lag, Options},
     validate::{self, Policy, PublishError},
 };
 
@@ -225,10 +225,9 @@ impl Bus {
             (None, 0) => (Stream::All, None),
             (None, _) => (Stream::All, Some(wanted)),
         };
-        let allow: Option<Arc<dyn Fn(&Record) -> bool + Send + Sync>> = who.channel_limited().then(|| {
+        let allow: Option<Allow> = who.channel_limited().then(|| {
             let who = who.clone();
-            Arc::new(move |r: &Record| r.routing.channels.iter().any(|c| who.allows_channel(c)))
-                as Arc<dyn Fn(&Record) -> bool + Send + Sync>
+            Arc::new(move |r: &Record| r.routing.channels.iter().any(|c| who.allows_channel(c))) as Allow
         });
         Ok(Filter { stream, channels, allow })
     }

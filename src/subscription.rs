@@ -60,6 +60,9 @@ pub enum Lag {
     Evict,
 }
 
+/// A predicate over records: the token's channel globs.
+pub type Allow = Arc<dyn Fn(&Record) -> bool + Send + Sync>;
+
 /// Which events a subscriber gets.
 #[derive(Clone)]
 pub struct Filter {
@@ -67,7 +70,7 @@ pub struct Filter {
     /// Deliver only records in one of these channels (for multi-channel and token-limited subscriptions).
     pub channels: Option<Vec<Channel>>,
     /// Extra predicate: the token's channel globs.
-    pub allow: Option<Arc<dyn Fn(&Record) -> bool + Send + Sync>>,
+    pub allow: Option<Allow>,
 }
 
 impl Filter {

@@ -69,10 +69,10 @@ impl Access {
         let now = Instant::now();
         let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         t.retain(|_, (_, at)| now.duration_since(*at) < TICKET_TTL);
-        if t.len() >= MAX_TICKETS {
-            if let Some(oldest) = t.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
-                t.remove(&oldest);
-            }
+        if t.len() >= MAX_TICKETS
+            && let Some(oldest) = t.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone())
+        {
+            t.remove(&oldest);
         }
         t.insert(ticket.clone(), (who, now));
         ticket

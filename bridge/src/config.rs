@@ -71,8 +71,6 @@ pub struct SseConfig {
     pub max_connections: usize,
     pub max_per_tenant: usize,
     pub max_per_token: usize,
-    /// Frames queued per connection before a client that stopped reading is dropped.
-    pub send_buffer: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -113,14 +111,7 @@ impl Default for BusSection {
 
 impl Default for SseConfig {
     fn default() -> Self {
-        Self {
-            heartbeat_secs: 15,
-            retry_ms: 2000,
-            max_connections: 19_000,
-            max_per_tenant: 10_000,
-            max_per_token: 64,
-            send_buffer: 512,
-        }
+        Self { heartbeat_secs: 15, retry_ms: 2000, max_connections: 19_000, max_per_tenant: 10_000, max_per_token: 64 }
     }
 }
 
@@ -235,9 +226,6 @@ impl Config {
         }
         if self.sse.heartbeat_secs == 0 {
             return Err(bad("sse.heartbeat_secs", "must be at least 1"));
-        }
-        if self.sse.send_buffer == 0 {
-            return Err(bad("sse.send_buffer", "must be at least 1"));
         }
         if self.log.retention.default.max_events == 0 {
             return Err(bad("log.retention.max_events", "must be at least 1"));

@@ -133,7 +133,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         })
     };
     let http = {
-        let rx = stopped.clone();
+        let rx = stopped;
         let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             if let Err(error) =

@@ -84,11 +84,10 @@ pub async fn tail(
         .into_inner();
     while let Some(msg) = stream.next().await {
         match msg?.message {
-            Some(subscribe_response::Message::Status(s)) => {
-                if !s.complete {
-                    eprintln!("# resume incomplete: history starts at id {}", s.oldest_available_id);
-                }
+            Some(subscribe_response::Message::Status(s)) if !s.complete => {
+                eprintln!("# resume incomplete: history starts at id {}", s.oldest_available_id);
             }
+            Some(subscribe_response::Message::Status(_)) => {}
             Some(subscribe_response::Message::Event(e)) => {
                 writeln!(out, "{}", event_to_json(&e))?;
                 out.flush()?;

@@ -66,6 +66,8 @@ impl Default for EmbeddedConfig {
     }
 }
 
+type Reply = oneshot::Sender<Result<Vec<Appended>, LogError>>;
+
 /// Work for the writer thread: the only thread that writes to the database.
 enum Job {
     Append {
@@ -338,9 +340,9 @@ impl Writer {
         if !self.unsynced || self.config.fsync == Fsync::Off {
             return;
         }
-        let result = self.db.begin_write().and_then(|mut t| {
+        let result = self.db.begin_write().map(|mut t| {
             let _ = t.set_durability(Durability::Immediate);
-            Ok(t.commit())
+            t.commit()
         });
         match result {
             Ok(Ok(())) => {
@@ -352,7 +354,7 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, oneshot::Sender<Result<Vec<Appended>, LogError>>)>) {
+    fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, Reply)>) {
         let mut head = self.head.load(Ordering::Acquire);
         let start_head = head;
         let mut records = Vec::new();

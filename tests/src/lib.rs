@@ -19,12 +19,12 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A config for tests: loopback, port 0, a fresh data dir.
 pub fn test_config(dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.data_dir = dir.to_path_buf();
-    c.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    c.telemetry.log = "warn".into();
-    c
+    Config {
+        data_dir: dir.to_path_buf(),
+        grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    }
 }
 
 /// `switchyard serve` in this process.
