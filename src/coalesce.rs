@@ -72,3 +72,67 @@ impl Coalescer {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        names::Tenant,
+        proto::v1::{Event, ShopifySyncCompleted, event::Payload},
+        validate::route,
+    };
+
+    fn snapshot(id: u64, key: &str, orders: u32) -> Arc<Record> {
+        let event = Event {
+            id,
+            tenant: "acme".into(),
+            key: key.into(),
+            payload: Some(Payload::ShopifySyncCompleted(ShopifySyncCompleted {
+                total_orders: orders,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let routing = route(&event, None).unwrap();
+        Arc::new(Record::new(event, Tenant::new("acme").unwrap(), routing))
+    }
+
+    fn orders(r: &Record) -> u32 {
+        match &r.event.payload {
+            Some(Payload::ShopifySyncCompleted(t)) => t.total_orders,
+            _ => unreachable!(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_snapshots_in_a_second_give_a_leading_and_a_trailing_delivery() {
+        let mut c = Coalescer::new(DEFAULT_WINDOW);
+        let mut delivered = Vec::new();
+        for n in 1..=10u32 {
+            if let Some(r) = c.offer(snapshot(n as u64, "all", n), Instant::now()) {
+                delivered.push(orders(&r));
+            }
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert_eq!(delivered, vec![1], "only the leading edge so far");
+        let due = c.next_due().expect("a trailing delivery is pending");
+        assert!(c.take_due(Instant::now()).is_empty(), "not before the window ends");
+        tokio::time::advance(due - Instant::now()).await;
+        delivered.extend(c.take_due(Instant::now()).iter().map(|r| orders(r)));
+        assert_eq!(delivered, vec![1, 10], "the final state arrives");
+        assert_eq!(c.next_due(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_independent_and_a_late_snapshot_supersedes_a_held_one() {
+        let mut c = Coalescer::new(DEFAULT_WINDOW);
+        assert!(c.offer(snapshot(1, "uk", 1), Instant::now()).is_some());
+        assert!(c.offer(snapshot(2, "eu", 1), Instant::now()).is_some(), "another key is not held back");
+        assert!(c.offer(snapshot(3, "uk", 2), Instant::now()).is_none());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // The held snapshot is due, but a newer one arrives first: it goes out, the old one is dropped.
+        let r = c.offer(snapshot(4, "uk", 3), Instant::now()).expect("window over");
+        assert_eq!(orders(&r), 3);
+        assert!(c.take_due(Instant::now()).is_empty(), "superseded snapshot is not delivered after its successor");
+    }
+}

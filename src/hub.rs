@@ -105,13 +105,16 @@ impl Hub {
             }
         }
         let mut c = self.inner.counters.lock().unwrap_or_else(|e| e.into_inner());
+        c.total += records.len() as u64;
         for r in records {
-            c.total += 1;
-            let t = c.by_tenant.entry(r.tenant.to_string()).or_default();
+            let t = match c.by_tenant.get_mut(r.tenant.as_str()) {
+                Some(t) => t,
+                None => c.by_tenant.entry(r.tenant.to_string()).or_default(),
+            };
             t.total += 1;
-            *t.by_type.entry(r.type_name().to_owned()).or_default() += 1;
+            bump(&mut t.by_type, r.type_name());
             for ch in &r.routing.channels {
-                *t.by_channel.entry(ch.to_string()).or_default() += 1;
+                bump(&mut t.by_channel, ch.as_str());
             }
         }
     }
@@ -122,5 +125,15 @@ impl Hub {
 
     pub fn tenant_counters(&self, tenant: &Tenant) -> TenantCounters {
         self.counters().by_tenant.get(tenant.as_str()).cloned().unwrap_or_default()
+    }
+}
+
+/// Counts without allocating a key for names already present (the common case).
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
     }
 }

@@ -199,6 +199,15 @@ impl EmbeddedLog {
     }
 }
 
+fn bump(counts: &mut HashMap<String, u64>, name: &str) {
+    match counts.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(name.to_owned(), 1);
+        }
+    }
+}
+
 /// Rebuilds per-stream entry counts (for count-based retention) at open.
 fn count_streams(db: &Database) -> Result<HashMap<String, u64>, LogError> {
     let txn = db.begin_read().map_err(storage)?;
@@ -206,13 +215,7 @@ fn count_streams(db: &Database) -> Result<HashMap<String, u64>, LogError> {
     let mut counts: HashMap<String, u64> = HashMap::new();
     for row in streams.iter().map_err(storage)? {
         let (k, _) = row.map_err(storage)?;
-        let name = k.value().0;
-        match counts.get_mut(name) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(name.to_owned(), 1);
-            }
-        }
+        bump(&mut counts, k.value().0);
     }
     Ok(counts)
 }
@@ -355,95 +358,106 @@ impl Writer {
     }
 
     fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, Reply)>) {
-        let mut head = self.head.load(Ordering::Acquire);
-        let start_head = head;
-        let mut records = Vec::new();
-        let mut results: Vec<Vec<Appended>> = Vec::with_capacity(jobs.len());
-        let mut counted: Vec<String> = Vec::new();
-        let outcome = (|| -> Result<(), LogError> {
-            let mut txn = self.db.begin_write().map_err(storage)?;
-            txn.set_durability(self.durability()).map_err(storage)?;
-            {
-                let mut events = txn.open_table(EVENTS).map_err(storage)?;
-                let mut streams = txn.open_table(STREAMS).map_err(storage)?;
-                let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
-                let mut meta = txn.open_table(META).map_err(storage)?;
-                let ms = now_ms();
-                // Keys first seen in this same group, so a batch with repeats stores one.
-                let mut fresh: HashMap<(Tenant, String), u64> = HashMap::new();
-                let mut buf = Vec::with_capacity(512);
-                for (job, _) in &jobs {
-                    let mut out = Vec::with_capacity(job.len());
-                    for acc in job {
-                        if let Some(key) = &acc.idempotency_key {
-                            let seen = match fresh.get(&(acc.tenant.clone(), key.clone())) {
-                                Some(id) => Some(*id),
-                                None => dedupe
-                                    .get((acc.tenant.as_str(), key.as_str()))
-                                    .map_err(storage)?
-                                    .map(|v| v.value().0),
-                            };
-                            if let Some(id) = seen {
-                                out.push(Appended { id: EventId(id), duplicate: true });
-                                continue;
-                            }
-                        }
-                        head += 1;
-                        let id = head;
-                        // Field 1 (id, varint) prefixed to the body encoded without it.
-                        buf.clear();
-                        buf.push(0x08);
-                        prost::encoding::encode_varint(id, &mut buf);
-                        buf.extend_from_slice(&acc.body);
-                        events.insert(id, buf.as_slice()).map_err(storage)?;
-                        let tenant_stream = acc.tenant.to_string();
-                        streams.insert((tenant_stream.as_str(), id), ms).map_err(storage)?;
-                        counted.push(tenant_stream);
-                        for ch in &acc.routing.channels {
-                            let name = format!("{}:{}", acc.tenant, ch);
-                            streams.insert((name.as_str(), id), ms).map_err(storage)?;
-                            counted.push(name);
-                        }
-                        if let Some(key) = &acc.idempotency_key {
-                            dedupe.insert((acc.tenant.as_str(), key.as_str()), (id, ms)).map_err(storage)?;
-                            fresh.insert((acc.tenant.clone(), key.clone()), id);
-                        }
-                        let mut event = acc.event.clone();
-                        event.id = id;
-                        records.push(Arc::new(Record::new(event, acc.tenant.clone(), acc.routing.clone())));
-                        out.push(Appended { id: EventId(id), duplicate: false });
-                    }
-                    results.push(out);
-                }
-                if head != start_head {
-                    meta.insert("head", head).map_err(storage)?;
-                }
-            }
-            txn.commit().map_err(storage)?;
-            Ok(())
-        })();
-        match outcome {
-            Ok(()) => {
+        let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+        let start_head = self.head.load(Ordering::Acquire);
+        match self.write_group(batches, start_head) {
+            Ok((records, results, head)) => {
                 if self.config.fsync != Fsync::Always && head != start_head {
                     self.unsynced = true;
-                }
-                for name in counted {
-                    *self.counts.entry(name).or_insert(0) += 1;
                 }
                 self.head.store(head, Ordering::Release);
                 // Hub first, then acks: a publisher that subscribes after its ack sees its own event live or in history.
                 self.hub.publish(&records);
-                for ((_, reply), out) in jobs.into_iter().zip(results) {
+                for (reply, out) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(out));
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "append failed; nothing of this group was stored");
-                for (_, reply) in jobs {
+                // Counts were bumped as rows were written; the rollback undid the rows.
+                match count_streams(&self.db) {
+                    Ok(counts) => self.counts = counts,
+                    Err(e) => tracing::error!(error = %e, "recounting streams failed"),
+                }
+                for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
         }
+    }
+
+    /// One write transaction for a whole group; moves each event into its record (no copies).
+    #[allow(clippy::type_complexity)]
+    fn write_group(
+        &mut self,
+        batches: Vec<Vec<Accepted>>,
+        mut head: u64,
+    ) -> Result<(Vec<Arc<Record>>, Vec<Vec<Appended>>, u64), LogError> {
+        let start_head = head;
+        let mut records = Vec::with_capacity(batches.iter().map(Vec::len).sum());
+        let mut results = Vec::with_capacity(batches.len());
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(self.durability()).map_err(storage)?;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut streams = txn.open_table(STREAMS).map_err(storage)?;
+            let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let ms = now_ms();
+            // Keys first seen in this same group, so a batch with repeats stores one.
+            let mut fresh: HashMap<(Tenant, String), u64> = HashMap::new();
+            let mut buf = Vec::with_capacity(512);
+            let mut name = String::with_capacity(128);
+            for batch in batches {
+                let mut out = Vec::with_capacity(batch.len());
+                for acc in batch {
+                    if let Some(key) = &acc.idempotency_key {
+                        let seen = match fresh.get(&(acc.tenant.clone(), key.clone())) {
+                            Some(id) => Some(*id),
+                            None => {
+                                dedupe.get((acc.tenant.as_str(), key.as_str())).map_err(storage)?.map(|v| v.value().0)
+                            }
+                        };
+                        if let Some(id) = seen {
+                            out.push(Appended { id: EventId(id), duplicate: true });
+                            continue;
+                        }
+                    }
+                    head += 1;
+                    let id = head;
+                    // Field 1 (id, varint) prefixed to the body encoded without it.
+                    buf.clear();
+                    buf.push(0x08);
+                    prost::encoding::encode_varint(id, &mut buf);
+                    buf.extend_from_slice(&acc.body);
+                    events.insert(id, buf.as_slice()).map_err(storage)?;
+                    streams.insert((acc.tenant.as_str(), id), ms).map_err(storage)?;
+                    bump(&mut self.counts, acc.tenant.as_str());
+                    for ch in &acc.routing.channels {
+                        name.clear();
+                        name.push_str(acc.tenant.as_str());
+                        name.push(':');
+                        name.push_str(ch.as_str());
+                        streams.insert((name.as_str(), id), ms).map_err(storage)?;
+                        bump(&mut self.counts, &name);
+                    }
+                    if let Some(key) = &acc.idempotency_key {
+                        dedupe.insert((acc.tenant.as_str(), key.as_str()), (id, ms)).map_err(storage)?;
+                        fresh.insert((acc.tenant.clone(), key.clone()), id);
+                    }
+                    let Accepted { tenant, routing, mut event, .. } = acc;
+                    event.id = id;
+                    records.push(Arc::new(Record::new(event, tenant, routing)));
+                    out.push(Appended { id: EventId(id), duplicate: false });
+                }
+                results.push(out);
+            }
+            if head != start_head {
+                meta.insert("head", head).map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)?;
+        Ok((records, results, head))
     }
 
     /// Applies retention: per stream by count and age, then drops events no stream references.

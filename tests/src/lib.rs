@@ -86,9 +86,14 @@ pub struct Process {
 impl Process {
     /// Starts `switchyard serve` on `data_dir` with free ports and waits for its address line.
     pub fn serve(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(binary())
-            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve").arg("--data-dir").arg(data_dir);
+        for flag in ["--grpc-addr", "--http-addr"] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        let mut child = cmd
             .args(extra)
             .env("SWITCHYARD_LOG", "warn")
             .stdout(Stdio::piped())

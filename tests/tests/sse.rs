@@ -1,0 +1,619 @@
+//! The SSE bridge over real HTTP: frames, resume seams, gaps, auth, limits,
+//! slow clients, shutdown, polling, HTTP publish and the OpenAPI document.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use switchyard::{
+    auth::{Claims, Role, Signer, now_secs},
+    log::now_ms,
+    proto::v1::PublishRequest,
+};
+use switchyard_tests::{PATIENCE, Process, Server, Sse, events};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn publish(server: &Server, tenant: &str, e: switchyard::proto::v1::Event) -> u64 {
+    let mut c = server.grpc(tenant, Role::Publish).await;
+    c.publish(PublishRequest { event: Some(e) }).await.unwrap().into_inner().id
+}
+
+async fn error_of(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("JSON error body");
+    (status, body["error"]["code"].as_str().expect("error.code").to_owned())
+}
+
+#[tokio::test]
+async fn frames_and_headers() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&token), None).await;
+    assert_eq!(sse.status, 200);
+    let h = &sse.response_headers;
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    assert_eq!(h["x-switchyard-resume"], "complete");
+    let first = sse.next().await.unwrap();
+    assert_eq!(first.retry, Some(2000), "retry hint comes first");
+    let id = publish(&server, "acme", events::alert("disk full")).await;
+    let f = sse.next_event().await.unwrap();
+    assert_eq!(f.id_u64(), Some(id));
+    assert_eq!(f.event.as_deref(), Some("alert:warning"));
+    let data = f.json();
+    assert_eq!(data["id"], id.to_string());
+    assert_eq!(data["alertWarning"]["title"], "disk full");
+    assert!(!f.data.contains('\n'), "data is one line");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_seam_has_no_gap_and_no_duplicate_under_concurrent_publishing() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let url = format!("{}/api/sse/dashboard", server.http_url);
+    let total = 3000u64;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let publisher = tokio::spawn(async move {
+        let mut last = 0;
+        for i in 0..total {
+            last =
+                c.publish(PublishRequest { event: Some(events::order(&i.to_string())) }).await.unwrap().into_inner().id;
+        }
+        last
+    });
+    let mut got: Vec<u64> = Vec::new();
+    let mut resume_from = None;
+    // Reconnect every ~300 events while the publisher keeps going.
+    loop {
+        let mut sse = Sse::connect(&url, Some(&token), resume_from).await;
+        assert_eq!(sse.response_headers["x-switchyard-resume"], "complete");
+        let mut n = 0;
+        while n < 300 {
+            let f = sse.next_event().await.unwrap();
+            got.push(f.id_u64().unwrap());
+            n += 1;
+            if got.len() as u64 == total {
+                break;
+            }
+        }
+        resume_from = got.last().copied();
+        if got.len() as u64 == total {
+            break;
+        }
+    }
+    let last = publisher.await.unwrap();
+    assert_eq!(*got.last().unwrap(), last);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "strictly increasing: no duplicate at any seam");
+    // No gap: every id the log holds for this channel is here.
+    let all = server.running.bus.log().read(
+        switchyard::log::Stream::Channel("acme".parse().unwrap(), "dashboard".parse().unwrap()),
+        switchyard::names::EventId(0),
+        10_000,
+    );
+    let all: Vec<u64> = all.await.unwrap().iter().map(|r| r.id.get()).collect();
+    assert_eq!(got, all);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resume_older_than_retention_starts_with_a_gap() {
+    let server = Server::start_with(|c| {
+        c.log.retention.channels.insert("alerts".into(), switchyard::log::Limits { max_events: 5, max_age_secs: 3600 });
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(publish(&server, "acme", events::alert(&i.to_string())).await);
+    }
+    server.running.bus.log().apply_retention(now_ms()).await.unwrap();
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&token), Some(ids[1])).await;
+    assert_eq!(sse.response_headers["x-switchyard-resume"], "gap");
+    let gap = sse.next_event().await.unwrap();
+    assert_eq!(gap.event.as_deref(), Some("stream:gap"));
+    assert_eq!(gap.json()["oldestAvailableId"], ids[15].to_string());
+    assert_eq!(gap.json()["requestedId"], ids[1].to_string());
+    for want in &ids[15..] {
+        assert_eq!(sse.next_event().await.unwrap().id_u64(), Some(*want));
+    }
+    // A resume inside retention is complete; an unknown future id is a gap.
+    let sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&token), Some(ids[16])).await;
+    assert_eq!(sse.response_headers["x-switchyard-resume"], "complete");
+    let sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&token), Some(ids[19] + 1000)).await;
+    assert_eq!(sse.response_headers["x-switchyard-resume"], "gap");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_tenants_never_leak() {
+    let server = Server::start().await;
+    let tenants: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    let mut streams = Vec::new();
+    for t in &tenants {
+        // Some tokens are limited to alerts, some see every channel.
+        let channels: &[&str] = if t.ends_with('1') { &["alerts"] } else { &[] };
+        let token = server.token(t, Role::Subscribe, channels);
+        streams.push(Sse::connect(&format!("{}/api/sse/subscribe", server.http_url), Some(&token), None).await);
+    }
+    let mut expected: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let mut clients = HashMap::new();
+    for t in &tenants {
+        clients.insert(t.clone(), server.grpc(t, Role::Publish).await);
+    }
+    for i in 0..400 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let t = &tenants[(seed % tenants.len() as u64) as usize];
+        let e = if seed % 3 == 0 { events::order(&i.to_string()) } else { events::alert(&i.to_string()) };
+        let is_alert = seed % 3 != 0;
+        let id = clients.get_mut(t).unwrap().publish(PublishRequest { event: Some(e) }).await.unwrap().into_inner().id;
+        if is_alert || !t.ends_with('1') {
+            expected.entry(t.clone()).or_default().push(id);
+        }
+    }
+    for (t, sse) in tenants.iter().zip(streams.iter_mut()) {
+        for want in expected.get(t).cloned().unwrap_or_default() {
+            let f = sse.next_event().await.unwrap();
+            assert_eq!(f.json()["tenant"], t.as_str(), "tenant {t} got another tenant's event");
+            assert_eq!(f.id_u64(), Some(want));
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_json_401() {
+    let server = Server::start().await;
+    let url = format!("{}/api/sse/alerts", server.http_url);
+    let get = |auth: Option<String>| {
+        let url = url.clone();
+        async move {
+            let mut r = reqwest::Client::new().get(url);
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            error_of(r.send().await.unwrap()).await
+        }
+    };
+    let forged = Signer::hs256(b"not-the-server-secret-not-the-server").mint("acme", Role::Admin, vec![], 60);
+    let expired = server.running.signer.sign(&Claims {
+        sub: None,
+        tenant: "acme".into(),
+        channels: vec![],
+        role: Role::Admin,
+        exp: now_secs() - 600,
+        nbf: None,
+        jti: None,
+    });
+    let not_yet = server.running.signer.sign(&Claims {
+        sub: None,
+        tenant: "acme".into(),
+        channels: vec![],
+        role: Role::Admin,
+        exp: now_secs() + 600,
+        nbf: Some(now_secs() + 300),
+        jti: None,
+    });
+    let alg_none =
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ0ZW5hbnQiOiJhY21lIiwicm9sZSI6ImFkbWluIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+    for (what, auth) in [
+        ("missing", None),
+        ("forged", Some(format!("Bearer {forged}"))),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("not yet valid", Some(format!("Bearer {not_yet}"))),
+        ("alg none", Some(format!("Bearer {alg_none}"))),
+        ("garbage", Some("Bearer x.y.z".into())),
+    ] {
+        assert_eq!(get(auth).await, (401, "unauthenticated".into()), "{what}");
+    }
+    // Query tokens are off by default.
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let r = reqwest::get(format!("{url}?access_token={token}")).await.unwrap();
+    assert_eq!(error_of(r).await.0, 401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn channel_rules_403_404_400() {
+    let server = Server::start().await;
+    let limited = server.token("acme", Role::Subscribe, &["dashboard", "jobs/*"]);
+    let get = |path: &str| {
+        let url = format!("{}{path}", server.http_url);
+        let token = limited.clone();
+        async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    assert_eq!(error_of(get("/api/sse/alerts").await).await, (403, "forbidden".into()));
+    assert_eq!(error_of(get("/api/sse/nowhere").await).await, (404, "not_found".into()));
+    assert_eq!(error_of(get("/api/sse/Bad%20Name").await).await, (400, "invalid_channel".into()));
+    assert_eq!(error_of(get("/api/sse/jobs/a%20b").await).await, (400, "invalid_channel".into()));
+    assert_eq!(error_of(get("/api/sse/subscribe?channels=dashboard,alerts").await).await.0, 403);
+    assert_eq!(get("/api/sse/jobs/42").await.status(), 200);
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/sse/dashboard", server.http_url))
+        .bearer_auth(&limited)
+        .header("Last-Event-ID", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "invalid_last_event_id".into()));
+    assert_eq!(error_of(get("/api/nothing-here").await).await, (404, "not_found".into()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn job_channel_streams_one_jobs_progress() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let mut sse =
+        Sse::connect(&format!("{}/api/sse/jobs/import-7?coalesce=false", server.http_url), Some(&token), None).await;
+    publish(&server, "acme", events::progress("import-8", 10)).await;
+    let id = publish(&server, "acme", events::progress("import-7", 50)).await;
+    let f = sse.next_event().await.unwrap();
+    assert_eq!(f.id_u64(), Some(id));
+    assert_eq!(f.json()["importJobProgress"]["percent"], 50);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_limits_answer_429_with_retry_after() {
+    let server = Server::start_with(|c| c.sse.max_per_token = 2).await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let url = format!("{}/api/sse/alerts", server.http_url);
+    let a = Sse::connect(&url, Some(&token), None).await;
+    let _b = Sse::connect(&url, Some(&token), None).await;
+    let r = reqwest::Client::new().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_of(r).await.1, "too_many_connections");
+    drop(a);
+    // The slot frees when the connection goes away.
+    switchyard_tests::wait_for("a freed slot", || {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let r = reqwest::Client::new().get(&url).bearer_auth(&token).send().await.unwrap();
+            (r.status() == 200).then_some(())
+        }
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_evicted_and_others_keep_up() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let addr = server.running.http_addr;
+    // A client that sends its request and then does not read.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(
+            format!("GET /api/sse/alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut healthy = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&token), None).await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let big = "x".repeat(2000);
+    let total = 12_000u64;
+    let reader = tokio::spawn(async move {
+        let mut lat = Vec::new();
+        let mut n = 0;
+        while n < total {
+            let f = healthy.next_event().await.unwrap();
+            let sent: u128 = f.json()["alertWarning"]["message"].as_str().unwrap().parse().unwrap();
+            lat.push(now_micros() - sent);
+            n += 1;
+        }
+        lat
+    });
+    for i in 0..total / 100 {
+        let batch: Vec<PublishRequest> = (0..100)
+            .map(|j| {
+                let mut e = events::alert(&format!("{}-{big}", i * 100 + j));
+                if let Some(switchyard::proto::v1::event::Payload::AlertWarning(a)) = &mut e.payload {
+                    a.message = now_micros().to_string();
+                }
+                PublishRequest { event: Some(e) }
+            })
+            .collect();
+        let mut acks = c.publish_stream(futures::stream::iter(batch)).await.unwrap().into_inner();
+        while acks.next().await.is_some() {}
+    }
+    let mut lat = reader.await.unwrap();
+    lat.sort();
+    let p99 = lat[lat.len() * 99 / 100];
+    assert!(p99 < 2_000_000, "healthy reader p99 {p99} µs while another client stalled");
+    // Now the stalled client reads: it was cut off with a reason, well before the end,
+    // and its response ended (the chunked body's last chunk).
+    let mut buf = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        let mut chunk = vec![0u8; 1 << 16];
+        while !buf.ends_with(b"0\r\n\r\n") {
+            let n = stalled.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the stream ended");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the stalled stream was ended by the server");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.contains(": disconnected: this client fell too far behind"), "eviction comment missing");
+    let delivered = text.matches("\nevent: alert:warning").count() as u64;
+    assert!(delivered < total, "the stalled client was dropped, not fed everything ({delivered})");
+    let status: Value = reqwest::Client::new()
+        .get(format!("{}/api/sse/status", server.http_url))
+        .bearer_auth(server.token("acme", Role::Admin, &[]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(status["events"]["evicted"].as_u64().unwrap() >= 1);
+    server.stop().await;
+}
+
+fn now_micros() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+}
+
+#[tokio::test]
+async fn graceful_shutdown_tells_clients_to_reconnect() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&token), None).await;
+    sse.next().await.unwrap();
+    let stop = tokio::spawn(server.running.shutdown());
+    let f = sse.next_event().await.unwrap();
+    assert_eq!(f.event.as_deref(), Some("stream:reconnect"));
+    assert_eq!(f.retry, Some(1000));
+    assert!(sse.next().await.is_none(), "the stream ends");
+    tokio::time::timeout(PATIENCE, stop).await.expect("shutdown completes").unwrap();
+}
+
+#[tokio::test]
+async fn tickets_are_single_use() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let http = reqwest::Client::new();
+    let ticket: Value = http
+        .post(format!("{}/api/sse/ticket", server.http_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = ticket["ticket"].as_str().unwrap();
+    assert!(ticket["expires_in"].as_u64().unwrap() <= 60);
+    let url = format!("{}/api/sse/alerts?ticket={t}", server.http_url);
+    let mut sse = Sse::connect(&url, None, None).await;
+    assert_eq!(sse.status, 200);
+    let id = publish(&server, "acme", events::alert("via ticket")).await;
+    assert_eq!(sse.next_event().await.unwrap().id_u64(), Some(id));
+    assert_eq!(error_of(http.get(&url).send().await.unwrap()).await.0, 401, "second use");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn polling_pages_through_history() {
+    let server = Server::start().await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(publish(&server, "acme", events::alert(&i.to_string())).await);
+        publish(&server, "acme", events::order(&i.to_string())).await;
+    }
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let http = reqwest::Client::new();
+    let mut after = "0".to_owned();
+    let mut got = Vec::new();
+    loop {
+        let page: Value = http
+            .get(format!("{}/api/events?channels=alerts&after={after}&limit=10", server.http_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["complete"], true);
+        let evs = page["events"].as_array().unwrap();
+        if evs.is_empty() {
+            break;
+        }
+        for e in evs {
+            assert_eq!(e["type"], "alert:warning");
+            got.push(e["id"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+        after = page["next"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(got, ids);
+    let bad = http.get(format!("{}/api/events?after=x", server.http_url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(error_of(bad).await, (400, "invalid_after".into()));
+    let bad = http.get(format!("{}/api/events?limit=0", server.http_url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(error_of(bad).await, (400, "invalid_limit".into()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_publish_is_all_or_nothing_and_dedupes() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/events", server.http_url);
+    let token = server.token("acme", Role::Publish, &[]);
+    let head = || server.running.bus.log().stats().head.get();
+    let bad = json!([
+        {"type": "alert:info", "data": {"title": "ok"}},
+        {"type": "import:job-progress", "data": {"percent": 5}}
+    ]);
+    let r = http.post(&url).bearer_auth(&token).json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_key");
+    assert_eq!(body["error"]["field"], "event.key");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("events[1]"));
+    assert_eq!(head(), 0, "nothing stored");
+    let good = json!([
+        {"type": "alert:info", "data": {"title": "a"}, "idempotencyKey": "k1"},
+        {"type": "alert:info", "data": {"title": "b"}}
+    ]);
+    let r: Value = http.post(&url).bearer_auth(&token).json(&good).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["ids"], json!(["1", "2"]));
+    let again = json!({"type": "alert:info", "data": {"title": "a"}, "idempotencyKey": "k1"});
+    let r = http.post(&url).bearer_auth(&token).json(&again).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(r, json!({"id": "1", "duplicate": true}));
+    for (body, code) in [
+        ("{", "invalid_json"),
+        ("[]", "empty_batch"),
+        ("{\"type\":\"alert:info\",\"data\":{\"zz\":1}}", "invalid_json"),
+    ] {
+        let r = http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await, (400, code.into()), "{body}");
+    }
+    let sub = server.token("acme", Role::Subscribe, &[]);
+    assert_eq!(error_of(http.post(&url).bearer_auth(sub).json(&again).send().await.unwrap()).await.0, 403);
+    let huge = json!({"type": "alert:info", "data": {"title": "x".repeat(9 * 1024 * 1024)}});
+    let r = http.post(&url).bearer_auth(&token).json(&huge).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(head(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn status_metrics_health_and_broadcast() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let admin = server.token("acme", Role::Admin, &[]);
+    let sub = server.token("acme", Role::Subscribe, &[]);
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&sub), None).await;
+    let r = http
+        .post(format!("{}/api/sse/broadcast", server.http_url))
+        .bearer_auth(&admin)
+        .json(&json!({"event": {"type": "alert:critical", "data": {"title": "everyone out"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(sse.next_event().await.unwrap().json()["alertCritical"]["title"], "everyone out");
+    let r = http
+        .post(format!("{}/api/sse/broadcast", server.http_url))
+        .bearer_auth(&sub)
+        .json(&json!({"event": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let status: Value = http
+        .get(format!("{}/api/sse/status", server.http_url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["connections"]["current"], 1);
+    assert_eq!(status["tenants"]["acme"]["byType"]["alert:critical"], 1);
+    assert_eq!(status["tenants"]["acme"]["byChannel"]["alerts"], 1);
+    assert_eq!(
+        http.get(format!("{}/api/sse/status", server.http_url)).bearer_auth(&sub).send().await.unwrap().status(),
+        403
+    );
+    let metrics = http.get(format!("{}/metrics", server.http_url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_sse_connections 1"), "{metrics}");
+    assert!(metrics.contains("switchyard_published_total{tenant=\"acme\",type=\"alert:critical\"} 1"));
+    assert_eq!(http.get(format!("{}/healthz", server.http_url)).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{}/readyz", server.http_url)).send().await.unwrap().status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_document_matches_the_routes() {
+    let server = Server::start().await;
+    let doc: Value = reqwest::get(format!("{}/api/openapi.json", server.http_url)).await.unwrap().json().await.unwrap();
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
+        .collect();
+    let routed: BTreeSet<(String, String)> =
+        switchyard_bridge::http::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(documented, routed);
+    // Each listed route exists: never a 404/405 from the router for it.
+    let admin = server.token("acme", Role::Admin, &[]);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    for (method, path) in switchyard_bridge::http::ROUTES {
+        let url = format!("{}{}", server.http_url, path.replace("{channel}", "alerts").replace("{job_id}", "1"));
+        let req = match *method {
+            "GET" => http.get(&url),
+            _ => http.post(&url).json(&json!({})),
+        };
+        let status = match req.bearer_auth(&admin).send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(e) if e.is_timeout() => 200, // a stream that stayed open
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        assert!(status != 404 && status != 405, "{method} {path} answered {status}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_client_resumes_across_a_server_restart_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::serve(dir.path(), &[]);
+    let http_addr = p.http_url.trim_start_matches("http://").to_owned();
+    let token = p.token("acme", Role::Subscribe);
+    let publish_token = p.token("acme", Role::Publish);
+    let mut c = switchyard_bridge::tools::connect(&p.grpc_url, &publish_token).await.unwrap();
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", p.http_url), Some(&token), None).await;
+    let mut published = Vec::new();
+    for i in 0..10 {
+        published.push(
+            c.publish(PublishRequest { event: Some(events::alert(&i.to_string())) }).await.unwrap().into_inner().id,
+        );
+    }
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.push(sse.next_event().await.unwrap().id_u64().unwrap());
+    }
+    // SIGTERM: the client is told to reconnect.
+    p.terminate();
+    let f = sse.next_event().await.unwrap();
+    assert_eq!(f.event.as_deref(), Some("stream:reconnect"));
+    // While it is down nothing can be published; publish right after restart, before the client is back.
+    let p = Process::serve(dir.path(), &["--http-addr", &http_addr]);
+    let mut c = switchyard_bridge::tools::connect(&p.grpc_url, &publish_token).await.unwrap();
+    for i in 10..20 {
+        published.push(
+            c.publish(PublishRequest { event: Some(events::alert(&i.to_string())) }).await.unwrap().into_inner().id,
+        );
+    }
+    let started = Instant::now();
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", p.http_url), Some(&token), got.last().copied()).await;
+    assert_eq!(sse.response_headers["x-switchyard-resume"], "complete");
+    for _ in 10..20 {
+        got.push(sse.next_event().await.unwrap().id_u64().unwrap());
+    }
+    assert_eq!(got, published);
+    assert!(started.elapsed() < PATIENCE);
+}
