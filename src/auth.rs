@@ -7,9 +7,13 @@
 //! client controls can widen it.
 
 use std::{
+    collections::HashMap,
     fmt,
+    sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
+
+use sha2::{Digest, Sha256};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -159,11 +163,19 @@ impl Principal {
 }
 
 /// Checks tokens. Built from config: an HS256 secret and/or public keys.
+///
+/// Verified tokens are remembered until they expire (keyed by their SHA-256, so
+/// lookups never compare token bytes), because callers such as unary gRPC publishers
+/// present the same token on every call and signature checks dominate a small RPC.
 #[derive(Clone)]
 pub struct Verifier {
     keys: Vec<(Algorithm, DecodingKey)>,
     leeway: u64,
+    cache: Arc<Mutex<HashMap<[u8; 32], (Principal, u64)>>>,
 }
+
+/// Verified tokens remembered at most; the cache is cleared when full.
+const TOKEN_CACHE: usize = 10_000;
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -174,7 +186,7 @@ impl fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn hs256(secret: &[u8]) -> Self {
-        Self { keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))], leeway: 5 }
+        Self { keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))], leeway: 5, cache: Arc::default() }
     }
 
     /// Adds an RS256 or ES256 public key (PEM).
@@ -205,6 +217,26 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = now_secs();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((p, exp)) = cache.get(&digest)
+                && now < *exp
+            {
+                return Ok(p.clone());
+            }
+        }
+        let (principal, exp) = self.verify_uncached(token)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= TOKEN_CACHE {
+            cache.clear();
+        }
+        cache.insert(digest, (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let mut last = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
         for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
@@ -213,7 +245,7 @@ impl Verifier {
             v.validate_nbf = true;
             v.required_spec_claims = ["exp".to_owned()].into();
             match jsonwebtoken::decode::<Claims>(token, key, &v) {
-                Ok(data) => return Principal::from_claims(&data.claims),
+                Ok(data) => return Ok((Principal::from_claims(&data.claims)?, data.claims.exp)),
                 Err(e) => {
                     last = match e.kind() {
                         jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,

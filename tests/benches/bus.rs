@@ -29,9 +29,16 @@ fn main() {
             "# switchyard bus bench ({} cores)",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
         );
-        publish_stream(arg("BENCH_STREAM_EVENTS", 400_000), arg("BENCH_STREAMS", 4)).await;
-        publish_unary(arg("BENCH_UNARY_EVENTS", 40_000), arg("BENCH_UNARY_CLIENTS", 128)).await;
-        resume_replay(arg("BENCH_REPLAY_EVENTS", 100_000)).await;
+        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        if only.is_empty() || only == "publish_stream" {
+            publish_stream(arg("BENCH_STREAM_EVENTS", 400_000), arg("BENCH_STREAMS", 4)).await;
+        }
+        if only.is_empty() || only == "publish_unary" {
+            publish_unary(arg("BENCH_UNARY_EVENTS", 40_000), arg("BENCH_UNARY_CLIENTS", 128)).await;
+        }
+        if only.is_empty() || only == "resume_replay" {
+            resume_replay(arg("BENCH_REPLAY_EVENTS", 100_000)).await;
+        }
     });
 }
 
