@@ -269,3 +269,100 @@ async fn a_tenant_never_sees_another_tenants_events() {
     assert_eq!(a.subscribe(req).await.unwrap_err().code(), Code::PermissionDenied);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_subscriber_that_falls_behind_catches_up_from_the_log() {
+    let server = Server::start().await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let mut s = c.subscribe(sub(&["dashboard"], None)).await.unwrap().into_inner();
+    next_msg(&mut s).await;
+    // Not reading while far more than a hub ring (4,096) is published: flow control
+    // stops the server stream, the ring overflows, and the subscriber must catch up from the log.
+    let total = 12_000u64;
+    let reqs = (0..total).map(|i| PublishRequest { event: Some(events::order(&i.to_string())) });
+    let mut acks = c.publish_stream(futures::stream::iter(reqs)).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while let Some(a) = acks.next().await {
+        if let Some(publish_ack::Result::Id(id)) = a.unwrap().result {
+            ids.push(id);
+        }
+    }
+    for want in ids {
+        assert_eq!(next_event(&mut s).await.id, want, "nothing skipped, nothing repeated");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let server = Server::start().await;
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url.clone()).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let r = health.check(HealthCheckRequest { service: "switchyard.v1.EventBus".into() }).await.unwrap().into_inner();
+    assert_eq!(r.status(), ServingStatus::Serving);
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = reflection.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.next().await.unwrap().unwrap().message_response else {
+        panic!("list services")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"switchyard.v1.EventBus".to_owned()), "{names:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_publish_from_stdin_and_tail() {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::serve(dir.path(), &[]);
+    let bin = switchyard_tests::binary();
+    let mut tail = Command::new(&bin)
+        .args(["tail", "--tenant", "acme", "--channels", "alerts", "--from", "0", "--bus", &p.grpc_url, "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut publish = Command::new(&bin)
+        .args(["publish", "--tenant", "acme", "--bus", &p.grpc_url, "--data-dir"])
+        .arg(dir.path())
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = publish.stdin.take().unwrap();
+    for i in 0..50 {
+        writeln!(stdin, r#"{{"type":"alert:info","data":{{"title":"line {i}"}}}}"#).unwrap();
+    }
+    writeln!(stdin, r#"{{"type":"alert:info","data":{{"nope":1}}}}"#).unwrap();
+    drop(stdin);
+    let out = publish.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "one bad line fails the command");
+    assert!(err.contains("published 50 events, 1 failed"), "{err}");
+    assert!(err.contains("line 51"), "the bad line is named: {err}");
+    // tail printed the 50 events as JSON lines.
+    let stdout = tail.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().take(50).map(|l| l.unwrap()).collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(PATIENCE, lines).await.unwrap().unwrap();
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert_eq!(lines.len(), 50);
+    let last: serde_json::Value = serde_json::from_str(&lines[49]).unwrap();
+    assert_eq!(last["alertInfo"]["title"], "line 49");
+}
