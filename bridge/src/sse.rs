@@ -161,22 +161,28 @@ async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: Header
     let body = async_stream::stream! {
         let _slot = slot;
         yield Ok::<Bytes, Infallible>(Bytes::from(preamble));
+        // Hot path, per delivery: no timer reset, no shared-future clone, no shared counter
+        // write. The heartbeat ticks on a fixed period and is skipped when frames went out.
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        let mut stopping = std::pin::pin!(stopping);
+        let mut quiet = true;
+        let mut frames = FrameCount::new(&metrics);
         loop {
             tokio::select! {
                 biased;
-                _ = stopping.clone() => {
+                _ = &mut stopping => {
                     yield Ok(SHUTDOWN);
                     break;
                 }
                 item = items.next() => match item {
                     Some(Ok(Item::Event(r))) => {
-                        metrics.sse_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        beat.reset();
+                        frames.add();
+                        quiet = false;
                         yield Ok(frame(&r));
                     }
                     Some(Ok(Item::Coalesced(r))) => {
-                        metrics.sse_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        frames.add();
+                        quiet = false;
                         yield Ok(frame_without_id(&r));
                     }
                     Some(Ok(Item::Gap { after, next, .. })) => {
@@ -195,7 +201,12 @@ async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: Header
                     }
                     None => break,
                 },
-                _ = beat.tick() => yield Ok(HEARTBEAT),
+                _ = beat.tick() => {
+                    if quiet {
+                        yield Ok(HEARTBEAT);
+                    }
+                    quiet = true;
+                }
             }
         }
     };
@@ -208,4 +219,34 @@ async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: Header
     h.insert(RESUME_HEADER, HeaderValue::from_static(if complete { "complete" } else { "gap" }));
     h.insert("x-switchyard-oldest-id", HeaderValue::from(bounds.oldest.get()));
     Ok(resp)
+}
+
+/// Per-connection frame counter, flushed to the shared metric in steps (and on drop), so
+/// the hot path does not write a cache line every core shares.
+struct FrameCount<'a> {
+    metrics: &'a crate::http::Metrics,
+    pending: u64,
+}
+
+impl<'a> FrameCount<'a> {
+    fn new(metrics: &'a crate::http::Metrics) -> Self {
+        Self { metrics, pending: 0 }
+    }
+
+    fn add(&mut self) {
+        self.pending += 1;
+        if self.pending == 256 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.metrics.sse_frames.fetch_add(std::mem::take(&mut self.pending), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for FrameCount<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }

@@ -128,6 +128,10 @@ impl Process {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no graceful anything. What was acked must survive this.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,329 @@
+//! SSE fan-out load tool: the real `switchyard` binary in its own process, N SSE
+//! clients and a publisher in this one (same machine, same two cores), all on 127.0.0.1.
+//!
+//! Build the server first, then run:
+//!   cargo build --release -p switchyard-bridge
+//!   cargo bench -p switchyard-tests --bench sse_fanout
+//! Env: `FANOUT_SCENARIOS` (comma list of the names below), `FANOUT_SECS` (per scenario, default 10).
+//!
+//! Scenarios (bounded in count and time):
+//! - `throughput_1k`: 1,000 subscribers × 1,000 events/s (1,000,000 deliveries/s offered) → delivered/s;
+//! - `throughput_1k_2x`: the same at 2,000 events/s, to see where it saturates;
+//! - `latency_1k`: 1,000 subscribers × 100 events/s → publish→SSE p50/p99/max;
+//! - `latency_10k`: 10,000 subscribers × 10 events/s → publish→SSE p50/p99/max;
+//! - `idle_10k`: server RSS per idle connection at 10,000 connections;
+//! - `connections_19k`: 19,000 concurrent SSE connections held open.
+//!
+//! Latency is measured on every frame of a sample of clients (the publish time, µs since the
+//! epoch, travels in the alert's `message`); every client counts every frame.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use switchyard::{auth::Role, proto::v1::PublishRequest};
+use switchyard_tests::{Process, events};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::Mutex,
+};
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+struct Counters {
+    frames: AtomicU64,
+    connected: AtomicU64,
+    latencies: Mutex<Vec<u64>>,
+}
+
+/// Opens one SSE connection and reads it until `stop`; counts frames, samples latency.
+async fn client(addr: String, token: String, sample: bool, c: Arc<Counters>, stop: Arc<tokio::sync::Notify>) {
+    let Ok(mut s) = TcpStream::connect(&addr).await else { return };
+    let req =
+        format!("GET /api/sse/alerts?coalesce=false HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut connected = false;
+    let mut tail: Vec<u8> = Vec::new();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut local_lat = Vec::new();
+    loop {
+        let n = tokio::select! {
+            r = s.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+            _ = stop.notified() => break,
+        };
+        // Carry the end of the previous read so patterns split across reads still count.
+        let keep = carry.len();
+        carry.extend_from_slice(&buf[..n]);
+        let chunk = &carry[..];
+        if !connected && find(chunk, b"retry:").is_some() {
+            connected = true;
+            c.connected.fetch_add(1, Ordering::Relaxed);
+        }
+        const PATTERN: &[u8] = b"\nevent: alert:warning";
+        // Only matches that end in the new bytes: the carried part was counted last time.
+        let frames = memchr::memmem::find_iter(chunk, PATTERN).filter(|i| i + PATTERN.len() > keep).count();
+        if frames > 0 {
+            c.frames.fetch_add(frames as u64, Ordering::Relaxed);
+        }
+        if sample && frames > 0 {
+            let now = now_micros();
+            tail.extend_from_slice(&chunk[keep..]);
+            let mut rest: &[u8] = &tail;
+            while let Some(i) = find(rest, b"\"message\":\"") {
+                let after = &rest[i + 11..];
+                let Some(end) = after.iter().position(|b| *b == b'"') else { break };
+                if let Some(sent) = std::str::from_utf8(&after[..end]).ok().and_then(|s| s.parse::<u64>().ok()) {
+                    local_lat.push(now.saturating_sub(sent));
+                }
+                rest = &after[end..];
+            }
+            let left = rest.len();
+            tail.drain(..tail.len() - left);
+        }
+        let from = carry.len().saturating_sub(PATTERN.len() - 1);
+        carry.drain(..from);
+    }
+    if connected {
+        c.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+    c.latencies.lock().await.extend(local_lat);
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    memchr::memmem::find(h, n)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+struct Run {
+    server: Process,
+    addr: String,
+    token: String,
+    counters: Arc<Counters>,
+    stop: Arc<tokio::sync::Notify>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn open(n: usize, samples: usize, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let server = Process::serve(&dir, extra);
+    let addr = server.http_url.trim_start_matches("http://").to_owned();
+    let token = server.token("bench", Role::Subscribe);
+    let counters = Arc::new(Counters {
+        frames: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+        latencies: Mutex::new(Vec::new()),
+    });
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::with_capacity(n);
+    let every = (n / samples.max(1)).max(1);
+    for i in 0..n {
+        // One token per client, as each browser would have: per-token limits stay meaningful.
+        let token = server.token("bench", Role::Subscribe);
+        tasks.push(tokio::spawn(client(addr.clone(), token, i % every == 0, counters.clone(), stop.clone())));
+        if i % 500 == 499 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counters.connected.load(Ordering::Relaxed) < n as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Run { server, addr, token, counters, stop, tasks }
+}
+
+impl Run {
+    async fn close(self) -> Vec<u64> {
+        self.stop.notify_waiters();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let mut lat = std::mem::take(&mut *self.counters.latencies.lock().await);
+        lat.sort_unstable();
+        let _ = (self.addr, self.token);
+        drop(self.server);
+        lat
+    }
+}
+
+/// Publishes `rate` events/s for `secs` through one long-lived `PublishStream`
+/// (10 ms ticks, each its share of events), not waiting on acks between ticks.
+async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
+    let token = run.server.token("bench", Role::Publish);
+    let mut c = switchyard_bridge::tools::connect(&run.server.grpc_url, &token).await.expect("gRPC");
+    let (tx, rx) = tokio::sync::mpsc::channel::<PublishRequest>(100_000);
+    let acks = tokio::spawn(async move {
+        let mut acks =
+            c.publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("stream").into_inner();
+        let mut n = 0u64;
+        while let Some(a) = acks.next().await {
+            a.expect("ack");
+            n += 1;
+        }
+        n
+    });
+    let big = "x".repeat(100);
+    let per_tick = (rate / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            let mut e = events::alert(&format!("{sent}-{big}"));
+            if let Some(switchyard::proto::v1::event::Payload::AlertWarning(a)) = &mut e.payload {
+                a.message = now_micros().to_string();
+            }
+            tx.send(PublishRequest { event: Some(e) }).await.expect("publisher");
+            sent += 1;
+        }
+    }
+    drop(tx);
+    let acked = acks.await.expect("acks");
+    assert_eq!(acked, sent, "every publish acked");
+    sent
+}
+
+fn pct(lat: &[u64], q: f64) -> f64 {
+    if lat.is_empty() {
+        return f64::NAN;
+    }
+    lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0
+}
+
+async fn latency(n: usize, rate: u64, secs: u64) {
+    let run = open(n, 20, &[]).await;
+    let connected = run.counters.connected.load(Ordering::Relaxed);
+    let sent = publish(&run, rate, secs).await;
+    let target = sent * n as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.counters.frames.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let frames = run.counters.frames.load(Ordering::Relaxed);
+    let lat = run.close().await;
+    println!(
+        "latency_{n}: {connected} subscribers, {sent} events at {rate}/s for {secs} s; delivered {frames}/{target} ({}); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+        if frames == target { "nothing lost" } else { "MISSING" },
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().map(|v| *v as f64 / 1000.0).unwrap_or(f64::NAN),
+        lat.len()
+    );
+}
+
+async fn throughput(n: usize, rate: u64, secs: u64) {
+    let run = open(n, 10, &[]).await;
+    let start = Instant::now();
+    let sent = publish(&run, rate, secs).await;
+    let target = sent * n as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run.counters.frames.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let frames = run.counters.frames.load(Ordering::Relaxed);
+    let lat = run.close().await;
+    println!(
+        "throughput_{n}: {sent} events × {n} subscribers = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        frames as f64 / elapsed,
+        if frames == target { "nothing lost" } else { "MISSING" },
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().map(|v| *v as f64 / 1000.0).unwrap_or(f64::NAN),
+    );
+}
+
+async fn idle(n: usize) {
+    let run = open(0, 0, &[]).await;
+    let pid = server_pid(&run.server);
+    let before = rss_kib(pid);
+    let run2 = {
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let token = run.server.token("bench", Role::Subscribe);
+            tasks.push(tokio::spawn(client(run.addr.clone(), token, false, run.counters.clone(), run.stop.clone())));
+        }
+        tasks
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.counters.connected.load(Ordering::Relaxed) < n as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let connected = run.counters.connected.load(Ordering::Relaxed);
+    let after = rss_kib(pid);
+    println!(
+        "idle_{n}: {connected} idle SSE connections; server RSS {before} KiB → {after} KiB = {:.2} KiB per connection",
+        (after.saturating_sub(before)) as f64 / connected.max(1) as f64
+    );
+    run.stop.notify_waiters();
+    for t in run2 {
+        let _ = t.await;
+    }
+    let _ = run.close().await;
+}
+
+fn server_pid(p: &Process) -> u32 {
+    p.pid()
+}
+
+async fn hold(n: usize) {
+    let run = open(n, 0, &[]).await;
+    let connected = run.counters.connected.load(Ordering::Relaxed);
+    let pid = server_pid(&run.server);
+    let sent = publish(&run, 10, 2).await;
+    let target = sent * n as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run.counters.frames.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let frames = run.counters.frames.load(Ordering::Relaxed);
+    println!(
+        "connections_{n}: {connected} concurrent SSE connections open on one server process (RSS {} KiB); {sent} events delivered to all: {frames}/{target}",
+        rss_kib(pid)
+    );
+    let _ = run.close().await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let which = std::env::var("FANOUT_SCENARIOS")
+        .unwrap_or_else(|_| "throughput_1k,latency_1k,latency_10k,idle_10k,connections_19k".into());
+    let secs: u64 = std::env::var("FANOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    rt.block_on(async {
+        println!(
+            "# switchyard SSE fan-out ({} cores, load generator in the same machine)",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+        for s in which.split(',') {
+            match s.trim() {
+                "throughput_1k" => throughput(1000, 1000, secs).await,
+                "throughput_1k_2x" => throughput(1000, 2000, secs).await,
+                "latency_1k" => latency(1000, 100, secs).await,
+                "latency_10k" => latency(10_000, 10, secs).await,
+                "idle_10k" => idle(10_000).await,
+                "connections_19k" => hold(19_000).await,
+                other => eprintln!("unknown scenario {other}"),
+            }
+        }
+    });
+}
