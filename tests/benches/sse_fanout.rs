@@ -123,7 +123,12 @@ struct Run {
 
 async fn open(n: usize, samples: usize, extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().expect("tempdir").keep();
-    let server = Process::serve(&dir, extra);
+    // One tenant holds every connection here; lift the per-tenant cap to the process cap.
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n").expect("config");
+    let mut args = vec!["--config", config.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let server = Process::serve(&dir, &args);
     let addr = server.http_url.trim_start_matches("http://").to_owned();
     let token = server.token("bench", Role::Subscribe);
     let counters = Arc::new(Counters {
@@ -180,14 +185,16 @@ async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
         n
     });
     let big = "x".repeat(100);
-    let per_tick = (rate / 100).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
     let mut sent = 0u64;
     while Instant::now() < end {
         tick.tick().await;
-        for _ in 0..per_tick {
+        // Whatever the schedule says is due by now: exact for rates below one per tick too.
+        let due = rate * start.elapsed().as_millis() as u64 / 1000;
+        for _ in sent..due {
             let mut e = events::alert(&format!("{sent}-{big}"));
             if let Some(switchyard::proto::v1::event::Payload::AlertWarning(a)) = &mut e.payload {
                 a.message = now_micros().to_string();
