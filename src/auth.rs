@@ -171,8 +171,11 @@ impl Principal {
 pub struct Verifier {
     keys: Vec<(Algorithm, DecodingKey)>,
     leeway: u64,
-    cache: Arc<Mutex<HashMap<[u8; 32], (Principal, u64)>>>,
+    cache: Arc<Mutex<TokenCache>>,
 }
+
+/// SHA-256 of a verified token → its principal and `exp`.
+type TokenCache = HashMap<[u8; 32], (Principal, u64)>;
 
 /// Verified tokens remembered at most; the cache is cleared when full.
 const TOKEN_CACHE: usize = 10_000;

@@ -271,7 +271,7 @@ impl Bus {
         let complete = bounds.complete_after(after);
         let mut cursor = after.max(bounds.trimmed_through);
         let mut events = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..if limit == 0 { 0 } else { 8 } {
             let page = self.inner.log.read(filter.stream.clone(), cursor, limit).await?;
             let Some(last) = page.last().map(|r| r.id) else {
                 break;

@@ -12,14 +12,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     auth::{AuthError, Principal, Verifier, bearer},
-    bus::{Bus, SubscribeError, SubscribeSpec},
+    bus::{Bus, ReadError, SubscribeError, SubscribeSpec},
     log::Appended,
     names::EventId,
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
-            Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ResumeStatus, StatsRequest,
-            StatsResponse, SubscribeRequest, SubscribeResponse,
+            Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ReadRequest, ReadResponse,
+            ResumeStatus, StatsRequest, StatsResponse, SubscribeRequest, SubscribeResponse,
             event_bus_server::{EventBus, EventBusServer},
             publish_ack, subscribe_response,
         },
@@ -209,6 +209,29 @@ impl EventBus for Service {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn read(&self, req: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let who = self.principal(&req)?;
+        let r = req.into_inner();
+        if r.limit > 1000 {
+            return Err(Status::invalid_argument("limit: at most 1000"));
+        }
+        let page =
+            self.bus.read(&who, &r.tenant, &r.channels, EventId(r.after_id), r.limit as usize).await.map_err(|e| {
+                match e {
+                    ReadError::Request(e) => subscribe_status(&e),
+                    ReadError::Log(e) => Status::unavailable(e.to_string()),
+                }
+            })?;
+        Ok(Response::new(ReadResponse {
+            events: page.events.iter().map(|r| r.event.clone()).collect(),
+            next_id: page.next.get(),
+            complete: page.complete,
+            oldest_available_id: page.bounds.oldest.get(),
+            head_id: page.bounds.head.get(),
+            trimmed_through_id: page.bounds.trimmed_through.get(),
+        }))
+    }
+
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
         let who = self.principal(&req)?;
         let log = self.bus.log().stats();
@@ -277,6 +300,33 @@ pub async fn serve(
         .add_service(svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// An EventBus client that sends `token` on every call.
+pub type Client = crate::proto::v1::event_bus_client::EventBusClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+/// A client for the bus at `url` (connects lazily, reconnects on its own).
+pub fn connect(url: &str, token: &str) -> Result<Client, String> {
+    let channel = tonic::transport::Channel::from_shared(url.to_owned())
+        .map_err(|e| format!("{url}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy();
+    let value = format!("Bearer {token}").parse().map_err(|_| "token is not ASCII".to_owned())?;
+    Ok(crate::proto::v1::event_bus_client::EventBusClient::with_interceptor(channel, Bearer(value))
+        .max_decoding_message_size(8 * 1024 * 1024))
 }
 
 /// The address a listener is bound to, for logs and addr.json.

@@ -59,6 +59,15 @@ struct ClientArgs {
 enum Command {
     /// Run the bus, gRPC API and HTTP bridge in one process.
     Serve(ServeArgs),
+    /// Run the HTTP edge alone, fed by a bus over gRPC (one upstream stream, fanned out locally).
+    /// Verifies client tokens with the same secret as the bus (`auth.secret_file`, or a shared data dir).
+    Bridge {
+        /// The bus's gRPC URL, e.g. http://127.0.0.1:50051.
+        #[arg(long)]
+        bus: String,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
     /// Mint a token signed with the data dir's secret.
     Token {
         #[arg(long)]
@@ -120,7 +129,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve(args) => return serve_command(args).await,
+        Command::Serve(args) => return serve_command(args, serve::Backend::Embedded).await,
+        Command::Bridge { bus, args } => return serve_command(args, serve::Backend::Remote { bus_url: bus }).await,
         Command::Token { tenant, role, channels, ttl, data_dir } => {
             tools::mint(&data_dir.join("secret.key"), &tenant, role, channels, ttl)
                 .map(|t| println!("{t}"))
@@ -144,7 +154,7 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve_command(args: ServeArgs) -> ExitCode {
+async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
     let flags =
         Overrides { data_dir: args.data_dir, grpc_addr: args.grpc_addr, http_addr: args.http_addr, fsync: args.fsync };
     let config = match Config::load(args.config.as_deref(), &process_env, &flags) {
@@ -161,7 +171,7 @@ async fn serve_command(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let running = match serve::start(config).await {
+    let running = match serve::start_with(config, backend).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchyard: {e}");
@@ -169,7 +179,10 @@ async fn serve_command(args: ServeArgs) -> ExitCode {
         }
     };
     // One machine-readable line first (scripts and tests read it), then one for people.
-    println!("switchyard: grpc={} http={}", running.grpc_addr, running.http_addr);
+    match running.grpc_addr {
+        Some(grpc) => println!("switchyard: grpc={grpc} http={}", running.http_addr),
+        None => println!("switchyard: http={}", running.http_addr),
+    }
     println!("switchyard: dashboard {}", serve::dashboard_url(&running));
     let stop = running.stopper();
     tokio::spawn(async move {

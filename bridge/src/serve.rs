@@ -10,7 +10,7 @@ use switchyard::{
     auth::{Role, Signer, Verifier},
     bus::Bus,
     hub::Hub,
-    log::embedded::EmbeddedLog,
+    log::{embedded::EmbeddedLog, remote::RemoteLog},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
@@ -36,9 +36,19 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Where the history lives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The embedded log in the data dir; this process also serves gRPC (`switchyard serve`).
+    Embedded,
+    /// Another bus's log over gRPC; this process is the HTTP edge only (`switchyard bridge`).
+    Remote { bus_url: String },
+}
+
 /// A started server.
 pub struct Running {
-    pub grpc_addr: SocketAddr,
+    /// `None` for a bridge, which serves HTTP only.
+    pub grpc_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     pub bus: Bus,
     pub signer: Signer,
@@ -83,31 +93,55 @@ pub fn verifier(config: &Config, secret: &[u8]) -> Result<Verifier, ServeError> 
 }
 
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    start_with(config, Backend::Embedded).await
+}
+
+/// How long the system token a bridge mints for its upstream lives. The bridge holds one
+/// upstream connection for its lifetime; rotate the secret to revoke it.
+const BRIDGE_TOKEN_TTL: u64 = 365 * 24 * 3600;
+
+pub async fn start_with(config: Config, backend: Backend) -> Result<Running, ServeError> {
     let secret = secret::load_or_create(&config.secret_file())?;
     let verifier = Arc::new(verifier(&config, &secret)?);
     let signer = Signer::hs256(&secret);
     let hub = Hub::default();
-    let log = EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone())
-        .map_err(|e| ServeError::Log { dir: config.data_dir.display().to_string(), message: e.to_string() })?;
-    let bus = Bus::new(Arc::new(log), hub, config.bus_config());
+    let log: Arc<dyn switchyard::log::Log> = match &backend {
+        Backend::Embedded => Arc::new(
+            EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone())
+                .map_err(|e| ServeError::Log { dir: config.data_dir.display().to_string(), message: e.to_string() })?,
+        ),
+        Backend::Remote { bus_url } => {
+            let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
+            Arc::new(
+                RemoteLog::new(bus_url, &token, hub.clone())
+                    .map_err(|e| ServeError::Log { dir: bus_url.clone(), message: e.to_string() })?,
+            )
+        }
+    };
+    let bus = Bus::new(log, hub, config.bus_config());
 
-    let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(|source| ServeError::Bind {
-        what: "gRPC",
-        addr: config.grpc_addr,
-        source,
-    })?;
+    let grpc_listener = match backend {
+        Backend::Embedded => Some(TcpListener::bind(config.grpc_addr).await.map_err(|source| ServeError::Bind {
+            what: "gRPC",
+            addr: config.grpc_addr,
+            source,
+        })?),
+        Backend::Remote { .. } => None,
+    };
     let http_listener = TcpListener::bind(config.http_addr).await.map_err(|source| ServeError::Bind {
         what: "HTTP",
         addr: config.http_addr,
         source,
     })?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc_addr = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let http_addr = http_listener.local_addr()?;
-    std::fs::write(
-        config.data_dir.join("addr.json"),
-        serde_json::json!({ "grpc": grpc_addr.to_string(), "http": http_addr.to_string(), "pid": std::process::id() })
-            .to_string(),
-    )?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let addrs = serde_json::json!({
+        "grpc": grpc_addr.map(|a| a.to_string()),
+        "http": http_addr.to_string(),
+        "pid": std::process::id(),
+    });
+    std::fs::write(config.data_dir.join("addr.json"), addrs.to_string())?;
 
     let (stop, stopped) = watch::channel(false);
     let app = Arc::new(App {
@@ -127,7 +161,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let grpc = {
         let (bus, verifier, rx) = (bus.clone(), verifier.clone(), stopped.clone());
         tokio::spawn(async move {
-            if let Err(error) = switchyard::grpc::serve(grpc_listener, bus, verifier, rx).await {
+            let Some(listener) = grpc_listener else { return };
+            if let Err(error) = switchyard::grpc::serve(listener, bus, verifier, rx).await {
                 tracing::error!(%error, "gRPC server failed");
             }
         })
@@ -143,7 +178,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }
         })
     };
-    tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
+    tracing::info!(grpc_addr = ?grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
     Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http })
 }
 

@@ -7,10 +7,9 @@ use futures::StreamExt;
 use switchyard::{
     auth::{Role, Signer},
     json::{event_from_json, event_to_json},
-    proto::v1::{PublishRequest, SubscribeRequest, event_bus_client::EventBusClient, publish_ack, subscribe_response},
+    proto::v1::{PublishRequest, SubscribeRequest, publish_ack, subscribe_response},
 };
 use tokio::io::AsyncBufReadExt;
-use tonic::{Request, metadata::MetadataValue, service::Interceptor, transport::Channel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -26,27 +25,18 @@ pub enum ToolError {
     Secret(#[from] crate::secret::SecretError),
 }
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub use switchyard::grpc::Client;
 
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-pub type Client = EventBusClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
-
+/// Connects now (so a wrong address fails here, with the URL in the error).
 pub async fn connect(url: &str, token: &str) -> Result<Client, ToolError> {
-    let channel = Channel::from_shared(url.to_owned())
+    let client =
+        switchyard::grpc::connect(url, token).map_err(|message| ToolError::Connect { url: url.into(), message })?;
+    tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| ToolError::Connect { url: url.into(), message: e.to_string() })?
         .connect()
         .await
         .map_err(|e| ToolError::Connect { url: url.into(), message: e.to_string() })?;
-    let value = format!("Bearer {token}").parse().map_err(|_| ToolError::Input("token is not ASCII".into()))?;
-    Ok(EventBusClient::with_interceptor(channel, Bearer(value)).max_decoding_message_size(8 * 1024 * 1024))
+    Ok(client)
 }
 
 /// The gRPC URL of a local `serve` from its addr.json, else the default.

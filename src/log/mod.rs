@@ -6,6 +6,7 @@
 //! a NATS JetStream backplane replaces the embedded store ([`embedded`]).
 
 pub mod embedded;
+pub mod remote;
 
 use std::{
     collections::HashMap,

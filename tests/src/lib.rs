@@ -45,7 +45,7 @@ impl Server {
         let mut config = test_config(dir.path());
         tweak(&mut config);
         let running = serve::start(config).await.expect("server starts");
-        let grpc_url = format!("http://{}", running.grpc_addr);
+        let grpc_url = format!("http://{}", running.grpc_addr.expect("serve has gRPC"));
         let http_url = format!("http://{}", running.http_addr);
         Self { running, dir, grpc_url, http_url }
     }
@@ -86,15 +86,27 @@ pub struct Process {
 impl Process {
     /// Starts `switchyard serve` on `data_dir` with free ports and waits for its address line.
     pub fn serve(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve").arg("--data-dir").arg(data_dir);
+        let mut args: Vec<String> = vec!["serve".into()];
         for flag in ["--grpc-addr", "--http-addr"] {
             if !extra.contains(&flag) {
-                cmd.args([flag, "127.0.0.1:0"]);
+                args.extend([flag.to_owned(), "127.0.0.1:0".to_owned()]);
             }
         }
-        let mut child = cmd
-            .args(extra)
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(data_dir, &args)
+    }
+
+    /// Starts `switchyard bridge --bus <bus_url>` on a free HTTP port. `data_dir` must hold the bus's secret.key.
+    pub fn bridge(data_dir: &Path, bus_url: &str) -> Self {
+        let args = ["bridge", "--bus", bus_url, "--http-addr", "127.0.0.1:0"].map(String::from);
+        Self::spawn(data_dir, &args)
+    }
+
+    fn spawn(data_dir: &Path, args: &[String]) -> Self {
+        let mut child = Command::new(binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
             .env("SWITCHYARD_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -104,7 +116,7 @@ impl Process {
         let mut lines = BufReader::new(stdout).lines();
         let line = loop {
             match lines.next() {
-                Some(Ok(l)) if l.starts_with("switchyard: grpc=") => break l,
+                Some(Ok(l)) if l.starts_with("switchyard: ") && l.contains("http=") => break l,
                 Some(Ok(_)) => continue,
                 _ => {
                     let _ = child.kill();
@@ -114,16 +126,11 @@ impl Process {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .map(str::to_owned)
-                .expect("address in the startup line")
-        };
+        let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_owned);
         Self {
             child,
-            grpc_url: format!("http://{}", field("grpc=")),
-            http_url: format!("http://{}", field("http=")),
+            grpc_url: field("grpc=").map(|a| format!("http://{a}")).unwrap_or_default(),
+            http_url: format!("http://{}", field("http=").expect("http address in the startup line")),
             data_dir: data_dir.to_path_buf(),
         }
     }
