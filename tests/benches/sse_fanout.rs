@@ -194,7 +194,7 @@ async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
         tick.tick().await;
         // Whatever the schedule says is due by now: exact for rates below one per tick too.
         let due = rate * start.elapsed().as_millis() as u64 / 1000;
-        for _ in sent..due {
+        while sent < due {
             let mut e = events::alert(&format!("{sent}-{big}"));
             if let Some(switchyard::proto::v1::event::Payload::AlertWarning(a)) = &mut e.payload {
                 a.message = now_micros().to_string();

@@ -151,8 +151,8 @@ async fn randomized_tenants_never_leak() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let t = &tenants[(seed % tenants.len() as u64) as usize];
-        let e = if seed % 3 == 0 { events::order(&i.to_string()) } else { events::alert(&i.to_string()) };
-        let is_alert = seed % 3 != 0;
+        let e = if seed.is_multiple_of(3) { events::order(&i.to_string()) } else { events::alert(&i.to_string()) };
+        let is_alert = !seed.is_multiple_of(3);
         let id = clients.get_mut(t).unwrap().publish(PublishRequest { event: Some(e) }).await.unwrap().into_inner().id;
         if is_alert || !t.ends_with('1') {
             expected.entry(t.clone()).or_default().push(id);
