@@ -27,7 +27,18 @@ pub struct Config {
     pub bus: BusSection,
     pub auth: AuthConfig,
     pub sse: SseConfig,
+    pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// HTTPS for the bridge: both files set turns it on (HTTP/2 and HTTP/1.1 by ALPN).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -71,6 +82,8 @@ pub struct SseConfig {
     pub max_connections: usize,
     pub max_per_tenant: usize,
     pub max_per_token: usize,
+    /// A connection whose writes make no progress this long is closed (a client that stopped reading).
+    pub stall_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -92,6 +105,7 @@ impl Default for Config {
             bus: BusSection::default(),
             auth: AuthConfig::default(),
             sse: SseConfig::default(),
+            tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -111,7 +125,14 @@ impl Default for BusSection {
 
 impl Default for SseConfig {
     fn default() -> Self {
-        Self { heartbeat_secs: 15, retry_ms: 2000, max_connections: 19_000, max_per_tenant: 10_000, max_per_token: 64 }
+        Self {
+            heartbeat_secs: 15,
+            retry_ms: 2000,
+            max_connections: 19_000,
+            max_per_tenant: 10_000,
+            max_per_token: 64,
+            stall_timeout_secs: 30,
+        }
     }
 }
 
@@ -226,6 +247,12 @@ impl Config {
         }
         if self.sse.heartbeat_secs == 0 {
             return Err(bad("sse.heartbeat_secs", "must be at least 1"));
+        }
+        if self.sse.stall_timeout_secs == 0 {
+            return Err(bad("sse.stall_timeout_secs", "must be at least 1"));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(bad("tls", "set both cert_file and key_file, or neither"));
         }
         if self.log.retention.default.max_events == 0 {
             return Err(bad("log.retention.max_events", "must be at least 1"));

@@ -4,6 +4,7 @@
 //! - [`serve`]: `switchyard serve`, bus + gRPC + HTTP in one process.
 //! - [`http`]: the axum router and shared [`http::App`] state; [`api`] its plain handlers,
 //!   [`sse`] the streaming ones, [`openapi`] the API description.
+//! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
 //! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod listener;
 pub mod openapi;
 pub mod secret;
 pub mod serve;

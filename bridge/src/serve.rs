@@ -167,16 +167,34 @@ pub async fn start_with(config: Config, backend: Backend) -> Result<Running, Ser
             }
         })
     };
+    let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
+    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => {
+            Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Auth(e.to_string()))?)
+        }
+        _ => None,
+    };
     let http = {
-        let rx = stopped;
-        let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move {
-            if let Err(error) =
-                axum::serve(http_listener, service).with_graceful_shutdown(switchyard::grpc::stopped(rx)).await
-            {
-                tracing::error!(%error, "HTTP server failed");
+        let until = switchyard::grpc::stopped(stopped);
+        let service = router(app).into_make_service();
+        match tls {
+            Some(acceptor) => {
+                let listener = crate::listener::Tls::new(http_listener, acceptor, stall)?;
+                tokio::spawn(async move {
+                    if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(until).await {
+                        tracing::error!(%error, "HTTPS server failed");
+                    }
+                })
             }
-        })
+            None => {
+                let listener = crate::listener::Plain::new(http_listener, stall);
+                tokio::spawn(async move {
+                    if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(until).await {
+                        tracing::error!(%error, "HTTP server failed");
+                    }
+                })
+            }
+        }
     };
     tracing::info!(grpc_addr = ?grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
     Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http })
