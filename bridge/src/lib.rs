@@ -4,6 +4,7 @@
 //! - [`serve`]: `switchyard serve`, bus + gRPC + HTTP in one process.
 //! - [`http`]: the axum router and shared [`http::App`] state; [`api`] its plain handlers,
 //!   [`sse`] the streaming ones, [`openapi`] the API description.
+//! - [`direct`]: plain HTTP/1 SSE GETs served on the socket below hyper (small per-connection memory).
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
 //! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
@@ -13,6 +14,7 @@
 pub mod access;
 pub mod api;
 pub mod config;
+pub mod direct;
 pub mod error;
 pub mod http;
 pub mod limits;

@@ -16,6 +16,10 @@ use std::{
     time::Duration,
 };
 
+use crate::{
+    direct::{Rewind, Sniffed},
+    http::App,
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -100,40 +104,67 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
     }
 }
 
-/// Plain TCP, guarded.
+/// Plain TCP, guarded. With an [`App`], SSE GETs are served by [`crate::direct`] and only
+/// the rest reaches hyper (sniffing runs in per-connection tasks, never in `accept`).
 pub struct Plain {
-    listener: TcpListener,
-    stall: Duration,
+    ready: mpsc::Receiver<(Rewind<StallGuard<TcpStream>>, SocketAddr)>,
+    local: SocketAddr,
 }
 
 impl Plain {
-    pub fn new(listener: TcpListener, stall: Duration) -> Self {
-        Self { listener, stall }
+    pub fn new(listener: TcpListener, stall: Duration, direct: Option<Arc<App>>) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, ready) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let (s, addr) = match listener.accept().await {
+                    Ok(conn) => conn,
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let _ = s.set_nodelay(true);
+                let io = StallGuard::new(s, stall);
+                match &direct {
+                    None => {
+                        if tx.send((Rewind::new(bytes::Bytes::new(), io), addr)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(app) => {
+                        let (app, tx) = (app.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            if let Sniffed::Pass(io) = crate::direct::sniff(&app, io).await {
+                                let _ = tx.send((io, addr)).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Ok(Self { ready, local })
     }
 }
 
 impl axum::serve::Listener for Plain {
-    type Io = StallGuard<TcpStream>;
+    type Io = Rewind<StallGuard<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.listener.accept().await {
-                Ok((s, addr)) => {
-                    let _ = s.set_nodelay(true);
-                    return (StallGuard::new(s, self.stall), addr);
-                }
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local)
     }
 }
 
@@ -170,7 +201,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 
 /// TLS over guarded TCP. Handshakes run in their own tasks so a slow one never holds up accepting.
 pub struct Tls {
-    ready: mpsc::Receiver<(TlsStream<StallGuard<TcpStream>>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Rewind<StallGuard<TcpStream>>>, SocketAddr)>,
     local: SocketAddr,
 }
 
@@ -181,7 +212,7 @@ impl Tls {
     pub fn new(listener: TcpListener, acceptor: TlsAcceptor, stall: Duration) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(1024);
-        let mut plain = Plain::new(listener, stall);
+        let mut plain = Plain::new(listener, stall, None)?;
         tokio::spawn(async move {
             loop {
                 let (io, addr) = axum::serve::Listener::accept(&mut plain).await;
@@ -205,7 +236,7 @@ impl Tls {
 }
 
 impl axum::serve::Listener for Tls {
-    type Io = TlsStream<StallGuard<TcpStream>>;
+    type Io = TlsStream<Rewind<StallGuard<TcpStream>>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

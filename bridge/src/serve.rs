@@ -176,6 +176,8 @@ pub async fn start_with(config: Config, backend: Backend) -> Result<Running, Ser
     };
     let http = {
         let until = switchyard::grpc::stopped(stopped);
+        // SSE GETs are served below hyper unless TLS or CORS need hyper's handling.
+        let direct = (tls.is_none() && config.auth.cors_origins.is_empty()).then(|| app.clone());
         let service = router(app).into_make_service();
         match tls {
             Some(acceptor) => {
@@ -187,7 +189,7 @@ pub async fn start_with(config: Config, backend: Backend) -> Result<Running, Ser
                 })
             }
             None => {
-                let listener = crate::listener::Plain::new(http_listener, stall);
+                let listener = crate::listener::Plain::new(http_listener, stall, direct)?;
                 tokio::spawn(async move {
                     if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(until).await {
                         tracing::error!(%error, "HTTP server failed");

@@ -12,7 +12,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use axum::{
     body::Body,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::Response,
 };
 use bytes::{BufMut, Bytes, BytesMut};
@@ -128,9 +128,49 @@ pub fn resume_from(headers: &HeaderMap, q: &SseQuery) -> Result<Option<EventId>,
         .transpose()
 }
 
+/// An SSE stream ready to be written: whether its resume was complete, and its frames.
+pub struct Opened {
+    pub complete: bool,
+    pub oldest: EventId,
+    pub frames: std::pin::Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
+}
+
+impl Opened {
+    /// Response headers besides the status, shared by the hyper path and the direct one.
+    pub fn headers(&self) -> [(&'static str, String); 5] {
+        [
+            ("content-type", "text/event-stream".into()),
+            ("cache-control", "no-cache".into()),
+            ("x-accel-buffering", "no".into()),
+            (RESUME_HEADER, if self.complete { "complete" } else { "gap" }.into()),
+            ("x-switchyard-oldest-id", self.oldest.to_string()),
+        ]
+    }
+}
+
 async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: HeaderMap) -> Result<Response, ApiError> {
-    let who = app.access.from_request(&headers, &q.credentials)?;
-    let from = resume_from(&headers, &q)?;
+    let opened = open_stream(&app, channels, &q, &headers).await?;
+    let head = opened.headers();
+    let mut resp = Response::new(Body::from_stream(opened.frames.map(Ok::<Bytes, Infallible>)));
+    *resp.status_mut() = StatusCode::OK;
+    for (name, value) in head {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(axum::http::HeaderName::from_static(name), v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Authenticates, subscribes, takes a connection slot and reports the resume status: everything
+/// an SSE request needs before its first byte, for both the hyper path and [`crate::direct`].
+pub async fn open_stream(
+    app: &Arc<App>,
+    channels: Vec<String>,
+    q: &SseQuery,
+    headers: &HeaderMap,
+) -> Result<Opened, ApiError> {
+    let who = app.access.from_request(headers, &q.credentials)?;
+    let from = resume_from(headers, q)?;
     let spec = SubscribeSpec {
         tenant: q.tenant.clone().unwrap_or_default(),
         channels,
@@ -160,7 +200,7 @@ async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: Header
     let metrics = app.metrics.clone();
     let body = async_stream::stream! {
         let _slot = slot;
-        yield Ok::<Bytes, Infallible>(Bytes::from(preamble));
+        yield Bytes::from(preamble);
         // Hot path, per delivery: no timer reset, no shared-future clone, no shared counter
         // write. The heartbeat ticks on a fixed period and is skipped when frames went out.
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -171,54 +211,46 @@ async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: Header
             tokio::select! {
                 biased;
                 _ = &mut stopping => {
-                    yield Ok(SHUTDOWN);
+                    yield (SHUTDOWN);
                     break;
                 }
                 item = items.next() => match item {
                     Some(Ok(Item::Event(r))) => {
                         frames.add();
                         quiet = false;
-                        yield Ok(frame(&r));
+                        yield (frame(&r));
                     }
                     Some(Ok(Item::Coalesced(r))) => {
                         frames.add();
                         quiet = false;
-                        yield Ok(frame_without_id(&r));
+                        yield (frame_without_id(&r));
                     }
                     Some(Ok(Item::Gap { after, next, .. })) => {
-                        yield Ok(gap_frame(Some(after), next, next));
+                        yield (gap_frame(Some(after), next, next));
                     }
                     Some(Ok(Item::Evicted { .. })) => {
                         metrics.sse_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        yield Ok(EVICTED);
+                        yield (EVICTED);
                         break;
                     }
                     Some(Ok(Item::Status { .. })) => {}
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "subscription failed");
-                        yield Ok(Bytes::from(": error: the log is unavailable; reconnect to resume\n\n"));
+                        yield (Bytes::from(": error: the log is unavailable; reconnect to resume\n\n"));
                         break;
                     }
                     None => break,
                 },
                 _ = beat.tick() => {
                     if quiet {
-                        yield Ok(HEARTBEAT);
+                        yield (HEARTBEAT);
                     }
                     quiet = true;
                 }
             }
         }
     };
-    let mut resp = Response::new(Body::from_stream(body));
-    *resp.status_mut() = StatusCode::OK;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert(RESUME_HEADER, HeaderValue::from_static(if complete { "complete" } else { "gap" }));
-    h.insert("x-switchyard-oldest-id", HeaderValue::from(bounds.oldest.get()));
-    Ok(resp)
+    Ok(Opened { complete, oldest: bounds.oldest, frames: Box::pin(body) })
 }
 
 /// Per-connection frame counter, flushed to the shared metric in steps (and on drop), so

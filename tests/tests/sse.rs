@@ -335,9 +335,12 @@ async fn a_stalled_reader_is_evicted_and_others_keep_up() {
     let mut buf = Vec::new();
     tokio::time::timeout(PATIENCE, async {
         let mut chunk = vec![0u8; 1 << 16];
+        // A chunked body's last chunk (hyper), or the close that ends a close-delimited one.
         while !buf.ends_with(b"0\r\n\r\n") {
             let n = stalled.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "connection closed before the stream ended");
+            if n == 0 {
+                break;
+            }
             buf.extend_from_slice(&chunk[..n]);
         }
     })
