@@ -108,12 +108,13 @@ pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send>(app: &Arc<App>, mut
             if buf.len() >= MAX_HEAD {
                 return None;
             }
-            let mut chunk = [0u8; 1024];
-            let n = io.read(&mut chunk).await.ok()?;
+            // Straight into the heap buffer: a stack array here would live in every
+            // connection's task for its whole life (it is part of the future's state).
+            buf.reserve(1024);
+            let n = io.read_buf(&mut buf).await.ok()?;
             if n == 0 {
                 return None;
             }
-            buf.extend_from_slice(&chunk[..n]);
             // Cheap test first: most requests are not SSE and go to hyper untouched.
             if !buf.starts_with(&b"GET /api/sse/"[..buf.len().min(13)]) {
                 return None;
