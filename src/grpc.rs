@@ -9,6 +9,7 @@ use futures::{FutureExt, Stream, StreamExt, stream::FuturesOrdered};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::{
     auth::{AuthError, Principal, Verifier, bearer},
@@ -98,7 +99,8 @@ impl EventBus for Service {
     async fn publish(&self, req: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let who = self.principal(&req)?;
         let event = req.into_inner().event.ok_or_else(|| Status::invalid_argument("event: required"))?;
-        let a = self.bus.publish_one(&who, event).await.map_err(|e| publish_status(&e))?;
+        let span = tracing::info_span!("publish", token = %who.token_id, tenant = %event.tenant);
+        let a = self.bus.publish_one(&who, event).instrument(span).await.map_err(|e| publish_status(&e))?;
         Ok(Response::new(PublishResponse { id: a.id.get(), duplicate: a.duplicate }))
     }
 
@@ -181,6 +183,7 @@ impl EventBus for Service {
             coalesce: r.coalesce.unwrap_or(false),
             on_lag: crate::subscription::Lag::CatchUp,
         };
+        tracing::info!(token = %who.token_id, channels = ?spec.channels, from = ?spec.from, "subscribe");
         let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
         // The log stream never ends by itself; on shutdown it is cut and the client told why.
         let items = items
