@@ -104,56 +104,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
     }
 }
 
-/// Plain TCP, guarded. With an [`App`], SSE GETs are served by [`crate::direct`] and only
-/// the rest reaches hyper (sniffing runs in per-connection tasks, never in `accept`).
-pub struct Plain {
-    ready: mpsc::Receiver<(Rewind<StallGuard<TcpStream>>, SocketAddr)>,
+/// Connections made ready by background tasks (accepting, sniffing, TLS handshakes), handed
+/// to axum in order of readiness, so no slow client ever holds up `accept`.
+pub struct Queued<Io> {
+    ready: mpsc::Receiver<(Io, SocketAddr)>,
     local: SocketAddr,
 }
 
-impl Plain {
-    pub fn new(listener: TcpListener, stall: Duration, direct: Option<Arc<App>>) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(1024);
-        tokio::spawn(async move {
-            loop {
-                let (s, addr) = match listener.accept().await {
-                    Ok(conn) => conn,
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                if tx.is_closed() {
-                    return;
-                }
-                let _ = s.set_nodelay(true);
-                let io = StallGuard::new(s, stall);
-                match &direct {
-                    None => {
-                        if tx.send((Rewind::new(bytes::Bytes::new(), io), addr)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(app) => {
-                        let (app, tx) = (app.clone(), tx.clone());
-                        tokio::spawn(async move {
-                            if let Sniffed::Pass(io) = crate::direct::sniff(&app, io).await {
-                                let _ = tx.send((io, addr)).await;
-                            }
-                        });
-                    }
-                }
-            }
-        });
-        Ok(Self { ready, local })
-    }
-}
-
-impl axum::serve::Listener for Plain {
-    type Io = Rewind<StallGuard<TcpStream>>;
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> axum::serve::Listener for Queued<Io> {
+    type Io = Io;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -166,6 +125,50 @@ impl axum::serve::Listener for Plain {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
     }
+}
+
+/// A plain TCP connection, guarded.
+pub type PlainIo = Rewind<StallGuard<TcpStream>>;
+
+/// Plain TCP. With an [`App`], SSE GETs are served by [`crate::direct`] and only the rest
+/// reaches hyper (sniffing runs in per-connection tasks).
+pub fn plain(listener: TcpListener, stall: Duration, direct: Option<Arc<App>>) -> io::Result<Queued<PlainIo>> {
+    let local = listener.local_addr()?;
+    let (tx, ready) = mpsc::channel(1024);
+    tokio::spawn(async move {
+        loop {
+            let (s, addr) = match listener.accept().await {
+                Ok(conn) => conn,
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let _ = s.set_nodelay(true);
+            let io = StallGuard::new(s, stall);
+            match &direct {
+                None => {
+                    if tx.send((Rewind::new(bytes::Bytes::new(), io), addr)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(app) => {
+                    let (app, tx) = (app.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        if let Sniffed::Pass(io) = crate::direct::sniff(&app, io).await {
+                            let _ = tx.send((io, addr)).await;
+                        }
+                    });
+                }
+            }
+        }
+    });
+    Ok(Queued { ready, local })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,54 +202,31 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// TLS over guarded TCP. Handshakes run in their own tasks so a slow one never holds up accepting.
-pub struct Tls {
-    ready: mpsc::Receiver<(TlsStream<Rewind<StallGuard<TcpStream>>>, SocketAddr)>,
-    local: SocketAddr,
-}
-
 /// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl Tls {
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor, stall: Duration) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(1024);
-        let mut plain = Plain::new(listener, stall, None)?;
-        tokio::spawn(async move {
-            loop {
-                let (io, addr) = axum::serve::Listener::accept(&mut plain).await;
-                if tx.is_closed() {
-                    return;
-                }
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, %addr, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
+/// TLS over guarded TCP. Handshakes run in their own tasks.
+pub fn tls(listener: TcpListener, acceptor: TlsAcceptor, stall: Duration) -> io::Result<Queued<TlsStream<PlainIo>>> {
+    let local = listener.local_addr()?;
+    let (tx, ready) = mpsc::channel(1024);
+    let mut plain = plain(listener, stall, None)?;
+    tokio::spawn(async move {
+        loop {
+            let (io, addr) = axum::serve::Listener::accept(&mut plain).await;
+            if tx.is_closed() {
+                return;
             }
-        });
-        Ok(Self { ready, local })
-    }
-}
-
-impl axum::serve::Listener for Tls {
-    type Io = TlsStream<Rewind<StallGuard<TcpStream>>>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            None => std::future::pending().await,
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send((tls, addr)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, %addr, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                }
+            });
         }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
-    }
+    });
+    Ok(Queued { ready, local })
 }

@@ -181,7 +181,7 @@ pub async fn start_with(config: Config, backend: Backend) -> Result<Running, Ser
         let service = router(app).into_make_service();
         match tls {
             Some(acceptor) => {
-                let listener = crate::listener::Tls::new(http_listener, acceptor, stall)?;
+                let listener = crate::listener::tls(http_listener, acceptor, stall)?;
                 tokio::spawn(async move {
                     if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(until).await {
                         tracing::error!(%error, "HTTPS server failed");
@@ -189,7 +189,7 @@ pub async fn start_with(config: Config, backend: Backend) -> Result<Running, Ser
                 })
             }
             None => {
-                let listener = crate::listener::Plain::new(http_listener, stall, direct)?;
+                let listener = crate::listener::plain(http_listener, stall, direct)?;
                 tokio::spawn(async move {
                     if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(until).await {
                         tracing::error!(%error, "HTTP server failed");

@@ -329,3 +329,29 @@ pub mod events {
         e
     }
 }
+
+/// Publishes `alert:warning` events titled by `range` one by one over gRPC; returns their ids.
+pub async fn publish_alerts(client: &mut tools::Client, range: std::ops::Range<u32>) -> Vec<u64> {
+    let mut ids = Vec::with_capacity(range.len());
+    for i in range {
+        let req = switchyard::proto::v1::PublishRequest { event: Some(events::alert(&i.to_string())) };
+        ids.push(client.publish(req).await.expect("publish").into_inner().id);
+    }
+    ids
+}
+
+impl Sse {
+    /// The ids of the next `n` events.
+    pub async fn ids(&mut self, n: usize) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.next_event().await.expect("an event").id_u64().expect("an id"));
+        }
+        ids
+    }
+}
+
+/// GET `url` with a bearer token; the JSON body.
+pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("GET").json().await.expect("JSON body")
+}

@@ -2,9 +2,9 @@
 //! gRPC stream, surviving a bus restart without loss.
 
 use serde_json::json;
-use switchyard::{auth::Role, proto::v1::PublishRequest};
+use switchyard::auth::Role;
 use switchyard_bridge::tools;
-use switchyard_tests::{Process, Sse, events};
+use switchyard_tests::{Process, Sse, publish_alerts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_separate_bridge_survives_a_bus_restart_without_loss() {
@@ -21,27 +21,15 @@ async fn a_separate_bridge_survives_a_bus_restart_without_loss() {
     let mut sse = Sse::connect(&format!("{}/api/sse/alerts", bridge.http_url), Some(&sub), None).await;
     assert_eq!(sse.status, 200);
     let mut c = tools::connect(&bus.grpc_url, &publish_token).await.unwrap();
-    let mut published = Vec::new();
-    for i in 0..10 {
-        published.push(
-            c.publish(PublishRequest { event: Some(events::alert(&i.to_string())) }).await.unwrap().into_inner().id,
-        );
-    }
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        got.push(sse.next_event().await.unwrap().id_u64().unwrap());
-    }
+    let mut published = publish_alerts(&mut c, 0..10).await;
+    let mut got = sse.ids(10).await;
 
     // The bus dies hard and comes back on the same address; the browser's connection to the
     // bridge stays up, and the bridge resumes its upstream stream after the last id it saw.
     bus.kill();
     let bus = Process::serve(bus_dir.path(), &["--grpc-addr", &grpc_addr]);
     let mut c = tools::connect(&bus.grpc_url, &publish_token).await.unwrap();
-    for i in 10..20 {
-        published.push(
-            c.publish(PublishRequest { event: Some(events::alert(&i.to_string())) }).await.unwrap().into_inner().id,
-        );
-    }
+    published.extend(publish_alerts(&mut c, 10..20).await);
     // Publishing through the bridge's HTTP API goes to the bus too.
     let r: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/events", bridge.http_url))
@@ -54,9 +42,7 @@ async fn a_separate_bridge_survives_a_bus_restart_without_loss() {
         .await
         .unwrap();
     published.push(r["id"].as_str().unwrap().parse().unwrap());
-    for _ in 10..21 {
-        got.push(sse.next_event().await.unwrap().id_u64().unwrap());
-    }
+    got.extend(sse.ids(11).await);
     assert_eq!(got, published, "same ids, same order, nothing lost across the bus restart");
 
     // A client resuming on the bridge replays from the bus's history.

@@ -13,7 +13,7 @@ use switchyard::{
     log::now_ms,
     proto::v1::PublishRequest,
 };
-use switchyard_tests::{PATIENCE, Process, Server, Sse, events};
+use switchyard_tests::{PATIENCE, Process, Server, Sse, events, get_json, publish_alerts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn publish(server: &Server, tenant: &str, e: switchyard::proto::v1::Event) -> u64 {
@@ -419,15 +419,8 @@ async fn polling_pages_through_history() {
     let mut after = "0".to_owned();
     let mut got = Vec::new();
     loop {
-        let page: Value = http
-            .get(format!("{}/api/events?channels=alerts&after={after}&limit=10", server.http_url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value =
+            get_json(&format!("{}/api/events?channels=alerts&after={after}&limit=10", server.http_url), &token).await;
         assert_eq!(page["complete"], true);
         let evs = page["events"].as_array().unwrap();
         if evs.is_empty() {
@@ -524,15 +517,7 @@ async fn status_metrics_health_and_broadcast() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let status: Value = http
-        .get(format!("{}/api/sse/status", server.http_url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&format!("{}/api/sse/status", server.http_url), &admin).await;
     assert_eq!(status["connections"]["current"], 1);
     assert_eq!(status["tenants"]["acme"]["byType"]["alert:critical"], 1);
     assert_eq!(status["tenants"]["acme"]["byChannel"]["alerts"], 1);
@@ -589,16 +574,8 @@ async fn sse_client_resumes_across_a_server_restart_without_loss() {
     let publish_token = p.token("acme", Role::Publish);
     let mut c = switchyard_bridge::tools::connect(&p.grpc_url, &publish_token).await.unwrap();
     let mut sse = Sse::connect(&format!("{}/api/sse/alerts", p.http_url), Some(&token), None).await;
-    let mut published = Vec::new();
-    for i in 0..10 {
-        published.push(
-            c.publish(PublishRequest { event: Some(events::alert(&i.to_string())) }).await.unwrap().into_inner().id,
-        );
-    }
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        got.push(sse.next_event().await.unwrap().id_u64().unwrap());
-    }
+    let mut published = publish_alerts(&mut c, 0..10).await;
+    let mut got = sse.ids(10).await;
     // SIGTERM: the client is told to reconnect.
     p.terminate();
     let f = sse.next_event().await.unwrap();
@@ -606,17 +583,11 @@ async fn sse_client_resumes_across_a_server_restart_without_loss() {
     // While it is down nothing can be published; publish right after restart, before the client is back.
     let p = Process::serve(dir.path(), &["--http-addr", &http_addr]);
     let mut c = switchyard_bridge::tools::connect(&p.grpc_url, &publish_token).await.unwrap();
-    for i in 10..20 {
-        published.push(
-            c.publish(PublishRequest { event: Some(events::alert(&i.to_string())) }).await.unwrap().into_inner().id,
-        );
-    }
+    published.extend(publish_alerts(&mut c, 10..20).await);
     let started = Instant::now();
     let mut sse = Sse::connect(&format!("{}/api/sse/alerts", p.http_url), Some(&token), got.last().copied()).await;
     assert_eq!(sse.response_headers["x-switchyard-resume"], "complete");
-    for _ in 10..20 {
-        got.push(sse.next_event().await.unwrap().id_u64().unwrap());
-    }
+    got.extend(sse.ids(10).await);
     assert_eq!(got, published);
     assert!(started.elapsed() < PATIENCE);
 }
