@@ -3,7 +3,7 @@
 //! any port is bound; a bad value names its key. See docs/configuration.md.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -28,7 +28,46 @@ pub struct Config {
     pub auth: AuthConfig,
     pub sse: SseConfig,
     pub tls: TlsConfig,
+    pub webhooks: WebhooksConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// Signed webhooks from platforms. Secrets are never logged.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub shopify: ShopifyHooks,
+    pub xero: XeroHooks,
+    /// Standard Webhooks senders by source name: `POST /api/webhooks/<source>`.
+    pub standard: BTreeMap<String, StandardHook>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShopifyHooks {
+    /// The app's client secret; add the previous one during rotation.
+    pub secrets: Vec<String>,
+    /// Shop domain (`acme-uk.myshopify.com`) → tenant. Several shops may share a tenant.
+    pub shops: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct XeroHooks {
+    /// The webhook key(s) from the Xero developer portal, used as their own bytes.
+    pub keys: Vec<String>,
+    /// Xero `tenantId` → tenant.
+    pub tenants: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandardHook {
+    /// `whsec_…` secrets; several during rotation.
+    pub secrets: Vec<String>,
+    pub tenant: String,
+    /// Channels the events go to (catalog channels or `bus.custom_channels`).
+    pub channels: Vec<String>,
 }
 
 /// HTTPS for the bridge: both files set turns it on (HTTP/2 and HTTP/1.1 by ALPN).
@@ -106,6 +145,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             sse: SseConfig::default(),
             tls: TlsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -247,6 +287,22 @@ impl Config {
         }
         if self.sse.heartbeat_secs == 0 {
             return Err(bad("sse.heartbeat_secs", "must be at least 1"));
+        }
+        crate::webhooks::Webhooks::from_config(&self.webhooks).map_err(|m| {
+            let (key, message) = m.split_once(": ").unwrap_or(("webhooks", &m));
+            bad(key, message)
+        })?;
+        for (source, hook) in &self.webhooks.standard {
+            for ch in &hook.channels {
+                let c = Channel::new(ch)
+                    .map_err(|e| bad(&format!("webhooks.standard.{source}.channels"), format!("'{ch}': {e}")))?;
+                if !switchyard::catalog::Catalog::global().routes_to(&c) && !self.bus.custom_channels.contains(ch) {
+                    return Err(bad(
+                        &format!("webhooks.standard.{source}.channels"),
+                        format!("'{ch}' is not a catalog channel nor in bus.custom_channels"),
+                    ));
+                }
+            }
         }
         if self.sse.stall_timeout_secs == 0 {
             return Err(bad("sse.stall_timeout_secs", "must be at least 1"));

@@ -18,7 +18,7 @@ use switchyard::bus::Bus;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{access::Access, api, config::SseConfig, limits::Limits, openapi, sse};
+use crate::{access::Access, api, config::SseConfig, limits::Limits, openapi, sse, webhooks};
 
 /// Everything a handler needs. Shared by `Arc`.
 pub struct App {
@@ -31,6 +31,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub cors_origins: Vec<String>,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// Counters only the edge knows about.
@@ -51,6 +52,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/sse/status"),
     ("GET", "/api/events"),
     ("POST", "/api/events"),
+    ("POST", "/api/webhooks/shopify"),
+    ("POST", "/api/webhooks/xero"),
+    ("POST", "/api/webhooks/{source}"),
     ("GET", "/api/openapi.json"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
@@ -81,6 +85,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/sse/broadcast", post(api::broadcast))
         .route("/api/sse/status", get(api::status))
         .route("/api/events", get(api::poll).post(api::publish))
+        .route("/api/webhooks/shopify", post(webhooks::shopify))
+        .route("/api/webhooks/xero", post(webhooks::xero))
+        .route("/api/webhooks/{source}", post(webhooks::standard))
         .route("/api/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))

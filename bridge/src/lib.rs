@@ -8,6 +8,7 @@
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
 //! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
+//! - [`webhooks`]: verified Shopify, Xero and Standard Webhooks deliveries → events, exactly once.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
 //! - [`tools`]: `tail`, `publish`, `token`; [`telemetry`]: logs and OTLP traces.
 
@@ -25,3 +26,4 @@ pub mod serve;
 pub mod sse;
 pub mod telemetry;
 pub mod tools;
+pub mod webhooks;

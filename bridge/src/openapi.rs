@@ -77,6 +77,13 @@ pub fn spec() -> Value {
                     "responses": { "201": { "description": "{id, duplicate} or {ids, duplicates}" }, "400": error_response("Invalid event; names the field."),
                                    "401": error_response("Bad token."), "403": error_response("Needs the publish role / wrong tenant."), "413": error_response("Body too large."), "503": error_response("Log unavailable.") } }
             },
+            "/api/webhooks/shopify": { "post": { "summary": "Shopify deliveries (every topic), verified with X-Shopify-Hmac-Sha256 over the raw body.", "security": [],
+                "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad signature."), "404": error_response("Not configured, or the shop is not mapped to a tenant.") } } },
+            "/api/webhooks/xero": { "post": { "summary": "Xero deliveries and intent-to-receive, verified with x-xero-signature.", "security": [],
+                "responses": { "200": { "description": "Empty body, once durable" }, "401": { "description": "Bad signature (empty body)." } } } },
+            "/api/webhooks/{source}": { "post": { "summary": "Standard Webhooks senders configured under webhooks.standard.<source>.", "security": [],
+                "parameters": [{ "name": "source", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad or stale signature."), "404": error_response("Unknown source.") } } },
             "/api/openapi.json": { "get": { "summary": "This document.", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics.", "security": [], "responses": { "200": { "description": "text/plain" } } } },
             "/healthz": { "get": { "summary": "Liveness.", "security": [], "responses": { "200": { "description": "ok" } } } },

@@ -157,6 +157,7 @@ pub async fn start_with(config: Config, backend: Backend) -> Result<Running, Ser
         metrics: Arc::new(Metrics::default()),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
+        webhooks: crate::webhooks::Webhooks::from_config(&config.webhooks).map_err(ServeError::Auth)?,
     });
     let grpc = {
         let (bus, verifier, rx) = (bus.clone(), verifier.clone(), stopped.clone());

@@ -1,0 +1,209 @@
+//! Webhook ingress: `POST /api/webhooks/{shopify,xero,<source>}`.
+//!
+//! Every delivery is verified on its raw body bytes, before any parsing, with a constant-time
+//! comparison; turned into catalog events; appended as one all-or-nothing batch with an
+//! idempotency key from the platform's delivery or event id; and only then answered 2xx.
+//! A retried delivery finds its key already stored and is answered 2xx without a second event.
+//! See ../shared/platform-specs.md (copied into docs/webhooks.md) for each scheme's source.
+
+pub mod shopify;
+pub mod signature;
+pub mod standard;
+pub mod xero;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+use switchyard::{
+    auth::{Principal, now_secs},
+    names::Tenant,
+    proto::v1::{CustomEvent, Delivery as DeliveryKind, Event, event::Payload},
+};
+
+use crate::{config::WebhooksConfig, error::ApiError, http::App};
+
+/// Verified-webhook settings, resolved from config once.
+#[derive(Debug, Default)]
+pub struct Webhooks {
+    shopify_secrets: Vec<Vec<u8>>,
+    shops: BTreeMap<String, Tenant>,
+    xero_keys: Vec<Vec<u8>>,
+    xero_tenants: BTreeMap<String, Tenant>,
+    standard: BTreeMap<String, StandardSource>,
+}
+
+#[derive(Debug)]
+struct StandardSource {
+    keys: Vec<Vec<u8>>,
+    tenant: Tenant,
+    channels: Vec<String>,
+}
+
+impl Webhooks {
+    /// Fails with the config key at fault.
+    pub fn from_config(c: &WebhooksConfig) -> Result<Self, String> {
+        let tenant = |key: &str, t: &str| Tenant::new(t).map_err(|e| format!("{key}: '{t}': {e}"));
+        let mut shops = BTreeMap::new();
+        for (domain, t) in &c.shopify.shops {
+            shops.insert(domain.to_ascii_lowercase(), tenant("webhooks.shopify.shops", t)?);
+        }
+        let mut xero_tenants = BTreeMap::new();
+        for (id, t) in &c.xero.tenants {
+            xero_tenants.insert(id.clone(), tenant("webhooks.xero.tenants", t)?);
+        }
+        let mut standard = BTreeMap::new();
+        for (source, s) in &c.standard {
+            let keys = s
+                .secrets
+                .iter()
+                .map(|k| standard::secret_key(k).map_err(|e| format!("webhooks.standard.{source}.secrets: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                return Err(format!("webhooks.standard.{source}.secrets: at least one secret"));
+            }
+            if s.channels.is_empty() {
+                return Err(format!("webhooks.standard.{source}.channels: at least one channel"));
+            }
+            let tenant = tenant(&format!("webhooks.standard.{source}.tenant"), &s.tenant)?;
+            standard.insert(source.clone(), StandardSource { keys, tenant, channels: s.channels.clone() });
+        }
+        Ok(Self {
+            shopify_secrets: c.shopify.secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            shops,
+            xero_keys: c.xero.keys.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            xero_tenants,
+            standard,
+        })
+    }
+}
+
+/// 404 with its own code, so it is never mistaken for a missing route.
+fn not_configured(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_configured", message)
+}
+
+fn unauthorized(why: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", why)
+}
+
+/// Appends the delivery's events in one batch; answers once they are durable.
+async fn commit(app: &App, events: Vec<Event>) -> Result<(Vec<String>, usize), ApiError> {
+    let appended = app.bus.publish_all(&Principal::system(), events).await.map_err(|(_, e)| ApiError::from(e))?;
+    let dups = appended.iter().filter(|a| a.duplicate).count();
+    Ok((appended.iter().map(|a| a.id.to_string()).collect(), dups))
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", "body", format!("body is not JSON: {e}")))
+}
+
+/// `POST /api/webhooks/shopify`: every topic.
+pub async fn shopify(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let hooks = &app.webhooks;
+    if hooks.shopify_secrets.is_empty() {
+        return Err(not_configured("Shopify webhooks are not configured (webhooks.shopify.secrets)"));
+    }
+    let sig = shopify::header(&headers, "hmac-sha256").ok_or_else(|| unauthorized("missing X-Shopify-Hmac-Sha256"))?;
+    if !signature::verify_b64(&hooks.shopify_secrets, &[&body], sig) {
+        tracing::warn!("Shopify webhook with a bad signature");
+        return Err(unauthorized("signature does not match"));
+    }
+    let topic = shopify::header(&headers, "topic")
+        .ok_or_else(|| ApiError::bad_request("missing_header", "X-Shopify-Topic", "missing"))?;
+    let shop = shopify::header(&headers, "shop-domain")
+        .ok_or_else(|| ApiError::bad_request("missing_header", "X-Shopify-Shop-Domain", "missing"))?
+        .to_ascii_lowercase();
+    // Unknown shops are refused (not dropped), so Shopify retries while the mapping is added.
+    let tenant =
+        hooks.shops.get(&shop).ok_or_else(|| not_configured(format!("shop '{shop}' is not mapped to a tenant")))?;
+    let value = parse_json(&body)?;
+    let mut event = shopify::event(topic, &shop, &value, body.len(), &body);
+    event.tenant = tenant.to_string();
+    event.idempotency_key = shopify::idempotency_key(&shop, topic, &headers).unwrap_or_default();
+    if let Some(at) = shopify::header(&headers, "triggered-at") {
+        event.occurred_at = serde_json::from_value(json!(at)).ok();
+    }
+    let (ids, dups) = commit(&app, vec![event]).await?;
+    Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
+}
+
+/// `POST /api/webhooks/xero`: 200 with an empty body (and no cookies) once stored; 401 on a bad signature.
+pub async fn xero(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let hooks = &app.webhooks;
+    if hooks.xero_keys.is_empty() {
+        return Err(not_configured("Xero webhooks are not configured (webhooks.xero.keys)"));
+    }
+    let sig = headers.get("x-xero-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !signature::verify_b64(&hooks.xero_keys, &[&body], sig) {
+        return Ok(StatusCode::UNAUTHORIZED.into_response());
+    }
+    let delivery: xero::Delivery = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", "body", format!("not a Xero webhook payload: {e}")))?;
+    let mut events = Vec::with_capacity(delivery.events.len());
+    for x in &delivery.events {
+        let tenant = hooks
+            .xero_tenants
+            .get(&x.tenant_id)
+            .ok_or_else(|| not_configured(format!("Xero tenant '{}' is not mapped to a tenant", x.tenant_id)))?;
+        let mut e = x.event();
+        e.tenant = tenant.to_string();
+        e.idempotency_key = x.idempotency_key();
+        events.push(e);
+    }
+    // Intent to receive: correctly signed and empty.
+    if !events.is_empty() {
+        commit(&app, events).await?;
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /api/webhooks/{source}`: any Standard Webhooks sender configured under `webhooks.standard.<source>`.
+pub async fn standard(
+    State(app): State<Arc<App>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let s = app
+        .webhooks
+        .standard
+        .get(&source)
+        .ok_or_else(|| not_configured(format!("no webhook source '{source}' is configured")))?;
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    standard::verify(
+        &s.keys,
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        h("webhook-signature"),
+        &body,
+        now_secs() as i64,
+    )
+    .map_err(|e| unauthorized(e.to_string()))?;
+    let value = parse_json(&body)?;
+    let kind = value["type"].as_str().unwrap_or("event");
+    let mut event = Event {
+        tenant: s.tenant.to_string(),
+        source: format!("webhook:{source}"),
+        idempotency_key: format!("standard:{source}:{}", h("webhook-id").unwrap_or_default()),
+        payload: Some(Payload::Custom(CustomEvent {
+            r#type: format!("{source}:{kind}"),
+            json: value.get("data").unwrap_or(&value).to_string(),
+            channels: s.channels.clone(),
+            delivery: DeliveryKind::Fact as i32,
+        })),
+        ..Default::default()
+    };
+    if let Some(ts) = value["timestamp"].as_str() {
+        event.occurred_at = serde_json::from_value(json!(ts)).ok();
+    }
+    let (ids, dups) = commit(&app, vec![event]).await?;
+    Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
+}
