@@ -38,6 +38,7 @@ pub struct Config {
 pub struct WebhooksConfig {
     pub shopify: ShopifyHooks,
     pub xero: XeroHooks,
+    pub unleashed: UnleashedHooks,
     /// Standard Webhooks senders by source name: `POST /api/webhooks/<source>`.
     pub standard: BTreeMap<String, StandardHook>,
 }
@@ -58,6 +59,15 @@ pub struct XeroHooks {
     pub keys: Vec<String>,
     /// Xero `tenantId` → tenant.
     pub tenants: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnleashedHooks {
+    /// Signing key(s) returned when the webhook subscription was created.
+    pub keys: Vec<String>,
+    /// The tenant this Unleashed account belongs to.
+    pub tenant: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -54,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/events"),
     ("POST", "/api/webhooks/shopify"),
     ("POST", "/api/webhooks/xero"),
+    ("POST", "/api/webhooks/unleashed"),
     ("POST", "/api/webhooks/{source}"),
     ("GET", "/api/openapi.json"),
     ("GET", "/metrics"),
@@ -87,6 +88,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/events", get(api::poll).post(api::publish))
         .route("/api/webhooks/shopify", post(webhooks::shopify))
         .route("/api/webhooks/xero", post(webhooks::xero))
+        .route("/api/webhooks/unleashed", post(webhooks::unleashed))
         .route("/api/webhooks/{source}", post(webhooks::standard))
         .route("/api/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))

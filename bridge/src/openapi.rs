@@ -81,6 +81,8 @@ pub fn spec() -> Value {
                 "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad signature."), "404": error_response("Not configured, or the shop is not mapped to a tenant.") } } },
             "/api/webhooks/xero": { "post": { "summary": "Xero deliveries and intent-to-receive, verified with x-xero-signature.", "security": [],
                 "responses": { "200": { "description": "Empty body, once durable" }, "401": { "description": "Bad signature (empty body)." } } } },
+            "/api/webhooks/unleashed": { "post": { "summary": "Unleashed deliveries, verified with x-unleashed-signature over `{x-unleashed-timestamp}.{body}`.", "security": [],
+                "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad or stale signature."), "404": error_response("Not configured.") } } },
             "/api/webhooks/{source}": { "post": { "summary": "Standard Webhooks senders configured under webhooks.standard.<source>.", "security": [],
                 "parameters": [{ "name": "source", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad or stale signature."), "404": error_response("Unknown source.") } } },

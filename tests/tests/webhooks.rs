@@ -199,3 +199,37 @@ async fn standard_webhooks_with_tolerance_and_dedupe() {
     assert_eq!(r.status(), 404);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn unleashed_notifications_with_window_and_dedupe() {
+    let server = Server::start_with(|c| {
+        c.webhooks.unleashed =
+            switchyard_bridge::config::UnleashedHooks { keys: vec!["signing-key".into()], tenant: "acme".into() };
+    })
+    .await;
+    let url = format!("{}/api/webhooks/unleashed", server.http_url);
+    let body = br#"{"subscriptionId":"s-1","eventNotificationId":"n-1","eventType":"salesorder.created","data":"{\"salesOrderGuid\":\"g-9\"}"}"#;
+    let signed = |ts: u64| {
+        let ts = ts.to_string();
+        vec![
+            ("x-unleashed-timestamp", ts.clone()),
+            ("x-unleashed-signature", sign_b64(b"signing-key", &[ts.as_bytes(), b".", body])),
+        ]
+    };
+    let r: Value = post(url.clone(), &signed(now_secs()), body).await.json().await.unwrap();
+    assert_eq!(r["duplicates"], 0);
+    let stored = head(&server);
+    let page = switchyard_tests::get_json(
+        &format!("{}/api/events?channels=dashboard", server.http_url),
+        &server.token("acme", Role::Subscribe, &[]),
+    )
+    .await;
+    assert_eq!(page["events"][0]["type"], "unleashed:data-updated");
+    assert_eq!(page["events"][0]["event"]["unleashedDataUpdated"]["resourceId"], "g-9");
+    let r: Value = post(url.clone(), &signed(now_secs()), body).await.json().await.unwrap();
+    assert_eq!(r["duplicates"], 1);
+    assert_eq!(head(&server), stored);
+    assert_eq!(post(url.clone(), &signed(now_secs() - 900), body).await.status(), 401);
+    assert_eq!(post(url, &[], body).await.status(), 401);
+    server.stop().await;
+}

@@ -9,6 +9,7 @@
 pub mod shopify;
 pub mod signature;
 pub mod standard;
+pub mod unleashed;
 pub mod xero;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -36,6 +37,8 @@ pub struct Webhooks {
     shops: BTreeMap<String, Tenant>,
     xero_keys: Vec<Vec<u8>>,
     xero_tenants: BTreeMap<String, Tenant>,
+    unleashed_keys: Vec<Vec<u8>>,
+    unleashed_tenant: Option<Tenant>,
     standard: BTreeMap<String, StandardSource>,
 }
 
@@ -74,7 +77,14 @@ impl Webhooks {
             let tenant = tenant(&format!("webhooks.standard.{source}.tenant"), &s.tenant)?;
             standard.insert(source.clone(), StandardSource { keys, tenant, channels: s.channels.clone() });
         }
+        let unleashed_tenant = match c.unleashed.tenant.as_str() {
+            "" if c.unleashed.keys.is_empty() => None,
+            "" => return Err("webhooks.unleashed.tenant: required with keys".into()),
+            t => Some(tenant("webhooks.unleashed.tenant", t)?),
+        };
         Ok(Self {
+            unleashed_keys: c.unleashed.keys.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            unleashed_tenant,
             shopify_secrets: c.shopify.secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
             shops,
             xero_keys: c.xero.keys.iter().map(|s| s.as_bytes().to_vec()).collect(),
@@ -163,6 +173,31 @@ pub async fn xero(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         commit(&app, events).await?;
     }
     Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /api/webhooks/unleashed`.
+pub async fn unleashed(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let hooks = &app.webhooks;
+    let Some(tenant) = &hooks.unleashed_tenant else {
+        return Err(not_configured("Unleashed webhooks are not configured (webhooks.unleashed)"));
+    };
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !unleashed::verify(
+        &hooks.unleashed_keys,
+        h("x-unleashed-signature"),
+        h("x-unleashed-timestamp"),
+        &body,
+        now_secs() as i64,
+    ) {
+        return Err(unauthorized("signature does not match, or the timestamp is outside 5 minutes"));
+    }
+    let value = parse_json(&body)?;
+    let (mut event, key) = unleashed::event(&value)
+        .ok_or_else(|| ApiError::bad_request("invalid_json", "eventNotificationId", "missing"))?;
+    event.tenant = tenant.to_string();
+    event.idempotency_key = key;
+    let (ids, dups) = commit(&app, vec![event]).await?;
+    Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
 }
 
 /// `POST /api/webhooks/{source}`: any Standard Webhooks sender configured under `webhooks.standard.<source>`.
