@@ -10,7 +10,7 @@
 //! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
 //! - [`webhooks`]: verified Shopify, Xero and Standard Webhooks deliveries → events, exactly once.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
-//! - [`tools`]: `tail`, `publish`, `token`; [`telemetry`]: logs and OTLP traces.
+//! - [`tools`]: `tail`, `publish`, `token`; [`webhook_tool`]: `webhook sign|send`; [`telemetry`]: logs and OTLP traces.
 
 pub mod access;
 pub mod api;
@@ -26,4 +26,5 @@ pub mod serve;
 pub mod sse;
 pub mod telemetry;
 pub mod tools;
+pub mod webhook_tool;
 pub mod webhooks;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use switchyard::{auth::Role, catalog::Catalog, log::Fsync};
 use switchyard_bridge::{
     config::{Config, Overrides, process_env},
-    serve, telemetry, tools,
+    serve, telemetry, tools, webhook_tool,
 };
 
 /// EX_USAGE: bad flags or configuration.
@@ -113,6 +113,48 @@ enum Command {
     },
     /// Print the event catalog as Markdown (docs/events.md).
     Catalog,
+    /// Sign webhook bodies as a platform would, or deliver one to a running bridge.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Print the signature headers for a body.
+    Sign {
+        platform: webhook_tool::Platform,
+        /// Secret / webhook key / signing key / whsec_ secret, as configured on the bridge.
+        #[arg(long, env = "SWITCHYARD_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Body file (default: stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Shopify topic / Standard Webhooks type.
+        #[arg(long, default_value = "orders/create")]
+        topic: String,
+        #[arg(long, default_value = "example.myshopify.com")]
+        shop: String,
+    },
+    /// Sign and POST a delivery (a sample one without --file) to /api/webhooks/<platform>.
+    Send {
+        platform: webhook_tool::Platform,
+        /// Shopify topic (orders/create), Unleashed event type, or Standard Webhooks type.
+        #[arg(default_value = "orders/create")]
+        topic: String,
+        #[arg(long, env = "SWITCHYARD_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Shopify shop domain (must be mapped to a tenant on the bridge).
+        #[arg(long, default_value = "example.myshopify.com")]
+        shop: String,
+        /// Standard Webhooks source name (the URL path segment).
+        #[arg(long, default_value = "example")]
+        source: String,
+        /// The bridge's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -140,6 +182,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Publish { client, event_type, json, key, input } => {
             publish(client, event_type, json, key, input).await
         }
+        Command::Webhook(cmd) => webhook(cmd).await,
         Command::Catalog => {
             print!("{}", Catalog::global().to_markdown());
             Ok(())
@@ -255,6 +298,48 @@ async fn publish(
             println!("{id}");
         }
         (None, None) => anyhow::bail!("give --type and --json, or - to read events from stdin"),
+    }
+    Ok(())
+}
+
+fn body_from(file: Option<PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
+    Ok(match file {
+        Some(f) => Some(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?),
+        None => None,
+    })
+}
+
+async fn webhook(cmd: WebhookCommand) -> anyhow::Result<()> {
+    match cmd {
+        WebhookCommand::Sign { platform, secret, file, topic, shop } => {
+            let body = match body_from(file)? {
+                Some(b) => b,
+                None => {
+                    let mut b = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                    b
+                }
+            };
+            for (k, v) in webhook_tool::sign(platform, &secret, &topic, &shop, body)?.headers {
+                println!("{k}: {v}");
+            }
+        }
+        WebhookCommand::Send { platform, topic, secret, file, shop, source, url } => {
+            let body = body_from(file)?.unwrap_or_else(|| webhook_tool::sample(platform, &topic));
+            let signed = webhook_tool::sign(platform, &secret, &topic, &shop, body)?;
+            let path = match platform {
+                webhook_tool::Platform::Shopify => "shopify".to_owned(),
+                webhook_tool::Platform::Xero => "xero".to_owned(),
+                webhook_tool::Platform::Unleashed => "unleashed".to_owned(),
+                webhook_tool::Platform::Standard => source,
+            };
+            let target = format!("{}/api/webhooks/{path}", url.trim_end_matches('/'));
+            let (status, text) = webhook_tool::send(&target, &signed).await?;
+            println!("{status} {text}");
+            if !(200..300).contains(&status) {
+                anyhow::bail!("the bridge answered {status}");
+            }
+        }
     }
     Ok(())
 }

@@ -233,3 +233,45 @@ async fn unleashed_notifications_with_window_and_dedupe() {
     assert_eq!(post(url, &[], body).await.status(), 401);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_webhook_send_delivers_a_signed_sample_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("s.toml");
+    std::fs::write(
+        &config,
+        format!("[webhooks.shopify]\nsecrets = [\"cli-secret\"]\n[webhooks.shopify.shops]\n\"{SHOP}\" = \"acme\"\n"),
+    )
+    .unwrap();
+    let p = switchyard_tests::Process::serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let send = |secret: &str| {
+        std::process::Command::new(switchyard_tests::binary())
+            .args([
+                "webhook",
+                "send",
+                "shopify",
+                "orders/create",
+                "--secret",
+                secret,
+                "--shop",
+                SHOP,
+                "--url",
+                &p.http_url,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = send("cli-secret");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "));
+    let page = switchyard_tests::get_json(
+        &format!("{}/api/events?channels=dashboard", p.http_url),
+        &p.token("acme", Role::Subscribe),
+    )
+    .await;
+    assert_eq!(page["events"][0]["type"], "shopify:order-created");
+    assert_eq!(page["events"][0]["event"]["shopifyOrderCreated"]["test"], true, "samples say they are samples");
+    let out = send("wrong-secret");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+}
