@@ -168,10 +168,13 @@ fn parse(head: &[u8]) -> Option<SseRequest> {
 }
 
 async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: &Arc<App>, req: SseRequest, mut io: T) {
-    let opened = match open_stream(app, req.channels, &req.query, &req.headers).await {
+    let SseRequest { channels, query, headers } = req;
+    let opened = match open_stream(app, channels, &query, &headers).await {
         Ok(o) => o,
         Err(e) => return write_error(&mut io, e).await,
     };
+    // The request's heap parts would otherwise live as long as the connection.
+    drop((query, headers));
     let mut head = String::from("HTTP/1.1 200 OK\r\nconnection: close\r\n");
     for (k, v) in opened.headers() {
         head.push_str(k);

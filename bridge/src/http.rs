@@ -26,8 +26,8 @@ pub struct App {
     pub access: Access,
     pub limits: Limits,
     pub sse: SseConfig,
-    /// Flips to true when the server starts shutting down; open streams tell clients to reconnect.
-    pub shutdown: watch::Receiver<bool>,
+    /// Heartbeats, and `Stop` when the server starts shutting down (open streams then tell clients to reconnect).
+    pub pulse: watch::Receiver<crate::sse::Pulse>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub cors_origins: Vec<String>,

@@ -153,7 +153,12 @@ pub async fn start_with(config: Config, backend: Backend) -> Result<Running, Ser
             per_token: config.sse.max_per_token,
         }),
         sse: config.sse.clone(),
-        shutdown: stopped.clone(),
+        pulse: {
+            let (tx, rx) = watch::channel(crate::sse::Pulse::Beat(0));
+            let period = std::time::Duration::from_secs(config.sse.heartbeat_secs);
+            tokio::spawn(crate::sse::run_pulse(tx, period, stopped.clone()));
+            rx
+        },
         metrics: Arc::new(Metrics::default()),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),

@@ -195,24 +195,34 @@ pub async fn open_stream(
     if !complete {
         preamble.extend_from_slice(&gap_frame(from, bounds.oldest, bounds.head));
     }
-    let heartbeat = Duration::from_secs(app.sse.heartbeat_secs);
-    let stopping = switchyard::grpc::stopped(app.shutdown.clone());
+    let mut pulse = app.pulse.clone();
+    pulse.mark_unchanged();
     let metrics = app.metrics.clone();
     let body = async_stream::stream! {
         let _slot = slot;
         yield Bytes::from(preamble);
-        // Hot path, per delivery: no timer reset, no shared-future clone, no shared counter
-        // write. The heartbeat ticks on a fixed period and is skipped when frames went out.
-        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        let mut stopping = std::pin::pin!(stopping);
+        // Hot path, per delivery: no timer, no shared-future clone, no shared counter write.
+        // Heartbeats and shutdown come from one shared pulse (see `Pulse`), not a timer per
+        // connection; a beat is skipped when frames went out since the last one.
         let mut quiet = true;
         let mut frames = FrameCount::new(&metrics);
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stopping => {
-                    yield (SHUTDOWN);
-                    break;
+                changed = pulse.changed() => {
+                    let now = if changed.is_ok() { *pulse.borrow_and_update() } else { Pulse::Stop };
+                    match now {
+                        Pulse::Stop => {
+                            yield (SHUTDOWN);
+                            break;
+                        }
+                        Pulse::Beat(_) => {
+                            if quiet {
+                                yield (HEARTBEAT);
+                            }
+                            quiet = true;
+                        }
+                    }
                 }
                 item = items.next() => match item {
                     Some(Ok(Item::Event(r))) => {
@@ -241,16 +251,41 @@ pub async fn open_stream(
                     }
                     None => break,
                 },
-                _ = beat.tick() => {
-                    if quiet {
-                        yield (HEARTBEAT);
-                    }
-                    quiet = true;
-                }
             }
         }
     };
     Ok(Opened { complete, oldest: bounds.oldest, frames: Box::pin(body) })
+}
+
+/// The shared clock of every SSE stream: a beat every `sse.heartbeat_secs`, and `Stop` on
+/// shutdown. One task drives it ([`run_pulse`]); each stream holds a cheap receiver instead
+/// of a timer and a shutdown future of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulse {
+    Beat(u64),
+    Stop,
+}
+
+/// Beats until `stopping` turns true, then says `Stop`.
+pub async fn run_pulse(
+    tx: tokio::sync::watch::Sender<Pulse>,
+    period: Duration,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let stop = switchyard::grpc::stopped(stopping);
+    tokio::pin!(stop);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = beat.tick() => {
+                n += 1;
+                let _ = tx.send(Pulse::Beat(n));
+            }
+        }
+    }
+    let _ = tx.send(Pulse::Stop);
 }
 
 /// Per-connection frame counter, flushed to the shared metric in steps (and on drop), so
@@ -280,5 +315,29 @@ impl<'a> FrameCount<'a> {
 impl Drop for FrameCount<'_> {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Pulse, run_pulse};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pulse_beats_on_its_period_and_stops_on_shutdown() {
+        let (tx, mut rx) = tokio::sync::watch::channel(Pulse::Beat(0));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run_pulse(tx, Duration::from_secs(15), stopping));
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow_and_update(), Pulse::Beat(1));
+        let at = tokio::time::Instant::now();
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow_and_update(), Pulse::Beat(2));
+        assert_eq!(at.elapsed(), Duration::from_secs(15));
+        stop.send(true).unwrap();
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow(), Pulse::Stop);
+        task.await.unwrap();
     }
 }

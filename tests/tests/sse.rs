@@ -600,3 +600,22 @@ async fn sse_client_resumes_across_a_server_restart_without_loss() {
     assert_eq!(got, published);
     assert!(started.elapsed() < PATIENCE);
 }
+
+#[tokio::test]
+async fn idle_streams_get_heartbeats() {
+    let server = Server::start_with(|c| c.sse.heartbeat_secs = 1).await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&token), None).await;
+    let beat = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let f = sse.next().await.expect("stream open");
+            if f.comments.iter().any(|c| c == "heartbeat") {
+                return f;
+            }
+        }
+    })
+    .await
+    .expect("a heartbeat within the timeout");
+    assert!(beat.event.is_none());
+    server.stop().await;
+}
