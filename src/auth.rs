@@ -178,7 +178,9 @@ pub struct Verifier {
 type TokenCache = HashMap<[u8; 32], (Principal, u64)>;
 
 /// Verified tokens remembered at most; the cache is cleared when full.
-const TOKEN_CACHE: usize = 10_000;
+// Small: it pays off for callers that repeat a token (unary publishers); a browser presents
+// its token once per connection, and 10,000 browsers must not each keep an entry.
+const TOKEN_CACHE: usize = 1_024;
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -101,7 +101,7 @@ pub enum Sniffed<T> {
 }
 
 /// Reads the request head; serves it if it is an SSE GET, else returns the connection for hyper.
-pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
+pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
     let mut buf = Vec::with_capacity(1024);
     let parsed = tokio::time::timeout(HEAD_TIMEOUT, async {
         loop {
@@ -167,7 +167,7 @@ fn parse(head: &[u8]) -> Option<SseRequest> {
     Some(SseRequest { channels, query, headers: map })
 }
 
-async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: &Arc<App>, req: SseRequest, mut io: T) {
+async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc<App>, req: SseRequest, mut io: T) {
     let SseRequest { channels, query, headers } = req;
     let opened = match open_stream(app, channels, &query, &headers).await {
         Ok(o) => o,
@@ -187,11 +187,20 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(app: &Arc<App>, req: SseReques
         return;
     }
     drop(head);
-    let mut frames = opened.frames;
+    // The long-lived part runs as its own small task: this one (request parsing, opening the
+    // subscription) ends here and its larger state is freed with it.
+    tokio::spawn(pump(opened.frames, io));
+}
+
+/// Writes frames to the socket until the stream ends or the client goes away.
+async fn pump<T: AsyncRead + AsyncWrite + Unpin>(
+    mut frames: Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
+    io: T,
+) {
     // Nothing is read after the head except to notice the client leaving (EOF), which frees
     // its connection slot at once instead of at the next failed write.
     let (mut rd, mut io) = tokio::io::split(io);
-    let mut probe = [0u8; 64];
+    let mut probe = [0u8; 16];
     loop {
         let first = tokio::select! {
             biased;
