@@ -58,35 +58,47 @@ async fn resume_seam_has_no_gap_and_no_duplicate_under_concurrent_publishing() {
     let url = format!("{}/api/sse/dashboard", server.http_url);
     let total = 3000u64;
     let mut c = server.grpc("acme", Role::Publish).await;
-    let publisher = tokio::spawn(async move {
+    // Small PublishStream batches: publishing keeps going while the reader reconnects.
+    let mut publisher = tokio::spawn(async move {
         let mut last = 0;
-        for i in 0..total {
-            last =
-                c.publish(PublishRequest { event: Some(events::order(&i.to_string())) }).await.unwrap().into_inner().id;
+        for b in 0..total / 50 {
+            let batch = (0..50).map(move |i| PublishRequest { event: Some(events::order(&(b * 50 + i).to_string())) });
+            let mut acks = c.publish_stream(futures::stream::iter(batch)).await.expect("PublishStream").into_inner();
+            while let Some(a) = acks.next().await {
+                match a.expect("ack").result {
+                    Some(switchyard::proto::v1::publish_ack::Result::Id(id)) => last = id,
+                    other => panic!("publish refused: {other:?}"),
+                }
+            }
         }
         last
     });
+    let mut last = None;
     let mut got: Vec<u64> = Vec::new();
     let mut resume_from = None;
     // Reconnect every ~300 events while the publisher keeps going.
-    loop {
+    while got.len() as u64 != total {
         let mut sse = Sse::connect(&url, Some(&token), resume_from).await;
         assert_eq!(sse.response_headers["x-switchyard-resume"], "complete");
         let mut n = 0;
-        while n < 300 {
-            let f = sse.next_event().await.unwrap();
+        while n < 300 && got.len() as u64 != total {
+            // A failing publisher surfaces its own error instead of a reader timeout.
+            let f = tokio::select! {
+                f = sse.next_event() => f.expect("stream open"),
+                done = &mut publisher, if last.is_none() => {
+                    last = Some(done.expect("publisher"));
+                    continue;
+                }
+            };
             got.push(f.id_u64().unwrap());
             n += 1;
-            if got.len() as u64 == total {
-                break;
-            }
         }
         resume_from = got.last().copied();
-        if got.len() as u64 == total {
-            break;
-        }
     }
-    let last = publisher.await.unwrap();
+    let last = match last {
+        Some(l) => l,
+        None => publisher.await.expect("publisher"),
+    };
     assert_eq!(*got.last().unwrap(), last);
     assert!(got.windows(2).all(|w| w[0] < w[1]), "strictly increasing: no duplicate at any seam");
     // No gap: every id the log holds for this channel is here.
