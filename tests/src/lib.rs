@@ -355,3 +355,17 @@ impl Sse {
 pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
     reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("GET").json().await.expect("JSON body")
 }
+
+/// POST `body` as JSON to `url` with a bearer token; the JSON answer.
+pub async fn post_json(url: &str, token: &str, body: &serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON body")
+}

@@ -4,7 +4,7 @@
 use serde_json::json;
 use switchyard::auth::Role;
 use switchyard_bridge::tools;
-use switchyard_tests::{Process, Sse, publish_alerts};
+use switchyard_tests::{Process, Sse, post_json, publish_alerts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_separate_bridge_survives_a_bus_restart_without_loss() {
@@ -31,16 +31,12 @@ async fn a_separate_bridge_survives_a_bus_restart_without_loss() {
     let mut c = tools::connect(&bus.grpc_url, &publish_token).await.unwrap();
     published.extend(publish_alerts(&mut c, 10..20).await);
     // Publishing through the bridge's HTTP API goes to the bus too.
-    let r: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/events", bridge.http_url))
-        .bearer_auth(bridge.token("acme", Role::Publish))
-        .json(&json!({"type": "alert:warning", "data": {"title": "via bridge"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_json(
+        &format!("{}/api/events", bridge.http_url),
+        &bridge.token("acme", Role::Publish),
+        &json!({"type": "alert:warning", "data": {"title": "via bridge"}}),
+    )
+    .await;
     published.push(r["id"].as_str().unwrap().parse().unwrap());
     got.extend(sse.ids(11).await);
     assert_eq!(got, published, "same ids, same order, nothing lost across the bus restart");

@@ -13,7 +13,7 @@ use switchyard::{
     log::now_ms,
     proto::v1::PublishRequest,
 };
-use switchyard_tests::{PATIENCE, Process, Server, Sse, events, get_json, publish_alerts};
+use switchyard_tests::{PATIENCE, Process, Server, Sse, events, get_json, post_json, publish_alerts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn publish(server: &Server, tenant: &str, e: switchyard::proto::v1::Event) -> u64 {
@@ -362,15 +362,8 @@ async fn a_stalled_reader_is_evicted_and_others_keep_up() {
     assert!(text.contains(": disconnected: this client fell too far behind"), "eviction comment missing");
     let delivered = text.matches("\nevent: alert:warning").count() as u64;
     assert!(delivered < total, "the stalled client was dropped, not fed everything ({delivered})");
-    let status: Value = reqwest::Client::new()
-        .get(format!("{}/api/sse/status", server.http_url))
-        .bearer_auth(server.token("acme", Role::Admin, &[]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status =
+        get_json(&format!("{}/api/sse/status", server.http_url), &server.token("acme", Role::Admin, &[])).await;
     assert!(status["events"]["evicted"].as_u64().unwrap() >= 1);
     server.stop().await;
 }
@@ -398,15 +391,7 @@ async fn tickets_are_single_use() {
     let server = Server::start().await;
     let token = server.token("acme", Role::Subscribe, &[]);
     let http = reqwest::Client::new();
-    let ticket: Value = http
-        .post(format!("{}/api/sse/ticket", server.http_url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ticket = post_json(&format!("{}/api/sse/ticket", server.http_url), &token, &json!({})).await;
     let t = ticket["ticket"].as_str().unwrap();
     assert!(ticket["expires_in"].as_u64().unwrap() <= 60);
     let url = format!("{}/api/sse/alerts?ticket={t}", server.http_url);
