@@ -263,7 +263,7 @@ impl Verifier {
     }
 }
 
-/// Mints HS256 tokens (the `switchyard token` command, the dashboard URL, tests).
+/// Mints HS256 tokens (the `switchyard token` command, the token `serve` prints, tests).
 #[derive(Clone)]
 pub struct Signer {
     key: EncodingKey,
