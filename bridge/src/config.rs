@@ -39,17 +39,46 @@ pub struct WebhooksConfig {
     pub shopify: ShopifyHooks,
     pub xero: XeroHooks,
     pub unleashed: UnleashedHooks,
+    pub amazon: AmazonHooks,
     /// Standard Webhooks senders by source name: `POST /api/webhooks/<source>`.
     pub standard: BTreeMap<String, StandardHook>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShopifyHooks {
     /// The app's client secret; add the previous one during rotation.
     pub secrets: Vec<String>,
     /// Shop domain (`acme-uk.myshopify.com`) → tenant. Several shops may share a tenant.
     pub shops: BTreeMap<String, String>,
+    /// An order whose total is above this (in its own currency) also raises `alert:info`.
+    pub large_order_total: f64,
+    /// An inventory level below this raises `shopify:low-stock-alert`.
+    pub low_stock_threshold: i64,
+}
+
+impl Default for ShopifyHooks {
+    fn default() -> Self {
+        Self { secrets: Vec::new(), shops: BTreeMap::new(), large_order_total: 1000.0, low_stock_threshold: 10 }
+    }
+}
+
+/// SP-API notifications arriving through EventBridge → SNS → HTTPS.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmazonHooks {
+    /// SNS topic ARNs whose messages are accepted and whose subscriptions are confirmed.
+    pub topics: Vec<String>,
+    /// Selling partner (seller) id → tenant.
+    pub sellers: BTreeMap<String, String>,
+    /// Fulfillable FBA units below this raise `amazon:low-stock-alert` (the seeds' reorder point).
+    pub low_stock_threshold: i64,
+}
+
+impl Default for AmazonHooks {
+    fn default() -> Self {
+        Self { topics: Vec::new(), sellers: BTreeMap::new(), low_stock_threshold: 10 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -298,7 +327,7 @@ impl Config {
         if self.sse.heartbeat_secs == 0 {
             return Err(bad("sse.heartbeat_secs", "must be at least 1"));
         }
-        crate::webhooks::Webhooks::from_config(&self.webhooks).map_err(|m| {
+        crate::webhooks::Webhooks::from_config(&self.webhooks, None).map_err(|m| {
             let (key, message) = m.split_once(": ").unwrap_or(("webhooks", &m));
             bad(key, message)
         })?;

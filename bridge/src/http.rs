@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/webhooks/shopify"),
     ("POST", "/api/webhooks/xero"),
     ("POST", "/api/webhooks/unleashed"),
+    ("POST", "/api/webhooks/amazon"),
     ("POST", "/api/webhooks/{source}"),
     ("GET", "/api/openapi.json"),
     ("GET", "/metrics"),
@@ -89,6 +90,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/webhooks/shopify", post(webhooks::shopify))
         .route("/api/webhooks/xero", post(webhooks::xero))
         .route("/api/webhooks/unleashed", post(webhooks::unleashed))
+        .route("/api/webhooks/amazon", post(webhooks::amazon))
         .route("/api/webhooks/{source}", post(webhooks::standard))
         .route("/api/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))

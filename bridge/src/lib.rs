@@ -8,7 +8,8 @@
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
 //! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
-//! - [`webhooks`]: verified Shopify, Xero and Standard Webhooks deliveries → events, exactly once.
+//! - [`webhooks`]: verified Shopify, Xero, Unleashed, Amazon (SNS) and Standard Webhooks
+//!   deliveries → events, exactly once.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
 //! - [`tools`]: `tail`, `publish`, `token`; [`webhook_tool`]: `webhook sign|send`; [`telemetry`]: logs and OTLP traces.
 
@@ -28,3 +29,10 @@ pub mod telemetry;
 pub mod tools;
 pub mod webhook_tool;
 pub mod webhooks;
+
+/// Makes ring the process's TLS crypto provider (idempotent). The binary links one provider
+/// only (ring, as tokio-rustls and the listener use), so every HTTPS client must find it
+/// installed; `serve`, `main` and the tests call this before building one.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

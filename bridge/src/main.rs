@@ -159,6 +159,7 @@ enum WebhookCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    switchyard_bridge::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -214,7 +215,7 @@ async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let running = match serve::start_with(config, backend).await {
+    let running = match serve::start_with(config, backend, None).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchyard: {e}");

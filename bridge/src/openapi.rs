@@ -83,6 +83,8 @@ pub fn spec() -> Value {
                 "responses": { "200": { "description": "Empty body, once durable" }, "401": { "description": "Bad signature (empty body)." } } } },
             "/api/webhooks/unleashed": { "post": { "summary": "Unleashed deliveries, verified with x-unleashed-signature over `{x-unleashed-timestamp}.{body}`.", "security": [],
                 "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad or stale signature."), "404": error_response("Not configured.") } } },
+            "/api/webhooks/amazon": { "post": { "summary": "AWS SNS messages (EventBridge → SNS → HTTPS) carrying SP-API notifications; RSA signature versions 1 and 2, certificates only from sns.<region>.amazonaws.com.", "security": [],
+                "responses": { "200": { "description": "{ids, duplicates} once durable; {confirmed} for a subscription confirmation" }, "400": error_response("Not an SNS message."), "401": error_response("Bad signature or certificate URL."), "404": error_response("Not configured, topic not allowed, or seller not mapped."), "502": error_response("AWS unreachable (certificate or confirmation); SNS retries.") } } },
             "/api/webhooks/{source}": { "post": { "summary": "Standard Webhooks senders configured under webhooks.standard.<source>.", "security": [],
                 "parameters": [{ "name": "source", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad or stale signature."), "404": error_response("Unknown source.") } } },

@@ -93,14 +93,21 @@ pub fn verifier(config: &Config, secret: &[u8]) -> Result<Verifier, ServeError> 
 }
 
 pub async fn start(config: Config) -> Result<Running, ServeError> {
-    start_with(config, Backend::Embedded).await
+    start_with(config, Backend::Embedded, None).await
 }
 
 /// How long the system token a bridge mints for its upstream lives. The bridge holds one
 /// upstream connection for its lifetime; rotate the secret to revoke it.
 const BRIDGE_TOKEN_TTL: u64 = 365 * 24 * 3600;
 
-pub async fn start_with(config: Config, backend: Backend) -> Result<Running, ServeError> {
+/// Starts a server. `aws` is how webhooks reach AWS (SNS certificates, subscription
+/// confirmations); `None` is the real HTTPS client, tests pass their own.
+pub async fn start_with(
+    config: Config,
+    backend: Backend,
+    aws: Option<Arc<dyn crate::webhooks::sns::AwsHttps>>,
+) -> Result<Running, ServeError> {
+    crate::install_crypto_provider();
     let secret = secret::load_or_create(&config.secret_file())?;
     let verifier = Arc::new(verifier(&config, &secret)?);
     let signer = Signer::hs256(&secret);
@@ -162,7 +169,7 @@ pub async fn start_with(config: Config, backend: Backend) -> Result<Running, Ser
         metrics: Arc::new(Metrics::default()),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
-        webhooks: crate::webhooks::Webhooks::from_config(&config.webhooks).map_err(ServeError::Auth)?,
+        webhooks: crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(ServeError::Auth)?,
     });
     let grpc = {
         let (bus, verifier, rx) = (bus.clone(), verifier.clone(), stopped.clone());

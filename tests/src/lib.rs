@@ -27,6 +27,18 @@ pub fn test_config(dir: &Path) -> Config {
     }
 }
 
+/// The shared HTTP client for tests. The binaries link ring as their only TLS provider, which
+/// must be installed before reqwest builds a client.
+pub fn http() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            switchyard_bridge::install_crypto_provider();
+            reqwest::Client::new()
+        })
+        .clone()
+}
+
 /// `switchyard serve` in this process.
 pub struct Server {
     pub running: serve::Running,
@@ -41,10 +53,18 @@ impl Server {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_wired(tweak, None).await
+    }
+
+    /// With `aws` standing in for AWS (SNS certificates and confirmations).
+    pub async fn start_wired(
+        tweak: impl FnOnce(&mut Config),
+        aws: Option<std::sync::Arc<dyn switchyard_bridge::webhooks::sns::AwsHttps>>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let running = serve::start(config).await.expect("server starts");
+        let running = serve::start_with(config, serve::Backend::Embedded, aws).await.expect("server starts");
         let grpc_url = format!("http://{}", running.grpc_addr.expect("serve has gRPC"));
         let http_url = format!("http://{}", running.http_addr);
         Self { running, dir, grpc_url, http_url }
@@ -211,7 +231,7 @@ pub struct Sse {
 
 impl Sse {
     pub async fn connect(url: &str, token: Option<&str>, last_event_id: Option<u64>) -> Self {
-        let mut req = reqwest::Client::new().get(url);
+        let mut req = http().get(url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -353,19 +373,107 @@ impl Sse {
 
 /// GET `url` with a bearer token; the JSON body.
 pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
-    reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("GET").json().await.expect("JSON body")
+    http().get(url).bearer_auth(token).send().await.expect("GET").json().await.expect("JSON body")
 }
 
 /// POST `body` as JSON to `url` with a bearer token; the JSON answer.
 pub async fn post_json(url: &str, token: &str, body: &serde_json::Value) -> serde_json::Value {
-    reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON body")
+    http().post(url).bearer_auth(token).json(body).send().await.expect("POST").json().await.expect("JSON body")
+}
+
+/// A stand-in for AWS in SNS tests: serves the test signing certificate (tests/fixtures/sns)
+/// at [`sns::CERT_URL`], answers subscription confirmations, and records every URL asked for.
+pub mod sns {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use futures::future::BoxFuture;
+    use rsa::{
+        pkcs1v15::SigningKey,
+        pkcs8::DecodePrivateKey,
+        signature::{SignatureEncoding, Signer},
+    };
+    use serde_json::{Value, json};
+    use switchyard_bridge::webhooks::sns::{AwsHttps, Message, string_to_sign};
+
+    pub const CERT_URL: &str = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem";
+    pub const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:sp-api";
+    const CERT: &str = include_str!("../fixtures/sns/signing.pem");
+    const KEY: &str = include_str!("../fixtures/sns/signing.key");
+
+    #[derive(Default)]
+    pub struct FakeAws {
+        pub requests: Mutex<Vec<String>>,
+        /// Every request fails, as when AWS is unreachable.
+        pub down: AtomicBool,
+    }
+
+    impl FakeAws {
+        pub fn requested(&self) -> Vec<String> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    impl AwsHttps for FakeAws {
+        fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+            self.requests.lock().unwrap().push(url.to_owned());
+            let answer = if self.down.load(Ordering::SeqCst) {
+                Err("connection refused".to_owned())
+            } else if url == CERT_URL {
+                Ok(CERT.as_bytes().to_vec())
+            } else if url.contains("Action=ConfirmSubscription") {
+                Ok(b"<ConfirmSubscriptionResponse/>".to_vec())
+            } else {
+                Err(format!("{url}: 404"))
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    /// An SNS message of `kind` carrying `message`, signed with the test key (`version` "1" or "2").
+    pub fn signed(kind: &str, id: &str, message: &str, version: &str, cert_url: &str) -> Value {
+        let mut m = Message {
+            kind: kind.into(),
+            message_id: id.into(),
+            topic_arn: TOPIC.into(),
+            message: message.into(),
+            timestamp: "2026-11-23T10:00:00.000Z".into(),
+            signature_version: version.into(),
+            signing_cert_url: cert_url.into(),
+            ..Default::default()
+        };
+        if kind != "Notification" {
+            m.token = Some("2336412f37fb687f5d51e6e2425ba1f2".into());
+            m.subscribe_url = Some(format!(
+                "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=2336412f37fb687f5d51e6e2425ba1f2"
+            ));
+        }
+        sign(m)
+    }
+
+    /// `m` as JSON, with `Signature` made by the test key.
+    pub fn sign(m: Message) -> Value {
+        let version = m.signature_version.as_str();
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(KEY).expect("test key");
+        let text = string_to_sign(&m);
+        let signature = match version {
+            "1" => SigningKey::<sha1::Sha1>::new(key).sign(text.as_bytes()).to_vec(),
+            _ => SigningKey::<sha2::Sha256>::new(key).sign(text.as_bytes()).to_vec(),
+        };
+        use base64::Engine;
+        let mut v = json!({
+            "Type": m.kind, "MessageId": m.message_id, "TopicArn": m.topic_arn, "Message": m.message,
+            "Timestamp": m.timestamp, "SignatureVersion": version,
+            "Signature": base64::engine::general_purpose::STANDARD.encode(signature),
+            "SigningCertURL": m.signing_cert_url,
+            "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+        });
+        if let (Some(token), Some(url)) = (m.token, m.subscribe_url) {
+            v["Token"] = json!(token);
+            v["SubscribeURL"] = json!(url);
+        }
+        v
+    }
 }

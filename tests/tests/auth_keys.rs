@@ -56,7 +56,7 @@ async fn cors_answers_only_configured_origins() {
     let preflight = |origin: &'static str| {
         let url = format!("{}/api/events", server.http_url);
         async move {
-            reqwest::Client::new()
+            switchyard_tests::http()
                 .request(reqwest::Method::OPTIONS, url)
                 .header("origin", origin)
                 .header("access-control-request-method", "POST")
@@ -72,7 +72,7 @@ async fn cors_answers_only_configured_origins() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
     // With CORS configured, SSE goes through hyper so its responses carry the headers too.
     let token = server.token("acme", Role::Subscribe, &[]);
-    let r = reqwest::Client::new()
+    let r = switchyard_tests::http()
         .get(format!("{}/api/sse/alerts", server.http_url))
         .bearer_auth(token)
         .header("origin", "https://ops.example.com")

@@ -58,6 +58,9 @@ async fn resume_seam_has_no_gap_and_no_duplicate_under_concurrent_publishing() {
     let url = format!("{}/api/sse/dashboard", server.http_url);
     let total = 3000u64;
     let mut c = server.grpc("acme", Role::Publish).await;
+    // Subscribed before the first publish: a stream without Last-Event-ID starts at the head,
+    // so connecting after the publisher started would (rightly) miss its first events.
+    let mut first = Some(Sse::connect(&url, Some(&token), None).await);
     // Small PublishStream batches: publishing keeps going while the reader reconnects.
     let mut publisher = tokio::spawn(async move {
         let mut last = 0;
@@ -78,7 +81,10 @@ async fn resume_seam_has_no_gap_and_no_duplicate_under_concurrent_publishing() {
     let mut resume_from = None;
     // Reconnect every ~300 events while the publisher keeps going.
     while got.len() as u64 != total {
-        let mut sse = Sse::connect(&url, Some(&token), resume_from).await;
+        let mut sse = match first.take() {
+            Some(sse) => sse,
+            None => Sse::connect(&url, Some(&token), resume_from).await,
+        };
         assert_eq!(sse.response_headers["x-switchyard-resume"], "complete");
         let mut n = 0;
         while n < 300 && got.len() as u64 != total {
@@ -187,7 +193,7 @@ async fn bad_tokens_are_refused_with_json_401() {
     let get = |auth: Option<String>| {
         let url = url.clone();
         async move {
-            let mut r = reqwest::Client::new().get(url);
+            let mut r = switchyard_tests::http().get(url);
             if let Some(a) = auth {
                 r = r.header("authorization", a);
             }
@@ -227,7 +233,7 @@ async fn bad_tokens_are_refused_with_json_401() {
     }
     // Query tokens are off by default.
     let token = server.token("acme", Role::Subscribe, &[]);
-    let r = reqwest::get(format!("{url}?access_token={token}")).await.unwrap();
+    let r = switchyard_tests::http().get(format!("{url}?access_token={token}")).send().await.unwrap();
     assert_eq!(error_of(r).await.0, 401);
     server.stop().await;
 }
@@ -239,7 +245,7 @@ async fn channel_rules_403_404_400() {
     let get = |path: &str| {
         let url = format!("{}{path}", server.http_url);
         let token = limited.clone();
-        async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap() }
+        async move { switchyard_tests::http().get(url).bearer_auth(token).send().await.unwrap() }
     };
     assert_eq!(error_of(get("/api/sse/alerts").await).await, (403, "forbidden".into()));
     assert_eq!(error_of(get("/api/sse/nowhere").await).await, (404, "not_found".into()));
@@ -247,7 +253,7 @@ async fn channel_rules_403_404_400() {
     assert_eq!(error_of(get("/api/sse/jobs/a%20b").await).await, (400, "invalid_channel".into()));
     assert_eq!(error_of(get("/api/sse/subscribe?channels=dashboard,alerts").await).await.0, 403);
     assert_eq!(get("/api/sse/jobs/42").await.status(), 200);
-    let r = reqwest::Client::new()
+    let r = switchyard_tests::http()
         .get(format!("{}/api/sse/dashboard", server.http_url))
         .bearer_auth(&limited)
         .header("Last-Event-ID", "abc")
@@ -280,7 +286,7 @@ async fn connection_limits_answer_429_with_retry_after() {
     let url = format!("{}/api/sse/alerts", server.http_url);
     let a = Sse::connect(&url, Some(&token), None).await;
     let _b = Sse::connect(&url, Some(&token), None).await;
-    let r = reqwest::Client::new().get(&url).bearer_auth(&token).send().await.unwrap();
+    let r = switchyard_tests::http().get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(error_of(r).await.1, "too_many_connections");
@@ -289,7 +295,7 @@ async fn connection_limits_answer_429_with_retry_after() {
     switchyard_tests::wait_for("a freed slot", || {
         let (url, token) = (url.clone(), token.clone());
         async move {
-            let r = reqwest::Client::new().get(&url).bearer_auth(&token).send().await.unwrap();
+            let r = switchyard_tests::http().get(&url).bearer_auth(&token).send().await.unwrap();
             (r.status() == 200).then_some(())
         }
     })
@@ -390,7 +396,7 @@ async fn graceful_shutdown_tells_clients_to_reconnect() {
 async fn tickets_are_single_use() {
     let server = Server::start().await;
     let token = server.token("acme", Role::Subscribe, &[]);
-    let http = reqwest::Client::new();
+    let http = switchyard_tests::http();
     let ticket = post_json(&format!("{}/api/sse/ticket", server.http_url), &token, &json!({})).await;
     let t = ticket["ticket"].as_str().unwrap();
     assert!(ticket["expires_in"].as_u64().unwrap() <= 60);
@@ -412,7 +418,7 @@ async fn polling_pages_through_history() {
         publish(&server, "acme", events::order(&i.to_string())).await;
     }
     let token = server.token("acme", Role::Subscribe, &[]);
-    let http = reqwest::Client::new();
+    let http = switchyard_tests::http();
     let mut after = "0".to_owned();
     let mut got = Vec::new();
     loop {
@@ -440,7 +446,7 @@ async fn polling_pages_through_history() {
 #[tokio::test]
 async fn http_publish_is_all_or_nothing_and_dedupes() {
     let server = Server::start().await;
-    let http = reqwest::Client::new();
+    let http = switchyard_tests::http();
     let url = format!("{}/api/events", server.http_url);
     let token = server.token("acme", Role::Publish, &[]);
     let head = || server.running.bus.log().stats().head.get();
@@ -493,7 +499,7 @@ async fn http_publish_is_all_or_nothing_and_dedupes() {
 #[tokio::test]
 async fn status_metrics_health_and_broadcast() {
     let server = Server::start().await;
-    let http = reqwest::Client::new();
+    let http = switchyard_tests::http();
     let admin = server.token("acme", Role::Admin, &[]);
     let sub = server.token("acme", Role::Subscribe, &[]);
     let mut sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&sub), None).await;
@@ -533,7 +539,14 @@ async fn status_metrics_health_and_broadcast() {
 #[tokio::test]
 async fn openapi_document_matches_the_routes() {
     let server = Server::start().await;
-    let doc: Value = reqwest::get(format!("{}/api/openapi.json", server.http_url)).await.unwrap().json().await.unwrap();
+    let doc: Value = switchyard_tests::http()
+        .get(format!("{}/api/openapi.json", server.http_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
         .unwrap()
@@ -545,7 +558,13 @@ async fn openapi_document_matches_the_routes() {
     assert_eq!(documented, routed);
     // Each listed route exists: never a 404/405 from the router for it.
     let admin = server.token("acme", Role::Admin, &[]);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let http = {
+        switchyard_bridge::install_crypto_provider();
+        reqwest::Client::builder()
+    }
+    .timeout(Duration::from_secs(2))
+    .build()
+    .unwrap();
     for (method, path) in switchyard_bridge::http::ROUTES {
         let url = format!(
             "{}{}",

@@ -118,7 +118,7 @@ async fn a_client_that_never_reads_is_closed_after_the_stall_timeout() {
         let (url, admin) = (format!("{}/api/sse/status", server.http_url), admin.clone());
         async move {
             let v: Value =
-                reqwest::Client::new().get(url).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
+                switchyard_tests::http().get(url).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
             v["connections"]["current"].as_u64().unwrap()
         }
     };

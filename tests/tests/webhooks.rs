@@ -10,7 +10,7 @@ use switchyard_bridge::{
     config::{ShopifyHooks, StandardHook, XeroHooks},
     webhooks::{signature::sign_b64, standard::secret_key},
 };
-use switchyard_tests::{Server, Sse};
+use switchyard_tests::{Server, Sse, sns};
 
 const SHOP: &str = "acme-uk.myshopify.com";
 const XERO_KEY: &str = "XERO_TEST_WEBHOOK_KEY_do_not_use";
@@ -22,6 +22,8 @@ async fn server() -> Server {
         c.webhooks.shopify = ShopifyHooks {
             secrets: vec!["old-secret".into(), "new-secret".into()],
             shops: BTreeMap::from([(SHOP.into(), "acme".into())]),
+            large_order_total: 500.0,
+            low_stock_threshold: 10,
         };
         c.webhooks.xero =
             XeroHooks { keys: vec![XERO_KEY.into()], tenants: BTreeMap::from([("c2cc9b6e".into(), "acme".into())]) };
@@ -38,7 +40,7 @@ async fn post(url: String, headers: &[(&str, String)], body: &[u8]) -> reqwest::
     for (k, v) in headers {
         h.insert(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
     }
-    reqwest::Client::new().post(url).headers(h).body(body.to_vec()).send().await.unwrap()
+    switchyard_tests::http().post(url).headers(h).body(body.to_vec()).send().await.unwrap()
 }
 
 fn head(server: &Server) -> u64 {
@@ -105,9 +107,22 @@ async fn shopify_orders_verified_on_raw_bytes_and_stored_once() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    let f = sse.next_event().await.unwrap();
-    assert_eq!(f.event.as_deref(), Some("shopify:data-updated"));
-    assert_eq!(f.json()["shopifyDataUpdated"]["resourceId"], "271878346596884015:24826418");
+    // A large order also raises an info alert.
+    let big = br##"{"id": 820982911946154509, "name": "#1002", "currency": "GBP", "total_price": "750.00"}"##;
+    let r = post(url.clone(), &headers(sign_b64(b"new-secret", &[big]), "evt-10"), big).await;
+    assert_eq!(r.status(), 200);
+    let page = switchyard_tests::get_json(
+        &format!("{}/api/events?channels=inventory,alerts", server.http_url),
+        &server.token("acme", Role::Subscribe, &[]),
+    )
+    .await;
+    let events = page["events"].as_array().unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["shopify:stock-updated", "shopify:low-stock-alert", "alert:info"]);
+    assert_eq!(events[0]["event"]["shopifyStockUpdated"]["item"], "271878346596884015");
+    assert_eq!(events[0]["event"]["key"], "271878346596884015:24826418");
+    assert_eq!(events[1]["event"]["shopifyLowStockAlert"]["items"][0]["onHand"], "6");
+    assert_eq!(events[2]["event"]["alertInfo"]["message"], "Order #1002 on acme-uk.myshopify.com: 750.00 GBP");
     // A shop nobody mapped is refused (so Shopify retries), not silently dropped.
     let r = post(
         url,
@@ -155,6 +170,14 @@ async fn xero_intent_to_receive_and_events() {
     let f = sse.next_event().await.unwrap();
     assert_eq!(f.event.as_deref(), Some("xero:data-updated"));
     assert_eq!(f.json()["xeroDataUpdated"]["resource"], "INVOICE");
+    let page = switchyard_tests::get_json(
+        &format!("{}/api/events?channels=dashboard", server.http_url),
+        &server.token("acme", Role::Subscribe, &[]),
+    )
+    .await;
+    let refresh = &page["events"][1];
+    assert_eq!(refresh["type"], "dashboard:refresh-required", "Xero events carry no figures: refetch");
+    assert_eq!(refresh["event"]["dashboardRefreshRequired"]["sections"][0], "working-capital");
     let stored = head(&server);
     let r = post(url, &[("x-xero-signature", sig)], body.as_bytes()).await;
     assert_eq!(r.status(), 200);
@@ -274,4 +297,176 @@ async fn cli_webhook_send_delivers_a_signed_sample_order() {
     let out = send("wrong-secret");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+}
+
+async fn amazon_server() -> (Server, std::sync::Arc<sns::FakeAws>) {
+    let aws = std::sync::Arc::new(sns::FakeAws::default());
+    let server = Server::start_wired(
+        |c| {
+            c.webhooks.amazon = switchyard_bridge::config::AmazonHooks {
+                topics: vec![sns::TOPIC.into()],
+                sellers: BTreeMap::from([("A3TH9S8BH6GOGM".into(), "acme".into())]),
+                low_stock_threshold: 10,
+            };
+        },
+        Some(aws.clone()),
+    )
+    .await;
+    (server, aws)
+}
+
+/// An ORDER_CHANGE notification shaped like the example in amzn/selling-partner-api-models
+/// (schemas/notifications/orderChangeNotification.json).
+fn order_change(notification_id: &str) -> String {
+    json!({"NotificationVersion": "1.0", "NotificationType": "ORDER_CHANGE", "PayloadVersion": "1.0",
+        "EventTime": "2026-11-23T09:59:00.000Z",
+        "Payload": {"OrderChangeNotification": {"NotificationLevel": "OrderLevel", "SellerId": "A3TH9S8BH6GOGM",
+            "AmazonOrderId": "903-8868176-2219830", "OrderChangeType": "OrderStatusChange",
+            "Summary": {"MarketplaceId": "A1F83G8C2ARO7P", "OrderStatus": "Pending",
+                "OrderItems": [{"SellerSKU": "WIDGET-1", "Quantity": 3}]}}},
+        "NotificationMetadata": {"NotificationId": notification_id}})
+    .to_string()
+}
+
+async fn post_sns(server: &Server, message: &Value) -> reqwest::Response {
+    let url = format!("{}/api/webhooks/amazon", server.http_url);
+    post(
+        url,
+        &[("x-amz-sns-message-type", message["Type"].as_str().unwrap().to_owned())],
+        message.to_string().as_bytes(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn amazon_sns_both_signature_versions_unwrap_sp_api_notifications_once() {
+    let (server, aws) = amazon_server().await;
+    let mut sse = Sse::connect(
+        &format!("{}/api/sse/dashboard", server.http_url),
+        Some(&server.token("acme", Role::Subscribe, &[])),
+        None,
+    )
+    .await;
+    let v1 = sns::signed("Notification", "msg-1", &order_change("n-1"), "1", sns::CERT_URL);
+    let r = post_sns(&server, &v1).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let f = sse.next_event().await.unwrap();
+    assert_eq!(f.event.as_deref(), Some("amazon:order-created"));
+    let data = f.json();
+    assert_eq!(data["amazonOrderCreated"]["orderId"], "903-8868176-2219830");
+    assert_eq!(data["amazonOrderCreated"]["lines"][0]["quantity"], 3);
+    assert_eq!((data["tenant"].as_str(), data["source"].as_str()), (Some("acme"), Some("webhook:amazon")));
+
+    // SignatureVersion 2 (SHA256), another notification.
+    let v2 = sns::signed("Notification", "msg-2", &order_change("n-2"), "2", sns::CERT_URL);
+    assert_eq!(post_sns(&server, &v2).await.status(), 200);
+    assert_eq!(sse.next_event().await.unwrap().event.as_deref(), Some("amazon:order-created"));
+    assert_eq!(aws.requested(), vec![sns::CERT_URL.to_owned()], "the certificate is fetched once, then cached");
+
+    // SNS retries with the same message: stored once.
+    let stored = head(&server);
+    let r: Value = post_sns(&server, &v1).await.json().await.unwrap();
+    assert_eq!(r["duplicates"], 1);
+    assert_eq!(head(&server), stored);
+
+    // Tampered message, unsupported version, foreign certificate hosts: refused, nothing fetched.
+    let mut tampered = v2.clone();
+    tampered["Message"] = json!(order_change("n-3"));
+    assert_eq!(post_sns(&server, &tampered).await.status(), 401);
+    let mut v3 = v2.clone();
+    v3["SignatureVersion"] = json!("3");
+    assert_eq!(post_sns(&server, &v3).await.status(), 401);
+    for url in [
+        "https://sns.eu-west-1.amazonaws.com.evil.example/SimpleNotificationService-test.pem",
+        "http://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem",
+        "https://s3.amazonaws.com/bucket/SimpleNotificationService-test.pem",
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.txt",
+    ] {
+        let m = sns::signed("Notification", "msg-4", &order_change("n-4"), "2", url);
+        let r = post_sns(&server, &m).await;
+        assert_eq!(r.status(), 401, "{url}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_signature");
+    }
+    assert_eq!(aws.requested().len(), 1, "no refused URL was ever fetched");
+    assert_eq!(head(&server), stored);
+
+    // Unknown topic, unmapped seller, not JSON, unknown type: clear errors, never a 500.
+    let mut other_topic = v2.clone();
+    other_topic["TopicArn"] = json!("arn:aws:sns:eu-west-1:999999999999:someone-else");
+    assert_eq!(post_sns(&server, &other_topic).await.status(), 404);
+    let stranger = order_change("n-5").replace("A3TH9S8BH6GOGM", "A0STRANGER");
+    let r = post_sns(&server, &sns::signed("Notification", "msg-5", &stranger, "2", sns::CERT_URL)).await;
+    assert_eq!(r.status(), 404);
+    let r = post(format!("{}/api/webhooks/amazon", server.http_url), &[], b"{not json").await;
+    assert_eq!(r.status(), 400);
+    let r = post_sns(&server, &sns::signed("Notification", "msg-6", "plain text", "2", sns::CERT_URL)).await;
+    assert_eq!(r.status(), 200, "signed but not an SP-API notification: accepted so SNS stops retrying");
+    assert_eq!(head(&server), stored);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn amazon_inventory_change_raises_refresh_and_low_stock() {
+    let (server, _aws) = amazon_server().await;
+    let message = json!({"notificationVersion": "1.0", "notificationType": "FBA_INVENTORY_AVAILABILITY_CHANGES",
+        "eventTime": "2026-11-23T09:00:00Z",
+        "payload": {"SellerId": "A3TH9S8BH6GOGM", "FNSKU": "X001ABCDEF", "ASIN": "B00001ABCD", "SKU": "WIDGET-1",
+            "FulfillmentInventoryByMarketplace": [{"MarketplaceId": "A1F83G8C2ARO7P", "ItemName": "Widget",
+                "FulfillmentInventory": {"Fulfillable": 4}}]},
+        "notificationMetadata": {"notificationId": "n-inv-1"}});
+    // Through EventBridge: the notification is the event's `detail`.
+    let envelope =
+        json!({"version": "0", "id": "eb-1", "detail-type": "FBA_INVENTORY_AVAILABILITY_CHANGES", "detail": message});
+    let r = post_sns(&server, &sns::signed("Notification", "msg-inv", &envelope.to_string(), "2", sns::CERT_URL)).await;
+    assert_eq!(r.status(), 200);
+    let page = switchyard_tests::get_json(
+        &format!("{}/api/events?channels=inventory,alerts,dashboard", server.http_url),
+        &server.token("acme", Role::Subscribe, &[]),
+    )
+    .await;
+    let types: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["amazon:data-updated", "dashboard:refresh-required", "amazon:low-stock-alert"]);
+    let alert = &page["events"][2]["event"]["amazonLowStockAlert"];
+    assert_eq!(
+        (alert["items"][0]["sku"].as_str(), alert["items"][0]["onHand"].as_str()),
+        (Some("WIDGET-1"), Some("4"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sns_subscription_confirmed_only_for_configured_topics() {
+    let (server, aws) = amazon_server().await;
+    let confirm = sns::signed("SubscriptionConfirmation", "sub-1", "You have chosen to subscribe…", "1", sns::CERT_URL);
+    let r = post_sns(&server, &confirm).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(aws.requested()[1], confirm["SubscribeURL"].as_str().unwrap(), "confirmed by GET on SubscribeURL");
+
+    // A correctly signed confirmation whose SubscribeURL points elsewhere: refused, not fetched.
+    let evil = sns::sign(switchyard_bridge::webhooks::sns::Message {
+        kind: "SubscriptionConfirmation".into(),
+        message_id: "sub-2".into(),
+        topic_arn: sns::TOPIC.into(),
+        message: "x".into(),
+        timestamp: "2026-11-23T10:00:00.000Z".into(),
+        token: Some("t".into()),
+        signature_version: "2".into(),
+        signing_cert_url: sns::CERT_URL.into(),
+        subscribe_url: Some("https://169.254.169.254/latest/meta-data/".into()),
+        ..Default::default()
+    });
+    let r = post_sns(&server, &evil).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("SubscribeURL"));
+    let mut other = confirm.clone();
+    other["TopicArn"] = json!("arn:aws:sns:eu-west-1:999999999999:someone-else");
+    assert_eq!(post_sns(&server, &other).await.status(), 404);
+    assert_eq!(aws.requested().len(), 2, "nothing fetched for refused confirmations");
+
+    // AWS unreachable: 502, so SNS retries.
+    aws.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let again = sns::signed("SubscriptionConfirmation", "sub-3", "x", "2", sns::CERT_URL);
+    assert_eq!(post_sns(&server, &again).await.status(), 502);
+    server.stop().await;
 }

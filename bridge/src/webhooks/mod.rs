@@ -1,4 +1,4 @@
-//! Webhook ingress: `POST /api/webhooks/{shopify,xero,<source>}`.
+//! Webhook ingress: `POST /api/webhooks/{shopify,xero,unleashed,amazon,<source>}`.
 //!
 //! Every delivery is verified on its raw body bytes, before any parsing, with a constant-time
 //! comparison; turned into catalog events; appended as one all-or-nothing batch with an
@@ -6,13 +6,18 @@
 //! A retried delivery finds its key already stored and is answered 2xx without a second event.
 //! See ../shared/platform-specs.md (copied into docs/webhooks.md) for each scheme's source.
 
+pub mod amazon;
 pub mod shopify;
 pub mod signature;
+pub mod sns;
 pub mod standard;
 pub mod unleashed;
 pub mod xero;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use axum::{
     Json,
@@ -31,15 +36,25 @@ use switchyard::{
 use crate::{config::WebhooksConfig, error::ApiError, http::App};
 
 /// Verified-webhook settings, resolved from config once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Webhooks {
     shopify_secrets: Vec<Vec<u8>>,
     shops: BTreeMap<String, Tenant>,
+    shopify_thresholds: shopify::Thresholds,
     xero_keys: Vec<Vec<u8>>,
     xero_tenants: BTreeMap<String, Tenant>,
     unleashed_keys: Vec<Vec<u8>>,
     unleashed_tenant: Option<Tenant>,
     standard: BTreeMap<String, StandardSource>,
+    amazon: Option<Amazon>,
+}
+
+#[derive(Debug)]
+struct Amazon {
+    topics: BTreeSet<String>,
+    sellers: BTreeMap<String, Tenant>,
+    low_stock_threshold: i64,
+    sns: sns::Verifier,
 }
 
 #[derive(Debug)]
@@ -50,8 +65,9 @@ struct StandardSource {
 }
 
 impl Webhooks {
-    /// Fails with the config key at fault.
-    pub fn from_config(c: &WebhooksConfig) -> Result<Self, String> {
+    /// Fails with the config key at fault. `aws` reaches AWS for SNS certificates and
+    /// subscription confirmations; `None` means the real HTTPS client (tests pass their own).
+    pub fn from_config(c: &WebhooksConfig, aws: Option<Arc<dyn sns::AwsHttps>>) -> Result<Self, String> {
         let tenant = |key: &str, t: &str| Tenant::new(t).map_err(|e| format!("{key}: '{t}': {e}"));
         let mut shops = BTreeMap::new();
         for (domain, t) in &c.shopify.shops {
@@ -82,7 +98,33 @@ impl Webhooks {
             "" => return Err("webhooks.unleashed.tenant: required with keys".into()),
             t => Some(tenant("webhooks.unleashed.tenant", t)?),
         };
+        let amazon = if c.amazon.topics.is_empty() {
+            None
+        } else {
+            let mut sellers = BTreeMap::new();
+            for (id, t) in &c.amazon.sellers {
+                sellers.insert(id.clone(), tenant("webhooks.amazon.sellers", t)?);
+            }
+            if let Some(bad) = c.amazon.topics.iter().find(|t| !t.starts_with("arn:aws")) {
+                return Err(format!("webhooks.amazon.topics: '{bad}' is not an SNS topic ARN"));
+            }
+            let aws = match aws {
+                Some(aws) => aws,
+                None => Arc::new(sns::HttpsFetcher::new().map_err(|e| format!("webhooks.amazon: HTTPS client: {e}"))?),
+            };
+            Some(Amazon {
+                topics: c.amazon.topics.iter().cloned().collect(),
+                sellers,
+                low_stock_threshold: c.amazon.low_stock_threshold,
+                sns: sns::Verifier::new(aws),
+            })
+        };
         Ok(Self {
+            amazon,
+            shopify_thresholds: shopify::Thresholds {
+                large_order_total: c.shopify.large_order_total,
+                low_stock: c.shopify.low_stock_threshold,
+            },
             unleashed_keys: c.unleashed.keys.iter().map(|s| s.as_bytes().to_vec()).collect(),
             unleashed_tenant,
             shopify_secrets: c.shopify.secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
@@ -101,6 +143,20 @@ fn not_configured(message: impl Into<String>) -> ApiError {
 
 fn unauthorized(why: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", why)
+}
+
+/// Gives every event of one delivery the tenant, and an idempotency key derived from the
+/// delivery's: the first event gets `key`, the rest `key#1`, `key#2`… Translation is
+/// deterministic, so a retried delivery derives the same keys and is stored once.
+fn stamp(events: &mut [Event], tenant: &Tenant, key: &str) {
+    for (i, e) in events.iter_mut().enumerate() {
+        e.tenant = tenant.to_string();
+        e.idempotency_key = match (i, key) {
+            (_, "") => String::new(),
+            (0, k) => k.to_owned(),
+            (i, k) => format!("{k}#{i}"),
+        };
+    }
 }
 
 /// Appends the delivery's events in one batch; answers once they are durable.
@@ -135,13 +191,15 @@ pub async fn shopify(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     let tenant =
         hooks.shops.get(&shop).ok_or_else(|| not_configured(format!("shop '{shop}' is not mapped to a tenant")))?;
     let value = parse_json(&body)?;
-    let mut event = shopify::event(topic, &shop, &value, body.len(), &body);
-    event.tenant = tenant.to_string();
-    event.idempotency_key = shopify::idempotency_key(&shop, topic, &headers).unwrap_or_default();
+    let mut events = shopify::events(topic, &shop, &value, &body, &hooks.shopify_thresholds);
+    stamp(&mut events, tenant, &shopify::idempotency_key(&shop, topic, &headers).unwrap_or_default());
     if let Some(at) = shopify::header(&headers, "triggered-at") {
-        event.occurred_at = serde_json::from_value(json!(at)).ok();
+        let at = serde_json::from_value(json!(at)).ok();
+        for e in &mut events {
+            e.occurred_at.clone_from(&at);
+        }
     }
-    let (ids, dups) = commit(&app, vec![event]).await?;
+    let (ids, dups) = commit(&app, events).await?;
     Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
 }
 
@@ -157,16 +215,15 @@ pub async fn xero(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
     }
     let delivery: xero::Delivery = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", "body", format!("not a Xero webhook payload: {e}")))?;
-    let mut events = Vec::with_capacity(delivery.events.len());
+    let mut events = Vec::with_capacity(delivery.events.len() + 1);
     for x in &delivery.events {
         let tenant = hooks
             .xero_tenants
             .get(&x.tenant_id)
             .ok_or_else(|| not_configured(format!("Xero tenant '{}' is not mapped to a tenant", x.tenant_id)))?;
-        let mut e = x.event();
-        e.tenant = tenant.to_string();
-        e.idempotency_key = x.idempotency_key();
-        events.push(e);
+        let mut e = vec![x.event(), xero::refresh_required()];
+        stamp(&mut e, tenant, &x.idempotency_key());
+        events.extend(e);
     }
     // Intent to receive: correctly signed and empty.
     if !events.is_empty() {
@@ -241,4 +298,67 @@ pub async fn standard(
     }
     let (ids, dups) = commit(&app, vec![event]).await?;
     Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
+}
+
+/// `POST /api/webhooks/amazon`: AWS SNS messages (EventBridge → SNS → HTTPS) carrying SP-API
+/// notifications. Only configured topics are verified, confirmed or accepted.
+pub async fn amazon(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+    let Some(a) = &app.webhooks.amazon else {
+        return Err(not_configured("Amazon (SNS) webhooks are not configured (webhooks.amazon.topics)"));
+    };
+    let m: sns::Message = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", "body", format!("not an SNS message: {e}")))?;
+    // Before any certificate is fetched: a message for a topic we never subscribed costs nothing.
+    if !a.topics.contains(&m.topic_arn) {
+        return Err(not_configured(format!("SNS topic '{}' is not in webhooks.amazon.topics", m.topic_arn)));
+    }
+    a.sns.verify(&m).await.map_err(|e| match e {
+        sns::Reject::Fetch(_) => upstream(e.to_string()),
+        _ => unauthorized(e.to_string()),
+    })?;
+    match m.kind.as_str() {
+        "SubscriptionConfirmation" => {
+            let url = sns::check_url("SubscribeURL", m.subscribe_url.as_deref().unwrap_or_default())
+                .map_err(|e| unauthorized(e.to_string()))?;
+            a.sns.https().get(url.as_str()).await.map_err(|e| upstream(format!("confirming the subscription: {e}")))?;
+            tracing::info!(topic = %m.topic_arn, "SNS subscription confirmed");
+            Ok(Json(json!({ "confirmed": m.topic_arn })).into_response())
+        }
+        "UnsubscribeConfirmation" => {
+            tracing::warn!(topic = %m.topic_arn, "SNS says this endpoint was unsubscribed");
+            Ok(Json(json!({ "unsubscribed": m.topic_arn })).into_response())
+        }
+        "Notification" => {
+            let value: Value = serde_json::from_str(&m.message).unwrap_or(Value::Null);
+            // Accepted (so SNS stops retrying) but not understood: say so, loudly.
+            let Some(n) = amazon::notification(&value) else {
+                tracing::warn!(message_id = %m.message_id, "SNS message is not an SP-API notification; ignored");
+                return Ok(Json(json!({ "ids": [], "ignored": "not an SP-API notification" })).into_response());
+            };
+            let tenant = a
+                .sellers
+                .get(&n.seller)
+                .ok_or_else(|| not_configured(format!("seller '{}' is not in webhooks.amazon.sellers", n.seller)))?;
+            let mut events = n.events(a.low_stock_threshold);
+            // The notification id survives every route (SNS here, SQS in the connector), so the
+            // same notification arriving both ways is stored once.
+            let key = match n.id.as_str() {
+                "" => format!("sns:{}", m.message_id),
+                id => format!("amazon:notification:{id}"),
+            };
+            stamp(&mut events, tenant, &key);
+            let at = serde_json::from_value(json!(n.event_time)).ok();
+            for e in &mut events {
+                e.occurred_at.clone_from(&at);
+            }
+            let (ids, dups) = commit(&app, events).await?;
+            Ok(Json(json!({ "ids": ids, "duplicates": dups })).into_response())
+        }
+        other => Err(ApiError::bad_request("invalid_field", "Type", format!("unknown SNS message type '{other}'"))),
+    }
+}
+
+/// Our side could not reach AWS: 502, so SNS retries the delivery.
+fn upstream(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", message)
 }

@@ -5,7 +5,18 @@
 
 use axum::http::HeaderMap;
 use serde_json::Value;
-use switchyard::proto::v1::{DataUpdated, Event, Money, Order, OrderLine, event::Payload};
+use switchyard::proto::v1::{
+    Alert, DataUpdated, Event, LowStockAlert, Money, Order, OrderLine, StockItem, StockLevel, event::Payload,
+};
+
+/// When a delivery also raises an alert.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// `alert:info` for an order whose total is above this, in the order's currency.
+    pub large_order_total: f64,
+    /// `shopify:low-stock-alert` for an inventory level below this.
+    pub low_stock: i64,
+}
 
 /// A header in either the `X-Shopify-*` or the Events-API `shopify-*` form.
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -39,8 +50,49 @@ fn money(amount: &Value, currency: &str) -> Option<Money> {
     (!amount.is_empty()).then(|| Money { amount, currency: currency.to_owned() })
 }
 
-/// The event a delivery becomes (tenant and envelope filled by the caller).
-pub fn event(topic: &str, shop: &str, body: &Value, raw_len: usize, raw: &[u8]) -> Event {
+/// The events a delivery becomes (tenant and envelope filled by the caller): the delivery's
+/// own event first, then any alert it raises.
+pub fn events(topic: &str, shop: &str, body: &Value, raw: &[u8], limits: &Thresholds) -> Vec<Event> {
+    let first = event(topic, shop, body, raw);
+    let alert = match &first.payload {
+        Some(Payload::ShopifyOrderCreated(o)) => {
+            let total = o.total.as_ref().and_then(|m| m.amount.parse::<f64>().ok().map(|v| (v, m)));
+            match total {
+                Some((value, money)) if value > limits.large_order_total => Some(Payload::AlertInfo(Alert {
+                    title: "Large order".into(),
+                    message: format!("Order {} on {shop}: {} {}", o.name, money.amount, money.currency),
+                    origin: "shopify".into(),
+                    link: String::new(),
+                })),
+                _ => None,
+            }
+        }
+        Some(Payload::ShopifyStockUpdated(level)) if level.available < limits.low_stock => {
+            Some(Payload::ShopifyLowStockAlert(LowStockAlert {
+                count: 1,
+                critical_items: u32::from(level.available <= 0),
+                items: vec![StockItem {
+                    sku: level.item.clone(),
+                    name: format!("inventory item {} at location {}", level.item, level.location),
+                    on_hand: level.available,
+                    threshold: limits.low_stock,
+                }],
+            }))
+        }
+        _ => None,
+    };
+    let key = first.key.clone();
+    let mut out = vec![first];
+    out.extend(alert.map(|payload| Event {
+        key,
+        source: "webhook:shopify".into(),
+        payload: Some(payload),
+        ..Default::default()
+    }));
+    out
+}
+
+fn event(topic: &str, shop: &str, body: &Value, raw: &[u8]) -> Event {
     let payload = match topic {
         "orders/create"
         | "orders/updated"
@@ -84,12 +136,14 @@ pub fn event(topic: &str, shop: &str, body: &Value, raw_len: usize, raw: &[u8]) 
                 Payload::ShopifyOrderUpdated(order)
             }
         }
+        "inventory_levels/update" if body["available"].is_i64() => Payload::ShopifyStockUpdated(StockLevel {
+            item: text(&body["inventory_item_id"]),
+            location: text(&body["location_id"]),
+            available: body["available"].as_i64().unwrap_or_default(),
+            store: shop.to_owned(),
+        }),
         _ => {
-            // Inventory levels have no id of their own: (item, location) is the key.
-            let resource_id = match (&body["inventory_item_id"], &body["location_id"]) {
-                (item @ Value::Number(_), location @ Value::Number(_)) => format!("{}:{}", text(item), text(location)),
-                _ => text(&body["id"]),
-            };
+            let resource_id = text(&body["id"]);
             let (resource, action) = topic.split_once('/').unwrap_or((topic, ""));
             Payload::ShopifyDataUpdated(DataUpdated {
                 resource: resource.to_owned(),
@@ -97,7 +151,7 @@ pub fn event(topic: &str, shop: &str, body: &Value, raw_len: usize, raw: &[u8]) 
                 action: action.to_owned(),
                 account: shop.to_owned(),
                 // The notification itself, when small enough to travel with the event.
-                detail_json: if raw_len <= 16 * 1024 {
+                detail_json: if raw.len() <= 16 * 1024 {
                     String::from_utf8_lossy(raw).into_owned()
                 } else {
                     String::new()
@@ -108,6 +162,8 @@ pub fn event(topic: &str, shop: &str, body: &Value, raw_len: usize, raw: &[u8]) 
     let key = match &payload {
         Payload::ShopifyOrderCreated(o) | Payload::ShopifyOrderUpdated(o) => o.order_id.clone(),
         Payload::ShopifyDataUpdated(d) => d.resource_id.clone(),
+        // Inventory levels have no id of their own: (item, location) is the key.
+        Payload::ShopifyStockUpdated(l) => format!("{}:{}", l.item, l.location),
         _ => String::new(),
     };
     Event { key, source: "webhook:shopify".into(), payload: Some(payload), ..Default::default() }
@@ -123,7 +179,7 @@ mod tests {
             r##"{"id":820982911946154508,"name":"#1001","currency":"GBP","total_price":"12.50","line_items":[{"sku":"A-1","quantity":2,"price":"6.25","product_id":632910392}]}"##,
         )
         .unwrap();
-        let e = event("orders/create", "acme-uk.myshopify.com", &body, 0, b"");
+        let e = event("orders/create", "acme-uk.myshopify.com", &body, b"");
         let Some(Payload::ShopifyOrderCreated(o)) = e.payload else { panic!() };
         assert_eq!(o.order_id, "820982911946154508");
         assert_eq!(e.key, "820982911946154508");
@@ -132,14 +188,34 @@ mod tests {
         assert_eq!(o.lines[0].product_id, "632910392");
     }
 
+    const LIMITS: Thresholds = Thresholds { large_order_total: 1000.0, low_stock: 10 };
+
     #[test]
-    fn inventory_levels_key_by_item_and_location() {
+    fn inventory_levels_become_stock_updates_and_low_stock_alerts() {
         let raw = br#"{"inventory_item_id":271878346596884015,"location_id":24826418,"available":6}"#;
         let body: Value = serde_json::from_slice(raw).unwrap();
-        let e = event("inventory_levels/update", "s.myshopify.com", &body, raw.len(), raw);
-        let Some(Payload::ShopifyDataUpdated(d)) = e.payload else { panic!() };
-        assert_eq!(d.resource_id, "271878346596884015:24826418");
-        assert_eq!((d.resource.as_str(), d.action.as_str()), ("inventory_levels", "update"));
-        assert!(d.detail_json.contains("available"));
+        let events = events("inventory_levels/update", "s.myshopify.com", &body, raw, &LIMITS);
+        let Some(Payload::ShopifyStockUpdated(l)) = &events[0].payload else { panic!("{events:?}") };
+        assert_eq!((l.item.as_str(), l.available), ("271878346596884015", 6));
+        assert_eq!(events[0].key, "271878346596884015:24826418");
+        let Some(Payload::ShopifyLowStockAlert(a)) = &events[1].payload else { panic!("{events:?}") };
+        assert_eq!((a.items[0].on_hand, a.items[0].threshold), (6, 10));
+        let plenty = serde_json::json!({"inventory_item_id":1,"location_id":2,"available":10});
+        assert_eq!(events_of(&plenty, "inventory_levels/update").len(), 1, "10 is not below 10");
+    }
+
+    fn events_of(body: &Value, topic: &str) -> Vec<Event> {
+        events(topic, "s.myshopify.com", body, body.to_string().as_bytes(), &LIMITS)
+    }
+
+    #[test]
+    fn large_orders_raise_an_info_alert() {
+        let big = serde_json::json!({"id":1,"name":"#1001","currency":"GBP","total_price":"1000.01"});
+        let events = events_of(&big, "orders/create");
+        let Some(Payload::AlertInfo(a)) = &events[1].payload else { panic!("{events:?}") };
+        assert_eq!(a.message, "Order #1001 on s.myshopify.com: 1000.01 GBP");
+        let small = serde_json::json!({"id":1,"name":"#1001","currency":"GBP","total_price":"1000.00"});
+        assert_eq!(events_of(&small, "orders/create").len(), 1);
+        assert_eq!(events_of(&big, "orders/updated").len(), 1, "only new orders alert");
     }
 }

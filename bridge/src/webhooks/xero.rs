@@ -4,7 +4,7 @@
 //! (a resource id and what happened), so they become `xero:data-updated`.
 
 use serde::Deserialize;
-use switchyard::proto::v1::{DataUpdated, Event, event::Payload};
+use switchyard::proto::v1::{DashboardRefreshRequired, DataUpdated, Event, event::Payload};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,6 +55,20 @@ impl XeroEvent {
             })),
             ..Default::default()
         }
+    }
+}
+
+/// Xero events name what changed, not the new figures: dashboards refetch. A snapshot keyed
+/// `xero`, so a burst of changes coalesces into one refresh for slow clients.
+pub fn refresh_required() -> Event {
+    Event {
+        key: "xero".into(),
+        source: "webhook:xero".into(),
+        payload: Some(Payload::DashboardRefreshRequired(DashboardRefreshRequired {
+            sections: vec!["working-capital".into()],
+            reason: "Xero data changed".into(),
+        })),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,289 @@
+//! AWS SNS message verification, for SP-API notifications routed EventBridge → SNS → HTTPS.
+//!
+//! SNS signs a canonical `Key\nValue\n` string with RSA (SignatureVersion 1 = SHA1, 2 = SHA256)
+//! and names the certificate by URL. The URL is checked before anything is fetched (https, a
+//! `sns.<region>.amazonaws.com[.cn]` host, a `.pem` path, nothing else), so a forged message can
+//! never make us fetch from a host of its choosing; the same rule guards `SubscribeURL`. Rules
+//! and field order follow AWS's own validators (aws-php-sns-message-validator, aws-js-sns-message-
+//! validator, aws-sdk-ruby MessageVerifier); see docs/webhooks.md.
+//!
+//! Fetching is behind [`AwsHttps`] so tests serve their own certificates; keys are cached by URL.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use futures::future::BoxFuture;
+use rsa::{
+    RsaPublicKey,
+    pkcs1v15::{Signature, VerifyingKey},
+    pkcs8::DecodePublicKey,
+    signature::Verifier as _,
+};
+use serde::Deserialize;
+use x509_cert::der::{DecodePem, Encode};
+
+/// Certificates kept at once; AWS rotates them rarely, so a handful is plenty.
+const CACHE_CAP: usize = 64;
+
+/// One SNS HTTP(S) message, as posted. Lambda-style `…Url` casing is accepted too.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Message {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub message_id: String,
+    pub topic_arn: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub message: String,
+    pub timestamp: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    pub signature_version: String,
+    pub signature: String,
+    #[serde(rename = "SigningCertURL", alias = "SigningCertUrl")]
+    pub signing_cert_url: String,
+    #[serde(default, rename = "SubscribeURL", alias = "SubscribeUrl")]
+    pub subscribe_url: Option<String>,
+}
+
+/// Why a message was refused. Each maps to one HTTP answer in `webhooks::amazon`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("SignatureVersion '{0}' is not supported (1 or 2)")]
+    Version(String),
+    #[error("{field} is not an https URL on an sns.<region>.amazonaws.com host: {url}")]
+    Url { field: &'static str, url: String },
+    #[error("signature does not match")]
+    Signature,
+    #[error("signing certificate could not be used: {0}")]
+    Certificate(String),
+    /// Our side: AWS could not be reached. The sender should retry.
+    #[error("signing certificate could not be fetched: {0}")]
+    Fetch(String),
+}
+
+/// HTTPS GETs to AWS: the signing certificate and the subscription confirmation.
+pub trait AwsHttps: Send + Sync + 'static {
+    /// The body of a 2xx answer to `GET url`, or why there is none.
+    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+}
+
+/// The real fetcher: reqwest over rustls with the platform's trust roots; https only, no redirects.
+pub struct HttpsFetcher {
+    client: reqwest::Client,
+}
+
+impl HttpsFetcher {
+    pub fn new() -> Result<Self, String> {
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { client })
+    }
+}
+
+impl AwsHttps for HttpsFetcher {
+    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let response = self.client.get(url).send().await.map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("{url} answered {}", response.status()));
+            }
+            // Certificates and confirmation answers are a few KiB.
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            if body.len() > 64 * 1024 {
+                return Err(format!("{url} answered more than 64 KiB"));
+            }
+            Ok(body.to_vec())
+        })
+    }
+}
+
+/// Whether `host` is `sns.<region>.amazonaws.com` or its China form, as AWS's validators check.
+fn is_sns_host(host: &str) -> bool {
+    let rest = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn"));
+    let Some(region) = rest.and_then(|r| r.strip_prefix("sns.")) else { return false };
+    region.len() >= 3 && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Checks an AWS URL before it is ever fetched: https, default port, no credentials, an SNS host;
+/// certificates additionally need a `.pem` path and no query.
+pub fn check_url(field: &'static str, raw: &str) -> Result<url::Url, Reject> {
+    let bad = || Reject::Url { field, url: raw.chars().take(200).collect() };
+    let url = url::Url::parse(raw).map_err(|_| bad())?;
+    let host_ok = url.host_str().is_some_and(is_sns_host);
+    let plain =
+        url.scheme() == "https" && url.port().is_none() && url.username().is_empty() && url.password().is_none();
+    let cert_ok = field != "SigningCertURL" || (url.path().ends_with(".pem") && url.query().is_none());
+    if host_ok && plain && cert_ok { Ok(url) } else { Err(bad()) }
+}
+
+/// The bytes SNS signed: each present key of this fixed list, as `Key\nValue\n`.
+pub fn string_to_sign(m: &Message) -> String {
+    let notification = m.kind == "Notification";
+    let fields: [(&str, Option<&str>); 8] = [
+        ("Message", Some(&m.message)),
+        ("MessageId", Some(&m.message_id)),
+        ("Subject", m.subject.as_deref().filter(|_| notification)),
+        ("SubscribeURL", m.subscribe_url.as_deref().filter(|_| !notification)),
+        ("Timestamp", Some(&m.timestamp)),
+        ("Token", m.token.as_deref().filter(|_| !notification)),
+        ("TopicArn", Some(&m.topic_arn)),
+        ("Type", Some(&m.kind)),
+    ];
+    let mut out = String::with_capacity(m.message.len() + 256);
+    for (key, value) in fields {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            out.push_str(key);
+            out.push('\n');
+            out.push_str(v);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The RSA key of a PEM certificate.
+pub fn public_key(pem: &[u8]) -> Result<RsaPublicKey, Reject> {
+    let bad = |e: &dyn std::fmt::Display| Reject::Certificate(e.to_string());
+    let cert = x509_cert::Certificate::from_pem(pem).map_err(|e| bad(&e))?;
+    let spki = cert.tbs_certificate.subject_public_key_info.to_der().map_err(|e| bad(&e))?;
+    RsaPublicKey::from_public_key_der(&spki).map_err(|e| bad(&e))
+}
+
+/// Verifies the message's signature with `key`.
+pub fn verify_with(key: &RsaPublicKey, m: &Message) -> Result<(), Reject> {
+    let sig = STANDARD.decode(m.signature.trim()).map_err(|_| Reject::Signature)?;
+    let sig = Signature::try_from(sig.as_slice()).map_err(|_| Reject::Signature)?;
+    let signed = string_to_sign(m);
+    let ok = match m.signature_version.as_str() {
+        "1" => VerifyingKey::<sha1::Sha1>::new(key.clone()).verify(signed.as_bytes(), &sig).is_ok(),
+        "2" => VerifyingKey::<sha2::Sha256>::new(key.clone()).verify(signed.as_bytes(), &sig).is_ok(),
+        other => return Err(Reject::Version(other.chars().take(16).collect())),
+    };
+    if ok { Ok(()) } else { Err(Reject::Signature) }
+}
+
+/// Verifies messages, fetching and caching signing certificates through an [`AwsHttps`].
+pub struct Verifier {
+    https: Arc<dyn AwsHttps>,
+    keys: Mutex<HashMap<String, Arc<RsaPublicKey>>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("sns::Verifier").finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(https: Arc<dyn AwsHttps>) -> Self {
+        Self { https, keys: Mutex::default() }
+    }
+
+    /// The fetcher, for subscription confirmations.
+    pub fn https(&self) -> &dyn AwsHttps {
+        self.https.as_ref()
+    }
+
+    /// Checks the version and the certificate URL first, then fetches (or reuses) the key.
+    pub async fn verify(&self, m: &Message) -> Result<(), Reject> {
+        if !matches!(m.signature_version.as_str(), "1" | "2") {
+            return Err(Reject::Version(m.signature_version.chars().take(16).collect()));
+        }
+        let url = check_url("SigningCertURL", &m.signing_cert_url)?;
+        let cached = self.keys.lock().expect("cert cache lock").get(url.as_str()).cloned();
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let pem = self.https.get(url.as_str()).await.map_err(Reject::Fetch)?;
+                let key = Arc::new(public_key(&pem)?);
+                let mut keys = self.keys.lock().expect("cert cache lock");
+                if keys.len() >= CACHE_CAP {
+                    keys.clear();
+                }
+                keys.insert(url.to_string(), key.clone());
+                key
+            }
+        };
+        verify_with(&key, m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_urls_are_checked_like_awss_validators() {
+        let ok = [
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+            "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        ];
+        for u in ok {
+            assert!(check_url("SigningCertURL", u).is_ok(), "{u}");
+        }
+        let refused = [
+            "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-abc.pem",
+            "https://s3.amazonaws.com/bucket/SimpleNotificationService-abc.pem",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.txt",
+            "https://sns.us-east-1.amazonaws.com:8443/SimpleNotificationService-abc.pem",
+            "https://user@sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.us-east-1.amazonaws.com/x.pem?redirect=https://evil.com",
+            "https://sns.ab.amazonaws.com/x.pem",
+            "https://evil.com/sns.us-east-1.amazonaws.com/x.pem",
+            "not a url",
+        ];
+        for u in refused {
+            assert!(check_url("SigningCertURL", u).is_err(), "{u}");
+        }
+        assert!(
+            check_url(
+                "SubscribeURL",
+                "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-west-2:123:t&Token=abc"
+            )
+            .is_ok()
+        );
+        assert!(check_url("SubscribeURL", "https://169.254.169.254/latest/meta-data/").is_err());
+    }
+
+    #[test]
+    fn string_to_sign_follows_the_documented_field_order() {
+        let m = Message {
+            kind: "Notification".into(),
+            message_id: "id-1".into(),
+            topic_arn: "arn:aws:sns:us-east-1:123:t".into(),
+            subject: Some("s".into()),
+            message: "line one\nline two".into(),
+            timestamp: "2026-11-23T10:00:00.000Z".into(),
+            token: Some("ignored for notifications".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            string_to_sign(&m),
+            "Message\nline one\nline two\nMessageId\nid-1\nSubject\ns\nTimestamp\n2026-11-23T10:00:00.000Z\nTopicArn\narn:aws:sns:us-east-1:123:t\nType\nNotification\n"
+        );
+        let c = Message {
+            kind: "SubscriptionConfirmation".into(),
+            subscribe_url: Some("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription".into()),
+            token: Some("tok".into()),
+            subject: Some("not signed here".into()),
+            ..m
+        };
+        assert_eq!(
+            string_to_sign(&c),
+            "Message\nline one\nline two\nMessageId\nid-1\nSubscribeURL\nhttps://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription\nTimestamp\n2026-11-23T10:00:00.000Z\nToken\ntok\nTopicArn\narn:aws:sns:us-east-1:123:t\nType\nSubscriptionConfirmation\n"
+        );
+    }
+}
