@@ -23,7 +23,7 @@ use switchyard::{
 
 use crate::{
     access::{QueryCredentials, TICKET_TTL},
-    error::ApiError,
+    error::{ApiError, RawBody},
     http::App,
     sse::split_channels,
 };
@@ -124,7 +124,11 @@ fn indexed(e: PublishError, i: usize, single: bool) -> ApiError {
 }
 
 /// `POST /api/events`: one event (object) or a batch (array), committed together; answers with ids.
-pub async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn publish(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let who = app.access.from_headers(&headers)?;
     who.require(Role::Publish)?;
     let (events, single) = parse_events(&body)?;
@@ -153,7 +157,11 @@ struct Broadcast {
 }
 
 /// `POST /api/sse/broadcast` (admin): one event to every subscriber of its channels, in one or more tenants.
-pub async fn broadcast(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn broadcast(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let who = app.access.from_headers(&headers)?;
     who.require(Role::Admin)?;
     let b: Broadcast = serde_json::from_slice(&body).map_err(|e| {

@@ -10,6 +10,23 @@ use axum::{
 use serde_json::json;
 use switchyard::{auth::AuthError, bus::SubscribeError, validate::PublishError};
 
+/// The raw request body, with axum's rejections (413 over the route's limit, 400 on a broken
+/// upload) answered as JSON errors like every other.
+#[derive(Debug)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state).await.map(RawBody).map_err(|r| {
+            let status = r.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
+            ApiError { field: Some("body"), ..ApiError::new(status, code, r.body_text()) }
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -65,6 +65,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Largest request body: a batch of events.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Largest webhook delivery. Platforms send kilobytes; a megabyte is an attack or a mistake.
+pub const WEBHOOK_MAX_BODY: usize = 1024 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
     let cors = (!app.cors_origins.is_empty()).then(|| {
@@ -87,11 +89,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/sse/broadcast", post(api::broadcast))
         .route("/api/sse/status", get(api::status))
         .route("/api/events", get(api::poll).post(api::publish))
-        .route("/api/webhooks/shopify", post(webhooks::shopify))
-        .route("/api/webhooks/xero", post(webhooks::xero))
-        .route("/api/webhooks/unleashed", post(webhooks::unleashed))
-        .route("/api/webhooks/amazon", post(webhooks::amazon))
-        .route("/api/webhooks/{source}", post(webhooks::standard))
+        .merge(
+            Router::new()
+                .route("/api/webhooks/shopify", post(webhooks::shopify))
+                .route("/api/webhooks/xero", post(webhooks::xero))
+                .route("/api/webhooks/unleashed", post(webhooks::unleashed))
+                .route("/api/webhooks/amazon", post(webhooks::amazon))
+                .route("/api/webhooks/{source}", post(webhooks::standard))
+                .layer(DefaultBodyLimit::max(WEBHOOK_MAX_BODY)),
+        )
         .route("/api/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))

@@ -138,7 +138,9 @@ async fn prepare(n: u64, make: fn(u64) -> Delivery) -> Vec<Delivery> {
     let cores = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(2);
     let chunk = n.div_ceil(cores);
     let parts: Vec<_> = (0..cores)
-        .map(|c| tokio::task::spawn_blocking(move || (c * chunk..((c + 1) * chunk).min(n)).map(make).collect::<Vec<_>>()))
+        .map(|c| {
+            tokio::task::spawn_blocking(move || (c * chunk..((c + 1) * chunk).min(n)).map(make).collect::<Vec<_>>())
+        })
         .collect();
     let mut out = Vec::with_capacity(n as usize);
     for p in parts {

@@ -470,3 +470,67 @@ async fn sns_subscription_confirmed_only_for_configured_topics() {
     assert_eq!(post_sns(&server, &again).await.status(), 502);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acked_delivery_survives_sigkill_and_its_retry_is_still_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("s.toml");
+    std::fs::write(
+        &config,
+        format!("[webhooks.shopify]\nsecrets = [\"s\"]\n[webhooks.shopify.shops]\n\"{SHOP}\" = \"acme\"\n"),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let body = br##"{"id": 820982911946154508, "name": "#1001", "currency": "GBP", "total_price": "25.00"}"##;
+    let headers = vec![
+        ("X-Shopify-Hmac-Sha256", sign_b64(b"s", &[body])),
+        ("X-Shopify-Topic", "orders/create".to_owned()),
+        ("X-Shopify-Shop-Domain", SHOP.to_owned()),
+        ("X-Shopify-Event-Id", "evt-crash".to_owned()),
+    ];
+    let p = switchyard_tests::Process::serve(dir.path(), &args);
+    let r: Value = post(format!("{}/api/webhooks/shopify", p.http_url), &headers, body).await.json().await.unwrap();
+    let id = r["ids"][0].as_str().unwrap().to_owned();
+    p.kill();
+    let p = switchyard_tests::Process::serve(dir.path(), &args);
+    let page = switchyard_tests::get_json(
+        &format!("{}/api/events?channels=dashboard", p.http_url),
+        &p.token("acme", Role::Subscribe),
+    )
+    .await;
+    assert_eq!(page["events"][0]["id"].as_str(), Some(id.as_str()), "acked, so durable");
+    // Shopify retries after the crash: the dedupe window was persisted too.
+    let r: Value = post(format!("{}/api/webhooks/shopify", p.http_url), &headers, body).await.json().await.unwrap();
+    assert_eq!((r["ids"][0].as_str(), r["duplicates"].as_u64()), (Some(id.as_str()), Some(1)));
+    p.kill();
+}
+
+#[tokio::test]
+async fn oversized_and_unknown_deliveries_get_clear_answers() {
+    let server = server().await;
+    let url = format!("{}/api/webhooks/shopify", server.http_url);
+    let huge = vec![b' '; 1024 * 1024 + 1];
+    let r = post(url.clone(), &[("X-Shopify-Hmac-Sha256", sign_b64(b"new-secret", &[&huge]))], &huge).await;
+    assert_eq!(r.status(), 413);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!((err["error"]["code"].as_str(), err["error"]["field"].as_str()), (Some("body_too_large"), Some("body")));
+    // A topic we have no mapping for: accepted (so Shopify stops retrying) and stored as data-updated.
+    let body = br#"{"id": 42, "title": "Widget"}"#;
+    let headers = vec![
+        ("X-Shopify-Hmac-Sha256", sign_b64(b"new-secret", &[body])),
+        ("X-Shopify-Topic", "products/update".to_owned()),
+        ("X-Shopify-Shop-Domain", SHOP.to_owned()),
+        ("X-Shopify-Webhook-Id", "wh-1".to_owned()),
+    ];
+    assert_eq!(post(url.clone(), &headers, body).await.status(), 200);
+    // Correctly signed but not JSON: 400 naming the body, nothing stored.
+    let stored = head(&server);
+    let bad = b"{not json";
+    let mut h = headers.clone();
+    h[0].1 = sign_b64(b"new-secret", &[bad]);
+    let r = post(url, &h, bad).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["field"], "body");
+    assert_eq!(head(&server), stored);
+    server.stop().await;
+}

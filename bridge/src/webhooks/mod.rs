@@ -21,7 +21,6 @@ use std::{
 
 use axum::{
     Json,
-    body::Bytes,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -33,7 +32,11 @@ use switchyard::{
     proto::v1::{CustomEvent, Delivery as DeliveryKind, Event, event::Payload},
 };
 
-use crate::{config::WebhooksConfig, error::ApiError, http::App};
+use crate::{
+    config::WebhooksConfig,
+    error::{ApiError, RawBody},
+    http::App,
+};
 
 /// Verified-webhook settings, resolved from config once.
 #[derive(Debug)]
@@ -172,7 +175,11 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// `POST /api/webhooks/shopify`: every topic.
-pub async fn shopify(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn shopify(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let hooks = &app.webhooks;
     if hooks.shopify_secrets.is_empty() {
         return Err(not_configured("Shopify webhooks are not configured (webhooks.shopify.secrets)"));
@@ -204,7 +211,11 @@ pub async fn shopify(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
 }
 
 /// `POST /api/webhooks/xero`: 200 with an empty body (and no cookies) once stored; 401 on a bad signature.
-pub async fn xero(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn xero(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let hooks = &app.webhooks;
     if hooks.xero_keys.is_empty() {
         return Err(not_configured("Xero webhooks are not configured (webhooks.xero.keys)"));
@@ -233,7 +244,11 @@ pub async fn xero(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
 }
 
 /// `POST /api/webhooks/unleashed`.
-pub async fn unleashed(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn unleashed(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let hooks = &app.webhooks;
     let Some(tenant) = &hooks.unleashed_tenant else {
         return Err(not_configured("Unleashed webhooks are not configured (webhooks.unleashed)"));
@@ -262,7 +277,7 @@ pub async fn standard(
     State(app): State<Arc<App>>,
     Path(source): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let s = app
         .webhooks
@@ -302,7 +317,7 @@ pub async fn standard(
 
 /// `POST /api/webhooks/amazon`: AWS SNS messages (EventBridge → SNS → HTTPS) carrying SP-API
 /// notifications. Only configured topics are verified, confirmed or accepted.
-pub async fn amazon(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn amazon(State(app): State<Arc<App>>, RawBody(body): RawBody) -> Result<Response, ApiError> {
     let Some(a) = &app.webhooks.amazon else {
         return Err(not_configured("Amazon (SNS) webhooks are not configured (webhooks.amazon.topics)"));
     };
