@@ -31,6 +31,8 @@ fn arg(name: &str, default: u64) -> u64 {
 
 /// One prepared delivery: headers and body.
 type Delivery = (Vec<(&'static str, String)>, Vec<u8>);
+/// A platform: name, route, how one delivery is made, how many are sent.
+type Platform = (&'static str, &'static str, fn(u64) -> Delivery, u64);
 
 fn shopify(i: u64) -> Delivery {
     let body = format!(
@@ -186,7 +188,7 @@ fn main() {
             Some(aws),
         )
         .await;
-        let platforms: [(&str, &str, fn(u64) -> Delivery, u64); 5] = [
+        let platforms: [Platform; 5] = [
             ("shopify", "/api/webhooks/shopify", shopify, n),
             ("xero", "/api/webhooks/xero", xero, n),
             ("unleashed", "/api/webhooks/unleashed", unleashed, n),
