@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let good = signature::sign_b64(&keys[0], &[b"1700000000", b".", body.as_bytes()]);
     assert!(unleashed::verify(&keys, Some(&good), Some("1700000000"), body.as_bytes(), 1_700_000_100));
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
-        if let Some((_, key)) = unleashed::event(&value) {
+        if let Some((_, key)) = unleashed::events(&value) {
             assert!(key.starts_with("unleashed:"));
         }
     }

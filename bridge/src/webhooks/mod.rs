@@ -264,11 +264,10 @@ pub async fn unleashed(
         return Err(unauthorized("signature does not match, or the timestamp is outside 5 minutes"));
     }
     let value = parse_json(&body)?;
-    let (mut event, key) = unleashed::event(&value)
+    let (mut events, key) = unleashed::events(&value)
         .ok_or_else(|| ApiError::bad_request("invalid_json", "eventNotificationId", "missing"))?;
-    event.tenant = tenant.to_string();
-    event.idempotency_key = key;
-    let (ids, dups) = commit(&app, vec![event]).await?;
+    stamp(&mut events, tenant, &key);
+    let (ids, dups) = commit(&app, events).await?;
     Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
 }
 

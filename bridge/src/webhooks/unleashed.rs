@@ -4,7 +4,7 @@
 //! not read on Unleashed's own page: see docs/webhooks.md.
 
 use serde_json::Value;
-use switchyard::proto::v1::{DataUpdated, Event, event::Payload};
+use switchyard::proto::v1::{DashboardRefreshRequired, DataUpdated, Event, event::Payload};
 
 use super::signature::verify_b64;
 
@@ -18,8 +18,46 @@ pub fn verify(keys: &[Vec<u8>], signature: Option<&str>, timestamp: Option<&str>
     (now - at).abs() <= TOLERANCE_SECS && verify_b64(keys, &[ts.as_bytes(), b".", body], sig)
 }
 
-/// The event a notification becomes; `None` when it lacks its notification id (no dedupe possible).
-pub fn event(body: &Value) -> Option<(Event, String)> {
+/// The dashboard sections an Unleashed resource feeds: assemblies are production, stock and
+/// products are inventory. Notifications carry the changed record, not recomputed figures.
+fn sections(resource: &str) -> Vec<String> {
+    let r = resource.to_ascii_lowercase();
+    let mut out = Vec::new();
+    if r.contains("assembl") || r.contains("production") {
+        out.push("production".to_owned());
+    }
+    if r.contains("stock") || r.contains("product") || r.contains("warehouse") {
+        out.push("inventory".to_owned());
+    }
+    out
+}
+
+/// The events a notification becomes: `unleashed:data-updated`, then a `dashboard:refresh-required`
+/// for the production or inventory sections it affects. `None` when it lacks its notification id
+/// (no dedupe possible).
+pub fn events(body: &Value) -> Option<(Vec<Event>, String)> {
+    let (first, key) = event(body)?;
+    let mut events = vec![first];
+    let resource = match &events[0].payload {
+        Some(Payload::UnleashedDataUpdated(d)) => d.resource.clone(),
+        _ => String::new(),
+    };
+    let sections = sections(&resource);
+    if !sections.is_empty() {
+        events.push(Event {
+            key: "unleashed".into(),
+            source: "webhook:unleashed".into(),
+            payload: Some(Payload::DashboardRefreshRequired(DashboardRefreshRequired {
+                sections,
+                reason: format!("Unleashed {resource} changed"),
+            })),
+            ..Default::default()
+        });
+    }
+    Some((events, key))
+}
+
+fn event(body: &Value) -> Option<(Event, String)> {
     let id = body["eventNotificationId"].as_str().filter(|s| !s.is_empty())?.to_owned();
     let kind = body["eventType"].as_str().unwrap_or_default();
     let (resource, action) = kind.split_once('.').unwrap_or((kind, ""));
@@ -52,6 +90,23 @@ pub fn event(body: &Value) -> Option<(Event, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assemblies_and_stock_ask_for_a_refresh_of_their_sections() {
+        let body = |kind: &str| serde_json::json!({"eventNotificationId": "n-1", "eventType": kind, "data": {}});
+        let (made, key) = events(&body("assembly.completed")).unwrap();
+        assert_eq!(key, "unleashed:n-1");
+        let Some(Payload::DashboardRefreshRequired(r)) = &made[1].payload else { panic!("{made:?}") };
+        assert_eq!(r.sections, ["production"]);
+        let (made, _) = events_of("stockadjustment.created");
+        let Some(Payload::DashboardRefreshRequired(r)) = &made[1].payload else { panic!("{made:?}") };
+        assert_eq!(r.sections, ["inventory"]);
+        assert_eq!(events_of("salesorder.created").0.len(), 1);
+
+        fn events_of(kind: &str) -> (Vec<Event>, String) {
+            events(&serde_json::json!({"eventNotificationId": "n", "eventType": kind})).unwrap()
+        }
+    }
 
     #[test]
     fn vector_and_window() {
