@@ -18,7 +18,7 @@ use switchyard::bus::Bus;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{access::Access, api, config::SseConfig, limits::Limits, openapi, sse, webhooks};
+use crate::{access::Access, api, assets, config::SseConfig, limits::Limits, openapi, sse, webhooks};
 
 /// Everything a handler needs. Shared by `Arc`.
 pub struct App {
@@ -60,6 +60,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/openapi.json"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
+    ("GET", "/"),
+    ("GET", "/dashboard.js"),
+    ("GET", "/dashboard.css"),
+    ("GET", "/client.js"),
+    ("GET", "/client.d.ts"),
     ("GET", "/readyz"),
 ];
 
@@ -101,6 +106,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
+        .route("/", get(assets::dashboard))
+        .route("/dashboard.js", get(assets::dashboard_js))
+        .route("/dashboard.css", get(assets::dashboard_css))
+        .route("/client.js", get(assets::client_js))
+        .route("/client.d.ts", get(assets::client_types))
         .route("/readyz", get(api::readyz))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -8,6 +8,7 @@
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
 //! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
+//! - [`assets`]: the dashboard at `/` and the browser client at `/client.js` (bridge/assets/).
 //! - [`webhooks`]: verified Shopify, Xero, Unleashed, Amazon (SNS) and Standard Webhooks
 //!   deliveries → events, exactly once.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
@@ -15,6 +16,7 @@
 
 pub mod access;
 pub mod api;
+pub mod assets;
 pub mod config;
 pub mod direct;
 pub mod error;

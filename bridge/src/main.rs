@@ -227,6 +227,7 @@ async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
         Some(grpc) => println!("switchyard: grpc={grpc} http={}", running.http_addr),
         None => println!("switchyard: http={}", running.http_addr),
     }
+    println!("switchyard: dashboard (token valid 12 h): {}", serve::dashboard_url(&running));
     println!("switchyard: try (token valid 1 h): {}", serve::try_it(&running));
     let stop = running.stopper();
     tokio::spawn(async move {

@@ -217,6 +217,13 @@ pub async fn start_with(
 
 /// What `serve` prints for people: a short-lived subscribe token for the `default` tenant and
 /// a command that uses it. (The dashboard at `/` is not built yet; see the issue tracker.)
+/// The dashboard's address with a subscribe token for tenant `default` in the fragment (never
+/// sent to the server; the page moves it to sessionStorage and clears the address bar).
+pub fn dashboard_url(running: &Running) -> String {
+    let token = running.signer.mint("default", Role::Subscribe, Vec::new(), 12 * 3600);
+    format!("http://{}/#token={token}", running.http_addr)
+}
+
 pub fn try_it(running: &Running) -> String {
     let token = running.signer.mint("default", Role::Subscribe, Vec::new(), 3600);
     format!("curl -N -H 'Authorization: Bearer {token}' http://{}/api/sse/dashboard", running.http_addr)

@@ -44,6 +44,9 @@ pub struct SseQuery {
     pub tenant: Option<String>,
     /// Coalesce snapshots per (type, key); on by default for browsers.
     pub coalesce: Option<bool>,
+    /// `event`: heartbeats as `stream:heartbeat` events (visible to EventSource, for a client
+    /// watchdog) instead of comments.
+    pub heartbeat: Option<String>,
     #[serde(flatten)]
     pub credentials: QueryCredentials,
 }
@@ -171,6 +174,20 @@ pub async fn open_stream(
 ) -> Result<Opened, ApiError> {
     let who = app.access.from_request(headers, &q.credentials)?;
     let from = resume_from(headers, q)?;
+    let beat = match q.heartbeat.as_deref() {
+        None | Some("comment") => HEARTBEAT,
+        Some("event") => Bytes::from(format!(
+            "event: stream:heartbeat\ndata: {{\"intervalMs\":{}}}\n\n",
+            app.sse.heartbeat_secs * 1000
+        )),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "heartbeat",
+                format!("'{other}': expected `comment` or `event`"),
+            ));
+        }
+    };
     let spec = SubscribeSpec {
         tenant: q.tenant.clone().unwrap_or_default(),
         channels,
@@ -218,7 +235,7 @@ pub async fn open_stream(
                         }
                         Pulse::Beat(_) => {
                             if quiet {
-                                yield (HEARTBEAT);
+                                yield (beat.clone());
                             }
                             quiet = true;
                         }

@@ -1,0 +1,41 @@
+//! The browser side, compiled into the binary so `switchyard serve` needs no build step and no
+//! CDN: the dashboard at `/` and the client library at `/client.js` (sources in bridge/assets/).
+
+use axum::{
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+
+/// Same-origin scripts and styles only; the dashboard needs nothing else.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
+pub async fn dashboard() -> Response {
+    asset("text/html; charset=utf-8", include_str!("../assets/dashboard.html"))
+}
+
+pub async fn dashboard_js() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../assets/dashboard.js"))
+}
+
+pub async fn dashboard_css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("../assets/dashboard.css"))
+}
+
+pub async fn client_js() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../assets/client.js"))
+}
+
+pub async fn client_types() -> Response {
+    asset("application/typescript; charset=utf-8", include_str!("../assets/client.d.ts"))
+}
