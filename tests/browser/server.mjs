@@ -13,8 +13,8 @@ export function dataDir() {
 }
 
 /** Starts `switchyard serve`; resolves with { proc, http, grpc } once it printed its addresses. */
-export async function start(dir, httpAddr = '127.0.0.1:0') {
-  const proc = spawn(BIN, ['serve', '--data-dir', dir, '--grpc-addr', '127.0.0.1:0', '--http-addr', httpAddr], {
+export async function start(dir, httpAddr = '127.0.0.1:0', extra = []) {
+  const proc = spawn(BIN, ['serve', '--data-dir', dir, '--grpc-addr', '127.0.0.1:0', '--http-addr', httpAddr, ...extra], {
     env: { ...process.env, SWITCHYARD_LOG: 'warn' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

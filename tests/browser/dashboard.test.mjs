@@ -1,0 +1,118 @@
+// The dashboard in real headless Chromium against the real binary: a signed Shopify webhook
+// sent with `switchyard webhook send` shows up as a toast and a tile within 1 s; a server
+// restart shows reconnecting → connected and loses nothing published meanwhile; with
+// EventSource disabled the polling fallback still delivers. Screenshots go to tests/artifacts.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { chromium } from 'playwright-core';
+import { BIN, dataDir, start, stop, token, publish, until } from './server.mjs';
+
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = new URL('../artifacts/', import.meta.url).pathname;
+mkdirSync(SHOTS, { recursive: true });
+const SHOP = 'acme-uk.myshopify.com';
+const servers = [];
+let browser;
+after(async () => {
+  await browser?.close();
+  await Promise.all(servers.map(stop));
+});
+
+async function setup() {
+  const dir = dataDir();
+  const config = join(dir, 'switchyard.toml');
+  writeFileSync(config, `[webhooks.shopify]\nsecrets = ["shpss_test"]\n[webhooks.shopify.shops]\n"${SHOP}" = "acme"\n`);
+  const extra = ['--config', config];
+  const server = await start(dir, '127.0.0.1:0', extra);
+  servers.push(server);
+  browser ??= await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  return { dir, extra, server, sub: token(dir, 'acme', 'subscribe'), pub: token(dir, 'acme', 'publish') };
+}
+
+function sendOrder(server) {
+  return execFileSync(BIN, ['webhook', 'send', 'shopify', 'orders/create', '--secret', 'shpss_test', '--shop', SHOP,
+    '--url', server.http]).toString();
+}
+
+const state = (page) => page.getAttribute('#connection', 'data-state');
+
+test('dashboard: a webhook becomes a toast and a tile within 1 s; a restart loses nothing', async () => {
+  let { dir, extra, server, sub, pub } = await setup();
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const seen = [];
+  page.on('console', (m) => seen.push(m.text()));
+  await page.goto(`${server.http}/#token=${sub}`);
+  await until('connected', async () => (await state(page)) === 'connected');
+  assert.equal(new URL(page.url()).hash, '', 'the token is cleared from the address bar');
+  assert.match(await page.textContent('#tile-shopify-orders'), /No shopify data yet\. Connect Shopify/);
+  await page.screenshot({ path: `${SHOTS}dashboard-empty.png`, fullPage: true });
+
+  const sent = Date.now();
+  assert.match(sendOrder(server), /^200 /);
+  await page.waitForSelector('.toast', { timeout: 5000 });
+  const toastAt = Date.now() - sent;
+  assert.match(await page.textContent('.toast'), /New Shopify order .*GBP/);
+  await until('the tile', async () => (await page.textContent('#tile-shopify-orders .value').catch(() => '')) === '1', 5000);
+  const tileAt = Date.now() - sent;
+  assert.ok(toastAt < 1000 && tileAt < 1000, `toast after ${toastAt} ms, tile after ${tileAt} ms`);
+  assert.match(await page.textContent('#sources'), /order .* received/);
+  await page.screenshot({ path: `${SHOTS}dashboard-order.png`, fullPage: true });
+
+  // Restart the server; alerts published before the browser is back must all arrive.
+  const states = [];
+  await page.exposeFunction('recordState', (s) => states.push(s));
+  await page.evaluate(() => window.switchyard.onState((s) => window.recordState(s)));
+  await stop(server);
+  await until('reconnecting', async () => (await state(page)) === 'reconnecting');
+  await page.screenshot({ path: `${SHOTS}dashboard-reconnecting.png`, fullPage: true });
+  server = await start(dir, server.addr, extra);
+  servers.push(server);
+  await publish(server, pub, 'while-away-', 5);
+  await until('connected again', async () => (await state(page)) === 'connected', 30000);
+  await until('all five alerts', async () => {
+    const text = await page.textContent('#alerts');
+    return [0, 1, 2, 3, 4].every((i) => text.includes(`while-away-${i}`));
+  });
+  assert.deepEqual(states.filter((s, i) => s !== states[i - 1]).slice(-2), ['reconnecting', 'connected']);
+  const text = await page.textContent('#alerts');
+  for (let i = 0; i < 5; i++) assert.equal(text.split(`while-away-${i}`).length, 2, `while-away-${i} shown once`);
+  await page.screenshot({ path: `${SHOTS}dashboard-reconnected.png`, fullPage: true });
+
+  // Critical alerts stay until dismissed, and the dismiss button is reachable by keyboard.
+  await fetch(`${server.http}/api/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${pub}`, 'content-type': 'application/json' },
+    body: JSON.stringify([{ type: 'alert:critical', data: { title: 'Line 2 stopped' } }]),
+  });
+  const critical = page.locator('.toast.critical', { hasText: 'Line 2 stopped' });
+  await critical.waitFor({ timeout: 5000 });
+  assert.equal(await critical.getAttribute('role'), 'alert');
+  await critical.locator('button').focus();
+  await page.keyboard.press('Enter');
+  await critical.waitFor({ state: 'detached', timeout: 5000 });
+  await page.close();
+});
+
+test('dashboard: polling fallback delivers with EventSource disabled, at phone width', async () => {
+  const { server, sub } = await setup();
+  const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+  await page.addInitScript(() => {
+    delete window.EventSource;
+  });
+  await page.goto(`${server.http}/#token=${sub}`);
+  await until('connected by polling', async () => (await page.textContent('#connection-text')) === 'connected (polling)');
+  assert.match(sendOrder(server), /^200 /);
+  await page.waitForSelector('.toast', { timeout: 10000 });
+  assert.equal(await page.textContent('#tile-shopify-orders .value'), '1');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `no horizontal scrolling at phone width (overflow ${overflow}px)`);
+  await page.screenshot({ path: `${SHOTS}dashboard-polling-phone.png`, fullPage: true });
+  await page.close();
+});
