@@ -1,0 +1,135 @@
+//! The shape every connector shares: configured once, then asked to sync inside a [`Run`],
+//! which stamps tenant and provenance on what it publishes and reports progress.
+
+use std::{future::Future, sync::Arc};
+
+use switchyard::proto::v1::{Event, SyncError as SyncErrorEvent, SyncStarted, event::Payload};
+
+use crate::{jobs::JobReporter, sink::Sink};
+
+/// Which platform a connector reads; decides the `<source>:sync-*` event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Shopify,
+    Xero,
+    Amazon,
+    Unleashed,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Shopify => "shopify",
+            Source::Xero => "xero",
+            Source::Amazon => "amazon",
+            Source::Unleashed => "unleashed",
+        }
+    }
+
+    pub fn started(self, run_id: &str) -> Payload {
+        let s = SyncStarted { scope: "all".into(), run_id: run_id.to_owned() };
+        match self {
+            Source::Shopify => Payload::ShopifySyncStarted(s),
+            Source::Xero => Payload::XeroSyncStarted(s),
+            Source::Amazon => Payload::AmazonSyncStarted(s),
+            Source::Unleashed => Payload::UnleashedSyncStarted(s),
+        }
+    }
+
+    pub fn error(self, e: SyncErrorEvent) -> Payload {
+        match self {
+            Source::Shopify => Payload::ShopifySyncError(e),
+            Source::Xero => Payload::XeroSyncError(e),
+            Source::Amazon => Payload::AmazonSyncError(e),
+            Source::Unleashed => Payload::UnleashedSyncError(e),
+        }
+    }
+}
+
+/// Why a sync failed. The message is safe to publish: it never carries a credential.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    RateLimited(String),
+    #[error("{message}")]
+    Upstream { status: u16, message: String },
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Network(String),
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    State(String),
+    #[error("publishing to the bus: {0}")]
+    Publish(String),
+}
+
+impl SyncError {
+    /// A stable code for dashboards and alerting.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SyncError::Unauthorized(_) => "unauthorized",
+            SyncError::RateLimited(_) => "rate_limited",
+            SyncError::Upstream { .. } => "upstream_error",
+            SyncError::Timeout(_) => "timeout",
+            SyncError::Network(_) => "network",
+            SyncError::Malformed(_) => "malformed_response",
+            SyncError::State(_) => "state",
+            SyncError::Publish(_) => "publish",
+        }
+    }
+}
+
+/// One sync of one connector.
+pub struct Run {
+    pub run_id: String,
+    pub tenant: String,
+    pub source: Source,
+    pub sink: Arc<dyn Sink>,
+    pub jobs: JobReporter,
+}
+
+impl Run {
+    pub fn new(source: Source, tenant: &str, sink: Arc<dyn Sink>) -> Self {
+        let run_id = format!("{}-{}", source.name(), random_suffix());
+        let jobs = JobReporter::new(sink.clone(), tenant, &run_id, source.name());
+        Self { run_id, tenant: tenant.to_owned(), source, sink, jobs }
+    }
+
+    /// An event from this run: tenant, source and key filled in.
+    pub fn event(&self, key: &str, payload: Payload) -> Event {
+        Event {
+            tenant: self.tenant.clone(),
+            source: format!("connector:{}", self.source.name()),
+            key: key.to_owned(),
+            payload: Some(payload),
+            ..Default::default()
+        }
+    }
+
+    /// Publishes `events`, all or nothing as far as the caller can tell: an error means retry.
+    pub async fn publish(&self, events: Vec<Event>) -> Result<(), SyncError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.sink.publish(events).await.map_err(SyncError::Publish)
+    }
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A platform connector: configured once, synced many times.
+pub trait Connector: Send + 'static {
+    fn source(&self) -> Source;
+    /// The tenant its events belong to.
+    fn tenant(&self) -> &str;
+    /// Reads the platform and publishes what it computed: progress along the way through
+    /// `run.jobs`, figures and alerts through `run.publish`, ending with `<source>:sync-completed`.
+    /// On error nothing further is published; the scheduler reports it.
+    fn sync(&mut self, run: &Run) -> impl Future<Output = Result<(), SyncError>> + Send;
+}

@@ -1,0 +1,152 @@
+//! The HTTPS client every connector uses, and how it treats a platform that says "not now":
+//! 429 waits for `Retry-After` (or backs off with jitter when there is none), 5xx and timeouts
+//! back off and retry a bounded number of times, 401 goes back to the connector (which may
+//! refresh its token), anything else is an error naming the call.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::connector::SyncError;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub attempts: u32,
+    /// First backoff; doubles per attempt, with full jitter.
+    pub backoff: Duration,
+    /// Longest single wait, whatever Retry-After says.
+    pub max_wait: Duration,
+    pub timeout: Duration,
+    /// Real waits are multiplied by this (1.0 in production). Tests shrink it and read
+    /// [`Http::waited`] to check what was asked for.
+    pub time_scale: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+            max_wait: Duration::from_secs(120),
+            timeout: Duration::from_secs(30),
+            time_scale: 1.0,
+        }
+    }
+}
+
+pub struct Http {
+    client: reqwest::Client,
+    pub policy: RetryPolicy,
+    waited_ms: AtomicU64,
+}
+
+impl Http {
+    pub fn new(policy: RetryPolicy) -> Result<Self, String> {
+        // One TLS provider in the process (ring), as in the bridge.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(policy.timeout)
+            .user_agent(concat!("switchyard-ingest/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { client, policy, waited_ms: AtomicU64::new(0) })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Total time the platform asked us to wait (Retry-After, throttles), unscaled.
+    pub fn waited(&self) -> Duration {
+        Duration::from_millis(self.waited_ms.load(Ordering::Relaxed))
+    }
+
+    /// Waits `d` (scaled), recording it. For throttles a connector computes itself.
+    pub async fn pause(&self, d: Duration) {
+        let d = d.min(self.policy.max_wait);
+        self.waited_ms.fetch_add(d.as_millis() as u64, Ordering::Relaxed);
+        tokio::time::sleep(d.mul_f64(self.policy.time_scale)).await;
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self.policy.backoff.saturating_mul(1 << attempt.min(16)).min(self.policy.max_wait);
+        cap.mul_f64(rand::random::<f64>())
+    }
+
+    /// Sends the request `build` makes (rebuilt per attempt), retrying as described above.
+    /// `what` names the call in errors ("Shopify orders", "Xero balance sheet").
+    pub async fn send(&self, what: &str, build: impl Fn() -> RequestBuilder) -> Result<Response, SyncError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= self.policy.attempts;
+            let error = match build().send().await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) if r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::FORBIDDEN => {
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    return Err(SyncError::Unauthorized(format!("{what}: HTTP {status}: {}", snippet(&body))));
+                }
+                Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    let wait = retry_after(&r).unwrap_or_else(|| self.backoff(attempt));
+                    if last {
+                        return Err(SyncError::RateLimited(format!("{what}: still HTTP 429 after {attempt} attempts")));
+                    }
+                    tracing::info!(what, wait_ms = wait.as_millis() as u64, "rate limited; waiting");
+                    self.pause(wait).await;
+                    continue;
+                }
+                Ok(r) if r.status().is_server_error() => {
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    SyncError::Upstream { status, message: format!("{what}: HTTP {status}: {}", snippet(&body)) }
+                }
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    return Err(SyncError::Upstream {
+                        status,
+                        message: format!("{what}: HTTP {status}: {}", snippet(&body)),
+                    });
+                }
+                Err(e) if e.is_timeout() => {
+                    SyncError::Timeout(format!("{what}: no answer within {:?}", self.policy.timeout))
+                }
+                // Without the URL: a query string can carry credentials.
+                Err(e) => SyncError::Network(format!("{what}: {}", e.without_url())),
+            };
+            if last {
+                return Err(error);
+            }
+            tracing::info!(what, %error, attempt, "retrying");
+            let wait = self.backoff(attempt);
+            tokio::time::sleep(wait.mul_f64(self.policy.time_scale)).await;
+        }
+    }
+
+    /// Sends and decodes a JSON body; a body that is not the expected JSON is `Malformed`.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<T, SyncError> {
+        let r = self.send(what, build).await?;
+        let bytes = r.bytes().await.map_err(|e| SyncError::Network(format!("{what}: {}", e.without_url())))?;
+        serde_json::from_slice(&bytes).map_err(|e| SyncError::Malformed(format!("{what}: {e}")))
+    }
+}
+
+/// `Retry-After` in seconds (the form every platform here uses).
+fn retry_after(r: &Response) -> Option<Duration> {
+    let v = r.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+fn snippet(body: &str) -> String {
+    body.chars().take(200).collect()
+}

@@ -1,0 +1,171 @@
+//! Runs connectors: each on its own interval with jitter (so several deployments do not hit a
+//! platform in step), one sync at a time per connector, independently of the others, forever.
+//! A failed sync is retried sooner, with backoff, but never more often than the interval allows
+//! a healthy one. A webhook for a source (push) triggers that source's sync (pull) after a
+//! short debounce, so a burst of deliveries costs one sync.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use switchyard::proto::v1::{SubscribeRequest, SyncError as SyncErrorEvent, event::Payload, subscribe_response};
+use tokio::sync::{Notify, watch};
+use tokio_stream::StreamExt;
+
+use crate::{
+    connector::{Connector, Run, Source, SyncError},
+    sink::Sink,
+};
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub interval: Duration,
+    /// ± this fraction of the interval, at random.
+    pub jitter: f64,
+    /// After a push trigger, wait this long for more before syncing.
+    pub debounce: Duration,
+    /// First retry after a failure; doubles up to the interval.
+    pub retry: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            jitter: 0.1,
+            debounce: Duration::from_secs(2),
+            retry: Duration::from_secs(15),
+        }
+    }
+}
+
+/// One sync, reported: `<source>:sync-started`, the connector's own events, and either the
+/// job's completion or `<source>:sync-error` with the reason.
+pub async fn run_once<C: Connector>(connector: &mut C, sink: Arc<dyn Sink>) -> Result<(), SyncError> {
+    let source = connector.source();
+    let run = Run::new(source, connector.tenant(), sink);
+    run.publish(vec![run.event(&run.run_id, source.started(&run.run_id))]).await?;
+    run.jobs.stage("sync", &format!("{} sync started", source.name())).await;
+    match connector.sync(&run).await {
+        Ok(()) => {
+            run.jobs.complete(&format!("{} sync completed", source.name()), Default::default()).await;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(source = source.name(), run = %run.run_id, error = %e, "sync failed");
+            let report = SyncErrorEvent {
+                scope: "all".into(),
+                run_id: run.run_id.clone(),
+                error: e.to_string(),
+                code: e.code().into(),
+                will_retry: true,
+            };
+            // Best effort: if the bus itself is down, the log line above is all there is.
+            let _ = run.publish(vec![run.event(&run.run_id, source.error(report))]).await;
+            run.jobs.fail("sync", &e.to_string()).await;
+            Err(e)
+        }
+    }
+}
+
+/// Runs `connector` until `stop` turns true.
+pub fn spawn<C: Connector>(
+    mut connector: C,
+    sink: Arc<dyn Sink>,
+    schedule: Schedule,
+    trigger: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            let wait = match run_once(&mut connector, sink.clone()).await {
+                Ok(()) => {
+                    failures = 0;
+                    let j = 1.0 + schedule.jitter * (2.0 * rand::random::<f64>() - 1.0);
+                    schedule.interval.mul_f64(j.max(0.0))
+                }
+                Err(_) => {
+                    failures += 1;
+                    schedule.retry.saturating_mul(1 << (failures - 1).min(10)).min(schedule.interval)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = trigger.notified() => tokio::time::sleep(schedule.debounce).await,
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    })
+}
+
+/// Push triggers pull: follows the bus and wakes the connector of any source a webhook just
+/// reported a change for (`<source>:data-updated` and order events from `webhook:*`).
+pub fn watch_webhooks(
+    bus_url: String,
+    token: String,
+    tenant: String,
+    triggers: HashMap<Source, Arc<Notify>>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let result = async {
+                let mut client = switchyard::grpc::connect(&bus_url, &token)?;
+                let req = SubscribeRequest {
+                    channels: vec![
+                        "dashboard".into(),
+                        "inventory".into(),
+                        "production".into(),
+                        "working-capital".into(),
+                    ],
+                    from_id: None,
+                    tenant: tenant.clone(),
+                    coalesce: Some(false),
+                };
+                let mut stream = client.subscribe(req).await.map_err(|s| s.message().to_owned())?.into_inner();
+                while let Some(msg) = stream.next().await {
+                    let Some(subscribe_response::Message::Event(e)) = msg.map_err(|s| s.message().to_owned())?.message
+                    else {
+                        continue;
+                    };
+                    if !e.source.starts_with("webhook:") {
+                        continue;
+                    }
+                    let source = match e.payload {
+                        Some(Payload::XeroDataUpdated(_)) => Source::Xero,
+                        Some(
+                            Payload::ShopifyDataUpdated(_)
+                            | Payload::ShopifyOrderCreated(_)
+                            | Payload::ShopifyOrderUpdated(_),
+                        ) => Source::Shopify,
+                        Some(
+                            Payload::AmazonDataUpdated(_)
+                            | Payload::AmazonOrderCreated(_)
+                            | Payload::AmazonOrderUpdated(_),
+                        ) => Source::Amazon,
+                        Some(Payload::UnleashedDataUpdated(_)) => Source::Unleashed,
+                        _ => continue,
+                    };
+                    if let Some(t) = triggers.get(&source) {
+                        t.notify_one();
+                    }
+                }
+                Ok::<(), String>(())
+            };
+            tokio::select! {
+                r = result => if let Err(error) = r {
+                    tracing::info!(%error, "webhook watch interrupted; reconnecting");
+                },
+                _ = stop.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    })
+}
