@@ -30,6 +30,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub webhooks: WebhooksConfig,
     pub telemetry: TelemetryConfig,
+    /// A `switchyard-ingest` config file: its connectors run inside this process (docs/connectors.md).
+    pub ingest: Option<PathBuf>,
 }
 
 /// Signed webhooks from platforms. Secrets are never logged.
@@ -186,6 +188,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
             telemetry: TelemetryConfig::default(),
+            ingest: None,
         }
     }
 }
@@ -255,6 +258,7 @@ pub const ENV_VARS: &[&str] = &[
     "SWITCHYARD_CUSTOM_CHANNELS",
     "SWITCHYARD_ALLOW_QUERY_TOKEN",
     "SWITCHYARD_HEARTBEAT_SECS",
+    "SWITCHYARD_INGEST",
 ];
 
 impl Config {
@@ -301,6 +305,9 @@ impl Config {
         if let Some(v) = env("SWITCHYARD_HEARTBEAT_SECS") {
             c.sse.heartbeat_secs = v.parse().map_err(|e| bad("SWITCHYARD_HEARTBEAT_SECS", e))?;
         }
+        if let Some(v) = env("SWITCHYARD_INGEST") {
+            c.ingest = Some(v.into());
+        }
         if let Some(v) = &flags.data_dir {
             c.data_dir = v.clone();
         }
@@ -317,6 +324,17 @@ impl Config {
         Ok(c)
     }
 
+    /// The in-process connectors' configuration, when `ingest` names a file. Cursors default
+    /// to `<data_dir>/ingest`.
+    pub fn ingest_config(&self) -> Result<Option<switchyard_services::config::IngestConfig>, ConfigError> {
+        let Some(path) = &self.ingest else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|e| bad("ingest", format!("{}: {e}", path.display())))?;
+        let mut c = switchyard_services::config::IngestConfig::from_toml(&text)
+            .map_err(|e| bad("ingest", format!("{}: {e}", path.display())))?;
+        c.state_dir.get_or_insert_with(|| self.data_dir.join("ingest"));
+        Ok(Some(c))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         for ch in &self.bus.custom_channels {
             Channel::new(ch).map_err(|e| bad("bus.custom_channels", format!("'{ch}': {e}")))?;
@@ -327,6 +345,7 @@ impl Config {
         if self.sse.heartbeat_secs == 0 {
             return Err(bad("sse.heartbeat_secs", "must be at least 1"));
         }
+        self.ingest_config()?;
         crate::webhooks::Webhooks::from_config(&self.webhooks, None).map_err(|m| {
             let (key, message) = m.split_once(": ").unwrap_or(("webhooks", &m));
             bad(key, message)

@@ -55,6 +55,8 @@ pub struct Running {
     stop: watch::Sender<bool>,
     grpc: JoinHandle<()>,
     http: JoinHandle<()>,
+    /// In-process connectors (`ingest`); they stop with the server.
+    ingest: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -63,6 +65,9 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.grpc.await;
         let _ = self.http.await;
+        for t in self.ingest {
+            t.abort();
+        }
     }
 
     /// Resolves when the server has stopped (after [`Running::shutdown`] or a fatal error).
@@ -127,6 +132,10 @@ pub async fn start_with(
     };
     let bus = Bus::new(log, hub, config.bus_config());
 
+    let remote_url = match &backend {
+        Backend::Remote { bus_url } => Some(bus_url.clone()),
+        Backend::Embedded => None,
+    };
     let grpc_listener = match backend {
         Backend::Embedded => Some(TcpListener::bind(config.grpc_addr).await.map_err(|source| ServeError::Bind {
             what: "gRPC",
@@ -141,6 +150,7 @@ pub async fn start_with(
         source,
     })?;
     let grpc_addr = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let backend_url = grpc_addr.map(|a| format!("http://{a}")).or(remote_url);
     let http_addr = http_listener.local_addr()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let addrs = serde_json::json!({
@@ -180,6 +190,21 @@ pub async fn start_with(
             }
         })
     };
+    // Connectors configured with `ingest` publish into this bus over gRPC, as a separate
+    // `switchyard-ingest` would: one code path, and webhooks reach them the same way.
+    let ingest = match (config.ingest_config().map_err(|e| ServeError::Auth(e.to_string()))?, &backend_url) {
+        (Some(ic), Some(url)) => {
+            let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
+            let sink = Arc::new(
+                switchyard_services::sink::GrpcSink::new(url, &token)
+                    .map_err(|e| ServeError::Auth(format!("ingest: {e}")))?,
+            );
+            let running = switchyard_services::config::start(&ic, sink, Some((url.clone(), token)), stopped.clone())
+                .map_err(|e| ServeError::Auth(format!("ingest: {e}")))?;
+            running.tasks
+        }
+        _ => Vec::new(),
+    };
     let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(cert), Some(key)) => {
@@ -212,11 +237,9 @@ pub async fn start_with(
         }
     };
     tracing::info!(grpc_addr = ?grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
-    Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http })
+    Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http, ingest })
 }
 
-/// What `serve` prints for people: a short-lived subscribe token for the `default` tenant and
-/// a command that uses it. (The dashboard at `/` is not built yet; see the issue tracker.)
 /// The dashboard's address with a subscribe token for tenant `default` in the fragment (never
 /// sent to the server; the page moves it to sessionStorage and clears the address bar).
 pub fn dashboard_url(running: &Running) -> String {
@@ -224,6 +247,8 @@ pub fn dashboard_url(running: &Running) -> String {
     format!("http://{}/#token={token}", running.http_addr)
 }
 
+/// What `serve` prints for people: a short-lived subscribe token for the `default` tenant and
+/// a command that uses it.
 pub fn try_it(running: &Running) -> String {
     let token = running.signer.mint("default", Role::Subscribe, Vec::new(), 3600);
     format!("curl -N -H 'Authorization: Bearer {token}' http://{}/api/sse/dashboard", running.http_addr)

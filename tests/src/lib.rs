@@ -85,14 +85,29 @@ impl Server {
 
 /// The `switchyard` binary built next to this test binary (scripts/test builds the workspace first).
 pub fn binary() -> PathBuf {
+    built("switchyard")
+}
+
+/// A binary of this workspace built next to this test binary.
+pub fn built(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let bin = dir.join("switchyard");
+    let bin = dir.join(name);
     assert!(bin.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test does)", bin.display());
     bin
+}
+
+/// A child process killed (and reaped) on drop, whatever the test does.
+pub struct KilledOnDrop(pub Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The real binary as a child process; killed on drop.

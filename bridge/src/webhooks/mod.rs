@@ -199,7 +199,7 @@ pub async fn shopify(
         hooks.shops.get(&shop).ok_or_else(|| not_configured(format!("shop '{shop}' is not mapped to a tenant")))?;
     let value = parse_json(&body)?;
     let mut events = shopify::events(topic, &shop, &value, &body, &hooks.shopify_thresholds);
-    stamp(&mut events, tenant, &shopify::idempotency_key(&shop, topic, &headers).unwrap_or_default());
+    stamp(&mut events, tenant, &shopify::idempotency_key(&shop, topic, &value, &headers).unwrap_or_default());
     if let Some(at) = shopify::header(&headers, "triggered-at") {
         let at = serde_json::from_value(json!(at)).ok();
         for e in &mut events {

@@ -28,8 +28,16 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Shopify's own dedupe advice: the event id is the same on every retry of one event.
-pub fn idempotency_key(shop: &str, topic: &str, headers: &HeaderMap) -> Option<String> {
+/// Shopify's own dedupe advice: the event id is the same on every retry of one event. A new
+/// order is keyed by the order itself, the key the Shopify connector uses too, so an order that
+/// arrives both by webhook and by polling is stored once.
+pub fn idempotency_key(shop: &str, topic: &str, body: &Value, headers: &HeaderMap) -> Option<String> {
+    if topic == "orders/create" {
+        let id = text(&body["id"]);
+        if !id.is_empty() {
+            return Some(format!("shopify:{shop}:order-created:{id}"));
+        }
+    }
     match (header(headers, "event-id"), header(headers, "webhook-id")) {
         (Some(event), _) => Some(format!("shopify:{shop}:{topic}:{event}")),
         (None, Some(delivery)) => Some(format!("shopify:{shop}:delivery:{delivery}")),

@@ -1,0 +1,182 @@
+//! `switchyard-ingest` as its own process, pointed at fakes of Shopify and Xero, fills
+//! `/api/sse/dashboard` with figures computed from their responses; a Xero webhook to the
+//! bridge makes the Xero connector sync again at once (push triggers pull).
+
+use std::{collections::BTreeMap, process::Command};
+
+use serde_json::{Value, json};
+use switchyard::auth::Role;
+use switchyard_bridge::{config::XeroHooks, webhooks::signature::sign_b64};
+use switchyard_tests::{KilledOnDrop, Server, Sse, built};
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path},
+};
+
+const XERO_KEY: &str = "XERO_INGEST_TEST_KEY";
+
+async fn fakes() -> MockServer {
+    let fake = MockServer::start().await;
+    let order = |id: u64, total: &str| {
+        json!({"node": {"id": format!("gid://shopify/Order/{id}"), "legacyResourceId": id.to_string(), "name": format!("#{id}"),
+        "createdAt": "2026-11-22T10:00:00Z", "test": false, "displayFinancialStatus": "PAID", "displayFulfillmentStatus": "FULFILLED",
+        "totalPriceSet": {"shopMoney": {"amount": total, "currencyCode": "GBP"}},
+        "totalRefundedSet": {"shopMoney": {"amount": "0.00", "currencyCode": "GBP"}}}})
+    };
+    Mock::given(method("POST"))
+        .and(path("/shop/graphql.json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {"orders": {
+            "edges": [order(1, "120.00"), order(2, "30.50")], "pageInfo": {"hasNextPage": false, "endCursor": null}}}})))
+        .mount(&fake)
+        .await;
+    Mock::given(path("/xero/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "at", "expires_in": 1800})))
+        .mount(&fake)
+        .await;
+    Mock::given(path("/xero/api/Organisation"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Organisations": [{"BaseCurrency": "GBP"}]})))
+        .mount(&fake)
+        .await;
+    let report = |rows: Value| json!({"Reports": [{"Rows": rows}]});
+    Mock::given(path("/xero/api/Reports/BalanceSheet"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(report(json!([
+            {"RowType": "Section", "Rows": [{"RowType": "SummaryRow", "Cells": [{"Value": "Total Current Assets"}, {"Value": "1000.00"}]}]},
+            {"RowType": "Section", "Rows": [{"RowType": "SummaryRow", "Cells": [{"Value": "Total Current Liabilities"}, {"Value": "400.00"}]}]}]))))
+        .mount(&fake)
+        .await;
+    Mock::given(path("/xero/api/Reports/ProfitAndLoss"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(report(json!([
+            {"RowType": "Section", "Rows": [{"RowType": "SummaryRow", "Cells": [{"Value": "Total Income"}, {"Value": "50.00"}]},
+                {"RowType": "Row", "Cells": [{"Value": "Net Profit"}, {"Value": "5.00"}]}]}]))))
+        .mount(&fake)
+        .await;
+    Mock::given(path("/xero/api/Invoices"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Invoices": []})))
+        .mount(&fake)
+        .await;
+    fake
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchyard_ingest_fills_the_dashboard_and_webhooks_trigger_syncs() {
+    let server = Server::start_with(|c| {
+        c.webhooks.xero =
+            XeroHooks { keys: vec![XERO_KEY.into()], tenants: BTreeMap::from([("org-1".into(), "acme".into())]) };
+    })
+    .await;
+    let fake = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{state}"
+interval_secs = 3600
+debounce_secs = 0
+time_scale = 0.001
+
+[shopify]
+tenant = "acme"
+stores = [{{ domain = "acme-uk.myshopify.com", access_token = "shpat_test", name = "UK", region = "GB", endpoint = "{fake}/shop/graphql.json" }}]
+
+[xero]
+tenant = "acme"
+client_id = "client"
+client_secret = "secret"
+xero_tenant_id = "org-1"
+token_url = "{fake}/xero/token"
+api_url = "{fake}/xero/api"
+"#,
+            state = dir.path().join("state").display(),
+            fake = fake.uri()
+        ),
+    )
+    .unwrap();
+    let token = server.token("*", Role::Admin, &[]);
+    let _ingest = KilledOnDrop(
+        Command::new(built("switchyard-ingest"))
+            .args(["--bus", &server.grpc_url, "--config", config.to_str().unwrap()])
+            .env("SWITCHYARD_TOKEN", &token)
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("switchyard-ingest starts"),
+    );
+    let mut sse = Sse::connect(
+        &format!("{}/api/sse/dashboard", server.http_url),
+        Some(&server.token("acme", Role::Subscribe, &[])),
+        Some(0),
+    )
+    .await;
+    let mut seen = BTreeMap::new();
+    while !(seen.contains_key("shopify:sync-completed") && seen.contains_key("xero:sync-completed")) {
+        let f = sse.next_event().await.expect("stream open");
+        seen.insert(f.event.clone().unwrap(), f.json());
+    }
+    let shopify = &seen["shopify:sync-completed"]["shopifySyncCompleted"];
+    assert_eq!(
+        (shopify["totalOrders"].as_u64(), shopify["totalRevenue"]["amount"].as_str()),
+        (Some(2), Some("150.50"))
+    );
+    assert_eq!(seen["shopify:sync-completed"]["source"], "connector:shopify");
+    let xero = &seen["xero:sync-completed"]["xeroSyncCompleted"];
+    assert_eq!(xero["workingCapital"], json!({"amount": "600.00", "currency": "GBP"}));
+    assert!(seen.contains_key("shopify:order-created") && seen.contains_key("shopify:store-synced"));
+
+    // Push triggers pull: a Xero webhook reaches the bridge, and the connector syncs again now,
+    // not in an hour.
+    let balance_sheets = || async {
+        fake.received_requests().await.unwrap().iter().filter(|r| r.url.path().ends_with("BalanceSheet")).count()
+    };
+    assert_eq!(balance_sheets().await, 1);
+    let body = json!({"events": [{"resourceUrl": "https://api.xero.com/api.xro/2.0/Invoices/1", "resourceId": "inv-1",
+        "eventDateUtc": "2026-11-23T01:15:39.902", "eventType": "UPDATE", "eventCategory": "INVOICE",
+        "tenantId": "org-1", "tenantType": "ORGANISATION"}], "firstEventSequence": 1, "lastEventSequence": 1, "entropy": "x"})
+    .to_string();
+    let r = switchyard_tests::http()
+        .post(format!("{}/api/webhooks/xero", server.http_url))
+        .header("x-xero-signature", sign_b64(XERO_KEY.as_bytes(), &[body.as_bytes()]))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    loop {
+        let f = sse.next_event().await.expect("stream open");
+        if f.event.as_deref() == Some("xero:sync-completed") {
+            break;
+        }
+    }
+    assert_eq!(balance_sheets().await, 2, "the webhook triggered exactly one more sync");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_configured_connectors_in_process() {
+    let fake = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval_secs = 3600\ntime_scale = 0.001\n[xero]\ntenant = \"acme\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             xero_tenant_id = \"org-1\"\ntoken_url = \"{fake}/xero/token\"\napi_url = \"{fake}/xero/api\"\n",
+            fake = fake.uri()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(|c| c.ingest = Some(config.clone())).await;
+    let mut sse = Sse::connect(
+        &format!("{}/api/sse/working-capital", server.http_url),
+        Some(&server.token("acme", Role::Subscribe, &[])),
+        Some(0),
+    )
+    .await;
+    let f = sse.next_event().await.expect("stream open");
+    assert_eq!(f.event.as_deref(), Some("xero:sync-completed"));
+    assert_eq!(f.json()["xeroSyncCompleted"]["workingCapital"]["amount"], "600.00");
+    // Cursors live in <data_dir>/ingest by default (saved right after the figures are published).
+    let state = server.dir.path().join("ingest/xero.json");
+    switchyard_tests::wait_for("the Xero cursor", || async { state.exists().then_some(()) }).await;
+    server.stop().await;
+}
