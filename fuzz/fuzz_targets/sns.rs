@@ -28,13 +28,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(sns::verify_with(key, &m).is_err(), "no fuzzer finds an RSA signature");
         if let Ok(value) = serde_json::from_str::<serde_json::Value>(&m.message) {
             if let Some(n) = amazon::notification(&value) {
-                let _ = n.events(10);
+                let _ = n.events(10, "webhook:amazon");
             }
         }
     }
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
         if let Some(n) = amazon::notification(&value) {
-            assert!(!n.events(10).is_empty());
+            assert!(!n.events(10, "webhook:amazon").is_empty());
         }
     }
 });

@@ -115,6 +115,10 @@ pub fn start(
     }
     if let Some(c) = &config.amazon {
         run!(Source::Amazon, Amazon::new(c.clone(), http()?, StateFile::new(&dir, "amazon")));
+        if let Some(q) = &c.sqs {
+            let poller = crate::amazon::sqs::Poller::new(q.clone(), http()?, &c.tenant, c.reorder_point);
+            tasks.push(crate::amazon::sqs::spawn(poller, sink.clone(), names["amazon"].clone(), stop.clone()));
+        }
     }
     if let Some(c) = &config.unleashed {
         run!(Source::Unleashed, Unleashed::new(c.clone(), http()?, StateFile::new(&dir, "unleashed")));

@@ -12,14 +12,17 @@
 //! - [`jobs`]: a reusable job-progress reporter (`workflow:*` events on `jobs/<run id>`).
 //! - [`http`]: the HTTPS client every connector uses: timeouts, 429 with Retry-After, 5xx backoff.
 //! - [`sink`]: where events go (the EventBus over gRPC).
+//! - [`delivery`]: one external delivery → events sharing its idempotency key.
 //! - [`state`]: cursors and tokens persisted per connector, written atomically.
 //! - [`money`]: exact decimal sums of platform amounts.
-//! - [`shopify`], [`xero`], [`amazon`], [`unleashed`]: the connectors.
+//! - [`shopify`], [`xero`], [`amazon`], [`unleashed`]: the connectors; [`amazon::notification`]
+//!   translates SP-API notifications (from SQS, [`amazon::sqs`], or SNS webhooks in the bridge).
 //! - [`config`]: `switchyard-ingest --config FILE`.
 
 pub mod amazon;
 pub mod config;
 pub mod connector;
+pub mod delivery;
 pub mod http;
 pub mod jobs;
 pub mod money;

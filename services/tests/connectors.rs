@@ -545,6 +545,7 @@ async fn amazon_inventory_orders_inbound_and_low_stock_once_per_crossing() {
         lwa_url: format!("{}/auth/o2/token", server.uri()),
         reorder_point: 10,
         initial_lookback_days: 30,
+        sqs: None,
     };
     let state = StateFile::new(dir.path(), "amazon");
     let sink = Arc::new(Recorder::default());
@@ -699,4 +700,162 @@ async fn unleashed_malformed_body_and_bad_signature_become_sync_errors() {
     let err =
         run_once(&mut Unleashed::new(wrong, http(), StateFile::new(dir.path(), "u2")), sink.clone()).await.unwrap_err();
     assert_eq!(err.code(), "unauthorized", "Unleashed answers a bad signature with 403");
+}
+
+// ---------- Amazon SQS notifications ----------
+
+/// A sink that refuses its first `fail` batches, as a bus that is briefly down.
+struct Flaky {
+    inner: Recorder,
+    fail: Mutex<u32>,
+}
+
+impl Sink for Flaky {
+    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), String>> {
+        let mut f = self.fail.lock().unwrap();
+        if *f > 0 {
+            *f -= 1;
+            return Box::pin(async { Err("bus unavailable".to_owned()) });
+        }
+        drop(f);
+        self.inner.publish(events)
+    }
+}
+
+#[tokio::test]
+async fn sqs_messages_are_deleted_only_after_their_events_are_durable() {
+    use switchyard_services::amazon::sqs::{Poller, SqsConfig};
+    let server = MockServer::start().await;
+    let notification = json!({"NotificationVersion": "1.0", "NotificationType": "ORDER_CHANGE", "PayloadVersion": "1.0",
+        "EventTime": "2026-11-23T09:59:00.000Z",
+        "Payload": {"OrderChangeNotification": {"SellerId": "A3TH9S8BH6GOGM", "AmazonOrderId": "903-1", "OrderChangeType": "OrderStatusChange",
+            "Summary": {"OrderStatus": "Pending", "OrderItems": [{"SellerSKU": "W-1", "Quantity": 1}]}}},
+        "NotificationMetadata": {"NotificationId": "n-sqs-1"}});
+    // The same message is received until it is deleted, as SQS does after the visibility timeout.
+    Mock::given(method("POST"))
+        .and(header("x-amz-target", "AmazonSQS.ReceiveMessage"))
+        .and(header("content-type", "application/x-amz-json-1.0"))
+        .and(body_string_contains("\"QueueUrl\":\"https://sqs.eu-west-1.amazonaws.com/123456789012/sp-api\""))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Messages": [
+            {"MessageId": "m-1", "ReceiptHandle": "rh-1", "MD5OfBody": "x", "Body": notification.to_string()}]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(header("x-amz-target", "AmazonSQS.DeleteMessage"))
+        .and(body_string_contains("rh-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    let poller = Poller::new(
+        SqsConfig {
+            queue_url: "https://sqs.eu-west-1.amazonaws.com/123456789012/sp-api".into(),
+            region: "eu-west-1".into(),
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            session_token: None,
+            endpoint: Some(server.uri()),
+            wait_secs: 0,
+        },
+        http(),
+        "acme",
+        10,
+    );
+    let sink = Flaky { inner: Recorder::default(), fail: Mutex::new(1) };
+    let deletes = || async {
+        server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.headers.get("x-amz-target").is_some_and(|v| v == "AmazonSQS.DeleteMessage"))
+            .count()
+    };
+    let err = poller.poll_once(&sink).await.unwrap_err();
+    assert_eq!(err.code(), "publish");
+    assert_eq!(deletes().await, 0, "not durable, so not deleted: SQS will redeliver");
+    assert_eq!(poller.poll_once(&sink).await.unwrap(), 1);
+    assert_eq!(deletes().await, 1);
+    let events = sink.inner.take();
+    assert_eq!(type_names(&events), ["amazon:order-created"]);
+    assert_eq!((events[0].tenant.as_str(), events[0].source.as_str()), ("acme", "sqs:amazon"));
+    assert_eq!(events[0].idempotency_key, "amazon:notification:n-sqs-1", "the same key as the SNS route");
+    // Every call is SigV4-signed for the sqs service.
+    for r in server.received_requests().await.unwrap() {
+        let auth = r.headers.get("authorization").unwrap().to_str().unwrap().to_owned();
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), "{auth}");
+        assert!(auth.contains("/eu-west-1/sqs/aws4_request"), "{auth}");
+        assert!(r.headers.contains_key("x-amz-date"));
+    }
+}
+
+// ---------- scheduling and failures ----------
+
+#[tokio::test]
+async fn a_failing_connector_retries_with_backoff_and_never_stops_the_others() {
+    use switchyard_services::scheduler::{Schedule, spawn};
+    let unleashed = MockServer::start().await;
+    for p in ["/Products/1", "/StockOnHand/1", "/Assemblies/1"] {
+        Mock::given(path(p)).respond_with(paged(json!([]), 1, 1)).mount(&unleashed).await;
+    }
+    // Shopify is down: nothing listens on this port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut shop_config, state) = shopify_config(&unleashed, dir.path());
+    shop_config.stores.truncate(1);
+    shop_config.stores[0].endpoint = Some(format!("http://{closed}/graphql.json"));
+    let sink = Arc::new(Recorder::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let fast =
+        Schedule { interval: Duration::from_secs(3600), retry: Duration::from_millis(20), ..Schedule::default() };
+    let notify = || Arc::new(tokio::sync::Notify::new());
+    let a = spawn(Shopify::new(shop_config, http(), state), sink.clone(), fast.clone(), notify(), stopped.clone());
+    let b = spawn(
+        Unleashed::new(unleashed_config(&unleashed), http(), StateFile::new(dir.path(), "unleashed")),
+        sink.clone(),
+        fast,
+        notify(),
+        stopped,
+    );
+    let seen = |name: &str| {
+        let name = name.to_owned();
+        let sink = sink.clone();
+        move || type_names(&sink.0.lock().unwrap()).iter().filter(|n| **n == name).count()
+    };
+    let (errors, completed) = (seen("shopify:sync-error"), seen("unleashed:sync-completed"));
+    for _ in 0..500 {
+        if errors() >= 3 && completed() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(errors() >= 3, "Shopify kept retrying: {} errors", errors());
+    assert_eq!(completed(), 1, "Unleashed synced once, on its own schedule");
+    let error = sink.0.lock().unwrap().iter().find_map(|e| match &e.payload {
+        Some(Payload::ShopifySyncError(s)) => Some(s.clone()),
+        _ => None,
+    });
+    let error = error.unwrap();
+    assert_eq!(error.code, "network");
+    assert!(error.will_retry);
+    assert!(!a.is_finished() && !b.is_finished(), "the process never gives up");
+    stop.send(true).unwrap();
+    let _ = tokio::join!(a, b);
+}
+
+#[tokio::test]
+async fn a_platform_that_never_answers_is_a_timeout() {
+    let server = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let h = Http::new(RetryPolicy {
+        timeout: Duration::from_millis(100),
+        attempts: 2,
+        time_scale: 0.001,
+        ..RetryPolicy::default()
+    })
+    .unwrap();
+    let err = h.send("slow", || h.client().get(format!("{}/slow", server.uri()))).await.unwrap_err();
+    assert_eq!(err.code(), "timeout", "{err}");
 }

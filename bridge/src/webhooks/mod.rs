@@ -6,7 +6,9 @@
 //! A retried delivery finds its key already stored and is answered 2xx without a second event.
 //! See ../shared/platform-specs.md (copied into docs/webhooks.md) for each scheme's source.
 
-pub mod amazon;
+/// SP-API notifications are translated by the Amazon connector's code: the same notification
+/// may also arrive through SQS.
+pub use switchyard_services::amazon::notification as amazon;
 pub mod shopify;
 pub mod signature;
 pub mod sns;
@@ -148,18 +150,8 @@ fn unauthorized(why: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", why)
 }
 
-/// Gives every event of one delivery the tenant, and an idempotency key derived from the
-/// delivery's: the first event gets `key`, the rest `key#1`, `key#2`… Translation is
-/// deterministic, so a retried delivery derives the same keys and is stored once.
 fn stamp(events: &mut [Event], tenant: &Tenant, key: &str) {
-    for (i, e) in events.iter_mut().enumerate() {
-        e.tenant = tenant.to_string();
-        e.idempotency_key = match (i, key) {
-            (_, "") => String::new(),
-            (0, k) => k.to_owned(),
-            (i, k) => format!("{k}#{i}"),
-        };
-    }
+    switchyard_services::delivery::stamp(events, tenant.as_str(), key);
 }
 
 /// Appends the delivery's events in one batch; answers once they are durable.
@@ -353,13 +345,8 @@ pub async fn amazon(State(app): State<Arc<App>>, RawBody(body): RawBody) -> Resu
                 .sellers
                 .get(&n.seller)
                 .ok_or_else(|| not_configured(format!("seller '{}' is not in webhooks.amazon.sellers", n.seller)))?;
-            let mut events = n.events(a.low_stock_threshold);
-            // The notification id survives every route (SNS here, SQS in the connector), so the
-            // same notification arriving both ways is stored once.
-            let key = match n.id.as_str() {
-                "" => format!("sns:{}", m.message_id),
-                id => format!("amazon:notification:{id}"),
-            };
+            let mut events = n.events(a.low_stock_threshold, "webhook:amazon");
+            let key = n.idempotency_key().unwrap_or_else(|| format!("sns:{}", m.message_id));
             stamp(&mut events, tenant, &key);
             let at = serde_json::from_value(json!(n.event_time)).ok();
             for e in &mut events {

@@ -4,6 +4,10 @@
 //! created since the last run through the current Orders API (v2026-01-01 `searchOrders`;
 //! count, revenue, unshipped; `paginationToken` pages) and open inbound shipments.
 //! A low-stock alert is raised once when a SKU crosses under the reorder point, not every run.
+//! With `sqs` configured, [`sqs`] also drains the notification queue between syncs.
+
+pub mod notification;
+pub mod sqs;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -40,6 +44,9 @@ pub struct AmazonConfig {
     pub reorder_point: i64,
     #[serde(default = "lookback")]
     pub initial_lookback_days: u32,
+    /// The SQS queue SP-API delivers notifications to (ORDER_CHANGE, FBA inventory changes).
+    #[serde(default)]
+    pub sqs: Option<sqs::SqsConfig>,
 }
 
 fn api_url() -> String {

@@ -1,8 +1,7 @@
-//! Amazon Selling Partner API notifications, unwrapped from verified SNS messages.
-//!
-//! SP-API itself delivers only to SQS or EventBridge; the HTTP path is EventBridge → SNS →
-//! `POST /api/webhooks/amazon`. The SNS `Message` is either the SP-API notification or an
-//! EventBridge event whose `detail` is. Notifications are documented in PascalCase for older
+//! Amazon Selling Partner API notifications → catalog events, wherever they arrive from: an SQS
+//! message body (the Amazon connector polls the queue) or a verified SNS message on
+//! `POST /api/webhooks/amazon` (EventBridge → SNS → HTTPS). The payload is either the SP-API
+//! notification or an EventBridge event whose `detail` is. Notifications are documented in PascalCase for older
 //! types and camelCase for newer ones, so fields are looked up in both.
 
 use serde_json::Value;
@@ -70,10 +69,17 @@ pub fn notification(message: &Value) -> Option<Notification<'_>> {
 
 impl Notification<'_> {
     /// The catalog events this notification becomes (tenant and envelope left to the caller).
-    pub fn events(&self, low_stock_threshold: i64) -> Vec<Event> {
+    /// The notification id survives every route (SQS, SNS), so keying by it stores a
+    /// notification that arrives both ways once.
+    pub fn idempotency_key(&self) -> Option<String> {
+        (!self.id.is_empty()).then(|| format!("amazon:notification:{}", self.id))
+    }
+
+    /// `source` records the route it came by (`webhook:amazon`, `sqs:amazon`).
+    pub fn events(&self, low_stock_threshold: i64, source: &str) -> Vec<Event> {
         let event = |key: String, payload| Event {
             key,
-            source: "webhook:amazon".into(),
+            source: source.to_owned(),
             payload: Some(payload),
             ..Default::default()
         };
@@ -183,13 +189,16 @@ mod tests {
         let n = notification(&v).unwrap();
         assert_eq!((n.kind.as_str(), n.seller.as_str()), ("ORDER_CHANGE", "A3TH9S8BH6GOGM"));
         assert_eq!(n.id, "d0e9e693-c3ad-4373-979f-ed4ec98dd746");
-        let events = n.events(10);
+        let events = n.events(10, "webhook:amazon");
         let Some(Payload::AmazonOrderCreated(o)) = &events[0].payload else { panic!("{events:?}") };
         assert_eq!(o.order_id, "903-8868176-2219830");
         assert_eq!((o.lines[0].sku.as_str(), o.lines[0].quantity), ("SellerSKUID1", 2));
         let shipped = ORDER_CHANGE.replace(r#""OrderStatus":"Pending""#, r#""OrderStatus":"Shipped""#);
         let v: Value = serde_json::from_str(&shipped).unwrap();
-        assert!(matches!(notification(&v).unwrap().events(10)[0].payload, Some(Payload::AmazonOrderUpdated(_))));
+        assert!(matches!(
+            notification(&v).unwrap().events(10, "webhook:amazon")[0].payload,
+            Some(Payload::AmazonOrderUpdated(_))
+        ));
     }
 
     #[test]
@@ -204,10 +213,10 @@ mod tests {
               "notificationMetadata":{"notificationId":"n-2"}}});
         let n = notification(&v).unwrap();
         assert_eq!((n.seller.as_str(), n.id.as_str()), ("A3TH9S8BH6GOGM", "n-2"));
-        let events = n.events(10);
+        let events = n.events(10, "webhook:amazon");
         assert_eq!(events.len(), 3);
         let Some(Payload::AmazonLowStockAlert(a)) = &events[2].payload else { panic!("{events:?}") };
         assert_eq!((a.items[0].on_hand, a.items[0].threshold, a.items[0].sku.as_str()), (8, 10, "SELLERSKU-1"));
-        assert_eq!(n.events(8).len(), 2, "8 units is not below a threshold of 8");
+        assert_eq!(n.events(8, "webhook:amazon").len(), 2, "8 units is not below a threshold of 8");
     }
 }
