@@ -32,6 +32,57 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// A `switchyard-ingest` config file: its connectors run inside this process (docs/connectors.md).
     pub ingest: Option<PathBuf>,
+    /// `nats://host:4222[,…]`: keep the history on NATS JetStream, shared with other nodes
+    /// (docs/clustering.md). Unset: the embedded store in `data_dir`.
+    pub backplane: Option<String>,
+    pub nats: NatsConfig,
+}
+
+/// The JetStream backplane's stream and connection (used when `backplane` is set).
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    pub stream: String,
+    pub subject_prefix: String,
+    /// 1 (one server) or 3 (a cluster; survives losing one server).
+    pub replicas: usize,
+    pub credentials_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_required: bool,
+    /// How long a publish rides out a leader election (same Msg-Id) before failing as unavailable.
+    pub publish_deadline_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            stream: "SWITCHYARD".into(),
+            subject_prefix: "switchyard".into(),
+            replicas: 1,
+            credentials_file: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_ca_file: None,
+            tls_required: false,
+            publish_deadline_secs: 10,
+        }
+    }
+}
+
+// Secrets stay out of logs.
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("stream", &self.stream)
+            .field("replicas", &self.replicas)
+            .field("credentials_file", &self.credentials_file)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Signed webhooks from platforms. Secrets are never logged.
@@ -189,6 +240,8 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             telemetry: TelemetryConfig::default(),
             ingest: None,
+            backplane: None,
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -244,6 +297,7 @@ pub struct Overrides {
     pub grpc_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
     pub fsync: Option<Fsync>,
+    pub backplane: Option<String>,
 }
 
 /// Environment variables this reads (documented in docs/configuration.md).
@@ -259,6 +313,7 @@ pub const ENV_VARS: &[&str] = &[
     "SWITCHYARD_ALLOW_QUERY_TOKEN",
     "SWITCHYARD_HEARTBEAT_SECS",
     "SWITCHYARD_INGEST",
+    "SWITCHYARD_BACKPLANE",
 ];
 
 impl Config {
@@ -308,6 +363,12 @@ impl Config {
         if let Some(v) = env("SWITCHYARD_INGEST") {
             c.ingest = Some(v.into());
         }
+        if let Some(v) = env("SWITCHYARD_BACKPLANE") {
+            c.backplane = Some(v);
+        }
+        if let Some(v) = &flags.backplane {
+            c.backplane = Some(v.clone());
+        }
         if let Some(v) = &flags.data_dir {
             c.data_dir = v.clone();
         }
@@ -335,7 +396,35 @@ impl Config {
         Ok(Some(c))
     }
 
+    /// The JetStream log's settings, when `backplane` is set.
+    pub fn jetstream(&self) -> Option<switchyard::log::jetstream::JetStreamConfig> {
+        let url = self.backplane.clone()?;
+        let n = &self.nats;
+        Some(switchyard::log::jetstream::JetStreamConfig {
+            url,
+            stream: n.stream.clone(),
+            subject_prefix: n.subject_prefix.clone(),
+            replicas: n.replicas,
+            credentials_file: n.credentials_file.clone(),
+            user: n.user.clone(),
+            password: n.password.clone(),
+            token: n.token.clone(),
+            tls_ca_file: n.tls_ca_file.clone(),
+            tls_required: n.tls_required,
+            publish_deadline: Duration::from_secs(n.publish_deadline_secs),
+            retention: self.log.retention.clone(),
+        })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.backplane
+            && !url.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://"))
+        {
+            return Err(bad("backplane", format!("'{url}': expected nats://HOST:PORT (comma-separated for a cluster)")));
+        }
+        if ![1, 3, 5].contains(&self.nats.replicas) {
+            return Err(bad("nats.replicas", "must be 1, 3 or 5"));
+        }
         for ch in &self.bus.custom_channels {
             Channel::new(ch).map_err(|e| bad("bus.custom_channels", format!("'{ch}': {e}")))?;
         }

@@ -37,6 +37,9 @@ struct ServeArgs {
     /// When appends are acknowledged: always (after fsync), batch, off (env SWITCHYARD_FSYNC).
     #[arg(long)]
     fsync: Option<Fsync>,
+    /// Keep the history on NATS JetStream: nats://HOST:PORT[,…] (env SWITCHYARD_BACKPLANE).
+    #[arg(long)]
+    backplane: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -199,8 +202,13 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
-    let flags =
-        Overrides { data_dir: args.data_dir, grpc_addr: args.grpc_addr, http_addr: args.http_addr, fsync: args.fsync };
+    let flags = Overrides {
+        data_dir: args.data_dir,
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        fsync: args.fsync,
+        backplane: args.backplane,
+    };
     let config = match Config::load(args.config.as_deref(), &process_env, &flags) {
         Ok(c) => c,
         Err(e) => {

@@ -39,7 +39,8 @@ pub enum ServeError {
 /// Where the history lives.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// The embedded log in the data dir; this process also serves gRPC (`switchyard serve`).
+    /// This process is a bus node and serves gRPC (`switchyard serve`): the log is the embedded
+    /// store in the data dir, or NATS JetStream when `backplane` is set.
     Embedded,
     /// Another bus's log over gRPC; this process is the HTTP edge only (`switchyard bridge`).
     Remote { bus_url: String },
@@ -117,12 +118,17 @@ pub async fn start_with(
     let verifier = Arc::new(verifier(&config, &secret)?);
     let signer = Signer::hs256(&secret);
     let hub = Hub::default();
-    let log: Arc<dyn switchyard::log::Log> = match &backend {
-        Backend::Embedded => Arc::new(
+    let log: Arc<dyn switchyard::log::Log> = match (&backend, config.jetstream()) {
+        (Backend::Embedded, Some(js)) => Arc::new(
+            switchyard::log::jetstream::JetStreamLog::connect(js, hub.clone())
+                .await
+                .map_err(|e| ServeError::Log { dir: config.backplane.clone().unwrap_or_default(), message: e.to_string() })?,
+        ),
+        (Backend::Embedded, None) => Arc::new(
             EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone())
                 .map_err(|e| ServeError::Log { dir: config.data_dir.display().to_string(), message: e.to_string() })?,
         ),
-        Backend::Remote { bus_url } => {
+        (Backend::Remote { bus_url }, _) => {
             let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
             Arc::new(
                 RemoteLog::new(bus_url, &token, hub.clone())

