@@ -420,7 +420,10 @@ impl Config {
         if let Some(url) = &self.backplane
             && !url.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://"))
         {
-            return Err(bad("backplane", format!("'{url}': expected nats://HOST:PORT (comma-separated for a cluster)")));
+            return Err(bad(
+                "backplane",
+                format!("'{url}': expected nats://HOST:PORT (comma-separated for a cluster)"),
+            ));
         }
         if ![1, 3, 5].contains(&self.nats.replicas) {
             return Err(bad("nats.replicas", "must be 1, 3 or 5"));

@@ -119,11 +119,11 @@ pub async fn start_with(
     let signer = Signer::hs256(&secret);
     let hub = Hub::default();
     let log: Arc<dyn switchyard::log::Log> = match (&backend, config.jetstream()) {
-        (Backend::Embedded, Some(js)) => Arc::new(
-            switchyard::log::jetstream::JetStreamLog::connect(js, hub.clone())
-                .await
-                .map_err(|e| ServeError::Log { dir: config.backplane.clone().unwrap_or_default(), message: e.to_string() })?,
-        ),
+        (Backend::Embedded, Some(js)) => {
+            Arc::new(switchyard::log::jetstream::JetStreamLog::connect(js, hub.clone()).await.map_err(|e| {
+                ServeError::Log { dir: config.backplane.clone().unwrap_or_default(), message: e.to_string() }
+            })?)
+        }
         (Backend::Embedded, None) => Arc::new(
             EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone())
                 .map_err(|e| ServeError::Log { dir: config.data_dir.display().to_string(), message: e.to_string() })?,

