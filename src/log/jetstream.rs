@@ -28,12 +28,12 @@ use std::{
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, pull},
-    context::PublishAckFuture,
     message::PublishMessage,
     stream::{Config as StreamConfig, StorageType},
 };
 use bytes::Bytes;
-use futures::{StreamExt, future::BoxFuture};
+use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Appended, Bounds, Log, LogError, LogStats, Record, Retention, Stream};
 use crate::{
@@ -42,6 +42,9 @@ use crate::{
     names::{Channel, EventId},
     validate::{Accepted, route},
 };
+
+/// Publishes in flight per node before waiting for acks (below the client's own cap of 5,000).
+const WINDOW: usize = 4096;
 
 /// The oldest nats-server this backplane supports (multi-subject filters, `Nats-Msg-Id` on R3).
 pub const MIN_SERVER: (u64, u64) = (2, 10);
@@ -95,10 +98,12 @@ pub struct JetStreamLog {
     head: Arc<AtomicU64>,
     tailing: Arc<AtomicBool>,
     tail: tokio::task::JoinHandle<()>,
+    outgoing: mpsc::Sender<Outgoing>,
 }
 
 impl Drop for JetStreamLog {
     fn drop(&mut self) {
+        // The publisher task ends when `outgoing` is dropped.
         self.tail.abort();
     }
 }
@@ -184,7 +189,9 @@ impl JetStreamLog {
         let head = Arc::new(AtomicU64::new(info.state.last_sequence));
         let tailing = Arc::new(AtomicBool::new(false));
         let tail = tokio::spawn(tail(js.clone(), config.stream.clone(), head.clone(), tailing.clone(), hub));
-        Ok(Self { client, js, config, head, tailing, tail })
+        let (outgoing, rx) = mpsc::channel(WINDOW);
+        tokio::spawn(publisher(js.clone(), rx));
+        Ok(Self { client, js, config, head, tailing, tail, outgoing })
     }
 
     /// Whether this node's tail of the stream is up (readiness).
@@ -223,6 +230,8 @@ impl JetStreamLog {
         }
     }
 
+    /// Publishes every event (same Msg-Ids on every retry) until all are acknowledged or the
+    /// deadline passes.
     async fn publish_with_retry(
         &self,
         subjects: &[String],
@@ -232,26 +241,33 @@ impl JetStreamLog {
         let deadline = Instant::now() + self.config.publish_deadline;
         let mut out: Vec<Option<Appended>> = vec![None; events.len()];
         let mut last_error = String::new();
+        // Shared, not copied, on every retry.
+        let bodies: Vec<Bytes> = events.iter().map(|a| Bytes::copy_from_slice(&a.body)).collect();
         loop {
-            // Pipelined: send every pending message, then collect the acks.
-            let mut pending: Vec<(usize, PublishAckFuture)> = Vec::new();
             // While disconnected nothing is sent: the client would buffer it and deliver it after
             // we answered "unavailable", storing an event its publisher was told failed.
-            let connected = self.connected().map_err(|e| last_error = e.to_string()).is_ok();
-            for (i, a) in events.iter().enumerate().filter(|(i, _)| connected && out[*i].is_none()) {
-                let msg = PublishMessage::build().payload(Bytes::from(a.body.clone())).message_id(&ids[i]);
-                match self.js.send_publish(subjects[i].clone(), msg).await {
-                    Ok(f) => pending.push((i, f)),
-                    Err(e) => last_error = e.to_string(),
-                }
-            }
-            for (i, f) in pending {
-                match f.await {
-                    Ok(ack) => {
-                        self.head.fetch_max(ack.sequence, Ordering::Relaxed);
-                        out[i] = Some(Appended { id: EventId(ack.sequence), duplicate: ack.duplicate });
+            if let Err(e) = self.connected() {
+                last_error = e.to_string();
+            } else {
+                let mut replies = Vec::new();
+                for i in (0..events.len()).filter(|i| out[*i].is_none()) {
+                    let (reply, rx) = oneshot::channel();
+                    let msg = PublishMessage::build().payload(bodies[i].clone()).message_id(&ids[i]);
+                    let sent = self.outgoing.send(Outgoing { subject: subjects[i].clone(), msg, reply }).await;
+                    if sent.is_err() {
+                        return Err(LogError::Closed);
                     }
-                    Err(e) => last_error = e.to_string(),
+                    replies.push((i, rx));
+                }
+                for (i, rx) in replies {
+                    match rx.await {
+                        Ok(Ok((sequence, duplicate))) => {
+                            self.head.fetch_max(sequence, Ordering::Relaxed);
+                            out[i] = Some(Appended { id: EventId(sequence), duplicate });
+                        }
+                        Ok(Err(e)) => last_error = e,
+                        Err(_) => return Err(LogError::Closed),
+                    }
                 }
             }
             if out.iter().all(Option::is_some) {
@@ -267,6 +283,38 @@ impl JetStreamLog {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// One message for the publisher task, and where its ack goes.
+struct Outgoing {
+    subject: String,
+    msg: PublishMessage,
+    reply: oneshot::Sender<Result<(u64, bool), String>>,
+}
+
+/// The one place publishes leave this node: pipelined, at most [`WINDOW`] acks outstanding.
+/// Centralised because the client caps acks in flight and makes a send wait for a slot; many
+/// appends each holding ack futures while waiting to send more would wait on each other forever.
+async fn publisher(js: jetstream::Context, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = rx.recv(), if inflight.len() < WINDOW => {
+                let Some(o) = next else { break };
+                match js.send_publish(o.subject, o.msg).await {
+                    Ok(ack) => inflight.push(async move {
+                        let r = ack.await.map(|a| (a.sequence, a.duplicate)).map_err(|e| e.to_string());
+                        let _ = o.reply.send(r);
+                    }),
+                    Err(e) => {
+                        let _ = o.reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Some(()) = inflight.next(), if !inflight.is_empty() => {}
+        }
+    }
+    while inflight.next().await.is_some() {}
 }
 
 /// Catalog types whose routes include `channel` (by base for keyed channels such as `jobs/42`).

@@ -4,7 +4,8 @@
 //! Build the server first, then run:
 //!   cargo build --release -p switchyard-bridge
 //!   cargo bench -p switchyard-tests --bench sse_fanout
-//! Env: `FANOUT_SCENARIOS` (comma list of the names below), `FANOUT_SECS` (per scenario, default 10).
+//! Env: `FANOUT_SCENARIOS` (comma list of the names below), `FANOUT_SECS` (per scenario, default 10),
+//! `FANOUT_BACKPLANE=nats://127.0.0.1:4222` to run the server on a JetStream backplane.
 //!
 //! Scenarios (bounded in count and time):
 //! - `throughput_1k`: 1,000 subscribers × 1,000 events/s (1,000,000 deliveries/s offered) → delivered/s;
@@ -128,6 +129,10 @@ async fn open(n: usize, samples: usize, extra: &[&str]) -> Run {
     std::fs::write(&config, "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n").expect("config");
     let mut args = vec!["--config", config.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
+    let backplane = std::env::var("FANOUT_BACKPLANE").unwrap_or_default();
+    if !backplane.is_empty() {
+        args.extend(["--backplane", backplane.as_str()]);
+    }
     let server = Process::serve(&dir, &args);
     let addr = server.http_url.trim_start_matches("http://").to_owned();
     let token = server.token("bench", Role::Subscribe);
