@@ -8,6 +8,7 @@
 //!   the backplane, and into the embedded store (fsync = always), same client, same count;
 //! - `resume_other_node`: an SSE client resuming on node B from an id published on node A: time
 //!   from request to its first missed event, p50/max over 50 tries.
+//!
 //! Env: `BENCH_EVENTS` (default 100,000), `BENCH_ONLY`.
 
 use std::time::{Duration, Instant};
