@@ -55,7 +55,10 @@ async fn raw(url: &str, n: u64, dedupe: bool) -> f64 {
     for f in in_flight {
         f.await.expect("ack");
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    // Leave the server as empty as the next measurement found it.
+    js.delete_stream(name).await.expect("delete stream");
+    rate
 }
 
 /// Events/s through PublishStream: 4 concurrent streams, every event acked.
