@@ -57,18 +57,20 @@ pub struct NatsConfig {
 }
 
 impl Default for NatsConfig {
+    /// The JetStream log's own defaults, so the two never drift apart.
     fn default() -> Self {
+        let d = switchyard::log::jetstream::JetStreamConfig::default();
         Self {
-            stream: "SWITCHYARD".into(),
-            subject_prefix: "switchyard".into(),
-            replicas: 1,
-            credentials_file: None,
-            user: None,
-            password: None,
-            token: None,
-            tls_ca_file: None,
-            tls_required: false,
-            publish_deadline_secs: 10,
+            stream: d.stream,
+            subject_prefix: d.subject_prefix,
+            replicas: d.replicas,
+            credentials_file: d.credentials_file,
+            user: d.user,
+            password: d.password,
+            token: d.token,
+            tls_ca_file: d.tls_ca_file,
+            tls_required: d.tls_required,
+            publish_deadline_secs: d.publish_deadline.as_secs(),
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::{future::Future, sync::Arc};
 
-use switchyard::proto::v1::{Event, SyncError as SyncErrorEvent, SyncStarted, event::Payload};
+use switchyard::proto::v1::{
+    Event, LowStockAlert, StockItem, SyncError as SyncErrorEvent, SyncStarted, event::Payload,
+};
 
 use crate::{jobs::JobReporter, sink::Sink};
 
@@ -117,6 +119,16 @@ impl Run {
         }
         self.sink.publish(events).await.map_err(SyncError::Publish)
     }
+}
+
+/// The alert for items that just crossed under their threshold (none: no alert). Items with
+/// nothing left are critical.
+pub fn low_stock_alert(items: Vec<StockItem>) -> Option<LowStockAlert> {
+    (!items.is_empty()).then(|| LowStockAlert {
+        count: items.len() as u32,
+        critical_items: items.iter().filter(|i| i.on_hand <= 0).count() as u32,
+        items,
+    })
 }
 
 fn random_suffix() -> String {

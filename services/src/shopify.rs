@@ -6,7 +6,7 @@
 //! Throttling follows the query-cost model: every response reports `extensions.cost`; a
 //! `THROTTLED` error waits until the bucket has refilled enough for the query.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ use crate::{
     connector::{Connector, Run, Source, SyncError},
     http::Http,
     money::Totals,
-    state::StateFile,
+    state::{CreationCursor, StateFile},
 };
 
 pub const DEFAULT_API_VERSION: &str = "2025-10";
@@ -60,17 +60,10 @@ fn default_page() -> u32 {
     100
 }
 
-/// Per store: orders are read in creation order; `created_at` is the newest creation time
-/// seen and `at_cursor` the ids created exactly then, so `>=` never re-emits nor skips.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Cursor {
-    created_at: String,
-    at_cursor: BTreeSet<String>,
-}
-
+/// Per store, where its orders stand (read in creation order).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    stores: std::collections::BTreeMap<String, Cursor>,
+    stores: std::collections::BTreeMap<String, CreationCursor>,
 }
 
 pub struct Shopify {
@@ -148,17 +141,24 @@ impl Shopify {
         Err(SyncError::RateLimited(format!("{what}: still throttled")))
     }
 
-    async fn sync_store(&self, run: &Run, store: &StoreConfig, cursor: &mut Cursor) -> Result<StoreFigures, SyncError> {
-        let since = if cursor.created_at.is_empty() {
-            let t = time::OffsetDateTime::now_utc() - time::Duration::days(self.config.initial_lookback_days.into());
-            t.format(&time::format_description::well_known::Rfc3339).map_err(|e| SyncError::State(e.to_string()))?
-        } else {
-            cursor.created_at.clone()
+    async fn sync_store(
+        &self,
+        run: &Run,
+        store: &StoreConfig,
+        cursor: &mut CreationCursor,
+    ) -> Result<StoreFigures, SyncError> {
+        let since = match cursor.since() {
+            Some(s) => s.to_owned(),
+            None => {
+                let t =
+                    time::OffsetDateTime::now_utc() - time::Duration::days(self.config.initial_lookback_days.into());
+                t.format(&time::format_description::well_known::Rfc3339).map_err(|e| SyncError::State(e.to_string()))?
+            }
         };
         let mut figures = StoreFigures::default();
         let mut after: Option<String> = None;
         let mut new_orders = Vec::new();
-        let (mut newest, mut at_newest) = (cursor.created_at.clone(), cursor.at_cursor.clone());
+        let mut next = cursor.clone();
         loop {
             let vars =
                 json!({ "first": self.config.page_size, "after": after, "query": format!("created_at:>='{since}'") });
@@ -171,7 +171,7 @@ impl Shopify {
                 let n = &edge["node"];
                 let id = n["legacyResourceId"].as_str().map(str::to_owned).unwrap_or_else(|| n["id"].to_string());
                 let created = n["createdAt"].as_str().unwrap_or_default().to_owned();
-                if created == cursor.created_at && cursor.at_cursor.contains(&id) {
+                if cursor.seen(&created, &id) {
                     continue; // seen at the boundary last run
                 }
                 let money = |set: &Value| -> Result<Option<Money>, SyncError> {
@@ -191,16 +191,7 @@ impl Shopify {
                     figures.refunded.add(&r.amount, &r.currency).map_err(SyncError::Malformed)?;
                 }
                 figures.orders += 1;
-                match created.cmp(&newest) {
-                    std::cmp::Ordering::Greater => {
-                        newest = created.clone();
-                        at_newest = BTreeSet::from([id.clone()]);
-                    }
-                    std::cmp::Ordering::Equal => {
-                        at_newest.insert(id.clone());
-                    }
-                    std::cmp::Ordering::Less => {}
-                }
+                next.advance(&created, &id);
                 let order = Order {
                     order_id: id.clone(),
                     name: n["name"].as_str().unwrap_or_default().to_owned(),
@@ -230,8 +221,7 @@ impl Shopify {
             }
         }
         run.publish(new_orders).await?;
-        cursor.created_at = newest;
-        cursor.at_cursor = at_newest;
+        *cursor = next;
         Ok(figures)
     }
 }

@@ -9,7 +9,7 @@
 //! (what is to be assembled) and no produced quantity or capacity, so there is nothing honest to
 //! compute them from; the fields stay empty and no quality alert is raised (docs/connectors.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
@@ -17,14 +17,14 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
-use switchyard::proto::v1::{LowStockAlert, ProductionUpdated, StockItem, UnleashedSyncCompleted, event::Payload};
+use switchyard::proto::v1::{ProductionUpdated, StockItem, UnleashedSyncCompleted, event::Payload};
 use time::OffsetDateTime;
 
 use crate::{
     connector::{Connector, Run, Source, SyncError},
     http::Http,
     money::{self, decimal},
-    state::StateFile,
+    state::{Crossings, StateFile},
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,7 +57,7 @@ fn page_size() -> u32 {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     /// Product codes under their minimum level.
-    low: BTreeSet<String>,
+    low: Crossings,
     /// Assembly guid → last status seen.
     assemblies: BTreeMap<String, String>,
 }
@@ -141,15 +141,20 @@ impl Connector for Unleashed {
 
         run.jobs.progress("stock", 35, "reading stock on hand").await;
         let stock = self.all("Unleashed stock on hand", "StockOnHand").await?;
-        let (mut value, mut low_now) = (Decimal::ZERO, BTreeMap::new());
+        let (mut value, mut low_now) = (Decimal::ZERO, Vec::new());
         for s in &stock {
             let code = s["ProductCode"].as_str().unwrap_or_default().to_owned();
             let on_hand = decimal(&s["QtyOnHand"])
                 .ok_or_else(|| SyncError::Malformed(format!("Unleashed stock on hand: {code} has no QtyOnHand")))?;
             value += decimal(&s["TotalCost"]).unwrap_or_default();
             if let Some(min) = minimum.get(&code).filter(|min| on_hand < **min) {
-                let name = s["ProductDescription"].as_str().unwrap_or_default().to_owned();
-                low_now.insert(code, (name, on_hand, *min));
+                let item = StockItem {
+                    sku: code.clone(),
+                    name: s["ProductDescription"].as_str().unwrap_or_default().to_owned(),
+                    on_hand: whole(on_hand),
+                    threshold: whole(*min),
+                };
+                low_now.push((code, item));
             }
         }
 
@@ -188,26 +193,10 @@ impl Connector for Unleashed {
             seen.insert(guid, status);
         }
 
-        let entered: Vec<StockItem> = low_now
-            .iter()
-            .filter(|(code, _)| !state.low.contains(*code))
-            .map(|(code, (name, on_hand, min))| StockItem {
-                sku: code.clone(),
-                name: name.clone(),
-                on_hand: whole(*on_hand),
-                threshold: whole(*min),
-            })
-            .collect();
-        if !entered.is_empty() {
-            let critical = entered.iter().filter(|i| i.on_hand <= 0).count() as u32;
-            events.push(run.event(
-                "stock",
-                Payload::UnleashedLowStockAlert(LowStockAlert {
-                    count: entered.len() as u32,
-                    critical_items: critical,
-                    items: entered,
-                }),
-            ));
+        let low_items = low_now.len() as u32;
+        let entered = state.low.update(low_now).into_iter().map(|(_, item)| item).collect();
+        if let Some(alert) = crate::connector::low_stock_alert(entered) {
+            events.push(run.event("stock", Payload::UnleashedLowStockAlert(alert)));
         }
         events.push(run.event(
             "unleashed",
@@ -219,12 +208,11 @@ impl Connector for Unleashed {
                 utilization_percent: String::new(),
                 stock_items: stock.len() as u32,
                 stock_value: Some(money::money(value, &self.config.currency)),
-                low_stock_items: low_now.len() as u32,
+                low_stock_items: low_items,
                 quality_alerts: 0,
             }),
         ));
         run.publish(events).await?;
-        state.low = low_now.into_keys().collect();
         state.assemblies = seen;
         self.state.save(&state).map_err(SyncError::State)?;
         Ok(())

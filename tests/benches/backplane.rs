@@ -14,12 +14,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use switchyard::{
-    auth::Role,
-    proto::v1::{PublishRequest, publish_ack},
-};
-use switchyard_tests::{Server, Sse, events, nats};
+use switchyard::auth::Role;
+use switchyard_tests::{Server, Sse, nats};
 
 fn arg(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -63,32 +59,7 @@ async fn raw(url: &str, n: u64, dedupe: bool) -> f64 {
 
 /// Events/s through PublishStream: 4 concurrent streams, every event acked.
 async fn through(server: &Server, n: u64) -> f64 {
-    let streams = 4;
-    let per = n / streams;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for s in 0..streams {
-        let mut c = server.grpc("bench", Role::Publish).await;
-        tasks.push(tokio::spawn(async move {
-            let reqs = futures::stream::iter(
-                (0..per).map(move |i| PublishRequest { event: Some(events::order(&format!("{s}-{i}"))) }),
-            );
-            let mut acks = c.publish_stream(reqs).await.expect("stream").into_inner();
-            let mut ok = 0;
-            while let Some(a) = acks.next().await {
-                if matches!(a.expect("ack").result, Some(publish_ack::Result::Id(_))) {
-                    ok += 1;
-                }
-            }
-            ok
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        ok += t.await.expect("publisher");
-    }
-    assert_eq!(ok, per * streams, "every event acknowledged");
-    ok as f64 / start.elapsed().as_secs_f64()
+    switchyard_tests::publish_stream_rate(server, n, 4).await
 }
 
 fn main() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use switchyard::{
     auth::Role,
-    proto::v1::{PublishRequest, SubscribeRequest, publish_ack, subscribe_response::Message},
+    proto::v1::{PublishRequest, SubscribeRequest, subscribe_response::Message},
 };
 use switchyard_tests::{Server, events};
 
@@ -44,35 +44,8 @@ fn main() {
 
 async fn publish_stream(total: u64, streams: u64) {
     let server = Server::start().await;
-    let per = total / streams;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for s in 0..streams {
-        let mut c = server.grpc("bench", Role::Publish).await;
-        tasks.push(tokio::spawn(async move {
-            let reqs = futures::stream::iter(
-                (0..per).map(move |i| PublishRequest { event: Some(events::order(&format!("{s}-{i}"))) }),
-            );
-            let mut acks = c.publish_stream(reqs).await.expect("stream").into_inner();
-            let mut ok = 0u64;
-            while let Some(a) = acks.next().await {
-                if matches!(a.expect("ack").result, Some(publish_ack::Result::Id(_))) {
-                    ok += 1;
-                }
-            }
-            ok
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        ok += t.await.expect("task");
-    }
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(ok, per * streams, "every event acked");
-    println!(
-        "publish_stream: {ok} events over {streams} streams in {secs:.3} s = {:.0} events/s (durable, fsync=always)",
-        ok as f64 / secs
-    );
+    let rate = switchyard_tests::publish_stream_rate(&server, total, streams).await;
+    println!("publish_stream: {total} events over {streams} streams = {rate:.0} events/s (durable, fsync=always)");
     server.stop().await;
 }
 

@@ -366,6 +366,37 @@ pub mod events {
 }
 
 /// Publishes `alert:warning` events titled by `range` one by one over gRPC; returns their ids.
+/// Publishes `total` orders through `streams` concurrent `PublishStream`s into `server`; returns
+/// events/s once every event is acknowledged (asserted). Shared by the bus and backplane benches.
+pub async fn publish_stream_rate(server: &Server, total: u64, streams: u64) -> f64 {
+    use switchyard::proto::v1::{PublishRequest, publish_ack};
+    let per = total / streams;
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let mut c = server.grpc("bench", Role::Publish).await;
+        tasks.push(tokio::spawn(async move {
+            let reqs = futures::stream::iter(
+                (0..per).map(move |i| PublishRequest { event: Some(events::order(&format!("{s}-{i}"))) }),
+            );
+            let mut acks = c.publish_stream(reqs).await.expect("stream").into_inner();
+            let mut ok = 0u64;
+            while let Some(a) = acks.next().await {
+                if matches!(a.expect("ack").result, Some(publish_ack::Result::Id(_))) {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.expect("publisher");
+    }
+    assert_eq!(ok, per * streams, "every event acknowledged");
+    ok as f64 / start.elapsed().as_secs_f64()
+}
+
 pub async fn publish_alerts(client: &mut tools::Client, range: std::ops::Range<u32>) -> Vec<u64> {
     let mut ids = Vec::with_capacity(range.len());
     for i in range {

@@ -9,21 +9,18 @@
 pub mod notification;
 pub mod sqs;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchyard::proto::v1::{AmazonSyncCompleted, LowStockAlert, Order, StockItem, event::Payload};
+use switchyard::proto::v1::{AmazonSyncCompleted, Order, StockItem, event::Payload};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     connector::{Connector, Run, Source, SyncError},
     http::Http,
     money::Totals,
-    state::StateFile,
+    state::{CreationCursor, Crossings, StateFile},
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,11 +61,10 @@ fn lookback() -> u32 {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    /// `createdAfter` for the next run, and the ids created exactly then (already published).
-    orders_after: String,
-    at_cursor: BTreeSet<String>,
-    /// SKUs currently under the reorder point: an alert fires only on entering this set.
-    low: BTreeSet<String>,
+    /// Where orders stand: `createdAfter` for the next run.
+    orders: CreationCursor,
+    /// SKUs under the reorder point.
+    low: Crossings,
 }
 
 pub struct Amazon {
@@ -138,7 +134,7 @@ impl Connector for Amazon {
 
         // FBA inventory. Paging a full listing needs only nextToken (it expires in 30 s).
         run.jobs.progress("inventory", 10, "reading FBA inventory").await;
-        let (mut skus, mut units, mut low_now) = (0u32, 0u64, BTreeMap::new());
+        let (mut skus, mut units, mut low_now) = (0u32, 0u64, Vec::new());
         let mut next: Option<String> = None;
         loop {
             let mut q = vec![
@@ -162,10 +158,13 @@ impl Connector for Amazon {
                 skus += 1;
                 units += item["totalQuantity"].as_u64().unwrap_or(fulfillable.max(0) as u64);
                 if fulfillable < self.config.reorder_point {
-                    low_now.insert(
-                        sku.clone(),
-                        (item["productName"].as_str().unwrap_or_default().to_owned(), fulfillable),
-                    );
+                    let item = StockItem {
+                        sku: sku.clone(),
+                        name: item["productName"].as_str().unwrap_or_default().to_owned(),
+                        on_hand: fulfillable,
+                        threshold: self.config.reorder_point,
+                    };
+                    low_now.push((sku.clone(), item));
                 }
             }
             next = body["pagination"]["nextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
@@ -176,15 +175,14 @@ impl Connector for Amazon {
 
         // Orders created since the last run.
         run.jobs.progress("orders", 45, "reading orders").await;
-        let after = if state.orders_after.is_empty() {
-            (OffsetDateTime::now_utc() - time::Duration::days(self.config.initial_lookback_days.into()))
+        let after = match state.orders.since() {
+            Some(s) => s.to_owned(),
+            None => (OffsetDateTime::now_utc() - time::Duration::days(self.config.initial_lookback_days.into()))
                 .format(&Rfc3339)
-                .map_err(|e| SyncError::State(e.to_string()))?
-        } else {
-            state.orders_after.clone()
+                .map_err(|e| SyncError::State(e.to_string()))?,
         };
         let (mut orders, mut unshipped, mut revenue) = (0u32, 0u32, Totals::default());
-        let (mut newest, mut at_newest) = (state.orders_after.clone(), state.at_cursor.clone());
+        let mut orders_cursor = state.orders.clone();
         let mut new_orders = Vec::new();
         let mut page: Option<String> = None;
         loop {
@@ -203,7 +201,7 @@ impl Connector for Amazon {
             for o in list {
                 let id = o["orderId"].as_str().unwrap_or_default().to_owned();
                 let created = o["createdTime"].as_str().unwrap_or_default().to_owned();
-                if created == state.orders_after && state.at_cursor.contains(&id) {
+                if state.orders.seen(&created, &id) {
                     continue;
                 }
                 orders += 1;
@@ -219,16 +217,7 @@ impl Connector for Amazon {
                     }
                     _ => None,
                 };
-                match created.cmp(&newest) {
-                    std::cmp::Ordering::Greater => {
-                        newest = created.clone();
-                        at_newest = BTreeSet::from([id.clone()]);
-                    }
-                    std::cmp::Ordering::Equal => {
-                        at_newest.insert(id.clone());
-                    }
-                    std::cmp::Ordering::Less => {}
-                }
+                orders_cursor.advance(&created, &id);
                 let mut e = run.event(
                     &id,
                     Payload::AmazonOrderCreated(Order {
@@ -277,26 +266,10 @@ impl Connector for Amazon {
 
         let currency = revenue.money("").map(|m| m.currency).unwrap_or_default();
         let mut events = new_orders;
-        let entered: Vec<StockItem> = low_now
-            .iter()
-            .filter(|(sku, _)| !state.low.contains(*sku))
-            .map(|(sku, (name, on_hand))| StockItem {
-                sku: sku.clone(),
-                name: name.clone(),
-                on_hand: *on_hand,
-                threshold: self.config.reorder_point,
-            })
-            .collect();
-        if !entered.is_empty() {
-            let critical = entered.iter().filter(|i| i.on_hand <= 0).count() as u32;
-            events.push(run.event(
-                "fba",
-                Payload::AmazonLowStockAlert(LowStockAlert {
-                    count: entered.len() as u32,
-                    critical_items: critical,
-                    items: entered,
-                }),
-            ));
+        let low_skus = low_now.len() as u32;
+        let entered = state.low.update(low_now).into_iter().map(|(_, item)| item).collect();
+        if let Some(alert) = crate::connector::low_stock_alert(entered) {
+            events.push(run.event("fba", Payload::AmazonLowStockAlert(alert)));
         }
         events.push(run.event(
             "amazon",
@@ -304,7 +277,7 @@ impl Connector for Amazon {
                 run_id: run.run_id.clone(),
                 total_skus: skus,
                 total_units: units,
-                low_stock_skus: low_now.len() as u32,
+                low_stock_skus: low_skus,
                 total_orders: orders,
                 total_revenue: revenue.money(&currency),
                 unshipped_orders: unshipped,
@@ -312,9 +285,7 @@ impl Connector for Amazon {
             }),
         ));
         run.publish(events).await?;
-        state.orders_after = newest;
-        state.at_cursor = at_newest;
-        state.low = low_now.into_keys().collect();
+        state.orders = orders_cursor;
         self.state.save(&state).map_err(SyncError::State)?;
         Ok(())
     }
