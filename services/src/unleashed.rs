@@ -5,9 +5,11 @@
 //! (active, completed today; `unleashed:production-updated` when one changes status), and a
 //! low-stock alert once per crossing.
 //!
-//! Not computed: yield against plan and utilisation. An Unleashed assembly carries one quantity
-//! (what is to be assembled) and no produced quantity or capacity, so there is nothing honest to
-//! compute them from; the fields stay empty and no quality alert is raised (docs/connectors.md).
+//! Against plan: an assembly is planned for its `AssembleBy` date and produces its `Quantity`
+//! when completed (Unleashed records no partial output). Yield is the quantity completed of what
+//! was due by now; each assembly past its date and not completed is a shortfall, raised once as an
+//! `unleashed:quality-alert`. Utilisation is today's completed quantity over `daily_capacity`,
+//! which only the operator knows: without it the figure stays empty (docs/connectors.md).
 
 use std::collections::BTreeMap;
 
@@ -17,7 +19,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
-use switchyard::proto::v1::{ProductionUpdated, StockItem, UnleashedSyncCompleted, event::Payload};
+use switchyard::proto::v1::{
+    ProductionUpdated, QualityAlert, QualityIssue, StockItem, UnleashedSyncCompleted, event::Payload,
+};
 use time::OffsetDateTime;
 
 use crate::{
@@ -42,6 +46,9 @@ pub struct UnleashedConfig {
     pub currency: String,
     #[serde(default = "page_size")]
     pub page_size: u32,
+    /// Units the plant can assemble per day, for utilisation (unset: not computed).
+    #[serde(default)]
+    pub daily_capacity: Option<u64>,
 }
 
 fn client_type() -> String {
@@ -60,6 +67,9 @@ struct State {
     low: Crossings,
     /// Assembly guid → last status seen.
     assemblies: BTreeMap<String, String>,
+    /// Assemblies past their date and not completed (a quality alert fires once per crossing).
+    #[serde(default)]
+    overdue: Crossings,
 }
 
 /// The signature Unleashed expects for `query` (the part after `?`, exactly as sent).
@@ -161,23 +171,46 @@ impl Connector for Unleashed {
         run.jobs.progress("assemblies", 65, "reading assemblies").await;
         let assemblies = self.all("Unleashed assemblies", "Assemblies").await?;
         let today = OffsetDateTime::now_utc().date();
-        let (mut active, mut completed_today) = (0u32, 0u32);
+        let now = OffsetDateTime::now_utc();
+        let (mut active, mut completed_today, mut completed_today_qty) = (0u32, 0u32, 0i64);
+        let (mut due_qty, mut due_done_qty) = (0i64, 0i64);
+        let mut overdue_now = Vec::new();
         let mut events = Vec::new();
         let mut seen = BTreeMap::new();
         for a in &assemblies {
             let guid = a["Guid"].as_str().unwrap_or_default().to_owned();
             let status = a["AssemblyStatus"].as_str().unwrap_or_default().to_owned();
+            let qty = decimal(&a["Quantity"]).map(whole).unwrap_or(0);
+            let done = status == "Completed";
             match status.as_str() {
                 "Completed" => {
                     if ms_date(&a["AssembledDate"]).is_some_and(|d| d.date() == today) {
                         completed_today += 1;
+                        completed_today_qty += qty;
                     }
                 }
                 "Deleted" => {}
                 _ => active += 1,
             }
+            if status != "Deleted"
+                && let Some(due) = ms_date(&a["AssembleBy"]).filter(|d| *d <= now)
+            {
+                due_qty += qty;
+                if done {
+                    due_done_qty += qty;
+                } else {
+                    let days_late = (now - due).whole_days();
+                    let issue = QualityIssue {
+                        assembly_id: a["AssemblyNumber"].as_str().unwrap_or(&guid).to_owned(),
+                        product: a["Product"]["ProductCode"].as_str().unwrap_or_default().to_owned(),
+                        planned: qty,
+                        produced: 0,
+                        severity: if days_late >= 2 { "High" } else { "Medium" }.into(),
+                    };
+                    overdue_now.push((guid.clone(), issue));
+                }
+            }
             if state.assemblies.get(&guid) != Some(&status) {
-                let qty = decimal(&a["Quantity"]).map(whole).unwrap_or(0);
                 events.push(run.event(
                     &guid,
                     Payload::UnleashedProductionUpdated(ProductionUpdated {
@@ -193,6 +226,20 @@ impl Connector for Unleashed {
             seen.insert(guid, status);
         }
 
+        let overdue_count = overdue_now.len() as u32;
+        let entered: Vec<QualityIssue> = state.overdue.update(overdue_now).into_iter().map(|(_, i)| i).collect();
+        if !entered.is_empty() {
+            let critical = entered.iter().filter(|i| i.severity == "High").count() as u32;
+            events.push(run.event(
+                "production",
+                Payload::UnleashedQualityAlert(QualityAlert {
+                    count: entered.len() as u32,
+                    critical_issues: critical,
+                    issues: entered,
+                }),
+            ));
+        }
+        let percent = |part: i64, whole: i64| format!("{:.1}", part as f64 * 100.0 / whole as f64);
         let low_items = low_now.len() as u32;
         let entered = state.low.update(low_now).into_iter().map(|(_, item)| item).collect();
         if let Some(alert) = crate::connector::low_stock_alert(entered) {
@@ -204,12 +251,15 @@ impl Connector for Unleashed {
                 run_id: run.run_id.clone(),
                 active_assemblies: active,
                 completed_today,
-                yield_percent: String::new(),
-                utilization_percent: String::new(),
+                yield_percent: if due_qty > 0 { percent(due_done_qty, due_qty) } else { String::new() },
+                utilization_percent: match self.config.daily_capacity {
+                    Some(cap) if cap > 0 => percent(completed_today_qty, cap as i64),
+                    _ => String::new(),
+                },
                 stock_items: stock.len() as u32,
                 stock_value: Some(money::money(value, &self.config.currency)),
                 low_stock_items: low_items,
-                quality_alerts: 0,
+                quality_alerts: overdue_count,
             }),
         ));
         run.publish(events).await?;

@@ -604,6 +604,7 @@ fn unleashed_config(server: &MockServer) -> UnleashedConfig {
         api_url: server.uri(),
         currency: "NZD".into(),
         page_size: 2,
+        daily_capacity: Some(20),
     }
 }
 
@@ -647,9 +648,11 @@ async fn unleashed_signed_pages_stock_assemblies_and_alerts() {
         .mount(&server)
         .await;
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let days_ago = |d: i64| format!("/Date({})/", now_ms - d * 86_400_000);
     Mock::given(path("/Assemblies/1")).respond_with(paged(json!([
-        {"Guid": "g-1", "AssemblyNumber": "ASM-1", "AssemblyStatus": "Completed", "Quantity": 5, "AssembledDate": format!("/Date({now_ms})/"), "Product": {"ProductCode": "WIDGET"}},
-        {"Guid": "g-2", "AssemblyNumber": "ASM-2", "AssemblyStatus": "Parked", "Quantity": 3, "Product": {"ProductCode": "GADGET"}}]), 1, 1)).mount(&server).await;
+        {"Guid": "g-1", "AssemblyNumber": "ASM-1", "AssemblyStatus": "Completed", "Quantity": 5, "AssembleBy": days_ago(1), "AssembledDate": format!("/Date({now_ms})/"), "Product": {"ProductCode": "WIDGET"}},
+        {"Guid": "g-2", "AssemblyNumber": "ASM-2", "AssemblyStatus": "Parked", "Quantity": 3, "AssembleBy": days_ago(3), "Product": {"ProductCode": "GADGET"}},
+        {"Guid": "g-3", "AssemblyNumber": "ASM-3", "AssemblyStatus": "Parked", "Quantity": 2, "AssembleBy": days_ago(-2), "Product": {"ProductCode": "GADGET"}}]), 1, 1)).mount(&server).await;
     let state = StateFile::new(dir.path(), "unleashed");
     let sink = Arc::new(Recorder::default());
     run_once(&mut Unleashed::new(unleashed_config(&server), http(), state.clone()), sink.clone()).await.unwrap();
@@ -660,18 +663,29 @@ async fn unleashed_signed_pages_stock_assemblies_and_alerts() {
             "unleashed:sync-started",
             "unleashed:production-updated",
             "unleashed:production-updated",
+            "unleashed:production-updated",
+            "unleashed:quality-alert",
             "unleashed:low-stock-alert",
             "unleashed:sync-completed"
         ]
     );
+    // ASM-2 was due three days ago and is not assembled: a high-severity shortfall. ASM-3 is not due yet.
+    let q = payloads(&events, |p| match p {
+        Payload::UnleashedQualityAlert(q) => Some(q),
+        _ => None,
+    })[0];
+    assert_eq!((q.count, q.critical_issues), (1, 1));
+    assert_eq!((q.issues[0].assembly_id.as_str(), q.issues[0].planned, q.issues[0].produced), ("ASM-2", 3, 0));
     let u = payloads(&events, |p| match p {
         Payload::UnleashedSyncCompleted(u) => Some(u),
         _ => None,
     })[0];
-    assert_eq!((u.active_assemblies, u.completed_today, u.stock_items, u.low_stock_items), (1, 1, 3, 1));
+    assert_eq!((u.active_assemblies, u.completed_today, u.stock_items, u.low_stock_items), (2, 1, 3, 1));
     assert_eq!(u.stock_value.as_ref().map(|m| (m.amount.as_str(), m.currency.as_str())), Some(("1044.00", "NZD")));
-    assert_eq!(u.yield_percent, "", "no produced quantity upstream, so no yield figure");
-    // Second run: nothing changed, so no production or alert events.
+    assert_eq!(u.yield_percent, "62.5", "5 of the 8 units due by now were assembled");
+    assert_eq!(u.utilization_percent, "25.0", "5 units today of a daily capacity of 20");
+    assert_eq!(u.quality_alerts, 1);
+    // Second run: nothing changed, so no production, quality or stock alert events.
     run_once(&mut Unleashed::new(unleashed_config(&server), http(), state), sink.clone()).await.unwrap();
     assert_eq!(type_names(&sink.take()), ["unleashed:sync-started", "unleashed:sync-completed"]);
 }
