@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use serde_json::{Value, json};
 use switchyard::auth::Role;
 use switchyard_bridge::webhooks::signature::sign_b64;
-use switchyard_tests::{Process, Sse, get_json, http, nats, wait_for};
+use switchyard_tests::{Process, Sse, get_json, http, nats, post_json, wait_for};
 
 const SHOP: &str = "acme-uk.myshopify.com";
 
@@ -37,16 +37,7 @@ fn node(dir: &Path, backplane: &str, secret_from: Option<&Path>, replicas: usize
 async fn publish_http(p: &Process, prefix: &str, n: usize) -> Vec<u64> {
     let body: Vec<Value> =
         (0..n).map(|i| json!({"type": "alert:info", "data": {"title": format!("{prefix}{i}")}})).collect();
-    let r: Value = http()
-        .post(format!("{}/api/events", p.http_url))
-        .bearer_auth(p.token("acme", Role::Publish))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_json(&format!("{}/api/events", p.http_url), &p.token("acme", Role::Publish), &json!(body)).await;
     r["ids"].as_array().expect("ids").iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect()
 }
 
