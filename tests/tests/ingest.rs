@@ -15,6 +15,15 @@ use wiremock::{
 
 const XERO_KEY: &str = "XERO_INGEST_TEST_KEY";
 
+/// The `[xero]` section of an ingest config pointing at the fake.
+fn xero_section(fake: &MockServer) -> String {
+    format!(
+        "[xero]\ntenant = \"acme\"\nclient_id = \"client\"\nclient_secret = \"secret\"\nxero_tenant_id = \"org-1\"\n\
+         token_url = \"{fake}/xero/token\"\napi_url = \"{fake}/xero/api\"\n",
+        fake = fake.uri()
+    )
+}
+
 async fn fakes() -> MockServer {
     let fake = MockServer::start().await;
     let order = |id: u64, total: &str| {
@@ -79,16 +88,10 @@ time_scale = 0.001
 tenant = "acme"
 stores = [{{ domain = "acme-uk.myshopify.com", access_token = "shpat_test", name = "UK", region = "GB", endpoint = "{fake}/shop/graphql.json" }}]
 
-[xero]
-tenant = "acme"
-client_id = "client"
-client_secret = "secret"
-xero_tenant_id = "org-1"
-token_url = "{fake}/xero/token"
-api_url = "{fake}/xero/api"
-"#,
+{xero}"#,
             state = dir.path().join("state").display(),
-            fake = fake.uri()
+            fake = fake.uri(),
+            xero = xero_section(&fake),
         ),
     )
     .unwrap();
@@ -156,15 +159,7 @@ async fn serve_runs_configured_connectors_in_process() {
     let fake = fakes().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ingest.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interval_secs = 3600\ntime_scale = 0.001\n[xero]\ntenant = \"acme\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
-             xero_tenant_id = \"org-1\"\ntoken_url = \"{fake}/xero/token\"\napi_url = \"{fake}/xero/api\"\n",
-            fake = fake.uri()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("interval_secs = 3600\ntime_scale = 0.001\n{}", xero_section(&fake))).unwrap();
     let server = Server::start_with(|c| c.ingest = Some(config.clone())).await;
     let mut sse = Sse::connect(
         &format!("{}/api/sse/working-capital", server.http_url),
