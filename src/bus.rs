@@ -17,10 +17,10 @@ use crate::{
     catalog::Catalog,
     coalesce::DEFAULT_WINDOW,
     hub::Hub,
-    log::{Appended, Log, LogError, Record, Stream},
-    names::{Channel, EventId, Tenant},
+    log::{Appended, Log, LogError, Record, StateView, Stream},
+    names::{Channel, Cursor, EventId, Tenant},
     proto::v1::Event,
-    subscription::{self, Allow, Filter, Item, Lag, Options},
+    subscription::{self, Allow, Filter, Item, Lag, Options, Start},
     validate::{self, Policy, PublishError},
 };
 
@@ -52,13 +52,13 @@ struct Inner {
 }
 
 /// What a subscriber asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SubscribeSpec {
     /// Requested tenant; empty means the token's. Only `*`-tenant admin tokens may name another, or `*`.
     pub tenant: String,
     /// Channel names; empty means every channel the token allows.
     pub channels: Vec<String>,
-    pub from: Option<EventId>,
+    pub start: Start,
     /// Coalesce snapshots on the live part.
     pub coalesce: bool,
     pub on_lag: Lag,
@@ -241,7 +241,7 @@ impl Bus {
     ) -> Result<impl FutStream<Item = Result<Item, LogError>> + Send + 'static, SubscribeError> {
         let filter = self.resolve(who, &spec.tenant, &spec.channels)?;
         let options = Options {
-            from: spec.from,
+            start: spec.start,
             coalesce: spec.coalesce.then_some(self.inner.config.coalesce_window),
             on_lag: spec.on_lag,
         };
@@ -256,21 +256,36 @@ impl Bus {
         }))
     }
 
+    /// The current state the token may see in `channels`: the latest event of every state
+    /// slot, in id order, and the id it is consistent with.
+    pub async fn state(&self, who: &Principal, tenant: &str, channels: &[String]) -> Result<StateView, ReadError> {
+        let filter = self.resolve(who, tenant, channels)?;
+        let mut view = self.inner.log.state(filter.stream.clone(), EventId::ZERO).await?;
+        view.records.retain(|r| filter.wants(r));
+        Ok(view)
+    }
+
     /// One page of history after `after` (the polling API). Reads at most a few
-    /// pages of the underlying stream to fill `limit` after channel filtering.
+    /// pages of the underlying stream to fill `limit` after channel filtering. A cursor that
+    /// owes state (`N~W`, from a coalescing stream) gets those slots' current events first.
     pub async fn read(
         &self,
         who: &Principal,
         tenant: &str,
         channels: &[String],
-        after: EventId,
+        from: Cursor,
         limit: usize,
     ) -> Result<Page, ReadError> {
         let filter = self.resolve(who, tenant, channels)?;
+        let after = from.after;
         let bounds = self.inner.log.bounds(filter.stream.clone()).await?;
         let complete = bounds.complete_after(after);
         let mut cursor = after.max(bounds.trimmed_through);
         let mut events = Vec::new();
+        if let Some(w) = from.state_after {
+            let owed = self.inner.log.state(filter.stream.clone(), w).await?;
+            events.extend(owed.records.into_iter().filter(|r| r.id <= after && filter.wants(r)).take(limit));
+        }
         for _ in 0..if limit == 0 { 0 } else { 8 } {
             let page = self.inner.log.read(filter.stream.clone(), cursor, limit).await?;
             let Some(last) = page.last().map(|r| r.id) else {
@@ -289,7 +304,9 @@ impl Bus {
                 break;
             }
         }
-        Ok(Page { events, next: cursor.max(after), complete, bounds })
+        // Nothing read, nothing passed: a bounds-only request (limit 0) answers where it started.
+        let next = if limit == 0 { after } else { cursor.max(after) };
+        Ok(Page { events, next, complete, bounds })
     }
 
     pub fn subscribers(&self) -> SubscriberStats {

@@ -42,6 +42,8 @@ pub struct EventSpec {
     pub routes: Vec<Route>,
     pub delivery: Delivery,
     pub summary: String,
+    /// For a fact that ends a job: the snapshot type whose state it closes (same key).
+    pub ends: Option<Arc<str>>,
 }
 
 impl EventSpec {
@@ -126,6 +128,10 @@ impl Catalog {
                 .and_then(|n| Delivery::try_from(n).ok())
                 .filter(|d| *d != Delivery::Unspecified)
                 .ok_or_else(|| format!("{name}: delivery must be FACT or SNAPSHOT"))?;
+            let ends = Some(text("ends")).filter(|e| !e.is_empty()).map(Arc::<str>::from);
+            if ends.is_some() && delivery != Delivery::Fact {
+                return Err(format!("{name}: only a FACT can end another type's state"));
+            }
             if by_name.insert(name.clone(), field.number()).is_some() {
                 return Err(format!("{name}: declared twice"));
             }
@@ -139,8 +145,18 @@ impl Catalog {
                     routes,
                     delivery,
                     summary: text("summary"),
+                    ends,
                 },
             );
+        }
+        // `ends` must name a snapshot type, or state would hold a fact under a name nobody reads.
+        for spec in by_field.values() {
+            if let Some(ends) = &spec.ends {
+                let target = by_name.get(ends).and_then(|n| by_field.get(n));
+                if target.is_none_or(|t: &EventSpec| t.delivery != Delivery::Snapshot) {
+                    return Err(format!("{}: ends {ends:?}, which is not a snapshot type", spec.name));
+                }
+            }
         }
         Ok(Self { by_field, by_name, fixed_channels, keyed_bases })
     }
@@ -181,8 +197,11 @@ impl Catalog {
              - **name**: the SSE `event:` field and the type name in every API.\n\
              - **payload field**: the proto3 JSON key of the payload inside the event envelope.\n\
              - **channels**: where the event is routed; `jobs/{key}` means the channel named by the event's `key`.\n\
-             - **delivery**: `fact` events are always delivered; `snapshot` events are state, and live \
-             subscribers may receive only the latest per (type, key) within the coalescing window.\n\n\
+             - **delivery**: `fact` events are always delivered; `snapshot` events are state: the log keeps \
+             the latest per (tenant, type, key) in the state view (`GET /api/state`, `?start=state`), and \
+             live subscribers may receive only the latest per key within the coalescing window.\n\
+             - **ends**: a fact that finishes a job takes the place of that job's progress snapshot \
+             (same key) in the state view, and drops progress a live subscriber still holds.\n\n\
              | name | payload field | message | channels | delivery | summary |\n\
              | --- | --- | --- | --- | --- | --- |\n",
         );
@@ -195,9 +214,10 @@ impl Catalog {
                     Route::Keyed(b) => format!("`{b}/{{key}}`"),
                 })
                 .collect();
-            let delivery = match spec.delivery {
-                Delivery::Snapshot => "snapshot",
-                _ => "fact",
+            let delivery = match (spec.delivery, &spec.ends) {
+                (Delivery::Snapshot, _) => "snapshot".to_owned(),
+                (_, Some(ends)) => format!("fact; ends `{ends}`"),
+                _ => "fact".to_owned(),
             };
             let _ = writeln!(
                 s,

@@ -6,16 +6,30 @@
 //! last held one when the window ends (trailing edge): at most two deliveries
 //! per window, and the final state always arrives. Facts never come here.
 //! (The sources' "same event type at most once per 2 s" dropped real events.)
+//!
+//! Keys are state slots (tenant, slot, key), so a job's completion shares its progress's
+//! key: a fact that ends a job drops the progress still held for it ([`Coalescer::passed`]),
+//! and so does a newer snapshot delivered by a catch-up read. What is still held when the
+//! connection ends is owed to the client: [`Coalescer::floor`] is the id below which every
+//! snapshot went out, carried in its resume cursor (`N~W`, see [`crate::names::Cursor`]).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::{log::Record, names::Tenant};
+use crate::{
+    log::Record,
+    names::{EventId, Tenant},
+};
 
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
 
 type Key = (Tenant, Arc<str>, String);
+
+fn key_of(record: &Record) -> Option<Key> {
+    let slot = record.routing.state.clone()?;
+    Some((record.tenant.clone(), slot, record.event.key.clone()))
+}
 
 #[derive(Debug)]
 pub struct Coalescer {
@@ -33,7 +47,7 @@ impl Coalescer {
 
     /// Offer a snapshot; returns it back when it should go out now.
     pub fn offer(&mut self, record: Arc<Record>, now: Instant) -> Option<Arc<Record>> {
-        let key = (record.tenant.clone(), record.routing.type_name.clone(), record.event.key.clone());
+        let Some(key) = key_of(&record) else { return Some(record) };
         match self.sent.get(&key) {
             Some(at) if now < *at + self.window => {
                 let due = *at + self.window;
@@ -51,6 +65,26 @@ impl Coalescer {
                 Some(record)
             }
         }
+    }
+
+    /// `record` reached the subscriber without passing through [`Self::offer`] (a fact, or a
+    /// catch-up read): whatever is held for its slot is older and must not follow it.
+    /// Returns whether something was dropped.
+    pub fn passed(&mut self, record: &Record) -> bool {
+        let Some(key) = key_of(record) else { return false };
+        match self.held.get(&key) {
+            Some((_, held)) if held.id < record.id => {
+                self.held.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every snapshot with an id ≤ the floor went out; held ones are above it. `None` when
+    /// nothing is held.
+    pub fn floor(&self) -> Option<EventId> {
+        self.held.values().map(|(_, r)| EventId(r.id.0 - 1)).min()
     }
 
     /// When the next held snapshot is due.

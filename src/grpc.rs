@@ -15,19 +15,36 @@ use crate::{
     auth::{AuthError, Principal, Verifier, bearer},
     bus::{Bus, ReadError, SubscribeError, SubscribeSpec},
     log::Appended,
-    names::EventId,
+    names::{Cursor, EventId},
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
             Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ReadRequest, ReadResponse,
-            ResumeStatus, StatsRequest, StatsResponse, SubscribeRequest, SubscribeResponse,
+            ResumeStatus, Start as PbStart, StateEnd, StateRequest, StateResponse, StatsRequest, StatsResponse,
+            SubscribeRequest, SubscribeResponse,
             event_bus_server::{EventBus, EventBusServer},
             publish_ack, subscribe_response,
         },
     },
-    subscription::Item,
+    subscription::{Item, Start},
     validate::PublishError,
 };
+
+/// Unix ms of a request timestamp; a time before 1970 means "everything".
+fn timestamp_ms(t: &pbjson_types::Timestamp) -> u64 {
+    u64::try_from(t.seconds).unwrap_or(0).saturating_mul(1000) + u64::try_from(t.nanos).unwrap_or(0) / 1_000_000
+}
+
+fn parse_cursor(field: &str, s: &str) -> Result<Cursor, Status> {
+    s.parse::<Cursor>().map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn read_status(e: ReadError) -> Status {
+    match e {
+        ReadError::Request(e) => subscribe_status(&e),
+        ReadError::Log(e) => Status::unavailable(e.to_string()),
+    }
+}
 
 /// Requests `PublishStream` gathers into one append.
 const STREAM_BATCH: usize = 4096;
@@ -176,40 +193,53 @@ impl EventBus for Service {
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let who = self.principal(&req)?;
         let r = req.into_inner();
+        let start = if r.start == PbStart::State as i32 {
+            Start::State
+        } else if let Some(t) = &r.since {
+            Start::Since(timestamp_ms(t))
+        } else if !r.cursor.is_empty() {
+            Start::After(parse_cursor("cursor", &r.cursor)?)
+        } else {
+            r.from_id.map_or(Start::Live, |id| Start::After(Cursor::at(EventId(id))))
+        };
         let spec = SubscribeSpec {
             tenant: r.tenant,
             channels: r.channels,
-            from: r.from_id.map(EventId),
+            start,
             coalesce: r.coalesce.unwrap_or(false),
             on_lag: crate::subscription::Lag::CatchUp,
         };
-        tracing::info!(token = %who.token_id, channels = ?spec.channels, from = ?spec.from, "subscribe");
+        tracing::info!(token = %who.token_id, channels = ?spec.channels, start = ?spec.start, "subscribe");
         let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
         // The log stream never ends by itself; on shutdown it is cut and the client told why.
         let items = items
             .take_until(stopped(self.stopping.clone()))
             .chain(futures::stream::once(async { Err(crate::log::LogError::Closed) }));
-        let stream = items.map(|item| {
-            let message = match item.map_err(|e| Status::unavailable(e.to_string()))? {
-                Item::Status { complete, bounds } => subscribe_response::Message::Status(ResumeStatus {
-                    complete,
-                    oldest_available_id: bounds.oldest.get(),
-                    head_id: bounds.head.get(),
-                }),
-                // gRPC subscribers get their own copy of the decoded event; tonic encodes per stream.
-                Item::Event(r) | Item::Coalesced(r) => subscribe_response::Message::Event(r.event.clone()),
-                Item::Evicted { .. } => {
-                    return Err(Status::resource_exhausted("subscriber fell behind"));
-                }
-                Item::Gap { after, next, reason } => subscribe_response::Message::Gap(Gap {
-                    after_id: after.get(),
-                    next_id: next.get(),
-                    reason: reason.to_owned(),
+        // While coalescing holds snapshots back, each event says where to resume (`N~W`).
+        let mut floor: Option<EventId> = None;
+        let stream = items.filter_map(move |item| {
+            let out = match item {
+                Err(e) => Some(Err(Status::unavailable(e.to_string()))),
+                Ok(item) => subscribe_message(item, &mut floor).map(|m| {
+                    m.map(|(message, cursor)| SubscribeResponse {
+                        message: Some(message),
+                        cursor: cursor.unwrap_or_default(),
+                    })
                 }),
             };
-            Ok(SubscribeResponse { message: Some(message) })
+            std::future::ready(out)
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
+        let who = self.principal(&req)?;
+        let r = req.into_inner();
+        let view = self.bus.state(&who, &r.tenant, &r.channels).await.map_err(read_status)?;
+        Ok(Response::new(StateResponse {
+            events: view.records.iter().map(|r| r.event.clone()).collect(),
+            as_of_id: view.as_of.get(),
+        }))
     }
 
     async fn read(&self, req: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
@@ -218,13 +248,14 @@ impl EventBus for Service {
         if r.limit > 1000 {
             return Err(Status::invalid_argument("limit: at most 1000"));
         }
-        let page =
-            self.bus.read(&who, &r.tenant, &r.channels, EventId(r.after_id), r.limit as usize).await.map_err(|e| {
-                match e {
-                    ReadError::Request(e) => subscribe_status(&e),
-                    ReadError::Log(e) => Status::unavailable(e.to_string()),
-                }
-            })?;
+        let from = if let Some(t) = &r.since {
+            Cursor::at(self.bus.log().id_before(timestamp_ms(t)).await.map_err(|e| Status::unavailable(e.to_string()))?)
+        } else if !r.cursor.is_empty() {
+            parse_cursor("cursor", &r.cursor)?
+        } else {
+            Cursor::at(EventId(r.after_id))
+        };
+        let page = self.bus.read(&who, &r.tenant, &r.channels, from, r.limit as usize).await.map_err(read_status)?;
         Ok(Response::new(ReadResponse {
             events: page.events.iter().map(|r| r.event.clone()).collect(),
             next_id: page.next.get(),
@@ -266,6 +297,51 @@ impl EventBus for Service {
             backend: self.bus.log().backend().to_owned(),
         }))
     }
+}
+
+/// One subscription item as a gRPC message and, with coalescing, the resume cursor after it.
+/// `None` for items that are only bookkeeping (a floor change).
+fn subscribe_message(
+    item: Item,
+    floor: &mut Option<EventId>,
+) -> Option<Result<(subscribe_response::Message, Option<String>), Status>> {
+    let owing = |id: EventId, floor: Option<EventId>| floor.map(|w| Cursor::owing(id, Some(w)).to_string());
+    Some(Ok(match item {
+        Item::Status { complete, bounds } => (
+            subscribe_response::Message::Status(ResumeStatus {
+                complete,
+                oldest_available_id: bounds.oldest.get(),
+                head_id: bounds.head.get(),
+            }),
+            None,
+        ),
+        // gRPC subscribers get their own copy of the decoded event; tonic encodes per stream.
+        Item::Event(r) => {
+            let cursor = owing(r.id, *floor);
+            (subscribe_response::Message::Event(r.event.clone()), cursor)
+        }
+        Item::Coalesced(r, cursor) => (subscribe_response::Message::Event(r.event.clone()), Some(cursor.to_string())),
+        Item::StateEnd { as_of, count } => (
+            subscribe_response::Message::StateEnd(StateEnd {
+                as_of_id: as_of.get(),
+                events: u32::try_from(count).unwrap_or(u32::MAX),
+            }),
+            owing(as_of, *floor),
+        ),
+        Item::Floor(f) => {
+            *floor = f;
+            return None;
+        }
+        Item::Evicted { .. } => return Some(Err(Status::resource_exhausted("subscriber fell behind"))),
+        Item::Gap { after, next, reason } => (
+            subscribe_response::Message::Gap(Gap {
+                after_id: after.get(),
+                next_id: next.get(),
+                reason: reason.to_owned(),
+            }),
+            None,
+        ),
+    }))
 }
 
 /// Resolves once `rx` turns true (or its sender is gone).

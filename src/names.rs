@@ -91,6 +91,64 @@ impl FromStr for EventId {
     }
 }
 
+/// Where a subscriber resumes: after an id, and, when a coalescing subscriber was still
+/// holding snapshots back, the point after which its *state* may be incomplete.
+///
+/// Written `N` or `N~W` (the SSE `id:` line, `Last-Event-ID`, `after=`): every event with an
+/// id ≤ N was delivered or deliberately coalesced, but snapshots with ids in (W, N] may have
+/// been held and never sent. Resuming from `N~W` sends the current state of those keys first,
+/// then every event after N, so a disconnect inside a coalescing window loses no final state.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Cursor {
+    pub after: EventId,
+    /// `Some(W)` with W < N when state in (W, N] is owed.
+    pub state_after: Option<EventId>,
+}
+
+impl Cursor {
+    pub fn at(after: EventId) -> Self {
+        Self { after, state_after: None }
+    }
+
+    /// `after`, owing state after `held_floor` when that is lower.
+    pub fn owing(after: EventId, held_floor: Option<EventId>) -> Self {
+        Self { after, state_after: held_floor.filter(|w| *w < after) }
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        const MSG: &str = "event id must be a non-negative integer, or N~W as sent in an SSE id: line";
+        let s = s.trim();
+        let (n, w) = match s.split_once('~') {
+            Some((n, w)) => (n, Some(w)),
+            None => (s, None),
+        };
+        let after = n.parse::<u64>().map(EventId).map_err(|_| NameError(MSG))?;
+        let floor = w.map(|w| w.parse::<u64>().map(EventId).map_err(|_| NameError(MSG))).transpose()?;
+        Ok(Self::owing(after, floor))
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.state_after {
+            Some(w) => write!(f, "{}~{}", self.after.0, w.0),
+            None => write!(f, "{}", self.after.0),
+        }
+    }
+}
+
+/// An RFC 3339 time (`2026-11-30T09:00:00Z`) as Unix milliseconds, for `since=`.
+pub fn parse_time_ms(s: &str) -> Result<u64, NameError> {
+    const MSG: &str = "expected an RFC 3339 time such as 2026-11-30T09:00:00Z";
+    let t: pbjson_types::Timestamp =
+        serde_json::from_value(serde_json::Value::String(s.trim().to_owned())).map_err(|_| NameError(MSG))?;
+    let secs = u64::try_from(t.seconds).map_err(|_| NameError("time must be after 1970-01-01"))?;
+    Ok(secs.saturating_mul(1000) + u64::try_from(t.nanos).unwrap_or(0) / 1_000_000)
+}
+
 macro_rules! string_name {
     ($t:ty) => {
         impl fmt::Display for $t {
@@ -149,5 +207,25 @@ mod tests {
         assert_eq!("42".parse::<EventId>().unwrap(), EventId(42));
         assert!("-1".parse::<EventId>().is_err());
         assert!("x".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time_ms("1970-01-01T00:00:01.5Z").unwrap(), 1500);
+        assert_eq!(parse_time_ms("2026-11-30T09:00:00+01:00").unwrap(), 1_796_025_600_000);
+        assert!(parse_time_ms("yesterday").is_err());
+        assert!(parse_time_ms("1969-12-31T23:59:59Z").is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_drop_a_floor_that_owes_nothing() {
+        let c: Cursor = "1234~1200".parse().unwrap();
+        assert_eq!(c, Cursor { after: EventId(1234), state_after: Some(EventId(1200)) });
+        assert_eq!(c.to_string(), "1234~1200");
+        assert_eq!("77".parse::<Cursor>().unwrap(), Cursor::at(EventId(77)));
+        assert_eq!("5~9".parse::<Cursor>().unwrap(), Cursor::at(EventId(5)), "a floor above the id owes nothing");
+        for bad in ["", "~", "1~", "~1", "a~1", "1~b", "1~2~3"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?} accepted");
+        }
     }
 }

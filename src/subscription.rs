@@ -1,4 +1,4 @@
-//! A subscription: resume from an id, then live, in id order, with explicit gaps.
+//! A subscription: state or a resume point, then live, in id order, with explicit gaps.
 //!
 //! Shared by the gRPC `Subscribe` stream and the HTTP bridge. The recipe:
 //! 1. subscribe to the hub's ring for the stream *first*;
@@ -8,16 +8,22 @@
 //!    and no duplicate because both sides carry the same ids);
 //! 5. if the ring overflows (`Lagged`), go back to 3 from the last delivered id;
 //!    if retention removed events the subscriber never saw, say so with a `Gap`.
+//!
+//! Starting from state, and healing a gap, are one mechanism: a *compacted replay*. The
+//! state view (as of id A) is merged into the replay by id: state events older than the
+//! history still held come first, history facts are delivered as they are, history snapshots
+//! that state has superseded are skipped, and `StateEnd { as_of: A }` marks the seam before
+//! the first event after A. A fresh start is the same with no history before A.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use futures::Stream as FutStream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
     coalesce::Coalescer,
-    log::{Bounds, Log, Record, Stream},
-    names::{Channel, EventId},
+    log::{Bounds, Log, Record, StateView, Stream},
+    names::{Channel, Cursor, EventId},
     proto::v1::Delivery,
 };
 
@@ -33,10 +39,22 @@ pub enum Item {
         bounds: Bounds,
     },
     Event(Arc<Record>),
-    /// A snapshot held back by coalescing and delivered at the end of its window;
-    /// its id may be lower than events already delivered, so it must not move a resume cursor.
-    Coalesced(Arc<Record>),
-    /// Events in `(after, next)` are gone from history and were never delivered.
+    /// A snapshot delivered out of id order (the end of a coalescing window, or state owed by
+    /// a `N~W` cursor); its id may be lower than events already delivered, so it must not move
+    /// a resume cursor: `cursor` is where the subscriber stands after it.
+    Coalesced(Arc<Record>, Cursor),
+    /// The state part of a compacted replay is complete: the subscriber now holds the state
+    /// as of `as_of`, and everything after comes as events. Cursor moves to `as_of`.
+    StateEnd {
+        as_of: EventId,
+        /// State events delivered in this compacted replay.
+        count: usize,
+    },
+    /// Coalescing now holds snapshots above this id back (or none): resume cursors written
+    /// from here on are `N~floor`, so a reconnect gets those keys' state.
+    Floor(Option<EventId>),
+    /// Events in `(after, next)` are gone from history and were never delivered. The current
+    /// state of what changed in it follows (a compacted replay ending with `StateEnd`).
     Gap {
         after: EventId,
         next: EventId,
@@ -79,10 +97,54 @@ impl Filter {
     }
 }
 
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Live: events after the head at subscription.
+    Live,
+    /// Every event after the cursor (and the state it owes).
+    After(Cursor),
+    /// The current state, then every event after it.
+    State,
+    /// Every event published at or after this time (Unix ms), resolved through the log's
+    /// time index to an `After`.
+    Since(u64),
+}
+
 pub struct Options {
-    pub from: Option<EventId>,
+    pub start: Start,
     pub coalesce: Option<Duration>,
     pub on_lag: Lag,
+}
+
+/// A compacted replay in progress: state events not yet delivered, and the seam.
+struct Compaction {
+    pending: VecDeque<Arc<Record>>,
+    as_of: EventId,
+    count: usize,
+}
+
+impl Compaction {
+    fn new(view: StateView, filter: &Filter) -> Self {
+        let pending: VecDeque<_> = view.records.into_iter().filter(|r| filter.wants(r)).collect();
+        Self { as_of: view.as_of, count: pending.len(), pending }
+    }
+
+    /// State events to deliver before history record `next` (all of them when `None`).
+    fn due_before(&mut self, next: Option<EventId>) -> Vec<Arc<Record>> {
+        let n = self.pending.iter().take_while(|r| next.is_none_or(|id| r.id < id)).count();
+        self.pending.drain(..n).collect()
+    }
+
+    /// Whether history record `r` (≤ `as_of`) is delivered: facts always; a snapshot only if
+    /// it is the state view's own event for its slot (then it leaves `pending`).
+    fn keeps(&mut self, r: &Record) -> bool {
+        if self.pending.front().is_some_and(|p| p.id == r.id) {
+            self.pending.pop_front();
+            return true;
+        }
+        r.routing.delivery != Delivery::Snapshot
+    }
 }
 
 /// The item stream for one subscriber.
@@ -94,26 +156,91 @@ pub fn subscribe(
 ) -> impl FutStream<Item = Result<Item, crate::log::LogError>> + Send + 'static {
     let mut rx = hub.subscribe(filter.stream.clone());
     async_stream::try_stream! {
-        let bounds = log.bounds(filter.stream.clone()).await?;
-        let (complete, mut cursor) = match options.from {
-            None => (true, bounds.head),
-            Some(from) if from > bounds.head => (false, bounds.head),
-            Some(from) => (bounds.complete_after(from), from.max(bounds.trimmed_through)),
+        let start = match options.start {
+            Start::Since(ms) => Start::After(Cursor::at(log.id_before(ms).await?)),
+            other => other,
         };
-        yield Item::Status { complete, bounds };
+        let bounds = log.bounds(filter.stream.clone()).await?;
         let mut coalescer = options.coalesce.map(Coalescer::new);
+        let mut floor: Option<EventId> = None;
+        let mut compaction: Option<Compaction> = None;
+        let mut cursor = bounds.head;
+        match start {
+            Start::Live | Start::Since(_) => yield Item::Status { complete: true, bounds },
+            Start::State => {
+                yield Item::Status { complete: true, bounds };
+                let view = log.state(filter.stream.clone(), EventId::ZERO).await?;
+                cursor = view.as_of;
+                compaction = Some(Compaction::new(view, &filter));
+            }
+            Start::After(from) if from.after <= bounds.head && bounds.complete_after(from.after) => {
+                yield Item::Status { complete: true, bounds };
+                cursor = from.after;
+                if let Some(w) = from.state_after {
+                    // State a coalescing connection still held when it ended: the current
+                    // event of each slot that changed in (w, after]; later ones come as events.
+                    let view = log.state(filter.stream.clone(), w).await?;
+                    for r in view.records.into_iter().filter(|r| r.id <= from.after && filter.wants(r)) {
+                        yield Item::Coalesced(r, Cursor::at(from.after));
+                    }
+                }
+            }
+            Start::After(from) => {
+                yield Item::Status { complete: false, bounds };
+                // An id this log never issued (another history) heals with all of the state.
+                let (base, history) = if from.after > bounds.head {
+                    (EventId::ZERO, None)
+                } else {
+                    (from.after, Some(bounds.trimmed_through))
+                };
+                let view = log.state(filter.stream.clone(), base).await?;
+                cursor = history.unwrap_or(view.as_of);
+                compaction = Some(Compaction::new(view, &filter));
+            }
+        }
         loop {
-            // Replay from the log up to its head.
+            // Replay from the log up to its head (merging in a compaction's state events).
             loop {
                 let page = log.read(filter.stream.clone(), cursor, PAGE).await?;
-                let Some(last) = page.last() else { break };
-                let last = last.id;
+                let Some(last) = page.last().map(|r| r.id) else { break };
                 for r in page {
-                    if r.id > cursor && filter.wants(&r) {
+                    if r.id <= cursor {
+                        continue;
+                    }
+                    if let Some(c) = compaction.as_mut() {
+                        for s in c.due_before(Some(r.id)) {
+                            yield Item::Event(s);
+                        }
+                        if r.id <= c.as_of && !c.keeps(&r) {
+                            cursor = r.id;
+                            continue;
+                        }
+                        if r.id > c.as_of {
+                            let (as_of, count) = (c.as_of, c.count);
+                            compaction = None;
+                            yield Item::StateEnd { as_of, count };
+                        }
+                    }
+                    cursor = r.id;
+                    if filter.wants(&r) {
+                        if let Some(c) = coalescer.as_mut() {
+                            c.passed(&r);
+                        }
                         yield Item::Event(r);
                     }
                 }
                 cursor = cursor.max(last);
+            }
+            if let Some(mut c) = compaction.take() {
+                for s in c.due_before(None) {
+                    yield Item::Event(s);
+                }
+                cursor = cursor.max(c.as_of);
+                yield Item::StateEnd { as_of: c.as_of, count: c.count };
+            }
+            if let Some(c) = coalescer.as_ref() && c.floor() != floor {
+                floor = c.floor();
+                yield Item::Floor(floor);
             }
             // Live from the ring.
             loop {
@@ -124,8 +251,14 @@ pub fn subscribe(
                     _ = sleep_until_opt(due) => {
                         let now = tokio::time::Instant::now();
                         if let Some(c) = coalescer.as_mut() {
-                            for r in c.take_due(now) {
-                                yield Item::Coalesced(r);
+                            let due = c.take_due(now);
+                            let now_floor = c.floor();
+                            for r in due {
+                                yield Item::Coalesced(r, Cursor::owing(cursor, now_floor));
+                            }
+                            if now_floor != floor {
+                                floor = now_floor;
+                                yield Item::Floor(floor);
                             }
                         }
                         continue;
@@ -140,13 +273,22 @@ pub fn subscribe(
                         if !filter.wants(&r) {
                             continue;
                         }
-                        match (&mut coalescer, r.routing.delivery) {
-                            (Some(c), Delivery::Snapshot) => {
-                                if let Some(r) = c.offer(r, tokio::time::Instant::now()) {
-                                    yield Item::Event(r);
-                                }
-                            }
-                            _ => yield Item::Event(r),
+                        let Some(c) = coalescer.as_mut() else {
+                            yield Item::Event(r);
+                            continue;
+                        };
+                        let out = if r.routing.delivery == Delivery::Snapshot {
+                            c.offer(r, tokio::time::Instant::now())
+                        } else {
+                            c.passed(&r);
+                            Some(r)
+                        };
+                        if c.floor() != floor {
+                            floor = c.floor();
+                            yield Item::Floor(floor);
+                        }
+                        if let Some(r) = out {
+                            yield Item::Event(r);
                         }
                     }
                     Err(RecvError::Lagged(_)) if options.on_lag == Lag::Evict => {
@@ -154,8 +296,9 @@ pub fn subscribe(
                         return;
                     }
                     Err(RecvError::Lagged(_)) => {
-                        // Too slow for the ring: catch up from the log. If retention
-                        // already removed what this subscriber missed, say so.
+                        // Too slow for the ring: catch up from the log. If retention already
+                        // removed what this subscriber missed, say so and heal with the state
+                        // of what changed in the gap.
                         let b = log.bounds(filter.stream.clone()).await?;
                         if b.trimmed_through > cursor {
                             yield Item::Gap {
@@ -163,6 +306,8 @@ pub fn subscribe(
                                 next: EventId(b.trimmed_through.0 + 1),
                                 reason: "subscriber fell behind retention",
                             };
+                            let view = log.state(filter.stream.clone(), cursor).await?;
+                            compaction = Some(Compaction::new(view, &filter));
                             cursor = b.trimmed_through;
                         }
                         break;

@@ -67,6 +67,16 @@ pub struct Routing {
     pub type_name: Arc<str>,
     pub delivery: Delivery,
     pub channels: Vec<Channel>,
+    /// The state-view slot this event fills, with the event's key: its own type for a
+    /// snapshot, the job's progress type for a fact that ends a job, none for other facts.
+    pub state: Option<Arc<str>>,
+}
+
+impl Routing {
+    /// Whether this event is a fact that ends a job (its progress must not follow it).
+    pub fn ends_job(&self) -> bool {
+        self.delivery != Delivery::Snapshot && self.state.is_some()
+    }
 }
 
 /// Routes an event by the catalog (or by its `custom` payload).
@@ -120,7 +130,9 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
             Ok(Delivery::Snapshot) => Delivery::Snapshot,
             _ => Delivery::Fact,
         };
-        return Ok(Routing { type_name: custom.r#type.as_str().into(), delivery, channels });
+        let type_name: Arc<str> = custom.r#type.as_str().into();
+        let state = (delivery == Delivery::Snapshot).then(|| type_name.clone());
+        return Ok(Routing { type_name, delivery, channels, state });
     }
     let number = payload.field_number();
     debug_assert_ne!(number, CUSTOM_FIELD);
@@ -149,7 +161,13 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
             }
         });
     }
-    Ok(Routing { type_name: spec.name.clone(), delivery: spec.delivery, channels })
+    let state = match (&spec.ends, payload) {
+        (_, _) if spec.delivery == Delivery::Snapshot => Some(spec.name.clone()),
+        // A stage completing is not the workflow ending.
+        (Some(_), Payload::WorkflowCompletion(c)) if !c.r#final => None,
+        (ends, _) => ends.clone(),
+    };
+    Ok(Routing { type_name: spec.name.clone(), delivery: spec.delivery, channels, state })
 }
 
 /// A validated event, encoded once and ready for the log.

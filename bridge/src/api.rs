@@ -16,8 +16,8 @@ use switchyard::{
     auth::{Role, TenantScope},
     bus::ReadError,
     json::{event_from_json, event_to_json},
-    log::Stream,
-    names::EventId,
+    log::{Record, Stream},
+    names::{Cursor, parse_time_ms},
     validate::PublishError,
 };
 
@@ -48,6 +48,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
 pub struct PollQuery {
     channels: Option<String>,
     after: Option<String>,
+    since: Option<String>,
     limit: Option<usize>,
     tenant: Option<String>,
     #[serde(flatten)]
@@ -61,9 +62,13 @@ pub async fn poll(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = app.access.from_request(&headers, &q.credentials)?;
-    let after = match q.after.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => s.parse::<EventId>().map_err(|e| ApiError::bad_request("invalid_after", "after", e.0))?,
-        None => EventId::ZERO,
+    let after = match (q.after.as_deref().filter(|s| !s.is_empty()), q.since.as_deref().filter(|s| !s.is_empty())) {
+        (Some(s), _) => s.parse::<Cursor>().map_err(|e| ApiError::bad_request("invalid_after", "after", e.0))?,
+        (None, Some(t)) => {
+            let ms = parse_time_ms(t).map_err(|e| ApiError::bad_request("invalid_since", "since", e.0))?;
+            Cursor::at(app.bus.log().id_before(ms).await.map_err(|e| ApiError::unavailable(e.to_string()))?)
+        }
+        (None, None) => Cursor::default(),
     };
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
@@ -71,14 +76,23 @@ pub async fn poll(
     }
     let channels = split_channels(q.channels.as_deref());
     let page =
-        app.bus.read(&who, q.tenant.as_deref().unwrap_or(""), &channels, after, limit).await.map_err(|e| match e {
-            ReadError::Request(e) => ApiError::from(e),
-            ReadError::Log(e) => ApiError::unavailable(e.to_string()),
-        })?;
-    // Items are the SSE `data` JSON plus the type name, so one parser serves both paths.
+        app.bus.read(&who, q.tenant.as_deref().unwrap_or(""), &channels, after, limit).await.map_err(read_error)?;
     let mut body = String::with_capacity(64 + page.events.len() * 256);
-    body.push_str("{\"events\":[");
-    for (i, r) in page.events.iter().enumerate() {
+    body.push('{');
+    write_events(&mut body, &page.events);
+    let _ = write!(
+        body,
+        "],\"next\":\"{}\",\"complete\":{},\"oldestAvailableId\":\"{}\",\"headId\":\"{}\"}}",
+        page.next, page.complete, page.bounds.oldest, page.bounds.head
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response())
+}
+
+/// `"events":[{id, type, event}, …]`: the SSE `data` JSON plus the type name, so one parser
+/// serves polling, state and streaming.
+fn write_events(body: &mut String, events: &[Arc<Record>]) {
+    body.push_str("\"events\":[");
+    for (i, r) in events.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
@@ -90,12 +104,37 @@ pub async fn poll(
             event_to_json(&r.event)
         );
     }
-    let _ = write!(
-        body,
-        "],\"next\":\"{}\",\"complete\":{},\"oldestAvailableId\":\"{}\",\"headId\":\"{}\"}}",
-        page.next, page.complete, page.bounds.oldest, page.bounds.head
-    );
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StateQuery {
+    channels: Option<String>,
+    tenant: Option<String>,
+    #[serde(flatten)]
+    credentials: QueryCredentials,
+}
+
+/// `GET /api/state?channels=`: the current snapshot of every key, and the id it is consistent with.
+pub async fn state(
+    State(app): State<Arc<App>>,
+    Query(q): Query<StateQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = app.access.from_request(&headers, &q.credentials)?;
+    let channels = split_channels(q.channels.as_deref());
+    let view = app.bus.state(&who, q.tenant.as_deref().unwrap_or(""), &channels).await.map_err(read_error)?;
+    let mut body = String::with_capacity(64 + view.records.len() * 256);
+    let _ = write!(body, "{{\"asOf\":\"{}\",", view.as_of);
+    write_events(&mut body, &view.records);
+    body.push_str("]}");
     Ok(([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response())
+}
+
+fn read_error(e: ReadError) -> ApiError {
+    match e {
+        ReadError::Request(e) => ApiError::from(e),
+        ReadError::Log(e) => ApiError::unavailable(e.to_string()),
+    }
 }
 
 fn parse_events(body: &Bytes) -> Result<(Vec<switchyard::proto::v1::Event>, bool), ApiError> {

@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/sse/status"),
     ("GET", "/api/events"),
     ("POST", "/api/events"),
+    ("GET", "/api/state"),
     ("POST", "/api/webhooks/shopify"),
     ("POST", "/api/webhooks/xero"),
     ("POST", "/api/webhooks/unleashed"),
@@ -94,6 +95,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/sse/broadcast", post(api::broadcast))
         .route("/api/sse/status", get(api::status))
         .route("/api/events", get(api::poll).post(api::publish))
+        .route("/api/state", get(api::state))
         .merge(
             Router::new()
                 .route("/api/webhooks/shopify", post(webhooks::shopify))

@@ -94,8 +94,11 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         channels: Vec<String>,
         /// Resume after this event id.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "state")]
         from: Option<u64>,
+        /// Start with the current state (the latest snapshot of every key), then follow.
+        #[arg(long)]
+        state: bool,
     },
     /// Publish events (over gRPC). With `-`, reads newline-delimited JSON events from stdin
     /// and streams them through PublishStream.
@@ -182,7 +185,7 @@ async fn run(cli: Cli) -> ExitCode {
                 .map(|t| println!("{t}"))
                 .map_err(Into::into)
         }
-        Command::Tail { client, channels, from } => tail(client, channels, from).await,
+        Command::Tail { client, channels, from, state } => tail(client, channels, from, state).await,
         Command::Publish { client, event_type, json, key, input } => {
             publish(client, event_type, json, key, input).await
         }
@@ -273,10 +276,11 @@ async fn client(args: &ClientArgs, role: Role) -> anyhow::Result<tools::Client> 
     Ok(tools::connect(&url, &token).await?)
 }
 
-async fn tail(args: ClientArgs, channels: Vec<String>, from: Option<u64>) -> anyhow::Result<()> {
+async fn tail(args: ClientArgs, channels: Vec<String>, from: Option<u64>, state: bool) -> anyhow::Result<()> {
     let mut c = client(&args, Role::Subscribe).await?;
     let mut out = std::io::stdout();
-    tools::tail(&mut c, channels, from, String::new(), &mut out).await?;
+    let start = if state { tools::TailFrom::State } else { from.map_or(tools::TailFrom::Live, tools::TailFrom::After) };
+    tools::tail(&mut c, channels, start, String::new(), &mut out).await?;
     Ok(())
 }
 

@@ -13,15 +13,17 @@ fn error_response(description: &str) -> Value {
 
 pub fn spec() -> Value {
     let sse_params = json!([
-        { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" }, "description": "Resume after this event id." },
-        { "name": "lastEventId", "in": "query", "schema": { "type": "string" }, "description": "Resume after this id (for clients that cannot set headers)." },
+        { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" }, "description": "Resume after this cursor: an event id, or `N~W` as sent on `id:` lines while coalescing held snapshots back (their current state is sent first). Wins over `start` and `since`." },
+        { "name": "lastEventId", "in": "query", "schema": { "type": "string" }, "description": "As Last-Event-ID (for clients that cannot set headers)." },
+        { "name": "start", "in": "query", "schema": { "type": "string", "enum": ["live", "state"], "default": "live" }, "description": "`state`: the current snapshot of every key first (each with its own id, in id order), then a `stream:state` event with `asOf`, then every event after it." },
+        { "name": "since", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Replay everything published at or after this RFC 3339 time, then live." },
         { "name": "ticket", "in": "query", "schema": { "type": "string" }, "description": "Single-use ticket from POST /api/sse/ticket." },
         { "name": "access_token", "in": "query", "schema": { "type": "string" }, "description": "Only when the server enables auth.allow_query_token." },
         { "name": "coalesce", "in": "query", "schema": { "type": "boolean", "default": true }, "description": "Coalesce state snapshots per (type, key)." },
         { "name": "tenant", "in": "query", "schema": { "type": "string" }, "description": "System tokens only: the tenant to read." }
     ]);
     let sse_responses = json!({
-        "200": { "description": "An event stream: `retry:` first, then `id`/`event`/`data` frames, `stream:gap` when a resume cannot be complete, and heartbeat comments.",
+        "200": { "description": "An event stream: `retry:` first, then `id`/`event`/`data` frames, `stream:gap` when a resume cannot be complete (followed by the current state of what changed and `stream:state`), and heartbeat comments.",
                  "headers": { "x-switchyard-resume": { "schema": { "type": "string", "enum": ["complete", "gap"] } } },
                  "content": { "text/event-stream": { "schema": { "type": "string" } } } },
         "400": error_response("Bad channel or Last-Event-ID."),
@@ -55,6 +57,13 @@ pub fn spec() -> Value {
             "/api/sse/{channel}": { "get": { "summary": "Stream one channel.", "parameters": channel_params, "responses": sse_responses } },
             "/api/sse/subscribe": { "get": { "summary": "Stream several channels.", "parameters": many_params, "responses": sse_responses } },
             "/api/sse/jobs/{job_id}": { "get": { "summary": "Stream one job's progress (channel jobs/{job_id}).", "parameters": job_params, "responses": sse_responses } },
+            "/api/state": { "get": { "summary": "The current state: the latest snapshot of every (type, key) the token may see in these channels, and the id it is consistent with (subscribe with lastEventId = asOf for what follows).",
+                "parameters": [
+                    { "name": "channels", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated channels; all the token allows when omitted." },
+                    { "name": "tenant", "in": "query", "schema": { "type": "string" }, "description": "System tokens only." }
+                ],
+                "responses": { "200": { "description": "{asOf, events: [{id, type, event}]}, events in id order" },
+                               "400": error_response("Bad channel."), "401": error_response("Bad token."), "403": error_response("Channel not allowed."), "404": error_response("Unknown channel."), "503": error_response("Log unavailable.") } } },
             "/api/sse/ticket": { "post": { "summary": "Trade the bearer token for a single-use ticket valid 30 s.",
                 "responses": { "200": { "description": "{ticket, expires_in}" }, "401": error_response("Bad token.") } } },
             "/api/sse/broadcast": { "post": { "summary": "Admin: publish one event to a tenant (or, with a system token, to listed tenants).",
@@ -66,7 +75,8 @@ pub fn spec() -> Value {
                 "get": { "summary": "Polling fallback: a page of history after an id.",
                     "parameters": [
                         { "name": "channels", "in": "query", "schema": { "type": "string" } },
-                        { "name": "after", "in": "query", "schema": { "type": "string" } },
+                        { "name": "after", "in": "query", "schema": { "type": "string" }, "description": "An event id or an SSE cursor `N~W`." },
+                        { "name": "since", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Instead of `after`: everything published at or after this RFC 3339 time." },
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
                         { "name": "ticket", "in": "query", "schema": { "type": "string" } }
                     ],

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use switchyard::{
     bus::SubscribeSpec,
     log::Record,
-    names::{Channel, EventId},
-    subscription::{Item, Lag},
+    names::{Channel, Cursor, EventId, parse_time_ms},
+    subscription::{Item, Lag, Start},
 };
 
 use crate::{access::QueryCredentials, error::ApiError, http::App};
@@ -47,6 +47,11 @@ pub struct SseQuery {
     /// `event`: heartbeats as `stream:heartbeat` events (visible to EventSource, for a client
     /// watchdog) instead of comments.
     pub heartbeat: Option<String>,
+    /// `state`: the current state first (each snapshot with its own id), a `stream:state`
+    /// event, then live. `live` (the default): events from now on. A resume id wins over both.
+    pub start: Option<String>,
+    /// Replay everything published at or after this RFC 3339 time, then live.
+    pub since: Option<String>,
     #[serde(flatten)]
     pub credentials: QueryCredentials,
 }
@@ -70,12 +75,42 @@ pub fn frame(record: &Record) -> Bytes {
         .clone()
 }
 
-/// The same frame without its `id:` line (a zero-copy slice): coalesced snapshots
-/// arrive after later ids and must not move the browser's Last-Event-ID back.
+/// The same frame without its `id:` line (a zero-copy slice), for frames whose resume cursor
+/// is not their own id: coalesced snapshots arrive after later ids, and while snapshots are
+/// held back the cursor owes their state (`N~W`).
 fn frame_without_id(record: &Record) -> Bytes {
     let f = frame(record);
     let cut = f.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
     f.slice(cut..)
+}
+
+fn id_line(cursor: Cursor) -> Bytes {
+    Bytes::from(format!("id: {cursor}\n"))
+}
+
+/// `stream:state`: the state part of the stream is complete, as of `as_of`.
+fn state_end_frame(cursor: Cursor, as_of: EventId, count: usize) -> Bytes {
+    Bytes::from(format!("id: {cursor}\nevent: stream:state\ndata: {{\"asOf\":\"{as_of}\",\"events\":{count}}}\n\n"))
+}
+
+/// Where an SSE stream starts: a resume id (header or `lastEventId`) wins, then `since`, then
+/// `start`; with none of them, live.
+pub fn start_of(headers: &HeaderMap, q: &SseQuery) -> Result<Start, ApiError> {
+    if let Some(cursor) = resume_from(headers, q)? {
+        return Ok(Start::After(cursor));
+    }
+    if let Some(since) = q.since.as_deref().filter(|s| !s.is_empty()) {
+        return parse_time_ms(since)
+            .map(Start::Since)
+            .map_err(|e| ApiError::bad_request("invalid_since", "since", e.0));
+    }
+    match q.start.as_deref() {
+        None | Some("live") => Ok(Start::Live),
+        Some("state") => Ok(Start::State),
+        Some(other) => {
+            Err(ApiError::bad_request("invalid_start", "start", format!("'{other}': expected `state` or `live`")))
+        }
+    }
 }
 
 fn gap_frame(requested: Option<EventId>, oldest: EventId, head: EventId) -> Bytes {
@@ -83,7 +118,7 @@ fn gap_frame(requested: Option<EventId>, oldest: EventId, head: EventId) -> Byte
         "requestedId": requested.map(|i| i.to_string()),
         "oldestAvailableId": oldest.to_string(),
         "headId": head.to_string(),
-        "reason": "history no longer holds every event after the requested id; refetch state",
+        "reason": "history no longer holds every event after the requested id; the current state of what changed follows",
     });
     Bytes::from(format!("event: stream:gap\ndata: {data}\n\n"))
 }
@@ -120,14 +155,14 @@ pub fn split_channels(s: Option<&str>) -> Vec<String> {
     s.map(|s| s.split(',').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect()).unwrap_or_default()
 }
 
-/// `Last-Event-ID` header, else the `lastEventId` query parameter.
-pub fn resume_from(headers: &HeaderMap, q: &SseQuery) -> Result<Option<EventId>, ApiError> {
+/// `Last-Event-ID` header, else the `lastEventId` query parameter: an id, or `N~W`.
+pub fn resume_from(headers: &HeaderMap, q: &SseQuery) -> Result<Option<Cursor>, ApiError> {
     let raw = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("x").to_owned())
         .or_else(|| q.last_event_id.clone())
         .filter(|s| !s.trim().is_empty());
-    raw.map(|s| s.parse::<EventId>().map_err(|e| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID", e.0)))
+    raw.map(|s| s.parse::<Cursor>().map_err(|e| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID", e.0)))
         .transpose()
 }
 
@@ -173,7 +208,11 @@ pub async fn open_stream(
     headers: &HeaderMap,
 ) -> Result<Opened, ApiError> {
     let who = app.access.from_request(headers, &q.credentials)?;
-    let from = resume_from(headers, q)?;
+    let start = start_of(headers, q)?;
+    let from = match start {
+        Start::After(c) => Some(c.after),
+        _ => None,
+    };
     let beat = match q.heartbeat.as_deref() {
         None | Some("comment") => HEARTBEAT,
         Some("event") => Bytes::from(format!(
@@ -191,7 +230,7 @@ pub async fn open_stream(
     let spec = SubscribeSpec {
         tenant: q.tenant.clone().unwrap_or_default(),
         channels,
-        from,
+        start,
         coalesce: q.coalesce.unwrap_or(true),
         on_lag: Lag::Evict,
     };
@@ -223,6 +262,8 @@ pub async fn open_stream(
         // connection; a beat is skipped when frames went out since the last one.
         let mut quiet = true;
         let mut frames = FrameCount::new(&metrics);
+        // Snapshots coalescing holds back: frames then carry `id: N~floor` (see `Cursor`).
+        let mut floor: Option<EventId> = None;
         loop {
             tokio::select! {
                 biased;
@@ -245,13 +286,25 @@ pub async fn open_stream(
                     Some(Ok(Item::Event(r))) => {
                         frames.add();
                         quiet = false;
-                        yield (frame(&r));
+                        match floor {
+                            None => yield (frame(&r)),
+                            Some(w) => {
+                                yield (id_line(Cursor::owing(r.id, Some(w))));
+                                yield (frame_without_id(&r));
+                            }
+                        }
                     }
-                    Some(Ok(Item::Coalesced(r))) => {
+                    Some(Ok(Item::Coalesced(r, cursor))) => {
                         frames.add();
                         quiet = false;
+                        yield (id_line(cursor));
                         yield (frame_without_id(&r));
                     }
+                    Some(Ok(Item::StateEnd { as_of, count })) => {
+                        quiet = false;
+                        yield (state_end_frame(Cursor::owing(as_of, floor), as_of, count));
+                    }
+                    Some(Ok(Item::Floor(f))) => floor = f,
                     Some(Ok(Item::Gap { after, next, .. })) => {
                         yield (gap_frame(Some(after), next, next));
                     }

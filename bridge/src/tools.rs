@@ -7,7 +7,7 @@ use futures::StreamExt;
 use switchyard::{
     auth::{Role, Signer},
     json::{event_from_json, event_to_json},
-    proto::v1::{PublishRequest, SubscribeRequest, publish_ack, subscribe_response},
+    proto::v1::{PublishRequest, Start, SubscribeRequest, publish_ack, subscribe_response},
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -60,18 +60,36 @@ pub fn mint(
     Ok(Signer::hs256(&secret).mint(tenant, role, channels, ttl_secs))
 }
 
+/// Where `tail` starts.
+#[derive(Debug, Clone, Copy)]
+pub enum TailFrom {
+    Live,
+    After(u64),
+    State,
+}
+
 /// Prints events as JSON lines as they arrive, like `nats sub`.
 pub async fn tail(
     client: &mut Client,
     channels: Vec<String>,
-    from: Option<u64>,
+    from: TailFrom,
     tenant: String,
     out: &mut (dyn Write + Send),
 ) -> Result<(), ToolError> {
-    let mut stream = client
-        .subscribe(SubscribeRequest { channels, from_id: from, tenant, coalesce: Some(false) })
-        .await?
-        .into_inner();
+    let (from_id, start) = match from {
+        TailFrom::Live => (None, Start::Unspecified),
+        TailFrom::After(id) => (Some(id), Start::Unspecified),
+        TailFrom::State => (None, Start::State),
+    };
+    let req = SubscribeRequest {
+        channels,
+        from_id,
+        tenant,
+        coalesce: Some(false),
+        start: start as i32,
+        ..Default::default()
+    };
+    let mut stream = client.subscribe(req).await?.into_inner();
     while let Some(msg) = stream.next().await {
         match msg?.message {
             Some(subscribe_response::Message::Status(s)) if !s.complete => {
@@ -84,6 +102,9 @@ pub async fn tail(
             }
             Some(subscribe_response::Message::Gap(g)) => {
                 eprintln!("# gap: events after {} before {} are gone ({})", g.after_id, g.next_id, g.reason);
+            }
+            Some(subscribe_response::Message::StateEnd(s)) => {
+                eprintln!("# state as of id {} ({} events); following", s.as_of_id, s.events);
             }
             None => {}
         }

@@ -124,6 +124,7 @@ pub fn watch_webhooks(
                     from_id: None,
                     tenant: tenant.clone(),
                     coalesce: Some(false),
+                    ..Default::default()
                 };
                 let mut stream = client.subscribe(req).await.map_err(|s| s.message().to_owned())?.into_inner();
                 while let Some(msg) = stream.next().await {

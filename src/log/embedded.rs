@@ -7,7 +7,12 @@
 //!   that lets a resume read one channel without scanning the rest;
 //! - `dedupe`: (tenant, idempotency key) → (id, published-at ms);
 //! - `meta`: `head` (last id ever assigned, so ids stay monotonic even when
-//!   retention empties the log) and `trim:<stream>` (highest id trimmed).
+//!   retention empties the log) and `trim:<stream>` (highest id trimmed);
+//! - `state`: (tenant, slot, key) → the latest event of that state slot, encoded with its
+//!   id. Written in the same transaction as the append, never touched by retention: the
+//!   history can be trimmed to nothing and every current figure is still there;
+//! - `times`: published-at ms → first id committed in that ms (one row per group commit),
+//!   so `since=<time>` finds its starting id by one range lookup, not a scan.
 //!
 //! Group commit: appends queue to the writer thread, which drains everything
 //! queued into one write transaction and one fsync, then acks every caller and
@@ -30,7 +35,7 @@ use futures::future::BoxFuture;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Record, Retention, Stream, now_ms};
+use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Record, Retention, StateView, Stream, now_ms};
 use crate::{
     hub::Hub,
     names::{EventId, Tenant},
@@ -41,6 +46,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const STREAMS: TableDefinition<(&str, u64), u64> = TableDefinition::new("streams");
 const DEDUPE: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("dedupe");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STATE: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("state");
+const TIMES: TableDefinition<u64, u64> = TableDefinition::new("times");
 
 /// Most events one write transaction takes before acking.
 const MAX_GROUP: usize = 16_384;
@@ -120,6 +127,8 @@ impl EmbeddedLog {
         let head = {
             txn.open_table(EVENTS).map_err(storage)?;
             txn.open_table(DEDUPE).map_err(storage)?;
+            txn.open_table(STATE).map_err(storage)?;
+            txn.open_table(TIMES).map_err(storage)?;
             let streams = txn.open_table(STREAMS).map_err(storage)?;
             let meta = txn.open_table(META).map_err(storage)?;
             drop(streams);
@@ -187,6 +196,49 @@ impl EmbeddedLog {
         Ok(out)
     }
 
+    fn state_blocking(db: &Database, stream: &Stream, after: EventId) -> Result<StateView, LogError> {
+        let txn = db.begin_read().map_err(storage)?;
+        // The head in the same read transaction as the state: exactly what it is consistent with.
+        let as_of = txn.open_table(META).map_err(storage)?.get("head").map_err(storage)?.map_or(0, |v| v.value());
+        let table = txn.open_table(STATE).map_err(storage)?;
+        let tenant = match stream {
+            Stream::All => None,
+            Stream::Tenant(t) | Stream::Channel(t, _) => Some(t.as_str()),
+        };
+        let rows = match tenant {
+            Some(t) => table.range((t, "", "")..).map_err(storage)?,
+            None => table.range::<(&str, &str, &str)>(..).map_err(storage)?,
+        };
+        let mut records = Vec::new();
+        for row in rows {
+            let (k, v) = row.map_err(storage)?;
+            if tenant.is_some_and(|t| k.value().0 != t) {
+                break;
+            }
+            // The id is the first field: skip slots that did not change since `after` undecoded.
+            if stored_id(v.value()).is_some_and(|id| id <= after.0) {
+                continue;
+            }
+            let r = Record::decode(v.value())?;
+            if StateView::keeps(stream, &r) {
+                records.push(Arc::new(r));
+            }
+        }
+        records.sort_unstable_by_key(|r| r.id);
+        Ok(StateView { records, as_of: EventId(as_of) })
+    }
+
+    fn id_before_blocking(db: &Database, ms: u64) -> Result<EventId, LogError> {
+        let txn = db.begin_read().map_err(storage)?;
+        let times = txn.open_table(TIMES).map_err(storage)?;
+        match times.range(ms..).map_err(storage)?.next().transpose().map_err(storage)? {
+            Some((_, first)) => Ok(EventId(first.value().saturating_sub(1))),
+            None => Ok(EventId(
+                txn.open_table(META).map_err(storage)?.get("head").map_err(storage)?.map_or(0, |v| v.value()),
+            )),
+        }
+    }
+
     fn bounds_blocking(db: &Database, stream: &Stream, head: u64) -> Result<Bounds, LogError> {
         let txn = db.begin_read().map_err(storage)?;
         let meta = txn.open_table(META).map_err(storage)?;
@@ -212,6 +264,12 @@ impl EmbeddedLog {
         let trimmed = meta.get(trim_key.as_str()).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
         Ok(Bounds { oldest: EventId(oldest), trimmed_through: EventId(trimmed), head: EventId(head) })
     }
+}
+
+/// The id of a stored event without decoding it: the writer puts field 1 (varint) first.
+fn stored_id(bytes: &[u8]) -> Option<u64> {
+    let mut rest = bytes.strip_prefix(&[0x08])?;
+    prost::encoding::decode_varint(&mut rest).ok()
 }
 
 fn bump(counts: &mut HashMap<String, u64>, name: &str) {
@@ -261,6 +319,20 @@ impl Log for EmbeddedLog {
         let head = self.head.load(Ordering::Acquire);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || Self::bounds_blocking(&db, &stream, head)).await.map_err(storage)?
+        })
+    }
+
+    fn state(&self, stream: Stream, after: EventId) -> BoxFuture<'_, Result<StateView, LogError>> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || Self::state_blocking(&db, &stream, after)).await.map_err(storage)?
+        })
+    }
+
+    fn id_before(&self, ms: u64) -> BoxFuture<'_, Result<EventId, LogError>> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || Self::id_before_blocking(&db, ms)).await.map_err(storage)?
         })
     }
 
@@ -418,6 +490,8 @@ impl Writer {
             let mut streams = txn.open_table(STREAMS).map_err(storage)?;
             let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
             let mut meta = txn.open_table(META).map_err(storage)?;
+            let mut state = txn.open_table(STATE).map_err(storage)?;
+            let mut times = txn.open_table(TIMES).map_err(storage)?;
             let ms = now_ms();
             // Keys first seen in this same group, so a batch with repeats stores one.
             let mut fresh: HashMap<(Tenant, String), u64> = HashMap::new();
@@ -446,6 +520,12 @@ impl Writer {
                     prost::encoding::encode_varint(id, &mut buf);
                     buf.extend_from_slice(&acc.body);
                     events.insert(id, buf.as_slice()).map_err(storage)?;
+                    if let Some(slot) = &acc.routing.state {
+                        // Same transaction as the event: state and history can never disagree.
+                        state
+                            .insert((acc.tenant.as_str(), &**slot, acc.event.key.as_str()), buf.as_slice())
+                            .map_err(storage)?;
+                    }
                     streams.insert((acc.tenant.as_str(), id), ms).map_err(storage)?;
                     bump(&mut self.counts, acc.tenant.as_str());
                     for ch in &acc.routing.channels {
@@ -469,6 +549,10 @@ impl Writer {
             }
             if head != start_head {
                 meta.insert("head", head).map_err(storage)?;
+                // The first id of this millisecond; an earlier group in the same ms keeps its row.
+                if times.get(ms).map_err(storage)?.is_none() {
+                    times.insert(ms, start_head + 1).map_err(storage)?;
+                }
             }
         }
         txn.commit().map_err(storage)?;
@@ -535,6 +619,13 @@ impl Writer {
                 events.retain_in(..keep_from, |_, _| false).map_err(storage)?;
                 meta.insert("trim:*", keep_from - 1).map_err(storage)?;
                 trimmed_any = true;
+                // Time rows before the first kept event point at nothing.
+                let kept_ms = match events.first().map_err(storage)? {
+                    Some((_, v)) => published_ms(v.value())?,
+                    None => now_ms,
+                };
+                let mut times = txn.open_table(TIMES).map_err(storage)?;
+                times.retain_in(..kept_ms, |_, _| false).map_err(storage)?;
             }
             let dedupe_cutoff = now_ms.saturating_sub(retention.dedupe_window().as_millis() as u64);
             let before = dedupe.len().map_err(storage)?;
@@ -548,6 +639,12 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// When a stored event was published, Unix ms.
+fn published_ms(bytes: &[u8]) -> Result<u64, LogError> {
+    let r = Record::decode(bytes)?;
+    Ok(r.event.published_at.map_or(0, |t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000))
 }
 
 #[cfg(test)]

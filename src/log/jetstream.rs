@@ -12,14 +12,24 @@
 //! reports not-ready (`bounds` fails) and publishes retry for `publish_deadline`, then fail as
 //! unavailable.
 //!
+//! State: a second stream (`<stream>_STATE`, one message per subject) holds the latest event
+//! of every state slot, at `<prefix>_state.<tenant>.<hex slot>.<hex key>`, so every node reads
+//! the same state and history retention never touches it. Each node's tail writes it, in
+//! sequence order, for every slot event it sees (`Nats-Msg-Id: state-<seq>`, so the nodes'
+//! identical writes are stored once), and knows how far it has applied: a state read is
+//! consistent with that watermark (slots newer than it are left to the replay after it).
+//! The watermark is persisted, so a restarted node first re-applies what it may have missed.
+//!
 //! Durability: an ack means the message is stored by the stream's replicas (R3: a majority has
 //! it) or, for R1, written to the server's store — in the page cache, not fsynced, unless the
 //! server runs with `sync_interval: always`. See docs/clustering.md.
 
 use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -35,7 +45,7 @@ use bytes::Bytes;
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, Bounds, Log, LogError, LogStats, Record, Retention, Stream};
+use super::{Appended, Bounds, Log, LogError, LogStats, Record, Retention, StateView, Stream};
 use crate::{
     catalog::{Catalog, Route},
     hub::Hub,
@@ -98,13 +108,77 @@ pub struct JetStreamLog {
     head: Arc<AtomicU64>,
     tailing: Arc<AtomicBool>,
     tail: tokio::task::JoinHandle<()>,
+    persist: tokio::task::JoinHandle<()>,
     outgoing: mpsc::Sender<Outgoing>,
+    applied: Arc<Applied>,
 }
 
 impl Drop for JetStreamLog {
     fn drop(&mut self) {
         // The publisher task ends when `outgoing` is dropped.
         self.tail.abort();
+        self.persist.abort();
+    }
+}
+
+/// How far this node's tail has written the state stream.
+#[derive(Default)]
+struct Applied {
+    /// Every sequence up to here was seen by the tail...
+    seen: AtomicU64,
+    /// ...and these slot events among them are not yet acknowledged by the state stream.
+    /// (A std mutex: held only to insert, remove or read the first entry.)
+    pending: Mutex<BTreeSet<u64>>,
+}
+
+impl Applied {
+    /// The state stream holds every slot event up to the returned sequence. `seen` is read
+    /// first: a slot event is made pending before `seen` passes it, so none can slip between.
+    fn watermark(&self) -> u64 {
+        let seen = self.seen.load(Ordering::Acquire);
+        let first_pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).first().copied();
+        first_pending.map_or(seen, |p| seen.min(p - 1))
+    }
+}
+
+/// Subject names derived from the configuration, shared by the tail and reads.
+#[derive(Clone)]
+struct Names {
+    state_prefix: String,
+    state_stream: String,
+}
+
+impl Names {
+    fn new(config: &JetStreamConfig) -> Self {
+        Self {
+            state_prefix: format!("{}_state", config.subject_prefix),
+            state_stream: format!("{}_STATE", config.stream),
+        }
+    }
+
+    /// The state slot of a record: `<prefix>_state.<tenant>.<hex slot>.<hex key>` (NATS tokens
+    /// cannot hold the `.` and `:` of type names, nor arbitrary keys).
+    fn state_subject(&self, r: &Record) -> Option<String> {
+        let slot = r.routing.state.as_deref()?;
+        let mut s = format!("{}.{}.", self.state_prefix, r.tenant);
+        hex(&mut s, slot.as_bytes());
+        s.push('.');
+        if r.event.key.is_empty() {
+            s.push('_');
+        } else {
+            hex(&mut s, r.event.key.as_bytes());
+        }
+        Some(s)
+    }
+
+    fn watermark_subject(&self) -> String {
+        format!("{}._meta.applied", self.state_prefix)
+    }
+}
+
+fn hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
     }
 }
 
@@ -186,12 +260,44 @@ impl JetStreamLog {
             .create_or_update_stream(stream_config)
             .await
             .map_err(|e| unavailable(format!("stream {}: {e}", config.stream)))?;
+        let names = Names::new(&config);
+        js.create_or_update_stream(StreamConfig {
+            name: names.state_stream.clone(),
+            subjects: vec![format!("{}.>", names.state_prefix)],
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            duplicate_window: config.retention.dedupe_window(),
+            max_messages_per_subject: 1,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(format!("stream {}: {e}", names.state_stream)))?;
+        let state = js.get_stream_no_info(&names.state_stream).await.map_err(unavailable)?;
+        // Where state is known to be applied; a fresh state stream is built from what history holds.
+        let persisted = match state.direct_get_last_for_subject(names.watermark_subject()).await {
+            Ok(m) => std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<u64>().ok()),
+            Err(_) => None,
+        };
+        let start = persisted.unwrap_or(info.state.first_sequence.saturating_sub(1)).min(info.state.last_sequence);
         let head = Arc::new(AtomicU64::new(info.state.last_sequence));
         let tailing = Arc::new(AtomicBool::new(false));
-        let tail = tokio::spawn(tail(js.clone(), config.stream.clone(), head.clone(), tailing.clone(), hub));
+        let applied = Arc::new(Applied::default());
+        applied.seen.store(start, Ordering::Release);
         let (outgoing, rx) = mpsc::channel(WINDOW);
         tokio::spawn(publisher(js.clone(), rx));
-        Ok(Self { client, js, config, head, tailing, tail, outgoing })
+        let tail = tokio::spawn(tail(Tail {
+            js: js.clone(),
+            stream: config.stream.clone(),
+            head: head.clone(),
+            tailing: tailing.clone(),
+            hub,
+            names: names.clone(),
+            applied: applied.clone(),
+            outgoing: outgoing.clone(),
+        }));
+        let persist = tokio::spawn(persist_watermark(names, applied.clone(), outgoing.clone()));
+        Ok(Self { client, js, config, head, tailing, tail, persist, outgoing, applied })
     }
 
     /// Whether this node's tail of the stream is up (readiness).
@@ -342,14 +448,27 @@ fn record(payload: &[u8], sequence: u64) -> Result<Record, LogError> {
     Ok(Record::new(event, tenant, routing))
 }
 
-/// One ordered consumer over the whole stream, feeding the hub in sequence order; recreated
-/// after the last delivered sequence whenever it breaks.
-async fn tail(js: jetstream::Context, stream: String, head: Arc<AtomicU64>, tailing: Arc<AtomicBool>, hub: Hub) {
-    let mut delivered = head.load(Ordering::Relaxed);
+/// What the tail needs: it feeds the hub and writes the state stream.
+struct Tail {
+    js: jetstream::Context,
+    stream: String,
+    head: Arc<AtomicU64>,
+    tailing: Arc<AtomicBool>,
+    hub: Hub,
+    names: Names,
+    applied: Arc<Applied>,
+    outgoing: mpsc::Sender<Outgoing>,
+}
+
+/// One ordered consumer over the whole stream, feeding the hub in sequence order and writing
+/// each slot event to the state stream; recreated after the last delivered sequence whenever
+/// it breaks.
+async fn tail(t: Tail) {
+    let mut delivered = t.applied.seen.load(Ordering::Acquire);
     let mut backoff = Duration::from_millis(100);
     loop {
         let result: Result<(), String> = async {
-            let s = js.get_stream_no_info(&stream).await.map_err(|e| e.to_string())?;
+            let s = t.js.get_stream_no_info(&t.stream).await.map_err(|e| e.to_string())?;
             let consumer = s
                 .create_consumer(pull::OrderedConfig {
                     deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: delivered + 1 },
@@ -358,7 +477,7 @@ async fn tail(js: jetstream::Context, stream: String, head: Arc<AtomicU64>, tail
                 .await
                 .map_err(|e| e.to_string())?;
             let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-            tailing.store(true, Ordering::Relaxed);
+            t.tailing.store(true, Ordering::Relaxed);
             backoff = Duration::from_millis(100);
             while let Some(m) = messages.next().await {
                 let m = m.map_err(|e| e.to_string())?;
@@ -367,21 +486,98 @@ async fn tail(js: jetstream::Context, stream: String, head: Arc<AtomicU64>, tail
                     continue;
                 }
                 match record(&m.payload, seq) {
-                    Ok(r) => hub.publish(&[Arc::new(r)]),
+                    Ok(r) => {
+                        let r = Arc::new(r);
+                        if let Some(subject) = t.names.state_subject(&r) {
+                            write_state(&t, subject, &r).await;
+                        }
+                        t.hub.publish(&[r]);
+                    }
                     Err(error) => tracing::error!(seq, %error, "unreadable event in the stream; skipped"),
                 }
                 delivered = seq;
-                head.fetch_max(seq, Ordering::Relaxed);
+                t.applied.seen.fetch_max(seq, Ordering::AcqRel);
+                t.head.fetch_max(seq, Ordering::Relaxed);
             }
             Err("the ordered consumer ended".into())
         }
         .await;
-        tailing.store(false, Ordering::Relaxed);
+        t.tailing.store(false, Ordering::Relaxed);
         if let Err(error) = result {
             tracing::warn!(%error, after = delivered, "JetStream tail interrupted; resuming by sequence");
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Writes a slot event to the state stream: sent now, in sequence order (so one subject's
+/// writes arrive oldest first), acknowledged in the background; retried until stored.
+async fn write_state(t: &Tail, subject: String, r: &Record) {
+    use prost::Message;
+    let seq = r.id.get();
+    t.applied.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
+    let body = Bytes::from(r.event.encode_to_vec());
+    let msg_id = format!("state-{seq}");
+    let (reply, mut rx) = oneshot::channel();
+    let msg = PublishMessage::build().payload(body.clone()).message_id(&msg_id);
+    if t.outgoing.send(Outgoing { subject: subject.clone(), msg, reply }).await.is_err() {
+        return;
+    }
+    let (outgoing, applied, js, names) = (t.outgoing.clone(), t.applied.clone(), t.js.clone(), t.names.clone());
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match rx.await {
+                Ok(Ok(_)) => break,
+                Ok(Err(error)) => tracing::warn!(seq, %error, "state write not acknowledged; retrying"),
+                Err(_) => return,
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            // A retry must not overwrite a newer write of the same slot that got through meanwhile.
+            if let Ok(s) = js.get_stream_no_info(&names.state_stream).await
+                && let Ok(m) = s.direct_get_last_for_subject(subject.clone()).await
+                && stored_id(&m.payload).is_some_and(|id| id >= seq)
+            {
+                break;
+            }
+            let (reply, next) = oneshot::channel();
+            let msg = PublishMessage::build().payload(body.clone()).message_id(&msg_id);
+            if outgoing.send(Outgoing { subject: subject.clone(), msg, reply }).await.is_err() {
+                return;
+            }
+            rx = next;
+        }
+        applied.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&seq);
+    });
+}
+
+/// The id of a stored state event without decoding all of it (field 1 first when set).
+fn stored_id(bytes: &[u8]) -> Option<u64> {
+    let mut rest = bytes.strip_prefix(&[0x08])?;
+    prost::encoding::decode_varint(&mut rest).ok()
+}
+
+/// Records the watermark in the state stream every second it moved, so a restarted node
+/// re-applies only what came after it.
+async fn persist_watermark(names: Names, applied: Arc<Applied>, outgoing: mpsc::Sender<Outgoing>) {
+    let mut last = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let w = applied.watermark();
+        if w == last {
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        let msg = PublishMessage::build().payload(Bytes::from(w.to_string()));
+        if outgoing.send(Outgoing { subject: names.watermark_subject(), msg, reply }).await.is_err() {
+            return;
+        }
+        if matches!(rx.await, Ok(Ok(_))) {
+            last = w;
+        }
     }
 }
 
@@ -469,6 +665,66 @@ impl Log for JetStreamLog {
         })
     }
 
+    fn state(&self, stream: Stream, after: EventId) -> BoxFuture<'_, Result<StateView, LogError>> {
+        Box::pin(async move {
+            self.connected()?;
+            let names = Names::new(&self.config);
+            // Read the watermark first: everything up to it is in the state stream now.
+            let as_of = self.applied.watermark();
+            let filter = match &stream {
+                Stream::All => format!("{}.*.>", names.state_prefix),
+                Stream::Tenant(t) | Stream::Channel(t, _) => format!("{}.{t}.>", names.state_prefix),
+            };
+            let s = self.js.get_stream_no_info(&names.state_stream).await.map_err(unavailable)?;
+            let mut records = Vec::new();
+            for m in fetch_all(&s, filter, DeliverPolicy::All).await? {
+                // The watermark message (`_meta`, never a tenant) has no id field.
+                let Some(id) = stored_id(&m.payload) else { continue };
+                if id <= after.get() || id > as_of {
+                    continue;
+                }
+                let r = record(&m.payload, id)?;
+                if StateView::keeps(&stream, &r) {
+                    records.push(Arc::new(r));
+                }
+            }
+            records.sort_unstable_by_key(|r| r.id);
+            Ok(StateView { records, as_of: EventId(as_of) })
+        })
+    }
+
+    fn id_before(&self, ms: u64) -> BoxFuture<'_, Result<EventId, LogError>> {
+        Box::pin(async move {
+            self.connected()?;
+            let start_time = async_nats::datetime::from_nanos(i128::from(ms) * 1_000_000).map_err(unavailable)?;
+            let s = self.js.get_stream_no_info(&self.config.stream).await.map_err(unavailable)?;
+            let consumer = s
+                .create_consumer(pull::Config {
+                    deliver_policy: DeliverPolicy::ByStartTime { start_time },
+                    ack_policy: AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(30),
+                    memory_storage: true,
+                    num_replicas: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?;
+            let mut batch = consumer.fetch().max_messages(1).messages().await.map_err(unavailable)?;
+            let first = match batch.next().await {
+                Some(m) => Some(m.map_err(unavailable)?.info().map_err(unavailable)?.stream_sequence),
+                None => None,
+            };
+            let name = consumer.cached_info().name.clone();
+            tokio::spawn(async move {
+                let _ = s.delete_consumer(&name).await;
+            });
+            match first {
+                Some(seq) => Ok(EventId(seq - 1)),
+                None => Ok(self.bounds(Stream::All).await?.head),
+            }
+        })
+    }
+
     fn apply_retention(&self, _now_ms: u64) -> BoxFuture<'_, Result<(), LogError>> {
         // JetStream enforces max_age and per-subject limits itself.
         Box::pin(async { Ok(()) })
@@ -481,6 +737,43 @@ impl Log for JetStreamLog {
     fn backend(&self) -> &'static str {
         "jetstream"
     }
+}
+
+/// Every message of `s` matching `filter` from `policy` on, through a short-lived consumer.
+async fn fetch_all(
+    s: &jetstream::stream::Stream<()>,
+    filter: String,
+    policy: DeliverPolicy,
+) -> Result<Vec<jetstream::Message>, LogError> {
+    let consumer = s
+        .create_consumer(pull::Config {
+            filter_subjects: vec![filter],
+            deliver_policy: policy,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    loop {
+        let mut batch = consumer.fetch().max_messages(1000).messages().await.map_err(unavailable)?;
+        let before = out.len();
+        while let Some(m) = batch.next().await {
+            out.push(m.map_err(unavailable)?);
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    let name = consumer.cached_info().name.clone();
+    let s = s.clone();
+    tokio::spawn(async move {
+        let _ = s.delete_consumer(&name).await;
+    });
+    Ok(out)
 }
 
 #[cfg(test)]

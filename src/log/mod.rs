@@ -100,6 +100,28 @@ impl Bounds {
     }
 }
 
+/// The state view of a stream: the latest event of every state slot (tenant, slot, key), where
+/// a slot is a snapshot type (or the job progress type a terminal fact ends).
+///
+/// Invariant: `records` + every event with an id > `as_of` = the current state. `records` are
+/// in id order, each with its real id ≤ `as_of`; a slot whose latest event is newer than
+/// `as_of` is left out (the events after `as_of` carry it).
+#[derive(Debug, Clone, Default)]
+pub struct StateView {
+    pub records: Vec<Arc<Record>>,
+    pub as_of: EventId,
+}
+
+impl StateView {
+    /// Whether a record belongs to `stream` (the state table is per tenant; channels filter it).
+    pub fn keeps(stream: &Stream, r: &Record) -> bool {
+        match stream {
+            Stream::All | Stream::Tenant(_) => true,
+            Stream::Channel(_, c) => r.in_any(std::slice::from_ref(c)),
+        }
+    }
+}
+
 /// Result of appending one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -215,11 +237,18 @@ pub struct LogStats {
 /// - `append` resolves only when the events are durable under the configured policy, with ids
 ///   strictly increasing in commit order across all callers;
 /// - committed records are handed to the hub in id order, after commit;
-/// - `read` returns events of `stream` with `id > after`, ascending.
+/// - `read` returns events of `stream` with `id > after`, ascending;
+/// - the state view is updated with the append that changes it and outlives history retention.
 pub trait Log: Send + Sync + 'static {
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>>;
     fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
     fn bounds(&self, stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>>;
+    /// The state view of `stream`, only slots whose latest event has an id > `after`
+    /// (`EventId::ZERO` for all of it: a gap heals with the slots that changed in it).
+    fn state(&self, stream: Stream, after: EventId) -> BoxFuture<'_, Result<StateView, LogError>>;
+    /// Where a replay of everything published at or after `ms` (Unix ms) starts: the id just
+    /// before the first such event (the head when there is none). Resolved through an index.
+    fn id_before(&self, ms: u64) -> BoxFuture<'_, Result<EventId, LogError>>;
     /// Applies retention now, as if the time were `now_ms` (operators, tests). Backends whose
     /// store enforces limits itself may do nothing.
     fn apply_retention(&self, now_ms: u64) -> BoxFuture<'_, Result<(), LogError>>;

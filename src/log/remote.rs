@@ -15,12 +15,14 @@ use std::{
 
 use futures::{StreamExt, future::BoxFuture};
 
-use super::{Appended, Bounds, Log, LogError, LogStats, Record, Stream};
+use super::{Appended, Bounds, Log, LogError, LogStats, Record, StateView, Stream};
 use crate::{
     grpc::{Client, connect},
     hub::Hub,
     names::{EventId, Tenant},
-    proto::v1::{PublishRequest, ReadRequest, SubscribeRequest, publish_ack, subscribe_response::Message},
+    proto::v1::{
+        Event, PublishRequest, ReadRequest, StateRequest, SubscribeRequest, publish_ack, subscribe_response::Message,
+    },
     validate::{Accepted, route},
 };
 
@@ -57,14 +59,27 @@ impl RemoteLog {
     }
 
     fn request(stream: &Stream, after: EventId, limit: usize) -> ReadRequest {
-        let (tenant, channels) = match stream {
-            Stream::All => ("*".to_owned(), Vec::new()),
-            Stream::Tenant(t) => (t.to_string(), Vec::new()),
-            Stream::Channel(t, c) => (t.to_string(), vec![c.to_string()]),
-        };
-        ReadRequest { channels, after_id: after.get(), limit: limit.min(1000) as u32, tenant }
+        let (tenant, channels) = scope(stream);
+        ReadRequest { channels, after_id: after.get(), limit: limit.min(1000) as u32, tenant, ..Default::default() }
     }
 }
+
+/// A stream as the (tenant, channels) of a request.
+fn scope(stream: &Stream) -> (String, Vec<String>) {
+    match stream {
+        Stream::All => ("*".to_owned(), Vec::new()),
+        Stream::Tenant(t) => (t.to_string(), Vec::new()),
+        Stream::Channel(t, c) => (t.to_string(), vec![c.to_string()]),
+    }
+}
+
+fn record(event: Event) -> Result<Arc<Record>, LogError> {
+    let tenant = Tenant::new(&event.tenant).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    let routing = route(&event, None).map_err(|e| LogError::Corrupt(e.to_string()))?;
+    Ok(Arc::new(Record::new(event, tenant, routing)))
+}
+
+impl RemoteLog {}
 
 /// One upstream subscription for everything, resumed after the last id seen.
 async fn feed(mut client: Client, hub: Hub, head: Arc<AtomicU64>, connected: Arc<AtomicBool>) {
@@ -106,7 +121,7 @@ async fn feed(mut client: Client, hub: Hub, head: Arc<AtomicU64>, connected: Arc
                             tracing::warn!(after = g.after_id, next = g.next_id, "upstream gap");
                             last = Some(g.next_id.saturating_sub(1));
                         }
-                        None => {}
+                        Some(Message::StateEnd(_)) | None => {}
                     }
                 }
             }
@@ -150,14 +165,28 @@ impl Log for RemoteLog {
         let mut client = self.client.clone();
         Box::pin(async move {
             let page = client.read(Self::request(&stream, after, limit)).await.map_err(unavailable)?.into_inner();
-            page.events
-                .into_iter()
-                .map(|event| {
-                    let tenant = Tenant::new(&event.tenant).map_err(|e| LogError::Corrupt(e.to_string()))?;
-                    let routing = route(&event, None).map_err(|e| LogError::Corrupt(e.to_string()))?;
-                    Ok(Arc::new(Record::new(event, tenant, routing)))
-                })
-                .collect()
+            page.events.into_iter().map(record).collect()
+        })
+    }
+
+    fn state(&self, stream: Stream, after: EventId) -> BoxFuture<'_, Result<StateView, LogError>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            let (tenant, channels) = scope(&stream);
+            let view = client.state(StateRequest { channels, tenant }).await.map_err(unavailable)?.into_inner();
+            let records =
+                view.events.into_iter().filter(|e| e.id > after.get()).map(record).collect::<Result<_, _>>()?;
+            Ok(StateView { records, as_of: EventId(view.as_of_id) })
+        })
+    }
+
+    fn id_before(&self, ms: u64) -> BoxFuture<'_, Result<EventId, LogError>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            let since =
+                pbjson_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 };
+            let req = ReadRequest { tenant: "*".into(), since: Some(since), ..Default::default() };
+            Ok(EventId(client.read(req).await.map_err(unavailable)?.into_inner().next_id))
         })
     }
 
