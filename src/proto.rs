@@ -8,5 +8,8 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/payload_field.rs"));
 }
 
+/// `google.protobuf.Timestamp` as the generated code uses it (for `since` and event times).
+pub use pbjson_types::Timestamp;
+
 /// Every file of proto/ (with its imports), encoded: for server reflection and the catalog.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));

@@ -325,3 +325,73 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::{
+        auth::Principal,
+        hub::Hub,
+        log::embedded::{EmbeddedConfig, EmbeddedLog},
+        names::Tenant,
+        proto::v1::{Alert, Event, ShopifySyncCompleted, event::Payload},
+        validate::{Accepted, Policy, accept},
+    };
+
+    fn accepted(payload: Payload, key: &str) -> Accepted {
+        let e = Event { tenant: "acme".into(), key: key.into(), payload: Some(payload), ..Default::default() };
+        accept(&Principal::system(), e, &Policy::default()).unwrap()
+    }
+
+    fn totals(n: u32) -> Accepted {
+        accepted(Payload::ShopifySyncCompleted(ShopifySyncCompleted { total_orders: n, ..Default::default() }), "uk")
+    }
+
+    fn fact() -> Accepted {
+        accepted(Payload::AlertInfo(Alert::default()), "")
+    }
+
+    /// The next item, or `None` if the stream has nothing for a while.
+    async fn next<S: FutStream<Item = Result<Item, crate::log::LogError>> + Unpin>(s: &mut S) -> Option<Item> {
+        tokio::time::timeout(Duration::from_millis(300), s.next()).await.ok().flatten().map(Result::unwrap)
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_after_lag_never_delivers_a_held_snapshot_after_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::new(16);
+        let log: Arc<dyn Log> =
+            Arc::new(EmbeddedLog::open(dir.path(), EmbeddedConfig::default(), hub.clone()).unwrap());
+        let filter = Filter { stream: Stream::Tenant(Tenant::new("acme").unwrap()), channels: None, allow: None };
+        let options = Options { start: Start::Live, coalesce: Some(Duration::from_secs(600)), on_lag: Lag::CatchUp };
+        let mut s = Box::pin(subscribe(log.clone(), &hub, filter, options));
+        assert!(matches!(next(&mut s).await, Some(Item::Status { complete: true, .. })));
+        assert!(next(&mut s).await.is_none(), "caught up, now live");
+        let v1 = log.append(vec![totals(1)]).await.unwrap()[0].id;
+        assert!(matches!(next(&mut s).await, Some(Item::Event(r)) if r.id == v1), "leading edge");
+        let v2 = log.append(vec![totals(2)]).await.unwrap()[0].id;
+        // v2 is taken from the ring and held: the subscriber is told its cursor now owes it.
+        let item = next(&mut s).await;
+        assert!(matches!(item, Some(Item::Floor(Some(w))) if w.0 == v2.0 - 1), "{item:?}");
+        // Then far more than the ring holds, and a newer snapshot of the same key.
+        log.append((0..40).map(|_| fact()).collect()).await.unwrap();
+        let v3 = log.append(vec![totals(3)]).await.unwrap()[0].id;
+        let mut seen = Vec::new();
+        while let Some(item) = next(&mut s).await {
+            seen.push(item);
+        }
+        let snapshots: Vec<EventId> = seen
+            .iter()
+            .filter_map(|i| match i {
+                Item::Event(r) | Item::Coalesced(r, _) if r.routing.delivery == Delivery::Snapshot => Some(r.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(snapshots, vec![v3], "caught up to v3; the held v2 never follows it");
+        assert!(matches!(seen.last(), Some(Item::Floor(None))), "nothing is owed any more: {seen:?}");
+    }
+}

@@ -246,12 +246,17 @@ pub struct Sse {
 
 impl Sse {
     pub async fn connect(url: &str, token: Option<&str>, last_event_id: Option<u64>) -> Self {
+        Self::resume(url, token, last_event_id.map(|id| id.to_string()).as_deref()).await
+    }
+
+    /// Connects with `Last-Event-ID: cursor` (an id, or `N~W` as a coalescing stream sends).
+    pub async fn resume(url: &str, token: Option<&str>, cursor: Option<&str>) -> Self {
         let mut req = http().get(url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id.to_string());
+        if let Some(c) = cursor {
+            req = req.header("Last-Event-ID", c);
         }
         let resp = req.send().await.expect("SSE request");
         Self {
@@ -314,7 +319,9 @@ impl Sse {
 
 /// Event builders for tests.
 pub mod events {
-    use switchyard::proto::v1::{Alert, Event, JobProgress, Money, Order, ShopifySyncCompleted, event::Payload};
+    use switchyard::proto::v1::{
+        Alert, Event, HealthCheck, JobCompleted, JobProgress, Money, Order, ShopifySyncCompleted, event::Payload,
+    };
 
     pub fn alert(title: &str) -> Event {
         Event {
@@ -355,6 +362,28 @@ pub mod events {
                 percent,
                 ..Default::default()
             })),
+            ..Default::default()
+        }
+    }
+
+    /// A snapshot: the health of `component` (the key).
+    pub fn health(component: &str, status: &str) -> Event {
+        Event {
+            key: component.into(),
+            payload: Some(Payload::SystemHealthCheck(HealthCheck {
+                component: component.into(),
+                status: status.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// The fact that ends `job` (and its progress in the state view).
+    pub fn completed(job: &str) -> Event {
+        Event {
+            key: job.into(),
+            payload: Some(Payload::ImportJobCompleted(JobCompleted { job_id: job.into(), ..Default::default() })),
             ..Default::default()
         }
     }
