@@ -194,7 +194,7 @@ impl EventBus for Service {
         let who = self.principal(&req)?;
         let r = req.into_inner();
         let start = if r.start == PbStart::State as i32 {
-            Start::State
+            Start::State(r.from_id.map(EventId))
         } else if let Some(t) = &r.since {
             Start::Since(timestamp_ms(t))
         } else if !r.cursor.is_empty() {

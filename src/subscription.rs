@@ -104,8 +104,9 @@ pub enum Start {
     Live,
     /// Every event after the cursor (and the state it owes).
     After(Cursor),
-    /// The current state, then every event after it.
-    State,
+    /// The current state, then every event after it. With an id (a page reloaded after
+    /// seeing it): the whole state merged with the facts after that id, then live.
+    State(Option<EventId>),
     /// Every event published at or after this time (Unix ms), resolved through the log's
     /// time index to an `After`.
     Since(u64),
@@ -167,10 +168,14 @@ pub fn subscribe(
         let mut cursor = bounds.head;
         match start {
             Start::Live | Start::Since(_) => yield Item::Status { complete: true, bounds },
-            Start::State => {
-                yield Item::Status { complete: true, bounds };
+            Start::State(facts_after) => {
+                let complete = facts_after.is_none_or(|n| n <= bounds.head && bounds.complete_after(n));
+                yield Item::Status { complete, bounds };
                 let view = log.state(filter.stream.clone(), EventId::ZERO).await?;
-                cursor = view.as_of;
+                cursor = match facts_after {
+                    Some(n) if n <= bounds.head => n.max(bounds.trimmed_through).min(view.as_of),
+                    _ => view.as_of,
+                };
                 compaction = Some(Compaction::new(view, &filter));
             }
             Start::After(from) if from.after <= bounds.head && bounds.complete_after(from.after) => {

@@ -3,10 +3,14 @@
 //
 //   import { Switchyard } from '/client.js';
 //   const sy = new Switchyard({ channels: ['dashboard', 'alerts'], token });
-//   sy.on('shopify:order-created', (data, event) => …);
-//   sy.onGap(() => refetchEverything());
+//   sy.on('shopify:order-created', (e) => show(e.data.total?.amount, e.key));
+//   sy.onStateEnd(({ asOf }) => markFiguresCurrent());
 //   sy.onState((state) => indicator.textContent = state);
 //   sy.start();
+//
+// State: a page's first connection asks for the current state of every key (`start=state`),
+// so a dashboard opened or reloaded shows every figure at once; later reconnects resume by
+// id, and when history cannot cover a resume the server sends the state of what changed.
 //
 // Why not just EventSource: its own retry reuses the same URL (a single-use ticket would be
 // spent), never gives up, has no jitter, cannot see heartbeats (comments), and loses the last
@@ -38,7 +42,31 @@ const DEFAULTS = {
   pollIntervalMs: 2000,
   storageKey: undefined,
   lastEventId: undefined,
+  start: 'state',
 };
+
+// Envelope fields of switchyard.v1.Event: everything else is the payload (one field).
+const ENVELOPE = new Set(['id', 'tenant', 'occurredAt', 'publishedAt', 'source', 'key', 'idempotencyKey', 'trace']);
+
+/** The event as handlers see it: the envelope, its type, and the payload as `data`. */
+export function typed(type, envelope) {
+  const e = { type, data: undefined };
+  for (const [k, v] of Object.entries(envelope ?? {})) {
+    if (ENVELOPE.has(k)) e[k] = v;
+    else if (k === 'custom') e.data = parseCustom(v);
+    else e.data = v;
+  }
+  if (e.data === undefined) e.data = {};
+  return e;
+}
+
+function parseCustom(c) {
+  try {
+    return JSON.parse(c?.json ?? 'null');
+  } catch {
+    return c?.json;
+  }
+}
 
 export class Switchyard {
   /**
@@ -63,11 +91,14 @@ export class Switchyard {
     // A reload resumes where this tab left off; a first visit starts at `lastEventId` if given
     // ('0' replays the retained history), else live.
     this.lastEventId = this.env.storage?.getItem(this.storageKey) ?? this.options.lastEventId ?? null;
+    // This page holds no figures yet: its first connection starts from state.
+    this.needState = this.options.start === 'state';
     this.attempt = 0;
     this.failures = 0;
     this.handlers = new Map();
     this.stateHandlers = new Set();
     this.gapHandlers = new Set();
+    this.stateEndHandlers = new Set();
     this.errorHandlers = new Set();
     this.source = null;
     this.timer = null;
@@ -90,7 +121,13 @@ export class Switchyard {
     return () => this.stateHandlers.delete(fn);
   }
 
-  /** `fn(info)` when the server says history was incomplete: the app should refetch. */
+  /** `fn({ asOf, events })` when the state part of a stream is complete: figures are current. */
+  onStateEnd(fn) {
+    this.stateEndHandlers.add(fn);
+    return () => this.stateEndHandlers.delete(fn);
+  }
+
+  /** `fn(info)` when the server says history was incomplete (the state of what changed follows). */
   onGap(fn) {
     this.gapHandlers.add(fn);
     return () => this.gapHandlers.delete(fn);
@@ -191,9 +228,15 @@ export class Switchyard {
     }
   }
 
-  dispatch(type, data, raw) {
-    for (const fn of this.handlers.get(type) ?? []) fn(data, raw);
-    for (const fn of this.handlers.get('*') ?? []) fn(data, raw);
+  dispatch(type, envelope, raw) {
+    const event = typed(type, envelope);
+    for (const fn of this.handlers.get(type) ?? []) fn(event, raw);
+    for (const fn of this.handlers.get('*') ?? []) fn(event, raw);
+  }
+
+  stateEnded(info) {
+    this.needState = false;
+    for (const fn of this.stateEndHandlers) fn(info);
   }
 
   armWatchdog(gen) {
@@ -222,6 +265,11 @@ export class Switchyard {
       for (const fn of this.gapHandlers) fn(data);
       return;
     }
+    if (type === 'stream:state') {
+      this.remember(e.lastEventId);
+      this.stateEnded(data);
+      return;
+    }
     if (type === 'stream:heartbeat' || type === 'stream:reconnect') return;
     this.remember(e.lastEventId);
     this.dispatch(type, data, { id: e.lastEventId || null, type, data });
@@ -229,6 +277,8 @@ export class Switchyard {
 
   async stream(gen) {
     const params = new URLSearchParams({ channels: this.channels.join(','), heartbeat: 'event' });
+    // State, then the facts after the id a previous load saved; or, within a page, a plain resume.
+    if (this.needState) params.set('start', 'state');
     if (this.lastEventId) params.set('lastEventId', this.lastEventId);
     const token = await this.token();
     if (token) params.set('ticket', await this.ticket(token));
@@ -238,7 +288,7 @@ export class Switchyard {
     source.listening = new Set();
     this.source = source;
     this.transport = 'sse';
-    for (const type of ['stream:gap', 'stream:heartbeat', 'stream:reconnect', ...this.handlers.keys()]) {
+    for (const type of ['stream:gap', 'stream:state', 'stream:heartbeat', 'stream:reconnect', ...this.handlers.keys()]) {
       if (type !== '*') this.listen(source, type);
     }
     // Events nobody registered for by name still reach '*' handlers.
@@ -266,10 +316,30 @@ export class Switchyard {
     return (await r.json()).ticket;
   }
 
+  /** The state part for a polling client: GET /api/state, then polling goes on after `asOf`. */
+  async pollState(gen) {
+    const params = new URLSearchParams({ channels: this.channels.join(',') });
+    const token = await this.token();
+    const r = await this.env.fetch(`${this.options.url}/api/state?${params}`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      credentials: 'same-origin',
+    });
+    if (gen !== this.generation) return;
+    if (!r.ok) throw new Error(`state: HTTP ${r.status}`);
+    const view = await r.json();
+    if (gen !== this.generation) return;
+    for (const item of view.events ?? []) {
+      this.dispatch(item.type, item.event, { id: String(item.id), type: item.type, data: item.event });
+    }
+    this.remember(view.asOf);
+    this.stateEnded({ asOf: view.asOf, events: view.events?.length ?? 0 });
+  }
+
   /** Polling through GET /api/events; tries a stream again every few polls. */
   async poll(gen) {
     this.transport = 'polling';
     let polls = 0;
+    if (this.needState) await this.pollState(gen);
     for (;;) {
       const params = new URLSearchParams({ channels: this.channels.join(',') });
       if (this.lastEventId) params.set('after', this.lastEventId);

@@ -8,7 +8,8 @@
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
 //! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
-//! - [`assets`]: the dashboard at `/` and the browser client at `/client.js` (bridge/assets/).
+//! - [`assets`]: the dashboard at `/` and the browser client at `/client.js` (bridge/assets/);
+//!   [`typescript`]: its `client.d.ts`, generated from the catalog.
 //! - [`webhooks`]: verified Shopify, Xero, Unleashed, Amazon (SNS) and Standard Webhooks
 //!   deliveries → events, exactly once.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
@@ -29,6 +30,7 @@ pub mod serve;
 pub mod sse;
 pub mod telemetry;
 pub mod tools;
+pub mod typescript;
 pub mod webhook_tool;
 pub mod webhooks;
 

@@ -117,8 +117,12 @@ enum Command {
         /// `-` to read events from stdin.
         input: Option<String>,
     },
-    /// Print the event catalog as Markdown (docs/events.md).
-    Catalog,
+    /// Print the event catalog as Markdown (docs/events.md), or the browser client's types.
+    Catalog {
+        /// Print bridge/assets/client.d.ts (one payload type per event) instead.
+        #[arg(long)]
+        typescript: bool,
+    },
     /// Sign webhook bodies as a platform would, or deliver one to a running bridge.
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -190,8 +194,11 @@ async fn run(cli: Cli) -> ExitCode {
             publish(client, event_type, json, key, input).await
         }
         Command::Webhook(cmd) => webhook(cmd).await,
-        Command::Catalog => {
-            print!("{}", Catalog::global().to_markdown());
+        Command::Catalog { typescript } => {
+            match typescript {
+                true => print!("{}", switchyard_bridge::typescript::client_types()),
+                false => print!("{}", Catalog::global().to_markdown()),
+            }
             Ok(())
         }
     };

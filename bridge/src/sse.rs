@@ -93,11 +93,19 @@ fn state_end_frame(cursor: Cursor, as_of: EventId, count: usize) -> Bytes {
     Bytes::from(format!("id: {cursor}\nevent: stream:state\ndata: {{\"asOf\":\"{as_of}\",\"events\":{count}}}\n\n"))
 }
 
-/// Where an SSE stream starts: a resume id (header or `lastEventId`) wins, then `since`, then
+/// Where an SSE stream starts. A `Last-Event-ID` header (EventSource reconnecting by itself)
+/// always resumes. `start=state` with a `lastEventId` parameter (a page reloaded after seeing
+/// that id) is the whole state merged with the facts after it. Then `lastEventId`, `since`,
 /// `start`; with none of them, live.
 pub fn start_of(headers: &HeaderMap, q: &SseQuery) -> Result<Start, ApiError> {
-    if let Some(cursor) = resume_from(headers, q)? {
-        return Ok(Start::After(cursor));
+    let resume = resume_from(headers, q)?;
+    let state = q.start.as_deref() == Some("state");
+    match resume {
+        Some(cursor) if state && !headers.contains_key("last-event-id") => {
+            return Ok(Start::State(Some(cursor.after)));
+        }
+        Some(cursor) => return Ok(Start::After(cursor)),
+        None => {}
     }
     if let Some(since) = q.since.as_deref().filter(|s| !s.is_empty()) {
         return parse_time_ms(since)
@@ -106,7 +114,7 @@ pub fn start_of(headers: &HeaderMap, q: &SseQuery) -> Result<Start, ApiError> {
     }
     match q.start.as_deref() {
         None | Some("live") => Ok(Start::Live),
-        Some("state") => Ok(Start::State),
+        Some("state") => Ok(Start::State(None)),
         Some(other) => {
             Err(ApiError::bad_request("invalid_start", "start", format!("'{other}': expected `state` or `live`")))
         }
@@ -211,6 +219,7 @@ pub async fn open_stream(
     let start = start_of(headers, q)?;
     let from = match start {
         Start::After(c) => Some(c.after),
+        Start::State(after) => after,
         _ => None,
     };
     let beat = match q.heartbeat.as_deref() {

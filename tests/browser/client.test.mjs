@@ -2,7 +2,7 @@
 // watchdog, resume and polling fallback, with a fake clock and a fake EventSource.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Switchyard, backoffDelay } from '../../bridge/assets/client.js';
+import { Switchyard, backoffDelay, typed } from '../../bridge/assets/client.js';
 
 /** A clock whose timers fire only when the test advances it. */
 class Clock {
@@ -102,20 +102,24 @@ test('backoff is exponential with full jitter, capped', () => {
   for (const d of spread) assert.ok(d >= 0 && d < 4000);
 });
 
+const order = (n) => ({ id: String(n), key: `o${n}`, shopifyOrderCreated: { name: `#${n}`, total: { amount: '1.50', currency: 'GBP' } } });
+
 test('connects, delivers typed events, and reconnects with backoff from the last id', async () => {
   const { sy, clock, made, states } = client();
   const got = [];
-  sy.on('shopify:order-created', (data, raw) => got.push([raw.id, data.n]));
+  sy.on('shopify:order-created', (e, raw) => got.push([raw.id, e.key, e.data.name, e.data.total.amount]));
   sy.start();
   await flush();
   assert.equal(made.length, 1);
   assert.equal(made[0].url.pathname, '/api/sse/subscribe');
   assert.equal(made[0].url.searchParams.get('channels'), 'dashboard,alerts');
   assert.equal(made[0].url.searchParams.get('heartbeat'), 'event');
+  assert.equal(made[0].url.searchParams.get('start'), 'state', 'a page starts from the current state');
   made[0].open();
-  made[0].emit('shopify:order-created', { n: 1 }, '41');
-  made[0].emit('shopify:order-created', { n: 2 }, '42');
-  assert.deepEqual(got, [['41', 1], ['42', 2]]);
+  made[0].emit('stream:state', { asOf: '40', events: 0 }, '40');
+  made[0].emit('shopify:order-created', order(41), '41');
+  made[0].emit('shopify:order-created', order(42), '42');
+  assert.deepEqual(got, [['41', 'o41', '#41', '1.50'], ['42', 'o42', '#42', '1.50']]);
   assert.deepEqual(states, ['connecting', 'connected']);
 
   made[0].fail();
@@ -125,6 +129,7 @@ test('connects, delivers typed events, and reconnects with backoff from the last
   await clock.advance(500);
   assert.equal(made.length, 2);
   assert.equal(made[1].url.searchParams.get('lastEventId'), '42', 'resumes after the last event');
+  assert.equal(made[1].url.searchParams.get('start'), null, 'within a page a reconnect resumes by id only');
   made[1].open();
   assert.equal(sy.state, 'connected');
   sy.stop();
@@ -177,6 +182,41 @@ test('the last id survives a page reload (sessionStorage)', async () => {
   second.sy.start();
   await flush();
   assert.equal(second.made[0].url.searchParams.get('lastEventId'), '77');
+  assert.equal(second.made[0].url.searchParams.get('start'), 'state', 'a reload has no figures: state first, then the facts after 77');
+});
+
+test('the state part reaches handlers with real ids, then onStateEnd; a reconnect before it ends asks again', async () => {
+  const { sy, clock, made } = client();
+  const got = [];
+  const ends = [];
+  sy.on('shopify:sync-completed', (e, raw) => got.push([raw.id, e.key, e.data.totalOrders]));
+  sy.onStateEnd((info) => ends.push(info));
+  sy.start();
+  await flush();
+  made[0].open();
+  made[0].emit('shopify:sync-completed', { id: '3', key: 'uk', shopifySyncCompleted: { totalOrders: 7 } }, '3');
+  made[0].fail();
+  await clock.advance(clock.pending()[0]);
+  assert.equal(made[1].url.searchParams.get('start'), 'state', 'the state part never completed');
+  made[1].open();
+  made[1].emit('shopify:sync-completed', { id: '3', key: 'uk', shopifySyncCompleted: { totalOrders: 7 } }, '3');
+  made[1].emit('stream:state', { asOf: '9', events: 1 }, '9');
+  assert.deepEqual(ends, [{ asOf: '9', events: 1 }]);
+  assert.equal(sy.lastEventId, '9', 'the cursor moves to asOf');
+  // A coalescing stream's cursor that owes held state is kept verbatim and sent back.
+  made[1].emit('alert:info', { id: '12', alertInfo: { title: 'x' } }, '12~10');
+  made[1].fail();
+  await clock.advance(clock.pending()[0]);
+  assert.equal(made[2].url.searchParams.get('lastEventId'), '12~10');
+  assert.equal(made[2].url.searchParams.get('start'), null);
+  assert.deepEqual(got, [['3', 'uk', 7], ['3', 'uk', 7]]);
+});
+
+test('typed(): envelope fields, the payload as data, custom JSON parsed', () => {
+  const e = typed('acme:thing', { id: '5', key: 'k', publishedAt: 't', custom: { type: 'acme:thing', json: '{"a":1}' } });
+  assert.deepEqual(e, { type: 'acme:thing', id: '5', key: 'k', publishedAt: 't', data: { a: 1 } });
+  assert.deepEqual(typed('alert:info', { alertInfo: {} }).data, {});
+  assert.deepEqual(typed('alert:info', {}).data, {}, 'a payload with only defaults is still an object');
 });
 
 test('a gap from the server reaches onGap, not the event handlers', async () => {
@@ -184,12 +224,12 @@ test('a gap from the server reaches onGap, not the event handlers', async () => 
   const gaps = [];
   const all = [];
   sy.onGap((g) => gaps.push(g));
-  sy.on('*', (d) => all.push(d));
+  sy.on('*', (e) => all.push(e.data));
   sy.start();
   await flush();
   made[0].open();
   made[0].emit('stream:gap', { oldestAvailableId: '10' });
-  made[0].emit('alert:info', { title: 'after' }, '11');
+  made[0].emit('alert:info', { alertInfo: { title: 'after' } }, '11');
   assert.deepEqual(gaps, [{ oldestAvailableId: '10' }]);
   assert.deepEqual(all, [{ title: 'after' }]);
 });
@@ -213,27 +253,33 @@ test('a token is traded for a fresh single-use ticket before every connection', 
   assert.deepEqual(made.map((m) => m.url.searchParams.get('ticket')), ['t1', 't2']);
 });
 
-test('without EventSource it polls /api/events, and after repeated stream failures it falls back', async () => {
+test('without EventSource it reads /api/state, polls /api/events after asOf, and after repeated stream failures it falls back', async () => {
+  const state = { asOf: '4', events: [{ id: '2', type: 'shopify:sync-completed', event: { id: '2', key: 'uk', shopifySyncCompleted: { totalOrders: 3 } } }] };
   const pages = [
-    { events: [{ id: '5', type: 'alert:info', event: { title: 'a' } }], next: '5', complete: true },
+    { events: [{ id: '5', type: 'alert:info', event: { alertInfo: { title: 'a' } } }], next: '5', complete: true },
     { events: [], next: '5', complete: true },
   ];
   const asked = [];
+  let polled = 0;
   const fetch = async (url) => {
-    asked.push(new URL(url, 'http://x'));
-    return { ok: true, json: async () => pages[Math.min(asked.length - 1, 1)] };
+    const u = new URL(url, 'http://x');
+    asked.push(u);
+    if (u.pathname === '/api/state') return { ok: true, json: async () => state };
+    return { ok: true, json: async () => pages[Math.min(polled++, 1)] };
   };
   const { sy, clock } = client({ EventSource: null, fetch, pollIntervalMs: 2000 });
   const got = [];
-  sy.on('alert:info', (d) => got.push(d.title));
+  sy.on('alert:info', (e) => got.push(e.data.title));
+  sy.on('shopify:sync-completed', (e) => got.push(`${e.key}=${e.data.totalOrders}`));
   sy.start();
-  await flush();
-  await flush();
+  for (let i = 0; i < 4; i++) await flush();
   assert.equal(sy.transport, 'polling');
   assert.equal(sy.state, 'connected');
-  assert.deepEqual(got, ['a']);
+  assert.equal(asked[0].pathname, '/api/state');
+  assert.equal(asked[1].searchParams.get('after'), '4', 'polling goes on after asOf');
+  assert.deepEqual(got, ['uk=3', 'a']);
   await clock.advance(0);
-  assert.equal(asked[1].searchParams.get('after'), '5');
+  assert.equal(asked[2].searchParams.get('after'), '5');
   sy.stop();
 
   // With EventSource present but failing before it ever opens: polling after `fallbackAfter` tries.

@@ -25,6 +25,24 @@ fn docs_events_md_is_generated_from_the_catalog() {
     );
 }
 
+#[test]
+fn client_d_ts_is_generated_from_the_catalog() {
+    let path = repo().join("bridge/assets/client.d.ts");
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = switchyard_bridge::typescript::client_types();
+    if std::env::var_os("SWITCHYARD_BLESS").is_some() {
+        std::fs::write(&path, &generated).expect("write bridge/assets/client.d.ts");
+        return;
+    }
+    assert!(
+        on_disk == generated,
+        "bridge/assets/client.d.ts is stale: run `cargo run -q -- catalog --typescript > bridge/assets/client.d.ts`"
+    );
+    for name in ["'shopify:order-created': Order;", "export interface Money {", "amount?: string;"] {
+        assert!(generated.contains(name), "{name} missing");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpc_client_built_from_proto_alone_publishes_and_subscribes() {
     let server = Server::start().await;

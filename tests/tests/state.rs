@@ -411,3 +411,34 @@ async fn grpc_state_rpc_and_a_subscription_that_starts_from_state() {
     assert_eq!(next, live);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_reloaded_page_gets_the_whole_state_and_the_facts_it_missed() {
+    let server = Server::start().await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let uk = publish(&mut c, events::totals("uk", 1)).await;
+    let seen = publish(&mut c, events::order("seen")).await;
+    // The page saw up to `seen`, then was closed; meanwhile:
+    let missed = publish(&mut c, events::order("missed")).await;
+    let eu_old = publish(&mut c, events::totals("eu", 1)).await;
+    let eu = publish(&mut c, events::totals("eu", 2)).await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let url = format!("{}/api/sse/dashboard?start=state&lastEventId={seen}&coalesce=false", server.http_url);
+    let mut sse = Sse::connect(&url, Some(&token), None).await;
+    assert_eq!(sse.response_headers["x-switchyard-resume"], "complete");
+    let mut got = Vec::new();
+    loop {
+        let f = sse.next_event().await.unwrap();
+        if f.event.as_deref() == Some("stream:state") {
+            break;
+        }
+        got.push(f.id_u64().unwrap());
+    }
+    // Every key's state (uk from before `seen` too), the fact after `seen`, never the superseded eu.
+    assert_eq!(got, vec![uk, missed, eu]);
+    assert!(!got.contains(&eu_old));
+    // EventSource reconnecting by itself (the header) resumes plainly, state or not in the URL.
+    let mut sse = Sse::connect(&url, Some(&token), Some(missed)).await;
+    assert_eq!(sse.next_event().await.unwrap().id_u64(), Some(eu_old));
+    server.stop().await;
+}
