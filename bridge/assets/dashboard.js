@@ -1,9 +1,12 @@
 // The live operations dashboard served at `/`. Every figure on it comes from an event; a tile
 // with no event yet says which source is missing and how to connect it.
+//
+// Opening or reloading the page starts from the bus's state (the latest snapshot of every
+// key), so every figure shows at once; figures counted from facts (live orders) are kept with
+// the id they are counted up to, and a reload adds only the facts after it.
 import { Switchyard } from '/client.js';
 
 const $ = (id) => document.getElementById(id);
-const ENVELOPE = new Set(['id', 'tenant', 'occurredAt', 'publishedAt', 'source', 'key', 'idempotencyKey', 'trace']);
 const HOW = {
   shopify: 'Connect Shopify: set webhooks.shopify in the config (docs/webhooks.md) or run the Shopify connector (docs/connectors.md).',
   amazon: 'Connect Amazon: set webhooks.amazon for SNS (docs/webhooks.md) or run the Amazon connector (docs/connectors.md).',
@@ -11,11 +14,8 @@ const HOW = {
   unleashed: 'Connect Unleashed: run the Unleashed connector with an API id and key (docs/connectors.md).',
 };
 
-/** The event's payload object (the one field that is not envelope). */
-function payload(event) {
-  for (const [k, v] of Object.entries(event ?? {})) if (!ENVELOPE.has(k)) return v ?? {};
-  return {};
-}
+/** The event's payload (the client hands it over as `data`). */
+const payload = (event) => event?.data ?? {};
 
 const money = (m) => (m && m.amount !== undefined ? `${Number(m.amount).toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 })} ${m.currency ?? ''}`.trim() : '—');
 const num = (v) => Number(v ?? 0).toLocaleString();
@@ -65,8 +65,31 @@ function sparkline(values) {
   return `<svg viewBox="0 0 100 32" preserveAspectRatio="none" role="img" aria-label="recent values"><polyline points="${pts.join(' ')}"/></svg>`;
 }
 
-// Live order counters, per currency: from order events only, never guessed.
-const live = { shopify: { count: 0, totals: {} }, amazon: { count: 0 } };
+// Live order counters, per currency: from order events only, never guessed. Kept in this tab's
+// sessionStorage with the id of the last order counted, so a reload neither loses nor recounts.
+const LIVE_KEY = 'switchyard:dashboard:live';
+const live = restoreLive() ?? { shopify: { count: 0, totals: {} }, amazon: { count: 0 }, upTo: 0 };
+function restoreLive() {
+  try {
+    return JSON.parse(sessionStorage.getItem(LIVE_KEY) ?? 'null');
+  } catch {
+    return null;
+  }
+}
+/** Whether an order fact is new to the counters (and marks it counted). */
+function countOnce(raw) {
+  const id = Number.parseInt(raw?.id ?? '', 10);
+  if (Number.isFinite(id) && id <= live.upTo) return false;
+  if (Number.isFinite(id)) live.upTo = id;
+  return true;
+}
+function saveLive() {
+  try {
+    sessionStorage.setItem(LIVE_KEY, JSON.stringify(live));
+  } catch {
+    // Storage disabled: the counters start again on reload.
+  }
+}
 function totalsText(totals) {
   return Object.entries(totals).map(([c, v]) => money({ amount: v, currency: c })).join(' + ') || 'no totals';
 }
@@ -131,18 +154,34 @@ function addAlert(level, text, event) {
   while (list.children.length > 50) list.lastChild.remove();
 }
 
+// One row per job (its key), showing its latest state; finished jobs leave after a while.
 const jobs = new Map();
-function job(id, percent, label) {
+const FINISHED_STAYS_MS = 5 * 60 * 1000;
+function job(id, percent, label, status = 'running', event = {}) {
+  if (!id) return;
   $('jobs').querySelector('.empty')?.remove();
   let li = jobs.get(id);
   if (!li) {
     li = document.createElement('li');
     li.innerHTML = '<label><span></span><progress max="100"></progress></label>';
+    li.dataset.job = id;
     jobs.set(id, li);
     $('jobs').append(li);
   }
-  li.querySelector('span').textContent = `${label} — ${percent}%`;
+  li.dataset.status = status;
+  const suffix = status === 'running' ? `${percent}%` : status;
+  li.querySelector('span').textContent = `${label} — ${suffix}`;
   li.querySelector('progress').value = percent;
+  clearTimeout(li.leave);
+  if (status !== 'running') {
+    const at = Date.parse(event.publishedAt ?? '');
+    const age = Number.isFinite(at) ? Date.now() - at : 0;
+    li.leave = setTimeout(() => {
+      li.remove();
+      jobs.delete(id);
+      if (jobs.size === 0) $('jobs').innerHTML = '<li class="empty">No job is running.</li>';
+    }, Math.max(0, FINISHED_STAYS_MS - age));
+  }
 }
 
 // ---- wiring ----
@@ -163,7 +202,7 @@ const params = new URLSearchParams(location.search);
 const client = new Switchyard({
   channels: ['dashboard', 'alerts', 'inventory', 'production', 'working-capital', 'workflow', 'forecast'],
   token: token ?? undefined,
-  lastEventId: '0',
+  start: 'state',
   heartbeatMs: Number(params.get('heartbeatMs') ?? 15000),
   // `?transport=polling` (or a browser without EventSource) polls /api/events.
   EventSource: params.get('transport') === 'polling' ? null : globalThis.EventSource,
@@ -175,16 +214,27 @@ client.onState((state) => {
   el.dataset.state = state;
   $('connection-text').textContent = client.transport === 'polling' && state === 'connected' ? 'connected (polling)' : state;
 });
-client.onGap(() => addAlert('warning', 'Some history was no longer available; figures may be incomplete until the next sync.', {}));
+client.onGap(() => addAlert('warning', 'Some history was no longer available; the current figures were reloaded, but alerts from that time are missing.', {}));
+client.onStateEnd(({ asOf }) => {
+  document.body.dataset.asOf = asOf;
+  showLive();
+});
 
-client.on('shopify:order-created', (e) => {
+function showLive() {
+  if (live.shopify.count > 0) setTile('shopify-orders', num(live.shopify.count), `${totalsText(live.shopify.totals)} · since this tab opened`);
+  if (live.amazon.count > 0) setTile('amazon-orders', num(live.amazon.count), 'since this tab opened');
+}
+
+client.on('shopify:order-created', (e, raw) => {
   const o = payload(e);
+  if (!countOnce(raw)) return;
   live.shopify.count++;
   const total = Number(o.total?.amount ?? NaN);
   if (Number.isFinite(total)) {
     const c = o.total.currency ?? '';
     live.shopify.totals[c] = (live.shopify.totals[c] ?? 0) + total;
   }
+  saveLive();
   setTile('shopify-orders', num(live.shopify.count), `${totalsText(live.shopify.totals)} · last ${o.name || o.orderId} (${o.store})`, total);
   touchSource('shopify', `order ${o.name || o.orderId} received`, false, new Date(e.publishedAt ?? Date.now()));
   toast('info', `New Shopify order ${o.name || o.orderId}: ${money(o.total)} (${o.store})`, e);
@@ -195,9 +245,11 @@ client.on('shopify:sync-completed', (e) => {
   touchSource('shopify', 'synced', false, new Date(e.publishedAt ?? Date.now()));
 });
 for (const type of ['amazon:order-created', 'amazon:order-updated']) {
-  client.on(type, (e) => {
+  client.on(type, (e, raw) => {
     const o = payload(e);
+    if (!countOnce(raw)) return;
     if (type === 'amazon:order-created') live.amazon.count++;
+    saveLive();
     setTile('amazon-orders', num(live.amazon.count), `last ${o.orderId} · ${o.fulfillmentStatus || 'status unknown'}`, live.amazon.count);
     touchSource('amazon', `order ${o.orderId} ${type.endsWith('created') ? 'received' : 'updated'}`, false, new Date(e.publishedAt ?? Date.now()));
   });
@@ -248,11 +300,26 @@ client.on('unleashed:quality-alert', (e) => {
   const p = payload(e);
   toast(Number(p.criticalIssues) > 0 ? 'critical' : 'warning', `${p.count} assemblies short of plan`, e);
 });
+const jobLabel = (type, p) => `${p.workflowId || p.jobId || p.runId || type} ${p.stage ? `· ${p.stage}` : ''}`.trim();
 for (const type of ['workflow:progress', 'forecast:progress']) {
   client.on(type, (e) => {
     const p = payload(e);
-    job(p.workflowId || p.jobId || e.key, Number(p.percent ?? 0), `${p.stage || type} ${p.message ?? ''}`.trim());
+    job(e.key, Number(p.percent ?? 0), jobLabel(type, p), 'running', e);
+  });
+}
+client.on('workflow:completion', (e) => {
+  const p = payload(e);
+  // A stage completing is progress; only the final completion ends the job.
+  if (p.final) job(e.key, 100, jobLabel('workflow', p), 'completed', e);
+});
+client.on('forecast:complete', (e) => job(e.key, 100, jobLabel('forecast', payload(e)), 'completed', e));
+for (const type of ['workflow:error', 'forecast:error']) {
+  client.on(type, (e) => {
+    const p = payload(e);
+    const row = jobs.get(e.key);
+    job(e.key, Number(row?.querySelector('progress').value ?? 0), jobLabel(type, p), `failed: ${p.error ?? p.message ?? 'error'}`, e);
   });
 }
 
+showLive();
 client.start();

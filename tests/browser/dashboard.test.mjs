@@ -116,3 +116,71 @@ test('dashboard: polling fallback delivers with EventSource disabled, at phone w
   await page.screenshot({ path: `${SHOTS}dashboard-polling-phone.png`, fullPage: true });
   await page.close();
 });
+
+async function publishJson(server, tok, events) {
+  const r = await fetch(`${server.http}/api/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' },
+    body: JSON.stringify(events),
+  });
+  assert.equal(r.status, 201, await r.text());
+}
+
+const gbp = (amount) => ({ amount, currency: 'GBP' });
+const FIGURES = [
+  { type: 'shopify:sync-completed', key: 'all', data: { totalOrders: 12, totalRevenue: gbp('1234.50'), totalNetRevenue: gbp('1100.00'), successCount: 2, totalStores: 2 } },
+  { type: 'amazon:sync-completed', key: 'eu', data: { totalOrders: 7, totalRevenue: gbp('310.00'), unshippedOrders: 2, totalUnits: 900, totalSkus: 40, lowStockSkus: 3 } },
+  { type: 'xero:sync-completed', key: 'org', data: { workingCapital: gbp('50200.00'), receivables: gbp('30000.00'), payables: gbp('9800.00') } },
+  { type: 'unleashed:sync-completed', key: 'main', data: { stockValue: gbp('88000.00'), stockItems: 420, lowStockItems: 5, activeAssemblies: 4, completedToday: 9 } },
+];
+const SNAPSHOT_TILES = ['shopify-revenue', 'amazon-orders', 'amazon-inventory', 'working-capital', 'stock', 'production'];
+const tileText = (page, id) => page.textContent(`#tile-${id}`);
+
+test('dashboard: opening and reloading show every figure within 1 s; a completed job shows as completed', async () => {
+  const { server, sub, pub } = await setup();
+  // Figures and a running job exist before anyone opens the dashboard.
+  await publishJson(server, pub, [
+    ...FIGURES,
+    { type: 'workflow:progress', key: 'run-1', data: { workflowId: 'invoice-import', stage: 'parse', percent: 60 } },
+  ]);
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  let opened = Date.now();
+  await page.goto(`${server.http}/#token=${sub}`);
+  const allFigures = async () => {
+    for (const id of SNAPSHOT_TILES) if (!(await page.$(`#tile-${id} .value`))) return false;
+    return true;
+  };
+  await until('every figure on first open', allFigures, 5000);
+  const firstOpen = Date.now() - opened;
+  assert.match(await tileText(page, 'working-capital'), /50,200\.00 GBP/);
+  assert.match(await tileText(page, 'shopify-revenue'), /1,234\.50 GBP/);
+  assert.match(await page.textContent('#jobs'), /invoice-import · parse — 60%/);
+  // A live order on top of the figures.
+  assert.match(sendOrder(server), /^200 /);
+  await until('the live order', async () => (await page.textContent('#tile-shopify-orders .value').catch(() => '')) === '1', 5000);
+  const before = Object.fromEntries(await Promise.all([...SNAPSHOT_TILES, 'shopify-orders'].map(async (id) => [id, await tileText(page, id)])));
+
+  opened = Date.now();
+  await page.reload();
+  await until('every figure after a reload', allFigures, 5000);
+  await until('the live order count', async () => (await page.textContent('#tile-shopify-orders .value').catch(() => '')) === '1', 5000);
+  const afterReload = Date.now() - opened;
+  for (const [id, text] of Object.entries(before)) {
+    if (id === 'shopify-orders') continue;
+    assert.equal(await tileText(page, id), text, `${id} keeps its figure across a reload`);
+  }
+  assert.match(await tileText(page, 'shopify-orders'), /^Shopify orders \(live\)1/, 'the live order is neither lost nor counted twice');
+  assert.ok(firstOpen < 1000 && afterReload < 1000, `figures after ${firstOpen} ms (open) and ${afterReload} ms (reload)`);
+  await page.screenshot({ path: `${SHOTS}dashboard-reloaded.png`, fullPage: true });
+
+  // The job completes: its row says so, once, and a reload shows it completed, not 60 %.
+  await publishJson(server, pub, [{ type: 'workflow:completion', key: 'run-1', data: { workflowId: 'invoice-import', stage: 'done', final: true } }]);
+  const row = page.locator('#jobs li[data-job="run-1"]');
+  await until('the job completed', async () => (await row.getAttribute('data-status')) === 'completed', 5000);
+  await page.reload();
+  await until('the job after a reload', async () => (await row.getAttribute('data-status').catch(() => null)) === 'completed', 5000);
+  assert.equal(await page.locator('#jobs li').count(), 1, 'each job once');
+  assert.doesNotMatch(await page.textContent('#jobs'), /60%/);
+  await page.screenshot({ path: `${SHOTS}dashboard-job-completed.png`, fullPage: true });
+  await page.close();
+});
