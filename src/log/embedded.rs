@@ -8,9 +8,12 @@
 //! - `dedupe`: (tenant, idempotency key) → (id, published-at ms);
 //! - `meta`: `head` (last id ever assigned, so ids stay monotonic even when
 //!   retention empties the log) and `trim:<stream>` (highest id trimmed);
-//! - `state`: (tenant, slot, key) → the latest event of that state slot, encoded with its
-//!   id. Written in the same transaction as the append, never touched by retention: the
-//!   history can be trimmed to nothing and every current figure is still there;
+//! - `state`: `tenant\0slot\0key` → the id of the latest event of that state slot. Written in
+//!   the same transaction as the append. Retention never removes an event that is some
+//!   slot's current state (it is *pinned*; only the history indexes forget it), so the history
+//!   can be trimmed to nothing and every current figure is still there. Only the id is
+//!   stored: a busy state table is rewritten page by page on every commit (copy-on-write),
+//!   and 8-byte values keep those pages few (measured in BENCHMARKS.md);
 //! - `times`: published-at ms → first id committed in that ms (one row per group commit),
 //!   so `since=<time>` finds its starting id by one range lookup, not a scan.
 //!
@@ -20,7 +23,7 @@
 //! between batches, so it never contends with appends for redb's single writer.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::Path,
     sync::{
         Arc,
@@ -46,7 +49,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const STREAMS: TableDefinition<(&str, u64), u64> = TableDefinition::new("streams");
 const DEDUPE: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("dedupe");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const STATE: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("state");
+/// Keyed `tenant \0 slot \0 key` (tenants and type names hold no NUL): one memcmp per comparison.
+const STATE: TableDefinition<&[u8], u64> = TableDefinition::new("state");
 const TIMES: TableDefinition<u64, u64> = TableDefinition::new("times");
 
 /// Most events one write transaction takes before acking.
@@ -201,25 +205,28 @@ impl EmbeddedLog {
         // The head in the same read transaction as the state: exactly what it is consistent with.
         let as_of = txn.open_table(META).map_err(storage)?.get("head").map_err(storage)?.map_or(0, |v| v.value());
         let table = txn.open_table(STATE).map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
         let tenant = match stream {
             Stream::All => None,
             Stream::Tenant(t) | Stream::Channel(t, _) => Some(t.as_str()),
         };
         let rows = match tenant {
-            Some(t) => table.range((t, "", "")..).map_err(storage)?,
-            None => table.range::<(&str, &str, &str)>(..).map_err(storage)?,
+            Some(t) => {
+                let (from, to) = (format!("{t}\0"), format!("{t}\u{1}"));
+                table.range(from.as_bytes()..to.as_bytes()).map_err(storage)?
+            }
+            None => table.range::<&[u8]>(..).map_err(storage)?,
         };
         let mut records = Vec::new();
         for row in rows {
-            let (k, v) = row.map_err(storage)?;
-            if tenant.is_some_and(|t| k.value().0 != t) {
-                break;
-            }
-            // The id is the first field: skip slots that did not change since `after` undecoded.
-            if stored_id(v.value()).is_some_and(|id| id <= after.0) {
+            let id = row.map_err(storage)?.1.value();
+            if id <= after.0 {
                 continue;
             }
-            let r = Record::decode(v.value())?;
+            let Some(bytes) = events.get(id).map_err(storage)? else {
+                return Err(LogError::Corrupt(format!("state points at event {id}, which is gone")));
+            };
+            let r = Record::decode(bytes.value())?;
             if StateView::keeps(stream, &r) {
                 records.push(Arc::new(r));
             }
@@ -244,9 +251,8 @@ impl EmbeddedLog {
         let meta = txn.open_table(META).map_err(storage)?;
         let (oldest, trim_key) = match stream_name(stream) {
             None => {
-                let events = txn.open_table(EVENTS).map_err(storage)?;
-                let first = events.first().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
-                (first, "trim:*".to_owned())
+                let trimmed = meta.get("trim:*").map_err(storage)?.map_or(0, |v| v.value());
+                (first_unpinned(&txn.open_table(EVENTS).map_err(storage)?, trimmed)?, "trim:*".to_owned())
             }
             Some(name) => {
                 let streams = txn.open_table(STREAMS).map_err(storage)?;
@@ -266,10 +272,25 @@ impl EmbeddedLog {
     }
 }
 
-/// The id of a stored event without decoding it: the writer puts field 1 (varint) first.
-fn stored_id(bytes: &[u8]) -> Option<u64> {
-    let mut rest = bytes.strip_prefix(&[0x08])?;
-    prost::encoding::decode_varint(&mut rest).ok()
+/// The first event of the history proper: older ones still stored are pinned by the state view.
+fn first_unpinned(events: &impl ReadableTable<u64, &'static [u8]>, trimmed: u64) -> Result<u64, LogError> {
+    Ok(events
+        .range(trimmed.saturating_add(1)..)
+        .map_err(storage)?
+        .next()
+        .transpose()
+        .map_err(storage)?
+        .map_or(0, |(k, _)| k.value()))
+}
+
+fn state_key(tenant: &Tenant, slot: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.as_str().len() + slot.len() + key.len() + 2);
+    k.extend_from_slice(tenant.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(slot.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
 }
 
 fn bump(counts: &mut HashMap<String, u64>, name: &str) {
@@ -349,7 +370,9 @@ impl Log for EmbeddedLog {
         let read = || -> Result<LogStats, LogError> {
             let txn = self.db.begin_read().map_err(storage)?;
             let events = txn.open_table(EVENTS).map_err(storage)?;
-            let oldest = events.first().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
+            let trimmed =
+                txn.open_table(META).map_err(storage)?.get("trim:*").map_err(storage)?.map_or(0, |v| v.value());
+            let oldest = first_unpinned(&events, trimmed)?;
             Ok(LogStats { head, oldest: EventId(oldest), stored: events.len().map_err(storage)? })
         };
         read().unwrap_or(LogStats { head, ..LogStats::default() })
@@ -495,6 +518,9 @@ impl Writer {
             let ms = now_ms();
             // Keys first seen in this same group, so a batch with repeats stores one.
             let mut fresh: HashMap<(Tenant, String), u64> = HashMap::new();
+            // The group's last event per state slot, written once and in key order at the end:
+            // fewer B-tree updates, and neighbouring pages touched together.
+            let mut slots: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
             let mut buf = Vec::with_capacity(512);
             let mut name = String::with_capacity(128);
             for batch in batches {
@@ -521,10 +547,7 @@ impl Writer {
                     buf.extend_from_slice(&acc.body);
                     events.insert(id, buf.as_slice()).map_err(storage)?;
                     if let Some(slot) = &acc.routing.state {
-                        // Same transaction as the event: state and history can never disagree.
-                        state
-                            .insert((acc.tenant.as_str(), &**slot, acc.event.key.as_str()), buf.as_slice())
-                            .map_err(storage)?;
+                        slots.insert(state_key(&acc.tenant, slot, &acc.event.key), id);
                     }
                     streams.insert((acc.tenant.as_str(), id), ms).map_err(storage)?;
                     bump(&mut self.counts, acc.tenant.as_str());
@@ -546,6 +569,10 @@ impl Writer {
                     out.push(Appended { id: EventId(id), duplicate: false });
                 }
                 results.push(out);
+            }
+            // Same transaction as the events: state and history can never disagree.
+            for (key, id) in &slots {
+                state.insert(key.as_slice(), id).map_err(storage)?;
             }
             if head != start_head {
                 meta.insert("head", head).map_err(storage)?;
@@ -614,13 +641,22 @@ impl Writer {
             // Events older than every stream's first kept entry are referenced by nothing.
             let head = self.head.load(Ordering::Acquire);
             let keep_from = first_kept.unwrap_or(head + 1);
-            let first_event = events.first().map_err(storage)?.map(|(k, _)| k.value());
-            if first_event.is_some_and(|f| f < keep_from) {
-                events.retain_in(..keep_from, |_, _| false).map_err(storage)?;
+            let trimmed = meta.get("trim:*").map_err(storage)?.map_or(0, |v| v.value());
+            if keep_from.saturating_sub(1) > trimmed {
+                // Pinned: events some state slot still points at stay (only their indexes go).
+                let state = txn.open_table(STATE).map_err(storage)?;
+                let mut pinned = std::collections::HashSet::new();
+                for row in state.iter().map_err(storage)? {
+                    let id = row.map_err(storage)?.1.value();
+                    if id < keep_from {
+                        pinned.insert(id);
+                    }
+                }
+                events.retain_in(..keep_from, |id, _| pinned.contains(&id)).map_err(storage)?;
                 meta.insert("trim:*", keep_from - 1).map_err(storage)?;
                 trimmed_any = true;
                 // Time rows before the first kept event point at nothing.
-                let kept_ms = match events.first().map_err(storage)? {
+                let kept_ms = match events.range(keep_from..).map_err(storage)?.next().transpose().map_err(storage)? {
                     Some((_, v)) => published_ms(v.value())?,
                     None => now_ms,
                 };
