@@ -82,10 +82,10 @@ fn write_interface(out: &mut String, m: &MessageDescriptor) {
 }
 
 fn field_type(f: &FieldDescriptor) -> String {
-    if f.is_map() {
-        if let Kind::Message(entry) = f.kind() {
-            return format!("Record<string, {}>", scalar(&entry.map_entry_value_field().kind()));
-        }
+    if f.is_map()
+        && let Kind::Message(entry) = f.kind()
+    {
+        return format!("Record<string, {}>", scalar(&entry.map_entry_value_field().kind()));
     }
     let t = scalar(&f.kind());
     if f.is_list() { format!("{t}[]") } else { t }
