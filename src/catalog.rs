@@ -230,6 +230,7 @@ impl Catalog {
                 spec.summary
             );
         }
+        s.push_str(STATE_DOC);
         s.push_str(
             "\nEvents outside the catalog use the `custom` payload (`type`, `json`, `channels`, `delivery`); \
              their channels must be listed in the bus configuration (`custom_channels`).\n",
@@ -237,6 +238,33 @@ impl Catalog {
         s
     }
 }
+
+/// The `## State` section of docs/events.md: what a snapshot is and what the state view holds.
+const STATE_DOC: &str = "
+## State
+
+A **snapshot** is the whole current state of its (tenant, type, key): `shopify:sync-completed`
+for key `uk-store` is that store's figures, not a change to them. Publishers must send the full
+state each time; a new snapshot replaces the previous one for its key.
+
+The log keeps the **state view** beside the history: for every (tenant, type, key) of a
+snapshot type, the latest event. A fact that ends a job (`ends` above) takes the place of the
+job's progress for the same key, so a finished job reads as finished, not at 75 %. Facts are not
+state. The view is
+
+- updated in the same commit as the append (embedded: one redb transaction; JetStream: a
+  `<stream>_STATE` stream with one message per subject, written by each node's tail in sequence
+  order), so it can never disagree with the history;
+- consistent with one log id, `asOf`: **state as of N + every event after N = the truth**;
+- kept until a newer event of the same key replaces it: history retention never removes it
+  (an embedded log keeps the events it points at; only the history indexes forget them), and it
+  survives restarts and `kill -9` like the history;
+- read with `GET /api/state`, `EventBus.State`, `?start=state` on SSE, `START_STATE` on gRPC, and
+  sent automatically after a `stream:gap` (the keys that changed in the gap).
+
+Keys are not capped or expired yet: a publisher that invents a new key per event grows the
+state view by one entry per event (jobs included, until their key is reused).
+";
 
 /// `namespace:name`, lowercase letters, digits, `-`, `_`, `.`; used for catalog and custom types.
 pub fn is_type_name(s: &str) -> bool {
