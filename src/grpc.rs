@@ -248,14 +248,20 @@ impl EventBus for Service {
         if r.limit > 1000 {
             return Err(Status::invalid_argument("limit: at most 1000"));
         }
-        let from = if let Some(t) = &r.since {
-            Cursor::at(self.bus.log().id_before(timestamp_ms(t)).await.map_err(|e| Status::unavailable(e.to_string()))?)
+        let since = r.since.as_ref().map(timestamp_ms);
+        let from = if let Some(ms) = since {
+            Cursor::at(self.bus.log().id_before(ms).await.map_err(|e| Status::unavailable(e.to_string()))?)
         } else if !r.cursor.is_empty() {
             parse_cursor("cursor", &r.cursor)?
         } else {
             Cursor::at(EventId(r.after_id))
         };
-        let page = self.bus.read(&who, &r.tenant, &r.channels, from, r.limit as usize).await.map_err(read_status)?;
+        let mut page =
+            self.bus.read(&who, &r.tenant, &r.channels, from, r.limit as usize).await.map_err(read_status)?;
+        // The time index may start a little early; what was published before `since` is not asked for.
+        if let Some(ms) = since {
+            page.events.retain(|r| r.published_ms() >= ms);
+        }
         Ok(Response::new(ReadResponse {
             events: page.events.iter().map(|r| r.event.clone()).collect(),
             next_id: page.next.get(),

@@ -157,8 +157,13 @@ pub fn subscribe(
 ) -> impl FutStream<Item = Result<Item, crate::log::LogError>> + Send + 'static {
     let mut rx = hub.subscribe(filter.stream.clone());
     async_stream::try_stream! {
+        // `since` starts at an id at most a little early: the replay drops what came before it.
+        let mut since = None;
         let start = match options.start {
-            Start::Since(ms) => Start::After(Cursor::at(log.id_before(ms).await?)),
+            Start::Since(ms) => {
+                since = Some(ms);
+                Start::After(Cursor::at(log.id_before(ms).await?))
+            }
             other => other,
         };
         let bounds = log.bounds(filter.stream.clone()).await?;
@@ -227,6 +232,9 @@ pub fn subscribe(
                         }
                     }
                     cursor = r.id;
+                    if since.is_some_and(|ms| r.published_ms() < ms) {
+                        continue;
+                    }
                     if filter.wants(&r) {
                         if let Some(c) = coalescer.as_mut() {
                             c.passed(&r);
@@ -236,6 +244,7 @@ pub fn subscribe(
                 }
                 cursor = cursor.max(last);
             }
+            since = None;
             if let Some(mut c) = compaction.take() {
                 for s in c.due_before(None) {
                     yield Item::Event(s);

@@ -111,15 +111,30 @@ export interface Alert {
   link?: string;
 }
 
+/** FBA inventory and orders, recomputed whole every run. Key: the marketplace id. */
 export interface AmazonSyncCompleted {
   runId?: string;
+  /** SKUs in the FBA inventory summaries (GET /fba/inventory/v1/summaries, details=true). */
   totalSkus?: number;
+  /** Every unit Amazon holds: the summaries' totalQuantity (fulfillable + inbound + reserved + unfulfillable). */
   totalUnits?: string;
+  /** SKUs whose fulfillableQuantity is under the reorder point. */
   lowStockSkus?: number;
+  /** Orders created today (= today.orders). */
   totalOrders?: number;
+  /** Today's order totals when in one currency (see today.revenue). */
   totalRevenue?: Money;
+  /** Orders created in the last 30 days with status Unshipped or PartiallyShipped: paid, ready to ship. */
   unshippedOrders?: number;
+  /** Open inbound shipments (WORKING … RECEIVING); absent when the call failed (see unavailable). */
   inboundShipments?: number;
+  /** Units available to sell: inventoryDetails.fulfillableQuantity. */
+  fulfillableUnits?: string;
+  /** Orders created in the last 30 days still Pending (payment not yet authorised). */
+  pendingOrders?: number;
+  today?: OrderFigures;
+  last24h?: OrderFigures;
+  unavailable?: Unavailable[];
 }
 
 export interface DashboardRefreshRequired {
@@ -226,6 +241,16 @@ export interface Order {
   test?: boolean;
 }
 
+/** Orders and their money over one period. Money is per currency, never summed across currencies. */
+export interface OrderFigures {
+  period?: Period;
+  orders?: number;
+  /** Sum of order totals, one entry per currency. */
+  revenue?: Money[];
+  /** Revenue minus refunds, one entry per currency (Shopify: totalRefundedSet). */
+  netRevenue?: Money[];
+}
+
 export interface OrderLine {
   sku?: string;
   title?: string;
@@ -233,6 +258,16 @@ export interface OrderLine {
   price?: Money;
   productId?: string;
   variantId?: string;
+}
+
+/** A span of time a figure covers. */
+export interface Period {
+  from?: string;
+  to?: string;
+  /** IANA zone or `UTC` the period's days are counted in. */
+  timezone?: string;
+  /** `today`, `rolling_24h`, `month_to_date`. */
+  name?: string;
 }
 
 export interface ProductionChanged {
@@ -261,25 +296,49 @@ export interface QualityIssue {
   planned?: string;
   produced?: string;
   severity?: string;
+  /** `wastage`, `short`, or `overdue`. */
+  kind?: string;
+  /** Where the operator sees it (the assembly in Unleashed). */
+  link?: string;
 }
 
+/**
+ * One store's orders, recomputed whole every run from the orders created in the periods
+ * (Admin GraphQL `orders(query: "created_at:>=…")`, test orders excluded). Key: the shop domain.
+ */
 export interface ShopifyStoreSynced {
   storeId?: string;
   storeName?: string;
   region?: string;
+  /** Orders created today (= today.orders). */
   orders?: number;
+  /** Today's revenue when it is in one currency (see today.revenue for every currency). */
   revenue?: Money;
   netRevenue?: Money;
   runId?: string;
+  /** Since midnight in the tenant's timezone. */
+  today?: OrderFigures;
+  /** The 24 hours before the run. */
+  last24h?: OrderFigures;
 }
 
+/**
+ * Every store's figures consolidated (only stores that synced in this run; see failed_stores).
+ * Key: `shopify`. Not published when every store failed.
+ */
 export interface ShopifySyncCompleted {
   runId?: string;
   successCount?: number;
   totalStores?: number;
+  /** Orders created today across the stores that synced (= today.orders). */
   totalOrders?: number;
+  /** Today's revenue when every store's is in one currency (see today.revenue). */
   totalRevenue?: Money;
   totalNetRevenue?: Money;
+  today?: OrderFigures;
+  last24h?: OrderFigures;
+  /** Stores whose figures are missing from this snapshot (their last good store snapshot stands). */
+  failedStores?: string[];
 }
 
 export interface StockItem {
@@ -304,9 +363,14 @@ export interface SyncError {
   runId?: string;
   /** Human-readable reason, never containing credentials. */
   error?: string;
-  /** Machine-readable class: `unauthorized`, `rate_limited`, `upstream_5xx`, `timeout`, `malformed_response`, `network`. */
+  /**
+   * Machine-readable class: `unauthorized`, `rate_limited`, `upstream_error`, `timeout`, `malformed_response`,
+   * `network`, `missing_field`.
+   */
   code?: string;
   willRetry?: boolean;
+  /** The snapshots (or figures) this failure left unpublished; their last good values stand. */
+  missing?: string[];
 }
 
 export interface SyncStarted {
@@ -316,18 +380,60 @@ export interface SyncStarted {
   runId?: string;
 }
 
+/**
+ * A source's sync health, as of its latest run: what a dashboard shows beside the source's
+ * last good figures ("last good figures at 09:12, sync failing: …").
+ */
+export interface SyncStatus {
+  /** The latest run succeeded (completely). */
+  ok?: boolean;
+  /** When a run last succeeded; absent when none has since the connector started. */
+  lastSuccess?: string;
+  /** The latest run's failure, when it failed (or partly failed). */
+  error?: string;
+  code?: string;
+  /** When the current run of failures began. */
+  failingSince?: string;
+  /** What the failures left unpublished (their last good values stand). */
+  missing?: string[];
+  runId?: string;
+}
+
+/** A figure a run could not compute, and why. The figure is left out of the snapshot (never a zero). */
+export interface Unavailable {
+  /** The snapshot field, e.g. `inbound_shipments`, `completed_today`. */
+  figure?: string;
+  reason?: string;
+}
+
+/** Production and stock, recomputed whole every run. Key: `unleashed`. */
 export interface UnleashedSyncCompleted {
   runId?: string;
+  /** Assemblies neither Completed nor Deleted (Parked, Planned, In Progress…). */
   activeAssemblies?: number;
+  /**
+   * Assemblies Completed today (tenant timezone) by their completion date; absent when the
+   * platform gave no completion date for a completed assembly (see unavailable).
+   */
   completedToday?: number;
-  /** Completed quantity over planned quantity, percent, as a decimal string. */
+  /**
+   * Of the quantity planned on assemblies completed today, the share produced (planned minus
+   * wastage or short quantity), percent, as a decimal string; empty when none completed.
+   */
   yieldPercent?: string;
-  /** Share of planned assemblies in progress, percent, as a decimal string. */
+  /** Quantity completed today over the configured daily capacity, percent; empty without a capacity. */
   utilizationPercent?: string;
+  /** Rows of stock on hand (product × warehouse). */
   stockItems?: number;
+  /** Sum of stock on hand TotalCost, in the account's base currency. */
   stockValue?: Money;
+  /** Products whose quantity on hand is under their MinStockAlertLevel. */
   lowStockItems?: number;
+  /** Completed assemblies with a yield shortfall (wastage or short quantity) today. */
   qualityAlerts?: number;
+  /** Assemblies past their AssembleBy date and not completed. */
+  overdueAssemblies?: number;
+  unavailable?: Unavailable[];
 }
 
 export interface WorkflowCompletion {
@@ -372,17 +478,37 @@ export interface WorkorderCompleted {
   status?: string;
 }
 
+/**
+ * The organisation's figures, recomputed whole every run (docs/connectors.md#figures).
+ * Balance sheet at `as_of` (GET /Reports/BalanceSheet?date=today); profit and loss over `period`.
+ */
 export interface XeroSyncCompleted {
   runId?: string;
+  /** Cash included: Total Bank + Total Current Assets − Total Current Liabilities. */
   workingCapital?: Money;
+  /** "Total Current Assets" (Xero reports bank accounts in their own section, not here). */
   currentAssets?: Money;
+  /** "Total Current Liabilities". */
   currentLiabilities?: Money;
+  /** The "Accounts Receivable" row of current assets. */
   receivables?: Money;
+  /** The "Accounts Payable" row of current liabilities. */
   payables?: Money;
+  /** "Total Income" over `period` (month to date in the organisation's base currency). */
   revenue?: Money;
+  /** "Net Profit" over `period`. */
   netProfit?: Money;
+  /** Invoices created or changed since the previous run (If-Modified-Since): a count of changes, not a total. */
   invoicesChanged?: number;
   asOf?: string;
+  /** "Total Bank": the bank accounts section. */
+  bank?: Money;
+  /** Total Current Assets − Total Current Liabilities (the variant without cash). */
+  workingCapitalExcludingBank?: Money;
+  /** The profit-and-loss period (`revenue`, `net_profit`). */
+  period?: Period;
+  /** Figures this run could not compute: they are absent above, never zero. */
+  unavailable?: Unavailable[];
 }
 
 /** Every catalog event type and its payload (docs/events.md). */
@@ -395,6 +521,8 @@ export interface EventMap {
   'xero:sync-error': SyncError;
   /** A Xero resource (invoice, contact, credit note) changed. (fact) */
   'xero:data-updated': DataUpdated;
+  /** Whether Xero syncs are succeeding: last success, and the failure since then if any; key = xero. (snapshot) */
+  'xero:sync-status': SyncStatus;
   /** A Shopify sync run began. (fact) */
   'shopify:sync-started': SyncStarted;
   /** One store's orders and revenue for the sync window. (snapshot) */
@@ -413,6 +541,8 @@ export interface EventMap {
   'shopify:stock-updated': StockLevel;
   /** An inventory level fell below the configured threshold. (fact) */
   'shopify:low-stock-alert': LowStockAlert;
+  /** Whether Shopify syncs are succeeding: last success, and the failure since then if any; key = shopify. (snapshot) */
+  'shopify:sync-status': SyncStatus;
   /** An Amazon sync run began. (fact) */
   'amazon:sync-started': SyncStarted;
   /** FBA inventory and order figures computed by a sync run. (snapshot) */
@@ -427,6 +557,8 @@ export interface EventMap {
   'amazon:data-updated': DataUpdated;
   /** An Amazon order changed status or the buyer asked for a change (ORDER_CHANGE). (fact) */
   'amazon:order-updated': Order;
+  /** Whether Amazon syncs are succeeding: last success, and the failure since then if any; key = amazon. (snapshot) */
+  'amazon:sync-status': SyncStatus;
   /** An Unleashed sync run began. (fact) */
   'unleashed:sync-started': SyncStarted;
   /** Production and stock figures computed by a sync run. (snapshot) */
@@ -441,6 +573,8 @@ export interface EventMap {
   'unleashed:production-updated': ProductionUpdated;
   /** An Unleashed resource changed (webhook). (fact) */
   'unleashed:data-updated': DataUpdated;
+  /** Whether Unleashed syncs are succeeding: last success, and the failure since then if any; key = unleashed. (snapshot) */
+  'unleashed:sync-status': SyncStatus;
   /** Clients should refetch the named sections. (snapshot) */
   'dashboard:refresh-required': DashboardRefreshRequired;
   /** A critical alert; dashboards keep it until dismissed. (fact) */

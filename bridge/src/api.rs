@@ -62,10 +62,12 @@ pub async fn poll(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = app.access.from_request(&headers, &q.credentials)?;
+    let mut since = None;
     let after = match (q.after.as_deref().filter(|s| !s.is_empty()), q.since.as_deref().filter(|s| !s.is_empty())) {
         (Some(s), _) => s.parse::<Cursor>().map_err(|e| ApiError::bad_request("invalid_after", "after", e.0))?,
         (None, Some(t)) => {
             let ms = parse_time_ms(t).map_err(|e| ApiError::bad_request("invalid_since", "since", e.0))?;
+            since = Some(ms);
             Cursor::at(app.bus.log().id_before(ms).await.map_err(|e| ApiError::unavailable(e.to_string()))?)
         }
         (None, None) => Cursor::default(),
@@ -75,8 +77,12 @@ pub async fn poll(
         return Err(ApiError::bad_request("invalid_limit", "limit", "limit must be between 1 and 1000"));
     }
     let channels = split_channels(q.channels.as_deref());
-    let page =
+    let mut page =
         app.bus.read(&who, q.tenant.as_deref().unwrap_or(""), &channels, after, limit).await.map_err(read_error)?;
+    // The time index may start a little early; what was published before `since` is not asked for.
+    if let Some(ms) = since {
+        page.events.retain(|r| r.published_ms() >= ms);
+    }
     let mut body = String::with_capacity(64 + page.events.len() * 256);
     body.push('{');
     write_events(&mut body, &page.events);

@@ -11,6 +11,7 @@ use crate::{
     amazon::{Amazon, AmazonConfig},
     connector::Source,
     http::{Http, RetryPolicy},
+    period::Zone,
     scheduler::{self, Schedule},
     shopify::{Shopify, ShopifyConfig},
     sink::Sink,
@@ -29,6 +30,9 @@ pub struct IngestConfig {
     pub intervals: BTreeMap<String, u64>,
     /// Seconds to wait after a webhook before the sync it triggers (default 2).
     pub debounce_secs: Option<u64>,
+    /// The tenants' timezone (IANA, e.g. `Europe/London`; default `UTC`): where "today" and
+    /// "month to date" begin in every figure.
+    pub timezone: Option<String>,
     pub shopify: Option<ShopifyConfig>,
     pub xero: Option<XeroConfig>,
     pub amazon: Option<AmazonConfig>,
@@ -51,7 +55,11 @@ impl std::fmt::Debug for IngestConfig {
 
 impl IngestConfig {
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(tz) = &config.timezone {
+            Zone::new(tz)?;
+        }
+        Ok(config)
     }
 
     fn schedule(&self, source: Source) -> Schedule {
@@ -95,6 +103,10 @@ pub fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<Running, String> {
     let dir = config.state_dir.clone().unwrap_or_else(|| PathBuf::from("data/ingest"));
+    let zone = match &config.timezone {
+        Some(name) => Zone::new(name)?,
+        None => Zone::utc(),
+    };
     let http = || Http::new(RetryPolicy { time_scale: config.time_scale.unwrap_or(1.0), ..RetryPolicy::default() });
     let mut tasks = Vec::new();
     let mut triggers = std::collections::HashMap::new();
@@ -108,20 +120,23 @@ pub fn start(
         }};
     }
     if let Some(c) = &config.shopify {
-        run!(Source::Shopify, Shopify::new(c.clone(), http()?, StateFile::new(&dir, "shopify")));
+        run!(
+            Source::Shopify,
+            Shopify::new(c.clone(), http()?, StateFile::new(&dir, "shopify")).with_zone(zone.clone())
+        );
     }
     if let Some(c) = &config.xero {
-        run!(Source::Xero, Xero::new(c.clone(), http()?, StateFile::new(&dir, "xero")));
+        run!(Source::Xero, Xero::new(c.clone(), http()?, StateFile::new(&dir, "xero")).with_zone(zone.clone()));
     }
     if let Some(c) = &config.amazon {
-        run!(Source::Amazon, Amazon::new(c.clone(), http()?, StateFile::new(&dir, "amazon")));
+        run!(Source::Amazon, Amazon::new(c.clone(), http()?, StateFile::new(&dir, "amazon")).with_zone(zone.clone()));
         if let Some(q) = &c.sqs {
             let poller = crate::amazon::sqs::Poller::new(q.clone(), http()?, &c.tenant, c.reorder_point);
             tasks.push(crate::amazon::sqs::spawn(poller, sink.clone(), names["amazon"].clone(), stop.clone()));
         }
     }
     if let Some(c) = &config.unleashed {
-        run!(Source::Unleashed, Unleashed::new(c.clone(), http()?, StateFile::new(&dir, "unleashed")));
+        run!(Source::Unleashed, Unleashed::new(c.clone(), http()?, StateFile::new(&dir, "unleashed")).with_zone(zone));
     }
     if tasks.is_empty() {
         return Err("no connector is configured (add [shopify], [xero], [amazon] or [unleashed])".into());

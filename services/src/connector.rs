@@ -4,10 +4,14 @@
 use std::{future::Future, sync::Arc};
 
 use switchyard::proto::v1::{
-    Event, LowStockAlert, StockItem, SyncError as SyncErrorEvent, SyncStarted, event::Payload,
+    Event, LowStockAlert, StockItem, SyncError as SyncErrorEvent, SyncStarted, SyncStatus, event::Payload,
 };
 
-use crate::{jobs::JobReporter, sink::Sink};
+use crate::{
+    jobs::JobReporter,
+    period::{Periods, Zone},
+    sink::Sink,
+};
 
 /// Which platform a connector reads; decides the `<source>:sync-*` event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +39,27 @@ impl Source {
             Source::Xero => Payload::XeroSyncStarted(s),
             Source::Amazon => Payload::AmazonSyncStarted(s),
             Source::Unleashed => Payload::UnleashedSyncStarted(s),
+        }
+    }
+
+    /// `<source>:sync-error` for `scope` (`all`, a store), naming what it left unpublished.
+    pub fn failure(self, run_id: &str, scope: &str, e: &SyncError, missing: &[&str]) -> Payload {
+        self.error(SyncErrorEvent {
+            scope: scope.into(),
+            run_id: run_id.into(),
+            error: e.to_string(),
+            code: e.code().into(),
+            will_retry: true,
+            missing: missing.iter().map(|m| m.to_string()).collect(),
+        })
+    }
+
+    pub fn status(self, s: SyncStatus) -> Payload {
+        match self {
+            Source::Shopify => Payload::ShopifySyncStatus(s),
+            Source::Xero => Payload::XeroSyncStatus(s),
+            Source::Amazon => Payload::AmazonSyncStatus(s),
+            Source::Unleashed => Payload::UnleashedSyncStatus(s),
         }
     }
 
@@ -67,6 +92,10 @@ pub enum SyncError {
     State(String),
     #[error("publishing to the bus: {0}")]
     Publish(String),
+    /// Part of the run failed and the connector already published a `sync-error` for each part
+    /// (a store, say); the scheduler only retries sooner and records it in the sync status.
+    #[error("{message}")]
+    Reported { message: String, code: &'static str, missing: Vec<String> },
 }
 
 impl SyncError {
@@ -81,6 +110,7 @@ impl SyncError {
             SyncError::Malformed(_) => "malformed_response",
             SyncError::State(_) => "state",
             SyncError::Publish(_) => "publish",
+            SyncError::Reported { code, .. } => code,
         }
     }
 }
@@ -92,13 +122,21 @@ pub struct Run {
     pub source: Source,
     pub sink: Arc<dyn Sink>,
     pub jobs: JobReporter,
+    /// The periods this run's figures cover (fixed at its start).
+    pub periods: Periods,
 }
 
 impl Run {
-    pub fn new(source: Source, tenant: &str, sink: Arc<dyn Sink>) -> Self {
+    pub fn new(source: Source, tenant: &str, zone: &Zone, sink: Arc<dyn Sink>) -> Self {
         let run_id = format!("{}-{}", source.name(), random_suffix());
         let jobs = JobReporter::new(sink.clone(), tenant, &run_id, source.name());
-        Self { run_id, tenant: tenant.to_owned(), source, sink, jobs }
+        let periods = zone.periods(jiff::Timestamp::now());
+        Self { run_id, tenant: tenant.to_owned(), source, sink, jobs, periods }
+    }
+
+    /// `<source>:sync-error` for part of this run (`scope`), naming what it left unpublished.
+    pub fn failure(&self, scope: &str, e: &SyncError, missing: &[&str]) -> Event {
+        self.event(scope, self.source.failure(&self.run_id, scope, e, missing))
     }
 
     /// An event from this run: tenant, source and key filled in.
@@ -140,8 +178,13 @@ pub trait Connector: Send + 'static {
     fn source(&self) -> Source;
     /// The tenant its events belong to.
     fn tenant(&self) -> &str;
+    /// The tenant's timezone: what "today" means in its figures.
+    fn zone(&self) -> &Zone;
     /// Reads the platform and publishes what it computed: progress along the way through
     /// `run.jobs`, figures and alerts through `run.publish`, ending with `<source>:sync-completed`.
-    /// On error nothing further is published; the scheduler reports it.
+    /// Every snapshot is the whole state of its key, recomputed from the platform; a figure
+    /// whose call failed is left out and listed as unavailable, never published as zero. On
+    /// error no snapshot is published; the scheduler reports it (or the connector already did,
+    /// part by part: `SyncError::Reported`).
     fn sync(&mut self, run: &Run) -> impl Future<Output = Result<(), SyncError>> + Send;
 }

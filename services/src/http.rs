@@ -135,9 +135,39 @@ impl Http {
         what: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<T, SyncError> {
-        let r = self.send(what, build).await?;
-        let bytes = r.bytes().await.map_err(|e| SyncError::Network(format!("{what}: {}", e.without_url())))?;
-        serde_json::from_slice(&bytes).map_err(|e| SyncError::Malformed(format!("{what}: {e}")))
+        self.page(what, build, |v| serde_json::from_value(v).map_err(|e| e.to_string())).await
+    }
+
+    /// Sends, decodes JSON and reads it with `read`. A 200 whose body is cut short or is not the
+    /// shape `read` expects is asked for again, with backoff, up to the policy's attempts: a
+    /// truncated page is usually a network hiccup, not worth failing the run and waiting an
+    /// interval for. Only then is it `Malformed`.
+    pub async fn page<T>(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+        read: impl Fn(serde_json::Value) -> Result<T, String>,
+    ) -> Result<T, SyncError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self.send(what, &build).await?;
+            let bytes = r.bytes().await.map_err(|e| SyncError::Network(format!("{what}: {}", e.without_url())));
+            let error = match bytes.map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
+                Ok(Ok(v)) => match read(v) {
+                    Ok(t) => return Ok(t),
+                    Err(e) => format!("{what}: {e}"),
+                },
+                Ok(Err(e)) => format!("{what}: the body is not complete JSON ({e})"),
+                Err(SyncError::Network(e)) => e,
+                Err(other) => return Err(other),
+            };
+            if attempt >= self.policy.attempts {
+                return Err(SyncError::Malformed(error));
+            }
+            tracing::info!(what, %error, attempt, "malformed answer; asking again");
+            tokio::time::sleep(self.backoff(attempt).mul_f64(self.policy.time_scale)).await;
+        }
     }
 }
 

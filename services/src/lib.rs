@@ -14,7 +14,8 @@
 //! - [`sink`]: where events go (the EventBus over gRPC).
 //! - [`delivery`]: one external delivery → events sharing its idempotency key.
 //! - [`state`]: cursors and tokens persisted per connector, written atomically.
-//! - [`money`]: exact decimal sums of platform amounts.
+//! - [`money`]: exact decimal sums of platform amounts; [`period`]: today, rolling 24 h and month
+//!   to date in the tenant's timezone, the periods every figure is defined over.
 //! - [`shopify`], [`xero`], [`amazon`], [`unleashed`]: the connectors; [`amazon::notification`]
 //!   translates SP-API notifications (from SQS, [`amazon::sqs`], or SNS webhooks in the bridge).
 //! - [`config`]: `switchyard-ingest --config FILE`.
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod http;
 pub mod jobs;
 pub mod money;
+pub mod period;
 pub mod scheduler;
 pub mod shopify;
 pub mod sink;

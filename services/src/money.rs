@@ -31,6 +31,11 @@ impl Totals {
         out
     }
 
+    /// Every currency's total, in currency order (money is never summed across currencies).
+    pub fn all(&self) -> Vec<Money> {
+        self.0.iter().map(|(c, v)| money(*v, c)).collect()
+    }
+
     /// The total as one `Money`, when every amount shares a currency (or there were none, in
     /// `fallback_currency`). Mixed currencies have no single total: `None`.
     pub fn money(&self, fallback_currency: &str) -> Option<Money> {

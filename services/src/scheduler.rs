@@ -6,12 +6,13 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use switchyard::proto::v1::{SubscribeRequest, SyncError as SyncErrorEvent, event::Payload, subscribe_response};
+use switchyard::proto::v1::{SubscribeRequest, SyncStatus, event::Payload, subscribe_response};
 use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 
 use crate::{
     connector::{Connector, Run, Source, SyncError},
+    period::timestamp,
     sink::Sink,
 };
 
@@ -37,33 +38,70 @@ impl Default for Schedule {
     }
 }
 
-/// One sync, reported: `<source>:sync-started`, the connector's own events, and either the
-/// job's completion or `<source>:sync-error` with the reason.
-pub async fn run_once<C: Connector>(connector: &mut C, sink: Arc<dyn Sink>) -> Result<(), SyncError> {
-    let source = connector.source();
-    let run = Run::new(source, connector.tenant(), sink);
-    run.publish(vec![run.event(&run.run_id, source.started(&run.run_id))]).await?;
-    run.jobs.stage("sync", &format!("{} sync started", source.name())).await;
-    match connector.sync(&run).await {
-        Ok(()) => {
-            run.jobs.complete(&format!("{} sync completed", source.name()), Default::default()).await;
-            Ok(())
-        }
-        Err(e) => {
-            tracing::warn!(source = source.name(), run = %run.run_id, error = %e, "sync failed");
-            let report = SyncErrorEvent {
-                scope: "all".into(),
-                run_id: run.run_id.clone(),
-                error: e.to_string(),
-                code: e.code().into(),
-                will_retry: true,
-            };
-            // Best effort: if the bus itself is down, the log line above is all there is.
-            let _ = run.publish(vec![run.event(&run.run_id, source.error(report))]).await;
-            run.jobs.fail("sync", &e.to_string()).await;
-            Err(e)
+/// A connector's sync health across runs: what `<source>:sync-status` says.
+#[derive(Debug, Default, Clone)]
+pub struct Health {
+    last_success: Option<jiff::Timestamp>,
+    failing_since: Option<jiff::Timestamp>,
+}
+
+impl Health {
+    fn status(&mut self, run_id: &str, result: &Result<(), SyncError>) -> SyncStatus {
+        let now = jiff::Timestamp::now();
+        let (error, code, missing) = match result {
+            Ok(()) => {
+                self.last_success = Some(now);
+                self.failing_since = None;
+                (String::new(), String::new(), Vec::new())
+            }
+            Err(e) => {
+                self.failing_since.get_or_insert(now);
+                let missing = match e {
+                    SyncError::Reported { missing, .. } => missing.clone(),
+                    _ => Vec::new(),
+                };
+                (e.to_string(), e.code().to_owned(), missing)
+            }
+        };
+        SyncStatus {
+            ok: result.is_ok(),
+            last_success: self.last_success.map(timestamp),
+            error,
+            code,
+            failing_since: self.failing_since.map(timestamp),
+            missing,
+            run_id: run_id.to_owned(),
         }
     }
+}
+
+/// One sync, reported: `<source>:sync-started`, the connector's own events, either the job's
+/// completion or `<source>:sync-error` with the reason, and the source's `sync-status`.
+pub async fn run_once<C: Connector>(
+    connector: &mut C,
+    sink: Arc<dyn Sink>,
+    health: &mut Health,
+) -> Result<(), SyncError> {
+    let source = connector.source();
+    let run = Run::new(source, connector.tenant(), connector.zone(), sink);
+    run.publish(vec![run.event(&run.run_id, source.started(&run.run_id))]).await?;
+    run.jobs.stage("sync", &format!("{} sync started", source.name())).await;
+    let result = connector.sync(&run).await;
+    let mut report = Vec::new();
+    match &result {
+        Ok(()) => run.jobs.complete(&format!("{} sync completed", source.name()), Default::default()).await,
+        Err(e) => {
+            tracing::warn!(source = source.name(), run = %run.run_id, error = %e, "sync failed");
+            if !matches!(e, SyncError::Reported { .. }) {
+                report.push(run.failure("all", e, &[source.name()]));
+            }
+            run.jobs.fail("sync", &e.to_string()).await;
+        }
+    }
+    report.push(run.event(source.name(), source.status(health.status(&run.run_id, &result))));
+    // Best effort: if the bus itself is down, the log line above is all there is.
+    let _ = run.publish(report).await;
+    result
 }
 
 /// Runs `connector` until `stop` turns true.
@@ -76,8 +114,9 @@ pub fn spawn<C: Connector>(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
+        let mut health = Health::default();
         loop {
-            let wait = match run_once(&mut connector, sink.clone()).await {
+            let wait = match run_once(&mut connector, sink.clone(), &mut health).await {
                 Ok(()) => {
                     failures = 0;
                     let j = 1.0 + schedule.jitter * (2.0 * rand::random::<f64>() - 1.0);

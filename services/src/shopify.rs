@@ -1,7 +1,14 @@
 //! Shopify, through the Admin GraphQL API (REST is legacy for new apps): several stores per
-//! tenant, each with its own access token (`X-Shopify-Access-Token`). Per run and store: the
-//! orders created since the last sync (cursor pagination), their revenue and net revenue (after
-//! refunds), `shopify:order-created` for each new order, then consolidated totals.
+//! tenant, each with its own access token (`X-Shopify-Access-Token`).
+//!
+//! Every run recomputes each store's figures whole from the orders created since the earlier of
+//! local midnight and 24 hours ago (`orders(query: "created_at:>=…")`, cursor pages of up to 250):
+//! orders, revenue and net revenue (after refunds) for today and for the rolling 24 hours, per
+//! currency; test and cancelled orders are left out. A store whose calls fail publishes no
+//! snapshot (its last good one stands) and a store-scoped `shopify:sync-error`; the consolidated
+//! `shopify:sync-completed` covers the stores that synced and names the others, and is not
+//! published at all when none did. Orders not published before are also published as
+//! `shopify:order-created` facts (the persisted set of published ids keeps them from repeating).
 //!
 //! Throttling follows the query-cost model: every response reports `extensions.cost`; a
 //! `THROTTLED` error waits until the bucket has refilled enough for the query.
@@ -15,8 +22,8 @@ use switchyard::proto::v1::{Money, Order, ShopifyStoreSynced, ShopifySyncComplet
 use crate::{
     connector::{Connector, Run, Source, SyncError},
     http::Http,
-    money::Totals,
-    state::{CreationCursor, StateFile},
+    period::{Tallies, Zone, rfc3339},
+    state::{SeenOrders, StateFile},
 };
 
 pub const DEFAULT_API_VERSION: &str = "2025-10";
@@ -43,9 +50,7 @@ pub struct ShopifyConfig {
     pub stores: Vec<StoreConfig>,
     #[serde(default = "default_version")]
     pub api_version: String,
-    /// How far back the first sync looks.
-    #[serde(default = "default_lookback")]
-    pub initial_lookback_days: u32,
+    /// Orders per page (Shopify allows at most 250).
     #[serde(default = "default_page")]
     pub page_size: u32,
 }
@@ -53,29 +58,28 @@ pub struct ShopifyConfig {
 fn default_version() -> String {
     DEFAULT_API_VERSION.into()
 }
-fn default_lookback() -> u32 {
-    30
-}
 fn default_page() -> u32 {
-    100
+    250
 }
 
-/// Per store, where its orders stand (read in creation order).
+/// Per store, the orders already published as facts.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    stores: std::collections::BTreeMap<String, CreationCursor>,
+    #[serde(default)]
+    published: std::collections::BTreeMap<String, SeenOrders>,
 }
 
 pub struct Shopify {
     config: ShopifyConfig,
     http: Http,
     state: StateFile,
+    zone: Zone,
 }
 
 const QUERY: &str = "query Orders($first: Int!, $after: String, $query: String!) {
   orders(first: $first, after: $after, query: $query, sortKey: CREATED_AT) {
     edges { node {
-      id legacyResourceId name createdAt test
+      id legacyResourceId name createdAt test cancelledAt
       displayFinancialStatus displayFulfillmentStatus
       totalPriceSet { shopMoney { amount currencyCode } }
       totalRefundedSet { shopMoney { amount currencyCode } }
@@ -84,17 +88,15 @@ const QUERY: &str = "query Orders($first: Int!, $after: String, $query: String!)
   }
 }";
 
-/// One store's figures for this run.
-#[derive(Debug, Default)]
-struct StoreFigures {
-    orders: u32,
-    revenue: Totals,
-    refunded: Totals,
-}
-
 impl Shopify {
     pub fn new(config: ShopifyConfig, http: Http, state: StateFile) -> Self {
-        Self { config, http, state }
+        Self { config, http, state, zone: Zone::utc() }
+    }
+
+    /// The tenant's timezone (what "today" is); UTC by default.
+    pub fn with_zone(mut self, zone: Zone) -> Self {
+        self.zone = zone;
+        self
     }
 
     fn endpoint(&self, store: &StoreConfig) -> String {
@@ -141,39 +143,60 @@ impl Shopify {
         Err(SyncError::RateLimited(format!("{what}: still throttled")))
     }
 
+    /// One page of orders, re-asked (with backoff) when the answer is cut short or misshapen.
+    async fn orders_page(
+        &self,
+        store: &StoreConfig,
+        variables: &Value,
+    ) -> Result<(Vec<Value>, Option<String>), SyncError> {
+        let what = format!("Shopify orders ({})", store.domain);
+        for _ in 0..self.http.policy.attempts {
+            let body = self.query(store, variables).await?;
+            let orders = &body["data"]["orders"];
+            let Some(edges) = orders["edges"].as_array() else {
+                tracing::info!(store = %store.domain, "no data.orders.edges; asking again");
+                self.http.pause(self.http.policy.backoff).await;
+                continue;
+            };
+            let next = match orders["pageInfo"]["hasNextPage"].as_bool() {
+                Some(true) => Some(
+                    orders["pageInfo"]["endCursor"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| SyncError::Malformed(format!("{what}: hasNextPage without endCursor")))?,
+                ),
+                _ => None,
+            };
+            return Ok((edges.clone(), next));
+        }
+        Err(SyncError::Malformed(format!("{what}: no data.orders.edges after {} attempts", self.http.policy.attempts)))
+    }
+
+    /// Reads one store's orders for the run's periods; returns its figures and the order facts
+    /// not published before.
     async fn sync_store(
         &self,
         run: &Run,
         store: &StoreConfig,
-        cursor: &mut CreationCursor,
-    ) -> Result<StoreFigures, SyncError> {
-        let since = match cursor.since() {
-            Some(s) => s.to_owned(),
-            None => {
-                let t =
-                    time::OffsetDateTime::now_utc() - time::Duration::days(self.config.initial_lookback_days.into());
-                t.format(&time::format_description::well_known::Rfc3339).map_err(|e| SyncError::State(e.to_string()))?
-            }
-        };
-        let mut figures = StoreFigures::default();
+        published: &mut SeenOrders,
+    ) -> Result<(Tallies, Vec<switchyard::proto::v1::Event>), SyncError> {
+        let periods = &run.periods;
+        let since = rfc3339(periods.orders_from());
+        let mut tallies = Tallies::default();
         let mut after: Option<String> = None;
         let mut new_orders = Vec::new();
-        let mut next = cursor.clone();
+        let mut next = published.clone();
         loop {
             let vars =
                 json!({ "first": self.config.page_size, "after": after, "query": format!("created_at:>='{since}'") });
-            let body = self.query(store, &vars).await?;
-            let orders = &body["data"]["orders"];
-            let edges = orders["edges"].as_array().ok_or_else(|| {
-                SyncError::Malformed(format!("Shopify orders ({}): no data.orders.edges", store.domain))
-            })?;
-            for edge in edges {
+            let (edges, page_after) = self.orders_page(store, &vars).await?;
+            for edge in &edges {
                 let n = &edge["node"];
                 let id = n["legacyResourceId"].as_str().map(str::to_owned).unwrap_or_else(|| n["id"].to_string());
-                let created = n["createdAt"].as_str().unwrap_or_default().to_owned();
-                if cursor.seen(&created, &id) {
-                    continue; // seen at the boundary last run
-                }
+                let created_text = n["createdAt"].as_str().unwrap_or_default().to_owned();
+                let created: jiff::Timestamp = created_text
+                    .parse()
+                    .map_err(|_| SyncError::Malformed(format!("Shopify order {id}: createdAt {created_text:?}")))?;
                 let money = |set: &Value| -> Result<Option<Money>, SyncError> {
                     let m = &set["shopMoney"];
                     match (m["amount"].as_str(), m["currencyCode"].as_str()) {
@@ -184,14 +207,25 @@ impl Shopify {
                 };
                 let total = money(&n["totalPriceSet"])?;
                 let refunded = money(&n["totalRefundedSet"])?;
-                if let Some(t) = &total {
-                    figures.revenue.add(&t.amount, &t.currency).map_err(SyncError::Malformed)?;
+                let test = n["test"].as_bool().unwrap_or(false);
+                let cancelled = !n["cancelledAt"].is_null();
+                if !test && !cancelled {
+                    let pair = |m: &Option<Money>| m.as_ref().map(|m| (m.amount.clone(), m.currency.clone()));
+                    let (t, r) = (pair(&total), pair(&refunded));
+                    tallies
+                        .add(
+                            periods,
+                            created,
+                            t.as_ref().map(|(a, c)| (a.as_str(), c.as_str())),
+                            r.as_ref().map(|(a, c)| (a.as_str(), c.as_str())),
+                        )
+                        .map_err(SyncError::Malformed)?;
                 }
-                if let Some(r) = &refunded {
-                    figures.refunded.add(&r.amount, &r.currency).map_err(SyncError::Malformed)?;
+                // Published by an earlier run, or older than anything this run reads.
+                if next.contains(&id) || created < periods.orders_from() {
+                    continue;
                 }
-                figures.orders += 1;
-                next.advance(&created, &id);
+                next.insert(&id, created);
                 let order = Order {
                     order_id: id.clone(),
                     name: n["name"].as_str().unwrap_or_default().to_owned(),
@@ -200,7 +234,7 @@ impl Shopify {
                     financial_status: n["displayFinancialStatus"].as_str().unwrap_or_default().to_lowercase(),
                     fulfillment_status: n["displayFulfillmentStatus"].as_str().unwrap_or_default().to_lowercase(),
                     topic: "orders/create".into(),
-                    test: n["test"].as_bool().unwrap_or(false),
+                    test,
                     ..Default::default()
                 };
                 let mut e = run.event(&id, Payload::ShopifyOrderCreated(order));
@@ -208,21 +242,14 @@ impl Shopify {
                 e.idempotency_key = format!("shopify:{}:order-created:{id}", store.domain);
                 new_orders.push(e);
             }
-            if orders["pageInfo"]["hasNextPage"].as_bool() == Some(true) {
-                after = orders["pageInfo"]["endCursor"].as_str().map(str::to_owned);
-                if after.is_none() {
-                    return Err(SyncError::Malformed(format!(
-                        "Shopify orders ({}): hasNextPage without endCursor",
-                        store.domain
-                    )));
-                }
-            } else {
-                break;
+            match page_after {
+                Some(a) => after = Some(a),
+                None => break,
             }
         }
-        run.publish(new_orders).await?;
-        *cursor = next;
-        Ok(figures)
+        next.prune(periods.orders_from());
+        *published = next;
+        Ok((tallies, new_orders))
     }
 }
 
@@ -235,62 +262,93 @@ impl Connector for Shopify {
         &self.config.tenant
     }
 
+    fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
-        let (mut revenue, mut refunded, mut orders, mut ok) = (Totals::default(), Totals::default(), 0u32, 0u32);
-        let mut first_error = None;
+        let periods = &run.periods;
+        let mut all = Tallies::default();
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        let mut first_error: Option<SyncError> = None;
         let n = self.config.stores.len();
         for (i, store) in self.config.stores.iter().enumerate() {
             run.jobs.progress("stores", (i * 100 / n.max(1)) as u32, &format!("syncing {}", store.domain)).await;
-            let mut cursor = state.stores.remove(&store.domain).unwrap_or_default();
-            match self.sync_store(run, store, &mut cursor).await {
-                Ok(f) => {
+            let mut published = state.published.remove(&store.domain).unwrap_or_default();
+            match self.sync_store(run, store, &mut published).await {
+                Ok((t, mut events)) => {
                     ok += 1;
-                    orders += f.orders;
-                    let net = f.revenue.minus(&f.refunded);
-                    let currency = f.revenue.money("").map(|m| m.currency).unwrap_or_default();
-                    run.publish(vec![run.event(
+                    let today = t.today.figures(periods, &periods.today);
+                    events.push(run.event(
                         &store.domain,
                         Payload::ShopifyStoreSynced(ShopifyStoreSynced {
                             store_id: store.domain.clone(),
                             store_name: store.name.clone(),
                             region: store.region.clone(),
-                            orders: f.orders,
-                            revenue: f.revenue.money(&currency),
-                            net_revenue: net.money(&currency),
+                            orders: today.orders,
+                            revenue: single(&today.revenue),
+                            net_revenue: single(&today.net_revenue),
                             run_id: run.run_id.clone(),
+                            today: Some(today),
+                            last_24h: Some(t.last_24h.figures(periods, &periods.last_24h)),
                         }),
-                    )])
-                    .await?;
-                    revenue.merge(&f.revenue);
-                    refunded.merge(&f.refunded);
+                    ));
+                    run.publish(events).await?;
+                    all.merge(&t);
+                    state.published.insert(store.domain.clone(), published);
+                    // Saved after each store: its new orders are on the bus, so never again.
+                    self.state.save(&state).map_err(SyncError::State)?;
                 }
                 Err(e) => {
-                    // One store failing does not hide the others; the run reports it at the end.
+                    // One store failing does not hide the others, and publishes no figure of its own.
                     tracing::warn!(store = %store.domain, error = %e, "Shopify store sync failed");
+                    run.publish(vec![run.failure(&store.domain, &e, &["shopify:store-synced"])]).await?;
+                    failed.push(store.domain.clone());
                     first_error.get_or_insert(e);
+                    state.published.insert(store.domain.clone(), published);
                 }
             }
-            state.stores.insert(store.domain.clone(), cursor);
-            // Saved after each store: its new orders are on the bus, so never again.
-            self.state.save(&state).map_err(SyncError::State)?;
         }
-        let currency = revenue.money("").map(|m| m.currency).unwrap_or_default();
-        run.publish(vec![run.event(
-            "shopify",
-            Payload::ShopifySyncCompleted(ShopifySyncCompleted {
-                run_id: run.run_id.clone(),
-                success_count: ok,
-                total_stores: n as u32,
-                total_orders: orders,
-                total_revenue: revenue.money(&currency),
-                total_net_revenue: revenue.minus(&refunded).money(&currency),
-            }),
-        )])
-        .await?;
+        if ok > 0 {
+            let today = all.today.figures(periods, &periods.today);
+            run.publish(vec![run.event(
+                "shopify",
+                Payload::ShopifySyncCompleted(ShopifySyncCompleted {
+                    run_id: run.run_id.clone(),
+                    success_count: ok,
+                    total_stores: n as u32,
+                    total_orders: today.orders,
+                    total_revenue: single(&today.revenue),
+                    total_net_revenue: single(&today.net_revenue),
+                    today: Some(today),
+                    last_24h: Some(all.last_24h.figures(periods, &periods.last_24h)),
+                    failed_stores: failed.clone(),
+                }),
+            )])
+            .await?;
+        }
         match first_error {
-            Some(e) => Err(e),
             None => Ok(()),
+            Some(e) => {
+                let mut missing: Vec<String> = failed.iter().map(|s| format!("shopify:store-synced {s}")).collect();
+                if ok == 0 {
+                    missing.push("shopify:sync-completed".into());
+                }
+                Err(SyncError::Reported {
+                    message: format!("{} of {n} stores failed: {e}", failed.len()),
+                    code: if ok == 0 { e.code() } else { "partial" },
+                    missing,
+                })
+            }
         }
+    }
+}
+
+/// The one total of a single-currency list (the legacy single-`Money` fields); none across currencies.
+fn single(list: &[Money]) -> Option<Money> {
+    match list {
+        [one] => Some(one.clone()),
+        _ => None,
     }
 }

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -47,38 +47,32 @@ impl StateFile {
     }
 }
 
-/// Where an incremental read of records by creation time stands: the newest creation time seen,
-/// and the ids created exactly then. Reading again with `created >= since()` and skipping
-/// [`CreationCursor::seen`] neither re-emits a record nor skips one created in the same instant.
+/// Orders already published as facts, with their creation times, kept for as long as a run
+/// re-reads them (its periods): a run publishes a fact for every order not in here, whatever
+/// order the platform lists them in and however late an order becomes visible.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CreationCursor {
-    created: String,
-    at: BTreeSet<String>,
-}
+pub struct SeenOrders(BTreeMap<String, i64>);
 
-impl CreationCursor {
-    /// The creation time to read from, or `None` on the first run.
-    pub fn since(&self) -> Option<&str> {
-        (!self.created.is_empty()).then_some(self.created.as_str())
+impl SeenOrders {
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains_key(id)
     }
 
-    /// Whether the record was already handled by an earlier run.
-    pub fn seen(&self, created: &str, id: &str) -> bool {
-        created == self.created && self.at.contains(id)
+    pub fn insert(&mut self, id: &str, created: jiff::Timestamp) {
+        self.0.insert(id.to_owned(), created.as_second());
     }
 
-    /// Records a handled record. Timestamps compare as strings: platforms send one fixed format.
-    pub fn advance(&mut self, created: &str, id: &str) {
-        match created.cmp(self.created.as_str()) {
-            std::cmp::Ordering::Greater => {
-                self.created = created.to_owned();
-                self.at = BTreeSet::from([id.to_owned()]);
-            }
-            std::cmp::Ordering::Equal => {
-                self.at.insert(id.to_owned());
-            }
-            std::cmp::Ordering::Less => {}
-        }
+    /// Forgets orders created before `from`: no run reads them again.
+    pub fn prune(&mut self, from: jiff::Timestamp) {
+        self.0.retain(|_, created| *created >= from.as_second());
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -101,16 +95,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn creation_cursor_skips_only_what_it_saw() {
-        let mut c = CreationCursor::default();
-        assert_eq!(c.since(), None);
-        c.advance("2026-11-20T10:00:00Z", "1");
-        c.advance("2026-11-21T10:00:00Z", "2");
-        c.advance("2026-11-21T10:00:00Z", "3");
-        c.advance("2026-11-19T10:00:00Z", "0");
-        assert_eq!(c.since(), Some("2026-11-21T10:00:00Z"));
-        assert!(c.seen("2026-11-21T10:00:00Z", "3") && !c.seen("2026-11-21T10:00:00Z", "4"));
-        assert!(!c.seen("2026-11-20T10:00:00Z", "1"), "older records are not re-read, so not tracked");
+    fn seen_orders_are_kept_while_a_run_can_read_them() {
+        let t = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let mut seen = SeenOrders::default();
+        seen.insert("2", t("2026-11-21T10:00:00Z"));
+        seen.insert("1", t("2026-11-20T10:00:00Z"));
+        assert!(seen.contains("1") && seen.contains("2") && !seen.contains("3"));
+        seen.prune(t("2026-11-21T00:00:00Z"));
+        assert_eq!((seen.contains("1"), seen.contains("2"), seen.len()), (false, true, 1));
         let mut low = Crossings::default();
         assert_eq!(low.update(vec![("a".to_owned(), 1), ("b".to_owned(), 2)]).len(), 2);
         assert_eq!(low.update(vec![("b".to_owned(), 2), ("c".to_owned(), 3)]), vec![("c".to_owned(), 3)]);

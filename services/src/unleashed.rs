@@ -5,11 +5,19 @@
 //! (active, completed today; `unleashed:production-updated` when one changes status), and a
 //! low-stock alert once per crossing.
 //!
-//! Against plan: an assembly is planned for its `AssembleBy` date and produces its `Quantity`
-//! when completed (Unleashed records no partial output). Yield is the quantity completed of what
-//! was due by now; each assembly past its date and not completed is a shortfall, raised once as an
-//! `unleashed:quality-alert`. Utilisation is today's completed quantity over `daily_capacity`,
-//! which only the operator knows: without it the figure stays empty (docs/connectors.md).
+//! Production, recomputed whole each run, "today" in the tenant's timezone:
+//! - completed today: assemblies `Completed` whose completion date is today. The date's field
+//!   name is not in Unleashed's published docs: `AssembledDate` (client libraries) or
+//!   `CompletedDate` is read; a completed assembly with neither makes the figure unavailable and
+//!   raises a visible `unleashed:sync-error` (`missing_field`), never a silent 0;
+//! - yield: of the quantity planned on assemblies completed today, the share produced. Produced
+//!   is the planned `Quantity` less any short quantity the platform reports (`AssembledQuantity`
+//!   or `ProducedQuantity` below `Quantity`); wastage recorded on a component line
+//!   (`AssemblyLines[].WastageQuantity`) or a short quantity is the yield shortfall operators mean,
+//!   raised once per assembly as an `unleashed:quality-alert`;
+//! - overdue: assemblies past their `AssembleBy` date and not completed, a figure of its own;
+//! - utilisation: today's completed quantity over `daily_capacity`, which only the operator
+//!   knows: without it the figure stays empty (docs/connectors.md).
 
 use std::collections::BTreeMap;
 
@@ -28,8 +36,14 @@ use crate::{
     connector::{Connector, Run, Source, SyncError},
     http::Http,
     money::{self, decimal},
+    period::Zone,
     state::{Crossings, StateFile},
 };
+
+/// Field names the completion date may have (not in Unleashed's published docs; see above).
+const COMPLETED_DATE: [&str; 2] = ["AssembledDate", "CompletedDate"];
+/// Field names a produced quantity may have, when the platform reports one below plan.
+const PRODUCED_QTY: [&str; 2] = ["AssembledQuantity", "ProducedQuantity"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +63,10 @@ pub struct UnleashedConfig {
     /// Units the plant can assemble per day, for utilisation (unset: not computed).
     #[serde(default)]
     pub daily_capacity: Option<u64>,
+    /// Where an operator opens an assembly, with `{guid}` (e.g. your Unleashed app URL); quality
+    /// alerts link to it. Unset: no link.
+    #[serde(default)]
+    pub assembly_link: Option<String>,
 }
 
 fn client_type() -> String {
@@ -67,9 +85,9 @@ struct State {
     low: Crossings,
     /// Assembly guid → last status seen.
     assemblies: BTreeMap<String, String>,
-    /// Assemblies past their date and not completed (a quality alert fires once per crossing).
+    /// Completed assemblies with a yield shortfall (a quality alert fires once for each).
     #[serde(default)]
-    overdue: Crossings,
+    shortfall: Crossings,
 }
 
 /// The signature Unleashed expects for `query` (the part after `?`, exactly as sent).
@@ -83,11 +101,18 @@ pub struct Unleashed {
     config: UnleashedConfig,
     http: Http,
     state: StateFile,
+    zone: Zone,
 }
 
 impl Unleashed {
     pub fn new(config: UnleashedConfig, http: Http, state: StateFile) -> Self {
-        Self { config, http, state }
+        Self { config, http, state, zone: Zone::utc() }
+    }
+
+    /// The tenant's timezone (what "today" is); UTC by default.
+    pub fn with_zone(mut self, zone: Zone) -> Self {
+        self.zone = zone;
+        self
     }
 
     /// Every item of a paginated endpoint.
@@ -139,6 +164,10 @@ impl Connector for Unleashed {
         &self.config.tenant
     }
 
+    fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
         run.jobs.progress("products", 10, "reading minimum stock levels").await;
@@ -170,64 +199,21 @@ impl Connector for Unleashed {
 
         run.jobs.progress("assemblies", 65, "reading assemblies").await;
         let assemblies = self.all("Unleashed assemblies", "Assemblies").await?;
-        let today = OffsetDateTime::now_utc().date();
-        let now = OffsetDateTime::now_utc();
-        let (mut active, mut completed_today, mut completed_today_qty) = (0u32, 0u32, 0i64);
-        let (mut due_qty, mut due_done_qty) = (0i64, 0i64);
-        let mut overdue_now = Vec::new();
-        let mut events = Vec::new();
-        let mut seen = BTreeMap::new();
-        for a in &assemblies {
-            let guid = a["Guid"].as_str().unwrap_or_default().to_owned();
-            let status = a["AssemblyStatus"].as_str().unwrap_or_default().to_owned();
-            let qty = decimal(&a["Quantity"]).map(whole).unwrap_or(0);
-            let done = status == "Completed";
-            match status.as_str() {
-                "Completed" => {
-                    if ms_date(&a["AssembledDate"]).is_some_and(|d| d.date() == today) {
-                        completed_today += 1;
-                        completed_today_qty += qty;
-                    }
-                }
-                "Deleted" => {}
-                _ => active += 1,
+        let p = self.production(run, &assemblies, &state.assemblies);
+        let mut events = p.events;
+        let mut unavailable = Vec::new();
+        if let Some(reason) = &p.missing_date {
+            let e = SyncError::Malformed(reason.clone());
+            let mut report = run.failure("completed_today", &e, &["completed_today"]);
+            if let Some(Payload::UnleashedSyncError(err)) = report.payload.as_mut() {
+                err.code = "missing_field".into();
             }
-            if status != "Deleted"
-                && let Some(due) = ms_date(&a["AssembleBy"]).filter(|d| *d <= now)
-            {
-                due_qty += qty;
-                if done {
-                    due_done_qty += qty;
-                } else {
-                    let days_late = (now - due).whole_days();
-                    let issue = QualityIssue {
-                        assembly_id: a["AssemblyNumber"].as_str().unwrap_or(&guid).to_owned(),
-                        product: a["Product"]["ProductCode"].as_str().unwrap_or_default().to_owned(),
-                        planned: qty,
-                        produced: 0,
-                        severity: if days_late >= 2 { "High" } else { "Medium" }.into(),
-                    };
-                    overdue_now.push((guid.clone(), issue));
-                }
-            }
-            if state.assemblies.get(&guid) != Some(&status) {
-                events.push(run.event(
-                    &guid,
-                    Payload::UnleashedProductionUpdated(ProductionUpdated {
-                        assembly_id: guid.clone(),
-                        assembly_number: a["AssemblyNumber"].as_str().unwrap_or_default().to_owned(),
-                        status: status.clone(),
-                        product: a["Product"]["ProductCode"].as_str().unwrap_or_default().to_owned(),
-                        planned_quantity: qty,
-                        produced_quantity: if status == "Completed" { qty } else { 0 },
-                    }),
-                ));
-            }
-            seen.insert(guid, status);
+            events.push(report);
+            unavailable
+                .push(switchyard::proto::v1::Unavailable { figure: "completed_today".into(), reason: reason.clone() });
         }
-
-        let overdue_count = overdue_now.len() as u32;
-        let entered: Vec<QualityIssue> = state.overdue.update(overdue_now).into_iter().map(|(_, i)| i).collect();
+        let quality_alerts = p.shortfall.len() as u32;
+        let entered: Vec<QualityIssue> = state.shortfall.update(p.shortfall).into_iter().map(|(_, i)| i).collect();
         if !entered.is_empty() {
             let critical = entered.iter().filter(|i| i.severity == "High").count() as u32;
             events.push(run.event(
@@ -239,7 +225,11 @@ impl Connector for Unleashed {
                 }),
             ));
         }
-        let percent = |part: i64, whole: i64| format!("{:.1}", part as f64 * 100.0 / whole as f64);
+        let percent = |part: Decimal, whole: Decimal| {
+            let mut v = (part * Decimal::ONE_HUNDRED / whole).round_dp(1);
+            v.rescale(1);
+            v.to_string()
+        };
         let low_items = low_now.len() as u32;
         let entered = state.low.update(low_now).into_iter().map(|(_, item)| item).collect();
         if let Some(alert) = crate::connector::low_stock_alert(entered) {
@@ -249,23 +239,148 @@ impl Connector for Unleashed {
             "unleashed",
             Payload::UnleashedSyncCompleted(UnleashedSyncCompleted {
                 run_id: run.run_id.clone(),
-                active_assemblies: active,
-                completed_today,
-                yield_percent: if due_qty > 0 { percent(due_done_qty, due_qty) } else { String::new() },
-                utilization_percent: match self.config.daily_capacity {
-                    Some(cap) if cap > 0 => percent(completed_today_qty, cap as i64),
+                active_assemblies: p.active,
+                completed_today: p.missing_date.is_none().then_some(p.completed_today),
+                yield_percent: if p.planned_today > Decimal::ZERO {
+                    percent(p.produced_today, p.planned_today)
+                } else {
+                    String::new()
+                },
+                utilization_percent: match (self.config.daily_capacity, &p.missing_date) {
+                    (Some(cap), None) if cap > 0 => percent(p.produced_today, Decimal::from(cap)),
                     _ => String::new(),
                 },
                 stock_items: stock.len() as u32,
                 stock_value: Some(money::money(value, &self.config.currency)),
                 low_stock_items: low_items,
-                quality_alerts: overdue_count,
+                quality_alerts,
+                overdue_assemblies: p.overdue,
+                unavailable,
             }),
         ));
         run.publish(events).await?;
-        state.assemblies = seen;
+        state.assemblies = p.seen;
         self.state.save(&state).map_err(SyncError::State)?;
         Ok(())
+    }
+}
+
+/// What the assemblies say this run.
+struct Production {
+    active: u32,
+    overdue: u32,
+    completed_today: u32,
+    planned_today: Decimal,
+    produced_today: Decimal,
+    /// Why `completed_today` cannot be computed, if it cannot.
+    missing_date: Option<String>,
+    shortfall: Vec<(String, QualityIssue)>,
+    events: Vec<switchyard::proto::v1::Event>,
+    seen: BTreeMap<String, String>,
+}
+
+/// The first of `names` present on `v`.
+fn field<'a>(v: &'a Value, names: &[&str]) -> Option<&'a Value> {
+    names.iter().map(|n| &v[*n]).find(|f| !f.is_null())
+}
+
+impl Unleashed {
+    fn production(&self, run: &Run, assemblies: &[Value], before: &BTreeMap<String, String>) -> Production {
+        let now =
+            OffsetDateTime::from_unix_timestamp(run.periods.today.to.as_second()).unwrap_or(OffsetDateTime::now_utc());
+        let today = self.zone.date(run.periods.today.to);
+        let mut p = Production {
+            active: 0,
+            overdue: 0,
+            completed_today: 0,
+            planned_today: Decimal::ZERO,
+            produced_today: Decimal::ZERO,
+            missing_date: None,
+            shortfall: Vec::new(),
+            events: Vec::new(),
+            seen: BTreeMap::new(),
+        };
+        for a in assemblies {
+            let guid = a["Guid"].as_str().unwrap_or_default().to_owned();
+            let number = a["AssemblyNumber"].as_str().unwrap_or(&guid).to_owned();
+            let product = a["Product"]["ProductCode"].as_str().unwrap_or_default().to_owned();
+            let status = a["AssemblyStatus"].as_str().unwrap_or_default().to_owned();
+            let planned = decimal(&a["Quantity"]).unwrap_or_default();
+            let produced = field(a, &PRODUCED_QTY).and_then(decimal).unwrap_or(planned);
+            match status.as_str() {
+                "Completed" => match field(a, &COMPLETED_DATE).and_then(ms_date) {
+                    Some(d)
+                        if self.zone.date(jiff::Timestamp::from_second(d.unix_timestamp()).unwrap_or_default())
+                            == today =>
+                    {
+                        p.completed_today += 1;
+                        p.planned_today += planned;
+                        p.produced_today += produced;
+                        let wastage: Decimal = a["AssemblyLines"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|l| decimal(&l["WastageQuantity"]))
+                            .sum();
+                        let kind = if produced < planned {
+                            Some("short")
+                        } else if wastage > Decimal::ZERO {
+                            Some("wastage")
+                        } else {
+                            None
+                        };
+                        if let Some(kind) = kind {
+                            let short = planned > Decimal::ZERO && (planned - produced) / planned >= Decimal::new(1, 1);
+                            p.shortfall.push((
+                                guid.clone(),
+                                QualityIssue {
+                                    assembly_id: number.clone(),
+                                    product: product.clone(),
+                                    planned: whole(planned),
+                                    produced: whole(produced),
+                                    severity: if short { "High" } else { "Medium" }.into(),
+                                    kind: kind.into(),
+                                    link: self
+                                        .config
+                                        .assembly_link
+                                        .as_ref()
+                                        .map(|l| l.replace("{guid}", &guid))
+                                        .unwrap_or_default(),
+                                },
+                            ));
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        p.missing_date.get_or_insert_with(|| {
+                            format!("Unleashed assembly {number} is Completed but has none of {COMPLETED_DATE:?}")
+                        });
+                    }
+                },
+                "Deleted" => {}
+                _ => {
+                    p.active += 1;
+                    if ms_date(&a["AssembleBy"]).is_some_and(|d| d <= now) {
+                        p.overdue += 1;
+                    }
+                }
+            }
+            if before.get(&guid) != Some(&status) {
+                p.events.push(run.event(
+                    &guid,
+                    Payload::UnleashedProductionUpdated(ProductionUpdated {
+                        assembly_id: guid.clone(),
+                        assembly_number: number.clone(),
+                        status: status.clone(),
+                        product,
+                        planned_quantity: whole(planned),
+                        produced_quantity: if status == "Completed" { whole(produced) } else { 0 },
+                    }),
+                ));
+            }
+            p.seen.insert(guid, status);
+        }
+        p
     }
 }
 

@@ -1,20 +1,25 @@
 //! Xero, through the Accounting API. OAuth2: a refresh token (standard apps; Xero rotates it on
 //! every use, so the new one is persisted before anything else) or client credentials (custom
-//! connections). Every call carries `xero-tenant-id`. Per run: the balance sheet (current assets,
-//! current liabilities, receivables, payables → working capital), profit and loss for the month
-//! to date (revenue, net profit), and the invoices changed since the last run (If-Modified-Since).
+//! connections). Every call carries `xero-tenant-id`. Per run, recomputed whole: the balance sheet
+//! at today's date (bank, current assets, current liabilities, receivables, payables → working
+//! capital with and without bank: Xero reports bank accounts in their own "Bank" section, and
+//! cash is a current asset), profit and loss for the month to date in the tenant's timezone
+//! (revenue, net profit), and the invoices changed since the last run (If-Modified-Since). The
+//! balance sheet is the snapshot's core: without it the run fails. Profit and loss or the
+//! invoice count failing leaves those figures out, listed as unavailable.
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard::proto::v1::{XeroSyncCompleted, event::Payload};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339, macros::format_description};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     connector::{Connector, Run, Source, SyncError},
     http::Http,
     money::{self, decimal},
+    period::Zone,
     state::StateFile,
 };
 
@@ -56,6 +61,7 @@ pub struct Xero {
     http: Http,
     state: StateFile,
     access: Option<(String, Instant)>,
+    zone: Zone,
 }
 
 #[derive(Deserialize)]
@@ -69,7 +75,13 @@ struct TokenResponse {
 
 impl Xero {
     pub fn new(config: XeroConfig, http: Http, state: StateFile) -> Self {
-        Self { config, http, state, access: None }
+        Self { config, http, state, access: None, zone: Zone::utc() }
+    }
+
+    /// The tenant's timezone (what "today" and "month to date" are); UTC by default.
+    pub fn with_zone(mut self, zone: Zone) -> Self {
+        self.zone = zone;
+        self
     }
 
     async fn token(&mut self, state: &mut State) -> Result<String, SyncError> {
@@ -184,12 +196,17 @@ impl Connector for Xero {
         &self.config.tenant
     }
 
+    fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
         let started = OffsetDateTime::now_utc();
-        let today =
-            started.format(format_description!("[year]-[month]-[day]")).map_err(|e| SyncError::State(e.to_string()))?;
-        let month_start = format!("{}-01", &today[..7]);
+        let periods = &run.periods;
+        let today = self.zone.date(periods.today.to);
+        let month_start = self.zone.date(periods.month_to_date.from);
+        let mut unavailable = Vec::new();
 
         run.jobs.progress("organisation", 10, "reading the organisation").await;
         let org = self.get(&mut state, "Xero organisation", "/Organisation", None).await?;
@@ -204,23 +221,82 @@ impl Connector for Xero {
         let rows = report_rows(&bs);
         let assets = find(&rows, "Total Current Assets", "Xero balance sheet")?;
         let liabilities = find(&rows, "Total Current Liabilities", "Xero balance sheet")?;
+        // An organisation without bank accounts has no Bank section: its bank balance is nil.
+        let bank = find_or_zero(&rows, "Total Bank");
         let receivables = find_or_zero(&rows, "Accounts Receivable");
         let payables = find_or_zero(&rows, "Accounts Payable");
 
         run.jobs.progress("profit-and-loss", 55, "reading profit and loss").await;
-        let pl = self
-            .get(
-                &mut state,
-                "Xero profit and loss",
-                &format!("/Reports/ProfitAndLoss?fromDate={month_start}&toDate={today}"),
-                None,
-            )
-            .await?;
-        let rows = report_rows(&pl);
-        let revenue = find(&rows, "Total Income", "Xero profit and loss")?;
-        let net_profit = find(&rows, "Net Profit", "Xero profit and loss")?;
+        let path = format!("/Reports/ProfitAndLoss?fromDate={month_start}&toDate={today}");
+        let profit = match self.get(&mut state, "Xero profit and loss", &path, None).await {
+            Ok(pl) => {
+                let rows = report_rows(&pl);
+                match (
+                    find(&rows, "Total Income", "Xero profit and loss"),
+                    find(&rows, "Net Profit", "Xero profit and loss"),
+                ) {
+                    (Ok(r), Ok(n)) => Some((r, n)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        unavailable.push(("revenue, net_profit", e));
+                        None
+                    }
+                }
+            }
+            Err(e @ SyncError::State(_)) => return Err(e),
+            Err(e) => {
+                unavailable.push(("revenue, net_profit", e));
+                None
+            }
+        };
 
         run.jobs.progress("invoices", 75, "counting changed invoices").await;
+        let changed = match self.count_changed_invoices(&mut state).await {
+            Ok(n) => Some(n),
+            Err(e @ SyncError::State(_)) => return Err(e),
+            Err(e) => {
+                unavailable.push(("invoices_changed", e));
+                None
+            }
+        };
+
+        let m = |d| Some(money::money(d, &currency));
+        let figures = XeroSyncCompleted {
+            run_id: run.run_id.clone(),
+            working_capital: m(bank + assets - liabilities),
+            current_assets: m(assets),
+            current_liabilities: m(liabilities),
+            receivables: m(receivables),
+            payables: m(payables),
+            revenue: profit.and_then(|(r, _)| m(r)),
+            net_profit: profit.and_then(|(_, n)| m(n)),
+            invoices_changed: changed,
+            as_of: Some(pbjson_types::Timestamp {
+                seconds: started.unix_timestamp(),
+                nanos: started.nanosecond() as i32,
+            }),
+            bank: m(bank),
+            working_capital_excluding_bank: m(assets - liabilities),
+            period: Some(periods.proto(&periods.month_to_date)),
+            unavailable: unavailable
+                .iter()
+                .map(|(figure, e)| switchyard::proto::v1::Unavailable {
+                    figure: (*figure).into(),
+                    reason: e.to_string(),
+                })
+                .collect(),
+        };
+        run.publish(vec![run.event("xero", Payload::XeroSyncCompleted(figures))]).await?;
+        if changed.is_some() {
+            state.invoices_since = started.format(&Rfc3339).ok();
+        }
+        self.state.save(&state).map_err(SyncError::State)?;
+        Ok(())
+    }
+}
+
+impl Xero {
+    /// Invoices created or changed since the previous run, counted over every page.
+    async fn count_changed_invoices(&mut self, state: &mut State) -> Result<u32, SyncError> {
         let since = state.invoices_since.clone();
         let since_http = since
             .as_deref()
@@ -229,12 +305,7 @@ impl Connector for Xero {
         let mut changed = 0u32;
         for page in 1.. {
             let body = self
-                .get(
-                    &mut state,
-                    "Xero invoices",
-                    &format!("/Invoices?page={page}&summaryOnly=true"),
-                    since_http.as_deref(),
-                )
+                .get(state, "Xero invoices", &format!("/Invoices?page={page}&summaryOnly=true"), since_http.as_deref())
                 .await?;
             let invoices = body["Invoices"]
                 .as_array()
@@ -245,26 +316,6 @@ impl Connector for Xero {
                 break;
             }
         }
-
-        let m = |d| Some(money::money(d, &currency));
-        let figures = XeroSyncCompleted {
-            run_id: run.run_id.clone(),
-            working_capital: m(assets - liabilities),
-            current_assets: m(assets),
-            current_liabilities: m(liabilities),
-            receivables: m(receivables),
-            payables: m(payables),
-            revenue: m(revenue),
-            net_profit: m(net_profit),
-            invoices_changed: changed,
-            as_of: Some(pbjson_types::Timestamp {
-                seconds: started.unix_timestamp(),
-                nanos: started.nanosecond() as i32,
-            }),
-        };
-        run.publish(vec![run.event("xero", Payload::XeroSyncCompleted(figures))]).await?;
-        state.invoices_since = started.format(&Rfc3339).ok();
-        self.state.save(&state).map_err(SyncError::State)?;
-        Ok(())
+        Ok(changed)
     }
 }

@@ -679,8 +679,7 @@ impl Writer {
 
 /// When a stored event was published, Unix ms.
 fn published_ms(bytes: &[u8]) -> Result<u64, LogError> {
-    let r = Record::decode(bytes)?;
-    Ok(r.event.published_at.map_or(0, |t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000))
+    Ok(Record::decode(bytes)?.published_ms())
 }
 
 #[cfg(test)]

@@ -66,6 +66,14 @@ impl Record {
         &self.routing.type_name
     }
 
+    /// When the bus accepted the event, Unix ms (0 when unset).
+    pub fn published_ms(&self) -> u64 {
+        self.event
+            .published_at
+            .as_ref()
+            .map_or(0, |t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000)
+    }
+
     pub fn in_any(&self, channels: &[Channel]) -> bool {
         self.routing.channels.iter().any(|c| channels.contains(c))
     }
@@ -246,8 +254,10 @@ pub trait Log: Send + Sync + 'static {
     /// The state view of `stream`, only slots whose latest event has an id > `after`
     /// (`EventId::ZERO` for all of it: a gap heals with the slots that changed in it).
     fn state(&self, stream: Stream, after: EventId) -> BoxFuture<'_, Result<StateView, LogError>>;
-    /// Where a replay of everything published at or after `ms` (Unix ms) starts: the id just
-    /// before the first such event (the head when there is none). Resolved through an index.
+    /// Where a replay of everything published at or after `ms` (Unix ms) starts: an id at or
+    /// before the one just before the first such event (the head when there is none), through
+    /// an index. It may start a little early (an event stamped before `ms` but committed after
+    /// it), never late; readers drop events published before `ms` (`Record::published_ms`).
     fn id_before(&self, ms: u64) -> BoxFuture<'_, Result<EventId, LogError>>;
     /// Applies retention now, as if the time were `now_ms` (operators, tests). Backends whose
     /// store enforces limits itself may do nothing.

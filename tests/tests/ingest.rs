@@ -24,11 +24,20 @@ fn xero_section(fake: &MockServer) -> String {
     )
 }
 
+/// RFC 3339 for a minute ago.
+fn pbjson_types_now_minus_minute() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - 60;
+    let t = switchyard::proto::Timestamp { seconds: secs, nanos: 0 };
+    serde_json::to_value(t).unwrap().as_str().unwrap().replace("+00:00", "Z")
+}
+
 async fn fakes() -> MockServer {
     let fake = MockServer::start().await;
+    // A minute ago: inside the rolling 24 hours whatever the time of day.
+    let created = pbjson_types_now_minus_minute();
     let order = |id: u64, total: &str| {
         json!({"node": {"id": format!("gid://shopify/Order/{id}"), "legacyResourceId": id.to_string(), "name": format!("#{id}"),
-        "createdAt": "2026-11-22T10:00:00Z", "test": false, "displayFinancialStatus": "PAID", "displayFulfillmentStatus": "FULFILLED",
+        "createdAt": created, "test": false, "displayFinancialStatus": "PAID", "displayFulfillmentStatus": "FULFILLED",
         "totalPriceSet": {"shopMoney": {"amount": total, "currencyCode": "GBP"}},
         "totalRefundedSet": {"shopMoney": {"amount": "0.00", "currencyCode": "GBP"}}}})
     };
@@ -116,10 +125,10 @@ stores = [{{ domain = "acme-uk.myshopify.com", access_token = "shpat_test", name
         let f = sse.next_event().await.expect("stream open");
         seen.insert(f.event.clone().unwrap(), f.json());
     }
-    let shopify = &seen["shopify:sync-completed"]["shopifySyncCompleted"];
+    let shopify = &seen["shopify:sync-completed"]["shopifySyncCompleted"]["last24h"];
     assert_eq!(
-        (shopify["totalOrders"].as_u64(), shopify["totalRevenue"]["amount"].as_str()),
-        (Some(2), Some("150.50"))
+        (shopify["orders"].as_u64(), &shopify["revenue"]),
+        (Some(2), &json!([{"amount": "150.50", "currency": "GBP"}]))
     );
     assert_eq!(seen["shopify:sync-completed"]["source"], "connector:shopify");
     let xero = &seen["xero:sync-completed"]["xeroSyncCompleted"];

@@ -1,9 +1,14 @@
 //! Amazon, through the Selling Partner API. Login with Amazon exchanges the refresh token for
-//! an hour-long access token (SigV4 is no longer needed), sent as `x-amz-access-token`. Per run:
-//! FBA inventory summaries (SKUs, units, SKUs under the reorder point; `nextToken` pages), orders
-//! created since the last run through the current Orders API (v2026-01-01 `searchOrders`;
-//! count, revenue, unshipped; `paginationToken` pages) and open inbound shipments.
-//! A low-stock alert is raised once when a SKU crosses under the reorder point, not every run.
+//! an hour-long access token (SigV4 is no longer needed), sent as `x-amz-access-token`. Every run
+//! recomputes, whole: FBA inventory summaries (SKUs; total units as Amazon counts them,
+//! `totalQuantity`, and fulfillable units; SKUs under the reorder point by fulfillable quantity;
+//! `nextToken` pages), orders created in the last `open_order_days` through the current Orders
+//! API (v2026-01-01 `searchOrders`, `paginationToken` pages): today's and the rolling 24 hours'
+//! count and revenue per currency, orders waiting to ship (Unshipped, PartiallyShipped) and
+//! orders not yet payable (Pending) counted apart; and open inbound shipments, a side figure: when
+//! that call fails (404, role not granted) the rest is still published, inbound marked unavailable.
+//! New orders are also published as facts. A low-stock alert is raised once when a SKU crosses
+//! under the reorder point, not every run.
 //! With `sqs` configured, [`sqs`] also drains the notification queue between syncs.
 
 pub mod notification;
@@ -13,14 +18,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchyard::proto::v1::{AmazonSyncCompleted, Order, StockItem, event::Payload};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use switchyard::proto::v1::{AmazonSyncCompleted, Event, Order, StockItem, Unavailable, event::Payload};
 
 use crate::{
     connector::{Connector, Run, Source, SyncError},
     http::Http,
-    money::Totals,
-    state::{CreationCursor, Crossings, StateFile},
+    period::{Tallies, Zone, rfc3339},
+    state::{Crossings, SeenOrders, StateFile},
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,8 +43,9 @@ pub struct AmazonConfig {
     /// Fulfillable units below this are low stock (the seeds' reorder point).
     #[serde(default = "reorder_point")]
     pub reorder_point: i64,
-    #[serde(default = "lookback")]
-    pub initial_lookback_days: u32,
+    /// How far back orders are read for the unshipped and pending counts (days).
+    #[serde(default = "open_order_days")]
+    pub open_order_days: u32,
     /// The SQS queue SP-API delivers notifications to (ORDER_CHANGE, FBA inventory changes).
     #[serde(default)]
     pub sqs: Option<sqs::SqsConfig>,
@@ -55,14 +60,15 @@ fn lwa_url() -> String {
 fn reorder_point() -> i64 {
     10
 }
-fn lookback() -> u32 {
-    30
+fn open_order_days() -> u32 {
+    7
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    /// Where orders stand: `createdAfter` for the next run.
-    orders: CreationCursor,
+    /// Orders already published as facts.
+    #[serde(default)]
+    published: SeenOrders,
     /// SKUs under the reorder point.
     low: Crossings,
 }
@@ -72,11 +78,18 @@ pub struct Amazon {
     http: Http,
     state: StateFile,
     access: Option<(String, Instant)>,
+    zone: Zone,
 }
 
 impl Amazon {
     pub fn new(config: AmazonConfig, http: Http, state: StateFile) -> Self {
-        Self { config, http, state, access: None }
+        Self { config, http, state, access: None, zone: Zone::utc() }
+    }
+
+    /// The tenant's timezone (what "today" is); UTC by default.
+    pub fn with_zone(mut self, zone: Zone) -> Self {
+        self.zone = zone;
+        self
     }
 
     async fn token(&mut self) -> Result<String, SyncError> {
@@ -128,13 +141,95 @@ impl Connector for Amazon {
         &self.config.tenant
     }
 
+    fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
-        let mp = self.config.marketplace_id.clone();
-
-        // FBA inventory. Paging a full listing needs only nextToken (it expires in 30 s).
         run.jobs.progress("inventory", 10, "reading FBA inventory").await;
-        let (mut skus, mut units, mut low_now) = (0u32, 0u64, Vec::new());
+        let inventory = self.inventory().await?;
+        run.jobs.progress("orders", 45, "reading orders").await;
+        let orders = self.orders(run, &state.published).await?;
+        run.jobs.progress("inbound", 75, "reading inbound shipments").await;
+        let mut unavailable = inventory.unavailable.clone();
+        let inbound = match self.inbound().await {
+            Ok(n) => Some(n),
+            Err(e @ SyncError::State(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "Amazon inbound shipments unavailable; publishing the rest");
+                unavailable.push(Unavailable { figure: "inbound_shipments".into(), reason: e.to_string() });
+                None
+            }
+        };
+
+        let periods = &run.periods;
+        let today = orders.tallies.today.figures(periods, &periods.today);
+        let mut events = orders.new_orders;
+        let entered = state.low.update(inventory.low).into_iter().map(|(_, item)| item).collect();
+        if let Some(alert) = crate::connector::low_stock_alert(entered) {
+            events.push(run.event("fba", Payload::AmazonLowStockAlert(alert)));
+        }
+        events.push(run.event(
+            &self.config.marketplace_id,
+            Payload::AmazonSyncCompleted(AmazonSyncCompleted {
+                run_id: run.run_id.clone(),
+                total_skus: inventory.skus,
+                total_units: inventory.total_units,
+                low_stock_skus: inventory.low_skus,
+                total_orders: today.orders,
+                total_revenue: match today.revenue.as_slice() {
+                    [one] => Some(one.clone()),
+                    _ => None,
+                },
+                unshipped_orders: orders.unshipped,
+                inbound_shipments: inbound,
+                fulfillable_units: inventory.fulfillable_units,
+                pending_orders: orders.pending,
+                today: Some(today),
+                last_24h: Some(orders.tallies.last_24h.figures(periods, &periods.last_24h)),
+                unavailable,
+            }),
+        ));
+        run.publish(events).await?;
+        state.published = orders.published;
+        self.state.save(&state).map_err(SyncError::State)?;
+        Ok(())
+    }
+}
+
+/// What the FBA inventory summaries say this run.
+struct Inventory {
+    skus: u32,
+    /// None when a summary had no totalQuantity (listed in `unavailable`).
+    total_units: Option<u64>,
+    fulfillable_units: u64,
+    low_skus: u32,
+    low: Vec<(String, StockItem)>,
+    unavailable: Vec<Unavailable>,
+}
+
+/// Orders read this run.
+struct Orders {
+    tallies: Tallies,
+    unshipped: u32,
+    pending: u32,
+    new_orders: Vec<Event>,
+    published: SeenOrders,
+}
+
+impl Amazon {
+    /// Every FBA inventory summary. Paging a full listing needs only nextToken (it expires in 30 s).
+    async fn inventory(&mut self) -> Result<Inventory, SyncError> {
+        let mp = self.config.marketplace_id.clone();
+        let mut inv = Inventory {
+            skus: 0,
+            total_units: Some(0),
+            fulfillable_units: 0,
+            low_skus: 0,
+            low: Vec::new(),
+            unavailable: Vec::new(),
+        };
         let mut next: Option<String> = None;
         loop {
             let mut q = vec![
@@ -153,43 +248,66 @@ impl Connector for Amazon {
             for item in items {
                 let sku = item["sellerSku"].as_str().unwrap_or_default().to_owned();
                 let fulfillable = item["inventoryDetails"]["fulfillableQuantity"].as_i64().ok_or_else(|| {
-                    SyncError::Malformed(format!("Amazon FBA inventory: {sku} has no fulfillableQuantity"))
+                    SyncError::Malformed(format!(
+                        "Amazon FBA inventory: {sku} has no inventoryDetails.fulfillableQuantity"
+                    ))
                 })?;
-                skus += 1;
-                units += item["totalQuantity"].as_u64().unwrap_or(fulfillable.max(0) as u64);
+                inv.skus += 1;
+                inv.fulfillable_units += fulfillable.max(0) as u64;
+                match (item["totalQuantity"].as_u64(), inv.total_units.as_mut()) {
+                    (Some(t), Some(sum)) => *sum += t,
+                    (None, Some(_)) => {
+                        inv.total_units = None;
+                        inv.unavailable.push(Unavailable {
+                            figure: "total_units".into(),
+                            reason: format!("Amazon FBA inventory: {sku} has no totalQuantity"),
+                        });
+                    }
+                    _ => {}
+                }
                 if fulfillable < self.config.reorder_point {
+                    inv.low_skus += 1;
                     let item = StockItem {
                         sku: sku.clone(),
                         name: item["productName"].as_str().unwrap_or_default().to_owned(),
                         on_hand: fulfillable,
                         threshold: self.config.reorder_point,
                     };
-                    low_now.push((sku.clone(), item));
+                    inv.low.push((sku, item));
                 }
             }
             next = body["pagination"]["nextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
             if next.is_none() {
-                break;
+                return Ok(inv);
             }
         }
+    }
 
-        // Orders created since the last run.
-        run.jobs.progress("orders", 45, "reading orders").await;
-        let after = match state.orders.since() {
-            Some(s) => s.to_owned(),
-            None => (OffsetDateTime::now_utc() - time::Duration::days(self.config.initial_lookback_days.into()))
-                .format(&Rfc3339)
-                .map_err(|e| SyncError::State(e.to_string()))?,
+    /// Orders created since the earliest period start (or `open_order_days` ago, if earlier).
+    async fn orders(&mut self, run: &Run, published: &SeenOrders) -> Result<Orders, SyncError> {
+        let mp = self.config.marketplace_id.clone();
+        let periods = &run.periods;
+        let open_from = periods
+            .today
+            .to
+            .checked_sub(jiff::SignedDuration::from_hours(24 * i64::from(self.config.open_order_days)))
+            .unwrap_or(periods.today.to);
+        let from = open_from.min(periods.orders_from());
+        let after = rfc3339(from);
+        let mut out = Orders {
+            tallies: Tallies::default(),
+            unshipped: 0,
+            pending: 0,
+            new_orders: Vec::new(),
+            published: published.clone(),
         };
-        let (mut orders, mut unshipped, mut revenue) = (0u32, 0u32, Totals::default());
-        let mut orders_cursor = state.orders.clone();
-        let mut new_orders = Vec::new();
         let mut page: Option<String> = None;
         loop {
             let mut q = vec![
                 ("createdAfter", after.clone()),
                 ("marketplaceIds", mp.clone()),
                 ("includedData", "FULFILLMENT,PROCEEDS".to_owned()),
+                ("maxResultsPerPage", "100".to_owned()),
             ];
             if let Some(t) = &page {
                 q.push(("paginationToken", t.clone()));
@@ -200,45 +318,55 @@ impl Connector for Amazon {
                 .ok_or_else(|| SyncError::Malformed("Amazon orders: no orders array".into()))?;
             for o in list {
                 let id = o["orderId"].as_str().unwrap_or_default().to_owned();
-                let created = o["createdTime"].as_str().unwrap_or_default().to_owned();
-                if state.orders.seen(&created, &id) {
-                    continue;
-                }
-                orders += 1;
+                let created_text = o["createdTime"].as_str().unwrap_or_default().to_owned();
+                let created: jiff::Timestamp = created_text
+                    .parse()
+                    .map_err(|_| SyncError::Malformed(format!("Amazon order {id}: createdTime {created_text:?}")))?;
                 let status = o["fulfillment"]["fulfillmentStatus"].as_str().unwrap_or_default().to_owned();
-                if matches!(status.to_ascii_uppercase().as_str(), "UNSHIPPED" | "PARTIALLY_SHIPPED" | "PENDING") {
-                    unshipped += 1;
+                let canonical = status.to_ascii_uppercase().replace('_', "");
+                match canonical.as_str() {
+                    "UNSHIPPED" | "PARTIALLYSHIPPED" => out.unshipped += 1,
+                    "PENDING" => out.pending += 1,
+                    _ => {}
                 }
                 let total = &o["proceeds"]["grandTotal"];
                 let money = match (total["amount"].as_str(), total["currencyCode"].as_str()) {
-                    (Some(a), Some(c)) => {
-                        revenue.add(a, c).map_err(SyncError::Malformed)?;
-                        Some(switchyard::proto::v1::Money { amount: a.to_owned(), currency: c.to_owned() })
-                    }
+                    (Some(a), Some(c)) => Some((a.to_owned(), c.to_owned())),
                     _ => None,
                 };
-                orders_cursor.advance(&created, &id);
+                if !matches!(canonical.as_str(), "CANCELED" | "CANCELLED") {
+                    let m = money.as_ref().map(|(a, c)| (a.as_str(), c.as_str()));
+                    out.tallies.add(periods, created, m, None).map_err(SyncError::Malformed)?;
+                }
+                if out.published.contains(&id) || created < from {
+                    continue;
+                }
+                out.published.insert(&id, created);
                 let mut e = run.event(
                     &id,
                     Payload::AmazonOrderCreated(Order {
                         order_id: id.clone(),
                         store: mp.clone(),
-                        total: money,
+                        total: money.map(|(amount, currency)| switchyard::proto::v1::Money { amount, currency }),
                         fulfillment_status: status,
                         topic: "searchOrders".into(),
                         ..Default::default()
                     }),
                 );
                 e.idempotency_key = format!("amazon:order-created:{id}");
-                new_orders.push(e);
+                out.new_orders.push(e);
             }
             page = body["pagination"]["nextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
             if page.is_none() {
-                break;
+                out.published.prune(from);
+                return Ok(out);
             }
         }
+    }
 
-        run.jobs.progress("inbound", 75, "reading inbound shipments").await;
+    /// Open inbound shipments, counted over every page.
+    async fn inbound(&mut self) -> Result<u32, SyncError> {
+        let mp = self.config.marketplace_id.clone();
         let mut inbound = 0u32;
         let mut next: Option<String> = None;
         loop {
@@ -260,33 +388,8 @@ impl Connector for Amazon {
             inbound += list.len() as u32;
             next = body["payload"]["NextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
             if next.is_none() {
-                break;
+                return Ok(inbound);
             }
         }
-
-        let currency = revenue.money("").map(|m| m.currency).unwrap_or_default();
-        let mut events = new_orders;
-        let low_skus = low_now.len() as u32;
-        let entered = state.low.update(low_now).into_iter().map(|(_, item)| item).collect();
-        if let Some(alert) = crate::connector::low_stock_alert(entered) {
-            events.push(run.event("fba", Payload::AmazonLowStockAlert(alert)));
-        }
-        events.push(run.event(
-            "amazon",
-            Payload::AmazonSyncCompleted(AmazonSyncCompleted {
-                run_id: run.run_id.clone(),
-                total_skus: skus,
-                total_units: units,
-                low_stock_skus: low_skus,
-                total_orders: orders,
-                total_revenue: revenue.money(&currency),
-                unshipped_orders: unshipped,
-                inbound_shipments: inbound,
-            }),
-        ));
-        run.publish(events).await?;
-        state.orders = orders_cursor;
-        self.state.save(&state).map_err(SyncError::State)?;
-        Ok(())
     }
 }
