@@ -12,6 +12,9 @@ export interface BackoffOptions {
 /** A uniform delay in [0, min(maxMs, initialMs · 2^attempt)] (full jitter). */
 export declare function backoffDelay(attempt: number, options?: BackoffOptions): number;
 
+/** `a + b` for decimal strings, exactly (money is never added as floating point). */
+export declare function addDecimal(a: string, b: string): string;
+
 /** The envelope every event carries (proto3 JSON of switchyard.v1.Event, payload aside). */
 export interface Envelope {
   /** The event's id in the one history (a string: 64-bit). */
@@ -90,6 +93,9 @@ export declare class Switchyard {
   on<K extends keyof EventMap>(type: K, handler: (event: SwitchyardEvent<EventMap[K], K>, raw: RawEvent) => void): () => void;
   /** Custom event types (their `data` is the parsed `custom.json`), or `'*'` for every event. */
   on<T = unknown>(type: string, handler: (event: SwitchyardEvent<T>, raw: RawEvent) => void): () => void;
+  /** Fetches the current state of `channels` (default: this client's) and hands each event to
+   * the handlers, as a stream would: for `dashboard:refresh-required`, refetch only what it names. */
+  refreshState(channels?: string[]): Promise<StateInfo>;
   /** Called each time the state part of a stream is complete (first load, after a gap). */
   onStateEnd(handler: (info: StateInfo) => void): () => void;
   onState(handler: (state: State, previous: State) => void): () => void;

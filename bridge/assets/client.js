@@ -48,6 +48,25 @@ const DEFAULTS = {
 // Envelope fields of switchyard.v1.Event: everything else is the payload (one field).
 const ENVELOPE = new Set(['id', 'tenant', 'occurredAt', 'publishedAt', 'source', 'key', 'idempotencyKey', 'trace']);
 
+/**
+ * `a + b` for decimal strings (`"0.10"`, `"-3"`), exactly: money is never added as floating
+ * point (0.1 + 0.2 is not 0.3). Keeps the larger number of decimal places.
+ */
+export function addDecimal(a, b) {
+  const parse = (v) => {
+    const [int, frac = ''] = String(v).trim().split('.');
+    return { n: BigInt(int + frac), scale: frac.length };
+  };
+  const x = parse(a);
+  const y = parse(b);
+  const scale = Math.max(x.scale, y.scale);
+  const sum = x.n * 10n ** BigInt(scale - x.scale) + y.n * 10n ** BigInt(scale - y.scale);
+  const neg = sum < 0n;
+  const digits = (neg ? -sum : sum).toString().padStart(scale + 1, '0');
+  const text = scale ? `${digits.slice(0, -scale)}.${digits.slice(-scale)}` : digits;
+  return neg ? `-${text}` : text;
+}
+
 /** The event as handlers see it: the envelope, its type, and the payload as `data`. */
 export function typed(type, envelope) {
   const e = { type, data: undefined };
@@ -316,23 +335,32 @@ export class Switchyard {
     return (await r.json()).ticket;
   }
 
-  /** The state part for a polling client: GET /api/state, then polling goes on after `asOf`. */
-  async pollState(gen) {
-    const params = new URLSearchParams({ channels: this.channels.join(',') });
+  /**
+   * Fetches the current state of `channels` (default: this client's) from GET /api/state and
+   * hands each event to the handlers, as a stream would. Resolves with `{ asOf, events }`.
+   * For `dashboard:refresh-required`: refetch only the sections it names.
+   */
+  async refreshState(channels = this.channels) {
+    const params = new URLSearchParams({ channels: channels.join(',') });
     const token = await this.token();
     const r = await this.env.fetch(`${this.options.url}/api/state?${params}`, {
       headers: token ? { authorization: `Bearer ${token}` } : {},
       credentials: 'same-origin',
     });
-    if (gen !== this.generation) return;
     if (!r.ok) throw new Error(`state: HTTP ${r.status}`);
     const view = await r.json();
-    if (gen !== this.generation) return;
     for (const item of view.events ?? []) {
       this.dispatch(item.type, item.event, { id: String(item.id), type: item.type, data: item.event });
     }
-    this.remember(view.asOf);
-    this.stateEnded({ asOf: view.asOf, events: view.events?.length ?? 0 });
+    return { asOf: view.asOf, events: view.events?.length ?? 0 };
+  }
+
+  /** The state part for a polling client: the state, then polling goes on after `asOf`. */
+  async pollState(gen) {
+    const info = await this.refreshState();
+    if (gen !== this.generation) return;
+    this.remember(info.asOf);
+    this.stateEnded(info);
   }
 
   /** Polling through GET /api/events; tries a stream again every few polls. */

@@ -3,8 +3,10 @@
 //
 // Opening or reloading the page starts from the bus's state (the latest snapshot of every
 // key), so every figure shows at once; figures counted from facts (live orders) are kept with
-// the id they are counted up to, and a reload adds only the facts after it.
-import { Switchyard } from '/client.js';
+// the id they are counted up to, and a reload adds only the facts after it. A source whose
+// syncs fail keeps its last good figures, marked as such with the reason. Money is added as
+// decimal strings, never as floating point.
+import { Switchyard, addDecimal } from '/client.js';
 
 const $ = (id) => document.getElementById(id);
 const HOW = {
@@ -13,22 +15,36 @@ const HOW = {
   xero: 'Connect Xero: run the Xero connector with OAuth2 credentials (docs/connectors.md).',
   unleashed: 'Connect Unleashed: run the Unleashed connector with an API id and key (docs/connectors.md).',
 };
+const SOURCES = ['shopify', 'amazon', 'xero', 'unleashed'];
 
 /** The event's payload (the client hands it over as `data`). */
 const payload = (event) => event?.data ?? {};
 
-const money = (m) => (m && m.amount !== undefined ? `${Number(m.amount).toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 })} ${m.currency ?? ''}`.trim() : '—');
+// ---- money: decimal strings (added exactly by addDecimal), shown with grouping ----
+function grouped(amount) {
+  const s = String(amount ?? '');
+  const neg = s.startsWith('-');
+  const [int, frac = ''] = s.replace(/^-/, '').split('.');
+  const g = int.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  return `${neg ? '-' : ''}${g}.${frac.padEnd(2, '0')}`;
+}
+const money = (m) => (m && m.amount !== undefined ? `${grouped(m.amount)} ${m.currency ?? ''}`.trim() : '—');
+/** Money per currency, never summed across currencies. */
+const monies = (list) => (list?.length ? list.map(money).join(' · ') : 'no sales');
 const num = (v) => Number(v ?? 0).toLocaleString();
+const clock = (t) => (t ? new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '—');
+const unavailable = (p, figure) => (p.unavailable ?? []).find((u) => u.figure.split(', ').includes(figure));
 
 // ---- tiles ----
 const TILES = [
   { id: 'shopify-orders', title: 'Shopify orders (live)', source: 'shopify' },
-  { id: 'shopify-revenue', title: 'Shopify revenue (last sync)', source: 'shopify' },
-  { id: 'amazon-orders', title: 'Amazon orders', source: 'amazon' },
+  { id: 'shopify-today', title: 'Shopify today', source: 'shopify' },
+  { id: 'amazon-orders', title: 'Amazon today', source: 'amazon' },
   { id: 'amazon-inventory', title: 'FBA inventory', source: 'amazon' },
   { id: 'working-capital', title: 'Working capital (Xero)', source: 'xero' },
+  { id: 'xero-profit', title: 'Revenue, month to date (Xero)', source: 'xero' },
   { id: 'stock', title: 'Stock (Unleashed)', source: 'unleashed' },
-  { id: 'production', title: 'Production (Unleashed)', source: 'unleashed' },
+  { id: 'production', title: 'Production today (Unleashed)', source: 'unleashed' },
 ];
 const series = new Map();
 
@@ -36,6 +52,7 @@ for (const t of TILES) {
   const el = document.createElement('article');
   el.className = 'tile';
   el.id = `tile-${t.id}`;
+  el.dataset.source = t.source;
   el.setAttribute('aria-labelledby', `tile-${t.id}-h`);
   el.innerHTML = `<h3 id="tile-${t.id}-h"></h3><p class="empty"></p>`;
   el.querySelector('h3').textContent = t.title;
@@ -50,11 +67,12 @@ function setTile(id, value, detail, point) {
   if (point !== undefined && Number.isFinite(point)) s.push(point);
   while (s.length > 30) s.shift();
   series.set(id, s);
-  el.innerHTML = `${h}<p class="value"></p><p class="detail"></p>${sparkline(s)}`;
+  el.innerHTML = `${h}<p class="value"></p><p class="detail"></p><p class="stale-note" hidden></p>${sparkline(s)}`;
   el.querySelector('.value').textContent = value;
   el.querySelector('.detail').textContent = detail;
   el.classList.add('updated');
   setTimeout(() => el.classList.remove('updated'), 1200);
+  markStale(el.dataset.source);
 }
 
 function sparkline(values) {
@@ -90,63 +108,137 @@ function saveLive() {
     // Storage disabled: the counters start again on reload.
   }
 }
-function totalsText(totals) {
-  return Object.entries(totals).map(([c, v]) => money({ amount: v, currency: c })).join(' + ') || 'no totals';
+function showLive() {
+  if (live.shopify.count > 0) {
+    const totals = Object.entries(live.shopify.totals).map(([currency, amount]) => ({ amount, currency }));
+    setTile('shopify-orders', num(live.shopify.count), `${monies(totals)} · since this tab opened`);
+  }
 }
 
-// ---- sources, alerts, toasts, jobs ----
+// ---- sources: their sync health, and their last good figures when failing ----
 const sources = new Map();
-function touchSource(name, text, error = false, at = new Date()) {
-  sources.set(name, { text, error, at });
+function touchSource(name, status) {
+  sources.set(name, status);
+  renderSources();
+  markStale(name);
+}
+function sourceText(s) {
+  if (s.ok) return { text: `synced ${clock(s.lastSuccess ?? s.at)}`, error: false };
+  const since = s.lastSuccess ? `last good figures at ${clock(s.lastSuccess)}` : 'no good figures yet';
+  return { text: `${since}, sync failing: ${s.error || 'unknown error'}`, error: true };
+}
+function renderSources() {
   $('sources').replaceChildren(
-    ...['shopify', 'amazon', 'xero', 'unleashed'].map((n) => {
+    ...SOURCES.map((n) => {
       const li = document.createElement('li');
       const s = sources.get(n);
+      li.dataset.source = n;
       if (!s) {
         li.innerHTML = `<strong></strong> <span class="empty">not connected</span>`;
       } else {
-        li.innerHTML = `<strong></strong> <span></span> <time></time>`;
-        li.querySelector('span').textContent = s.text;
-        li.querySelector('span').className = s.error ? 'error' : '';
-        li.querySelector('time').textContent = s.at.toLocaleTimeString();
-        li.querySelector('time').dateTime = s.at.toISOString();
+        const { text, error } = s.text ? { text: s.text, error: false } : sourceText(s);
+        li.innerHTML = `<strong></strong> <span></span>`;
+        li.querySelector('span').textContent = text;
+        li.querySelector('span').className = error ? 'error' : '';
+        li.dataset.state = error ? 'failing' : 'ok';
       }
       li.querySelector('strong').textContent = n[0].toUpperCase() + n.slice(1);
-      li.dataset.source = n;
       return li;
     }),
   );
 }
-touchSource('none', '');
-
-function recent(event) {
-  // History replayed on first load fills tiles but does not raise toasts.
-  const at = Date.parse(event.publishedAt ?? '');
-  return !Number.isFinite(at) || Date.now() - at < 120000;
+/** Tiles of a failing source keep their figures, marked with when they were last good and why. */
+function markStale(name) {
+  const s = sources.get(name);
+  // A sync status says `ok` only when true (proto3 JSON leaves false out); a text is just news.
+  const failing = Boolean(s) && s.text === undefined && !s.ok;
+  for (const el of document.querySelectorAll(`.tile[data-source="${name}"]`)) {
+    el.classList.toggle('stale', Boolean(failing) && el.querySelector('.value') !== null);
+    const note = el.querySelector('.stale-note');
+    if (!note) continue;
+    note.hidden = !failing;
+    if (failing) note.textContent = sourceText(s).text;
+  }
 }
+renderSources();
 
-function toast(level, text, event) {
-  addAlert(level, text, event);
-  if (!recent(event)) return;
+// ---- alerts, toasts (calm: live events only, a few at a time), jobs, stores, production ----
+let settled = false;
+const MAX_TOASTS = 3;
+let hiddenToasts = 0;
+
+function toast(level, text, event, link) {
+  addAlert(level, text, event, link);
+  // Only what happens while the page is open: never the state or the history it loaded.
+  if (!settled) return;
+  const at = Date.parse(event.publishedAt ?? '');
+  if (Number.isFinite(at) && Date.now() - at > 120000) return;
+  // Critical alerts always show (they stay until dismissed); the rest queue behind "+N more".
+  if (level !== 'critical' && $('toasts').querySelectorAll('.toast:not(.critical)').length >= MAX_TOASTS) {
+    hiddenToasts++;
+    renderMore();
+    return;
+  }
   const el = document.createElement('div');
   el.className = `toast ${level}`;
   el.setAttribute('role', level === 'critical' ? 'alert' : 'status');
   el.innerHTML = '<p></p><button type="button">Dismiss</button>';
   el.querySelector('p').textContent = text;
   el.querySelector('button').setAttribute('aria-label', `Dismiss: ${text}`);
-  el.querySelector('button').addEventListener('click', () => el.remove());
-  $('toasts').append(el);
+  el.querySelector('button').addEventListener('click', () => {
+    el.remove();
+    renderMore();
+  });
+  $('toasts').prepend(el);
   // Critical alerts stay until dismissed; low-stock and warnings stay long enough to read.
-  if (level !== 'critical') setTimeout(() => el.remove(), level === 'warning' ? 12000 : 8000);
+  if (level !== 'critical') setTimeout(() => { el.remove(); renderMore(); }, level === 'warning' ? 12000 : 8000);
 }
 
-function addAlert(level, text, event) {
+function renderMore() {
+  let more = $('toast-more');
+  const shown = $('toasts').querySelectorAll('.toast:not(.critical)').length;
+  if (shown < MAX_TOASTS) hiddenToasts = 0;
+  if (hiddenToasts === 0) {
+    more?.remove();
+    return;
+  }
+  if (!more) {
+    more = document.createElement('button');
+    more.id = 'toast-more';
+    more.type = 'button';
+    more.className = 'toast-more';
+    more.addEventListener('click', () => {
+      hiddenToasts = 0;
+      more.remove();
+      $('alerts-h').scrollIntoView();
+      $('alerts').focus();
+    });
+    $('toasts').append(more);
+  }
+  more.textContent = `+${hiddenToasts} more in Alerts`;
+}
+
+const listed = new Set();
+function addAlert(level, text, event, link) {
+  // The same alert can arrive twice (the last hour read at open, and a reload's replay).
+  if (event.id) {
+    if (listed.has(event.id)) return;
+    listed.add(event.id);
+  }
   const list = $('alerts');
   list.querySelector('.empty')?.remove();
   const li = document.createElement('li');
   li.className = level;
   li.innerHTML = '<span></span> <time></time>';
   li.querySelector('span').textContent = text;
+  if (link && /^https?:\/\//.test(link)) {
+    const a = document.createElement('a');
+    a.href = link;
+    a.rel = 'noopener noreferrer';
+    a.target = '_blank';
+    a.textContent = 'Open';
+    li.append(' ', a);
+  }
   const at = new Date(event.publishedAt ?? Date.now());
   li.querySelector('time').textContent = at.toLocaleTimeString();
   li.querySelector('time').dateTime = at.toISOString();
@@ -184,6 +276,24 @@ function job(id, percent, label, status = 'running', event = {}) {
   }
 }
 
+/** A keyed list (stores, assemblies): one row per key, newest first, at most `max`. */
+function keyedRow(listId, key, text, order, state, max = 12) {
+  const list = $(listId);
+  list.querySelector('.empty')?.remove();
+  let li = list.querySelector(`li[data-key="${CSS.escape(key)}"]`);
+  if (!li) {
+    li = document.createElement('li');
+    li.dataset.key = key;
+  }
+  li.textContent = text;
+  li.dataset.order = String(order);
+  li.dataset.state = state ?? '';
+  const rows = [...list.children].filter((r) => r !== li);
+  rows.push(li);
+  rows.sort((a, b) => Number(b.dataset.order) - Number(a.dataset.order));
+  list.replaceChildren(...rows.slice(0, max));
+}
+
 // ---- wiring ----
 function readToken() {
   const m = location.hash.match(/token=([^&]+)/);
@@ -199,8 +309,9 @@ const token = readToken();
 if (!token) $('signin').hidden = false;
 
 const params = new URLSearchParams(location.search);
+const CHANNELS = ['dashboard', 'alerts', 'inventory', 'production', 'working-capital', 'workflow', 'forecast'];
 const client = new Switchyard({
-  channels: ['dashboard', 'alerts', 'inventory', 'production', 'working-capital', 'workflow', 'forecast'],
+  channels: CHANNELS,
   token: token ?? undefined,
   start: 'state',
   heartbeatMs: Number(params.get('heartbeatMs') ?? 15000),
@@ -216,77 +327,108 @@ client.onState((state) => {
 });
 client.onGap(() => addAlert('warning', 'Some history was no longer available; the current figures were reloaded, but alerts from that time are missing.', {}));
 client.onStateEnd(({ asOf }) => {
+  if (!settled) recentAlerts();
   document.body.dataset.asOf = asOf;
+  settled = true;
   showLive();
 });
 
-function showLive() {
-  if (live.shopify.count > 0) setTile('shopify-orders', num(live.shopify.count), `${totalsText(live.shopify.totals)} · since this tab opened`);
-  if (live.amazon.count > 0) setTile('amazon-orders', num(live.amazon.count), 'since this tab opened');
+/** Alerts are facts, not state: the list starts with the last hour's, read once (no toasts). */
+async function recentAlerts() {
+  const since = new Date(Date.now() - 3600 * 1000).toISOString();
+  const r = await fetch(`/api/events?channels=alerts&limit=50&since=${encodeURIComponent(since)}`, {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  }).catch(() => null);
+  if (!r?.ok) return;
+  const LEVEL = { 'alert:critical': 'critical', 'alert:warning': 'warning' };
+  for (const item of (await r.json()).events ?? []) {
+    const p = Object.entries(item.event).find(([k]) => k.startsWith('alert'))?.[1];
+    if (p) addAlert(LEVEL[item.type] ?? 'info', [p.title, p.message].filter(Boolean).join(': '), item.event, p.link);
+  }
+}
+
+/** Order news shows a source as connected until its first sync status arrives. */
+function orderNews(source, text) {
+  if (!sources.get(source) || sources.get(source).text) touchSource(source, { text });
 }
 
 client.on('shopify:order-created', (e, raw) => {
   const o = payload(e);
+  orderNews('shopify', `order ${o.name || o.orderId} received`);
   if (!countOnce(raw)) return;
   live.shopify.count++;
-  const total = Number(o.total?.amount ?? NaN);
-  if (Number.isFinite(total)) {
+  if (o.total?.amount !== undefined) {
     const c = o.total.currency ?? '';
-    live.shopify.totals[c] = (live.shopify.totals[c] ?? 0) + total;
+    live.shopify.totals[c] = addDecimal(live.shopify.totals[c] ?? '0', o.total.amount);
   }
   saveLive();
-  setTile('shopify-orders', num(live.shopify.count), `${totalsText(live.shopify.totals)} · last ${o.name || o.orderId} (${o.store})`, total);
-  touchSource('shopify', `order ${o.name || o.orderId} received`, false, new Date(e.publishedAt ?? Date.now()));
+  showLive();
   toast('info', `New Shopify order ${o.name || o.orderId}: ${money(o.total)} (${o.store})`, e);
 });
 client.on('shopify:sync-completed', (e) => {
   const p = payload(e);
-  setTile('shopify-revenue', money(p.totalRevenue), `${num(p.totalOrders)} orders · net ${money(p.totalNetRevenue)} · ${p.successCount ?? 0}/${p.totalStores ?? 0} stores`, Number(p.totalRevenue?.amount));
-  touchSource('shopify', 'synced', false, new Date(e.publishedAt ?? Date.now()));
+  const today = p.today ?? {};
+  const day = p.last24h ?? {};
+  const failed = p.failedStores?.length ? ` · ${p.failedStores.length} store(s) failing` : '';
+  setTile('shopify-today', monies(today.revenue), `${num(today.orders)} orders today · ${num(day.orders)} in 24 h · net ${monies(today.netRevenue)} · ${p.successCount ?? 0}/${p.totalStores ?? 0} stores${failed}`, today.orders);
+  for (const store of p.failedStores ?? []) keyedRow('stores', store, `${store}: sync failing (last good figures kept)`, 0, 'failing');
+});
+client.on('shopify:store-synced', (e) => {
+  const p = payload(e);
+  const today = p.today ?? {};
+  const name = p.storeName || p.storeId;
+  keyedRow('stores', p.storeId, `${name}: ${num(today.orders)} orders today · ${monies(today.revenue)} · ${num(p.last24h?.orders)} in 24 h`, Number(e.id ?? 0), 'ok');
 });
 for (const type of ['amazon:order-created', 'amazon:order-updated']) {
-  client.on(type, (e, raw) => {
+  client.on(type, (e) => {
     const o = payload(e);
-    if (!countOnce(raw)) return;
-    if (type === 'amazon:order-created') live.amazon.count++;
-    saveLive();
-    setTile('amazon-orders', num(live.amazon.count), `last ${o.orderId} · ${o.fulfillmentStatus || 'status unknown'}`, live.amazon.count);
-    touchSource('amazon', `order ${o.orderId} ${type.endsWith('created') ? 'received' : 'updated'}`, false, new Date(e.publishedAt ?? Date.now()));
+    orderNews('amazon', `order ${o.orderId} ${type.endsWith('created') ? 'received' : 'updated'}`);
+    if (type === 'amazon:order-created') toast('info', `New Amazon order ${o.orderId}: ${money(o.total)}`, e);
   });
 }
 client.on('amazon:sync-completed', (e) => {
   const p = payload(e);
-  setTile('amazon-orders', num(p.totalOrders), `${money(p.totalRevenue)} · ${num(p.unshippedOrders)} unshipped`, Number(p.totalOrders));
-  setTile('amazon-inventory', `${num(p.totalUnits)} units`, `${num(p.totalSkus)} SKUs · ${num(p.lowStockSkus)} low · ${num(p.inboundShipments)} inbound`, Number(p.totalUnits));
-  touchSource('amazon', 'synced', false, new Date(e.publishedAt ?? Date.now()));
+  const today = p.today ?? {};
+  setTile('amazon-orders', `${num(today.orders)} orders`, `${monies(today.revenue)} · ${num(p.unshippedOrders)} to ship · ${num(p.pendingOrders)} pending payment`, today.orders);
+  const inbound = unavailable(p, 'inbound_shipments') ? 'inbound unavailable' : `${num(p.inboundShipments)} inbound`;
+  const units = p.totalUnits === undefined ? 'units unavailable' : `${num(p.totalUnits)} units`;
+  setTile('amazon-inventory', units, `${num(p.fulfillableUnits)} fulfillable · ${num(p.totalSkus)} SKUs · ${num(p.lowStockSkus)} low · ${inbound}`, Number(p.fulfillableUnits));
 });
 client.on('xero:sync-completed', (e) => {
   const p = payload(e);
-  setTile('working-capital', money(p.workingCapital), `receivables ${money(p.receivables)} · payables ${money(p.payables)}`, Number(p.workingCapital?.amount));
-  touchSource('xero', 'synced', false, new Date(e.publishedAt ?? Date.now()));
+  setTile('working-capital', money(p.workingCapital), `excl. bank ${money(p.workingCapitalExcludingBank)} · receivables ${money(p.receivables)} · payables ${money(p.payables)}`, Number(p.workingCapital?.amount));
+  if (unavailable(p, 'revenue')) {
+    setTile('xero-profit', 'unavailable', unavailable(p, 'revenue').reason);
+  } else {
+    setTile('xero-profit', money(p.revenue), `net profit ${money(p.netProfit)} · since ${p.period?.from?.slice(0, 10) ?? '—'}`, Number(p.revenue?.amount));
+  }
 });
 client.on('xero:data-updated', (e) => {
   const p = payload(e);
-  touchSource('xero', `${p.resource} ${p.action} (refresh pending)`, false, new Date(e.publishedAt ?? Date.now()));
+  if (!sources.get('xero')) touchSource('xero', { text: `${p.resource} ${p.action} (refresh pending)` });
 });
 client.on('unleashed:sync-completed', (e) => {
   const p = payload(e);
   setTile('stock', money(p.stockValue), `${num(p.stockItems)} items · ${num(p.lowStockItems)} below minimum`, Number(p.stockValue?.amount));
-  setTile('production', `${num(p.activeAssemblies)} active`, `${num(p.completedToday)} completed today · yield ${p.yieldPercent ?? '—'}% · utilisation ${p.utilizationPercent ?? '—'}%`, Number(p.activeAssemblies));
-  touchSource('unleashed', 'synced', false, new Date(e.publishedAt ?? Date.now()));
+  const completed = p.completedToday === undefined ? 'completed today unavailable' : `${num(p.completedToday)} completed today`;
+  setTile('production', `${num(p.activeAssemblies)} active`, `${completed} · yield ${p.yieldPercent || '—'}% · ${num(p.overdueAssemblies)} overdue · ${num(p.qualityAlerts)} quality alerts · utilisation ${p.utilizationPercent || '—'}%`, Number(p.activeAssemblies));
 });
-for (const source of ['shopify', 'amazon', 'xero', 'unleashed']) {
+client.on('unleashed:production-updated', (e) => {
+  const p = payload(e);
+  const qty = p.status === 'Completed' ? ` (${num(p.producedQuantity)} of ${num(p.plannedQuantity)})` : ` (${num(p.plannedQuantity)} planned)`;
+  keyedRow('production', e.key, `${p.assemblyNumber || p.assemblyId} ${p.product}: ${p.status}${qty}`, Number(e.id ?? 0), p.status);
+});
+for (const source of SOURCES) {
+  client.on(`${source}:sync-status`, (e) => touchSource(source, { ...payload(e), at: e.publishedAt }));
   client.on(`${source}:sync-error`, (e) => {
     const p = payload(e);
-    touchSource(source, `sync failed: ${p.error}`, true, new Date(e.publishedAt ?? Date.now()));
-    toast('warning', `${source} sync failed: ${p.error}`, e);
+    toast('warning', `${source} sync failed${p.scope && p.scope !== 'all' ? ` (${p.scope})` : ''}: ${p.error}`, e);
   });
-  client.on(`${source}:sync-started`, (e) => touchSource(source, 'syncing…', false, new Date(e.publishedAt ?? Date.now())));
 }
 for (const [type, level] of [['alert:critical', 'critical'], ['alert:warning', 'warning'], ['alert:info', 'info']]) {
   client.on(type, (e) => {
     const p = payload(e);
-    toast(level, [p.title, p.message].filter(Boolean).join(': '), e);
+    toast(level, [p.title, p.message].filter(Boolean).join(': '), e, p.link);
   });
 }
 for (const type of ['amazon:low-stock-alert', 'unleashed:low-stock-alert', 'shopify:low-stock-alert']) {
@@ -298,8 +440,16 @@ for (const type of ['amazon:low-stock-alert', 'unleashed:low-stock-alert', 'shop
 }
 client.on('unleashed:quality-alert', (e) => {
   const p = payload(e);
-  toast(Number(p.criticalIssues) > 0 ? 'critical' : 'warning', `${p.count} assemblies short of plan`, e);
+  const issues = p.issues ?? [];
+  const text = issues.slice(0, 3).map((i) => `${i.assemblyId} ${i.kind === 'short' ? `short: ${i.produced} of ${i.planned}` : i.kind}`).join(', ');
+  toast(Number(p.criticalIssues) > 0 ? 'critical' : 'warning', `Yield shortfall on ${p.count} assemblies: ${text}`, e, issues.find((i) => i.link)?.link);
 });
+// Refetch only what the event names (its sections are channels), from the current state.
+client.on('dashboard:refresh-required', (e) => {
+  const sections = (payload(e).sections ?? []).filter((s) => CHANNELS.includes(s));
+  if (settled && sections.length) client.refreshState(sections).catch(() => {});
+});
+
 const jobLabel = (type, p) => `${p.workflowId || p.jobId || p.runId || type} ${p.stage ? `· ${p.stage}` : ''}`.trim();
 for (const type of ['workflow:progress', 'forecast:progress']) {
   client.on(type, (e) => {

@@ -2,7 +2,7 @@
 // watchdog, resume and polling fallback, with a fake clock and a fake EventSource.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Switchyard, backoffDelay, typed } from '../../bridge/assets/client.js';
+import { Switchyard, addDecimal, backoffDelay, typed } from '../../bridge/assets/client.js';
 
 /** A clock whose timers fire only when the test advances it. */
 class Clock {
@@ -296,4 +296,13 @@ test('without EventSource it reads /api/state, polls /api/events after asOf, and
   assert.equal(s2.sy.transport, 'polling');
   assert.equal(s2.sy.state, 'connected');
   s2.sy.stop();
+});
+
+test('addDecimal adds money exactly, never as floating point', () => {
+  assert.equal(addDecimal('0.1', '0.2'), '0.3');
+  assert.equal(addDecimal('1249.99', '0.01'), '1250.00');
+  assert.equal(addDecimal('10', '0.005'), '10.005');
+  assert.equal(addDecimal('-5.50', '2.25'), '-3.25');
+  assert.equal(addDecimal('0', '-0.07'), '-0.07');
+  assert.equal(addDecimal('90071992547409.93', '0.08'), '90071992547410.01', 'beyond 2^53 cents');
 });

@@ -127,13 +127,17 @@ async function publishJson(server, tok, events) {
 }
 
 const gbp = (amount) => ({ amount, currency: 'GBP' });
+const eur = (amount) => ({ amount, currency: 'EUR' });
 const FIGURES = [
-  { type: 'shopify:sync-completed', key: 'all', data: { totalOrders: 12, totalRevenue: gbp('1234.50'), totalNetRevenue: gbp('1100.00'), successCount: 2, totalStores: 2 } },
-  { type: 'amazon:sync-completed', key: 'eu', data: { totalOrders: 7, totalRevenue: gbp('310.00'), unshippedOrders: 2, totalUnits: 900, totalSkus: 40, lowStockSkus: 3 } },
-  { type: 'xero:sync-completed', key: 'org', data: { workingCapital: gbp('50200.00'), receivables: gbp('30000.00'), payables: gbp('9800.00') } },
-  { type: 'unleashed:sync-completed', key: 'main', data: { stockValue: gbp('88000.00'), stockItems: 420, lowStockItems: 5, activeAssemblies: 4, completedToday: 9 } },
+  { type: 'shopify:store-synced', key: 'acme-uk.myshopify.com', data: { storeId: 'acme-uk.myshopify.com', storeName: 'UK', today: { orders: 9, revenue: [gbp('1000.50')] }, last24h: { orders: 11 } } },
+  { type: 'shopify:store-synced', key: 'acme-eu.myshopify.com', data: { storeId: 'acme-eu.myshopify.com', storeName: 'EU', today: { orders: 3, revenue: [eur('234.00')] }, last24h: { orders: 4 } } },
+  { type: 'shopify:sync-completed', key: 'shopify', data: { today: { orders: 12, revenue: [eur('234.00'), gbp('1000.50')], netRevenue: [eur('234.00'), gbp('990.00')] }, last24h: { orders: 15 }, successCount: 2, totalStores: 2 } },
+  { type: 'amazon:sync-completed', key: 'eu', data: { today: { orders: 7, revenue: [gbp('310.00')] }, unshippedOrders: 2, pendingOrders: 1, totalUnits: 900, fulfillableUnits: 850, totalSkus: 40, lowStockSkus: 3, inboundShipments: 2 } },
+  { type: 'xero:sync-completed', key: 'xero', data: { workingCapital: gbp('50200.00'), workingCapitalExcludingBank: gbp('32000.00'), receivables: gbp('30000.00'), payables: gbp('9800.00'), revenue: gbp('64000.10'), netProfit: gbp('-1250.00') } },
+  { type: 'unleashed:sync-completed', key: 'unleashed', data: { stockValue: gbp('88000.00'), stockItems: 420, lowStockItems: 5, activeAssemblies: 4, completedToday: 9, yieldPercent: '96.5', overdueAssemblies: 1 } },
+  { type: 'unleashed:production-updated', key: 'g-1', data: { assemblyId: 'g-1', assemblyNumber: 'ASM-1', product: 'WIDGET', status: 'Completed', plannedQuantity: '20', producedQuantity: '15' } },
 ];
-const SNAPSHOT_TILES = ['shopify-revenue', 'amazon-orders', 'amazon-inventory', 'working-capital', 'stock', 'production'];
+const SNAPSHOT_TILES = ['shopify-today', 'amazon-orders', 'amazon-inventory', 'working-capital', 'xero-profit', 'stock', 'production'];
 const tileText = (page, id) => page.textContent(`#tile-${id}`);
 
 test('dashboard: opening and reloading show every figure within 1 s; a completed job shows as completed', async () => {
@@ -153,7 +157,11 @@ test('dashboard: opening and reloading show every figure within 1 s; a completed
   await until('every figure on first open', allFigures, 5000);
   const firstOpen = Date.now() - opened;
   assert.match(await tileText(page, 'working-capital'), /50,200\.00 GBP/);
-  assert.match(await tileText(page, 'shopify-revenue'), /1,234\.50 GBP/);
+  assert.match(await tileText(page, 'shopify-today'), /234\.00 EUR · 1,000\.50 GBP/, 'money per currency, never summed across');
+  assert.match(await tileText(page, 'xero-profit'), /64,000\.10 GBP.*net profit -1,250\.00 GBP/);
+  assert.match(await tileText(page, 'working-capital'), /excl\. bank 32,000\.00 GBP/);
+  assert.match(await page.textContent('#stores'), /UK: 9 orders today · 1,000\.50 GBP/);
+  assert.match(await page.textContent('#production'), /ASM-1 WIDGET: Completed \(15 of 20\)/);
   assert.match(await page.textContent('#jobs'), /invoice-import · parse — 60%/);
   // A live order on top of the figures.
   assert.match(sendOrder(server), /^200 /);
@@ -182,5 +190,44 @@ test('dashboard: opening and reloading show every figure within 1 s; a completed
   assert.equal(await page.locator('#jobs li').count(), 1, 'each job once');
   assert.doesNotMatch(await page.textContent('#jobs'), /60%/);
   await page.screenshot({ path: `${SHOTS}dashboard-job-completed.png`, fullPage: true });
+  await page.close();
+});
+
+test('dashboard: a failing source keeps its last good figures, says why; toasts stay calm', async () => {
+  const { server, sub, pub } = await setup();
+  const lastGood = new Date(Date.now() - 3 * 60 * 1000).toISOString();
+  // Earlier: a good Xero sync; since then every sync fails. And a busy history of alerts.
+  await publishJson(server, pub, [
+    FIGURES[4],
+    { type: 'xero:sync-status', key: 'xero', data: { ok: false, lastSuccess: lastGood, error: 'Xero balance sheet: HTTP 503', code: 'upstream_error', failingSince: lastGood } },
+    ...Array.from({ length: 10 }, (_, i) => ({ type: 'alert:warning', data: { title: `old alert ${i}` } })),
+  ]);
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${server.http}/#token=${sub}`);
+  await until('the state', async () => (await page.getAttribute('body', 'data-as-of')) !== null, 5000);
+  const tile = page.locator('#tile-working-capital');
+  await until('the stale mark', async () => (await tile.getAttribute('class')).includes('stale'), 5000);
+  assert.match(await tile.textContent(), /50,200\.00 GBP/, 'the last good figure stays');
+  const hhmm = await page.evaluate((t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }), lastGood);
+  const note = await tile.locator('.stale-note').textContent();
+  assert.equal(note, `last good figures at ${hhmm}, sync failing: Xero balance sheet: HTTP 503`);
+  assert.match(await page.textContent('#sources [data-source="xero"]'), /last good figures at .* sync failing: Xero balance sheet: HTTP 503/);
+  assert.equal(await page.locator('.toast').count(), 0, 'nothing from before the page opened is toasted');
+  await until('the last hour of alerts listed', async () => (await page.textContent('#alerts')).includes('old alert 9'), 5000);
+  await page.screenshot({ path: `${SHOTS}dashboard-source-failing.png`, fullPage: true });
+
+  // Six live alerts: three toasts and "+3 more", every one in the alerts list.
+  await publishJson(server, pub, Array.from({ length: 6 }, (_, i) => ({ type: 'alert:warning', data: { title: `live alert ${i}` } })));
+  await until('six live alerts listed', async () => (await page.textContent('#alerts')).includes('live alert 5'), 5000);
+  await until('the toasts', async () => (await page.locator('.toast').count()) === 3, 5000);
+  assert.equal(await page.textContent('#toast-more'), '+3 more in Alerts');
+  // Live order totals add money as decimals: 0.10 + 0.20 is 0.30, not 0.30000000000000004.
+  await publishJson(server, pub, [0.1, 0.2].map((v, i) => ({ type: 'shopify:order-created', key: `o${i}`, data: { orderId: `o${i}`, store: 'acme-uk.myshopify.com', total: gbp(v.toFixed(2)) } })));
+  await until('live orders', async () => (await page.textContent('#tile-shopify-orders .value').catch(() => '')) === '2', 5000);
+  assert.match(await page.textContent('#tile-shopify-orders .detail'), /^0\.30 GBP/);
+  // The source recovers: the mark goes.
+  await publishJson(server, pub, [{ type: 'xero:sync-status', key: 'xero', data: { ok: true, lastSuccess: new Date().toISOString() } }]);
+  await until('recovered', async () => !(await tile.getAttribute('class')).includes('stale'), 5000);
+  await page.screenshot({ path: `${SHOTS}dashboard-calm-toasts.png`, fullPage: true });
   await page.close();
 });
