@@ -9,22 +9,21 @@ use std::{
     time::Duration,
 };
 
-use common::{Recorder, http, payloads, shopify_config, type_names};
+use common::{Recorder, Signed, http, payloads, run, shopify_config, type_names, xero_config};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use switchyard::proto::v1::{Event, event::Payload};
 use switchyard_services::{
     connector::SyncError,
     http::{Http, RetryPolicy},
-    scheduler::{Health, run_once},
     shopify::Shopify,
     sink::Sink,
     state::StateFile,
-    unleashed::{Unleashed, UnleashedConfig, signature},
+    unleashed::{Unleashed, UnleashedConfig},
     xero::{Xero, XeroConfig},
 };
 use wiremock::{
-    Mock, MockServer, Request, ResponseTemplate,
+    Mock, MockServer, ResponseTemplate,
     matchers::{body_string_contains, header, method, path, query_param},
 };
 
@@ -110,7 +109,7 @@ async fn xero_reports_with_token_rotation_refresh_on_401_and_retry_after() {
     let sink = Arc::new(Recorder::default());
     let h = http();
     let mut xero = Xero::new(config.clone(), h, state.clone());
-    run_once(&mut xero, sink.clone(), &mut Health::default()).await.unwrap();
+    run(&mut xero, &sink).await.unwrap();
     let events = sink.take();
     assert_eq!(type_names(&events), ["xero:sync-started", "xero:sync-completed", "xero:sync-status"]);
     let x = payloads(&events, |p| match p {
@@ -134,7 +133,7 @@ async fn xero_reports_with_token_rotation_refresh_on_401_and_retry_after() {
         .mount(&server)
         .await;
     let mut again = Xero::new(config, http(), state);
-    run_once(&mut again, sink.clone(), &mut Health::default()).await.unwrap();
+    run(&mut again, &sink).await.unwrap();
     let events = sink.take();
     let x = payloads(&events, |p| match p {
         Payload::XeroSyncCompleted(x) => Some(x),
@@ -151,23 +150,9 @@ async fn xero_retry_after_is_honoured_and_an_expired_grant_is_a_clear_error() {
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant"})))
         .mount(&server)
         .await;
-    let config = XeroConfig {
-        tenant: "acme".into(),
-        client_id: "c".into(),
-        client_secret: "s".into(),
-        refresh_token: Some("dead".into()),
-        xero_tenant_id: "org".into(),
-        token_url: format!("{}/token", server.uri()),
-        api_url: format!("{}/api", server.uri()),
-    };
+    let config = xero_config(&server.uri(), "dead");
     let sink = Arc::new(Recorder::default());
-    let err = run_once(
-        &mut Xero::new(config, http(), StateFile::new(dir.path(), "xero")),
-        sink.clone(),
-        &mut Health::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = run(&mut Xero::new(config, http(), StateFile::new(dir.path(), "xero")), &sink).await.unwrap_err();
     assert_eq!(err.code(), "unauthorized");
     assert!(err.to_string().contains("re-authorise"), "{err}");
     assert!(!err.to_string().contains("dead"), "the refresh token is not in the message");
@@ -223,20 +208,6 @@ fn unleashed_config(server: &MockServer) -> UnleashedConfig {
     }
 }
 
-/// Answers only correctly signed requests, as Unleashed does (403 otherwise).
-struct Signed(Value);
-
-impl wiremock::Respond for Signed {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let query = req.url.query().unwrap_or_default();
-        let ok = req.headers.get("api-auth-signature").and_then(|v| v.to_str().ok())
-            == Some(signature("api-key", query).as_str())
-            && req.headers.get("api-auth-id").is_some_and(|v| v == "api-id")
-            && req.headers.get("client-type").is_some_and(|v| v == "acme/switchyard");
-        if ok { ResponseTemplate::new(200).set_body_json(self.0.clone()) } else { ResponseTemplate::new(403) }
-    }
-}
-
 fn paged(items: Value, page: u64, pages: u64) -> Signed {
     Signed(
         json!({"Pagination": {"NumberOfItems": 3, "PageSize": 2, "PageNumber": page, "NumberOfPages": pages}, "Items": items}),
@@ -252,13 +223,9 @@ async fn unleashed_malformed_body_and_bad_signature_become_sync_errors() {
         .mount(&server)
         .await;
     let sink = Arc::new(Recorder::default());
-    let err = run_once(
-        &mut Unleashed::new(unleashed_config(&server), http(), StateFile::new(dir.path(), "u")),
-        sink.clone(),
-        &mut Health::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = run(&mut Unleashed::new(unleashed_config(&server), http(), StateFile::new(dir.path(), "u")), &sink)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "malformed_response");
     let names = type_names(&sink.take());
     assert_eq!(names, ["unleashed:sync-started", "unleashed:sync-error", "unleashed:sync-status"]);
@@ -267,13 +234,7 @@ async fn unleashed_malformed_body_and_bad_signature_become_sync_errors() {
     Mock::given(path("/Products/1")).respond_with(paged(json!([]), 1, 1)).mount(&server).await;
     let mut wrong = unleashed_config(&server);
     wrong.api_key = "wrong-key".into();
-    let err = run_once(
-        &mut Unleashed::new(wrong, http(), StateFile::new(dir.path(), "u2")),
-        sink.clone(),
-        &mut Health::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = run(&mut Unleashed::new(wrong, http(), StateFile::new(dir.path(), "u2")), &sink).await.unwrap_err();
     assert_eq!(err.code(), "unauthorized", "Unleashed answers a bad signature with 403");
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::{collections::BTreeMap, str::FromStr, sync::Arc};
 
-use common::{Recorder, http, owned, shopify_config, type_names};
+use common::{Recorder, Signed, first, http, owned, run, shopify_config, type_names, xero_config};
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -20,11 +20,11 @@ use switchyard_services::{
     scheduler::{Health, run_once},
     shopify::Shopify,
     state::StateFile,
-    unleashed::{Unleashed, UnleashedConfig, signature},
-    xero::{Xero, XeroConfig},
+    unleashed::{Unleashed, UnleashedConfig},
+    xero::Xero,
 };
 use wiremock::{
-    Mock, MockServer, Request, ResponseTemplate,
+    Mock, MockServer, ResponseTemplate,
     matchers::{body_string_contains, method, path, query_param},
 };
 
@@ -188,9 +188,9 @@ async fn shopify_figures_are_whole_per_period_and_currency_and_a_quiet_run_keeps
     let zone = Zone::new("Europe/London").unwrap();
     let sink = Arc::new(Recorder::default());
     let mut shopify = Shopify::new(config.clone(), http(), state.clone()).with_zone(zone.clone());
-    run_once(&mut shopify, sink.clone(), &mut Health::default()).await.unwrap();
-    let first = sink.take();
-    let stores = owned(&first, |p| match p {
+    run(&mut shopify, &sink).await.unwrap();
+    let run1 = sink.take();
+    let stores = owned(&run1, |p| match p {
         Payload::ShopifyStoreSynced(s) => Some(s),
         _ => None,
     });
@@ -209,17 +209,16 @@ async fn shopify_figures_are_whole_per_period_and_currency_and_a_quiet_run_keeps
     assert!(stores[1].last_24h.as_ref().unwrap().revenue.len() == 2, "EUR and USD kept apart");
     let eu_today = &stores[1].today.as_ref().unwrap().revenue;
     assert_eq!(stores[1].revenue.is_some(), eu_today.len() == 1, "a single total only within one currency");
-    let done = owned(&first, |p| match p {
+    let done = first(&run1, |p| match p {
         Payload::ShopifySyncCompleted(s) => Some(s),
         _ => None,
-    })
-    .remove(0);
+    });
     let both: Vec<Fixture> = uk.iter().chain(&eu).cloned().collect();
     check(&both, done.today.as_ref().unwrap(), "consolidated today");
     check(&both, done.last_24h.as_ref().unwrap(), "consolidated 24 h");
     assert_eq!((done.success_count, done.total_stores), (2, 2));
     assert!(done.failed_stores.is_empty());
-    let facts = owned(&first, |p| match p {
+    let facts = owned(&run1, |p| match p {
         Payload::ShopifyOrderCreated(o) => Some(&o.order_id),
         _ => None,
     });
@@ -242,7 +241,7 @@ async fn shopify_figures_are_whole_per_period_and_currency_and_a_quiet_run_keeps
 
     // A quiet second run (restart, no new orders): the same figures, not zeros; no repeated facts.
     let mut again = Shopify::new(config, http(), state).with_zone(zone);
-    run_once(&mut again, sink.clone(), &mut Health::default()).await.unwrap();
+    run(&mut again, &sink).await.unwrap();
     let second = sink.take();
     assert!(type_names(&second).iter().all(|t| t != "shopify:order-created"), "nothing re-published");
     let stores2 = owned(&second, |p| match p {
@@ -259,11 +258,10 @@ async fn shopify_figures_are_whole_per_period_and_currency_and_a_quiet_run_keeps
         );
         assert_eq!(strip(a.last_24h.as_ref().unwrap()), strip(b.last_24h.as_ref().unwrap()));
     }
-    let status = owned(&second, |p| match p {
+    let status = first(&second, |p| match p {
         Payload::ShopifySyncStatus(s) => Some(s),
         _ => None,
-    })
-    .remove(0);
+    });
     assert!(status.ok && status.last_success.is_some() && status.failing_since.is_none());
 }
 
@@ -302,11 +300,10 @@ async fn shopify_when_every_store_fails_no_figure_is_published_and_the_status_sa
     assert_eq!(scopes, ["acme-uk.myshopify.com", "acme-eu.myshopify.com"], "one error per store, nothing twice");
     assert!(errors.iter().all(|e| e.missing == ["shopify:store-synced"]));
     assert!(!errors[0].error.contains("shpat_uk"), "credentials never appear in errors");
-    let status = owned(&events, |p| match p {
+    let status = first(&events, |p| match p {
         Payload::ShopifySyncStatus(s) => Some(s),
         _ => None,
-    })
-    .remove(0);
+    });
     assert!(!status.ok && status.failing_since.is_some() && status.last_success.is_none());
     assert!(status.missing.contains(&"shopify:sync-completed".to_owned()), "{:?}", status.missing);
 
@@ -325,19 +322,17 @@ async fn shopify_when_every_store_fails_no_figure_is_published_and_the_status_sa
     let err = run_once(&mut Shopify::new(config, http(), state), sink.clone(), &mut health).await.unwrap_err();
     assert_eq!(err.code(), "partial");
     let events = sink.take();
-    let done = owned(&events, |p| match p {
+    let done = first(&events, |p| match p {
         Payload::ShopifySyncCompleted(s) => Some(s),
         _ => None,
-    })
-    .remove(0);
+    });
     assert_eq!((done.success_count, done.total_stores), (1, 2));
     assert_eq!(done.failed_stores, ["acme-uk.myshopify.com"]);
     check(&eu, done.today.as_ref().unwrap(), "only the store that synced");
-    let status = owned(&events, |p| match p {
+    let status = first(&events, |p| match p {
         Payload::ShopifySyncStatus(s) => Some(s),
         _ => None,
-    })
-    .remove(0);
+    });
     assert!(!status.ok);
     assert_eq!(status.missing, ["shopify:store-synced acme-uk.myshopify.com"]);
 }
@@ -450,19 +445,12 @@ async fn amazon_units_orders_and_an_inbound_call_that_fails_is_unavailable_not_z
     let state = StateFile::new(dir.path(), "amazon");
     let sink = Arc::new(Recorder::default());
     let zone = Zone::new("America/New_York").unwrap();
-    run_once(
-        &mut Amazon::new(amazon_config(&server), http(), state.clone()).with_zone(zone.clone()),
-        sink.clone(),
-        &mut Health::default(),
-    )
-    .await
-    .unwrap();
+    run(&mut Amazon::new(amazon_config(&server), http(), state.clone()).with_zone(zone.clone()), &sink).await.unwrap();
     let events = sink.take();
-    let a = owned(&events, |p| match p {
+    let a = first(&events, |p| match p {
         Payload::AmazonSyncCompleted(a) => Some(a),
         _ => None,
-    })
-    .remove(0);
+    });
     assert_eq!(a.total_skus, 60);
     assert_eq!(a.total_units, Some(skus.iter().map(|s| s.2 as u64).sum()), "every unit Amazon holds");
     assert_eq!(a.fulfillable_units, skus.iter().map(|s| s.1 as u64).sum::<u64>(), "units available to sell");
@@ -490,21 +478,14 @@ async fn amazon_units_orders_and_an_inbound_call_that_fails_is_unavailable_not_z
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "Atza|new", "expires_in": 3600})))
         .mount(&server)
         .await;
-    run_once(
-        &mut Amazon::new(amazon_config(&server), http(), state).with_zone(zone),
-        sink.clone(),
-        &mut Health::default(),
-    )
-    .await
-    .unwrap();
+    run(&mut Amazon::new(amazon_config(&server), http(), state).with_zone(zone), &sink).await.unwrap();
     let events = sink.take();
     let names = type_names(&events);
     assert!(!names.iter().any(|n| n == "amazon:order-created" || n == "amazon:low-stock-alert"), "{names:?}");
-    let b = owned(&events, |p| match p {
+    let b = first(&events, |p| match p {
         Payload::AmazonSyncCompleted(a) => Some(a),
         _ => None,
-    })
-    .remove(0);
+    });
     assert_eq!(
         (b.total_units, b.unshipped_orders, b.pending_orders),
         (a.total_units, a.unshipped_orders, a.pending_orders)
@@ -556,30 +537,15 @@ async fn xero_working_capital_includes_bank_and_a_failing_profit_and_loss_is_una
         )
         .mount(&server)
         .await;
-    let config = XeroConfig {
-        tenant: "acme".into(),
-        client_id: "c".into(),
-        client_secret: "s".into(),
-        refresh_token: Some("rt-1".into()),
-        xero_tenant_id: "org".into(),
-        token_url: format!("{}/token", server.uri()),
-        api_url: format!("{}/api", server.uri()),
-    };
+    let config = xero_config(&server.uri(), "rt-1");
     let sink = Arc::new(Recorder::default());
     let zone = Zone::new("Australia/Sydney").unwrap();
-    run_once(
-        &mut Xero::new(config, http(), StateFile::new(dir.path(), "xero")).with_zone(zone),
-        sink.clone(),
-        &mut Health::default(),
-    )
-    .await
-    .unwrap();
+    run(&mut Xero::new(config, http(), StateFile::new(dir.path(), "xero")).with_zone(zone), &sink).await.unwrap();
     let events = sink.take();
-    let x = owned(&events, |p| match p {
+    let x = first(&events, |p| match p {
         Payload::XeroSyncCompleted(x) => Some(x),
         _ => None,
-    })
-    .remove(0);
+    });
     let d = |s: &str| Decimal::from_str(s).unwrap();
     let amount = |m: &Option<Money>| m.as_ref().map(|m| (d(&m.amount), m.currency.clone()));
     assert_eq!(
@@ -612,18 +578,6 @@ async fn xero_working_capital_includes_bank_and_a_failing_profit_and_loss_is_una
 
 // ---------- Unleashed ----------
 
-/// Answers only correctly signed requests, as Unleashed does (403 otherwise).
-struct Signed(Value);
-
-impl wiremock::Respond for Signed {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let query = req.url.query().unwrap_or_default();
-        let ok =
-            req.headers.get("api-auth-signature").and_then(|v| v.to_str().ok()) == Some(signature("k", query).as_str());
-        if ok { ResponseTemplate::new(200).set_body_json(self.0.clone()) } else { ResponseTemplate::new(403) }
-    }
-}
-
 fn one_page(items: Value) -> Signed {
     Signed(
         json!({"Pagination": {"NumberOfItems": 1, "PageSize": 1000, "PageNumber": 1, "NumberOfPages": 1}, "Items": items}),
@@ -633,8 +587,8 @@ fn one_page(items: Value) -> Signed {
 fn unleashed(server: &MockServer) -> UnleashedConfig {
     UnleashedConfig {
         tenant: "acme".into(),
-        api_id: "id".into(),
-        api_key: "k".into(),
+        api_id: "api-id".into(),
+        api_key: "api-key".into(),
         client_type: "acme/switchyard".into(),
         api_url: server.uri(),
         currency: "NZD".into(),
@@ -671,25 +625,21 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
     Mock::given(path("/Assemblies/1")).respond_with(one_page(assemblies.clone())).up_to_n_times(2).mount(&server).await;
     let state = StateFile::new(dir.path(), "unleashed");
     let sink = Arc::new(Recorder::default());
-    run_once(&mut Unleashed::new(unleashed(&server), http(), state.clone()), sink.clone(), &mut Health::default())
-        .await
-        .unwrap();
+    run(&mut Unleashed::new(unleashed(&server), http(), state.clone()), &sink).await.unwrap();
     let events = sink.take();
-    let u = owned(&events, |p| match p {
+    let u = first(&events, |p| match p {
         Payload::UnleashedSyncCompleted(u) => Some(u),
         _ => None,
-    })
-    .remove(0);
+    });
     // Independently: today's completed assemblies are ASM-1 (10 of 10) and ASM-2 (15 of 20).
     assert_eq!(u.completed_today, Some(2));
     assert_eq!(u.yield_percent, format!("{:.1}", (10.0 + 15.0) * 100.0 / (10.0 + 20.0)));
     assert_eq!(u.utilization_percent, format!("{:.1}", 25.0 * 100.0 / 40.0));
     assert_eq!((u.active_assemblies, u.overdue_assemblies, u.quality_alerts), (2, 1, 2));
-    let q = owned(&events, |p| match p {
+    let q = first(&events, |p| match p {
         Payload::UnleashedQualityAlert(q) => Some(q),
         _ => None,
-    })
-    .remove(0);
+    });
     let issues: Vec<(&str, &str, i64, i64, &str)> = q
         .issues
         .iter()
@@ -703,9 +653,7 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
         ]
     );
     // Second run, same assemblies: no repeated quality alert, same figures.
-    run_once(&mut Unleashed::new(unleashed(&server), http(), state.clone()), sink.clone(), &mut Health::default())
-        .await
-        .unwrap();
+    run(&mut Unleashed::new(unleashed(&server), http(), state.clone()), &sink).await.unwrap();
     let events = sink.take();
     assert!(!type_names(&events).iter().any(|n| n == "unleashed:quality-alert"));
 
@@ -715,22 +663,18 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
         .respond_with(one_page(json!([{"Guid": "g-9", "AssemblyNumber": "ASM-9", "AssemblyStatus": "Completed", "Quantity": 4, "Product": {"ProductCode": "W"}}])))
         .mount(&server)
         .await;
-    run_once(&mut Unleashed::new(unleashed(&server), http(), state), sink.clone(), &mut Health::default())
-        .await
-        .unwrap();
+    run(&mut Unleashed::new(unleashed(&server), http(), state), &sink).await.unwrap();
     let events = sink.take();
-    let u = owned(&events, |p| match p {
+    let u = first(&events, |p| match p {
         Payload::UnleashedSyncCompleted(u) => Some(u),
         _ => None,
-    })
-    .remove(0);
+    });
     assert_eq!(u.completed_today, None, "not a silent 0");
     assert_eq!(u.unavailable[0].figure, "completed_today");
-    let e = owned(&events, |p| match p {
+    let e = first(&events, |p| match p {
         Payload::UnleashedSyncError(e) => Some(e),
         _ => None,
-    })
-    .remove(0);
+    });
     assert_eq!((e.code.as_str(), e.scope.as_str()), ("missing_field", "completed_today"));
     assert!(e.error.contains("ASM-9") && e.error.contains("AssembledDate"), "{}", e.error);
 }

@@ -601,18 +601,9 @@ impl Log for JetStreamLog {
         Box::pin(async move {
             self.connected()?;
             let s = self.js.get_stream_no_info(&self.config.stream).await.map_err(unavailable)?;
-            let consumer = s
-                .create_consumer(pull::Config {
-                    filter_subjects: self.filters(&stream),
-                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after.get() + 1 },
-                    ack_policy: AckPolicy::None,
-                    inactive_threshold: Duration::from_secs(30),
-                    memory_storage: true,
-                    num_replicas: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?;
+            let policy = DeliverPolicy::ByStartSequence { start_sequence: after.get() + 1 };
+            let reader = Reader::open(&s, self.filters(&stream), policy).await?;
+            let consumer = &reader.consumer;
             let mut out = Vec::new();
             'fetch: while out.len() < limit {
                 let want = (limit - out.len()).clamp(1, 1000);
@@ -638,10 +629,6 @@ impl Log for JetStreamLog {
                     break;
                 }
             }
-            let name = consumer.cached_info().name.clone();
-            tokio::spawn(async move {
-                let _ = s.delete_consumer(&name).await;
-            });
             Ok(out)
         })
     }
@@ -698,26 +685,12 @@ impl Log for JetStreamLog {
             self.connected()?;
             let start_time = async_nats::datetime::from_nanos(i128::from(ms) * 1_000_000).map_err(unavailable)?;
             let s = self.js.get_stream_no_info(&self.config.stream).await.map_err(unavailable)?;
-            let consumer = s
-                .create_consumer(pull::Config {
-                    deliver_policy: DeliverPolicy::ByStartTime { start_time },
-                    ack_policy: AckPolicy::None,
-                    inactive_threshold: Duration::from_secs(30),
-                    memory_storage: true,
-                    num_replicas: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?;
-            let mut batch = consumer.fetch().max_messages(1).messages().await.map_err(unavailable)?;
+            let reader = Reader::open(&s, Vec::new(), DeliverPolicy::ByStartTime { start_time }).await?;
+            let mut batch = reader.consumer.fetch().max_messages(1).messages().await.map_err(unavailable)?;
             let first = match batch.next().await {
                 Some(m) => Some(m.map_err(unavailable)?.info().map_err(unavailable)?.stream_sequence),
                 None => None,
             };
-            let name = consumer.cached_info().name.clone();
-            tokio::spawn(async move {
-                let _ = s.delete_consumer(&name).await;
-            });
             match first {
                 Some(seq) => Ok(EventId(seq - 1)),
                 None => Ok(self.bounds(Stream::All).await?.head),
@@ -745,21 +718,10 @@ async fn fetch_all(
     filter: String,
     policy: DeliverPolicy,
 ) -> Result<Vec<jetstream::Message>, LogError> {
-    let consumer = s
-        .create_consumer(pull::Config {
-            filter_subjects: vec![filter],
-            deliver_policy: policy,
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            memory_storage: true,
-            num_replicas: 1,
-            ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
+    let reader = Reader::open(s, vec![filter], policy).await?;
     let mut out = Vec::new();
     loop {
-        let mut batch = consumer.fetch().max_messages(1000).messages().await.map_err(unavailable)?;
+        let mut batch = reader.consumer.fetch().max_messages(1000).messages().await.map_err(unavailable)?;
         let before = out.len();
         while let Some(m) = batch.next().await {
             out.push(m.map_err(unavailable)?);
@@ -768,12 +730,44 @@ async fn fetch_all(
             break;
         }
     }
-    let name = consumer.cached_info().name.clone();
-    let s = s.clone();
-    tokio::spawn(async move {
-        let _ = s.delete_consumer(&name).await;
-    });
     Ok(out)
+}
+
+/// A short-lived, in-memory consumer for one read; deleted (in the background) when dropped.
+struct Reader {
+    stream: jetstream::stream::Stream<()>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+}
+
+impl Reader {
+    async fn open(
+        stream: &jetstream::stream::Stream<()>,
+        filter_subjects: Vec<String>,
+        deliver_policy: DeliverPolicy,
+    ) -> Result<Self, LogError> {
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subjects,
+                deliver_policy,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { stream: stream.clone(), consumer })
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let (stream, name) = (self.stream.clone(), self.consumer.cached_info().name.clone());
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&name).await;
+        });
+    }
 }
 
 #[cfg(test)]

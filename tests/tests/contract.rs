@@ -10,34 +10,26 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
 }
 
-#[test]
-fn docs_events_md_is_generated_from_the_catalog() {
-    let path = repo().join("docs/events.md");
-    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-    let generated = Catalog::global().to_markdown();
+/// Fails when the generated file at `rel` differs from `generated` (SWITCHYARD_BLESS=1 rewrites it).
+fn generated_file_is_current(rel: &str, generated: &str, command: &str) {
+    let path = repo().join(rel);
     if std::env::var_os("SWITCHYARD_BLESS").is_some() {
-        std::fs::write(&path, &generated).expect("write docs/events.md");
+        std::fs::write(&path, generated).expect("write the generated file");
         return;
     }
-    assert!(
-        on_disk == generated,
-        "docs/events.md is stale: run `cargo run -q -- catalog > docs/events.md` (or SWITCHYARD_BLESS=1 cargo test)"
-    );
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(on_disk == generated, "{rel} is stale: run `{command} > {rel}` (or SWITCHYARD_BLESS=1 cargo test)");
+}
+
+#[test]
+fn docs_events_md_is_generated_from_the_catalog() {
+    generated_file_is_current("docs/events.md", &Catalog::global().to_markdown(), "cargo run -q -- catalog");
 }
 
 #[test]
 fn client_d_ts_is_generated_from_the_catalog() {
-    let path = repo().join("bridge/assets/client.d.ts");
-    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     let generated = switchyard_bridge::typescript::client_types();
-    if std::env::var_os("SWITCHYARD_BLESS").is_some() {
-        std::fs::write(&path, &generated).expect("write bridge/assets/client.d.ts");
-        return;
-    }
-    assert!(
-        on_disk == generated,
-        "bridge/assets/client.d.ts is stale: run `cargo run -q -- catalog --typescript > bridge/assets/client.d.ts`"
-    );
+    generated_file_is_current("bridge/assets/client.d.ts", &generated, "cargo run -q -- catalog --typescript");
     for name in ["'shopify:order-created': Order;", "export interface Money {", "amount?: string;"] {
         assert!(generated.contains(name), "{name} missing");
     }

@@ -4,13 +4,19 @@
 use std::{sync::Mutex, time::Duration};
 
 use futures::future::BoxFuture;
+use serde_json::Value;
 use switchyard::proto::v1::{Event, event::Payload};
 use switchyard_services::{
+    connector::{Connector, SyncError},
     http::{Http, RetryPolicy},
+    scheduler::{Health, run_once},
     shopify::{ShopifyConfig, StoreConfig},
     sink::Sink,
     state::StateFile,
+    unleashed::signature,
+    xero::XeroConfig,
 };
+use wiremock::{Request, ResponseTemplate};
 
 /// Records what a connector publishes, in order.
 #[derive(Default)]
@@ -79,4 +85,42 @@ pub fn shopify_config(base: &str, dir: &std::path::Path, page_size: u32) -> (Sho
         page_size,
     };
     (config, StateFile::new(dir, "shopify"))
+}
+
+/// One run of `connector` into `sink`, with fresh sync health.
+pub async fn run<C: Connector>(connector: &mut C, sink: &std::sync::Arc<Recorder>) -> Result<(), SyncError> {
+    run_once(connector, sink.clone(), &mut Health::default()).await
+}
+
+/// Answers only requests signed as Unleashed requires (API id `api-id`, key `api-key`, client
+/// type `acme/switchyard`), with 403 otherwise, as Unleashed does.
+pub struct Signed(pub Value);
+
+impl wiremock::Respond for Signed {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let query = req.url.query().unwrap_or_default();
+        let ok = req.headers.get("api-auth-signature").and_then(|v| v.to_str().ok())
+            == Some(signature("api-key", query).as_str())
+            && req.headers.get("api-auth-id").is_some_and(|v| v == "api-id")
+            && req.headers.get("client-type").is_some_and(|v| v == "acme/switchyard");
+        if ok { ResponseTemplate::new(200).set_body_json(self.0.clone()) } else { ResponseTemplate::new(403) }
+    }
+}
+
+/// A Xero connection at `{base}/token` and `{base}/api`, starting from `refresh_token`.
+pub fn xero_config(base: &str, refresh_token: &str) -> XeroConfig {
+    XeroConfig {
+        tenant: "acme".into(),
+        client_id: "c".into(),
+        client_secret: "s".into(),
+        refresh_token: Some(refresh_token.into()),
+        xero_tenant_id: "org".into(),
+        token_url: format!("{base}/token"),
+        api_url: format!("{base}/api"),
+    }
+}
+
+/// The one payload `pick` selects (the first, when there are several).
+pub fn first<T: Clone>(events: &[Event], pick: impl Fn(&Payload) -> Option<&T>) -> T {
+    owned(events, pick).into_iter().next().expect("the event was published")
 }
