@@ -3,7 +3,7 @@
 //! One stream holds every event; the event id **is** the stream sequence, so ids are the same
 //! on every node. Subjects are `<prefix>.<tenant>.<type>` (custom events `…._custom`), which
 //! lets resume and polling read one tenant or one channel with subject-filtered consumers from
-//! a sequence. Every publish carries `Nats-Msg-Id` (the event's idempotency key, or a fresh id
+//! a sequence. Every publish carries `Nats-Msg-Id` (`<tenant>:<idempotency key>`, or a fresh id
 //! per event for the duration of one append) so a retry after a lost ack is stored once.
 //!
 //! Each node tails the stream with one ordered consumer and feeds its local hub; browsers and
@@ -585,11 +585,13 @@ impl Log for JetStreamLog {
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         Box::pin(async move {
             let subjects: Vec<String> = events.iter().map(|a| self.subject(a)).collect();
-            // Without a key, a fresh id still makes this call's own retries idempotent.
+            // Keys are per tenant, as in the embedded log: the Msg-Id carries the tenant (which
+            // holds no `:`), so one tenant's key never answers for another's event. Without a
+            // key, a fresh id still makes this call's own retries idempotent.
             let ids: Vec<String> = events
                 .iter()
                 .map(|a| match &a.idempotency_key {
-                    Some(k) => k.clone(),
+                    Some(k) => format!("{}:{k}", a.tenant),
                     None => format!("sy-{:032x}", rand::random::<u128>()),
                 })
                 .collect();

@@ -294,3 +294,31 @@ async fn every_node_reads_the_same_state_and_a_new_node_reads_it_too() {
     let on_c = wait_for("node C's state", || state_of(&c)).await;
     assert_eq!(on_c, on_b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_per_tenant_across_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = nats::Spec::single(&dir.path().join("nats"));
+    let _nats = spec.start();
+    let a = node(&dir.path().join("a"), &spec.url(), None, 1);
+    let b = node(&dir.path().join("b"), &spec.url(), Some(&dir.path().join("a")), 1);
+    let event = |title: &str| json!({"type": "alert:info", "idempotencyKey": "order-1001", "data": {"title": title}});
+    let publish = |p: &Process, tenant: &str, title: &str| {
+        let (url, token, body) = (format!("{}/api/events", p.http_url), p.token(tenant, Role::Publish), event(title));
+        async move { post_json(&url, &token, &body).await }
+    };
+    let acme = publish(&a, "acme", "acme's").await;
+    let globex = publish(&b, "globex", "globex's").await;
+    assert_eq!(globex["duplicate"], false, "another tenant's key is not ours: {globex}");
+    assert_ne!(globex["id"], acme["id"], "and globex never learns acme's id");
+    // A retry by acme on the other node is still recognised.
+    let retry = publish(&b, "acme", "acme's").await;
+    assert_eq!((&retry["duplicate"], &retry["id"]), (&json!(true), &acme["id"]));
+    // Both events are stored, each in its own tenant.
+    for (p, tenant, title) in [(&a, "globex", "globex's"), (&b, "acme", "acme's")] {
+        let page = get_json(&format!("{}/api/events?channels=alerts", p.http_url), &p.token(tenant, Role::Subscribe)).await;
+        let titles: Vec<&str> =
+            page["events"].as_array().unwrap().iter().map(|e| e["event"]["alertInfo"]["title"].as_str().unwrap()).collect();
+        assert_eq!(titles, [title]);
+    }
+}
