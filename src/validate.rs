@@ -182,6 +182,36 @@ pub struct Accepted {
     pub idempotency_key: Option<String>,
 }
 
+/// Provenance clients can trust: `stream:*` is the server's own control vocabulary (gaps,
+/// heartbeats, reconnects), a `webhook:` source means the bridge verified a platform's signature,
+/// and a `connector:` source means a system connector computed it. Tenants may not claim them.
+fn check_provenance(who: &Principal, event: &Event) -> Result<(), PublishError> {
+    if let Some(Payload::Custom(c)) = &event.payload
+        && c.r#type.split(':').next() == Some("stream")
+    {
+        return Err(PublishError::invalid(
+            "reserved_type",
+            "event.custom.type",
+            "'stream:*' types are the server's own control events",
+        ));
+    }
+    // The server's own callers (webhook ingress, a remote bridge, connectors) are system
+    // principals: admin for tenant `*`. A tenant's token, even an admin one, is not.
+    let system = who.role == Role::Admin && who.tenant == crate::auth::TenantScope::All;
+    let platform = event.source.starts_with("webhook:") || event.source.starts_with("connector:");
+    if platform && !system {
+        return Err(PublishError::invalid(
+            "reserved_source",
+            "event.source",
+            format!(
+                "'{}': webhook: and connector: sources are set only by the server and its connectors",
+                event.source
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates one event published by `who`.
 pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Accepted, PublishError> {
     who.require(Role::Publish)?;
@@ -201,6 +231,7 @@ pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Acce
     if event.source.len() > 256 {
         return Err(PublishError::invalid("invalid_source", "event.source", "at most 256 bytes"));
     }
+    check_provenance(who, &event)?;
     let routing = route(&event, Some(policy))?;
     for ch in &routing.channels {
         if !who.allows_channel(ch) {
@@ -341,5 +372,32 @@ mod tests {
             accept(&who("acme", Role::Publish, &["dashboard"]), alert(), &p).unwrap_err().code(),
             "permission_denied"
         );
+    }
+
+    #[test]
+    fn stream_types_and_platform_sources_are_reserved() {
+        let p = Policy { custom_channels: [Channel::new("ops").unwrap()].into(), ..Policy::default() };
+        let custom = |t: &str| Event {
+            payload: Some(Payload::Custom(crate::proto::v1::CustomEvent {
+                r#type: t.into(),
+                json: "{}".into(),
+                channels: vec!["ops".into()],
+                delivery: 1,
+            })),
+            ..Default::default()
+        };
+        let admin = who("acme", Role::Admin, &[]);
+        for t in ["stream:gap", "stream:heartbeat", "stream:reconnect", "stream:state"] {
+            assert_eq!(field_of(accept(&admin, custom(t), &p)), ("reserved_type", "event.custom.type"), "{t}");
+        }
+        assert!(accept(&admin, custom("acme:thing"), &p).is_ok());
+        let sourced = |s: &str| Event { source: s.into(), ..alert() };
+        for s in ["webhook:shopify", "connector:xero"] {
+            assert_eq!(field_of(accept(&admin, sourced(s), &p)), ("reserved_source", "event.source"), "{s}");
+            let system = Event { tenant: "acme".into(), ..sourced(s) };
+            assert!(accept(&who("*", Role::Admin, &[]), system.clone(), &p).is_ok(), "system tokens may: {s}");
+            assert!(accept(&Principal::system(), system, &p).is_ok());
+        }
+        assert!(accept(&admin, sourced("erp:nightly"), &p).is_ok());
     }
 }

@@ -6,7 +6,7 @@ use std::{fmt::Write, sync::Arc, sync::atomic::Ordering};
 use axum::{
     Json,
     body::Bytes,
-    extract::{Query, State},
+    extract::State,
     http::{HeaderMap, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
@@ -23,7 +23,7 @@ use switchyard::{
 
 use crate::{
     access::{QueryCredentials, TICKET_TTL},
-    error::{ApiError, RawBody},
+    error::{ApiError, Query, RawBody},
     http::App,
     sse::split_channels,
 };

@@ -11,7 +11,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
-    extract::{Path, Query, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, StatusCode},
     response::Response,
 };
@@ -25,7 +25,11 @@ use switchyard::{
     subscription::{Item, Lag, Start},
 };
 
-use crate::{access::QueryCredentials, error::ApiError, http::App};
+use crate::{
+    access::QueryCredentials,
+    error::{ApiError, Path, Query},
+    http::App,
+};
 
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
 const EVICTED: Bytes =

@@ -316,9 +316,14 @@ async fn idempotency_keys_are_per_tenant_across_nodes() {
     assert_eq!((&retry["duplicate"], &retry["id"]), (&json!(true), &acme["id"]));
     // Both events are stored, each in its own tenant.
     for (p, tenant, title) in [(&a, "globex", "globex's"), (&b, "acme", "acme's")] {
-        let page = get_json(&format!("{}/api/events?channels=alerts", p.http_url), &p.token(tenant, Role::Subscribe)).await;
-        let titles: Vec<&str> =
-            page["events"].as_array().unwrap().iter().map(|e| e["event"]["alertInfo"]["title"].as_str().unwrap()).collect();
+        let page =
+            get_json(&format!("{}/api/events?channels=alerts", p.http_url), &p.token(tenant, Role::Subscribe)).await;
+        let titles: Vec<&str> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"]["alertInfo"]["title"].as_str().unwrap())
+            .collect();
         assert_eq!(titles, [title]);
     }
 }

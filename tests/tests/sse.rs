@@ -635,3 +635,44 @@ async fn idle_streams_get_heartbeats() {
     assert!(beat.event.is_none());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_parameters_and_reserved_provenance_are_json_400s() {
+    let server = Server::start().await;
+    let sub = server.token("acme", Role::Subscribe, &[]);
+    let publisher = server.token("acme", Role::Admin, &[]);
+    let get = |path: &str| {
+        let url = format!("{}{path}", server.http_url);
+        let sub = sub.clone();
+        async move { switchyard_tests::http().get(url).bearer_auth(sub).send().await.unwrap() }
+    };
+    for (path, code, mentions) in [
+        ("/api/events?limit=abc", "invalid_query", "limit"),
+        ("/api/sse/dashboard?coalesce=yes", "invalid_query", "coalesce"),
+        ("/api/sse/%FF", "invalid_path", ""),
+    ] {
+        let r = get(path).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(mentions), "{path}: {body}");
+    }
+    // Clients treat stream:* as the server's own control events and webhook:/connector: sources
+    // as verified: a tenant cannot publish them, even with an admin token.
+    for (event, code) in [
+        (json!({"type": "stream:gap", "channels": ["alerts"], "data": {}}), "reserved_type"),
+        (json!({"type": "alert:info", "source": "webhook:shopify", "data": {"title": "fake"}}), "reserved_source"),
+        (json!({"type": "alert:info", "source": "connector:xero", "data": {"title": "fake"}}), "reserved_source"),
+    ] {
+        let r = switchyard_tests::http()
+            .post(format!("{}/api/events", server.http_url))
+            .bearer_auth(&publisher)
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await, (400, code.to_owned()), "{event}");
+    }
+    server.stop().await;
+}

@@ -23,7 +23,7 @@ use std::{
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -36,7 +36,7 @@ use switchyard::{
 
 use crate::{
     config::WebhooksConfig,
-    error::{ApiError, RawBody},
+    error::{ApiError, Path, RawBody},
     http::App,
 };
 
