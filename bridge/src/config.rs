@@ -2,6 +2,7 @@
 //! variables, then command-line flags (later wins). Parsed and validated before
 //! any port is bound; a bad value names its key. See docs/configuration.md.
 
+use crate::secret::Secret;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
@@ -103,7 +104,7 @@ pub struct WebhooksConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ShopifyHooks {
     /// The app's client secret; add the previous one during rotation.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Secret>,
     /// Shop domain (`acme-uk.myshopify.com`) → tenant. Several shops may share a tenant.
     pub shops: BTreeMap<String, String>,
     /// An order whose total is above this (in its own currency) also raises `alert:info`.
@@ -140,7 +141,7 @@ impl Default for AmazonHooks {
 #[serde(default, deny_unknown_fields)]
 pub struct XeroHooks {
     /// The webhook key(s) from the Xero developer portal, used as their own bytes.
-    pub keys: Vec<String>,
+    pub keys: Vec<Secret>,
     /// Xero `tenantId` → tenant.
     pub tenants: BTreeMap<String, String>,
 }
@@ -149,7 +150,7 @@ pub struct XeroHooks {
 #[serde(default, deny_unknown_fields)]
 pub struct UnleashedHooks {
     /// Signing key(s) returned when the webhook subscription was created.
-    pub keys: Vec<String>,
+    pub keys: Vec<Secret>,
     /// The tenant this Unleashed account belongs to.
     pub tenant: String,
 }
@@ -158,7 +159,7 @@ pub struct UnleashedHooks {
 #[serde(default, deny_unknown_fields)]
 pub struct StandardHook {
     /// `whsec_…` secrets; several during rotation.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Secret>,
     pub tenant: String,
     /// Channels the events go to (catalog channels or `bus.custom_channels`).
     pub channels: Vec<String>,
@@ -530,6 +531,26 @@ mod tests {
         assert_eq!(c.log.retention.default.max_events, 5);
         assert_eq!(c.log.retention.for_channel(&Channel::new("jobs/1").unwrap()).max_events, 2);
         assert!(c.bus_config().policy.custom_channels.contains(&Channel::new("ops").unwrap()));
+    }
+
+    #[test]
+    fn debug_output_never_carries_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "[webhooks.shopify]\nsecrets = [\"shpss_SHOPIFY\"]\n[webhooks.xero]\nkeys = [\"XERO_KEY\"]\n\
+             [webhooks.unleashed]\nkeys = [\"UNLEASHED_KEY\"]\ntenant = \"acme\"\n\
+             [webhooks.standard.erp]\nsecrets = [\"whsec_STANDARD\"]\ntenant = \"acme\"\nchannels = [\"alerts\"]\n\
+             [nats]\npassword = \"NATS_PASSWORD\"\ntoken = \"NATS_TOKEN\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &map_env(HashMap::new()), &Overrides::default()).unwrap();
+        assert_eq!(&*c.webhooks.shopify.secrets[0], "shpss_SHOPIFY", "the secret is there to use");
+        let printed = format!("{c:?} {c:#?}");
+        for secret in ["shpss_SHOPIFY", "XERO_KEY", "UNLEASHED_KEY", "whsec_STANDARD", "NATS_PASSWORD", "NATS_TOKEN"] {
+            assert!(!printed.contains(secret), "{secret} printed");
+        }
     }
 
     #[test]
