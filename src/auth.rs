@@ -86,6 +86,8 @@ pub struct Principal {
     channels: Option<GlobSet>,
     /// `jti`, else `sub`, else the tenant: what per-token limits count by.
     pub token_id: String,
+    /// When the token expires (Unix seconds): streams opened with it end then.
+    pub expires: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,12 +130,23 @@ impl Principal {
             Some(b.build().map_err(|e| AuthError::Invalid(format!("channels: {e}")))?)
         };
         let token_id = claims.jti.clone().or_else(|| claims.sub.clone()).unwrap_or_else(|| claims.tenant.clone());
-        Ok(Self { tenant, role: claims.role, channels, token_id })
+        Ok(Self { tenant, role: claims.role, channels, token_id, expires: claims.exp })
     }
 
     /// A principal for in-process callers that act for the whole system (webhook ingress, connectors).
     pub fn system() -> Self {
-        Self { tenant: TenantScope::All, role: Role::Admin, channels: None, token_id: "system".into() }
+        Self {
+            tenant: TenantScope::All,
+            role: Role::Admin,
+            channels: None,
+            token_id: "system".into(),
+            expires: u64::MAX,
+        }
+    }
+
+    /// Whether the token has expired by now.
+    pub fn expired(&self) -> bool {
+        now_secs() >= self.expires
     }
 
     pub fn require(&self, needed: Role) -> Result<(), AuthError> {

@@ -211,14 +211,29 @@ impl EventBus for Service {
         };
         tracing::info!(token = %who.token_id, channels = ?spec.channels, start = ?spec.start, "subscribe");
         let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
-        // The log stream never ends by itself; on shutdown it is cut and the client told why.
+        // The log stream never ends by itself: on shutdown it is cut and the client told why, and
+        // when the token expires the stream ends with UNAUTHENTICATED (reconnect with a new one).
+        let expiry = who.expires.saturating_sub(crate::auth::now_secs());
+        let expired = tokio::time::sleep(std::time::Duration::from_secs(expiry.min(100 * 365 * 86_400)));
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ended.clone();
         let items = items
             .take_until(stopped(self.stopping.clone()))
-            .chain(futures::stream::once(async { Err(crate::log::LogError::Closed) }));
+            .take_until(async move {
+                expired.await;
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+            .chain(futures::stream::once(async move {
+                match ended.load(std::sync::atomic::Ordering::Relaxed) {
+                    true => Err(crate::log::LogError::Expired),
+                    false => Err(crate::log::LogError::Closed),
+                }
+            }));
         // While coalescing holds snapshots back, each event says where to resume (`N~W`).
         let mut floor: Option<EventId> = None;
         let stream = items.filter_map(move |item| {
             let out = match item {
+                Err(e @ crate::log::LogError::Expired) => Some(Err(Status::unauthenticated(e.to_string()))),
                 Err(e) => Some(Err(Status::unavailable(e.to_string()))),
                 Ok(item) => subscribe_message(item, &mut floor).map(|m| {
                     m.map(|(message, cursor)| SubscribeResponse {

@@ -84,7 +84,8 @@ impl Access {
         let key = t.keys().find(|k| k.as_bytes().ct_eq(ticket.as_bytes()).into()).cloned();
         let (who, at) =
             key.and_then(|k| t.remove(&k)).ok_or_else(|| AuthError::Invalid("unknown or used ticket".into()))?;
-        if at.elapsed() >= TICKET_TTL {
+        // A ticket never outlives the token it was issued for.
+        if at.elapsed() >= TICKET_TTL || who.expired() {
             return Err(AuthError::Expired);
         }
         Ok(who)

@@ -36,6 +36,10 @@ const EVICTED: Bytes =
     Bytes::from_static(b": disconnected: this client fell too far behind; reconnect with Last-Event-ID to resume\n\n");
 const SHUTDOWN: Bytes =
     Bytes::from_static(b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"server shutting down\"}\n\n");
+/// The stream's token expired: reconnect with a fresh one (client.js asks for a new ticket).
+const EXPIRED: Bytes = Bytes::from_static(
+    b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"token expired\",\"code\":\"token_expired\"}\n\n",
+);
 /// Response header saying whether a resume was complete: `complete` or `gap`.
 pub const RESUME_HEADER: &str = "x-switchyard-resume";
 
@@ -266,6 +270,7 @@ pub async fn open_stream(
     }
     let mut pulse = app.pulse.clone();
     pulse.mark_unchanged();
+    let expires = who.expires;
     let metrics = app.metrics.clone();
     let body = async_stream::stream! {
         let _slot = slot;
@@ -285,6 +290,12 @@ pub async fn open_stream(
                     match now {
                         Pulse::Stop => {
                             yield (SHUTDOWN);
+                            break;
+                        }
+                        // Checked on the shared pulse: no timer per connection, at most one
+                        // heartbeat period late.
+                        Pulse::Beat(_) if switchyard::auth::now_secs() >= expires => {
+                            yield (EXPIRED);
                             break;
                         }
                         Pulse::Beat(_) => {

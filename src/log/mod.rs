@@ -148,6 +148,9 @@ pub enum LogError {
     Closed,
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
+    /// Not the log's: the subscriber's token expired (ends a stream; reconnect with a new one).
+    #[error("the token expired; reconnect with a fresh one")]
+    Expired,
 }
 
 impl From<LogError> for PublishError {

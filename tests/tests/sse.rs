@@ -676,3 +676,35 @@ async fn malformed_parameters_and_reserved_provenance_are_json_400s() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires_and_says_so() {
+    let server = Server::start_with(|c| c.sse.heartbeat_secs = 1).await;
+    let short = server.running.signer.mint("acme", Role::Subscribe, vec![], 2);
+    let started = Instant::now();
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&short), None).await;
+    assert_eq!(sse.status, 200);
+    let end = loop {
+        let f = sse.next_event().await.expect("the server says why before it closes");
+        if f.event.as_deref() == Some("stream:reconnect") {
+            break f;
+        }
+    };
+    assert_eq!(end.json()["code"], "token_expired");
+    assert!(sse.next().await.is_none(), "then the stream ends");
+    assert!(started.elapsed() < Duration::from_secs(5), "within a heartbeat of expiry: {:?}", started.elapsed());
+    // gRPC: the same token's subscription ends UNAUTHENTICATED.
+    let short = server.running.signer.mint("acme", Role::Subscribe, vec![], 1);
+    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &short).await.unwrap();
+    let req = switchyard::proto::v1::SubscribeRequest { channels: vec!["alerts".into()], ..Default::default() };
+    let mut s = c.subscribe(req).await.unwrap().into_inner();
+    let status = loop {
+        match s.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("ended without a status"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    server.stop().await;
+}
