@@ -103,7 +103,7 @@ pub enum Sniffed<T> {
 /// Reads the request head; serves it if it is an SSE GET, else returns the connection for hyper.
 pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
     let mut buf = Vec::with_capacity(1024);
-    let parsed = tokio::time::timeout(HEAD_TIMEOUT, async {
+    let read = tokio::time::timeout(HEAD_TIMEOUT, async {
         loop {
             if buf.len() >= MAX_HEAD {
                 return None;
@@ -124,11 +124,11 @@ pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc
             }
         }
     })
-    .await
-    .ok()
-    .flatten()
-    .flatten();
-    let Some(req) = parsed else { return Sniffed::Pass(Rewind::new(Bytes::from(buf), io)) };
+    .await;
+    // Nothing, or no complete request head, within the limit: an idle or slow-loris connection
+    // holds a descriptor and a task for nothing. Close it rather than hand it on.
+    let Ok(parsed) = read else { return Sniffed::Done };
+    let Some(req) = parsed.flatten() else { return Sniffed::Pass(Rewind::new(Bytes::from(buf), io)) };
     // Bytes after the head (a pipelined request) would be lost here: leave those to hyper.
     if memchr::memmem::find(&buf, b"\r\n\r\n").is_some_and(|end| end + 4 != buf.len()) {
         return Sniffed::Pass(Rewind::new(Bytes::from(buf), io));

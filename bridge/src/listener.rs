@@ -230,3 +230,45 @@ pub fn tls(listener: TcpListener, acceptor: TlsAcceptor, stall: Duration) -> io:
     });
     Ok(Queued { ready, local })
 }
+
+/// A client gets this long to send a request's headers, its first or the next one on a kept-alive
+/// connection; a connection that sends none (or idles between requests) is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `stop` resolves, then lets open requests finish. Like
+/// `axum::serve`, plus the timeouts it lacks: a header-read timeout for every HTTP/1 request,
+/// and HTTP/2 keep-alive pings that close connections whose peer is gone.
+pub async fn serve<L>(mut listener: L, app: axum::Router, stop: impl std::future::Future<Output = ()>)
+where
+    L: axum::serve::Listener,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (io, _) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut stop => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A client that goes away mid-request is not the server's error.
+            let _ = conn.await;
+        });
+    }
+    graceful.shutdown().await;
+}

@@ -222,23 +222,15 @@ pub async fn start_with(
         let until = switchyard::grpc::stopped(stopped);
         // SSE GETs are served below hyper unless TLS or CORS need hyper's handling.
         let direct = (tls.is_none() && config.auth.cors_origins.is_empty()).then(|| app.clone());
-        let service = router(app).into_make_service();
+        let service = router(app);
         match tls {
             Some(acceptor) => {
                 let listener = crate::listener::tls(http_listener, acceptor, stall)?;
-                tokio::spawn(async move {
-                    if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(until).await {
-                        tracing::error!(%error, "HTTPS server failed");
-                    }
-                })
+                tokio::spawn(crate::listener::serve(listener, service, until))
             }
             None => {
                 let listener = crate::listener::plain(http_listener, stall, direct)?;
-                tokio::spawn(async move {
-                    if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(until).await {
-                        tracing::error!(%error, "HTTP server failed");
-                    }
-                })
+                tokio::spawn(crate::listener::serve(listener, service, until))
             }
         }
     };

@@ -708,3 +708,46 @@ async fn a_stream_ends_when_its_token_expires_and_says_so() {
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     server.stop().await;
 }
+
+/// Open descriptors of a process (Linux).
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_no_request_or_idle_between_requests_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::serve(dir.path(), &[]);
+    let addr = p.http_url.trim_start_matches("http://").to_owned();
+    let before = fds(p.pid());
+    // 300 connections that never send a byte, and 20 that send one request and then idle.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut kept = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        kept.push(s);
+    }
+    let peak = fds(p.pid());
+    assert!(peak >= before + 300, "the server holds them for now: {before} → {peak}");
+    // Within the header timeout (10 s) the server closes every one: reads see EOF.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for s in silent.iter_mut().chain(kept.iter_mut()) {
+        let mut buf = [0u8; 64];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read(&mut buf)).await.expect("closed by the server").unwrap_or(0);
+        assert_eq!(n, 0, "EOF, not data");
+    }
+    let after = switchyard_tests::wait_for("descriptors freed", || async {
+        let now = fds(p.pid());
+        (now <= before + 5).then_some(now)
+    })
+    .await;
+    assert!(after <= before + 5, "{before} → {peak} → {after}");
+}
