@@ -218,18 +218,25 @@ impl Bus {
                 wanted.push(ch);
             }
         }
-        let (stream, channels) = match (tenant, wanted.len()) {
-            (Some(t), 1) => (Stream::Channel(t, wanted.remove(0)), None),
-            (Some(t), 0) => (Stream::Tenant(t), None),
-            (Some(t), _) => (Stream::Tenant(t), Some(wanted)),
-            (None, 0) => (Stream::All, None),
-            (None, _) => (Stream::All, Some(wanted)),
+        let (stream, ring, channels) = match (tenant, wanted.len()) {
+            // One job's channel: its own history index, but the tenant's ring (see `Filter::ring`).
+            (Some(t), 1) if wanted[0].as_str().contains('/') => {
+                (Stream::Channel(t.clone(), wanted[0].clone()), Stream::Tenant(t), Some(wanted))
+            }
+            (Some(t), 1) => {
+                let s = Stream::Channel(t, wanted.remove(0));
+                (s.clone(), s, None)
+            }
+            (Some(t), 0) => (Stream::Tenant(t.clone()), Stream::Tenant(t), None),
+            (Some(t), _) => (Stream::Tenant(t.clone()), Stream::Tenant(t), Some(wanted)),
+            (None, 0) => (Stream::All, Stream::All, None),
+            (None, _) => (Stream::All, Stream::All, Some(wanted)),
         };
         let allow: Option<Allow> = who.channel_limited().then(|| {
             let who = who.clone();
             Arc::new(move |r: &Record| r.routing.channels.iter().any(|c| who.allows_channel(c))) as Allow
         });
-        Ok(Filter { stream, channels, allow })
+        Ok(Filter { stream, ring, channels, allow })
     }
 
     /// Opens a subscription. Errors are the caller's (bad channel, not allowed); the stream's

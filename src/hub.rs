@@ -67,9 +67,17 @@ impl Hub {
     }
 
     /// Subscribe to live records of a stream. Subscribe *before* reading history, so nothing falls between.
-    pub fn subscribe(&self, stream: Stream) -> broadcast::Receiver<Arc<Record>> {
+    /// The stream's ring is freed when its last receiver is dropped, so memory follows the
+    /// subscriptions that exist, not every stream anyone ever asked for.
+    pub fn subscribe(&self, stream: Stream) -> Receiver {
         let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams.entry(stream).or_insert_with(|| broadcast::channel(self.inner.ring).0).subscribe()
+        let rx = streams.entry(stream.clone()).or_insert_with(|| broadcast::channel(self.inner.ring).0).subscribe();
+        Receiver { rx: Some(rx), hub: self.clone(), stream }
+    }
+
+    /// Streams that currently have a ring (for tests and status).
+    pub fn rings(&self) -> usize {
+        self.inner.streams.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Hand committed records (ascending ids) to live subscribers.
@@ -125,6 +133,32 @@ impl Hub {
 
     pub fn tenant_counters(&self, tenant: &Tenant) -> TenantCounters {
         self.counters().by_tenant.get(tenant.as_str()).cloned().unwrap_or_default()
+    }
+}
+
+/// A live subscription to one stream's ring; the ring goes when its last receiver does.
+pub struct Receiver {
+    rx: Option<broadcast::Receiver<Arc<Record>>>,
+    hub: Hub,
+    stream: Stream,
+}
+
+impl Receiver {
+    pub async fn recv(&mut self) -> Result<Arc<Record>, broadcast::error::RecvError> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        let mut streams = self.hub.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.get(&self.stream).is_some_and(|tx| tx.receiver_count() == 0) {
+            streams.remove(&self.stream);
+        }
     }
 }
 

@@ -84,7 +84,12 @@ pub type Allow = Arc<dyn Fn(&Record) -> bool + Send + Sync>;
 /// Which events a subscriber gets.
 #[derive(Clone)]
 pub struct Filter {
+    /// What history is read from.
     pub stream: Stream,
+    /// Which hub ring live records come from: the stream's own, or for a keyed channel
+    /// (`jobs/<id>`, one per job) its tenant's, filtered by `channels`, so short-lived channels
+    /// never cost a ring each.
+    pub ring: Stream,
     /// Deliver only records in one of these channels (for multi-channel and token-limited subscriptions).
     pub channels: Option<Vec<Channel>>,
     /// Extra predicate: the token's channel globs.
@@ -155,7 +160,7 @@ pub fn subscribe(
     filter: Filter,
     options: Options,
 ) -> impl FutStream<Item = Result<Item, crate::log::LogError>> + Send + 'static {
-    let mut rx = hub.subscribe(filter.stream.clone());
+    let mut rx = hub.subscribe(filter.ring.clone());
     async_stream::try_stream! {
         // `since` starts at an id at most a little early: the replay drops what came before it.
         let mut since = None;
@@ -380,7 +385,8 @@ mod tests {
         let hub = Hub::new(16);
         let log: Arc<dyn Log> =
             Arc::new(EmbeddedLog::open(dir.path(), EmbeddedConfig::default(), hub.clone()).unwrap());
-        let filter = Filter { stream: Stream::Tenant(Tenant::new("acme").unwrap()), channels: None, allow: None };
+        let stream = Stream::Tenant(Tenant::new("acme").unwrap());
+        let filter = Filter { ring: stream.clone(), stream, channels: None, allow: None };
         let options = Options { start: Start::Live, coalesce: Some(Duration::from_secs(600)), on_lag: Lag::CatchUp };
         let mut s = Box::pin(subscribe(log.clone(), &hub, filter, options));
         assert!(matches!(next(&mut s).await, Some(Item::Status { complete: true, .. })));

@@ -751,3 +751,50 @@ async fn connections_that_send_no_request_or_idle_between_requests_are_closed() 
     .await;
     assert!(after <= before + 5, "{before} → {peak} → {after}");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_to_many_channels_cost_memory_only_while_they_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::serve(dir.path(), &[]);
+    let addr = p.http_url.trim_start_matches("http://").to_owned();
+    let token = p.token("acme", Role::Subscribe);
+    let open = |path: String| {
+        let (addr, token) = (addr.clone(), token.clone());
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    // Warm up (allocator, first connections), then measure.
+    for i in 0..200 {
+        open(format!("/api/sse/jobs/warm-{i}")).await;
+    }
+    let before = rss_kib(p.pid());
+    for i in 0..3000 {
+        open(format!("/api/sse/jobs/{:016x}-{i}", rand_u64(i))).await;
+    }
+    // Let the server notice the closed connections.
+    let after = switchyard_tests::wait_for("memory to settle", || async {
+        let now = rss_kib(p.pid());
+        (now < before + 40 * 1024).then_some(now)
+    })
+    .await;
+    eprintln!("RSS {before} KiB → {after} KiB after 3,000 one-shot job subscriptions");
+}
+
+fn rand_u64(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
