@@ -201,6 +201,13 @@ impl Bus {
             AuthError::Invalid(m) => SubscribeError::Invalid { code: "invalid_tenant", field: "tenant", message: m },
             other => SubscribeError::Denied(other),
         })?;
+        if channels.len() > validate::MAX_CHANNELS {
+            return Err(SubscribeError::Invalid {
+                code: "too_many_channels",
+                field: "channels",
+                message: format!("at most {} channels per subscription", validate::MAX_CHANNELS),
+            });
+        }
         let mut wanted = Vec::with_capacity(channels.len());
         for c in channels {
             let ch = Channel::new(c).map_err(|e| SubscribeError::Invalid {

@@ -61,6 +61,10 @@ impl PublishError {
     }
 }
 
+/// Most channels one event, subscription or read may name: the work a request can ask for is
+/// bounded (and each check below is linear in it).
+pub const MAX_CHANNELS: usize = 64;
+
 /// Where an event goes and how it is delivered: derived from the payload and key.
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -110,6 +114,13 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
         }
         if custom.channels.is_empty() {
             return Err(PublishError::invalid("invalid_channel", "event.custom.channels", "name at least one channel"));
+        }
+        if custom.channels.len() > MAX_CHANNELS {
+            return Err(PublishError::invalid(
+                "too_many_channels",
+                "event.custom.channels",
+                format!("at most {MAX_CHANNELS} channels per event"),
+            ));
         }
         let mut channels = Vec::with_capacity(custom.channels.len());
         for c in &custom.channels {

@@ -798,3 +798,37 @@ async fn subscriptions_to_many_channels_cost_memory_only_while_they_exist() {
 fn rand_u64(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
+
+#[tokio::test]
+async fn requests_naming_too_many_channels_are_refused_at_once() {
+    let server = Server::start_with(|c| c.bus.custom_channels = vec!["ops".into()]).await;
+    let token = server.token("acme", Role::Admin, &[]);
+    let many: Vec<String> = (0..65).map(|i| format!("jobs/j{i}")).collect();
+    let r = switchyard_tests::http()
+        .get(format!("{}/api/sse/subscribe?channels={}", server.http_url, many.join(",")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "too_many_channels".to_owned()));
+    let r = switchyard_tests::http()
+        .get(format!("{}/api/events?channels={}", server.http_url, many.join(",")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "too_many_channels".to_owned()));
+    // 200,000 channels in one event: refused in milliseconds, not after quadratic work.
+    let channels: Vec<String> = (0..200_000).map(|i| format!("c{i}")).collect();
+    let started = Instant::now();
+    let r = switchyard_tests::http()
+        .post(format!("{}/api/events", server.http_url))
+        .bearer_auth(&token)
+        .json(&json!({"type": "acme:thing", "channels": channels, "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await, (400, "too_many_channels".to_owned()));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    server.stop().await;
+}
