@@ -45,6 +45,32 @@ impl Access {
         self.verifier.verify(token_from_headers(headers).ok_or(AuthError::Missing)?)
     }
 
+    /// For requests that change something (publish, broadcast): the Authorization header, or the
+    /// cookie only on a same-origin JSON request. A cross-site form can send the cookie but
+    /// neither a JSON content type (without a CORS preflight) nor this origin.
+    pub fn for_write(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        if let Some(t) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer) {
+            return self.verifier.verify(t);
+        }
+        let Some(cookie) = token_from_headers(headers) else { return Err(AuthError::Missing) };
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let same_origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|o| o.split_once("://").map(|(_, h)| h))
+            .is_some_and(|origin_host| Some(origin_host) == host);
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        if !(same_origin && json) {
+            return Err(AuthError::Invalid(
+                "a cookie authenticates only same-origin JSON requests here; send Authorization: Bearer <token>".into(),
+            ));
+        }
+        self.verifier.verify(cookie)
+    }
+
     /// Header, cookie, ticket, or (if enabled) `access_token`.
     pub fn from_request(&self, headers: &HeaderMap, query: &QueryCredentials) -> Result<Principal, AuthError> {
         if let Some(t) = token_from_headers(headers) {

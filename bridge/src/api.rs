@@ -169,13 +169,10 @@ fn indexed(e: PublishError, i: usize, single: bool) -> ApiError {
 }
 
 /// `POST /api/events`: one event (object) or a batch (array), committed together; answers with ids.
-pub async fn publish(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Response, ApiError> {
-    let who = app.access.from_headers(&headers)?;
+pub async fn publish(State(app): State<Arc<App>>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let who = app.access.for_write(req.headers())?;
     who.require(Role::Publish)?;
+    let RawBody(body) = RawBody::after_auth(req).await?;
     let (events, single) = parse_events(&body)?;
     let n = events.len();
     let appended = app.bus.publish_all(&who, events).await.map_err(|(i, e)| indexed(e, i, single))?;
@@ -202,13 +199,10 @@ struct Broadcast {
 }
 
 /// `POST /api/sse/broadcast` (admin): one event to every subscriber of its channels, in one or more tenants.
-pub async fn broadcast(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Response, ApiError> {
-    let who = app.access.from_headers(&headers)?;
+pub async fn broadcast(State(app): State<Arc<App>>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let who = app.access.for_write(req.headers())?;
     who.require(Role::Admin)?;
+    let RawBody(body) = RawBody::after_auth(req).await?;
     let b: Broadcast = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", "body", format!("expected {{\"event\": {{…}}, \"tenants\"?: […]}}: {e}"))
     })?;

@@ -19,12 +19,22 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        axum::body::Bytes::from_request(req, state).await.map(RawBody).map_err(|r| {
-            let status = r.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
-            ApiError { field: Some("body"), ..ApiError::new(status, code, r.body_text()) }
-        })
+        axum::body::Bytes::from_request(req, state).await.map(RawBody).map_err(body_error)
     }
+}
+
+impl RawBody {
+    /// Reads a request's body once its sender is known to be allowed to send one: a request
+    /// that fails authentication costs no body read and no buffer.
+    pub async fn after_auth(req: axum::extract::Request) -> Result<Self, ApiError> {
+        <Self as axum::extract::FromRequest<()>>::from_request(req, &()).await
+    }
+}
+
+fn body_error(r: axum::extract::rejection::BytesRejection) -> ApiError {
+    let status = r.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
+    ApiError { field: Some("body"), ..ApiError::new(status, code, r.body_text()) }
 }
 
 /// Query parameters, with a malformed one (`?limit=abc`, `?coalesce=yes`) answered as the

@@ -832,3 +832,43 @@ async fn requests_naming_too_many_channels_are_refused_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn cookies_publish_only_same_origin_json_and_bodies_are_read_after_auth() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Publish, &[]);
+    let host = server.http_url.trim_start_matches("http://").to_owned();
+    let post = |content_type: &str, origin: Option<String>| {
+        let mut req = switchyard_tests::http()
+            .post(format!("{}/api/events", server.http_url))
+            .header("cookie", format!("switchyard_token={token}"))
+            .header("content-type", content_type)
+            .body(r#"{"type": "alert:info", "data": {"title": "csrf?"}}"#);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    // A cross-site form: text/plain, another origin. Refused, and nothing stored.
+    let r = post("text/plain", Some("https://evil.example".into())).await.unwrap();
+    assert_eq!(error_of(r).await, (401, "unauthenticated".to_owned()));
+    let r = post("application/json", Some("https://evil.example".into())).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = post("text/plain", Some(format!("http://{host}"))).await.unwrap();
+    assert_eq!(r.status(), 401, "same origin but not JSON");
+    let page = get_json(&format!("{}/api/events?channels=alerts", server.http_url), &token).await;
+    assert!(page["events"].as_array().unwrap().is_empty(), "nothing was published");
+    // The dashboard's own same-origin JSON request works; so does a bearer token from anywhere.
+    assert_eq!(post("application/json", Some(format!("http://{host}"))).await.unwrap().status(), 201);
+    // Without credentials the answer comes before any body is read: the 8 MB never sent is not waited for.
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    s.write_all(
+        b"POST /api/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 8000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("answered at once").unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&buf[..n]));
+    server.stop().await;
+}
