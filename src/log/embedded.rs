@@ -7,7 +7,10 @@
 //!   that lets a resume read one channel without scanning the rest;
 //! - `dedupe`: (tenant, idempotency key) → (id, published-at ms);
 //! - `meta`: `head` (last id ever assigned, so ids stay monotonic even when
-//!   retention empties the log) and `trim:<stream>` (highest id trimmed);
+//!   retention empties the log), `trim:<stream>` (highest id trimmed), and for the modes that
+//!   acknowledge before fsync, `reserved` (ids up to it may have been handed out; written
+//!   durably ahead of use), `clean` (the writer shut down in order) and `lost_from`/`lost_through`
+//!   (ids a crash may have taken back: resuming from one of them is a gap, never silence);
 //! - `state`: `tenant\0slot\0key` → the id of the latest event of that state slot. Written in
 //!   the same transaction as the append. Retention never removes an event that is some
 //!   slot's current state (it is *pinned*; only the history indexes forget it), so the history
@@ -55,6 +58,10 @@ const TIMES: TableDefinition<u64, u64> = TableDefinition::new("times");
 
 /// Most events one write transaction takes before acking.
 const MAX_GROUP: usize = 16_384;
+
+/// Ids reserved per durable reservation when acks may precede fsync (`batch`, `off`): one
+/// fsync'd write per this many ids, so a crash can never hand an id out twice.
+const RESERVE: u64 = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -127,16 +134,35 @@ impl EmbeddedLog {
     pub fn open(dir: &Path, config: EmbeddedConfig, hub: Hub) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(storage)?;
         let db = Arc::new(Database::create(dir.join("events.redb")).map_err(storage)?);
-        let txn = db.begin_write().map_err(storage)?;
-        let head = {
+        let mut txn = db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::Immediate).map_err(storage)?;
+        let (head, reserved) = {
             txn.open_table(EVENTS).map_err(storage)?;
             txn.open_table(DEDUPE).map_err(storage)?;
             txn.open_table(STATE).map_err(storage)?;
             txn.open_table(TIMES).map_err(storage)?;
-            let streams = txn.open_table(STREAMS).map_err(storage)?;
-            let meta = txn.open_table(META).map_err(storage)?;
-            drop(streams);
-            meta.get("head").map_err(storage)?.map(|v| v.value()).unwrap_or(0)
+            txn.open_table(STREAMS).map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let get = |meta: &redb::Table<&str, u64>, k: &str| -> Result<u64, LogError> {
+                Ok(meta.get(k).map_err(storage)?.map_or(0, |v| v.value()))
+            };
+            let head = get(&meta, "head")?;
+            let reserved = get(&meta, "reserved")?;
+            // A crash after acking ids beyond the last fsync: those ids are gone, and must not be
+            // handed out again. Start after everything that may have been handed out, and
+            // remember the range so a resume from inside it is told it has a gap.
+            let crashed = reserved > head && get(&meta, "clean")? == 0;
+            let head = if crashed {
+                tracing::warn!(durable = head, reserved, "unclean shutdown: ids after the last fsync are skipped");
+                meta.insert("lost_from", head).map_err(storage)?;
+                meta.insert("lost_through", reserved).map_err(storage)?;
+                meta.insert("head", reserved).map_err(storage)?;
+                reserved
+            } else {
+                head
+            };
+            meta.insert("clean", 0).map_err(storage)?;
+            (head, reserved.max(head))
         };
         txn.commit().map_err(storage)?;
         let counts = count_streams(&db)?;
@@ -147,6 +173,7 @@ impl EmbeddedLog {
             config,
             hub,
             head: head.clone(),
+            reserved,
             counts,
             last_trim: Instant::now(),
             last_sync: Instant::now(),
@@ -267,8 +294,13 @@ impl EmbeddedLog {
                 (first, format!("trim:{name}"))
             }
         };
-        let trimmed = meta.get(trim_key.as_str()).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
-        Ok(Bounds { oldest: EventId(oldest), trimmed_through: EventId(trimmed), head: EventId(head) })
+        let get = |k: &str| -> Result<u64, LogError> { Ok(meta.get(k).map_err(storage)?.map_or(0, |v| v.value())) };
+        Ok(Bounds {
+            oldest: EventId(oldest),
+            trimmed_through: EventId(get(&trim_key)?),
+            head: EventId(head),
+            lost: (EventId(get("lost_from")?), EventId(get("lost_through")?)),
+        })
     }
 }
 
@@ -388,6 +420,8 @@ struct Writer {
     config: EmbeddedConfig,
     hub: Hub,
     head: Arc<AtomicU64>,
+    /// Ids up to here are durably reserved (modes that ack before fsync).
+    reserved: u64,
     counts: HashMap<String, u64>,
     last_trim: Instant,
     last_sync: Instant,
@@ -426,6 +460,7 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     self.sync();
+                    self.mark_clean();
                     return;
                 }
             }
@@ -445,6 +480,37 @@ impl Writer {
         match self.config.fsync {
             Fsync::Always => Durability::Immediate,
             Fsync::Batch | Fsync::Off => Durability::None,
+        }
+    }
+
+    /// Before ids past the reservation are used: reserve the next stretch, durably. Only in the
+    /// modes that ack before fsync; with `always` every commit is durable anyway.
+    fn reserve(&mut self, needed: u64) -> Result<(), LogError> {
+        if self.config.fsync == Fsync::Always || needed <= self.reserved {
+            return Ok(());
+        }
+        let reserved = needed + RESERVE;
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::Immediate).map_err(storage)?;
+        txn.open_table(META).map_err(storage)?.insert("reserved", reserved).map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        self.reserved = reserved;
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// An orderly shutdown: everything is durable, so no id needs skipping on the next open.
+    fn mark_clean(&mut self) {
+        let result = self.db.begin_write().map(|mut t| {
+            let _ = t.set_durability(Durability::Immediate);
+            if let Ok(mut meta) = t.open_table(META) {
+                let _ = meta.insert("clean", 1);
+            }
+            t.commit()
+        });
+        if !matches!(result, Ok(Ok(()))) {
+            tracing::error!("could not mark the log cleanly closed; the next open skips the reserved ids");
         }
     }
 
@@ -470,7 +536,9 @@ impl Writer {
     fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, Reply)>) {
         let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
         let start_head = self.head.load(Ordering::Acquire);
-        match self.write_group(batches, start_head) {
+        let n: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        let result = self.reserve(start_head + n).and_then(|()| self.write_group(batches, start_head));
+        match result {
             Ok((records, results, head)) => {
                 if self.config.fsync != Fsync::Always && head != start_head {
                     self.unsynced = true;

@@ -650,6 +650,7 @@ impl Log for JetStreamLog {
                 oldest: EventId(if state.messages == 0 { 0 } else { state.first_sequence }),
                 trimmed_through: EventId(state.first_sequence.saturating_sub(1)),
                 head: EventId(state.last_sequence),
+                lost: Default::default(),
             })
         })
     }

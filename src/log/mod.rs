@@ -99,12 +99,16 @@ pub struct Bounds {
     pub trimmed_through: EventId,
     /// The newest id in the whole log.
     pub head: EventId,
+    /// Ids in `(lost.0, lost.1]` were acknowledged but not yet on disk when the process crashed
+    /// (fsync `batch`/`off`): a subscriber that saw one has a gap (empty when none).
+    pub lost: (EventId, EventId),
 }
 
 impl Bounds {
     /// Whether resuming after `from` delivers every event with a greater id.
     pub fn complete_after(&self, from: EventId) -> bool {
-        from >= self.trimmed_through && from <= self.head
+        let lost = self.lost.0 < from && from <= self.lost.1;
+        from >= self.trimmed_through && from <= self.head && !lost
     }
 }
 

@@ -199,6 +199,7 @@ impl Log for RemoteLog {
                 oldest: EventId(page.oldest_available_id),
                 trimmed_through: EventId(page.trimmed_through_id),
                 head: EventId(page.head_id),
+                lost: Default::default(),
             })
         })
     }
