@@ -258,24 +258,30 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
             json!({ t.to_string(): tenant_json(&c, conns.by_tenant.get(t.as_str())) })
         }
     };
-    let all = matches!(who.tenant, TenantScope::All);
-    Ok(Json(json!({
-        "connections": {
-            "current": if all { conns.current } else { conns.by_tenant.values().sum::<usize>().min(conns.current) },
-            "peak": conns.peak,
-            "total": conns.total,
-        },
-        "subscribers": app.bus.subscribers().current,
-        "events": {
-            "published": if all { counters.total } else { counters.by_tenant.values().map(|c| c.total).sum() },
-            "sseFrames": app.metrics.sse_frames.load(Ordering::Relaxed),
-            "evicted": app.metrics.sse_evicted.load(Ordering::Relaxed),
-        },
-        "log": { "backend": app.bus.log().backend(), "headId": log.head.to_string(), "oldestId": log.oldest.to_string(), "stored": log.stored },
-        "tenants": tenants,
-        "uptimeSecs": app.started.elapsed().as_secs(),
-    }))
-    .into_response())
+    // A tenant's admin sees its own tenant only: no other tenant's name, and no totals that
+    // would reveal their traffic.
+    let body = match &who.tenant {
+        TenantScope::All => json!({
+            "connections": { "current": conns.current, "peak": conns.peak, "total": conns.total },
+            "subscribers": app.bus.subscribers().current,
+            "events": {
+                "published": counters.total,
+                "sseFrames": app.metrics.sse_frames.load(Ordering::Relaxed),
+                "evicted": app.metrics.sse_evicted.load(Ordering::Relaxed),
+            },
+            "log": { "backend": app.bus.log().backend(), "headId": log.head.to_string(), "oldestId": log.oldest.to_string(), "stored": log.stored },
+            "tenants": tenants,
+            "uptimeSecs": app.started.elapsed().as_secs(),
+        }),
+        TenantScope::One(t) => json!({
+            "connections": { "current": conns.by_tenant.get(t.as_str()).copied().unwrap_or(0) },
+            "events": { "published": counters.by_tenant.get(t.as_str()).map_or(0, |c| c.total) },
+            "log": { "backend": app.bus.log().backend(), "headId": log.head.to_string() },
+            "tenants": tenants,
+            "uptimeSecs": app.started.elapsed().as_secs(),
+        }),
+    };
+    Ok(Json(body).into_response())
 }
 
 fn tenant_json(c: &switchyard::hub::TenantCounters, conns: Option<&usize>) -> Value {
@@ -311,14 +317,19 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     gauge("switchyard_log_head_id", "Newest event id.", "gauge", log.head.get());
     gauge("switchyard_log_oldest_id", "Oldest event id held.", "gauge", log.oldest.get());
     gauge("switchyard_log_events", "Events held.", "gauge", log.stored);
+    // By type across tenants: /metrics has no auth, so it names no tenant.
     let _ = writeln!(
         s,
-        "# HELP switchyard_published_total Events committed, by tenant and type.\n# TYPE switchyard_published_total counter"
+        "# HELP switchyard_published_total Events committed, by type (all tenants).\n# TYPE switchyard_published_total counter"
     );
-    for (tenant, c) in &counters.by_tenant {
+    let mut by_type: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for c in counters.by_tenant.values() {
         for (ty, n) in &c.by_type {
-            let _ = writeln!(s, "switchyard_published_total{{tenant=\"{tenant}\",type=\"{ty}\"}} {n}");
+            *by_type.entry(ty.as_str()).or_default() += n;
         }
+    }
+    for (ty, n) in by_type {
+        let _ = writeln!(s, "switchyard_published_total{{type=\"{ty}\"}} {n}");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
 }
