@@ -245,6 +245,11 @@ export interface Order {
   /** The platform's topic or change type: `orders/create`, `ORDER_CHANGE`. */
   topic?: string;
   test?: boolean;
+  /**
+   * Lines in the order. `lines` holds at most the first 100, so a very large order is still one
+   * event within the size limit (its totals above cover every line).
+   */
+  lineCount?: number;
 }
 
 /** Orders and their money over one period. Money is per currency, never summed across currencies. */

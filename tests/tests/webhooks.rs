@@ -139,6 +139,41 @@ async fn shopify_orders_verified_on_raw_bytes_and_stored_once() {
 }
 
 #[tokio::test]
+async fn a_genuine_order_with_800_lines_is_accepted_not_refused_for_size() {
+    let server = server().await;
+    let url = format!("{}/api/webhooks/shopify", server.http_url);
+    let lines: Vec<String> = (0..800)
+        .map(|i| {
+            format!(
+                r#"{{"id": {i}, "sku": "SKU-{i:05}", "title": "A product with a long descriptive title, variant {i}", "quantity": 1, "price": "1.25", "product_id": 632910392{i}, "variant_id": 808950810{i}}}"#
+            )
+        })
+        .collect();
+    let body = format!(
+        r##"{{"id": 820982911946154600, "name": "#5000", "currency": "GBP", "total_price": "1000.00", "line_items": [{}]}}"##,
+        lines.join(", ")
+    );
+    assert!(body.len() > 120_000, "a delivery Shopify sends for a big order: {} bytes", body.len());
+    let headers = vec![
+        ("X-Shopify-Hmac-Sha256", sign_b64(b"new-secret", &[body.as_bytes()])),
+        ("X-Shopify-Topic", "orders/create".to_owned()),
+        ("X-Shopify-Shop-Domain", SHOP.to_owned()),
+        ("X-Shopify-Event-Id", "evt-big".to_owned()),
+    ];
+    let r = post(url, &headers, body.as_bytes()).await;
+    assert_eq!(r.status(), 200, "never a permanent 4xx for a valid delivery: {}", r.text().await.unwrap());
+    let page = switchyard_tests::get_json(
+        &format!("{}/api/events?channels=dashboard", server.http_url),
+        &server.token("acme", Role::Subscribe, &[]),
+    )
+    .await;
+    let order = &page["events"][0]["event"]["shopifyOrderCreated"];
+    assert_eq!(order["lineCount"], 800);
+    assert_eq!(order["lines"].as_array().unwrap().len(), 100, "the first 100 lines; the totals cover all");
+    assert_eq!(order["total"]["amount"], "1000.00");
+}
+
+#[tokio::test]
 async fn xero_intent_to_receive_and_events() {
     let server = server().await;
     let url = format!("{}/api/webhooks/xero", server.http_url);

@@ -9,6 +9,10 @@ use switchyard::proto::v1::{
     Alert, DataUpdated, Event, LowStockAlert, Money, Order, OrderLine, StockItem, StockLevel, event::Payload,
 };
 
+/// Order lines kept in an event: a Shopify order may have hundreds (a 134 KB delivery), and the
+/// event must fit the bus's size limit so a genuine delivery is never refused.
+const MAX_LINES: usize = 100;
+
 /// When a delivery also raises an alert.
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
@@ -119,11 +123,13 @@ fn event(topic: &str, shop: &str, body: &Value, raw: &[u8]) -> Event {
                 tax: money(&body["total_tax"], currency),
                 financial_status: text(&body["financial_status"]),
                 fulfillment_status: text(&body["fulfillment_status"]),
+                line_count: body["line_items"].as_array().map_or(0, |l| l.len().min(u32::MAX as usize) as u32),
                 lines: body["line_items"]
                     .as_array()
                     .map(|items| {
                         items
                             .iter()
+                            .take(MAX_LINES)
                             .map(|l| OrderLine {
                                 sku: text(&l["sku"]),
                                 title: text(&l["title"]),

@@ -43,7 +43,8 @@ pub fn verify(
     let ts_raw = timestamp.ok_or(Reject::Missing("webhook-timestamp"))?;
     let signatures = signatures.ok_or(Reject::Missing("webhook-signature"))?;
     let ts: i64 = ts_raw.trim().parse().map_err(|_| Reject::BadTimestamp)?;
-    if (now - ts).abs() > TOLERANCE_SECS {
+    // Checked arithmetic: a timestamp near i64::MIN is stale, not an overflow.
+    if now.checked_sub(ts).and_then(i64::checked_abs).is_none_or(|d| d > TOLERANCE_SECS) {
         return Err(Reject::Stale);
     }
     let ok = signatures

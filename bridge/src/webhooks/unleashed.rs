@@ -15,7 +15,9 @@ pub fn verify(keys: &[Vec<u8>], signature: Option<&str>, timestamp: Option<&str>
     let (Some(sig), Some(ts)) = (signature, timestamp) else { return false };
     let ts = ts.trim();
     let Ok(at) = ts.parse::<i64>() else { return false };
-    (now - at).abs() <= TOLERANCE_SECS && verify_b64(keys, &[ts.as_bytes(), b".", body], sig)
+    // Checked arithmetic: a timestamp near i64::MIN is stale, not an overflow.
+    let fresh = now.checked_sub(at).and_then(i64::checked_abs).is_some_and(|d| d <= TOLERANCE_SECS);
+    fresh && verify_b64(keys, &[ts.as_bytes(), b".", body], sig)
 }
 
 /// The dashboard sections an Unleashed resource feeds: assemblies are production, stock and
@@ -85,6 +87,17 @@ fn event(body: &Value) -> Option<(Event, String)> {
         ..Default::default()
     };
     Some((event, format!("unleashed:{id}")))
+}
+
+#[cfg(test)]
+mod overflow {
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        for ts in [i64::MIN.to_string(), i64::MAX.to_string(), "-9223372036854775808".into()] {
+            assert!(!super::verify(&[b"k".to_vec()], Some("x"), Some(&ts), b"{}", 1_700_000_000));
+            assert!(!super::verify(&[b"k".to_vec()], Some("x"), Some(&ts), b"{}", i64::MIN));
+        }
+    }
 }
 
 #[cfg(test)]
