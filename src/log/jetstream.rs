@@ -55,6 +55,10 @@ use crate::{
 
 /// Publishes in flight per node before waiting for acks (below the client's own cap of 5,000).
 const WINDOW: usize = 4096;
+/// The tail's longest pull; its idle heartbeat is derived from it.
+const TAIL_PULL: Duration = Duration::from_secs(2);
+/// How often the tail compares its progress with the stream's.
+const WATCHDOG: Duration = Duration::from_secs(1);
 
 /// The oldest nats-server this backplane supports (multi-subject filters, `Nats-Msg-Id` on R3).
 pub const MIN_SERVER: (u64, u64) = (2, 10);
@@ -472,6 +476,10 @@ async fn tail(t: Tail) {
             let consumer = s
                 .create_consumer(pull::OrderedConfig {
                     deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: delivered + 1 },
+                    // Short pulls, so the idle heartbeat follows them down (from the client's
+                    // 15 s): a consumer lost with its stream leader is noticed and recreated in
+                    // about two seconds, not 30.
+                    max_expires: TAIL_PULL,
                     ..Default::default()
                 })
                 .await
@@ -479,7 +487,26 @@ async fn tail(t: Tail) {
             let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
             t.tailing.store(true, Ordering::Relaxed);
             backoff = Duration::from_millis(100);
-            while let Some(m) = messages.next().await {
+            let mut watchdog = tokio::time::interval(WATCHDOG);
+            watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut stuck_at = None;
+            loop {
+                let m = tokio::select! {
+                    m = messages.next() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                    _ = watchdog.tick() => {
+                        // Our own check besides the heartbeats: the stream has moved on and this
+                        // tail has not, twice in a row. Never freeze silently: say so, recreate.
+                        let last = t.js.get_stream(&t.stream).await.map(|st| st.cached_info().state.last_sequence).unwrap_or(0);
+                        if last > delivered && stuck_at == Some(delivered) {
+                            return Err(format!("no delivery while the stream moved to {last}"));
+                        }
+                        stuck_at = (last > delivered).then_some(delivered);
+                        continue;
+                    }
+                };
                 let m = m.map_err(|e| e.to_string())?;
                 let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
                 if seq <= delivered {
@@ -581,6 +608,108 @@ async fn persist_watermark(names: Names, applied: Arc<Applied>, outgoing: mpsc::
     }
 }
 
+impl JetStreamLog {
+    /// Retries a read through transient answers (a consumer not yet ready, "no responders"
+    /// while a leader is elected) for up to two seconds: a healthy cluster never fails a read,
+    /// and an SSE open never ends on one.
+    async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T, LogError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, LogError>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut wait = Duration::from_millis(25);
+        loop {
+            match f().await {
+                Err(LogError::Unavailable(e)) if Instant::now() + wait < deadline && self.connected().is_ok() => {
+                    tracing::debug!(error = %e, "transient JetStream read failure; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(400));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_once(&self, stream: &Stream, after: EventId, limit: usize) -> Result<Vec<Arc<Record>>, LogError> {
+        self.connected()?;
+        let s = self.js.get_stream_no_info(&self.config.stream).await.map_err(unavailable)?;
+        let policy = DeliverPolicy::ByStartSequence { start_sequence: after.get() + 1 };
+        let reader = Reader::open(&s, self.filters(stream), policy).await?;
+        let consumer = &reader.consumer;
+        let mut out = Vec::new();
+        'fetch: while out.len() < limit {
+            let want = (limit - out.len()).clamp(1, 1000);
+            let mut batch = consumer.fetch().max_messages(want).messages().await.map_err(unavailable)?;
+            let mut got = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(unavailable)?;
+                got += 1;
+                let seq = m.info().map_err(unavailable)?.stream_sequence;
+                let r = record(&m.payload, seq)?;
+                let wanted = match &stream {
+                    Stream::Channel(_, c) => r.in_any(std::slice::from_ref(c)),
+                    _ => true,
+                };
+                if wanted {
+                    out.push(Arc::new(r));
+                    if out.len() == limit {
+                        break 'fetch;
+                    }
+                }
+            }
+            if got == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn state_once(&self, stream: &Stream, after: EventId) -> Result<StateView, LogError> {
+        self.connected()?;
+        let names = Names::new(&self.config);
+        // Read the watermark first: everything up to it is in the state stream now.
+        let as_of = self.applied.watermark();
+        let filter = match stream {
+            Stream::All => format!("{}.*.>", names.state_prefix),
+            Stream::Tenant(t) | Stream::Channel(t, _) => format!("{}.{t}.>", names.state_prefix),
+        };
+        let s = self.js.get_stream_no_info(&names.state_stream).await.map_err(unavailable)?;
+        let mut records = Vec::new();
+        for m in fetch_all(&s, filter, DeliverPolicy::All).await? {
+            // The watermark message (`_meta`, never a tenant) has no id field.
+            let Some(id) = stored_id(&m.payload) else { continue };
+            if id <= after.get() || id > as_of {
+                continue;
+            }
+            let r = record(&m.payload, id)?;
+            if StateView::keeps(stream, &r) {
+                records.push(Arc::new(r));
+            }
+        }
+        records.sort_unstable_by_key(|r| r.id);
+        Ok(StateView { records, as_of: EventId(as_of) })
+    }
+
+    async fn bounds_once(&self) -> Result<Bounds, LogError> {
+        self.connected()?;
+        let s = tokio::time::timeout(Duration::from_secs(3), self.js.get_stream(&self.config.stream))
+            .await
+            .map_err(|_| unavailable("JetStream did not answer within 3 s"))?
+            .map_err(unavailable)?;
+        let state = s.cached_info().state.clone();
+        self.head.fetch_max(state.last_sequence, Ordering::Relaxed);
+        // Stream-wide: anything before the first sequence was removed by JetStream's limits.
+        // For one channel this may report a gap that only other channels had; never the reverse.
+        Ok(Bounds {
+            oldest: EventId(if state.messages == 0 { 0 } else { state.first_sequence }),
+            trimmed_through: EventId(state.first_sequence.saturating_sub(1)),
+            head: EventId(state.last_sequence),
+            lost: Default::default(),
+        })
+    }
+}
+
 impl Log for JetStreamLog {
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         Box::pin(async move {
@@ -600,87 +729,14 @@ impl Log for JetStreamLog {
     }
 
     fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>> {
-        Box::pin(async move {
-            self.connected()?;
-            let s = self.js.get_stream_no_info(&self.config.stream).await.map_err(unavailable)?;
-            let policy = DeliverPolicy::ByStartSequence { start_sequence: after.get() + 1 };
-            let reader = Reader::open(&s, self.filters(&stream), policy).await?;
-            let consumer = &reader.consumer;
-            let mut out = Vec::new();
-            'fetch: while out.len() < limit {
-                let want = (limit - out.len()).clamp(1, 1000);
-                let mut batch = consumer.fetch().max_messages(want).messages().await.map_err(unavailable)?;
-                let mut got = 0;
-                while let Some(m) = batch.next().await {
-                    let m = m.map_err(unavailable)?;
-                    got += 1;
-                    let seq = m.info().map_err(unavailable)?.stream_sequence;
-                    let r = record(&m.payload, seq)?;
-                    let wanted = match &stream {
-                        Stream::Channel(_, c) => r.in_any(std::slice::from_ref(c)),
-                        _ => true,
-                    };
-                    if wanted {
-                        out.push(Arc::new(r));
-                        if out.len() == limit {
-                            break 'fetch;
-                        }
-                    }
-                }
-                if got == 0 {
-                    break;
-                }
-            }
-            Ok(out)
-        })
+        Box::pin(async move { self.retrying(|| self.read_once(&stream, after, limit)).await })
     }
 
     fn bounds(&self, _stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>> {
-        Box::pin(async move {
-            self.connected()?;
-            let s = tokio::time::timeout(Duration::from_secs(3), self.js.get_stream(&self.config.stream))
-                .await
-                .map_err(|_| unavailable("JetStream did not answer within 3 s"))?
-                .map_err(unavailable)?;
-            let state = s.cached_info().state.clone();
-            self.head.fetch_max(state.last_sequence, Ordering::Relaxed);
-            // Stream-wide: anything before the first sequence was removed by JetStream's limits.
-            // For one channel this may report a gap that only other channels had; never the reverse.
-            Ok(Bounds {
-                oldest: EventId(if state.messages == 0 { 0 } else { state.first_sequence }),
-                trimmed_through: EventId(state.first_sequence.saturating_sub(1)),
-                head: EventId(state.last_sequence),
-                lost: Default::default(),
-            })
-        })
+        Box::pin(self.retrying(|| self.bounds_once()))
     }
-
     fn state(&self, stream: Stream, after: EventId) -> BoxFuture<'_, Result<StateView, LogError>> {
-        Box::pin(async move {
-            self.connected()?;
-            let names = Names::new(&self.config);
-            // Read the watermark first: everything up to it is in the state stream now.
-            let as_of = self.applied.watermark();
-            let filter = match &stream {
-                Stream::All => format!("{}.*.>", names.state_prefix),
-                Stream::Tenant(t) | Stream::Channel(t, _) => format!("{}.{t}.>", names.state_prefix),
-            };
-            let s = self.js.get_stream_no_info(&names.state_stream).await.map_err(unavailable)?;
-            let mut records = Vec::new();
-            for m in fetch_all(&s, filter, DeliverPolicy::All).await? {
-                // The watermark message (`_meta`, never a tenant) has no id field.
-                let Some(id) = stored_id(&m.payload) else { continue };
-                if id <= after.get() || id > as_of {
-                    continue;
-                }
-                let r = record(&m.payload, id)?;
-                if StateView::keeps(&stream, &r) {
-                    records.push(Arc::new(r));
-                }
-            }
-            records.sort_unstable_by_key(|r| r.id);
-            Ok(StateView { records, as_of: EventId(as_of) })
-        })
+        Box::pin(async move { self.retrying(|| self.state_once(&stream, after)).await })
     }
 
     fn id_before(&self, ms: u64) -> BoxFuture<'_, Result<EventId, LogError>> {
