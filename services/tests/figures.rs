@@ -602,11 +602,24 @@ fn unleashed(server: &MockServer) -> UnleashedConfig {
 async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_is_said_not_zeroed() {
     let server = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    Mock::given(path("/Products/1")).respond_with(one_page(json!([]))).mount(&server).await;
+    // Stock on hand over two pages at Unleashed's maximum page size (1,000), minimum levels for some.
+    let rows: Vec<(String, i64, String)> =
+        (0..1005).map(|i: i64| (format!("P{i:04}"), i % 17, format!("{}.{:02}", i % 50, (i * 7) % 100))).collect();
+    let minimums: Vec<(String, i64)> = rows.iter().step_by(3).map(|r| (r.0.clone(), 8)).collect();
+    let products: Vec<Value> =
+        minimums.iter().map(|(code, min)| json!({"ProductCode": code, "MinStockAlertLevel": min})).collect();
+    Mock::given(path("/Products/1")).respond_with(one_page(json!(products))).mount(&server).await;
+    let stock = |r: &(String, i64, String)| json!({"ProductCode": r.0, "QtyOnHand": r.1, "TotalCost": r.2});
+    let page = |items: &[(String, i64, String)], n: u64| {
+        Signed(json!({"Pagination": {"NumberOfItems": 1005, "PageSize": 1000, "PageNumber": n, "NumberOfPages": 2},
+            "Items": items.iter().map(stock).collect::<Vec<_>>()}))
+    };
     Mock::given(path("/StockOnHand/1"))
-        .respond_with(one_page(json!([{"ProductCode": "W", "QtyOnHand": 5, "TotalCost": 12.5}])))
+        .and(query_param("pageSize", "1000"))
+        .respond_with(page(&rows[..1000], 1))
         .mount(&server)
         .await;
+    Mock::given(path("/StockOnHand/2")).respond_with(page(&rows[1000..], 2)).mount(&server).await;
     let now_ms = Timestamp::now().as_millisecond();
     let date = |ms: i64| format!("/Date({ms})/");
     let assemblies = json!([
@@ -631,7 +644,13 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
         Payload::UnleashedSyncCompleted(u) => Some(u),
         _ => None,
     });
-    // Independently: today's completed assemblies are ASM-1 (10 of 10) and ASM-2 (15 of 20).
+    // Independently: the stock value and the products under their minimum, from the fixture rows.
+    let value: Decimal = rows.iter().map(|r| Decimal::from_str(&r.2).unwrap()).sum();
+    assert_eq!(u.stock_value.as_ref().map(|m| Decimal::from_str(&m.amount).unwrap()), Some(value));
+    assert_eq!(u.stock_items, 1005, "both pages");
+    let low = rows.iter().filter(|r| minimums.iter().any(|(c, min)| *c == r.0 && r.1 < *min)).count();
+    assert_eq!(u.low_stock_items, low as u32);
+    // Today's completed assemblies are ASM-1 (10 of 10) and ASM-2 (15 of 20).
     assert_eq!(u.completed_today, Some(2));
     assert_eq!(u.yield_percent, format!("{:.1}", (10.0 + 15.0) * 100.0 / (10.0 + 20.0)));
     assert_eq!(u.utilization_percent, format!("{:.1}", 25.0 * 100.0 / 40.0));
