@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Recorder, Signed, http, payloads, run, shopify_config, type_names, xero_config};
+use common::{Recorder, Signed, http, payloads, run, shopify_config, type_names, xero_config, xero_report};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use switchyard::proto::v1::{Event, event::Payload};
@@ -28,10 +28,6 @@ use wiremock::{
 };
 
 // ---------- Xero ----------
-
-fn report(sections: Value) -> Value {
-    json!({"Reports": [{"ReportID": "BalanceSheet", "Rows": sections}]})
-}
 
 #[tokio::test]
 async fn xero_reports_with_token_rotation_refresh_on_401_and_retry_after() {
@@ -66,7 +62,7 @@ async fn xero_reports_with_token_rotation_refresh_on_401_and_retry_after() {
         .mount(&server)
         .await;
     Mock::given(path("/api/Reports/BalanceSheet"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(report(json!([
+        .respond_with(ResponseTemplate::new(200).set_body_json(xero_report(json!([
         {"RowType": "Header", "Cells": [{"Value": ""}, {"Value": "23 Nov 2026"}]},
         {"RowType": "Section", "Title": "Current Assets", "Rows": [
             {"RowType": "Row", "Cells": [{"Value": "Accounts Receivable"}, {"Value": "12500.40"}]},
@@ -77,7 +73,7 @@ async fn xero_reports_with_token_rotation_refresh_on_401_and_retry_after() {
             {"RowType": "SummaryRow", "Cells": [{"Value": "Total Current Liabilities"}, {"Value": "15000.15"}]}]}]))))
         .mount(&server)
         .await;
-    Mock::given(path("/api/Reports/ProfitAndLoss")).respond_with(ResponseTemplate::new(200).set_body_json(report(json!([
+    Mock::given(path("/api/Reports/ProfitAndLoss")).respond_with(ResponseTemplate::new(200).set_body_json(xero_report(json!([
         {"RowType": "Section", "Title": "Income", "Rows": [{"RowType": "SummaryRow", "Cells": [{"Value": "Total Income"}, {"Value": "9000.00"}]}]},
         {"RowType": "Section", "Title": "", "Rows": [{"RowType": "Row", "Cells": [{"Value": "Net Profit"}, {"Value": "-250.50"}]}]}]))))
         .mount(&server).await;

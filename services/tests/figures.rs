@@ -9,7 +9,7 @@ mod common;
 
 use std::{collections::BTreeMap, str::FromStr, sync::Arc};
 
-use common::{Recorder, Signed, first, http, owned, run, shopify_config, type_names, xero_config};
+use common::{Recorder, Signed, first, http, owned, run, shopify_config, type_names, xero_config, xero_report};
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -494,10 +494,6 @@ async fn amazon_units_orders_and_an_inbound_call_that_fails_is_unavailable_not_z
 }
 
 // ---------- Xero ----------
-
-fn xero_report(rows: Value) -> Value {
-    json!({"Reports": [{"ReportID": "Report", "Rows": rows}]})
-}
 
 #[tokio::test]
 async fn xero_working_capital_includes_bank_and_a_failing_profit_and_loss_is_unavailable() {

@@ -124,3 +124,8 @@ pub fn xero_config(base: &str, refresh_token: &str) -> XeroConfig {
 pub fn first<T: Clone>(events: &[Event], pick: impl Fn(&Payload) -> Option<&T>) -> T {
     owned(events, pick).into_iter().next().expect("the event was published")
 }
+
+/// A Xero report (`Reports[0].Rows`) as the Accounting API returns it.
+pub fn xero_report(rows: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"Reports": [{"ReportID": "Report", "Rows": rows}]})
+}
