@@ -428,6 +428,12 @@ impl Config {
                 format!("'{url}': expected nats://HOST:PORT (comma-separated for a cluster)"),
             ));
         }
+        if self.backplane.is_some() && !self.log.retention.channels.is_empty() {
+            return Err(bad(
+                "log.retention.channels",
+                "per-channel retention is not available on the JetStream backplane (its limits are stream-wide); remove it or use the embedded log",
+            ));
+        }
         if ![1, 3, 5].contains(&self.nats.replicas) {
             return Err(bad("nats.replicas", "must be 1, 3 or 5"));
         }

@@ -110,6 +110,9 @@ pub struct JetStreamLog {
     config: JetStreamConfig,
     /// Highest sequence known (acked or tailed).
     head: Arc<AtomicU64>,
+    /// The stream's first sequence and message count at the last look (for `stats`).
+    oldest: AtomicU64,
+    stored: AtomicU64,
     tailing: Arc<AtomicBool>,
     tail: tokio::task::JoinHandle<()>,
     persist: tokio::task::JoinHandle<()>,
@@ -255,8 +258,11 @@ impl JetStreamLog {
             num_replicas: config.replicas,
             duplicate_window: config.retention.dedupe_window(),
             max_age: Duration::from_secs(limits.max_age_secs),
-            // Per tenant and type: the closest JetStream limit to "per channel".
-            max_messages_per_subject: i64::try_from(limits.max_events).unwrap_or(i64::MAX),
+            // Stream-wide, oldest first: JetStream then only ever removes the oldest events, so
+            // "before the first sequence" is exactly what a resume lost. (Per-subject limits
+            // removed events from the middle while a resume still reported itself complete.)
+            max_messages: i64::try_from(limits.max_events).unwrap_or(i64::MAX),
+            max_messages_per_subject: -1,
             allow_direct: true,
             ..Default::default()
         };
@@ -301,7 +307,8 @@ impl JetStreamLog {
             outgoing: outgoing.clone(),
         }));
         let persist = tokio::spawn(persist_watermark(names, applied.clone(), outgoing.clone()));
-        Ok(Self { client, js, config, head, tailing, tail, persist, outgoing, applied })
+        let (oldest, stored) = (AtomicU64::new(info.state.first_sequence), AtomicU64::new(info.state.messages));
+        Ok(Self { client, js, config, head, oldest, stored, tailing, tail, persist, outgoing, applied })
     }
 
     /// Whether this node's tail of the stream is up (readiness).
@@ -699,6 +706,8 @@ impl JetStreamLog {
             .map_err(unavailable)?;
         let state = s.cached_info().state.clone();
         self.head.fetch_max(state.last_sequence, Ordering::Relaxed);
+        self.oldest.store(if state.messages == 0 { 0 } else { state.first_sequence }, Ordering::Relaxed);
+        self.stored.store(state.messages, Ordering::Relaxed);
         // Stream-wide: anything before the first sequence was removed by JetStream's limits.
         // For one channel this may report a gap that only other channels had; never the reverse.
         Ok(Bounds {
@@ -762,8 +771,13 @@ impl Log for JetStreamLog {
         Box::pin(async { Ok(()) })
     }
 
+    /// As of the last bounds check (every resume, poll and readiness probe asks).
     fn stats(&self) -> LogStats {
-        LogStats { head: EventId(self.head.load(Ordering::Relaxed)), oldest: EventId(0), stored: 0 }
+        LogStats {
+            head: EventId(self.head.load(Ordering::Relaxed)),
+            oldest: EventId(self.oldest.load(Ordering::Relaxed)),
+            stored: self.stored.load(Ordering::Relaxed),
+        }
     }
 
     fn backend(&self) -> &'static str {

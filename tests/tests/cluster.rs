@@ -327,3 +327,47 @@ async fn idempotency_keys_are_per_tenant_across_nodes() {
         assert_eq!(titles, [title]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_jetstream_removes_only_the_oldest_and_a_resume_into_it_is_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = nats::Spec::single(&dir.path().join("nats"));
+    let _nats = spec.start();
+    let node_dir = dir.path().join("a");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let config = node_dir.join("node.toml");
+    std::fs::write(&config, "[log.retention]\nmax_events = 10\n").unwrap();
+    let a = Process::serve(&node_dir, &["--backplane", &spec.url(), "--config", config.to_str().unwrap()]);
+    // Alternate channels, so per-channel limits would have cut each channel in its middle.
+    let mut alerts = Vec::new();
+    for i in 0..12 {
+        alerts.extend(publish_http(&a, &format!("a{i}-"), 1).await);
+        let body =
+            json!([{"type": "shopify:order-created", "key": format!("o{i}"), "data": {"orderId": format!("o{i}")}}]);
+        post_json(&format!("{}/api/events", a.http_url), &a.token("acme", Role::Publish), &body).await;
+    }
+    let sub = a.token("acme", Role::Subscribe);
+    // The stream keeps its last 10 events: the first alerts are gone, and resuming from one says so.
+    let sse = Sse::connect(&format!("{}/api/sse/alerts", a.http_url), Some(&sub), Some(alerts[1])).await;
+    assert_eq!(sse.response_headers["x-switchyard-resume"], "gap");
+    // A resume from a recent one is complete and gets exactly what followed.
+    let mut sse = Sse::connect(&format!("{}/api/sse/alerts", a.http_url), Some(&sub), Some(alerts[9])).await;
+    assert_eq!(sse.response_headers["x-switchyard-resume"], "complete");
+    assert_eq!(sse.ids(2).await, alerts[10..12].to_vec());
+    // Stats are filled from the stream.
+    let status = get_json(&format!("{}/api/sse/status", a.http_url), &a.token("*", Role::Admin)).await;
+    assert_eq!(status["log"]["stored"], 10, "{status}");
+    // Per-channel retention cannot be honoured on JetStream: refused at startup, naming the key.
+    std::fs::write(&config, "[log.retention.channels.alerts]\nmax_events = 5\n").unwrap();
+    let out = std::process::Command::new(switchyard_tests::binary())
+        .args(["serve", "--data-dir", node_dir.to_str().unwrap(), "--backplane", &spec.url()])
+        .args(["--config", config.to_str().unwrap(), "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("log.retention.channels"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
