@@ -20,6 +20,7 @@ use crate::{
     log::{Appended, Log, LogError, Record, StateView, Stream},
     names::{Channel, Cursor, EventId, Tenant},
     proto::v1::Event,
+    rate::{Limiter, Rate},
     subscription::{self, Allow, Filter, Item, Lag, Options, Start},
     validate::{self, Policy, PublishError},
 };
@@ -29,11 +30,13 @@ pub struct BusConfig {
     pub policy: Policy,
     /// Coalescing window for snapshots on live subscriptions.
     pub coalesce_window: Duration,
+    /// Each tenant's publish rate (system principals are not limited).
+    pub publish_rate: Rate,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { policy: Policy::default(), coalesce_window: DEFAULT_WINDOW }
+        Self { policy: Policy::default(), coalesce_window: DEFAULT_WINDOW, publish_rate: Rate::default() }
     }
 }
 
@@ -46,6 +49,7 @@ struct Inner {
     log: Arc<dyn Log>,
     hub: Hub,
     config: BusConfig,
+    rates: Limiter,
     subscribers: AtomicU64,
     peak: AtomicU64,
     subscribed_total: AtomicU64,
@@ -115,6 +119,7 @@ impl Bus {
             inner: Arc::new(Inner {
                 log,
                 hub,
+                rates: Limiter::new(config.publish_rate),
                 config,
                 subscribers: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
@@ -138,6 +143,9 @@ impl Bus {
     /// Validates and appends `events` as one group; one result per event, in order.
     /// Valid events are stored even when others in the batch are refused.
     pub async fn publish(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
+        if let Err(e) = self.admit(who, events.len()) {
+            return events.iter().map(|_| Err(e.clone())).collect();
+        }
         let mut results: Vec<Option<Result<Appended, PublishError>>> = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {
@@ -174,6 +182,7 @@ impl Bus {
         who: &Principal,
         events: Vec<Event>,
     ) -> Result<Vec<Appended>, (usize, PublishError)> {
+        self.admit(who, events.len()).map_err(|e| (0, e))?;
         let mut accepted = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
             accepted.push(validate::accept(who, event, &self.inner.config.policy).map_err(|e| (i, e))?);
@@ -182,6 +191,14 @@ impl Bus {
             return Ok(Vec::new());
         }
         self.inner.log.append(accepted).await.map_err(|e| (0, e.into()))
+    }
+
+    /// Whether `who`'s tenant may publish `n` more events now.
+    fn admit(&self, who: &Principal, n: usize) -> Result<(), PublishError> {
+        match &who.tenant {
+            crate::auth::TenantScope::One(t) => self.inner.rates.take(t, n).map_err(PublishError::Throttled),
+            crate::auth::TenantScope::All => Ok(()),
+        }
     }
 
     pub async fn publish_one(&self, who: &Principal, event: Event) -> Result<Appended, PublishError> {

@@ -13,6 +13,7 @@
 //! - [`hub`]: in-process fan-out of committed records, per tenant and channel.
 //! - [`subscription`]: resume-from-id + live, with gap markers and coalescing.
 //! - [`coalesce`]: per-(type, key) snapshot coalescing for live delivery.
+//! - [`rate`]: per-tenant publish rate limits (token buckets).
 //! - [`auth`]: JWT claims (tenant, channel globs, role), signing and verification.
 //! - [`bus`]: the facade the gRPC service and the HTTP bridge both call.
 //! - [`grpc`]: the `switchyard.v1.EventBus` tonic service.
@@ -27,5 +28,6 @@ pub mod json;
 pub mod log;
 pub mod names;
 pub mod proto;
+pub mod rate;
 pub mod subscription;
 pub mod validate;

@@ -37,6 +37,9 @@ pub enum PublishError {
     Denied(#[from] AuthError),
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
+    /// The tenant is over its publish rate; retry after this long.
+    #[error("publishing faster than this tenant's rate; retry after {0:?}")]
+    Throttled(std::time::Duration),
 }
 
 impl PublishError {
@@ -50,6 +53,7 @@ impl PublishError {
             Self::Denied(AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired) => "unauthenticated",
             Self::Denied(_) => "permission_denied",
             Self::Unavailable(_) => "unavailable",
+            Self::Throttled(_) => "rate_limited",
         }
     }
 

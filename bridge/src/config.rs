@@ -191,6 +191,10 @@ pub struct BusSection {
     /// Channels `custom` events may use besides the catalog's.
     pub custom_channels: Vec<String>,
     pub coalesce_window_ms: u64,
+    /// Events per second each tenant may publish, sustained (system tokens are not limited).
+    pub publish_rate: f64,
+    /// Events a tenant may publish at once above that rate.
+    pub publish_burst: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -257,7 +261,14 @@ impl Default for LogConfig {
 
 impl Default for BusSection {
     fn default() -> Self {
-        Self { max_event_bytes: 64 * 1024, custom_channels: Vec::new(), coalesce_window_ms: 2000 }
+        let rate = switchyard::rate::Rate::default();
+        Self {
+            max_event_bytes: 64 * 1024,
+            custom_channels: Vec::new(),
+            coalesce_window_ms: 2000,
+            publish_rate: rate.per_sec,
+            publish_burst: rate.burst,
+        }
     }
 }
 
@@ -440,6 +451,12 @@ impl Config {
         for ch in &self.bus.custom_channels {
             Channel::new(ch).map_err(|e| bad("bus.custom_channels", format!("'{ch}': {e}")))?;
         }
+        if !(self.bus.publish_rate > 0.0 && self.bus.publish_rate.is_finite()) {
+            return Err(bad("bus.publish_rate", "must be a positive number of events per second"));
+        }
+        if !(self.bus.publish_burst >= 1.0 && self.bus.publish_burst.is_finite()) {
+            return Err(bad("bus.publish_burst", "must be at least 1"));
+        }
         if self.bus.max_event_bytes < 256 || self.bus.max_event_bytes > 4 * 1024 * 1024 {
             return Err(bad("bus.max_event_bytes", "must be between 256 and 4194304"));
         }
@@ -487,6 +504,7 @@ impl Config {
         BusConfig {
             policy: Policy { max_event_bytes: self.bus.max_event_bytes, custom_channels },
             coalesce_window: Duration::from_millis(self.bus.coalesce_window_ms),
+            publish_rate: switchyard::rate::Rate { per_sec: self.bus.publish_rate, burst: self.bus.publish_burst },
         }
     }
 

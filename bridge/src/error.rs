@@ -121,8 +121,16 @@ impl From<PublishError> for ApiError {
             }
             PublishError::Denied(a) => a.into(),
             PublishError::Unavailable(m) => Self::unavailable(m),
+            PublishError::Throttled(wait) => Self {
+                retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e_text(wait))
+            },
         }
     }
+}
+
+fn e_text(wait: std::time::Duration) -> String {
+    format!("this tenant is publishing faster than its rate; retry after {:.1} s", wait.as_secs_f64())
 }
 
 impl From<SubscribeError> for ApiError {

@@ -19,12 +19,16 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A config for tests: loopback, port 0, a fresh data dir.
 pub fn test_config(dir: &Path) -> Config {
-    Config {
+    let mut c = Config {
         data_dir: dir.to_path_buf(),
         grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Config::default()
-    }
+    };
+    // Benches push one tenant far past the default rate; the rate-limit tests set their own.
+    c.bus.publish_rate = 1e12;
+    c.bus.publish_burst = 1e12;
+    c
 }
 
 /// The shared HTTP client for tests. The binaries link ring as their only TLS provider, which

@@ -427,3 +427,40 @@ async fn cli_publish_from_stdin_and_tail() {
     let last: serde_json::Value = serde_json::from_str(&lines[49]).unwrap();
     assert_eq!(last["alertInfo"]["title"], "line 49");
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_publish_rate_is_told_to_wait_and_others_are_not() {
+    let server = Server::start_with(|c| {
+        c.bus.publish_rate = 0.5;
+        c.bus.publish_burst = 100.0;
+    })
+    .await;
+    let mut acme = server.grpc("acme", Role::Publish).await;
+    let batch =
+        |n: u32| (0..n).map(|i| PublishRequest { event: Some(events::alert(&i.to_string())) }).collect::<Vec<_>>();
+    // The burst goes through, then the next publish is refused with RESOURCE_EXHAUSTED.
+    let mut acks = acme.publish_stream(futures::stream::iter(batch(100))).await.unwrap().into_inner();
+    let mut ok = 0;
+    while let Some(a) = acks.next().await {
+        ok += matches!(a.unwrap().result, Some(switchyard::proto::v1::publish_ack::Result::Id(_))) as u32;
+    }
+    assert_eq!(ok, 100);
+    let err = acme.publish(PublishRequest { event: Some(events::alert("one too many")) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // Over HTTP: 429 with Retry-After and the documented JSON error.
+    let r = switchyard_tests::http()
+        .post(format!("{}/api/events", server.http_url))
+        .bearer_auth(server.token("acme", Role::Publish, &[]))
+        .json(&serde_json::json!({"type": "alert:info", "data": {"title": "again"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Another tenant publishes as usual.
+    let mut globex = server.grpc("globex", Role::Publish).await;
+    assert!(globex.publish(PublishRequest { event: Some(events::alert("fine")) }).await.is_ok());
+    server.stop().await;
+}
