@@ -97,8 +97,14 @@ impl ApiError {
         }
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message) }
+    /// The log (or the bus behind a bridge) cannot answer. The detail (storage paths, NATS
+    /// errors) goes to the log, not to the client: the body says only what to do.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        tracing::warn!(detail = %detail.into(), "answering 503");
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the event log is unavailable; retry shortly")
+        }
     }
 }
 

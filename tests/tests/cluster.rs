@@ -127,6 +127,10 @@ async fn a_node_recovers_when_nats_restarts_without_restarting_itself() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503, "a publish fails clearly after the deadline instead of hanging");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    let message = body["error"]["message"].as_str().unwrap().to_ascii_lowercase();
+    assert!(!message.contains("nats") && !message.contains("jetstream"), "no internal detail for clients: {message}");
 
     let _server = spec.start();
     wait_for("ready again", || async { (ready(&a).await == 200).then_some(()) }).await;
