@@ -222,6 +222,9 @@ pub struct SseConfig {
     pub max_per_token: usize,
     /// A connection whose writes make no progress this long is closed (a client that stopped reading).
     pub stall_timeout_secs: u64,
+    /// Connections still in their TLS handshake or before their first request head is read, at
+    /// most; more are closed at once (they have not shown who they are).
+    pub max_pending_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -281,6 +284,7 @@ impl Default for SseConfig {
             max_per_tenant: 10_000,
             max_per_token: 64,
             stall_timeout_secs: 30,
+            max_pending_connections: 1024,
         }
     }
 }

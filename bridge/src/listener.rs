@@ -130,9 +130,48 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> axum::serve::Listener 
 /// A plain TCP connection, guarded.
 pub type PlainIo = Rewind<StallGuard<TcpStream>>;
 
+/// Connections that have not yet shown a request (or finished their TLS handshake), counted so
+/// that flooding the listener with silent connections costs a bounded number of tasks and
+/// descriptors: past `max`, new ones are closed at once.
+#[derive(Clone)]
+pub struct Pending {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl Pending {
+    pub fn new(max: usize) -> Self {
+        Self { count: Arc::default(), max }
+    }
+
+    /// A slot for one connection, or `None` when all are taken.
+    fn enter(&self) -> Option<PendingSlot> {
+        use std::sync::atomic::Ordering;
+        let was = self.count.fetch_add(1, Ordering::AcqRel);
+        if was >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(PendingSlot(self.count.clone()))
+    }
+}
+
+struct PendingSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Plain TCP. With an [`App`], SSE GETs are served by [`crate::direct`] and only the rest
 /// reaches hyper (sniffing runs in per-connection tasks).
-pub fn plain(listener: TcpListener, stall: Duration, direct: Option<Arc<App>>) -> io::Result<Queued<PlainIo>> {
+pub fn plain(
+    listener: TcpListener,
+    stall: Duration,
+    direct: Option<Arc<App>>,
+    pending: Pending,
+) -> io::Result<Queued<PlainIo>> {
     let local = listener.local_addr()?;
     let (tx, ready) = mpsc::channel(1024);
     tokio::spawn(async move {
@@ -158,9 +197,15 @@ pub fn plain(listener: TcpListener, stall: Duration, direct: Option<Arc<App>>) -
                     }
                 }
                 Some(app) => {
+                    let Some(slot) = pending.enter() else {
+                        tracing::debug!(%addr, "too many connections without a request yet; closed");
+                        continue;
+                    };
                     let (app, tx) = (app.clone(), tx.clone());
                     tokio::spawn(async move {
-                        if let Sniffed::Pass(io) = crate::direct::sniff(&app, io).await {
+                        let sniffed = crate::direct::sniff(&app, io).await;
+                        drop(slot);
+                        if let Sniffed::Pass(io) = sniffed {
                             let _ = tx.send((io, addr)).await;
                         }
                     });
@@ -206,19 +251,30 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TLS over guarded TCP. Handshakes run in their own tasks.
-pub fn tls(listener: TcpListener, acceptor: TlsAcceptor, stall: Duration) -> io::Result<Queued<TlsStream<PlainIo>>> {
+pub fn tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    stall: Duration,
+    pending: Pending,
+) -> io::Result<Queued<TlsStream<PlainIo>>> {
     let local = listener.local_addr()?;
     let (tx, ready) = mpsc::channel(1024);
-    let mut plain = plain(listener, stall, None)?;
+    let mut plain = plain(listener, stall, None, pending.clone())?;
     tokio::spawn(async move {
         loop {
             let (io, addr) = axum::serve::Listener::accept(&mut plain).await;
             if tx.is_closed() {
                 return;
             }
+            let Some(slot) = pending.enter() else {
+                tracing::debug!(%addr, "too many TLS handshakes in progress; closed");
+                continue;
+            };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await;
+                drop(slot);
+                match handshake {
                     Ok(Ok(tls)) => {
                         let _ = tx.send((tls, addr)).await;
                     }

@@ -212,6 +212,7 @@ pub async fn start_with(
         _ => Vec::new(),
     };
     let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
+    let pending = crate::listener::Pending::new(config.sse.max_pending_connections.max(1));
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(cert), Some(key)) => {
             Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Auth(e.to_string()))?)
@@ -225,11 +226,11 @@ pub async fn start_with(
         let service = router(app);
         match tls {
             Some(acceptor) => {
-                let listener = crate::listener::tls(http_listener, acceptor, stall)?;
+                let listener = crate::listener::tls(http_listener, acceptor, stall, pending)?;
                 tokio::spawn(crate::listener::serve(listener, service, until))
             }
             None => {
-                let listener = crate::listener::plain(http_listener, stall, direct)?;
+                let listener = crate::listener::plain(http_listener, stall, direct, pending)?;
                 tokio::spawn(crate::listener::serve(listener, service, until))
             }
         }

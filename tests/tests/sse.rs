@@ -880,3 +880,37 @@ async fn cookies_publish_only_same_origin_json_and_bodies_are_read_after_auth() 
     assert!(buf[..n].starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&buf[..n]));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_request_are_capped() {
+    let server = Server::start_with(|c| c.sse.max_pending_connections = 50).await;
+    let addr = server.running.http_addr;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Past the cap, connections are closed at once: read sees EOF well before the header timeout.
+    let mut closed_at_once = 0;
+    for s in &mut silent {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            closed_at_once += 1;
+        }
+    }
+    assert!(closed_at_once >= 50, "only {closed_at_once} of 100 closed at once with a cap of 50");
+    // Once the held ones are gone (header timeout), a real client is served as usual.
+    drop(silent);
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let ok = switchyard_tests::wait_for("a slot", || async {
+        let r = switchyard_tests::http()
+            .get(format!("{}/api/events?channels=alerts", server.http_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(ok, ());
+    server.stop().await;
+}
