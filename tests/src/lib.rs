@@ -511,6 +511,13 @@ pub mod sns {
         }
     }
 
+    /// Now, as SNS writes it (`2026-11-30T10:00:00.123Z`).
+    pub fn now_rfc3339() -> String {
+        let ms = switchyard::log::now_ms();
+        let t = switchyard::proto::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 };
+        serde_json::to_value(t).unwrap().as_str().unwrap().replace("+00:00", "Z")
+    }
+
     /// An SNS message of `kind` carrying `message`, signed with the test key (`version` "1" or "2").
     pub fn signed(kind: &str, id: &str, message: &str, version: &str, cert_url: &str) -> Value {
         let mut m = Message {
@@ -518,7 +525,7 @@ pub mod sns {
             message_id: id.into(),
             topic_arn: TOPIC.into(),
             message: message.into(),
-            timestamp: "2026-11-23T10:00:00.000Z".into(),
+            timestamp: now_rfc3339(),
             signature_version: version.into(),
             signing_cert_url: cert_url.into(),
             ..Default::default()

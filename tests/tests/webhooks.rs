@@ -425,6 +425,22 @@ async fn amazon_sns_both_signature_versions_unwrap_sp_api_notifications_once() {
     }
     assert_eq!(aws.requested().len(), 1, "no refused URL was ever fetched");
     assert_eq!(head(&server), stored);
+    // A genuine message replayed two hours later is not a delivery, and costs no fetch either.
+    let old = sns::sign(switchyard_bridge::webhooks::sns::Message {
+        kind: "Notification".into(),
+        message_id: "msg-old".into(),
+        topic_arn: sns::TOPIC.into(),
+        message: order_change("n-old"),
+        timestamp: "2026-01-01T00:00:00.000Z".into(),
+        signature_version: "2".into(),
+        signing_cert_url: "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-other.pem".into(),
+        ..Default::default()
+    });
+    let r = post_sns(&server, &old).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("not within the last hour"));
+    assert_eq!(aws.requested().len(), 1, "nothing fetched for a stale message");
+    assert_eq!(head(&server), stored);
 
     // Unknown topic, unmapped seller, not JSON, unknown type: clear errors, never a 500.
     let mut other_topic = v2.clone();

@@ -65,7 +65,18 @@ pub enum Reject {
     /// Our side: AWS could not be reached. The sender should retry.
     #[error("signing certificate could not be fetched: {0}")]
     Fetch(String),
+    /// Older than SNS keeps retrying a delivery, or from the future: a replay, not a delivery.
+    #[error("Timestamp '{0}' is not within the last hour")]
+    Stale(String),
 }
+
+/// How old a message may be: SNS retries an HTTP(S) delivery for at most an hour.
+const MAX_AGE_MS: u64 = 3_600_000 + 5 * 60_000;
+/// How far ahead a sender's clock may be.
+const MAX_AHEAD_MS: u64 = 5 * 60_000;
+/// New signing certificates fetched per minute at most: an attacker can name many `.pem` URLs
+/// on AWS's hosts, and each fetch is an outbound request made on their behalf.
+const FETCHES_PER_MINUTE: u32 = 10;
 
 /// HTTPS GETs to AWS: the signing certificate and the subscription confirmation.
 pub trait AwsHttps: Send + Sync + 'static {
@@ -177,6 +188,8 @@ pub fn verify_with(key: &RsaPublicKey, m: &Message) -> Result<(), Reject> {
 pub struct Verifier {
     https: Arc<dyn AwsHttps>,
     keys: Mutex<HashMap<String, Arc<RsaPublicKey>>>,
+    /// The current minute's start and the certificates fetched in it.
+    fetches: Mutex<(std::time::Instant, u32)>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -187,7 +200,7 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn new(https: Arc<dyn AwsHttps>) -> Self {
-        Self { https, keys: Mutex::default() }
+        Self { https, keys: Mutex::default(), fetches: Mutex::new((std::time::Instant::now(), 0)) }
     }
 
     /// The fetcher, for subscription confirmations.
@@ -195,16 +208,19 @@ impl Verifier {
         self.https.as_ref()
     }
 
-    /// Checks the version and the certificate URL first, then fetches (or reuses) the key.
+    /// Checks the version, the certificate URL and the message's age first (all free), then
+    /// fetches (or reuses) the key, at most [`FETCHES_PER_MINUTE`] new ones a minute.
     pub async fn verify(&self, m: &Message) -> Result<(), Reject> {
         if !matches!(m.signature_version.as_str(), "1" | "2") {
             return Err(Reject::Version(m.signature_version.chars().take(16).collect()));
         }
         let url = check_url("SigningCertURL", &m.signing_cert_url)?;
+        fresh(&m.timestamp, switchyard::log::now_ms())?;
         let cached = self.keys.lock().expect("cert cache lock").get(url.as_str()).cloned();
         let key = match cached {
             Some(key) => key,
             None => {
+                self.may_fetch()?;
                 let pem = self.https.get(url.as_str()).await.map_err(Reject::Fetch)?;
                 let key = Arc::new(public_key(&pem)?);
                 let mut keys = self.keys.lock().expect("cert cache lock");
@@ -219,9 +235,43 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    fn may_fetch(&self) -> Result<(), Reject> {
+        let mut f = self.fetches.lock().expect("fetch counter lock");
+        if f.0.elapsed() >= std::time::Duration::from_secs(60) {
+            *f = (std::time::Instant::now(), 0);
+        }
+        if f.1 >= FETCHES_PER_MINUTE {
+            return Err(Reject::Fetch("too many new signing certificates this minute; retry later".into()));
+        }
+        f.1 += 1;
+        Ok(())
+    }
+}
+
+/// Whether an SNS `Timestamp` is recent enough to be a delivery (SNS retries for an hour).
+pub fn fresh(timestamp: &str, now_ms: u64) -> Result<(), Reject> {
+    let stale = || Reject::Stale(timestamp.chars().take(40).collect());
+    let at = switchyard::names::parse_time_ms(timestamp).map_err(|_| stale())?;
+    if at + MAX_AGE_MS < now_ms || at > now_ms + MAX_AHEAD_MS {
+        return Err(stale());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_recent_messages_are_deliveries() {
+        let now = switchyard::names::parse_time_ms("2026-11-30T10:00:00Z").unwrap();
+        assert!(fresh("2026-11-30T09:30:00.000Z", now).is_ok());
+        assert!(fresh("2026-11-30T10:03:00.000Z", now).is_ok(), "a little clock skew");
+        assert!(fresh("2026-11-30T08:30:00.000Z", now).is_err(), "an hour and a half old");
+        assert!(fresh("2026-11-30T10:30:00.000Z", now).is_err(), "from the future");
+        assert!(fresh("yesterday", now).is_err());
+    }
 
     #[test]
     fn certificate_urls_are_checked_like_awss_validators() {
