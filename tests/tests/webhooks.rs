@@ -500,7 +500,7 @@ async fn sns_subscription_confirmed_only_for_configured_topics() {
         message_id: "sub-2".into(),
         topic_arn: sns::TOPIC.into(),
         message: "x".into(),
-        timestamp: "2026-11-23T10:00:00.000Z".into(),
+        timestamp: sns::now_rfc3339(),
         token: Some("t".into()),
         signature_version: "2".into(),
         signing_cert_url: sns::CERT_URL.into(),
