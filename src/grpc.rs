@@ -3,11 +3,14 @@
 //! Thin: authenticate from `authorization` metadata, call [`Bus`], map errors
 //! to `Status` once (here).
 
-use std::{net::SocketAddr, pin::Pin, sync::Arc};
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use futures::{FutureExt, Stream, StreamExt, stream::FuturesOrdered};
-use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -379,13 +382,43 @@ pub fn stopped(mut rx: watch::Receiver<bool>) -> futures::future::Shared<futures
     .shared()
 }
 
-/// Serves EventBus, `grpc.health.v1` and server reflection on `listener` until `stopping` turns true.
-pub async fn serve(
-    listener: TcpListener,
+/// What one gRPC connection may hold. A peer that stops answering keep-alive pings is
+/// dropped, so a vanished client never pins a stream (and its subscription) for good.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// How often an HTTP/2 ping goes to each connection.
+    pub keepalive: Duration,
+    /// How long its answer may take before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Calls open at once on one connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// The largest request message decoded (a `PublishBatch` included).
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            keepalive: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: 256,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Serves EventBus, `grpc.health.v1` and server reflection on the connections `incoming`
+/// yields until `stopping` turns true.
+pub async fn serve<I>(
+    incoming: I,
+    limits: Limits,
     bus: Bus,
     verifier: Arc<Verifier>,
     stopping: watch::Receiver<bool>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    I: Stream<Item = std::io::Result<TcpStream>>,
+{
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<EventBusServer<Service>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -398,14 +431,20 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the compiled descriptor set is valid");
     let shutdown = stopped(stopping.clone());
-    let svc = EventBusServer::new(Service::new(bus, verifier, stopping)).max_decoding_message_size(4 * 1024 * 1024);
+    let svc =
+        EventBusServer::new(Service::new(bus, verifier, stopping)).max_decoding_message_size(limits.max_message_bytes);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(limits.keepalive))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // Metadata is a token and a few ids; 16 KiB leaves room and caps what HPACK may hold.
+        .http2_max_header_list_size(16 * 1024)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 

@@ -164,6 +164,20 @@ impl Drop for PendingSlot {
     }
 }
 
+/// The next connection. Out of file descriptors and the like: backs off instead of spinning,
+/// and serves again as soon as descriptors free up.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Plain TCP. With an [`App`], SSE GETs are served by [`crate::direct`] and only the rest
 /// reaches hyper (sniffing runs in per-connection tasks).
 pub fn plain(
@@ -176,15 +190,7 @@ pub fn plain(
     let (tx, ready) = mpsc::channel(1024);
     tokio::spawn(async move {
         loop {
-            let (s, addr) = match listener.accept().await {
-                Ok(conn) => conn,
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+            let (s, addr) = accept(&listener).await;
             if tx.is_closed() {
                 return;
             }
@@ -214,6 +220,59 @@ pub fn plain(
         }
     });
     Ok(Queued { ready, local })
+}
+
+/// The HTTP/2 connection preface every gRPC client opens with (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// gRPC connections, handed to tonic only once they have sent the HTTP/2 preface, within
+/// [`HEADER_TIMEOUT`] and under the same `pending` cap as HTTP: tonic itself would hold a silent
+/// connection forever (its keep-alive pings start after the handshake).
+pub fn grpc(listener: TcpListener, pending: Pending) -> impl futures::Stream<Item = io::Result<TcpStream>> {
+    let (tx, ready) = mpsc::channel(1024);
+    tokio::spawn(async move {
+        loop {
+            let (s, addr) = accept(&listener).await;
+            if tx.is_closed() {
+                return;
+            }
+            let Some(slot) = pending.enter() else {
+                tracing::debug!(%addr, "too many gRPC connections without a preface yet; closed");
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let shown = tokio::time::timeout(HEADER_TIMEOUT, preface(&s)).await;
+                drop(slot);
+                match shown {
+                    Ok(true) => {
+                        let _ = tx.send(Ok(s)).await;
+                    }
+                    Ok(false) => {}
+                    Err(_) => tracing::debug!(%addr, "no HTTP/2 preface in time; closed"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(ready)
+}
+
+/// Waits until `s` has sent the whole preface, or something else (which tonic then refuses);
+/// false when the peer closed first. Peeks, so tonic still reads every byte.
+async fn preface(s: &TcpStream) -> bool {
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = match s.peek(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if n == PREFACE.len() || buf[..n] != PREFACE[..n] {
+            return true;
+        }
+        // Part of the preface: peek returns at once while bytes wait, so pause briefly rather
+        // than spin. Only a client that splits its first 24 bytes ever gets here.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,11 @@
 //! know the real addresses (port 0 picks a free one) without sleeping; the
 //! addresses are also printed and written to `<data_dir>/addr.json`.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use switchyard::{
     auth::{Role, Signer, Verifier},
@@ -64,8 +68,8 @@ impl Running {
     /// Graceful shutdown: streams are told to reconnect, in-flight requests finish.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.grpc.await;
-        let _ = self.http.await;
+        drain(self.grpc).await;
+        drain(self.http).await;
         for t in self.ingest {
             t.abort();
         }
@@ -75,11 +79,22 @@ impl Running {
     pub async fn wait(self) {
         let _ = self.http.await;
         let _ = self.stop.send(true);
-        let _ = self.grpc.await;
+        drain(self.grpc).await;
     }
 
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.stop.clone()
+    }
+}
+
+/// How long open connections get to finish after a stop. A client that keeps an idle
+/// connection open (or ignores GOAWAY) must not hold a restart up for good.
+const DRAIN: Duration = Duration::from_secs(10);
+
+async fn drain(mut server: JoinHandle<()>) {
+    if tokio::time::timeout(DRAIN, &mut server).await.is_err() {
+        tracing::warn!("connections still open {DRAIN:?} after the stop; closing them");
+        server.abort();
     }
 }
 
@@ -187,11 +202,15 @@ pub async fn start_with(
         cors_origins: config.auth.cors_origins.clone(),
         webhooks: crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(ServeError::Auth)?,
     });
+    // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
+    let pending = crate::listener::Pending::new(config.sse.max_pending_connections.max(1));
     let grpc = {
-        let (bus, verifier, rx) = (bus.clone(), verifier.clone(), stopped.clone());
+        let (bus, verifier, rx, pending) = (bus.clone(), verifier.clone(), stopped.clone(), pending.clone());
         tokio::spawn(async move {
             let Some(listener) = grpc_listener else { return };
-            if let Err(error) = switchyard::grpc::serve(listener, bus, verifier, rx).await {
+            let incoming = crate::listener::grpc(listener, pending);
+            let limits = switchyard::grpc::Limits::default();
+            if let Err(error) = switchyard::grpc::serve(incoming, limits, bus, verifier, rx).await {
                 tracing::error!(%error, "gRPC server failed");
             }
         })
@@ -212,7 +231,6 @@ pub async fn start_with(
         _ => Vec::new(),
     };
     let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
-    let pending = crate::listener::Pending::new(config.sse.max_pending_connections.max(1));
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(cert), Some(key)) => {
             Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Auth(e.to_string()))?)

@@ -1,7 +1,7 @@
 //! Transport: HTTPS with HTTP/2 (ALPN) and HTTP/1.1 for SSE, and the write-stall guard
 //! that closes connections whose client stopped reading entirely.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -134,4 +134,60 @@ async fn a_client_that_never_reads_is_closed_after_the_stall_timeout() {
     }
     wait_for("the server to drop the stalled connection", || async { (status().await == 0).then_some(()) }).await;
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_connections_must_show_a_preface_and_are_capped() {
+    let server = Server::start_with(|c| c.sse.max_pending_connections = 50).await;
+    let addr = server.running.grpc_addr.expect("gRPC is served");
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Past the shared cap, silent connections are closed at once, well before the preface timeout.
+    let mut closed_at_once = 0;
+    for s in &mut silent {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            closed_at_once += 1;
+        }
+    }
+    assert!(closed_at_once >= 50, "only {closed_at_once} of 100 closed at once with a cap of 50");
+    drop(silent);
+
+    // A real client is served once the slots are free again.
+    let id = wait_for("a gRPC slot", || async {
+        let mut c = server.grpc("acme", Role::Publish).await;
+        c.publish(PublishRequest { event: Some(events::alert("after the flood")) })
+            .await
+            .ok()
+            .map(|r| r.into_inner().id)
+    })
+    .await;
+    assert!(id > 0, "published with an id");
+
+    // The server's HTTP/2 SETTINGS cap the calls one connection may hold open.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(head[3], 0x4, "the server's first frame is SETTINGS");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    let settings: Vec<(u16, u32)> = body
+        .chunks_exact(6)
+        .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+        .collect();
+    assert!(settings.contains(&(0x3, 256)), "MAX_CONCURRENT_STREAMS 256 in {settings:?}");
+    assert!(settings.contains(&(0x6, 16 * 1024)), "MAX_HEADER_LIST_SIZE 16 KiB in {settings:?}");
+
+    // A connection that never sends its preface is closed after the header timeout.
+    let mut quiet = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(PATIENCE + Duration::from_secs(15), quiet.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed, not held: {read:?}");
+    // `s` is still open and ignores GOAWAY: the stop waits for it a bounded time only.
+    tokio::time::timeout(PATIENCE, server.stop()).await.expect("an idle client cannot hold the stop up");
+    drop(s);
 }
