@@ -28,6 +28,7 @@ pub struct Config {
     pub bus: BusSection,
     pub auth: AuthConfig,
     pub sse: SseConfig,
+    pub grpc: GrpcConfig,
     pub tls: TlsConfig,
     pub webhooks: WebhooksConfig,
     pub telemetry: TelemetryConfig,
@@ -227,6 +228,43 @@ pub struct SseConfig {
     pub max_pending_connections: usize,
 }
 
+/// What one gRPC connection may hold (see `switchyard::grpc::Limits`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// An HTTP/2 ping goes to each connection this often...
+    pub keepalive_secs: u64,
+    /// ...and a peer that has not answered in this long is closed.
+    pub keepalive_timeout_secs: u64,
+    /// Calls open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// The largest request message decoded.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        let l = switchyard::grpc::Limits::default();
+        Self {
+            keepalive_secs: l.keepalive.as_secs(),
+            keepalive_timeout_secs: l.keepalive_timeout.as_secs(),
+            max_concurrent_streams: l.max_concurrent_streams,
+            max_message_bytes: l.max_message_bytes,
+        }
+    }
+}
+
+impl GrpcConfig {
+    pub fn limits(&self) -> switchyard::grpc::Limits {
+        switchyard::grpc::Limits {
+            keepalive: Duration::from_secs(self.keepalive_secs),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs),
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_message_bytes: self.max_message_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
@@ -246,6 +284,7 @@ impl Default for Config {
             bus: BusSection::default(),
             auth: AuthConfig::default(),
             sse: SseConfig::default(),
+            grpc: GrpcConfig::default(),
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
             telemetry: TelemetryConfig::default(),
@@ -487,6 +526,18 @@ impl Config {
         if self.sse.stall_timeout_secs == 0 {
             return Err(bad("sse.stall_timeout_secs", "must be at least 1"));
         }
+        if self.grpc.keepalive_secs == 0 {
+            return Err(bad("grpc.keepalive_secs", "must be at least 1"));
+        }
+        if self.grpc.keepalive_timeout_secs == 0 {
+            return Err(bad("grpc.keepalive_timeout_secs", "must be at least 1"));
+        }
+        if self.grpc.max_concurrent_streams == 0 {
+            return Err(bad("grpc.max_concurrent_streams", "must be at least 1"));
+        }
+        if self.grpc.max_message_bytes < self.bus.max_event_bytes + 1024 {
+            return Err(bad("grpc.max_message_bytes", "must leave room for one event of bus.max_event_bytes (+1 KiB)"));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(bad("tls", "set both cert_file and key_file, or neither"));
         }
@@ -592,6 +643,9 @@ mod tests {
         std::fs::write(&file, "[bus]\ncustom_channels = [\"Bad Name\"]\n").unwrap();
         let e = Config::load(Some(&file), &none, &Overrides::default()).unwrap_err();
         assert!(e.to_string().starts_with("bus.custom_channels"), "{e}");
+        std::fs::write(&file, "[grpc]\nmax_message_bytes = 1000\n").unwrap();
+        let e = Config::load(Some(&file), &none, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().starts_with("grpc.max_message_bytes"), "{e}");
         std::fs::write(&file, "nonsense = 1\n").unwrap();
         let e = Config::load(Some(&file), &none, &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("nonsense"), "{e}");

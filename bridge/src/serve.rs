@@ -206,10 +206,10 @@ pub async fn start_with(
     let pending = crate::listener::Pending::new(config.sse.max_pending_connections.max(1));
     let grpc = {
         let (bus, verifier, rx, pending) = (bus.clone(), verifier.clone(), stopped.clone(), pending.clone());
+        let limits = config.grpc.limits();
         tokio::spawn(async move {
             let Some(listener) = grpc_listener else { return };
             let incoming = crate::listener::grpc(listener, pending);
-            let limits = switchyard::grpc::Limits::default();
             if let Err(error) = switchyard::grpc::serve(incoming, limits, bus, verifier, rx).await {
                 tracing::error!(%error, "gRPC server failed");
             }

@@ -138,7 +138,11 @@ async fn a_client_that_never_reads_is_closed_after_the_stall_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_connections_must_show_a_preface_and_are_capped() {
-    let server = Server::start_with(|c| c.sse.max_pending_connections = 50).await;
+    let server = Server::start_with(|c| {
+        c.sse.max_pending_connections = 50;
+        c.grpc.max_concurrent_streams = 100;
+    })
+    .await;
     let addr = server.running.grpc_addr.expect("gRPC is served");
     let mut silent = Vec::new();
     for _ in 0..100 {
@@ -179,7 +183,7 @@ async fn grpc_connections_must_show_a_preface_and_are_capped() {
         .chunks_exact(6)
         .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
         .collect();
-    assert!(settings.contains(&(0x3, 256)), "MAX_CONCURRENT_STREAMS 256 in {settings:?}");
+    assert!(settings.contains(&(0x3, 100)), "grpc.max_concurrent_streams in {settings:?}");
     assert!(settings.contains(&(0x6, 16 * 1024)), "MAX_HEADER_LIST_SIZE 16 KiB in {settings:?}");
 
     // A connection that never sends its preface is closed after the header timeout.
