@@ -226,6 +226,9 @@ pub struct SseConfig {
     /// Connections still in their TLS handshake or before their first request head is read, at
     /// most; more are closed at once (they have not shown who they are).
     pub max_pending_connections: usize,
+    /// Of those, at most this many from one IP address; 0: no per-address cap (behind a proxy
+    /// every client shares one address).
+    pub max_pending_per_ip: usize,
 }
 
 /// What one gRPC connection may hold (see `switchyard::grpc::Limits`).
@@ -324,6 +327,7 @@ impl Default for SseConfig {
             max_per_token: 64,
             stall_timeout_secs: 30,
             max_pending_connections: 1024,
+            max_pending_per_ip: 0,
         }
     }
 }

@@ -132,35 +132,68 @@ pub type PlainIo = Rewind<StallGuard<TcpStream>>;
 
 /// Connections that have not yet shown a request (or finished their TLS handshake), counted so
 /// that flooding the listener with silent connections costs a bounded number of tasks and
-/// descriptors: past `max`, new ones are closed at once.
+/// descriptors: past `max`, or past `per_ip` from one address, new ones are closed at once.
 #[derive(Clone)]
 pub struct Pending {
-    count: Arc<std::sync::atomic::AtomicUsize>,
+    inner: Arc<std::sync::Mutex<Counts>>,
     max: usize,
+    per_ip: Option<usize>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    // Only addresses with a connection pending: an entry goes when its count reaches zero.
+    by_ip: std::collections::HashMap<std::net::IpAddr, usize>,
 }
 
 impl Pending {
-    pub fn new(max: usize) -> Self {
-        Self { count: Arc::default(), max }
+    /// `per_ip` 0: no per-address cap (behind a proxy every client shares one address).
+    pub fn new(max: usize, per_ip: usize) -> Self {
+        Self { inner: Arc::default(), max, per_ip: (per_ip > 0).then_some(per_ip) }
     }
 
-    /// A slot for one connection, or `None` when all are taken.
-    fn enter(&self) -> Option<PendingSlot> {
-        use std::sync::atomic::Ordering;
-        let was = self.count.fetch_add(1, Ordering::AcqRel);
-        if was >= self.max {
-            self.count.fetch_sub(1, Ordering::AcqRel);
+    /// A slot for one connection from `ip`, or `None` when all (or that address's) are taken.
+    fn enter(&self, ip: std::net::IpAddr) -> Option<PendingSlot> {
+        let mut counts = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.total >= self.max {
             return None;
         }
-        Some(PendingSlot(self.count.clone()))
+        if let Some(per_ip) = self.per_ip {
+            let n = counts.by_ip.entry(ip).or_default();
+            if *n >= per_ip {
+                return None;
+            }
+            *n += 1;
+        }
+        counts.total += 1;
+        Some(PendingSlot { pending: self.clone(), ip })
+    }
+
+    /// Connections pending now, and the addresses they come from.
+    pub fn counts(&self) -> (usize, usize) {
+        let counts = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (counts.total, counts.by_ip.len())
     }
 }
 
-struct PendingSlot(Arc<std::sync::atomic::AtomicUsize>);
+struct PendingSlot {
+    pending: Pending,
+    ip: std::net::IpAddr,
+}
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let mut counts = self.pending.inner.lock().unwrap_or_else(|e| e.into_inner());
+        counts.total -= 1;
+        if self.pending.per_ip.is_some()
+            && let std::collections::hash_map::Entry::Occupied(mut e) = counts.by_ip.entry(self.ip)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
     }
 }
 
@@ -203,7 +236,7 @@ pub fn plain(
                     }
                 }
                 Some(app) => {
-                    let Some(slot) = pending.enter() else {
+                    let Some(slot) = pending.enter(addr.ip()) else {
                         tracing::debug!(%addr, "too many connections without a request yet; closed");
                         continue;
                     };
@@ -236,7 +269,7 @@ pub fn grpc(listener: TcpListener, pending: Pending) -> impl futures::Stream<Ite
             if tx.is_closed() {
                 return;
             }
-            let Some(slot) = pending.enter() else {
+            let Some(slot) = pending.enter(addr.ip()) else {
                 tracing::debug!(%addr, "too many gRPC connections without a preface yet; closed");
                 continue;
             };
@@ -325,7 +358,7 @@ pub fn tls(
             if tx.is_closed() {
                 return;
             }
-            let Some(slot) = pending.enter() else {
+            let Some(slot) = pending.enter(addr.ip()) else {
                 tracing::debug!(%addr, "too many TLS handshakes in progress; closed");
                 continue;
             };
@@ -386,4 +419,31 @@ where
         });
     }
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+    use std::net::IpAddr;
+
+    #[test]
+    fn pending_caps_per_address_and_forgets_addresses_that_leave() {
+        let pending = Pending::new(5, 2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a1 = pending.enter(a).unwrap();
+        let a2 = pending.enter(a).unwrap();
+        assert!(pending.enter(a).is_none(), "a third from one address is refused");
+        let b1 = pending.enter(b).unwrap();
+        assert_eq!(pending.counts(), (3, 2));
+        drop((a1, a2, b1));
+        assert_eq!(pending.counts(), (0, 0), "nothing kept for addresses with no connection");
+        let total: Vec<_> = (0..5).map(|i| pending.enter(IpAddr::from([10, 0, 1, i]))).collect();
+        assert!(total.iter().all(Option::is_some));
+        assert!(pending.enter(IpAddr::from([10, 0, 2, 0])).is_none(), "the global cap holds");
+        drop(total);
+        let unlimited = Pending::new(3, 0);
+        let held: Vec<_> = (0..3).map(|_| unlimited.enter(a).unwrap()).collect();
+        assert_eq!(unlimited.counts(), (3, 0), "no per-address map without a per-address cap");
+        drop(held);
+    }
 }

@@ -203,7 +203,8 @@ pub async fn start_with(
         webhooks: crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(ServeError::Auth)?,
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
-    let pending = crate::listener::Pending::new(config.sse.max_pending_connections.max(1));
+    let pending =
+        crate::listener::Pending::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
     let grpc = {
         let (bus, verifier, rx, pending) = (bus.clone(), verifier.clone(), stopped.clone(), pending.clone());
         let limits = config.grpc.limits();

@@ -885,6 +885,7 @@ async fn cookies_publish_only_same_origin_json_and_bodies_are_read_after_auth() 
 async fn connections_without_a_request_are_capped() {
     let server = Server::start_with(|c| c.sse.max_pending_connections = 50).await;
     let addr = server.running.http_addr;
+    // (One address here, so this also shows `max_pending_per_ip` is off by default.)
     let mut silent = Vec::new();
     for _ in 0..100 {
         silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -912,5 +913,25 @@ async fn connections_without_a_request_are_capped() {
     })
     .await;
     assert_eq!(ok, ());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_pending_slot() {
+    let server = Server::start_with(|c| c.sse.max_pending_per_ip = 10).await;
+    let addr = server.running.http_addr;
+    let mut silent = Vec::new();
+    for _ in 0..30 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut closed_at_once = 0;
+    for s in &mut silent {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            closed_at_once += 1;
+        }
+    }
+    assert!(closed_at_once >= 20, "only {closed_at_once} of 30 closed at once with 10 per address");
+    drop(silent);
     server.stop().await;
 }
