@@ -211,6 +211,29 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// Runs `admitted` (a TLS handshake, a sniff, a wait for the preface) in its own task while the
+/// connection holds a [`Pending`] slot, and queues what it lets through. With every slot taken,
+/// `admitted` is dropped unrun, and the connection it owns with it: closed at once.
+fn admit<Io: Send + 'static>(
+    pending: &Pending,
+    addr: SocketAddr,
+    tx: &mpsc::Sender<(Io, SocketAddr)>,
+    admitted: impl std::future::Future<Output = Option<Io>> + Send + 'static,
+) {
+    let Some(slot) = pending.enter(addr.ip()) else {
+        tracing::debug!(%addr, "too many connections without a request yet; closed");
+        return;
+    };
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let admitted = admitted.await;
+        drop(slot);
+        if let Some(io) = admitted {
+            let _ = tx.send((io, addr)).await;
+        }
+    });
+}
+
 /// Plain TCP. With an [`App`], SSE GETs are served by [`crate::direct`] and only the rest
 /// reaches hyper (sniffing runs in per-connection tasks).
 pub fn plain(
@@ -236,16 +259,11 @@ pub fn plain(
                     }
                 }
                 Some(app) => {
-                    let Some(slot) = pending.enter(addr.ip()) else {
-                        tracing::debug!(%addr, "too many connections without a request yet; closed");
-                        continue;
-                    };
-                    let (app, tx) = (app.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let sniffed = crate::direct::sniff(&app, io).await;
-                        drop(slot);
-                        if let Sniffed::Pass(io) = sniffed {
-                            let _ = tx.send((io, addr)).await;
+                    let app = app.clone();
+                    admit(&pending, addr, &tx, async move {
+                        match crate::direct::sniff(&app, io).await {
+                            Sniffed::Pass(io) => Some(io),
+                            Sniffed::Done => None,
                         }
                     });
                 }
@@ -269,25 +287,19 @@ pub fn grpc(listener: TcpListener, pending: Pending) -> impl futures::Stream<Ite
             if tx.is_closed() {
                 return;
             }
-            let Some(slot) = pending.enter(addr.ip()) else {
-                tracing::debug!(%addr, "too many gRPC connections without a preface yet; closed");
-                continue;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let shown = tokio::time::timeout(HEADER_TIMEOUT, preface(&s)).await;
-                drop(slot);
-                match shown {
-                    Ok(true) => {
-                        let _ = tx.send(Ok(s)).await;
+            admit(&pending, addr, &tx, async move {
+                match tokio::time::timeout(HEADER_TIMEOUT, preface(&s)).await {
+                    Ok(true) => Some(s),
+                    Ok(false) => None,
+                    Err(_) => {
+                        tracing::debug!(%addr, "no HTTP/2 preface in time; closed");
+                        None
                     }
-                    Ok(false) => {}
-                    Err(_) => tracing::debug!(%addr, "no HTTP/2 preface in time; closed"),
                 }
             });
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(ready)
+    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(ready), |(s, _)| Ok(s))
 }
 
 /// Waits until `s` has sent the whole preface, or something else (which tonic then refuses);
@@ -358,20 +370,18 @@ pub fn tls(
             if tx.is_closed() {
                 return;
             }
-            let Some(slot) = pending.enter(addr.ip()) else {
-                tracing::debug!(%addr, "too many TLS handshakes in progress; closed");
-                continue;
-            };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await;
-                drop(slot);
-                match handshake {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send((tls, addr)).await;
+            let acceptor = acceptor.clone();
+            admit(&pending, addr, &tx, async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => Some(tls),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %addr, "TLS handshake failed");
+                        None
                     }
-                    Ok(Err(e)) => tracing::debug!(error = %e, %addr, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        None
+                    }
                 }
             });
         }

@@ -203,6 +203,24 @@ impl Drop for Process {
     }
 }
 
+/// Opens `n` connections to `addr` that never send a byte. Returns them, still held, and how
+/// many the server closed at once: EOF within 300 ms, well before any header timeout.
+pub async fn silent_connections(addr: SocketAddr, n: usize) -> (Vec<tokio::net::TcpStream>, usize) {
+    use tokio::io::AsyncReadExt;
+    let mut silent = Vec::with_capacity(n);
+    for _ in 0..n {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connects"));
+    }
+    let mut closed_at_once = 0;
+    for s in &mut silent {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            closed_at_once += 1;
+        }
+    }
+    (silent, closed_at_once)
+}
+
 /// Runs `f` until it returns `Some`, or fails the test after [`PATIENCE`].
 pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
 where

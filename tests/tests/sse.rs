@@ -886,18 +886,8 @@ async fn connections_without_a_request_are_capped() {
     let server = Server::start_with(|c| c.sse.max_pending_connections = 50).await;
     let addr = server.running.http_addr;
     // (One address here, so this also shows `max_pending_per_ip` is off by default.)
-    let mut silent = Vec::new();
-    for _ in 0..100 {
-        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
     // Past the cap, connections are closed at once: read sees EOF well before the header timeout.
-    let mut closed_at_once = 0;
-    for s in &mut silent {
-        let mut buf = [0u8; 16];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
-            closed_at_once += 1;
-        }
-    }
+    let (silent, closed_at_once) = switchyard_tests::silent_connections(addr, 100).await;
     assert!(closed_at_once >= 50, "only {closed_at_once} of 100 closed at once with a cap of 50");
     // Once the held ones are gone (header timeout), a real client is served as usual.
     drop(silent);
@@ -920,17 +910,7 @@ async fn connections_without_a_request_are_capped() {
 async fn one_address_cannot_take_every_pending_slot() {
     let server = Server::start_with(|c| c.sse.max_pending_per_ip = 10).await;
     let addr = server.running.http_addr;
-    let mut silent = Vec::new();
-    for _ in 0..30 {
-        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
-    let mut closed_at_once = 0;
-    for s in &mut silent {
-        let mut buf = [0u8; 16];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
-            closed_at_once += 1;
-        }
-    }
+    let (silent, closed_at_once) = switchyard_tests::silent_connections(addr, 30).await;
     assert!(closed_at_once >= 20, "only {closed_at_once} of 30 closed at once with 10 per address");
     drop(silent);
     server.stop().await;

@@ -144,18 +144,8 @@ async fn grpc_connections_must_show_a_preface_and_are_capped() {
     })
     .await;
     let addr = server.running.grpc_addr.expect("gRPC is served");
-    let mut silent = Vec::new();
-    for _ in 0..100 {
-        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
     // Past the shared cap, silent connections are closed at once, well before the preface timeout.
-    let mut closed_at_once = 0;
-    for s in &mut silent {
-        let mut buf = [0u8; 16];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
-            closed_at_once += 1;
-        }
-    }
+    let (silent, closed_at_once) = switchyard_tests::silent_connections(addr, 100).await;
     assert!(closed_at_once >= 50, "only {closed_at_once} of 100 closed at once with a cap of 50");
     drop(silent);
 
