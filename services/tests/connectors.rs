@@ -191,17 +191,7 @@ async fn http_waits_what_retry_after_says() {
 // ---------- Unleashed ----------
 
 fn unleashed_config(server: &MockServer) -> UnleashedConfig {
-    UnleashedConfig {
-        tenant: "acme".into(),
-        api_id: "api-id".into(),
-        api_key: "api-key".into(),
-        client_type: "acme/switchyard".into(),
-        api_url: server.uri(),
-        currency: "NZD".into(),
-        page_size: 2,
-        daily_capacity: Some(20),
-        assembly_link: None,
-    }
+    common::unleashed_config(&server.uri(), 2)
 }
 
 fn paged(items: Value, page: u64, pages: u64) -> Signed {

@@ -582,15 +582,9 @@ fn one_page(items: Value) -> Signed {
 
 fn unleashed(server: &MockServer) -> UnleashedConfig {
     UnleashedConfig {
-        tenant: "acme".into(),
-        api_id: "api-id".into(),
-        api_key: "api-key".into(),
-        client_type: "acme/switchyard".into(),
-        api_url: server.uri(),
-        currency: "NZD".into(),
-        page_size: 1000,
         daily_capacity: Some(40),
         assembly_link: Some("https://unleashed.example/Assembly/{guid}".into()),
+        ..common::unleashed_config(&server.uri(), 1000)
     }
 }
 

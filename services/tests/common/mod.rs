@@ -13,7 +13,7 @@ use switchyard_services::{
     shopify::{ShopifyConfig, StoreConfig},
     sink::Sink,
     state::StateFile,
-    unleashed::signature,
+    unleashed::{UnleashedConfig, signature},
     xero::XeroConfig,
 };
 use wiremock::{Request, ResponseTemplate};
@@ -117,6 +117,21 @@ pub fn xero_config(base: &str, refresh_token: &str) -> XeroConfig {
         xero_tenant_id: "org".into(),
         token_url: format!("{base}/token"),
         api_url: format!("{base}/api"),
+    }
+}
+
+/// An Unleashed account at `base`, paging `page_size` items, with a daily capacity of 20.
+pub fn unleashed_config(base: &str, page_size: u32) -> UnleashedConfig {
+    UnleashedConfig {
+        tenant: "acme".into(),
+        api_id: "api-id".into(),
+        api_key: "api-key".into(),
+        client_type: "acme/switchyard".into(),
+        api_url: base.into(),
+        currency: "NZD".into(),
+        page_size,
+        daily_capacity: Some(20),
+        assembly_link: None,
     }
 }
 
