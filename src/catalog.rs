@@ -262,8 +262,9 @@ state. The view is
 - read with `GET /api/state`, `EventBus.State`, `?start=state` on SSE, `START_STATE` on gRPC, and
   sent automatically after a `stream:gap` (the keys that changed in the gap).
 
-Keys are not capped or expired yet: a publisher that invents a new key per event grows the
-state view by one entry per event (jobs included, until their key is reused).
+Keys are capped per tenant (`log.quotas`): a publish that would add a key past the quota is
+refused with `quota_exceeded`. A job's state (an event routed to `jobs/<id>`) lives as long as
+its history: when retention drops its last event from every stream, the key goes too.
 ";
 
 /// `namespace:name`, lowercase letters, digits, `-`, `_`, `.`; used for catalog and custom types.

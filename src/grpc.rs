@@ -86,7 +86,7 @@ pub fn publish_status(e: &PublishError) -> Status {
         PublishError::Invalid { .. } => Status::invalid_argument(e.to_string()),
         PublishError::Denied(a) => auth_status(a),
         PublishError::Unavailable(_) => Status::unavailable(e.to_string()),
-        PublishError::Throttled(_) => Status::resource_exhausted(e.to_string()),
+        PublishError::Throttled(_) | PublishError::Quota { .. } => Status::resource_exhausted(e.to_string()),
     }
 }
 

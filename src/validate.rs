@@ -40,6 +40,9 @@ pub enum PublishError {
     /// The tenant is over its publish rate; retry after this long.
     #[error("publishing faster than this tenant's rate; retry after {0:?}")]
     Throttled(std::time::Duration),
+    /// The tenant is at a storage quota (state keys, jobs); waiting does not help by itself.
+    #[error("{field}: {message}")]
+    Quota { field: &'static str, message: String },
 }
 
 impl PublishError {
@@ -54,12 +57,13 @@ impl PublishError {
             Self::Denied(_) => "permission_denied",
             Self::Unavailable(_) => "unavailable",
             Self::Throttled(_) => "rate_limited",
+            Self::Quota { .. } => "quota_exceeded",
         }
     }
 
     pub fn field(&self) -> &'static str {
         match self {
-            Self::Invalid { field, .. } => field,
+            Self::Invalid { field, .. } | Self::Quota { field, .. } => field,
             _ => "",
         }
     }

@@ -13,7 +13,7 @@ use std::{
 use serde::Deserialize;
 use switchyard::{
     bus::BusConfig,
-    log::{Fsync, Retention, embedded::EmbeddedConfig},
+    log::{Fsync, Quotas, Retention, embedded::EmbeddedConfig},
     names::Channel,
     validate::Policy,
 };
@@ -183,6 +183,8 @@ pub struct LogConfig {
     pub batch_interval_ms: u64,
     pub trim_interval_secs: u64,
     pub retention: Retention,
+    /// `[log.quotas]`: what one tenant can make the log keep.
+    pub quotas: Quotas,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -300,7 +302,13 @@ impl Default for Config {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { fsync: Fsync::Always, batch_interval_ms: 100, trim_interval_secs: 10, retention: Retention::default() }
+        Self {
+            fsync: Fsync::Always,
+            batch_interval_ms: 100,
+            trim_interval_secs: 10,
+            retention: Retention::default(),
+            quotas: Quotas::default(),
+        }
     }
 }
 
@@ -573,6 +581,8 @@ impl Config {
             batch_interval: Duration::from_millis(self.log.batch_interval_ms.max(1)),
             retention: self.log.retention.clone(),
             trim_interval: Duration::from_secs(self.log.trim_interval_secs.max(1)),
+            quotas: self.log.quotas,
+            ..EmbeddedConfig::default()
         }
     }
 

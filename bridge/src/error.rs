@@ -131,6 +131,10 @@ impl From<PublishError> for ApiError {
                 retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e_text(wait))
             },
+            // 429 as gRPC's RESOURCE_EXHAUSTED maps to, without Retry-After: time alone may not free it.
+            PublishError::Quota { field, message } => {
+                Self { field: Some(field), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message) }
+            }
         }
     }
 }

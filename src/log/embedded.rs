@@ -5,7 +5,8 @@
 //! - `streams`: (stream name, id) → published-at ms. One entry per tenant
 //!   (`acme`) and per tenant channel (`acme:dashboard`): the per-channel index
 //!   that lets a resume read one channel without scanning the rest;
-//! - `dedupe`: (tenant, idempotency key) → (id, published-at ms);
+//! - `dedupe`: (tenant, idempotency key) → (id, published-at ms), and `dedupe_times`, the same
+//!   keys by (ms, id), so expiring them costs the keys expired, never a scan;
 //! - `meta`: `head` (last id ever assigned, so ids stay monotonic even when
 //!   retention empties the log), `trim:<stream>` (highest id trimmed), and for the modes that
 //!   acknowledge before fsync, `reserved` (ids up to it may have been handed out; written
@@ -14,7 +15,8 @@
 //! - `state`: `tenant\0slot\0key` → the id of the latest event of that state slot. Written in
 //!   the same transaction as the append. Retention never removes an event that is some
 //!   slot's current state (it is *pinned*; only the history indexes forget it), so the history
-//!   can be trimmed to nothing and every current figure is still there. Only the id is
+//!   can be trimmed to nothing and every current figure is still there. A job's state
+//!   (`jobs/<id>`) is the exception: it goes with its history, so jobs do not pile up. Only the id is
 //!   stored: a busy state table is rewritten page by page on every commit (copy-on-write),
 //!   and 8-byte values keep those pages few (measured in BENCHMARKS.md);
 //! - `times`: published-at ms → first id committed in that ms (one row per group commit),
@@ -23,10 +25,13 @@
 //! Group commit: appends queue to the writer thread, which drains everything
 //! queued into one write transaction and one fsync, then acks every caller and
 //! hands the records to the hub in id order. Retention runs on the same thread
-//! between batches, so it never contends with appends for redb's single writer.
+//! between batches, so it never contends with appends for redb's single writer, and in slices
+//! of a bounded number of rows, so a large backlog never holds appends up for long. The
+//! writer also enforces the per-tenant [`Quotas`].
 
 use std::{
     collections::{BTreeMap, HashMap},
+    ops::Bound::{Excluded, Unbounded},
     path::Path,
     sync::{
         Arc,
@@ -41,10 +46,10 @@ use futures::future::BoxFuture;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Record, Retention, StateView, Stream, now_ms};
+use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Quotas, Record, Retention, StateView, Stream, now_ms};
 use crate::{
     hub::Hub,
-    names::{EventId, Tenant},
+    names::{Channel, EventId, Tenant},
     validate::Accepted,
 };
 
@@ -55,6 +60,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Keyed `tenant \0 slot \0 key` (tenants and type names hold no NUL): one memcmp per comparison.
 const STATE: TableDefinition<&[u8], u64> = TableDefinition::new("state");
 const TIMES: TableDefinition<u64, u64> = TableDefinition::new("times");
+/// (published-at ms, id) → (tenant, idempotency key): keys in the order they expire.
+const DEDUPE_TIMES: TableDefinition<(u64, u64), (&str, &str)> = TableDefinition::new("dedupe_times");
 
 /// Most events one write transaction takes before acking.
 const MAX_GROUP: usize = 16_384;
@@ -71,6 +78,9 @@ pub struct EmbeddedConfig {
     pub retention: Retention,
     /// How often retention runs.
     pub trim_interval: Duration,
+    /// Rows one retention slice may visit or remove before appends get the writer back.
+    pub trim_budget: usize,
+    pub quotas: Quotas,
 }
 
 impl Default for EmbeddedConfig {
@@ -80,6 +90,8 @@ impl Default for EmbeddedConfig {
             batch_interval: Duration::from_millis(100),
             retention: Retention::default(),
             trim_interval: Duration::from_secs(10),
+            trim_budget: 4_096,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -138,7 +150,7 @@ impl EmbeddedLog {
         txn.set_durability(Durability::Immediate).map_err(storage)?;
         let (head, reserved) = {
             txn.open_table(EVENTS).map_err(storage)?;
-            txn.open_table(DEDUPE).map_err(storage)?;
+            index_dedupe_times(&txn)?;
             txn.open_table(STATE).map_err(storage)?;
             txn.open_table(TIMES).map_err(storage)?;
             txn.open_table(STREAMS).map_err(storage)?;
@@ -165,32 +177,14 @@ impl EmbeddedLog {
             (head, reserved.max(head))
         };
         txn.commit().map_err(storage)?;
-        let counts = count_streams(&db)?;
         let head = Arc::new(AtomicU64::new(head));
         let (tx, rx) = mpsc::channel();
-        let writer = Writer {
-            db: db.clone(),
-            config,
-            hub,
-            head: head.clone(),
-            reserved,
-            counts,
-            last_trim: Instant::now(),
-            last_sync: Instant::now(),
-            unsynced: false,
-        };
+        let writer = Writer::new(db.clone(), config, hub, head.clone(), reserved)?;
         let writer = thread::Builder::new()
             .name("switchyard-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(storage)?;
         Ok(Self { db, jobs: tx, head, writer: Some(writer) })
-    }
-
-    /// Runs retention now, as if the time were `now_ms`.
-    pub async fn trim_at(&self, now_ms: u64) -> Result<(), LogError> {
-        let (reply, rx) = oneshot::channel();
-        self.jobs.send(Job::Trim { now_ms, reply }).map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
     }
 
     fn read_blocking(
@@ -325,25 +319,52 @@ fn state_key(tenant: &Tenant, slot: &str, key: &str) -> Vec<u8> {
     k
 }
 
-fn bump(counts: &mut HashMap<String, u64>, name: &str) {
-    match counts.get_mut(name) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(name.to_owned(), 1);
-        }
-    }
-}
-
 /// Rebuilds per-stream entry counts (for count-based retention) at open.
-fn count_streams(db: &Database) -> Result<HashMap<String, u64>, LogError> {
+fn count_streams(db: &Database) -> Result<BTreeMap<String, u64>, LogError> {
     let txn = db.begin_read().map_err(storage)?;
     let streams = txn.open_table(STREAMS).map_err(storage)?;
-    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for row in streams.iter().map_err(storage)? {
         let (k, _) = row.map_err(storage)?;
-        bump(&mut counts, k.value().0);
+        let name = k.value().0;
+        match counts.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(name.to_owned(), 1);
+            }
+        }
     }
     Ok(counts)
+}
+
+/// Rebuilds what each tenant holds against its quotas at open.
+fn count_usage(db: &Database, counts: &BTreeMap<String, u64>) -> Result<HashMap<String, Usage>, LogError> {
+    let mut usage: HashMap<String, Usage> = HashMap::new();
+    for tenant in counts.keys().filter_map(|n| keyed_owner(n)) {
+        usage.entry(tenant.to_owned()).or_default().jobs += 1;
+    }
+    let txn = db.begin_read().map_err(storage)?;
+    for row in txn.open_table(STATE).map_err(storage)?.iter().map_err(storage)? {
+        let (k, _) = row.map_err(storage)?;
+        let tenant = k.value().split(|b| *b == 0).next().unwrap_or_default();
+        usage.entry(String::from_utf8_lossy(tenant).into_owned()).or_default().keys += 1;
+    }
+    Ok(usage)
+}
+
+/// Logs written before the `dedupe_times` index existed get it built once, at open.
+fn index_dedupe_times(txn: &redb::WriteTransaction) -> Result<(), LogError> {
+    let dedupe = txn.open_table(DEDUPE).map_err(storage)?;
+    let mut times = txn.open_table(DEDUPE_TIMES).map_err(storage)?;
+    if !times.is_empty().map_err(storage)? {
+        return Ok(());
+    }
+    for row in dedupe.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        let ((tenant, key), (id, ms)) = (k.value(), v.value());
+        times.insert((ms, id), (tenant, key)).map_err(storage)?;
+    }
+    Ok(())
 }
 
 impl Log for EmbeddedLog {
@@ -422,19 +443,90 @@ struct Writer {
     head: Arc<AtomicU64>,
     /// Ids up to here are durably reserved (modes that ack before fsync).
     reserved: u64,
-    counts: HashMap<String, u64>,
+    /// Entries per stream name, in name order (retention walks them with a cursor).
+    counts: BTreeMap<String, u64>,
+    /// Per tenant: state keys, and keyed channels (`jobs/<id>`) holding history.
+    usage: HashMap<String, Usage>,
+    /// The retention round in progress, if any: it runs in slices between groups.
+    round: Option<Round>,
     last_trim: Instant,
     last_sync: Instant,
     unsynced: bool,
 }
 
+/// What a tenant holds against its [`Quotas`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    keys: u64,
+    jobs: u64,
+}
+
+/// One pass of retention, done a budget of rows at a time so no slice holds up appends for
+/// long, whatever the backlog. Phases in order: trim each stream's index (by name, resuming
+/// after `after`), then drop the events no stream references any more, then expired
+/// idempotency keys.
+struct Round {
+    now_ms: u64,
+    phase: Phase,
+    /// The lowest id a visited stream still references, or the head at the round's start + 1:
+    /// streams that appear later reference only ids above that.
+    first_kept: u64,
+}
+
+enum Phase {
+    Streams { after: Option<String> },
+    Events,
+    Dedupe,
+}
+
+/// A stream's name in the `streams` table and what its retention is.
+fn limits_of(retention: &Retention, name: &str) -> super::Limits {
+    match name.split_once(':') {
+        Some((_, ch)) => Channel::new(ch).map(|c| retention.for_channel(&c)).unwrap_or(retention.default),
+        None => retention.default,
+    }
+}
+
+/// `tenant:jobs/42` → `tenant`, for keyed channels only: each one is a job a tenant holds.
+fn keyed_owner(name: &str) -> Option<&str> {
+    name.split_once(':').filter(|(_, ch)| ch.contains('/')).map(|(t, _)| t)
+}
+
 impl Writer {
+    fn new(
+        db: Arc<Database>,
+        config: EmbeddedConfig,
+        hub: Hub,
+        head: Arc<AtomicU64>,
+        reserved: u64,
+    ) -> Result<Self, LogError> {
+        let counts = count_streams(&db)?;
+        let usage = count_usage(&db, &counts)?;
+        Ok(Self {
+            db,
+            config,
+            hub,
+            head,
+            reserved,
+            counts,
+            usage,
+            round: None,
+            last_trim: Instant::now(),
+            last_sync: Instant::now(),
+            unsynced: false,
+        })
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         loop {
-            let tick = self.config.trim_interval.min(self.config.batch_interval);
+            // While a retention round is unfinished, only look for queued work between slices.
+            let tick = match self.round {
+                Some(_) => Duration::ZERO,
+                None => self.config.trim_interval.min(self.config.batch_interval),
+            };
             match rx.recv_timeout(tick) {
                 Ok(Job::Trim { now_ms, reply }) => {
-                    let _ = reply.send(self.trim(now_ms));
+                    let _ = reply.send(self.trim_all(now_ms));
                 }
                 Ok(Job::Append { events, reply }) => {
                     let mut n = events.len();
@@ -453,7 +545,7 @@ impl Writer {
                     self.commit_group(group);
                     for job in trims {
                         if let Job::Trim { now_ms, reply } = job {
-                            let _ = reply.send(self.trim(now_ms));
+                            let _ = reply.send(self.trim_all(now_ms));
                         }
                     }
                 }
@@ -467,13 +559,31 @@ impl Writer {
             if self.unsynced && self.last_sync.elapsed() >= self.config.batch_interval {
                 self.sync();
             }
-            if self.last_trim.elapsed() >= self.config.trim_interval {
+            if self.round.is_none() && self.last_trim.elapsed() >= self.config.trim_interval {
                 self.last_trim = Instant::now();
-                if let Err(error) = self.trim(now_ms()) {
-                    tracing::error!(%error, "retention pass failed");
-                }
+                self.round = Some(self.new_round(now_ms()));
+            }
+            if let Err(error) = self.trim_slice() {
+                tracing::error!(%error, "retention pass failed");
+                self.round = None;
             }
         }
+    }
+
+    fn new_round(&self, now_ms: u64) -> Round {
+        Round { now_ms, phase: Phase::Streams { after: None }, first_kept: self.head.load(Ordering::Acquire) + 1 }
+    }
+
+    /// A whole retention round now, as if the time were `now_ms` (operators, tests).
+    fn trim_all(&mut self, now_ms: u64) -> Result<(), LogError> {
+        self.round = Some(self.new_round(now_ms));
+        while self.round.is_some() {
+            if let Err(e) = self.trim_slice() {
+                self.round = None;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn durability(&self) -> Durability {
@@ -537,6 +647,7 @@ impl Writer {
         let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
         let start_head = self.head.load(Ordering::Acquire);
         let n: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        let before = (self.counts.clone(), self.usage.clone());
         let result = self.reserve(start_head + n).and_then(|()| self.write_group(batches, start_head));
         match result {
             Ok((records, results, head)) => {
@@ -547,16 +658,13 @@ impl Writer {
                 // Hub first, then acks: a publisher that subscribes after its ack sees its own event live or in history.
                 self.hub.publish(&records);
                 for (reply, out) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(out));
+                    let _ = reply.send(out);
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "append failed; nothing of this group was stored");
                 // Counts were bumped as rows were written; the rollback undid the rows.
-                match count_streams(&self.db) {
-                    Ok(counts) => self.counts = counts,
-                    Err(e) => tracing::error!(error = %e, "recounting streams failed"),
-                }
+                (self.counts, self.usage) = before;
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
@@ -564,13 +672,68 @@ impl Writer {
         }
     }
 
+    /// Whether `batch` fits its tenant's quotas, counting only what it would add: new state
+    /// keys and new keyed channels. A batch over a quota is refused whole.
+    fn admit(
+        &self,
+        batch: &[Accepted],
+        state: &impl ReadableTable<&'static [u8], u64>,
+        slots: &BTreeMap<Vec<u8>, u64>,
+    ) -> Result<(), LogError> {
+        let quotas = self.config.quotas;
+        let mut added: HashMap<&str, Usage> = HashMap::new();
+        let mut seen_keys = std::collections::HashSet::new();
+        let mut seen_jobs = std::collections::HashSet::new();
+        for acc in batch {
+            let tenant = acc.tenant.as_str();
+            if let Some(slot) = &acc.routing.state {
+                let key = state_key(&acc.tenant, slot, &acc.event.key);
+                if !slots.contains_key(&key)
+                    && state.get(key.as_slice()).map_err(storage)?.is_none()
+                    && seen_keys.insert(key)
+                {
+                    added.entry(tenant).or_default().keys += 1;
+                }
+            }
+            for ch in acc.routing.channels.iter().filter(|c| c.as_str().contains('/')) {
+                let name = format!("{tenant}:{ch}");
+                if !self.counts.contains_key(&name) && seen_jobs.insert(name) {
+                    added.entry(tenant).or_default().jobs += 1;
+                }
+            }
+        }
+        for (tenant, add) in added {
+            let held = self.usage.get(tenant).copied().unwrap_or_default();
+            if add.keys > 0 && held.keys + add.keys > quotas.max_keys_per_tenant {
+                return Err(LogError::Quota {
+                    field: "key",
+                    message: format!(
+                        "tenant {tenant} holds {} state keys, its quota is {} (log.max_keys_per_tenant): reuse keys, or ask for a larger quota",
+                        held.keys, quotas.max_keys_per_tenant
+                    ),
+                });
+            }
+            if add.jobs > 0 && held.jobs + add.jobs > quotas.max_jobs_per_tenant {
+                return Err(LogError::Quota {
+                    field: "key",
+                    message: format!(
+                        "tenant {tenant} has {} jobs with history, its quota is {} (log.max_jobs_per_tenant): jobs free up as retention removes their history",
+                        held.jobs, quotas.max_jobs_per_tenant
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// One write transaction for a whole group; moves each event into its record (no copies).
+    /// A batch refused by a quota gets its error; the others are stored.
     #[allow(clippy::type_complexity)]
     fn write_group(
         &mut self,
         batches: Vec<Vec<Accepted>>,
         mut head: u64,
-    ) -> Result<(Vec<Arc<Record>>, Vec<Vec<Appended>>, u64), LogError> {
+    ) -> Result<(Vec<Arc<Record>>, Vec<Result<Vec<Appended>, LogError>>, u64), LogError> {
         let start_head = head;
         let mut records = Vec::with_capacity(batches.iter().map(Vec::len).sum());
         let mut results = Vec::with_capacity(batches.len());
@@ -580,6 +743,7 @@ impl Writer {
             let mut events = txn.open_table(EVENTS).map_err(storage)?;
             let mut streams = txn.open_table(STREAMS).map_err(storage)?;
             let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
+            let mut dedupe_times = txn.open_table(DEDUPE_TIMES).map_err(storage)?;
             let mut meta = txn.open_table(META).map_err(storage)?;
             let mut state = txn.open_table(STATE).map_err(storage)?;
             let mut times = txn.open_table(TIMES).map_err(storage)?;
@@ -592,6 +756,10 @@ impl Writer {
             let mut buf = Vec::with_capacity(512);
             let mut name = String::with_capacity(128);
             for batch in batches {
+                if let Err(e) = self.admit(&batch, &state, &slots) {
+                    results.push(Err(e));
+                    continue;
+                }
                 let mut out = Vec::with_capacity(batch.len());
                 for acc in batch {
                     if let Some(key) = &acc.idempotency_key {
@@ -615,20 +783,25 @@ impl Writer {
                     buf.extend_from_slice(&acc.body);
                     events.insert(id, buf.as_slice()).map_err(storage)?;
                     if let Some(slot) = &acc.routing.state {
-                        slots.insert(state_key(&acc.tenant, slot, &acc.event.key), id);
+                        let key = state_key(&acc.tenant, slot, &acc.event.key);
+                        if !slots.contains_key(&key) && state.get(key.as_slice()).map_err(storage)?.is_none() {
+                            self.usage.entry(acc.tenant.to_string()).or_default().keys += 1;
+                        }
+                        slots.insert(key, id);
                     }
                     streams.insert((acc.tenant.as_str(), id), ms).map_err(storage)?;
-                    bump(&mut self.counts, acc.tenant.as_str());
+                    self.bump(acc.tenant.as_str());
                     for ch in &acc.routing.channels {
                         name.clear();
                         name.push_str(acc.tenant.as_str());
                         name.push(':');
                         name.push_str(ch.as_str());
                         streams.insert((name.as_str(), id), ms).map_err(storage)?;
-                        bump(&mut self.counts, &name);
+                        self.bump(&name);
                     }
                     if let Some(key) = &acc.idempotency_key {
                         dedupe.insert((acc.tenant.as_str(), key.as_str()), (id, ms)).map_err(storage)?;
+                        dedupe_times.insert((ms, id), (acc.tenant.as_str(), key.as_str())).map_err(storage)?;
                         fresh.insert((acc.tenant.clone(), key.clone()), id);
                     }
                     let Accepted { tenant, routing, mut event, .. } = acc;
@@ -636,7 +809,7 @@ impl Writer {
                     records.push(Arc::new(Record::new(event, tenant, routing)));
                     out.push(Appended { id: EventId(id), duplicate: false });
                 }
-                results.push(out);
+                results.push(Ok(out));
             }
             // Same transaction as the events: state and history can never disagree.
             for (key, id) in &slots {
@@ -654,95 +827,233 @@ impl Writer {
         Ok((records, results, head))
     }
 
-    /// Applies retention: per stream by count and age, then drops events no stream references.
-    fn trim(&mut self, now_ms: u64) -> Result<(), LogError> {
-        let retention = &self.config.retention;
+    /// One more entry in stream `name` (a new keyed channel counts against its tenant's jobs).
+    fn bump(&mut self, name: &str) {
+        match self.counts.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.insert(name.to_owned(), 1);
+                if let Some(tenant) = keyed_owner(name) {
+                    self.usage.entry(tenant.to_owned()).or_default().jobs += 1;
+                }
+            }
+        }
+    }
+
+    /// Stream `name` holds no entries any more.
+    fn forget(&mut self, name: &str) {
+        if self.counts.remove(name).is_some()
+            && let Some(u) = keyed_owner(name).and_then(|t| self.usage.get_mut(t))
+        {
+            u.jobs = u.jobs.saturating_sub(1);
+        }
+    }
+
+    /// One slice of the round in progress: at most `trim_budget` rows visited or removed, in
+    /// one transaction. Clears `round` when the round is done.
+    fn trim_slice(&mut self) -> Result<(), LogError> {
+        let Some(mut round) = self.round.take() else { return Ok(()) };
+        let mut budget = self.config.trim_budget.max(1);
         let mut txn = self.db.begin_write().map_err(storage)?;
         txn.set_durability(self.durability()).map_err(storage)?;
-        let mut trimmed_any = false;
-        {
-            let mut streams = txn.open_table(STREAMS).map_err(storage)?;
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
-            let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
-            let mut first_kept: Option<u64> = None;
-            let mut emptied: Vec<String> = Vec::new();
-            let names: Vec<String> = self.counts.keys().cloned().collect();
-            for name in names {
-                let limits = match name.split_once(':') {
-                    Some((_, ch)) => {
-                        crate::names::Channel::new(ch).map(|c| retention.for_channel(&c)).unwrap_or(retention.default)
-                    }
-                    None => retention.default,
-                };
-                let count = self.counts[&name];
-                let over = count.saturating_sub(limits.max_events);
-                let cutoff = now_ms.saturating_sub(limits.max_age_secs.saturating_mul(1000));
-                // Entries to drop: the first `over`, plus any older than the cutoff.
-                let mut drop_through: Option<u64> = None;
-                let mut dropped = 0u64;
-                for row in streams.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(storage)? {
-                    let (k, v) = row.map_err(storage)?;
-                    if dropped < over || v.value() < cutoff {
-                        drop_through = Some(k.value().1);
-                        dropped += 1;
-                    } else {
-                        first_kept = Some(first_kept.map_or(k.value().1, |f| f.min(k.value().1)));
-                        break;
+        let mut changed = false;
+        let mut done = false;
+        while budget > 0 && !done {
+            changed |= match &mut round.phase {
+                Phase::Streams { after } => {
+                    let next = match after {
+                        Some(a) => self.counts.range::<str, _>((Excluded(a.as_str()), Unbounded)).next(),
+                        None => self.counts.iter().next(),
+                    };
+                    match next.map(|(name, count)| (name.clone(), *count)) {
+                        Some((name, count)) => {
+                            budget -= 1;
+                            let (trimmed, finished) =
+                                self.trim_stream(&txn, &name, count, &mut round.first_kept, round.now_ms, &mut budget)?;
+                            if finished {
+                                *after = Some(name);
+                            }
+                            trimmed
+                        }
+                        None => {
+                            round.phase = Phase::Events;
+                            false
+                        }
                     }
                 }
-                if let Some(through) = drop_through {
-                    streams.retain_in((name.as_str(), 0)..=(name.as_str(), through), |_, _| false).map_err(storage)?;
-                    meta.insert(format!("trim:{name}").as_str(), through).map_err(storage)?;
-                    trimmed_any = true;
-                    let left = count - dropped;
-                    if left == 0 {
-                        emptied.push(name.clone());
-                    } else {
-                        self.counts.insert(name.clone(), left);
+                Phase::Events => {
+                    let (trimmed, finished) = self.trim_events(&txn, round.first_kept, round.now_ms, &mut budget)?;
+                    if finished {
+                        round.phase = Phase::Dedupe;
                     }
+                    trimmed
                 }
-            }
-            for name in emptied {
-                self.counts.remove(&name);
-            }
-            // Events older than every stream's first kept entry are referenced by nothing.
-            let head = self.head.load(Ordering::Acquire);
-            let keep_from = first_kept.unwrap_or(head + 1);
-            let trimmed = meta.get("trim:*").map_err(storage)?.map_or(0, |v| v.value());
-            if keep_from.saturating_sub(1) > trimmed {
-                // Pinned: events some state slot still points at stay (only their indexes go).
-                let state = txn.open_table(STATE).map_err(storage)?;
-                let mut pinned = std::collections::HashSet::new();
-                for row in state.iter().map_err(storage)? {
-                    let id = row.map_err(storage)?.1.value();
-                    if id < keep_from {
-                        pinned.insert(id);
-                    }
+                Phase::Dedupe => {
+                    let cutoff = round.now_ms.saturating_sub(self.config.retention.dedupe_window().as_millis() as u64);
+                    let (trimmed, finished) = trim_dedupe(&txn, cutoff, &mut budget)?;
+                    done = finished;
+                    trimmed
                 }
-                events.retain_in(..keep_from, |id, _| pinned.contains(&id)).map_err(storage)?;
-                meta.insert("trim:*", keep_from - 1).map_err(storage)?;
-                trimmed_any = true;
-                // Time rows before the first kept event point at nothing.
-                let kept_ms = match events.range(keep_from..).map_err(storage)?.next().transpose().map_err(storage)? {
-                    Some((_, v)) => published_ms(v.value())?,
-                    None => now_ms,
-                };
-                let mut times = txn.open_table(TIMES).map_err(storage)?;
-                times.retain_in(..kept_ms, |_, _| false).map_err(storage)?;
-            }
-            let dedupe_cutoff = now_ms.saturating_sub(retention.dedupe_window().as_millis() as u64);
-            let before = dedupe.len().map_err(storage)?;
-            dedupe.retain(|_, v| v.1 >= dedupe_cutoff).map_err(storage)?;
-            trimmed_any |= dedupe.len().map_err(storage)? != before;
+            };
         }
-        if trimmed_any {
+        if changed {
             txn.commit().map_err(storage)?;
         } else {
             txn.abort().map_err(storage)?;
         }
+        if !done {
+            self.round = Some(round);
+        }
         Ok(())
     }
+
+    /// Drops the entries of stream `name` past its retention, oldest first, within `budget`.
+    /// Returns (removed any, reached the first kept entry or the end).
+    fn trim_stream(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        name: &str,
+        count: u64,
+        first_kept: &mut u64,
+        now_ms: u64,
+        budget: &mut usize,
+    ) -> Result<(bool, bool), LogError> {
+        let limits = limits_of(&self.config.retention, name);
+        let over = count.saturating_sub(limits.max_events);
+        let cutoff = now_ms.saturating_sub(limits.max_age_secs.saturating_mul(1000));
+        let mut streams = txn.open_table(STREAMS).map_err(storage)?;
+        let mut drop_through: Option<u64> = None;
+        let mut dropped = 0u64;
+        let mut finished = true;
+        for row in streams.range((name, 0)..=(name, u64::MAX)).map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            if *budget == 0 {
+                finished = false;
+                break;
+            }
+            if dropped < over || v.value() < cutoff {
+                drop_through = Some(k.value().1);
+                dropped += 1;
+                *budget -= 1;
+            } else {
+                *first_kept = (*first_kept).min(k.value().1);
+                break;
+            }
+        }
+        let Some(through) = drop_through else { return Ok((false, finished)) };
+        streams.retain_in((name, 0)..=(name, through), |_, _| false).map_err(storage)?;
+        txn.open_table(META).map_err(storage)?.insert(format!("trim:{name}").as_str(), through).map_err(storage)?;
+        if count == dropped {
+            self.forget(name);
+        } else {
+            self.counts.insert(name.to_owned(), count - dropped);
+        }
+        Ok((true, finished))
+    }
+
+    /// Drops events below `keep_from` (no stream references them), within `budget`. An event
+    /// that is its slot's current state stays, unless it belongs to a keyed channel
+    /// (`jobs/<id>`): a job's state lives as long as its history. Then the `times` rows
+    /// before the first kept event. Returns (removed any, finished).
+    fn trim_events(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        keep_from: u64,
+        now_ms: u64,
+        budget: &mut usize,
+    ) -> Result<(bool, bool), LogError> {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let trimmed = meta.get("trim:*").map_err(storage)?.map_or(0, |v| v.value());
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut state = txn.open_table(STATE).map_err(storage)?;
+        let mut through = trimmed;
+        let mut gone = Vec::new();
+        let mut expired_slots = Vec::new();
+        for row in events.range(trimmed.saturating_add(1)..keep_from.max(trimmed.saturating_add(1))).map_err(storage)? {
+            if *budget == 0 {
+                break;
+            }
+            *budget -= 1;
+            let (k, v) = row.map_err(storage)?;
+            let id = k.value();
+            through = id;
+            // Undecodable bytes can pin nothing.
+            if let Ok(r) = Record::decode(v.value())
+                && let Some(slot) = &r.routing.state
+            {
+                let key = state_key(&r.tenant, slot, &r.event.key);
+                if state.get(key.as_slice()).map_err(storage)?.map(|v| v.value()) == Some(id) {
+                    if !r.routing.channels.iter().any(|c| c.as_str().contains('/')) {
+                        continue; // pinned
+                    }
+                    expired_slots.push((r.tenant.to_string(), key));
+                }
+            }
+            gone.push(id);
+        }
+        let finished = *budget > 0;
+        let through = if finished { keep_from.saturating_sub(1).max(trimmed) } else { through };
+        for id in &gone {
+            events.remove(id).map_err(storage)?;
+        }
+        for (tenant, key) in &expired_slots {
+            state.remove(key.as_slice()).map_err(storage)?;
+            if let Some(u) = self.usage.get_mut(tenant) {
+                u.keys = u.keys.saturating_sub(1);
+            }
+        }
+        let mut changed = !gone.is_empty();
+        if through > trimmed {
+            meta.insert("trim:*", through).map_err(storage)?;
+            changed = true;
+        }
+        if !finished {
+            return Ok((changed, false));
+        }
+        // Time rows before the first kept event point at nothing.
+        let kept_ms = match events.range(keep_from..).map_err(storage)?.next().transpose().map_err(storage)? {
+            Some((_, v)) => published_ms(v.value())?,
+            None => now_ms,
+        };
+        let mut times = txn.open_table(TIMES).map_err(storage)?;
+        let old: Vec<u64> = times
+            .range(..kept_ms)
+            .map_err(storage)?
+            .take(*budget)
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()
+            .map_err(storage)?;
+        *budget -= old.len();
+        for ms in &old {
+            times.remove(ms).map_err(storage)?;
+        }
+        Ok((changed || !old.is_empty(), *budget > 0))
+    }
+}
+
+/// Forgets idempotency keys older than `cutoff`, oldest first, within `budget`, through the
+/// time index (the work is the keys expired, never a scan). Returns (removed any, finished).
+fn trim_dedupe(txn: &redb::WriteTransaction, cutoff: u64, budget: &mut usize) -> Result<(bool, bool), LogError> {
+    let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
+    let mut times = txn.open_table(DEDUPE_TIMES).map_err(storage)?;
+    let mut old = Vec::new();
+    for row in times.range(..(cutoff, 0)).map_err(storage)? {
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
+        let (k, v) = row.map_err(storage)?;
+        let (tenant, key) = v.value();
+        old.push((k.value(), tenant.to_owned(), key.to_owned()));
+    }
+    for ((ms, id), tenant, key) in &old {
+        times.remove((*ms, *id)).map_err(storage)?;
+        let current = dedupe.get((tenant.as_str(), key.as_str())).map_err(storage)?.map(|v| v.value().0);
+        if current == Some(*id) {
+            dedupe.remove((tenant.as_str(), key.as_str())).map_err(storage)?;
+        }
+    }
+    Ok((!old.is_empty(), *budget > 0))
 }
 
 /// When a stored event was published, Unix ms.
@@ -756,7 +1067,7 @@ mod tests {
     use crate::{
         auth::Principal,
         names::Channel,
-        proto::v1::{Alert, Event, event::Payload},
+        proto::v1::{Alert, Event, HealthCheck, JobProgress, event::Payload},
         validate::{Policy, accept},
     };
 
@@ -811,5 +1122,96 @@ mod tests {
         let r = log.append(vec![keyed()]).await.unwrap();
         assert_eq!((r[0].id.0, r[0].duplicate), (1, true));
         assert_eq!(log.stats().stored, 2);
+    }
+
+    fn keyed(payload: Payload, key: &str) -> Accepted {
+        let e = Event { tenant: "acme".into(), key: key.into(), payload: Some(payload), ..Default::default() };
+        accept(&Principal::system(), e, &Policy::default()).unwrap()
+    }
+
+    /// Rows of every table retention removes from.
+    fn rows(db: &Database) -> u64 {
+        let txn = db.begin_read().unwrap();
+        let n = |t: TableDefinition<'static, u64, &'static [u8]>| txn.open_table(t).unwrap().len().unwrap();
+        n(EVENTS)
+            + txn.open_table(STREAMS).unwrap().len().unwrap()
+            + txn.open_table(DEDUPE).unwrap().len().unwrap()
+            + txn.open_table(DEDUPE_TIMES).unwrap().len().unwrap()
+            + txn.open_table(TIMES).unwrap().len().unwrap()
+    }
+
+    #[test]
+    fn retention_runs_in_slices_that_each_do_a_bounded_amount() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EmbeddedConfig::default();
+        config.retention.default = super::super::Limits { max_events: 10, max_age_secs: 3600 };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let log = EmbeddedLog::open(dir.path(), config.clone(), Hub::default()).unwrap();
+        for i in 0..20 {
+            let batch = (0..100)
+                .map(|j| {
+                    let mut a = alert();
+                    a.idempotency_key = Some(format!("k-{i}-{j}"));
+                    a
+                })
+                .collect();
+            rt.block_on(log.append(batch)).unwrap();
+        }
+        drop(log);
+        config.trim_budget = 100;
+        let db = Arc::new(Database::create(dir.path().join("events.redb")).unwrap());
+        let mut w = Writer::new(db.clone(), config, Hub::default(), Arc::new(AtomicU64::new(2_000)), 0).unwrap();
+        // Count limits now; then, two days later, age and the idempotency window.
+        for now in [now_ms(), now_ms() + 2 * 86_400_000] {
+            w.round = Some(w.new_round(now));
+            let mut slices = 0;
+            while w.round.is_some() {
+                let before = rows(&db);
+                w.trim_slice().unwrap();
+                let removed = before - rows(&db);
+                // A budget unit removes at most two rows (an index row and what it points at).
+                assert!(removed <= 200, "slice {slices} removed {removed} rows");
+                slices += 1;
+                assert!(slices < 1_000, "the round never finishes");
+            }
+            assert!(slices >= 10, "{slices} slices for thousands of rows");
+        }
+        let txn = db.begin_read().unwrap();
+        assert_eq!(txn.open_table(EVENTS).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(DEDUPE).unwrap().len().unwrap(), 0, "expired keys are forgotten");
+        assert_eq!(txn.open_table(DEDUPE_TIMES).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(META).unwrap().get("trim:*").unwrap().unwrap().value(), 2_000);
+    }
+
+    #[tokio::test]
+    async fn quotas_refuse_new_keys_and_jobs_whole_batches_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EmbeddedConfig::default();
+        config.quotas = Quotas { max_keys_per_tenant: 3, max_jobs_per_tenant: 2 };
+        config.retention.channels.insert("jobs".into(), super::super::Limits { max_events: 1, max_age_secs: 60 });
+        let log = EmbeddedLog::open(dir.path(), config.clone(), Hub::default()).unwrap();
+        let health = |k: &str| keyed(Payload::SystemHealthCheck(HealthCheck::default()), k);
+        let job = |k: &str| keyed(Payload::ImportJobProgress(JobProgress::default()), k);
+        log.append(vec![health("a"), job("j1")]).await.unwrap();
+        // A job over the jobs quota refuses its whole batch, with the field to fix.
+        let err = log.append(vec![alert(), job("j2"), job("j3")]).await.unwrap_err();
+        assert!(matches!(err, LogError::Quota { field: "key", .. }), "{err:?}");
+        assert_eq!(log.stats().stored, 2, "nothing of a refused batch is stored");
+        log.append(vec![job("j2")]).await.unwrap();
+        // Three keys held (a, j1, j2): a new one is refused, replacing one is not.
+        let err = log.append(vec![health("b")]).await.unwrap_err();
+        assert!(err.to_string().contains("max_keys_per_tenant"), "{err}");
+        log.append(vec![health("a"), job("j1")]).await.unwrap();
+        // Usage is rebuilt on open.
+        drop(log);
+        let log = EmbeddedLog::open(dir.path(), config, Hub::default()).unwrap();
+        assert!(log.append(vec![health("b")]).await.is_err());
+        // A job's state lives as long as its history (here the tenant stream's 7 days): then its key and channel free up.
+        log.apply_retention(now_ms() + 8 * 86_400_000).await.unwrap();
+        let state = log.state(Stream::Tenant(Tenant::new("acme").unwrap()), EventId(0)).await.unwrap();
+        let kinds: Vec<_> = state.records.iter().map(|r| r.event.key.as_str()).collect();
+        assert_eq!(kinds, vec!["a"], "the snapshot stays; the jobs' state went with their history");
+        log.append(vec![job("j3"), health("b")]).await.unwrap();
+        assert!(log.append(vec![job("j4")]).await.is_err(), "back at three keys");
     }
 }

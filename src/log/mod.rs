@@ -155,11 +155,35 @@ pub enum LogError {
     /// Not the log's: the subscriber's token expired (ends a stream; reconnect with a new one).
     #[error("the token expired; reconnect with a fresh one")]
     Expired,
+    /// The tenant is at one of its [`Quotas`]; nothing of the batch was stored.
+    #[error("{message}")]
+    Quota { field: &'static str, message: String },
 }
 
 impl From<LogError> for PublishError {
     fn from(e: LogError) -> Self {
-        PublishError::Unavailable(e.to_string())
+        match e {
+            LogError::Quota { field, message } => PublishError::Quota { field, message },
+            e => PublishError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// What one tenant can make the log keep: every other resource a tenant uses ages out with
+/// retention, but state keys are kept until replaced, so a publisher inventing keys (or job
+/// ids) would grow the log without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quotas {
+    /// Most state-view keys per tenant (every snapshot key, every job with state).
+    pub max_keys_per_tenant: u64,
+    /// Most keyed channels (`jobs/<id>`) per tenant that still hold history.
+    pub max_jobs_per_tenant: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self { max_keys_per_tenant: 100_000, max_jobs_per_tenant: 10_000 }
     }
 }
 

@@ -464,3 +464,28 @@ async fn a_tenant_over_its_publish_rate_is_told_to_wait_and_others_are_not() {
     assert!(globex.publish(PublishRequest { event: Some(events::alert("fine")) }).await.is_ok());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_key_quota_gets_a_clear_429_and_others_are_not_held_back() {
+    let server = Server::start_with(|c| c.log.quotas.max_keys_per_tenant = 2).await;
+    let publish = |tenant: &'static str, key: &str| {
+        let body = serde_json::json!({"type": "system:health-check", "key": key, "data": {"component": "db"}});
+        switchyard_tests::http()
+            .post(format!("{}/api/events", server.http_url))
+            .bearer_auth(server.token(tenant, Role::Publish, &[]))
+            .json(&body)
+            .send()
+    };
+    for key in ["db", "cache", "db"] {
+        assert_eq!(publish("acme", key).await.unwrap().status(), 201, "{key}: within the quota, or a key it holds");
+    }
+    let r = publish("acme", "queue").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(!r.headers().contains_key("retry-after"), "waiting alone does not free a key");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert_eq!(body["error"]["field"], "key");
+    assert!(body["error"]["message"].as_str().unwrap().contains("max_keys_per_tenant"), "{body}");
+    assert_eq!(publish("globex", "queue").await.unwrap().status(), 201, "quotas are per tenant");
+    server.stop().await;
+}
