@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -88,6 +88,8 @@ pub struct Principal {
     pub token_id: String,
     /// When the token expires (Unix seconds): streams opened with it end then.
     pub expires: u64,
+    /// The verified claims (none for [`Principal::system`]): what a ticket carries.
+    claims: Option<Arc<Claims>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,12 +100,23 @@ pub enum AuthError {
     Invalid(String),
     #[error("token expired")]
     Expired,
+    #[error("token revoked")]
+    Revoked,
     #[error("this needs the {needed} role; the token has {has}")]
     Role { needed: Role, has: Role },
     #[error("the token does not allow channel '{0}'")]
     Channel(String),
     #[error("the token is for tenant '{has}', not '{wanted}'")]
     Tenant { has: String, wanted: String },
+}
+
+impl AuthError {
+    /// Whether the caller has no valid token (missing, malformed, expired, revoked: HTTP 401,
+    /// gRPC UNAUTHENTICATED) rather than one short of a permission (403, PERMISSION_DENIED).
+    /// One rule for both transports.
+    pub fn unauthenticated(&self) -> bool {
+        matches!(self, Self::Missing | Self::Invalid(_) | Self::Expired | Self::Revoked)
+    }
 }
 
 impl Principal {
@@ -130,7 +143,19 @@ impl Principal {
             Some(b.build().map_err(|e| AuthError::Invalid(format!("channels: {e}")))?)
         };
         let token_id = claims.jti.clone().or_else(|| claims.sub.clone()).unwrap_or_else(|| claims.tenant.clone());
-        Ok(Self { tenant, role: claims.role, channels, token_id, expires: claims.exp })
+        Ok(Self {
+            tenant,
+            role: claims.role,
+            channels,
+            token_id,
+            expires: claims.exp,
+            claims: Some(Arc::new(claims.clone())),
+        })
+    }
+
+    /// The claims this principal was verified from (none for in-process system callers).
+    pub fn claims(&self) -> Option<&Claims> {
+        self.claims.as_deref()
     }
 
     /// A principal for in-process callers that act for the whole system (webhook ingress, connectors).
@@ -141,6 +166,7 @@ impl Principal {
             channels: None,
             token_id: "system".into(),
             expires: u64::MAX,
+            claims: None,
         }
     }
 
@@ -185,6 +211,47 @@ pub struct Verifier {
     keys: Vec<(Algorithm, DecodingKey)>,
     leeway: u64,
     cache: Arc<Mutex<TokenCache>>,
+    revoked: Revocations,
+}
+
+/// Tokens revoked before they expire, by (tenant, `jti`): verification refuses them and open
+/// streams end at their next check. An entry is dropped once its token would have expired anyway,
+/// so the set is bounded by the tokens alive. Filled by whoever stores revocations (the bridge's
+/// ledger, which shares them across nodes).
+#[derive(Clone, Default)]
+pub struct Revocations(Arc<RwLock<HashMap<(String, String), u64>>>);
+
+impl Revocations {
+    pub fn insert(&self, tenant: &str, jti: &str, exp: u64) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert((tenant.to_owned(), jti.to_owned()), exp);
+    }
+
+    pub fn is_revoked(&self, who: &Principal) -> bool {
+        let Some(c) = who.claims() else { return false };
+        let Some(jti) = &c.jti else { return false };
+        let set = self.0.read().unwrap_or_else(|e| e.into_inner());
+        // No allocation per check while nothing is revoked (the common case).
+        !set.is_empty() && set.contains_key(&(c.tenant.clone(), jti.clone()))
+    }
+
+    /// Drops entries whose tokens have expired by `now`.
+    pub fn prune(&self, now: u64) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).retain(|_, exp| *exp > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry: (tenant, jti, exp).
+    pub fn entries(&self) -> Vec<(String, String, u64)> {
+        let set = self.0.read().unwrap_or_else(|e| e.into_inner());
+        set.iter().map(|((t, j), e)| (t.clone(), j.clone(), *e)).collect()
+    }
 }
 
 /// SHA-256 of a verified token → its principal and `exp`.
@@ -204,7 +271,12 @@ impl fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn hs256(secret: &[u8]) -> Self {
-        Self { keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))], leeway: 5, cache: Arc::default() }
+        Self {
+            keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))],
+            leeway: 5,
+            cache: Arc::default(),
+            revoked: Revocations::default(),
+        }
     }
 
     /// Adds an RS256 or ES256 public key (PEM).
@@ -242,16 +314,26 @@ impl Verifier {
             if let Some((p, exp)) = cache.get(&digest)
                 && now < *exp
             {
-                return Ok(p.clone());
+                return self.unless_revoked(p.clone());
             }
         }
         let (principal, exp) = self.verify_uncached(token)?;
+        let principal = self.unless_revoked(principal)?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= TOKEN_CACHE {
             cache.clear();
         }
         cache.insert(digest, (principal.clone(), exp));
         Ok(principal)
+    }
+
+    fn unless_revoked(&self, p: Principal) -> Result<Principal, AuthError> {
+        if self.revoked.is_revoked(&p) { Err(AuthError::Revoked) } else { Ok(p) }
+    }
+
+    /// The revoked tokens this verifier refuses.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revoked
     }
 
     fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), AuthError> {

@@ -74,11 +74,11 @@ impl Service {
     }
 }
 
+/// How often an open subscription looks whether its token was revoked.
+const REVOCATION_CHECK_SECS: u64 = 5;
+
 fn auth_status(e: &AuthError) -> Status {
-    match e {
-        AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired => Status::unauthenticated(e.to_string()),
-        _ => Status::permission_denied(e.to_string()),
-    }
+    if e.unauthenticated() { Status::unauthenticated(e.to_string()) } else { Status::permission_denied(e.to_string()) }
 }
 
 pub fn publish_status(e: &PublishError) -> Status {
@@ -217,14 +217,17 @@ impl EventBus for Service {
         let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
         // The log stream never ends by itself: on shutdown it is cut and the client told why, and
         // when the token expires the stream ends with UNAUTHENTICATED (reconnect with a new one).
-        let expiry = who.expires.saturating_sub(crate::auth::now_secs());
-        let expired = tokio::time::sleep(std::time::Duration::from_secs(expiry.min(100 * 365 * 86_400)));
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ended.clone();
+        let revocations = self.verifier.revocations().clone();
         let items = items
             .take_until(stopped(self.stopping.clone()))
             .take_until(async move {
-                expired.await;
+                // Expiry is known ahead; a revocation is looked for every few seconds.
+                while crate::auth::now_secs() < who.expires && !revocations.is_revoked(&who) {
+                    let left = who.expires.saturating_sub(crate::auth::now_secs());
+                    tokio::time::sleep(std::time::Duration::from_secs(left.clamp(1, REVOCATION_CHECK_SECS))).await;
+                }
                 flag.store(true, std::sync::atomic::Ordering::Relaxed);
             })
             .chain(futures::stream::once(async move {

@@ -25,6 +25,7 @@ pub mod coalesce;
 pub mod grpc;
 pub mod hub;
 pub mod json;
+pub mod ledger;
 pub mod log;
 pub mod names;
 pub mod proto;

@@ -53,7 +53,7 @@ impl PublishError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Invalid { code, .. } => code,
-            Self::Denied(AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired) => "unauthenticated",
+            Self::Denied(a) if a.unauthenticated() => "unauthenticated",
             Self::Denied(_) => "permission_denied",
             Self::Unavailable(_) => "unavailable",
             Self::Throttled(_) => "rate_limited",

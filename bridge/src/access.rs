@@ -4,28 +4,38 @@
 //!
 //! Tickets exist because long-lived tokens in URLs leak into proxy and access
 //! logs (RFC 9700): `POST /api/sse/ticket` trades a bearer token for a ticket
-//! that lives at most [`TICKET_TTL`] and works once.
+//! that lives at most [`TICKET_TTL`] (never past its token) and works once.
+//!
+//! A ticket is self-contained: `<payload>.<mac>` (base64url), the payload the token's claims,
+//! the ticket's expiry and a nonce; the MAC an HMAC-SHA256 under a key derived from the signing
+//! secret every node shares. Any node can check one without asking the node that issued it, in
+//! constant work; the [`Ledger`] makes it single-use (cluster-wide on a backplane). A revoked
+//! token's tickets are refused with it.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::http::{HeaderMap, header};
-use subtle::ConstantTimeEq;
-use switchyard::auth::{AuthError, Principal, Verifier, bearer, random_id};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use switchyard::{
+    auth::{AuthError, Claims, Principal, Verifier, bearer, now_secs, random_id},
+    ledger::{Ledger, LedgerError},
+};
+
+use crate::error::ApiError;
 
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
-/// Outstanding tickets kept at most; older ones are dropped first.
-const MAX_TICKETS: usize = 100_000;
+/// Longest ticket accepted: claims with 64 channel globs fit well within it.
+const MAX_TICKET: usize = 8 * 1024;
 pub const COOKIE: &str = "switchyard_token";
 
 pub struct Access {
     pub verifier: Verifier,
     pub allow_query_token: bool,
-    // std Mutex: short critical sections, no await inside.
-    tickets: Mutex<HashMap<String, (Principal, Instant)>>,
+    ticket_key: [u8; 32],
+    pub ledger: Arc<dyn Ledger>,
 }
 
 /// Credentials a request may carry outside headers.
@@ -35,9 +45,36 @@ pub struct QueryCredentials {
     pub access_token: Option<String>,
 }
 
+/// What a ticket says.
+#[derive(Serialize, Deserialize)]
+struct TicketBody {
+    claims: Claims,
+    /// The ticket's own expiry, Unix seconds: at most [`TICKET_TTL`] away, never past the token's.
+    exp: u64,
+    nonce: String,
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Unavailable(m) => ApiError::unavailable(m),
+            LedgerError::Full(m) => ApiError { code: "ledger_full", ..ApiError::too_many(m, 1) },
+        }
+    }
+}
+
 impl Access {
-    pub fn new(verifier: Verifier, allow_query_token: bool) -> Self {
-        Self { verifier, allow_query_token, tickets: Mutex::new(HashMap::new()) }
+    /// `secret` is the HS256 signing secret the cluster shares; tickets use a key derived from
+    /// it, so a ticket is never a valid token nor a token a valid ticket.
+    pub fn new(verifier: Verifier, allow_query_token: bool, secret: &[u8], ledger: Arc<dyn Ledger>) -> Self {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        mac.update(b"switchyard ticket key v1");
+        let ticket_key = mac.finalize().into_bytes().into();
+        Self { verifier, allow_query_token, ticket_key, ledger }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256>>::new_from_slice(&self.ticket_key).expect("HMAC takes keys of any length")
     }
 
     /// Header or cookie only: for everything but SSE/polling GETs.
@@ -72,47 +109,60 @@ impl Access {
     }
 
     /// Header, cookie, ticket, or (if enabled) `access_token`.
-    pub fn from_request(&self, headers: &HeaderMap, query: &QueryCredentials) -> Result<Principal, AuthError> {
+    pub async fn from_request(&self, headers: &HeaderMap, query: &QueryCredentials) -> Result<Principal, ApiError> {
         if let Some(t) = token_from_headers(headers) {
-            return self.verifier.verify(t);
+            return Ok(self.verifier.verify(t)?);
         }
         if let Some(ticket) = &query.ticket {
-            return self.redeem(ticket);
+            return self.redeem(ticket).await;
         }
         if let Some(t) = &query.access_token {
             if !self.allow_query_token {
                 return Err(AuthError::Invalid(
                     "access_token in the URL is disabled; use a ticket (POST /api/sse/ticket) or a header".into(),
-                ));
+                )
+                .into());
             }
-            return self.verifier.verify(t);
+            return Ok(self.verifier.verify(t)?);
         }
-        Err(AuthError::Missing)
+        Err(AuthError::Missing.into())
     }
 
-    pub fn issue_ticket(&self, who: Principal) -> String {
-        let ticket = random_id();
-        let now = Instant::now();
-        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-        t.retain(|_, (_, at)| now.duration_since(*at) < TICKET_TTL);
-        if t.len() >= MAX_TICKETS
-            && let Some(oldest) = t.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone())
-        {
-            t.remove(&oldest);
-        }
-        t.insert(ticket.clone(), (who, now));
-        ticket
+    /// A ticket for `who`, valid on any node that shares the signing secret.
+    pub fn issue_ticket(&self, who: &Principal) -> Result<String, AuthError> {
+        let claims =
+            who.claims().ok_or_else(|| AuthError::Invalid("only a token can be traded for a ticket".into()))?;
+        let exp = (now_secs() + TICKET_TTL.as_secs()).min(claims.exp);
+        let body = TicketBody { claims: claims.clone(), exp, nonce: random_id() };
+        let payload = B64.encode(serde_json::to_vec(&body).map_err(|e| AuthError::Invalid(e.to_string()))?);
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        Ok(format!("{payload}.{}", B64.encode(mac.finalize().into_bytes())))
     }
 
-    fn redeem(&self, ticket: &str) -> Result<Principal, AuthError> {
-        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-        // Constant-time match so response timing says nothing about near-miss tickets.
-        let key = t.keys().find(|k| k.as_bytes().ct_eq(ticket.as_bytes()).into()).cloned();
-        let (who, at) =
-            key.and_then(|k| t.remove(&k)).ok_or_else(|| AuthError::Invalid("unknown or used ticket".into()))?;
-        // A ticket never outlives the token it was issued for.
-        if at.elapsed() >= TICKET_TTL || who.expired() {
-            return Err(AuthError::Expired);
+    async fn redeem(&self, ticket: &str) -> Result<Principal, ApiError> {
+        let bad = || AuthError::Invalid("unknown, forged or used ticket".into());
+        if ticket.len() > MAX_TICKET {
+            return Err(bad().into());
+        }
+        let (payload, tag) = ticket.split_once('.').ok_or_else(bad)?;
+        let tag = B64.decode(tag).map_err(|_| bad())?;
+        let mut mac = self.mac();
+        mac.update(payload.as_bytes());
+        // Constant time: response timing says nothing about near-miss MACs.
+        mac.verify_slice(&tag).map_err(|_| bad())?;
+        let body: TicketBody =
+            B64.decode(payload).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(bad)?;
+        // A ticket never outlives its own expiry nor the token it was issued for.
+        if now_secs() >= body.exp.min(body.claims.exp) {
+            return Err(AuthError::Expired.into());
+        }
+        let who = Principal::from_claims(&body.claims)?;
+        if self.verifier.revocations().is_revoked(&who) {
+            return Err(AuthError::Revoked.into());
+        }
+        if !self.ledger.first_use(&body.nonce, body.exp).await? {
+            return Err(bad().into());
         }
         Ok(who)
     }
@@ -135,25 +185,76 @@ pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard::auth::{Role, Signer};
+    use switchyard::{
+        auth::{Role, Signer},
+        ledger::LocalLedger,
+    };
 
-    #[test]
-    fn tickets_are_single_use_and_query_tokens_off_by_default() {
+    fn access(secret: &[u8]) -> Access {
+        let dir = std::env::temp_dir().join(format!("switchyard-access-{}", random_id()));
+        let ledger = LocalLedger::open(dir.with_extension("json"), Default::default()).unwrap();
+        Access::new(Verifier::hs256(secret), false, secret, Arc::new(ledger))
+    }
+
+    #[tokio::test]
+    async fn tickets_are_single_use_self_contained_and_query_tokens_off_by_default() {
         let secret = b"0123456789abcdef0123456789abcdef";
-        let access = Access::new(Verifier::hs256(secret), false);
+        let access = access(secret);
         let token = Signer::hs256(secret).mint("acme", Role::Subscribe, vec![], 60);
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, format!("a=b; {COOKIE}={token}").parse().unwrap());
         let who = access.from_headers(&h).unwrap();
-        let ticket = access.issue_ticket(who);
-        let q = QueryCredentials { ticket: Some(ticket), access_token: None };
-        assert!(access.from_request(&HeaderMap::new(), &q).is_ok());
-        assert!(access.from_request(&HeaderMap::new(), &q).is_err(), "second use");
+        let ticket = access.issue_ticket(&who).unwrap();
+        // Another node with the same secret accepts it (once across both only with a shared ledger).
+        let other = self::access(secret);
+        let q = QueryCredentials { ticket: Some(ticket.clone()), access_token: None };
+        assert!(other.from_request(&HeaderMap::new(), &q).await.is_ok());
+        assert!(access.from_request(&HeaderMap::new(), &q).await.is_ok());
+        assert_eq!(access.from_request(&HeaderMap::new(), &q).await.unwrap_err().status, 401, "second use");
+        // A forged payload, a wrong key, a truncated MAC: refused.
+        let (payload, tag) = ticket.split_once('.').unwrap();
+        for forged in [format!("{payload}x.{tag}"), format!("{payload}.{}", &tag[1..]), "a.b".into(), "x".repeat(9000)]
+        {
+            let q = QueryCredentials { ticket: Some(forged), access_token: None };
+            assert_eq!(access.from_request(&HeaderMap::new(), &q).await.unwrap_err().status, 401);
+        }
+        let q = QueryCredentials {
+            ticket: Some(self::access(b"another-secret-another-secret!!!").issue_ticket(&who).unwrap()),
+            access_token: None,
+        };
+        assert_eq!(access.from_request(&HeaderMap::new(), &q).await.unwrap_err().status, 401);
+        // A revoked token's tickets go with it.
+        let fresh = access.issue_ticket(&who).unwrap();
+        let c = who.claims().unwrap();
+        access.verifier.revocations().insert(&c.tenant, c.jti.as_deref().unwrap(), c.exp);
+        let q = QueryCredentials { ticket: Some(fresh), access_token: None };
+        assert_eq!(access.from_request(&HeaderMap::new(), &q).await.unwrap_err().message, "token revoked");
         let q = QueryCredentials { ticket: None, access_token: Some(token) };
-        assert!(access.from_request(&HeaderMap::new(), &q).is_err());
-        assert_eq!(
-            access.from_request(&HeaderMap::new(), &QueryCredentials::default()).unwrap_err(),
-            AuthError::Missing
-        );
+        assert!(access.from_request(&HeaderMap::new(), &q).await.is_err());
+        let e = access.from_request(&HeaderMap::new(), &QueryCredentials::default()).await.unwrap_err();
+        assert_eq!(e.code, "unauthenticated");
+    }
+
+    #[tokio::test]
+    async fn a_ticket_never_outlives_its_token() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let access = access(secret);
+        let mut claims = Claims {
+            sub: None,
+            tenant: "acme".into(),
+            channels: vec![],
+            role: Role::Subscribe,
+            exp: now_secs() + 2,
+            nbf: None,
+            jti: Some("t1".into()),
+        };
+        let who = Principal::from_claims(&claims).unwrap();
+        let ticket = access.issue_ticket(&who).unwrap();
+        let body: TicketBody = serde_json::from_slice(&B64.decode(ticket.split_once('.').unwrap().0).unwrap()).unwrap();
+        assert_eq!(body.exp, claims.exp, "capped at the token's expiry, not 30 s");
+        claims.exp = now_secs() - 1;
+        let gone = Principal::from_claims(&claims).unwrap();
+        let q = QueryCredentials { ticket: Some(access.issue_ticket(&gone).unwrap()), access_token: None };
+        assert_eq!(access.from_request(&HeaderMap::new(), &q).await.unwrap_err().message, "token expired");
     }
 }

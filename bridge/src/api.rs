@@ -61,7 +61,7 @@ pub async fn poll(
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = app.access.from_request(&headers, &q.credentials)?;
+    let who = app.access.from_request(&headers, &q.credentials).await?;
     let mut since = None;
     let after = match (q.after.as_deref().filter(|s| !s.is_empty()), q.since.as_deref().filter(|s| !s.is_empty())) {
         (Some(s), _) => s.parse::<Cursor>().map_err(|e| ApiError::bad_request("invalid_after", "after", e.0))?,
@@ -126,7 +126,7 @@ pub async fn state(
     Query(q): Query<StateQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = app.access.from_request(&headers, &q.credentials)?;
+    let who = app.access.from_request(&headers, &q.credentials).await?;
     let channels = split_channels(q.channels.as_deref());
     let view = app.bus.state(&who, q.tenant.as_deref().unwrap_or(""), &channels).await.map_err(read_error)?;
     let mut body = String::with_capacity(64 + view.records.len() * 256);
@@ -230,10 +230,61 @@ pub async fn broadcast(State(app): State<Arc<App>>, req: axum::extract::Request)
         .into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    jti: String,
+    /// System admins name the tenant (`*` for system tokens); others revoke in their own.
+    #[serde(default)]
+    tenant: Option<String>,
+    /// When the token expires anyway (Unix seconds): the revocation is kept until then.
+    #[serde(default)]
+    exp: Option<u64>,
+}
+
+/// Kept this long when the revoker does not say when the token expires.
+const REVOKE_DEFAULT_SECS: u64 = 365 * 24 * 3600;
+/// Longest `jti` accepted (they are ids, usually 16 to 36 characters).
+const MAX_JTI: usize = 256;
+
+/// `POST /api/tokens/revoke`: from now on every node refuses the token with this `jti` (and its
+/// tickets), and the streams it opened end at their next heartbeat.
+pub async fn revoke(State(app): State<Arc<App>>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let who = app.access.for_write(req.headers())?;
+    who.require(Role::Admin)?;
+    let RawBody(body) = RawBody::after_auth(req).await?;
+    let r: Revoke = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", "body", format!("expected {{\"jti\": \"…\", \"exp\"?: <unix s>}}: {e}"))
+    })?;
+    if r.jti.is_empty() || r.jti.len() > MAX_JTI {
+        return Err(ApiError::bad_request("invalid_jti", "jti", format!("jti must be 1 to {MAX_JTI} bytes")));
+    }
+    let now = switchyard::auth::now_secs();
+    let exp = r.exp.unwrap_or(now + REVOKE_DEFAULT_SECS);
+    if exp <= now {
+        return Err(ApiError::bad_request("invalid_exp", "exp", "exp is past: that token is refused already"));
+    }
+    let tenant = match (&who.tenant, r.tenant.as_deref()) {
+        (TenantScope::All, Some("*")) => "*".to_owned(),
+        _ => who
+            .resolve_tenant(r.tenant.as_deref().unwrap_or(""))?
+            .map(|t| t.to_string())
+            .ok_or_else(|| ApiError::bad_request("invalid_tenant", "tenant", "name the tenant"))?,
+    };
+    let revoked = switchyard::ledger::Revoked { tenant, jti: r.jti, exp };
+    tracing::info!(tenant = %revoked.tenant, by = %who.token_id, "token revoked");
+    app.access.ledger.revoke(revoked.clone()).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "revoked": { "tenant": revoked.tenant, "jti": revoked.jti, "exp": revoked.exp } })),
+    )
+        .into_response())
+}
+
 /// `POST /api/sse/ticket`: trade the bearer token for a single-use ticket for EventSource URLs.
 pub async fn ticket(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = app.access.from_headers(&headers)?;
-    let ticket = app.access.issue_ticket(who);
+    let ticket = app.access.issue_ticket(&who)?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(json!({ "ticket": ticket, "expires_in": TICKET_TTL.as_secs() })))
         .into_response())
 }

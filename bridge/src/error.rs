@@ -110,11 +110,10 @@ impl ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Missing | AuthError::Invalid(_) | AuthError::Expired => {
-                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
-            }
-            _ => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+        if e.unauthenticated() {
+            Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+        } else {
+            Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
         }
     }
 }

@@ -53,6 +53,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/events"),
     ("POST", "/api/events"),
     ("GET", "/api/state"),
+    ("POST", "/api/tokens/revoke"),
     ("POST", "/api/webhooks/shopify"),
     ("POST", "/api/webhooks/xero"),
     ("POST", "/api/webhooks/unleashed"),
@@ -96,6 +97,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/sse/status", get(api::status))
         .route("/api/events", get(api::poll).post(api::publish))
         .route("/api/state", get(api::state))
+        .route("/api/tokens/revoke", post(api::revoke))
         .merge(
             Router::new()
                 .route("/api/webhooks/shopify", post(webhooks::shopify))

@@ -14,7 +14,8 @@ use switchyard::{
     auth::{Role, Signer, Verifier},
     bus::Bus,
     hub::Hub,
-    log::{embedded::EmbeddedLog, remote::RemoteLog},
+    ledger::{JetStreamLedger, Ledger, LocalLedger},
+    log::{embedded::EmbeddedLog, jetstream::JetStreamLog, remote::RemoteLog},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
@@ -133,21 +134,37 @@ pub async fn start_with(
     let verifier = Arc::new(verifier(&config, &secret)?);
     let signer = Signer::hs256(&secret);
     let hub = Hub::default();
-    let log: Arc<dyn switchyard::log::Log> = match (&backend, config.jetstream()) {
+    let log_error = |dir: String| move |e: switchyard::log::LogError| ServeError::Log { dir, message: e.to_string() };
+    let local_ledger = || -> Result<Arc<dyn Ledger>, ServeError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let file = config.data_dir.join("revoked.json");
+        Ok(Arc::new(
+            LocalLedger::open(file, verifier.revocations().clone()).map_err(|e| ServeError::Auth(e.to_string()))?,
+        ))
+    };
+    let (log, ledger): (Arc<dyn switchyard::log::Log>, Arc<dyn Ledger>) = match (&backend, config.jetstream()) {
         (Backend::Embedded, Some(js)) => {
-            Arc::new(switchyard::log::jetstream::JetStreamLog::connect(js, hub.clone()).await.map_err(|e| {
-                ServeError::Log { dir: config.backplane.clone().unwrap_or_default(), message: e.to_string() }
-            })?)
+            let (stream, replicas) = (js.stream.clone(), js.replicas);
+            let log = JetStreamLog::connect(js, hub.clone())
+                .await
+                .map_err(log_error(config.backplane.clone().unwrap_or_default()))?;
+            let ledger = JetStreamLedger::open(log.context(), &stream, replicas, verifier.revocations().clone())
+                .await
+                .map_err(|e| ServeError::Auth(e.to_string()))?;
+            (Arc::new(log), Arc::new(ledger))
         }
-        (Backend::Embedded, None) => Arc::new(
-            EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone())
-                .map_err(|e| ServeError::Log { dir: config.data_dir.display().to_string(), message: e.to_string() })?,
+        (Backend::Embedded, None) => (
+            Arc::new(
+                EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone())
+                    .map_err(log_error(config.data_dir.display().to_string()))?,
+            ),
+            local_ledger()?,
         ),
         (Backend::Remote { bus_url }, _) => {
             let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
-            Arc::new(
-                RemoteLog::new(bus_url, &token, hub.clone())
-                    .map_err(|e| ServeError::Log { dir: bus_url.clone(), message: e.to_string() })?,
+            (
+                Arc::new(RemoteLog::new(bus_url, &token, hub.clone()).map_err(log_error(bus_url.clone()))?),
+                local_ledger()?,
             )
         }
     };
@@ -184,7 +201,7 @@ pub async fn start_with(
     let (stop, stopped) = watch::channel(false);
     let app = Arc::new(App {
         bus: bus.clone(),
-        access: Access::new((*verifier).clone(), config.auth.allow_query_token),
+        access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
         limits: Limits::new(Caps {
             total: config.sse.max_connections,
             per_tenant: config.sse.max_per_tenant,

@@ -40,6 +40,10 @@ const SHUTDOWN: Bytes =
 const EXPIRED: Bytes = Bytes::from_static(
     b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"token expired\",\"code\":\"token_expired\"}\n\n",
 );
+/// The stream's token was revoked: a reconnect with it is refused (401).
+const REVOKED: Bytes = Bytes::from_static(
+    b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"token revoked\",\"code\":\"token_revoked\"}\n\n",
+);
 /// Response header saying whether a resume was complete: `complete` or `gap`.
 pub const RESUME_HEADER: &str = "x-switchyard-resume";
 
@@ -223,7 +227,7 @@ pub async fn open_stream(
     q: &SseQuery,
     headers: &HeaderMap,
 ) -> Result<Opened, ApiError> {
-    let who = app.access.from_request(headers, &q.credentials)?;
+    let who = app.access.from_request(headers, &q.credentials).await?;
     let start = start_of(headers, q)?;
     let from = match start {
         Start::After(c) => Some(c.after),
@@ -271,6 +275,7 @@ pub async fn open_stream(
     let mut pulse = app.pulse.clone();
     pulse.mark_unchanged();
     let expires = who.expires;
+    let revocations = app.access.verifier.revocations().clone();
     let metrics = app.metrics.clone();
     let body = async_stream::stream! {
         let _slot = slot;
@@ -296,6 +301,10 @@ pub async fn open_stream(
                         // heartbeat period late.
                         Pulse::Beat(_) if switchyard::auth::now_secs() >= expires => {
                             yield (EXPIRED);
+                            break;
+                        }
+                        Pulse::Beat(_) if revocations.is_revoked(&who) => {
+                            yield (REVOKED);
                             break;
                         }
                         Pulse::Beat(_) => {

@@ -201,6 +201,11 @@ pub fn server_version(v: &str) -> Option<(u64, u64)> {
 
 impl JetStreamLog {
     /// Connects, checks the server version, creates or updates the stream, and starts the tail.
+    /// The JetStream context this log uses, for other state nodes share (the credentials ledger).
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     pub async fn connect(config: JetStreamConfig, hub: Hub) -> Result<Self, LogError> {
         let mut opts = async_nats::ConnectOptions::new()
             .name("switchyard")

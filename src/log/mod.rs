@@ -153,7 +153,7 @@ pub enum LogError {
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
     /// Not the log's: the subscriber's token expired (ends a stream; reconnect with a new one).
-    #[error("the token expired; reconnect with a fresh one")]
+    #[error("the token expired or was revoked; reconnect with a valid one")]
     Expired,
     /// The tenant is at one of its [`Quotas`]; nothing of the batch was stored.
     #[error("{message}")]

@@ -375,3 +375,50 @@ async fn retention_on_jetstream_removes_only_the_oldest_and_a_resume_into_it_is_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_work_once_on_any_node_and_a_revocation_reaches_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = nats::Spec::single(&dir.path().join("nats"));
+    let _nats = spec.start();
+    let a = node(&dir.path().join("a"), &spec.url(), None, 1);
+    let b = node(&dir.path().join("b"), &spec.url(), Some(&dir.path().join("a")), 1);
+    let secret = std::fs::read(dir.path().join("a/secret.key")).unwrap();
+    let claims = switchyard::auth::Claims {
+        sub: None,
+        tenant: "acme".into(),
+        channels: vec![],
+        role: Role::Subscribe,
+        exp: switchyard::auth::now_secs() + 3600,
+        nbf: None,
+        jti: Some("shared-1".into()),
+    };
+    let token = switchyard::auth::Signer::hs256(secret.trim_ascii()).sign(&claims);
+    let state = |p: &Process, query: String| http().get(format!("{}/api/state{query}", p.http_url)).send();
+    // Issued on A, redeemed on B; then neither node takes it again.
+    let ticket = post_json(&format!("{}/api/sse/ticket", a.http_url), &token, &json!({})).await["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(state(&b, format!("?ticket={ticket}")).await.unwrap().status(), 200);
+    for p in [&a, &b] {
+        assert_eq!(state(p, format!("?ticket={ticket}")).await.unwrap().status(), 401, "single use cluster-wide");
+    }
+    // Revoked on A: B refuses the token too, soon.
+    let r = post_json(
+        &format!("{}/api/tokens/revoke", a.http_url),
+        &a.token("acme", Role::Admin),
+        &json!({"jti": "shared-1"}),
+    )
+    .await;
+    assert_eq!(r["revoked"]["jti"], "shared-1", "{r}");
+    let bearer = |p: &Process| http().get(format!("{}/api/state", p.http_url)).bearer_auth(&token).send();
+    assert_eq!(bearer(&a).await.unwrap().status(), 401, "at once on the node that revoked it");
+    wait_for("node B to refuse the revoked token", || async {
+        (bearer(&b).await.unwrap().status() == 401).then_some(())
+    })
+    .await;
+    // A node that starts later loads it.
+    let c = node(&dir.path().join("c"), &spec.url(), Some(&dir.path().join("a")), 1);
+    assert_eq!(bearer(&c).await.unwrap().status(), 401);
+}

@@ -717,6 +717,73 @@ async fn a_stream_ends_when_its_token_expires_and_says_so() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_revoked_token_is_refused_with_its_tickets_and_its_streams_end() {
+    let server = Server::start_with(|c| c.sse.heartbeat_secs = 1).await;
+    let with_jti = |role, jti: &str| {
+        let claims = Claims {
+            sub: None,
+            tenant: "acme".into(),
+            channels: vec![],
+            role,
+            exp: now_secs() + 3600,
+            nbf: None,
+            jti: Some(jti.into()),
+        };
+        server.running.signer.sign(&claims)
+    };
+    let (leaked, kept) = (with_jti(Role::Subscribe, "leaked-1"), with_jti(Role::Subscribe, "kept-1"));
+    let url = |path: &str| format!("{}{path}", server.http_url);
+    let ticket = post_json(&url("/api/sse/ticket"), &leaked, &json!({})).await["ticket"].as_str().unwrap().to_owned();
+    let mut sse = Sse::connect(&url("/api/sse/alerts"), Some(&leaked), None).await;
+    assert_eq!(sse.status, 200);
+    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &leaked).await.unwrap();
+    let req = switchyard::proto::v1::SubscribeRequest { channels: vec!["alerts".into()], ..Default::default() };
+    let mut grpc = c.subscribe(req).await.unwrap().into_inner();
+    let revoke = |token: String, body: Value| {
+        switchyard_tests::http().post(url("/api/tokens/revoke")).bearer_auth(token).json(&body).send()
+    };
+    // Only admins revoke; bad input names its field; another tenant's admin revokes only in its own tenant.
+    assert_eq!(revoke(kept.clone(), json!({"jti": "leaked-1"})).await.unwrap().status(), 403);
+    let r = revoke(server.token("acme", Role::Admin, &[]), json!({"jti": ""})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["field"], "jti");
+    let r = revoke(server.token("globex", Role::Admin, &[]), json!({"jti": "leaked-1"})).await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["revoked"]["tenant"], "globex");
+    assert_eq!(
+        switchyard_tests::http().get(url("/api/state")).bearer_auth(&leaked).send().await.unwrap().status(),
+        200
+    );
+    // acme's admin revokes it.
+    let r = revoke(server.token("acme", Role::Admin, &[]), json!({"jti": "leaked-1"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let end = loop {
+        let f = sse.next_event().await.expect("the server says why before it closes");
+        if f.event.as_deref() == Some("stream:reconnect") {
+            break f;
+        }
+    };
+    assert_eq!(end.json()["code"], "token_revoked");
+    let r = switchyard_tests::http().get(url("/api/state")).bearer_auth(&leaked).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["message"], "token revoked");
+    let r = switchyard_tests::http().get(url(&format!("/api/state?ticket={ticket}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a ticket issued before the revocation goes with its token");
+    assert_eq!(switchyard_tests::http().get(url("/api/state")).bearer_auth(&kept).send().await.unwrap().status(), 200);
+    let status = loop {
+        match grpc.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("ended without a status"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &leaked).await.unwrap();
+    let err = c.state(switchyard::proto::v1::StateRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    server.stop().await;
+}
+
 /// Open descriptors of a process (Linux).
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
