@@ -146,6 +146,32 @@ impl Bus {
         if let Err(e) = self.admit(who, events.len()) {
             return events.iter().map(|_| Err(e.clone())).collect();
         }
+        self.store(who, events).await
+    }
+
+    /// As [`Bus::publish`], but a tenant over its rate waits for it instead of being refused:
+    /// for streams, whose reader then stops pulling, so HTTP/2 flow control slows the sender
+    /// instead of it spinning on refusals. A batch larger than the burst goes in burst-sized parts.
+    pub async fn publish_paced(&self, who: &Principal, mut events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
+        let part = (self.inner.config.publish_rate.burst as usize).max(1);
+        let mut results = Vec::with_capacity(events.len());
+        while !events.is_empty() {
+            let rest = events.split_off(part.min(events.len()));
+            while let Err(e) = self.admit(who, events.len()) {
+                match e {
+                    PublishError::Throttled(wait) => tokio::time::sleep(wait).await,
+                    e => {
+                        results.extend(events.iter().chain(&rest).map(|_| Err(e.clone())));
+                        return results;
+                    }
+                }
+            }
+            results.extend(self.store(who, std::mem::replace(&mut events, rest)).await);
+        }
+        results
+    }
+
+    async fn store(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
         let mut results: Vec<Option<Result<Appended, PublishError>>> = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {

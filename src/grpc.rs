@@ -168,7 +168,7 @@ impl EventBus for Service {
                                     None => missing.push(i),
                                 }
                             }
-                            let mut results = bus.publish(&who, events).await.into_iter();
+                            let mut results = bus.publish_paced(&who, events).await.into_iter();
                             let total = results.len() + missing.len();
                             (0..total).map(|i| {
                                 let r = if missing.contains(&i) {

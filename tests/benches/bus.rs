@@ -7,7 +7,10 @@
 //! - publish_stream: N events through `PublishStream` (pipelined batches), several streams at once;
 //! - publish_unary: N unary `Publish` calls from C concurrent clients;
 //! - resume_replay: a subscriber resuming from id 0 on a channel holding 100,000 events,
-//!   timed from the request to the last event received.
+//!   timed from the request to the last event received;
+//! - noisy_neighbour: a quiet tenant's unary publish latency (16 callers × 100/s) alone, then
+//!   while another tenant floods through 4 `PublishStream`s as fast as it can (default limits:
+//!   its stream is paced to 50,000/s, or `BENCH_NOISY_RATE`). Reports both p99s and their ratio.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,9 @@ fn main() {
         }
         if only.is_empty() || only == "resume_replay" {
             resume_replay(arg("BENCH_REPLAY_EVENTS", 100_000)).await;
+        }
+        if only.is_empty() || only == "noisy_neighbour" {
+            noisy_neighbour(arg("BENCH_NOISY_SECS", 10)).await;
         }
     });
 }
@@ -123,5 +129,104 @@ async fn resume_replay(n: u64) {
             first.unwrap_or_default()
         );
     }
+    server.stop().await;
+}
+
+/// Unary publishes by tenant `quiet` from 16 callers at 100/s each for `secs`: their ack latencies.
+async fn quiet_latencies(server: &Server, secs: u64) -> Vec<Duration> {
+    let base = server.grpc("quiet", Role::Publish).await;
+    let mut tasks = Vec::new();
+    for cl in 0..16 {
+        let mut c = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut lat = Vec::new();
+            for i in 0..secs * 100 {
+                tick.tick().await;
+                let t = Instant::now();
+                c.publish(PublishRequest { event: Some(events::order(&format!("q{cl}-{i}"))) }).await.expect("publish");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("caller"));
+    }
+    lat.sort();
+    lat
+}
+
+fn quantile(lat: &[Duration], q: f64) -> Duration {
+    lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)]
+}
+
+async fn noisy_neighbour(secs: u64) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+    use switchyard::proto::v1::publish_ack;
+    // The product's default rate limits (the test config lifts them for the throughput benches),
+    // or `BENCH_NOISY_RATE` events/s per tenant (burst: two seconds' worth).
+    let rate = switchyard::rate::Rate::default();
+    let per_sec = arg("BENCH_NOISY_RATE", rate.per_sec as u64) as f64;
+    let burst = if per_sec == rate.per_sec { rate.burst } else { 2.0 * per_sec };
+    let server = Server::start_with(|c| (c.bus.publish_rate, c.bus.publish_burst) = (per_sec, burst)).await;
+    println!("noisy_neighbour: per-tenant rate {per_sec}/s, burst {burst}");
+    let alone = quiet_latencies(&server, secs).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stored, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // The flooder runs on its own thread and runtime, as a separate client would (it still
+    // shares the two cores with the server).
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(server.grpc("noisy", Role::Publish).await);
+    }
+    let flood = {
+        let (stop, stored, refused) = (stop.clone(), stored.clone(), refused.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for (s, mut c) in clients.into_iter().enumerate() {
+                    let (stop, stored, refused) = (stop.clone(), stored.clone(), refused.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let reqs = futures::stream::iter(0u64..)
+                            .take_while(move |_| std::future::ready(!stop.load(Ordering::Relaxed)))
+                            .map(move |i| PublishRequest { event: Some(events::order(&format!("n{s}-{i}"))) });
+                        let mut acks = c.publish_stream(reqs).await.expect("stream").into_inner();
+                        while let Some(a) = acks.next().await {
+                            match a.map(|a| a.result) {
+                                Ok(Some(publish_ack::Result::Id(_))) => stored.fetch_add(1, Ordering::Relaxed),
+                                _ => refused.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
+                    }));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+        })
+    };
+    let started = Instant::now();
+    let loaded = quiet_latencies(&server, secs).await;
+    let flood_secs = started.elapsed().as_secs_f64();
+    let flooded = (stored.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || flood.join()).await;
+    let (a99, l99) = (quantile(&alone, 0.99), quantile(&loaded, 0.99));
+    println!(
+        "noisy_neighbour: quiet tenant alone p50 {:?} p99 {:?}; while another floods ({:.0} stored/s, {:.0} refused/s) p50 {:?} p99 {:?}; p99 ratio {:.2}x",
+        quantile(&alone, 0.5),
+        a99,
+        flooded.0 as f64 / flood_secs,
+        flooded.1 as f64 / flood_secs,
+        quantile(&loaded, 0.5),
+        l99,
+        l99.as_secs_f64() / a99.as_secs_f64()
+    );
     server.stop().await;
 }

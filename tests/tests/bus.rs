@@ -489,3 +489,27 @@ async fn a_tenant_at_its_key_quota_gets_a_clear_429_and_others_are_not_held_back
     assert_eq!(publish("globex", "queue").await.unwrap().status(), 201, "quotas are per tenant");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_over_its_rate_is_slowed_down_not_refused() {
+    let server = Server::start_with(|c| {
+        c.bus.publish_rate = 20.0;
+        c.bus.publish_burst = 10.0;
+    })
+    .await;
+    let mut acme = server.grpc("acme", Role::Publish).await;
+    let started = std::time::Instant::now();
+    let reqs = (0..40).map(|i| PublishRequest { event: Some(events::alert(&i.to_string())) }).collect::<Vec<_>>();
+    let mut acks = acme.publish_stream(futures::stream::iter(reqs)).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while let Some(a) = acks.next().await {
+        match a.unwrap().result {
+            Some(switchyard::proto::v1::publish_ack::Result::Id(id)) => ids.push(id),
+            other => panic!("refused: {other:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 40, "every event stored");
+    // 10 at once, the other 30 at 20/s: at least 1.5 s.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1_400), "{:?}", started.elapsed());
+    server.stop().await;
+}
