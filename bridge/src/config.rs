@@ -231,6 +231,9 @@ pub struct SseConfig {
     /// Of those, at most this many from one IP address; 0: no per-address cap (behind a proxy
     /// every client shares one address).
     pub max_pending_per_ip: usize,
+    /// Open HTTP connections (streams included) from one IP address, at most; 0 is off (behind
+    /// a proxy every client shares one address).
+    pub max_connections_per_ip: usize,
 }
 
 /// What one gRPC connection may hold (see `switchyard::grpc::Limits`).
@@ -336,6 +339,7 @@ impl Default for SseConfig {
             stall_timeout_secs: 30,
             max_pending_connections: 1024,
             max_pending_per_ip: 0,
+            max_connections_per_ip: 0,
         }
     }
 }

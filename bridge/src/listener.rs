@@ -41,11 +41,19 @@ pub struct StallGuard<T> {
     limit: Duration,
     // Allocated only while a write is stalled.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The connection's place in the open-connections [`Gate`].
+    _slot: Option<Slot>,
 }
 
 impl<T> StallGuard<T> {
     pub fn new(inner: T, limit: Duration) -> Self {
-        Self { inner, limit, timer: None }
+        Self { inner, limit, timer: None, _slot: None }
+    }
+
+    /// Holds `slot` as long as the connection lives.
+    fn holding(mut self, slot: Slot) -> Self {
+        self._slot = Some(slot);
+        self
     }
 
     fn check<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
@@ -130,11 +138,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> axum::serve::Listener 
 /// A plain TCP connection, guarded.
 pub type PlainIo = Rewind<StallGuard<TcpStream>>;
 
-/// Connections that have not yet shown a request (or finished their TLS handshake), counted so
-/// that flooding the listener with silent connections costs a bounded number of tasks and
-/// descriptors: past `max`, or past `per_ip` from one address, new ones are closed at once.
+/// Connections in some state, counted in total and per address: past `max`, or past `per_ip`
+/// from one address, new ones are closed at once. Two gates: *pending* connections (not yet a
+/// request head or a finished TLS handshake), so flooding the listener with silent connections
+/// costs a bounded number of tasks and descriptors; and, optionally, *open* HTTP connections
+/// per address, so one address cannot take every descriptor with authenticated streams.
 #[derive(Clone)]
-pub struct Pending {
+pub struct Gate {
     inner: Arc<std::sync::Mutex<Counts>>,
     max: usize,
     per_ip: Option<usize>,
@@ -147,14 +157,14 @@ struct Counts {
     by_ip: std::collections::HashMap<std::net::IpAddr, usize>,
 }
 
-impl Pending {
+impl Gate {
     /// `per_ip` 0: no per-address cap (behind a proxy every client shares one address).
     pub fn new(max: usize, per_ip: usize) -> Self {
         Self { inner: Arc::default(), max, per_ip: (per_ip > 0).then_some(per_ip) }
     }
 
     /// A slot for one connection from `ip`, or `None` when all (or that address's) are taken.
-    fn enter(&self, ip: std::net::IpAddr) -> Option<PendingSlot> {
+    fn enter(&self, ip: std::net::IpAddr) -> Option<Slot> {
         let mut counts = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if counts.total >= self.max {
             return None;
@@ -167,7 +177,7 @@ impl Pending {
             *n += 1;
         }
         counts.total += 1;
-        Some(PendingSlot { pending: self.clone(), ip })
+        Some(Slot { gate: self.clone(), ip })
     }
 
     /// Connections pending now, and the addresses they come from.
@@ -177,16 +187,17 @@ impl Pending {
     }
 }
 
-struct PendingSlot {
-    pending: Pending,
+/// One connection's place in a [`Gate`], given back on drop.
+pub struct Slot {
+    gate: Gate,
     ip: std::net::IpAddr,
 }
 
-impl Drop for PendingSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.pending.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.gate.inner.lock().unwrap_or_else(|e| e.into_inner());
         counts.total -= 1;
-        if self.pending.per_ip.is_some()
+        if self.gate.per_ip.is_some()
             && let std::collections::hash_map::Entry::Occupied(mut e) = counts.by_ip.entry(self.ip)
         {
             *e.get_mut() -= 1;
@@ -212,10 +223,10 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 }
 
 /// Runs `admitted` (a TLS handshake, a sniff, a wait for the preface) in its own task while the
-/// connection holds a [`Pending`] slot, and queues what it lets through. With every slot taken,
+/// connection holds a pending [`Slot`], and queues what it lets through. With every slot taken,
 /// `admitted` is dropped unrun, and the connection it owns with it: closed at once.
 fn admit<Io: Send + 'static>(
-    pending: &Pending,
+    pending: &Gate,
     addr: SocketAddr,
     tx: &mpsc::Sender<(Io, SocketAddr)>,
     admitted: impl std::future::Future<Output = Option<Io>> + Send + 'static,
@@ -240,7 +251,8 @@ pub fn plain(
     listener: TcpListener,
     stall: Duration,
     direct: Option<Arc<App>>,
-    pending: Pending,
+    pending: Gate,
+    open: Gate,
 ) -> io::Result<Queued<PlainIo>> {
     let local = listener.local_addr()?;
     let (tx, ready) = mpsc::channel(1024);
@@ -250,8 +262,13 @@ pub fn plain(
             if tx.is_closed() {
                 return;
             }
+            // Held by the connection for its whole life, whoever serves it.
+            let Some(slot) = open.enter(addr.ip()) else {
+                tracing::debug!(%addr, "too many open connections from this address; closed");
+                continue;
+            };
             let _ = s.set_nodelay(true);
-            let io = StallGuard::new(s, stall);
+            let io = StallGuard::new(s, stall).holding(slot);
             match &direct {
                 None => {
                     if tx.send((Rewind::new(bytes::Bytes::new(), io), addr)).await.is_err() {
@@ -279,7 +296,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// gRPC connections, handed to tonic only once they have sent the HTTP/2 preface, within
 /// [`HEADER_TIMEOUT`] and under the same `pending` cap as HTTP: tonic itself would hold a silent
 /// connection forever (its keep-alive pings start after the handshake).
-pub fn grpc(listener: TcpListener, pending: Pending) -> impl futures::Stream<Item = io::Result<TcpStream>> {
+pub fn grpc(listener: TcpListener, pending: Gate) -> impl futures::Stream<Item = io::Result<TcpStream>> {
     let (tx, ready) = mpsc::channel(1024);
     tokio::spawn(async move {
         loop {
@@ -359,11 +376,12 @@ pub fn tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     stall: Duration,
-    pending: Pending,
+    pending: Gate,
+    open: Gate,
 ) -> io::Result<Queued<TlsStream<PlainIo>>> {
     let local = listener.local_addr()?;
     let (tx, ready) = mpsc::channel(1024);
-    let mut plain = plain(listener, stall, None, pending.clone())?;
+    let mut plain = plain(listener, stall, None, pending.clone(), open)?;
     tokio::spawn(async move {
         loop {
             let (io, addr) = axum::serve::Listener::accept(&mut plain).await;
@@ -433,12 +451,12 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::Pending;
+    use super::Gate;
     use std::net::IpAddr;
 
     #[test]
     fn pending_caps_per_address_and_forgets_addresses_that_leave() {
-        let pending = Pending::new(5, 2);
+        let pending = Gate::new(5, 2);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let a1 = pending.enter(a).unwrap();
         let a2 = pending.enter(a).unwrap();
@@ -451,7 +469,7 @@ mod tests {
         assert!(total.iter().all(Option::is_some));
         assert!(pending.enter(IpAddr::from([10, 0, 2, 0])).is_none(), "the global cap holds");
         drop(total);
-        let unlimited = Pending::new(3, 0);
+        let unlimited = Gate::new(3, 0);
         let held: Vec<_> = (0..3).map(|_| unlimited.enter(a).unwrap()).collect();
         assert_eq!(unlimited.counts(), (3, 0), "no per-address map without a per-address cap");
         drop(held);

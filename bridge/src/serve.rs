@@ -220,8 +220,9 @@ pub async fn start_with(
         webhooks: crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(ServeError::Auth)?,
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
-    let pending =
-        crate::listener::Pending::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
+    let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
+    // Open HTTP connections: capped per address only (the total is the process's descriptors).
+    let open = crate::listener::Gate::new(usize::MAX, config.sse.max_connections_per_ip);
     let grpc = {
         let (bus, verifier, rx, pending) = (bus.clone(), verifier.clone(), stopped.clone(), pending.clone());
         let limits = config.grpc.limits();
@@ -262,11 +263,11 @@ pub async fn start_with(
         let service = router(app);
         match tls {
             Some(acceptor) => {
-                let listener = crate::listener::tls(http_listener, acceptor, stall, pending)?;
+                let listener = crate::listener::tls(http_listener, acceptor, stall, pending, open)?;
                 tokio::spawn(crate::listener::serve(listener, service, until))
             }
             None => {
-                let listener = crate::listener::plain(http_listener, stall, direct, pending)?;
+                let listener = crate::listener::plain(http_listener, stall, direct, pending, open)?;
                 tokio::spawn(crate::listener::serve(listener, service, until))
             }
         }

@@ -982,3 +982,37 @@ async fn one_address_cannot_take_every_pending_slot() {
     drop(silent);
     server.stop().await;
 }
+
+/// Sends a request on a fresh connection: whether any response comes back before the server closes.
+async fn answered(addr: std::net::SocketAddr, token: &str) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
+    let req = format!("GET /api/sse/alerts HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(tokio::time::timeout(PATIENCE, s.read(&mut buf)).await, Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200"))
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_open_connections_than_its_cap() {
+    let server = Server::start_with(|c| {
+        c.sse.max_connections_per_ip = 3;
+        c.sse.heartbeat_secs = 1;
+    })
+    .await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let url = format!("{}/api/sse/alerts", server.http_url);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let sse = Sse::connect(&url, Some(&token), None).await;
+        assert_eq!(sse.status, 200);
+        open.push(sse);
+    }
+    let addr = server.running.http_addr;
+    assert!(!answered(addr, &token).await, "a fourth connection from the address is closed unanswered");
+    // One leaves: its place frees up once the server sees it gone (at the next heartbeat).
+    drop(open.pop());
+    switchyard_tests::wait_for("a place to free up", || async { answered(addr, &token).await.then_some(()) }).await;
+    server.stop().await;
+}
