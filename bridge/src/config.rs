@@ -108,6 +108,9 @@ pub struct ShopifyHooks {
     pub secrets: Vec<Secret>,
     /// Shop domain (`acme-uk.myshopify.com`) → tenant. Several shops may share a tenant.
     pub shops: BTreeMap<String, String>,
+    /// Shop domain → that shop's own secrets (a custom app per shop). A shop listed here is
+    /// verified with these only; other shops with `secrets`.
+    pub shop_secrets: BTreeMap<String, Vec<Secret>>,
     /// An order whose total is above this (in its own currency) also raises `alert:info`.
     pub large_order_total: f64,
     /// An inventory level below this raises `shopify:low-stock-alert`.
@@ -116,7 +119,13 @@ pub struct ShopifyHooks {
 
 impl Default for ShopifyHooks {
     fn default() -> Self {
-        Self { secrets: Vec::new(), shops: BTreeMap::new(), large_order_total: 1000.0, low_stock_threshold: 10 }
+        Self {
+            secrets: Vec::new(),
+            shops: BTreeMap::new(),
+            shop_secrets: BTreeMap::new(),
+            large_order_total: 1000.0,
+            low_stock_threshold: 10,
+        }
     }
 }
 

@@ -16,12 +16,16 @@ const SHOP: &str = "acme-uk.myshopify.com";
 const XERO_KEY: &str = "XERO_TEST_WEBHOOK_KEY_do_not_use";
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// A shop with a custom app of its own: its own secret.
+const OWN_SHOP: &str = "globex.myshopify.com";
+
 async fn server() -> Server {
     Server::start_with(|c| {
         c.bus.custom_channels = vec!["ops".into()];
         c.webhooks.shopify = ShopifyHooks {
             secrets: vec!["old-secret".into(), "new-secret".into()],
-            shops: BTreeMap::from([(SHOP.into(), "acme".into())]),
+            shops: BTreeMap::from([(SHOP.into(), "acme".into()), (OWN_SHOP.into(), "globex".into())]),
+            shop_secrets: BTreeMap::from([(OWN_SHOP.into(), vec!["globex-app-secret".into()])]),
             large_order_total: 500.0,
             low_stock_threshold: 10,
         };
@@ -583,5 +587,33 @@ async fn oversized_and_unknown_deliveries_get_clear_answers() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["field"], "body");
     assert_eq!(head(&server), stored);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_shop_with_its_own_secret_is_verified_with_that_secret_only() {
+    let server = server().await;
+    let url = format!("{}/api/webhooks/shopify", server.http_url);
+    let body = br##"{"id": 7, "name": "#7", "currency": "GBP", "total_price": "5.00", "line_items": []}"##;
+    let send = |shop: &str, secret: &[u8], event: &str| {
+        let headers = vec![
+            ("X-Shopify-Hmac-Sha256", sign_b64(secret, &[body])),
+            ("X-Shopify-Topic", "orders/create".to_owned()),
+            ("X-Shopify-Shop-Domain", shop.to_owned()),
+            ("X-Shopify-Event-Id", event.to_owned()),
+        ];
+        let url = url.clone();
+        async move { post(url, &headers, body).await }
+    };
+    assert_eq!(send(OWN_SHOP, b"globex-app-secret", "e1").await.status(), 200);
+    assert_eq!(send(OWN_SHOP, b"new-secret", "e2").await.status(), 401, "the shared app's secret cannot sign for it");
+    assert_eq!(send(SHOP, b"globex-app-secret", "e3").await.status(), 401, "nor its secret for another shop");
+    assert_eq!(send(SHOP, b"new-secret", "e4").await.status(), 200);
+    let page = switchyard_tests::get_json(
+        &format!("{}/api/events?channels=dashboard", server.http_url),
+        &server.token("globex", Role::Subscribe, &[]),
+    )
+    .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "the shop's order reached its tenant: {page}");
     server.stop().await;
 }
