@@ -22,9 +22,9 @@ use crate::{
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
-            Error as PbError, Gap, PublishAck, PublishRequest, PublishResponse, ReadRequest, ReadResponse,
-            ResumeStatus, Start as PbStart, StateEnd, StateRequest, StateResponse, StatsRequest, StatsResponse,
-            SubscribeRequest, SubscribeResponse,
+            Error as PbError, Gap, PublishAck, PublishBatchRequest, PublishBatchResponse, PublishRequest,
+            PublishResponse, ReadRequest, ReadResponse, ResumeStatus, Start as PbStart, StateEnd, StateRequest,
+            StateResponse, StatsRequest, StatsResponse, SubscribeRequest, SubscribeResponse,
             event_bus_server::{EventBus, EventBusServer},
             publish_ack, subscribe_response,
         },
@@ -98,6 +98,9 @@ fn subscribe_status(e: &SubscribeError) -> Status {
     }
 }
 
+/// Most events one `PublishBatch` may carry.
+const MAX_BATCH: usize = 10_000;
+
 fn ack(seq: u64, r: Result<Appended, PublishError>) -> PublishAck {
     match r {
         Ok(a) => PublishAck { seq, result: Some(publish_ack::Result::Id(a.id.get())), duplicate: a.duplicate },
@@ -123,6 +126,27 @@ impl EventBus for Service {
         let span = tracing::info_span!("publish", token = %who.token_id, tenant = %event.tenant);
         let a = self.bus.publish_one(&who, event).instrument(span).await.map_err(|e| publish_status(&e))?;
         Ok(Response::new(PublishResponse { id: a.id.get(), duplicate: a.duplicate }))
+    }
+
+    async fn publish_batch(&self, req: Request<PublishBatchRequest>) -> Result<Response<PublishBatchResponse>, Status> {
+        let who = self.principal(&req)?;
+        let events = req.into_inner().events;
+        if events.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "events: at most {MAX_BATCH} per batch, not {}",
+                events.len()
+            )));
+        }
+        let span = tracing::info_span!("publish_batch", token = %who.token_id, events = events.len());
+        match self.bus.publish_all(&who, events).instrument(span).await {
+            Ok(appended) => Ok(Response::new(PublishBatchResponse {
+                acks: appended.into_iter().enumerate().map(|(i, a)| ack(i as u64, Ok(a))).collect(),
+            })),
+            Err((i, e)) => {
+                let status = publish_status(&e);
+                Err(Status::new(status.code(), format!("events[{i}]: {}", status.message())))
+            }
+        }
     }
 
     type PublishStreamStream = BoxStream<PublishAck>;

@@ -21,7 +21,8 @@ use crate::{
     hub::Hub,
     names::{EventId, Tenant},
     proto::v1::{
-        Event, PublishRequest, ReadRequest, StateRequest, SubscribeRequest, publish_ack, subscribe_response::Message,
+        Event, PublishBatchRequest, ReadRequest, StateRequest, SubscribeRequest, publish_ack,
+        subscribe_response::Message,
     },
     validate::{Accepted, route},
 };
@@ -138,22 +139,23 @@ impl Log for RemoteLog {
         let mut client = self.client.clone();
         Box::pin(async move {
             let n = events.len();
-            let reqs: Vec<PublishRequest> =
-                events.into_iter().map(|a| PublishRequest { event: Some(a.event) }).collect();
-            let mut acks = client.publish_stream(futures::stream::iter(reqs)).await.map_err(unavailable)?.into_inner();
-            let mut out = Vec::with_capacity(n);
-            while let Some(ack) = acks.next().await {
-                let ack = ack.map_err(unavailable)?;
-                match ack.result {
-                    Some(publish_ack::Result::Id(id)) => {
-                        out.push(Appended { id: EventId(id), duplicate: ack.duplicate })
-                    }
-                    Some(publish_ack::Result::Error(e)) => {
-                        return Err(LogError::Unavailable(format!("upstream refused an event: {}", e.message)));
-                    }
-                    None => {}
+            // One `PublishBatch`: the upstream stores all of them in one commit or none.
+            let req = PublishBatchRequest { events: events.into_iter().map(|a| a.event).collect() };
+            let acks = client.publish_batch(req).await.map_err(|status| match status.code() {
+                tonic::Code::ResourceExhausted => {
+                    LogError::Quota { field: "key", message: format!("upstream: {}", status.message()) }
                 }
-            }
+                _ => LogError::Unavailable(format!("upstream refused the batch: {}", status.message())),
+            })?;
+            let out: Vec<Appended> = acks
+                .into_inner()
+                .acks
+                .into_iter()
+                .filter_map(|ack| match ack.result {
+                    Some(publish_ack::Result::Id(id)) => Some(Appended { id: EventId(id), duplicate: ack.duplicate }),
+                    _ => None,
+                })
+                .collect();
             if out.len() != n {
                 return Err(LogError::Unavailable("upstream acked fewer events than sent".into()));
             }

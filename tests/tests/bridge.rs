@@ -48,3 +48,36 @@ async fn a_separate_bridge_survives_a_bus_restart_without_loss() {
         assert_eq!(late.next_event().await.unwrap().id_u64(), Some(*want));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_through_a_bridge_is_stored_all_or_nothing() {
+    let bus_dir = tempfile::tempdir().unwrap();
+    // The bus holds a tenant to one state key; the bridge does not know, so only the bus refuses.
+    let config = bus_dir.path().join("bus.toml");
+    std::fs::write(&config, "[log.quotas]\nmax_keys_per_tenant = 1\n").unwrap();
+    let bus = Process::serve(bus_dir.path(), &["--config", config.to_str().unwrap()]);
+    let bridge_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(bus_dir.path().join("secret.key"), bridge_dir.path().join("secret.key")).unwrap();
+    let bridge = Process::bridge(bridge_dir.path(), &bus.grpc_url);
+    let health = |key: &str| json!({"type": "system:health-check", "key": key, "data": {"component": key}});
+    let r = switchyard_tests::http()
+        .post(format!("{}/api/events", bridge.http_url))
+        .bearer_auth(bridge.token("acme", Role::Publish))
+        .json(&json!([{"type": "alert:info", "data": {"title": "first"}}, health("db"), health("cache")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+    let page =
+        switchyard_tests::get_json(&format!("{}/api/events", bus.http_url), &bus.token("acme", Role::Subscribe)).await;
+    assert_eq!(page["events"], json!([]), "nothing of the batch was stored: {page}");
+    let r = post_json(
+        &format!("{}/api/events", bridge.http_url),
+        &bridge.token("acme", Role::Publish),
+        &json!([health("db")]),
+    )
+    .await;
+    assert_eq!(r["ids"].as_array().map(Vec::len), Some(1), "{r}");
+}
