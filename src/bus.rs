@@ -25,6 +25,9 @@ use crate::{
     validate::{self, Policy, PublishError},
 };
 
+/// Events a paced (throttled) publish stores at a time.
+const PACED_PART: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     pub policy: Policy,
@@ -151,22 +154,32 @@ impl Bus {
 
     /// As [`Bus::publish`], but a tenant over its rate waits for it instead of being refused:
     /// for streams, whose reader then stops pulling, so HTTP/2 flow control slows the sender
-    /// instead of it spinning on refusals. A batch larger than the burst goes in burst-sized parts.
-    pub async fn publish_paced(&self, who: &Principal, mut events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
-        let part = (self.inner.config.publish_rate.burst as usize).max(1);
+    /// instead of it spinning on refusals. A batch that does not fit at once goes in parts of
+    /// [`PACED_PART`] as tokens come: a throttled tenant then adds a steady trickle to each group
+    /// commit rather than a few large groups that other tenants' publishes would wait behind.
+    pub async fn publish_paced(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
+        match self.admit(who, events.len()) {
+            Ok(()) => return self.store(who, events).await,
+            Err(PublishError::Throttled(_)) => {}
+            Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
+        }
+        let part = PACED_PART.min(self.inner.config.publish_rate.burst as usize).max(1);
         let mut results = Vec::with_capacity(events.len());
-        while !events.is_empty() {
-            let rest = events.split_off(part.min(events.len()));
-            while let Err(e) = self.admit(who, events.len()) {
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<Event> = events.by_ref().take(part).collect();
+            while let Err(e) = self.admit(who, chunk.len()) {
                 match e {
                     PublishError::Throttled(wait) => tokio::time::sleep(wait).await,
                     e => {
-                        results.extend(events.iter().chain(&rest).map(|_| Err(e.clone())));
+                        results.extend(
+                            chunk.iter().chain(events.by_ref().collect::<Vec<_>>().iter()).map(|_| Err(e.clone())),
+                        );
                         return results;
                     }
                 }
             }
-            results.extend(self.store(who, std::mem::replace(&mut events, rest)).await);
+            results.extend(self.store(who, chunk).await);
         }
         results
     }

@@ -80,7 +80,7 @@ async fn client(
             return (received, last_id);
         }
         let Ok(mut s) = TcpStream::connect(&addr).await else {
-            t.errors.fetch_add(1, Ordering::Relaxed);
+            error(&t, "sse connect failed");
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -89,7 +89,7 @@ async fn client(
             "GET /api/sse/alerts?coalesce=false HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nLast-Event-ID: {last_id}\r\n\r\n"
         );
         if s.write_all(req.as_bytes()).await.is_err() {
-            t.errors.fetch_add(1, Ordering::Relaxed);
+            error(&t, "sse request write failed");
             continue;
         }
         // Drop the connection after an exponentially distributed time, 60 s on average.
@@ -107,15 +107,19 @@ async fn client(
             }
             let n = match tokio::time::timeout_at(until.into(), s.read(&mut buf)).await {
                 Err(_) => break, // time to drop it
-                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    if !head_done {
+                        error(&t, "sse closed before answering");
+                    }
+                    break;
+                }
                 Ok(Ok(n)) => n,
             };
             pending.extend_from_slice(&buf[..n]);
             if !head_done {
                 let Some(end) = memchr::memmem::find(&pending, b"\r\n\r\n") else { continue };
                 if !pending.starts_with(b"HTTP/1.1 200") {
-                    eprintln!("open refused: {}", String::from_utf8_lossy(&pending[..end.min(200)]));
-                    t.errors.fetch_add(1, Ordering::Relaxed);
+                    error(&t, &format!("sse open refused: {}", String::from_utf8_lossy(&pending[..end.min(200)])));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     break;
                 }
@@ -153,7 +157,7 @@ async fn client(
                         }
                     }
                     ("gap", _) => {
-                        t.errors.fetch_add(1, Ordering::Relaxed);
+                        error(&t, "sse gap");
                     }
                     _ => {}
                 }
@@ -165,6 +169,12 @@ async fn client(
         }
         t.reconnects.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Counts an error a well-behaved client saw, and says what it was.
+fn error(t: &Tally, what: &str) {
+    t.errors.fetch_add(1, Ordering::Relaxed);
+    eprintln!("error: {what}");
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -231,8 +241,11 @@ async fn webhooks(url: String, t: Arc<Tally>, stop: Arc<AtomicBool>) {
             .send()
             .await;
         match r {
-            Ok(r) if r.status() == 200 => t.webhooks.fetch_add(1, Ordering::Relaxed),
-            _ => t.errors.fetch_add(1, Ordering::Relaxed),
+            Ok(r) if r.status() == 200 => {
+                t.webhooks.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => error(&t, &format!("webhook answered {}", r.status())),
+            Err(e) => error(&t, &format!("webhook failed: {e}")),
         };
     }
 }
@@ -248,11 +261,11 @@ async fn poller(base: String, token: String, t: Arc<Tally>, stop: Arc<AtomicBool
             .send()
             .await;
         let Some(r) = r.ok().filter(|r| r.status() == 200) else {
-            t.errors.fetch_add(1, Ordering::Relaxed);
+            error(&t, "poll failed");
             continue;
         };
         let Ok(page) = r.json::<serde_json::Value>().await else {
-            t.errors.fetch_add(1, Ordering::Relaxed);
+            error(&t, "poll body unreadable");
             continue;
         };
         for e in page["events"].as_array().into_iter().flatten() {
