@@ -61,7 +61,14 @@ const TAIL_PULL: Duration = Duration::from_secs(2);
 const WATCHDOG: Duration = Duration::from_secs(1);
 
 /// The oldest nats-server this backplane supports (multi-subject filters, `Nats-Msg-Id` on R3).
-pub const MIN_SERVER: (u64, u64) = (2, 10);
+/// 2.12: atomic batch publish, which makes a multi-event append all or nothing.
+pub const MIN_SERVER: (u64, u64) = (2, 12);
+
+/// Most messages JetStream takes in one atomic batch; larger appends go as several.
+const MAX_ATOMIC: usize = 1_000;
+
+/// JetStream's answer to an atomic batch holding a `Nats-Msg-Id` it has stored before.
+const BATCH_DUPLICATE: u64 = 10_201;
 
 /// How to reach JetStream and shape the stream.
 #[derive(Debug, Clone)]
@@ -269,6 +276,8 @@ impl JetStreamLog {
             max_messages: i64::try_from(limits.max_events).unwrap_or(i64::MAX),
             max_messages_per_subject: -1,
             allow_direct: true,
+            // Multi-event appends are atomic batches (nats-server 2.12+).
+            allow_atomic_publish: true,
             ..Default::default()
         };
         let info = js
@@ -404,6 +413,113 @@ impl JetStreamLog {
             tracing::info!(error = %last_error, "JetStream publish not acknowledged; retrying with the same Msg-Id");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+}
+
+/// What JetStream answers to an atomic batch's commit.
+#[derive(serde::Deserialize)]
+struct BatchAck {
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    count: u64,
+    error: Option<BatchAckError>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchAckError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+impl JetStreamLog {
+    /// Several events as one atomic batch: all stored, in consecutive sequences, or none.
+    /// Retried with the same `Nats-Msg-Id`s until the publish deadline. A batch holding a key
+    /// JetStream has stored before is refused whole; then (a retry whose first attempt did
+    /// commit, or a batch mixing old keys with new events) each event goes on its own, so the
+    /// stored ones answer as duplicates with their ids and only new ones are added.
+    async fn publish_atomic(
+        &self,
+        subjects: &[String],
+        events: &[Accepted],
+        ids: &[String],
+    ) -> Result<Vec<Appended>, LogError> {
+        let deadline = Instant::now() + self.config.publish_deadline;
+        let mut last_error;
+        loop {
+            if let Err(e) = self.connected() {
+                last_error = e.to_string();
+            } else {
+                match tokio::time::timeout_at(deadline.into(), self.send_batch(subjects, events, ids)).await {
+                    Ok(Ok(ack)) => match ack.error {
+                        None if ack.count == events.len() as u64 => {
+                            self.head.fetch_max(ack.seq, Ordering::Relaxed);
+                            let first = ack.seq + 1 - ack.count;
+                            return Ok((0..ack.count)
+                                .map(|i| Appended { id: EventId(first + i), duplicate: false })
+                                .collect());
+                        }
+                        None => last_error = format!("batch ack counts {} of {}", ack.count, events.len()),
+                        Some(e) if e.err_code == BATCH_DUPLICATE => {
+                            return self.publish_with_retry(subjects, events, ids).await;
+                        }
+                        Some(e) => last_error = e.description,
+                    },
+                    Ok(Err(e)) => last_error = e,
+                    Err(_) => last_error = "no answer to the batch commit".into(),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "JetStream did not acknowledge the batch within {:?} ({last_error}); retry with the same idempotency keys",
+                    self.config.publish_deadline
+                )));
+            }
+            tracing::info!(error = %last_error, "JetStream batch not acknowledged; retrying with the same Msg-Ids");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// One attempt: the messages under a fresh batch id, the first and the commit as requests.
+    async fn send_batch(&self, subjects: &[String], events: &[Accepted], ids: &[String]) -> Result<BatchAck, String> {
+        let batch = format!("sy-{:032x}", rand::random::<u128>());
+        let n = events.len();
+        for i in 0..n {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Batch-Id", batch.as_str());
+            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+            headers.insert("Nats-Msg-Id", ids[i].as_str());
+            let body = Bytes::copy_from_slice(&events[i].body);
+            if i + 1 == n {
+                headers.insert("Nats-Batch-Commit", "1");
+                let reply = self
+                    .client
+                    .request_with_headers(subjects[i].clone(), headers, body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return serde_json::from_slice(&reply.payload).map_err(|e| format!("batch ack: {e}"));
+            } else if i == 0 {
+                // The first message as a request: the server has opened the batch before the rest go.
+                let reply = self
+                    .client
+                    .request_with_headers(subjects[i].clone(), headers, body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !reply.payload.is_empty()
+                    && let Ok(BatchAck { error: Some(e), .. }) = serde_json::from_slice::<BatchAck>(&reply.payload)
+                {
+                    return Ok(BatchAck { seq: 0, count: 0, error: Some(e) });
+                }
+            } else {
+                self.client
+                    .publish_with_headers(subjects[i].clone(), headers, body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Err("empty batch".into())
     }
 }
 
@@ -738,7 +854,15 @@ impl Log for JetStreamLog {
                     None => format!("sy-{:032x}", rand::random::<u128>()),
                 })
                 .collect();
-            self.publish_with_retry(&subjects, &events, &ids).await
+            if events.len() == 1 {
+                return self.publish_with_retry(&subjects, &events, &ids).await;
+            }
+            let mut out = Vec::with_capacity(events.len());
+            for start in (0..events.len()).step_by(MAX_ATOMIC) {
+                let end = (start + MAX_ATOMIC).min(events.len());
+                out.extend(self.publish_atomic(&subjects[start..end], &events[start..end], &ids[start..end]).await?);
+            }
+            Ok(out)
         })
     }
 

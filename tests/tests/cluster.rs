@@ -422,3 +422,42 @@ async fn tickets_work_once_on_any_node_and_a_revocation_reaches_every_node() {
     let c = node(&dir.path().join("c"), &spec.url(), Some(&dir.path().join("a")), 1);
     assert_eq!(bearer(&c).await.unwrap().status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_atomic_publish_and_its_retry_answers_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = nats::Spec::single(&dir.path().join("nats"));
+    let server = spec.start();
+    let a = node(&dir.path().join("a"), &spec.url(), None, 1);
+    let batch = |keys: &[&str]| {
+        let events: Vec<Value> =
+            keys.iter().map(|k| json!({"type": "alert:info", "idempotencyKey": k, "data": {"title": k}})).collect();
+        json!(events)
+    };
+    let url = format!("{}/api/events", a.http_url);
+    let token = a.token("acme", Role::Publish);
+    let ids = |r: &Value| -> Vec<u64> {
+        r["ids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    let first = ids(&post_json(&url, &token, &batch(&["k1", "k2", "k3"])).await);
+    assert_eq!(first.windows(2).filter(|w| w[1] == w[0] + 1).count(), 2, "one batch, consecutive sequences: {first:?}");
+    // The stream takes atomic batches.
+    let jsz = server.jsz().await.unwrap();
+    let config = &jsz["account_details"][0]["stream_detail"][0]["config"];
+    assert_eq!(config["allow_atomic"], true, "{config}");
+    // A retry of the whole batch: JetStream refuses it as holding stored keys; every event
+    // answers with its first id and nothing is added.
+    let retry = post_json(&url, &token, &batch(&["k1", "k2", "k3"])).await;
+    assert_eq!(ids(&retry), first);
+    // Old keys with a new event: the new one is stored once, the old ones keep their ids.
+    let mixed = ids(&post_json(&url, &token, &batch(&["k2", "k4"])).await);
+    assert_eq!(mixed[0], first[1]);
+    assert!(mixed[1] > first[2]);
+    let page = get_json(&format!("{}/api/events?channels=alerts", a.http_url), &a.token("acme", Role::Subscribe)).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 4, "{page}");
+}
