@@ -235,6 +235,10 @@ async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
     };
     let running = match serve::start_with(config, backend, None).await {
         Ok(r) => r,
+        Err(e @ serve::ServeError::Config(_)) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
         Err(e) => {
             eprintln!("switchyard: {e}");
             return ExitCode::FAILURE;

@@ -33,6 +33,10 @@ pub enum ServeError {
     Secret(#[from] secret::SecretError),
     #[error("auth: {0}")]
     Auth(String),
+    /// A setting that cannot work (unreadable TLS files, a bad webhook or connector section):
+    /// found before anything is bound or opened, and the operator's to fix (exit 64).
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("data dir {dir}: {message}")]
     Log { dir: String, message: String },
     #[error("cannot bind {what} on {addr}: {source}")]
@@ -130,6 +134,15 @@ pub async fn start_with(
     aws: Option<Arc<dyn crate::webhooks::sns::AwsHttps>>,
 ) -> Result<Running, ServeError> {
     crate::install_crypto_provider();
+    // Settings that can be wrong are checked before anything is opened or bound.
+    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => {
+            Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Config(format!("tls: {e}")))?)
+        }
+        _ => None,
+    };
+    let webhooks = crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(ServeError::Config)?;
+    let ingest_config = config.ingest_config().map_err(|e| ServeError::Config(e.to_string()))?;
     let secret = secret::load_or_create(&config.secret_file())?;
     let verifier = Arc::new(verifier(&config, &secret)?);
     let signer = Signer::hs256(&secret);
@@ -217,7 +230,7 @@ pub async fn start_with(
         metrics: Arc::new(Metrics::default()),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
-        webhooks: crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(ServeError::Auth)?,
+        webhooks,
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
@@ -236,7 +249,7 @@ pub async fn start_with(
     };
     // Connectors configured with `ingest` publish into this bus over gRPC, as a separate
     // `switchyard-ingest` would: one code path, and webhooks reach them the same way.
-    let ingest = match (config.ingest_config().map_err(|e| ServeError::Auth(e.to_string()))?, &backend_url) {
+    let ingest = match (ingest_config, &backend_url) {
         (Some(ic), Some(url)) => {
             let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
             let sink = Arc::new(
@@ -250,12 +263,6 @@ pub async fn start_with(
         _ => Vec::new(),
     };
     let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
-    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
-        (Some(cert), Some(key)) => {
-            Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Auth(e.to_string()))?)
-        }
-        _ => None,
-    };
     let http = {
         let until = switchyard::grpc::stopped(stopped);
         // SSE GETs are served below hyper unless TLS or CORS need hyper's handling.

@@ -30,7 +30,7 @@ use std::{
 use futures::StreamExt;
 use switchyard::{auth::Role, proto::v1::PublishRequest};
 use switchyard_bridge::webhooks::signature::sign_b64;
-use switchyard_tests::{Process, events, http};
+use switchyard_tests::{Process, events};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -171,6 +171,19 @@ async fn client(
     }
 }
 
+/// The load's HTTP client. Like any well-behaved keep-alive client, it drops idle connections
+/// before the server would (the server closes a connection idle for 10 s between requests):
+/// reusing one the server is closing at that moment fails the request, a race on the client's side.
+fn http() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            switchyard_tests::http(); // installs the TLS provider
+            reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(5)).build().expect("client")
+        })
+        .clone()
+}
+
 /// Counts an error a well-behaved client saw, and says what it was.
 fn error(t: &Tally, what: &str) {
     t.errors.fetch_add(1, Ordering::Relaxed);
@@ -245,7 +258,7 @@ async fn webhooks(url: String, t: Arc<Tally>, stop: Arc<AtomicBool>) {
                 t.webhooks.fetch_add(1, Ordering::Relaxed);
             }
             Ok(r) => error(&t, &format!("webhook answered {}", r.status())),
-            Err(e) => error(&t, &format!("webhook failed: {e}")),
+            Err(e) => error(&t, &format!("webhook failed: {e:?}")),
         };
     }
 }
@@ -260,8 +273,15 @@ async fn poller(base: String, token: String, t: Arc<Tally>, stop: Arc<AtomicBool
             .bearer_auth(&token)
             .send()
             .await;
-        let Some(r) = r.ok().filter(|r| r.status() == 200) else {
-            error(&t, "poll failed");
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                error(&t, &format!("poll failed: {e:?}"));
+                continue;
+            }
+        };
+        let Some(r) = Some(r).filter(|r| r.status() == 200) else {
+            error(&t, "poll refused");
             continue;
         };
         let Ok(page) = r.json::<serde_json::Value>().await else {

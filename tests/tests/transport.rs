@@ -185,3 +185,21 @@ async fn grpc_connections_must_show_a_preface_and_are_capped() {
     tokio::time::timeout(PATIENCE, server.stop()).await.expect("an idle client cannot hold the stop up");
     drop(s);
 }
+
+#[test]
+fn unreadable_tls_files_are_a_usage_error_found_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tls.toml");
+    std::fs::write(&config, "[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n")
+        .unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(switchyard_tests::binary())
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--config", config.to_str().unwrap()])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("tls"), "{stderr}");
+    assert!(!data.join("events.redb").exists(), "the log was not opened");
+}
