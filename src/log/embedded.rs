@@ -704,23 +704,32 @@ impl Writer {
         }
         for (tenant, add) in added {
             let held = self.usage.get(tenant).copied().unwrap_or_default();
-            if add.keys > 0 && held.keys + add.keys > quotas.max_keys_per_tenant {
-                return Err(LogError::Quota {
+            let over = |what: &str, held: u64, add: u64, max: u64, key: &str, hint: &str| {
+                (add > 0 && held + add > max).then(|| LogError::Quota {
                     field: "key",
                     message: format!(
-                        "tenant {tenant} holds {} state keys, its quota is {} (log.max_keys_per_tenant): reuse keys, or ask for a larger quota",
-                        held.keys, quotas.max_keys_per_tenant
+                        "tenant {tenant} holds {held} {what}, its quota is {max} (log.quotas.{key}): {hint}"
                     ),
-                });
-            }
-            if add.jobs > 0 && held.jobs + add.jobs > quotas.max_jobs_per_tenant {
-                return Err(LogError::Quota {
-                    field: "key",
-                    message: format!(
-                        "tenant {tenant} has {} jobs with history, its quota is {} (log.max_jobs_per_tenant): jobs free up as retention removes their history",
-                        held.jobs, quotas.max_jobs_per_tenant
-                    ),
-                });
+                })
+            };
+            let keys = over(
+                "state keys",
+                held.keys,
+                add.keys,
+                quotas.max_keys_per_tenant,
+                "max_keys_per_tenant",
+                "reuse keys, or ask for a larger quota",
+            );
+            let jobs = over(
+                "jobs with history",
+                held.jobs,
+                add.jobs,
+                quotas.max_jobs_per_tenant,
+                "max_jobs_per_tenant",
+                "jobs free up as retention removes their history",
+            );
+            if let Some(e) = keys.or(jobs) {
+                return Err(e);
             }
         }
         Ok(())

@@ -363,6 +363,20 @@ impl JetStreamLog {
 
     /// Publishes every event (same Msg-Ids on every retry) until all are acknowledged or the
     /// deadline passes.
+    /// Past the publish deadline: unavailable (the caller retries with the same keys). Before
+    /// it: waits a little, for the next attempt with the same `Nats-Msg-Id`s.
+    async fn retry_or_give_up(&self, deadline: Instant, last_error: &str) -> Result<(), LogError> {
+        if Instant::now() >= deadline {
+            return Err(unavailable(format!(
+                "JetStream did not acknowledge within {:?} ({last_error}); retry with the same idempotency keys",
+                self.config.publish_deadline
+            )));
+        }
+        tracing::info!(error = %last_error, "JetStream publish not acknowledged; retrying with the same Msg-Ids");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok(())
+    }
+
     async fn publish_with_retry(
         &self,
         subjects: &[String],
@@ -404,14 +418,7 @@ impl JetStreamLog {
             if out.iter().all(Option::is_some) {
                 return Ok(out.into_iter().flatten().collect());
             }
-            if Instant::now() >= deadline {
-                return Err(unavailable(format!(
-                    "JetStream did not acknowledge within {:?} ({last_error}); retry with the same idempotency key",
-                    self.config.publish_deadline
-                )));
-            }
-            tracing::info!(error = %last_error, "JetStream publish not acknowledged; retrying with the same Msg-Id");
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            self.retry_or_give_up(deadline, &last_error).await?;
         }
     }
 }
@@ -471,14 +478,7 @@ impl JetStreamLog {
                     Err(_) => last_error = "no answer to the batch commit".into(),
                 }
             }
-            if Instant::now() >= deadline {
-                return Err(unavailable(format!(
-                    "JetStream did not acknowledge the batch within {:?} ({last_error}); retry with the same idempotency keys",
-                    self.config.publish_deadline
-                )));
-            }
-            tracing::info!(error = %last_error, "JetStream batch not acknowledged; retrying with the same Msg-Ids");
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            self.retry_or_give_up(deadline, &last_error).await?;
         }
     }
 

@@ -30,7 +30,7 @@ use std::{
 use futures::StreamExt;
 use switchyard::{auth::Role, proto::v1::PublishRequest};
 use switchyard_bridge::webhooks::signature::sign_b64;
-use switchyard_tests::{Process, events};
+use switchyard_tests::{Process, events, fds, rss_kib};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -188,18 +188,6 @@ fn http() -> reqwest::Client {
 fn error(t: &Tally, what: &str) {
     t.errors.fetch_add(1, Ordering::Relaxed);
     eprintln!("error: {what}");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// Publishes `rate` alerts/s until `stop`; returns how many were acknowledged and the last id.

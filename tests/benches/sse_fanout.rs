@@ -28,7 +28,7 @@ use std::{
 
 use futures::StreamExt;
 use switchyard::{auth::Role, proto::v1::PublishRequest};
-use switchyard_tests::{Process, events};
+use switchyard_tests::{Process, events, rss_kib};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -103,14 +103,6 @@ async fn client(addr: String, token: String, sample: bool, c: Arc<Counters>, sto
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     memchr::memmem::find(h, n)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
 }
 
 struct Run {

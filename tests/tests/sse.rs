@@ -13,7 +13,7 @@ use switchyard::{
     log::now_ms,
     proto::v1::PublishRequest,
 };
-use switchyard_tests::{PATIENCE, Process, Server, Sse, events, get_json, post_json, publish_alerts};
+use switchyard_tests::{PATIENCE, Process, Server, Sse, events, fds, get_json, post_json, publish_alerts, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn publish(server: &Server, tenant: &str, e: switchyard::proto::v1::Event) -> u64 {
@@ -784,11 +784,6 @@ async fn a_revoked_token_is_refused_with_its_tickets_and_its_streams_end() {
     server.stop().await;
 }
 
-/// Open descriptors of a process (Linux).
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_no_request_or_idle_between_requests_are_closed() {
     let dir = tempfile::tempdir().unwrap();
@@ -825,15 +820,6 @@ async fn connections_that_send_no_request_or_idle_between_requests_are_closed() 
     })
     .await;
     assert!(after <= before + 5, "{before} → {peak} → {after}");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
