@@ -171,3 +171,45 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        auth::Principal,
+        names::Channel,
+        proto::v1::{Alert, Event, event::Payload},
+        validate::{Policy, accept},
+    };
+
+    fn record(id: u64, tenant: &str) -> Arc<Record> {
+        let e =
+            Event { tenant: tenant.into(), payload: Some(Payload::AlertInfo(Alert::default())), ..Default::default() };
+        let a = accept(&Principal::system(), e, &Policy::default()).unwrap();
+        let mut event = a.event;
+        event.id = id;
+        Arc::new(Record::new(event, a.tenant, a.routing))
+    }
+
+    #[tokio::test]
+    async fn rings_exist_only_while_someone_listens_and_each_stream_gets_its_own() {
+        let hub = Hub::new(16);
+        let acme = Tenant::new("acme").unwrap();
+        hub.publish(&[record(1, "acme")]);
+        assert_eq!(hub.rings(), 0, "publishing to nobody allocates nothing");
+        let mut alerts = hub.subscribe(Stream::Channel(acme.clone(), Channel::new("alerts").unwrap()));
+        let mut other = hub.subscribe(Stream::Tenant(Tenant::new("globex").unwrap()));
+        let second = hub.subscribe(Stream::Channel(acme.clone(), Channel::new("alerts").unwrap()));
+        assert_eq!(hub.rings(), 2, "one ring per stream, shared by its receivers");
+        hub.publish(&[record(2, "acme"), record(3, "acme")]);
+        assert_eq!(alerts.recv().await.unwrap().id.get(), 2);
+        assert_eq!(alerts.recv().await.unwrap().id.get(), 3);
+        assert!(other.rx.as_mut().unwrap().try_recv().is_err(), "another tenant's stream sees nothing");
+        drop(second);
+        assert_eq!(hub.rings(), 2, "a ring stays while a receiver is left");
+        drop((alerts, other));
+        assert_eq!(hub.rings(), 0, "and goes with the last one");
+        let c = hub.tenant_counters(&acme);
+        assert_eq!((c.total, c.by_type["alert:info"], c.by_channel["alerts"]), (3, 3, 3));
+    }
+}

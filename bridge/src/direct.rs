@@ -150,12 +150,15 @@ fn parse(head: &[u8]) -> Option<SseRequest> {
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let rest = path.strip_prefix("/api/sse/")?;
+    // A path the route table names for itself (`/api/sse/status`, `/api/sse/ticket`, any new
+    // one) is the router's, whatever the method: never taken for a channel of that name.
+    if crate::http::ROUTES.iter().any(|(_, route)| *route == path) && rest != "subscribe" {
+        return None;
+    }
     let query: SseQuery = serde_urlencoded::from_str(query).ok()?;
     let channels = match rest.split_once('/') {
         None if rest == "subscribe" => split_channels(query.channels.as_deref()),
-        None if !rest.is_empty() && rest != "status" && rest != "ticket" && rest != "broadcast" => {
-            vec![rest.to_owned()]
-        }
+        None if !rest.is_empty() => vec![rest.to_owned()],
         Some(("jobs", id)) if !id.is_empty() && !id.contains('/') => vec![format!("jobs/{id}")],
         _ => return None,
     };
@@ -257,4 +260,41 @@ async fn write_error<T: AsyncWrite + Unpin>(io: &mut T, e: ApiError) {
     head.push_str(&body);
     let _ = io.write_all(head.as_bytes()).await;
     let _ = io.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    fn channels(head: &str) -> Option<Vec<String>> {
+        parse(head.as_bytes()).map(|r| r.channels)
+    }
+
+    #[test]
+    fn sse_paths_parse_and_every_other_route_is_left_to_the_router() {
+        let get = |target: &str| format!("GET {target} HTTP/1.1\r\nhost: x\r\n\r\n");
+        assert_eq!(channels(&get("/api/sse/dashboard")), Some(vec!["dashboard".to_owned()]));
+        assert_eq!(channels(&get("/api/sse/jobs/42?lastEventId=7")), Some(vec!["jobs/42".to_owned()]));
+        assert_eq!(channels(&get("/api/sse/subscribe?channels=a,b")), Some(vec!["a".to_owned(), "b".to_owned()]));
+        // Routes of their own, whatever the method: never a channel named after them.
+        for (_, route) in crate::http::ROUTES.iter().filter(|(_, r)| r.starts_with("/api/sse/") && !r.contains('{')) {
+            if *route != "/api/sse/subscribe" {
+                assert_eq!(channels(&get(route)), None, "{route}");
+            }
+        }
+        // Not for this fast path: other methods, encoded or odd paths, bad queries, other prefixes.
+        for head in [
+            "POST /api/sse/dashboard HTTP/1.1\r\n\r\n".to_owned(),
+            get("/api/sse/dash%20board"),
+            get("/api/sse/"),
+            get("/api/sse/jobs/"),
+            get("/api/sse/jobs/a/b"),
+            get("/api/sse/x/y"),
+            get("/api/sse/dashboard?coalesce=maybe"),
+            get("/api/events"),
+            "GET /api/sse/dashboard HTTP/1.1\r\n".to_owned(),
+        ] {
+            assert_eq!(channels(&head), None, "{head:?}");
+        }
+    }
 }

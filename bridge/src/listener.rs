@@ -474,4 +474,28 @@ mod tests {
         assert_eq!(unlimited.counts(), (3, 0), "no per-address map without a per-address cap");
         drop(held);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_makes_no_progress_for_the_limit_fails_and_progress_resets_the_clock() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut guarded = super::StallGuard::new(near, std::time::Duration::from_secs(30));
+        guarded.write_all(&[0; 64]).await.unwrap();
+        // The peer reads a little after 20 s: the stalled write goes on, its clock starts again.
+        let write = tokio::spawn(async move {
+            let r = guarded.write_all(&[1; 64]).await;
+            (r, guarded)
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+        let mut buf = [0; 64];
+        far.read_exact(&mut buf).await.unwrap();
+        let (r, mut guarded) = write.await.unwrap();
+        assert!(r.is_ok(), "progress within the limit: {r:?}");
+        // Now nobody reads: 30 s later the write fails with TimedOut.
+        let start = tokio::time::Instant::now();
+        let err = guarded.write_all(&[2; 128]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(start.elapsed() >= std::time::Duration::from_secs(30));
+        drop(far);
+    }
 }
