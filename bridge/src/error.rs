@@ -162,6 +162,12 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        // The rest of an oversized body is never read, so the connection cannot carry another
+        // request: say so, or a keep-alive client would send its next request into a closing
+        // connection and see it fail.
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

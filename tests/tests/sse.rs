@@ -491,7 +491,10 @@ async fn http_publish_is_all_or_nothing_and_dedupes() {
     let huge = json!({"type": "alert:info", "data": {"title": "x".repeat(9 * 1024 * 1024)}});
     let r = http.post(&url).bearer_auth(&token).json(&huge).send().await.unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["connection"], "close", "its unread rest makes the connection unusable");
     assert_eq!(head(), 2);
+    // The client's next request (a fresh connection) goes through.
+    assert_eq!(http.post(&url).bearer_auth(&token).json(&again).send().await.unwrap().status(), 201);
     server.stop().await;
 }
 
