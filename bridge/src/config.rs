@@ -194,6 +194,8 @@ pub struct LogConfig {
     pub retention: Retention,
     /// `[log.quotas]`: what one tenant can make the log keep.
     pub quotas: Quotas,
+    /// The store's page cache, MiB.
+    pub cache_mib: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -320,6 +322,7 @@ impl Default for LogConfig {
             trim_interval_secs: 10,
             retention: Retention::default(),
             quotas: Quotas::default(),
+            cache_mib: 256,
         }
     }
 }
@@ -595,6 +598,7 @@ impl Config {
             retention: self.log.retention.clone(),
             trim_interval: Duration::from_secs(self.log.trim_interval_secs.max(1)),
             quotas: self.log.quotas,
+            cache_bytes: self.log.cache_mib.max(1) << 20,
             ..EmbeddedConfig::default()
         }
     }

@@ -81,6 +81,8 @@ pub struct EmbeddedConfig {
     /// Rows one retention slice may visit or remove before appends get the writer back.
     pub trim_budget: usize,
     pub quotas: Quotas,
+    /// redb's page cache, bytes: what the log may keep in memory beyond its working set.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedConfig {
@@ -92,6 +94,7 @@ impl Default for EmbeddedConfig {
             trim_interval: Duration::from_secs(10),
             trim_budget: 4_096,
             quotas: Quotas::default(),
+            cache_bytes: 256 << 20,
         }
     }
 }
@@ -145,7 +148,9 @@ impl EmbeddedLog {
     /// Opens (or creates) `dir/events.redb` and starts the writer thread.
     pub fn open(dir: &Path, config: EmbeddedConfig, hub: Hub) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(storage)?;
-        let db = Arc::new(Database::create(dir.join("events.redb")).map_err(storage)?);
+        // redb's own default cache is 1 GiB: far more than a small machine should give it.
+        let db = redb::Builder::new().set_cache_size(config.cache_bytes).create(dir.join("events.redb"));
+        let db = Arc::new(db.map_err(storage)?);
         let mut txn = db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::Immediate).map_err(storage)?;
         let (head, reserved) = {
