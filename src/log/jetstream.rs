@@ -57,8 +57,14 @@ use crate::{
 const WINDOW: usize = 4096;
 /// The tail's longest pull; its idle heartbeat is derived from it.
 const TAIL_PULL: Duration = Duration::from_secs(2);
-/// How often the tail compares its progress with the stream's.
-const WATCHDOG: Duration = Duration::from_secs(1);
+/// How often the tail compares its progress with the stream's: stuck for two looks in a row
+/// (the stream moved on, the tail did not) and the consumer is recreated.
+const WATCHDOG: Duration = Duration::from_millis(500);
+/// Longest wait between attempts to recreate the tail: during a leader election every attempt
+/// fails, and a longer wait would outlast the election and delay live delivery after it.
+const TAIL_BACKOFF: Duration = Duration::from_millis(500);
+/// How long the tail waits for a JetStream API answer (stream info, consumer create).
+const TAIL_API_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// The oldest nats-server this backplane supports (multi-subject filters, `Nats-Msg-Id` on R3).
 /// 2.12: atomic batch publish, which makes a multi-event append all or nothing.
@@ -310,8 +316,13 @@ impl JetStreamLog {
         applied.seen.store(start, Ordering::Release);
         let (outgoing, rx) = mpsc::channel(WINDOW);
         tokio::spawn(publisher(js.clone(), rx));
+        // The tail's own context, with short API timeouts: during an election each request to
+        // recreate its consumer fails fast and is retried, instead of waiting out the default
+        // timeout while the new leader is already serving.
+        let mut tail_js = js.clone();
+        tail_js.set_timeout(TAIL_API_TIMEOUT);
         let tail = tokio::spawn(tail(Tail {
-            js: js.clone(),
+            js: tail_js,
             stream: config.stream.clone(),
             head: head.clone(),
             tailing: tailing.clone(),
@@ -662,7 +673,7 @@ async fn tail(t: Tail) {
             tracing::warn!(%error, after = delivered, "JetStream tail interrupted; resuming by sequence");
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(TAIL_BACKOFF);
     }
 }
 

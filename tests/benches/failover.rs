@@ -53,14 +53,15 @@ fn node(dir: &Path, urls: &str, secret_from: Option<&Path>) -> Process {
 /// When each id arrived on one node's SSE stream.
 type Arrivals = Arc<Mutex<HashMap<u64, Instant>>>;
 
-/// Follows `alerts` on node `p` from its live edge, resuming after the last id if the stream
+/// Follows `alerts` on node `p` after id `from`, resuming after the last id if the stream
 /// ends; counts ids that do not increase (duplicates, reorders).
-fn follow(p: &Process, disorder: Arc<AtomicU64>) -> (Arrivals, tokio::task::JoinHandle<()>) {
+fn follow(p: &Process, from: u64, disorder: Arc<AtomicU64>) -> (Arrivals, tokio::task::JoinHandle<()>) {
     let arrivals: Arrivals = Arc::default();
     let (url, token, a) =
         (format!("{}/api/sse/alerts", p.http_url), p.token("acme", Role::Subscribe), arrivals.clone());
     let task = tokio::spawn(async move {
-        let mut last = None;
+        // Resuming from `from`, so nothing published while it connects is missed.
+        let mut last = Some(from);
         loop {
             let mut sse = Sse::connect(&url, Some(&token), last).await;
             while let Some(f) = sse.next().await {
@@ -148,8 +149,8 @@ fn main() {
 
         let disorder = Arc::new(AtomicU64::new(0));
         let from = *acked.iter().max().expect("acked");
-        let (on_a, follow_a) = follow(&a, disorder.clone());
-        let (on_b, follow_b) = follow(&b, disorder.clone());
+        let (on_a, follow_a) = follow(&a, from, disorder.clone());
+        let (on_b, follow_b) = follow(&b, from, disorder.clone());
         let publisher_token = a.token("acme", Role::Publish);
         let mut n = 100u32;
         let mut recoveries = Vec::new();
