@@ -1200,8 +1200,10 @@ mod tests {
     #[tokio::test]
     async fn quotas_refuse_new_keys_and_jobs_whole_batches_only() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = EmbeddedConfig::default();
-        config.quotas = Quotas { max_keys_per_tenant: 3, max_jobs_per_tenant: 2 };
+        let mut config = EmbeddedConfig {
+            quotas: Quotas { max_keys_per_tenant: 3, max_jobs_per_tenant: 2 },
+            ..EmbeddedConfig::default()
+        };
         config.retention.channels.insert("jobs".into(), super::super::Limits { max_events: 1, max_age_secs: 60 });
         let log = EmbeddedLog::open(dir.path(), config.clone(), Hub::default()).unwrap();
         let health = |k: &str| keyed(Payload::SystemHealthCheck(HealthCheck::default()), k);
