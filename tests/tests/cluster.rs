@@ -448,7 +448,8 @@ async fn a_batch_is_one_atomic_publish_and_its_retry_answers_duplicates() {
     assert_eq!(first.windows(2).filter(|w| w[1] == w[0] + 1).count(), 2, "one batch, consecutive sequences: {first:?}");
     // The stream takes atomic batches.
     let jsz = server.jsz().await.unwrap();
-    let config = &jsz["account_details"][0]["stream_detail"][0]["config"];
+    let streams = jsz["account_details"][0]["stream_detail"].as_array().unwrap().clone();
+    let config = &streams.iter().find(|st| st["name"] == "SWITCHYARD").expect("the stream")["config"];
     assert_eq!(config["allow_atomic"], true, "{config}");
     // A retry of the whole batch: JetStream refuses it as holding stored keys; every event
     // answers with its first id and nothing is added.
