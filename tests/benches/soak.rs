@@ -6,7 +6,7 @@
 //!   cargo bench -p switchyard-tests --bench soak
 //!
 //! Env: `SOAK_SECS` (default 1800), `SOAK_CLIENTS` (5,000), `SOAK_RATE` (events/s, 20),
-//! `SOAK_SAMPLE_SECS` (30).
+//! `SOAK_SAMPLE_SECS` (30), `SOAK_CACHE_MIB` (the server's `log.cache_mib`, 256).
 //!
 //! Load, all at once:
 //! - `SOAK_CLIENTS` SSE clients on `alerts`, each dropping its connection at random (every 60 s
@@ -337,6 +337,7 @@ fn main() {
     let clients = arg("SOAK_CLIENTS", 5_000) as usize;
     let rate = arg("SOAK_RATE", 20);
     let sample = arg("SOAK_SAMPLE_SECS", 30);
+    let cache = arg("SOAK_CACHE_MIB", 256);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -344,7 +345,7 @@ fn main() {
         std::fs::write(
             &config,
             format!(
-                "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n\
+                "[log]\ncache_mib = {cache}\n[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n\
                  [webhooks.shopify]\nsecrets = [\"soak-secret\"]\n[webhooks.shopify.shops]\n\"{SHOP}\" = \"soak\"\n"
             ),
         )
@@ -352,7 +353,7 @@ fn main() {
         let server = Process::serve(dir.path(), &["--config", config.to_str().expect("utf-8")]);
         let pid = server.pid();
         let addr = server.http_url.trim_start_matches("http://").to_owned();
-        println!("# soak: {clients} SSE clients, {rate} events/s, {secs} s; server pid {pid}");
+        println!("# soak: {clients} SSE clients, {rate} events/s, {secs} s, store cache {cache} MiB; server pid {pid}");
         let t = Arc::new(Tally::default());
         let stop = Arc::new(AtomicBool::new(false));
         let last = Arc::new(AtomicU64::new(u64::MAX));
