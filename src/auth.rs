@@ -219,28 +219,34 @@ pub struct Verifier {
 /// so the set is bounded by the tokens alive. Filled by whoever stores revocations (the bridge's
 /// ledger, which shares them across nodes).
 #[derive(Clone, Default)]
-pub struct Revocations(Arc<RwLock<HashMap<(String, String), u64>>>);
+pub struct Revocations(Arc<RwLock<HashMap<String, HashMap<String, u64>>>>);
 
 impl Revocations {
     pub fn insert(&self, tenant: &str, jti: &str, exp: u64) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).insert((tenant.to_owned(), jti.to_owned()), exp);
+        let mut set = self.0.write().unwrap_or_else(|e| e.into_inner());
+        set.entry(tenant.to_owned()).or_default().insert(jti.to_owned(), exp);
     }
 
+    /// Looked up by `&str` (tenant, then jti): no allocation per check, which every verification
+    /// and every open stream's heartbeat makes.
     pub fn is_revoked(&self, who: &Principal) -> bool {
         let Some(c) = who.claims() else { return false };
         let Some(jti) = &c.jti else { return false };
         let set = self.0.read().unwrap_or_else(|e| e.into_inner());
-        // No allocation per check while nothing is revoked (the common case).
-        !set.is_empty() && set.contains_key(&(c.tenant.clone(), jti.clone()))
+        set.get(c.tenant.as_str()).is_some_and(|jtis| jtis.contains_key(jti.as_str()))
     }
 
     /// Drops entries whose tokens have expired by `now`.
     pub fn prune(&self, now: u64) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).retain(|_, exp| *exp > now);
+        let mut set = self.0.write().unwrap_or_else(|e| e.into_inner());
+        set.retain(|_, jtis| {
+            jtis.retain(|_, exp| *exp > now);
+            !jtis.is_empty()
+        });
     }
 
     pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.0.read().unwrap_or_else(|e| e.into_inner()).values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -250,7 +256,7 @@ impl Revocations {
     /// Every entry: (tenant, jti, exp).
     pub fn entries(&self) -> Vec<(String, String, u64)> {
         let set = self.0.read().unwrap_or_else(|e| e.into_inner());
-        set.iter().map(|((t, j), e)| (t.clone(), j.clone(), *e)).collect()
+        set.iter().flat_map(|(t, jtis)| jtis.iter().map(|(j, e)| (t.clone(), j.clone(), *e))).collect()
     }
 }
 

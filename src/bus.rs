@@ -172,9 +172,8 @@ impl Bus {
                 match e {
                     PublishError::Throttled(wait) => tokio::time::sleep(wait).await,
                     e => {
-                        results.extend(
-                            chunk.iter().chain(events.by_ref().collect::<Vec<_>>().iter()).map(|_| Err(e.clone())),
-                        );
+                        let left = chunk.len() + events.count();
+                        results.extend((0..left).map(|_| Err(e.clone())));
                         return results;
                     }
                 }

@@ -30,7 +30,7 @@
 //! writer also enforces the per-tenant [`Quotas`].
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     ops::Bound::{Excluded, Unbounded},
     path::Path,
     sync::{
@@ -652,7 +652,6 @@ impl Writer {
         let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
         let start_head = self.head.load(Ordering::Acquire);
         let n: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        let before = (self.counts.clone(), self.usage.clone());
         let result = self.reserve(start_head + n).and_then(|()| self.write_group(batches, start_head));
         match result {
             Ok((records, results, head)) => {
@@ -668,8 +667,12 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, "append failed; nothing of this group was stored");
-                // Counts were bumped as rows were written; the rollback undid the rows.
-                (self.counts, self.usage) = before;
+                // Counts were bumped as rows were written; the rollback undid the rows. Rare, so
+                // recount from the store rather than copy the maps before every commit.
+                match count_streams(&self.db).and_then(|counts| Ok((count_usage(&self.db, &counts)?, counts))) {
+                    Ok((usage, counts)) => (self.counts, self.usage) = (counts, usage),
+                    Err(e) => tracing::error!(error = %e, "recounting streams failed"),
+                }
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
@@ -678,17 +681,18 @@ impl Writer {
     }
 
     /// Whether `batch` fits its tenant's quotas, counting only what it would add: new state
-    /// keys and new keyed channels. A batch over a quota is refused whole.
+    /// keys and new keyed channels. A batch over a quota is refused whole; one that fits gets
+    /// back the state keys it adds.
     fn admit(
         &self,
         batch: &[Accepted],
         state: &impl ReadableTable<&'static [u8], u64>,
         slots: &BTreeMap<Vec<u8>, u64>,
-    ) -> Result<(), LogError> {
+    ) -> Result<HashSet<Vec<u8>>, LogError> {
         let quotas = self.config.quotas;
         let mut added: HashMap<&str, Usage> = HashMap::new();
-        let mut seen_keys = std::collections::HashSet::new();
-        let mut seen_jobs = std::collections::HashSet::new();
+        let mut seen_keys = HashSet::new();
+        let mut seen_jobs = HashSet::new();
         for acc in batch {
             let tenant = acc.tenant.as_str();
             if let Some(slot) = &acc.routing.state {
@@ -737,7 +741,7 @@ impl Writer {
                 return Err(e);
             }
         }
-        Ok(())
+        Ok(seen_keys)
     }
 
     /// One write transaction for a whole group; moves each event into its record (no copies).
@@ -770,10 +774,14 @@ impl Writer {
             let mut buf = Vec::with_capacity(512);
             let mut name = String::with_capacity(128);
             for batch in batches {
-                if let Err(e) = self.admit(&batch, &state, &slots) {
-                    results.push(Err(e));
-                    continue;
-                }
+                // The state keys this batch adds (already looked up once, for the quota).
+                let mut new_keys = match self.admit(&batch, &state, &slots) {
+                    Ok(keys) => keys,
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
+                    }
+                };
                 let mut out = Vec::with_capacity(batch.len());
                 for acc in batch {
                     if let Some(key) = &acc.idempotency_key {
@@ -798,7 +806,7 @@ impl Writer {
                     events.insert(id, buf.as_slice()).map_err(storage)?;
                     if let Some(slot) = &acc.routing.state {
                         let key = state_key(&acc.tenant, slot, &acc.event.key);
-                        if !slots.contains_key(&key) && state.get(key.as_slice()).map_err(storage)?.is_none() {
+                        if new_keys.remove(&key) {
                             self.usage.entry(acc.tenant.to_string()).or_default().keys += 1;
                         }
                         slots.insert(key, id);
