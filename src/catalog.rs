@@ -223,7 +223,7 @@ impl Catalog {
                 s,
                 "| `{}` | `{}` | `{}` | {} | {} | {} |",
                 spec.name,
-                crate::json::lower_camel(&spec.field_name),
+                lower_camel(&spec.field_name),
                 spec.message.trim_start_matches("switchyard.v1."),
                 routes.join(", "),
                 delivery,
@@ -278,6 +278,23 @@ pub fn is_type_name(s: &str) -> bool {
             && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
     };
     part(ns) && part(rest)
+}
+
+/// A proto field name as proto3 JSON spells it (`stock_level` → `stockLevel`).
+pub fn lower_camel(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::{
 use tokio::sync::broadcast;
 
 use crate::{
-    log::{Record, Stream},
+    log::{Feed, Record, Stream},
     names::Tenant,
 };
 
@@ -73,6 +73,12 @@ impl Hub {
         let mut streams = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
         let rx = streams.entry(stream.clone()).or_insert_with(|| broadcast::channel(self.inner.ring).0).subscribe();
         Receiver { rx: Some(rx), hub: self.clone(), stream }
+    }
+
+    /// The intake a log hands its committed records to.
+    pub fn feed(&self) -> Feed {
+        let hub = self.clone();
+        Feed::new(move |records| hub.publish(records))
     }
 
     /// Streams that currently have a ring (for tests and status).

@@ -7,7 +7,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::{catalog::Catalog, proto::v1::Event, validate::PublishError};
+use crate::{
+    catalog::{Catalog, lower_camel},
+    proto::v1::Event,
+    validate::PublishError,
+};
 
 /// Envelope fields the short form passes through unchanged.
 const ENVELOPE: &[&str] = &["tenant", "occurredAt", "source", "key", "idempotencyKey", "trace"];
@@ -58,22 +62,6 @@ pub fn event_from_json(value: Value) -> Result<Event, PublishError> {
 /// The event as one line of proto3 JSON (the SSE `data:` and the polling API's items).
 pub fn event_to_json(event: &Event) -> String {
     serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned())
-}
-
-pub fn lower_camel(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

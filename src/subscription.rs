@@ -383,8 +383,7 @@ mod tests {
     async fn a_catch_up_after_lag_never_delivers_a_held_snapshot_after_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::new(16);
-        let log: Arc<dyn Log> =
-            Arc::new(EmbeddedLog::open(dir.path(), EmbeddedConfig::default(), hub.clone()).unwrap());
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedConfig::default(), hub.feed()).unwrap());
         let stream = Stream::Tenant(Tenant::new("acme").unwrap());
         let filter = Filter { ring: stream.clone(), stream, channels: None, allow: None };
         let options = Options { start: Start::Live, coalesce: Some(Duration::from_secs(600)), on_lag: Lag::CatchUp };

@@ -23,8 +23,8 @@ use switchyard::{
 
 use crate::{
     access::{QueryCredentials, TICKET_TTL},
+    app::App,
     error::{ApiError, Query, RawBody},
-    http::App,
     sse::split_channels,
 };
 

@@ -371,7 +371,7 @@ pub enum ConfigError {
     Value { key: String, message: String },
 }
 
-fn bad(key: &str, message: impl std::fmt::Display) -> ConfigError {
+pub(crate) fn bad(key: &str, message: impl std::fmt::Display) -> ConfigError {
     ConfigError::Value { key: key.to_owned(), message: message.to_string() }
 }
 
@@ -535,10 +535,6 @@ impl Config {
             return Err(bad("sse.heartbeat_secs", "must be at least 1"));
         }
         self.ingest_config()?;
-        crate::webhooks::Webhooks::from_config(&self.webhooks, None).map_err(|m| {
-            let (key, message) = m.split_once(": ").unwrap_or(("webhooks", &m));
-            bad(key, message)
-        })?;
         for (source, hook) in &self.webhooks.standard {
             for ch in &hook.channels {
                 let c = Channel::new(ch)

@@ -25,8 +25,8 @@ use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::{
+    app::App,
     error::ApiError,
-    http::App,
     sse::{SseQuery, open_stream, split_channels},
 };
 

@@ -3,44 +3,17 @@
 //! Routes are listed once in [`ROUTES`]; the OpenAPI document is checked
 //! against that list by a test, so the two cannot drift.
 
-use std::{
-    sync::{Arc, atomic::AtomicU64},
-    time::Instant,
-};
+use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, FromRef},
     http::{HeaderValue, Method},
     routing::{get, post},
 };
-use switchyard::bus::Bus;
-use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{access::Access, api, assets, config::SseConfig, limits::Limits, openapi, sse, webhooks};
-
-/// Everything a handler needs. Shared by `Arc`.
-pub struct App {
-    pub bus: Bus,
-    pub access: Access,
-    pub limits: Limits,
-    pub sse: SseConfig,
-    /// Heartbeats, and `Stop` when the server starts shutting down (open streams then tell clients to reconnect).
-    pub pulse: watch::Receiver<crate::sse::Pulse>,
-    pub metrics: Arc<Metrics>,
-    pub started: Instant,
-    pub cors_origins: Vec<String>,
-    pub webhooks: crate::webhooks::Webhooks,
-}
-
-/// Counters only the edge knows about.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub sse_frames: AtomicU64,
-    pub sse_evicted: AtomicU64,
-    pub http_published: AtomicU64,
-}
+use crate::{api, app::App, assets, openapi, sse, webhooks};
 
 /// Every route, as (method, path). The router and the OpenAPI document both follow this list.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -74,6 +47,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Largest webhook delivery. Platforms send kilobytes; a megabyte is an attack or a mistake.
 pub const WEBHOOK_MAX_BODY: usize = 1024 * 1024;
+
+/// The webhook handlers see only their own part of the state.
+impl FromRef<Arc<App>> for webhooks::Inbound {
+    fn from_ref(app: &Arc<App>) -> Self {
+        app.webhooks.clone()
+    }
+}
 
 pub fn router(app: Arc<App>) -> Router {
     let cors = (!app.cors_origins.is_empty()).then(|| {

@@ -2,8 +2,9 @@
 //!
 //! ## Layout
 //! - [`serve`]: `switchyard serve`, bus + gRPC + HTTP in one process.
-//! - [`http`]: the axum router and shared [`http::App`] state; [`api`] its plain handlers,
-//!   [`sse`] the streaming ones, [`openapi`] the API description.
+//! - [`http`]: the axum router over the shared [`app::App`] state; [`api`] its plain handlers,
+//!   [`sse`] the streaming ones (kept alive by the shared [`pulse`]), [`openapi`] the API description.
+//! - [`remote`]: the log of another bus over gRPC, for `switchyard bridge --bus`.
 //! - [`direct`]: plain HTTP/1 SSE GETs served on the socket below hyper (small per-connection memory).
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
@@ -17,6 +18,7 @@
 
 pub mod access;
 pub mod api;
+pub mod app;
 pub mod assets;
 pub mod config;
 pub mod direct;
@@ -25,6 +27,8 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod openapi;
+pub mod pulse;
+pub mod remote;
 pub mod secret;
 pub mod serve;
 pub mod sse;

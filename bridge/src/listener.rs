@@ -17,8 +17,8 @@ use std::{
 };
 
 use crate::{
+    app::App,
     direct::{Rewind, Sniffed},
-    http::App,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},

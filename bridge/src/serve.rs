@@ -15,14 +15,15 @@ use switchyard::{
     bus::Bus,
     hub::Hub,
     ledger::{JetStreamLedger, Ledger, LocalLedger},
-    log::{embedded::EmbeddedLog, jetstream::JetStreamLog, remote::RemoteLog},
+    log::{embedded::EmbeddedLog, jetstream::JetStreamLog},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     access::Access,
+    app::{App, Metrics},
     config::Config,
-    http::{App, Metrics, router},
+    http::router,
     limits::{Caps, Limits},
     secret,
 };
@@ -141,7 +142,8 @@ pub async fn start_with(
         }
         _ => None,
     };
-    let webhooks = crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(ServeError::Config)?;
+    let webhooks =
+        crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(|e| ServeError::Config(e.to_string()))?;
     let ingest_config = config.ingest_config().map_err(|e| ServeError::Config(e.to_string()))?;
     let secret = secret::load_or_create(&config.secret_file())?;
     let verifier = Arc::new(verifier(&config, &secret)?);
@@ -158,7 +160,7 @@ pub async fn start_with(
     let (log, ledger): (Arc<dyn switchyard::log::Log>, Arc<dyn Ledger>) = match (&backend, config.jetstream()) {
         (Backend::Embedded, Some(js)) => {
             let (stream, replicas) = (js.stream.clone(), js.replicas);
-            let log = JetStreamLog::connect(js, hub.clone())
+            let log = JetStreamLog::connect(js, hub.feed())
                 .await
                 .map_err(log_error(config.backplane.clone().unwrap_or_default()))?;
             let ledger = JetStreamLedger::open(log.context(), &stream, replicas, verifier.revocations().clone())
@@ -168,7 +170,7 @@ pub async fn start_with(
         }
         (Backend::Embedded, None) => (
             Arc::new(
-                EmbeddedLog::open(&config.data_dir, config.log_config(), hub.clone())
+                EmbeddedLog::open(&config.data_dir, config.log_config(), hub.feed())
                     .map_err(log_error(config.data_dir.display().to_string()))?,
             ),
             local_ledger()?,
@@ -176,7 +178,9 @@ pub async fn start_with(
         (Backend::Remote { bus_url }, _) => {
             let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
             (
-                Arc::new(RemoteLog::new(bus_url, &token, hub.clone()).map_err(log_error(bus_url.clone()))?),
+                Arc::new(
+                    crate::remote::RemoteLog::new(bus_url, &token, hub.feed()).map_err(log_error(bus_url.clone()))?,
+                ),
                 local_ledger()?,
             )
         }
@@ -222,15 +226,15 @@ pub async fn start_with(
         }),
         sse: config.sse.clone(),
         pulse: {
-            let (tx, rx) = watch::channel(crate::sse::Pulse::Beat(0));
+            let (tx, rx) = watch::channel(crate::pulse::Pulse::Beat(0));
             let period = std::time::Duration::from_secs(config.sse.heartbeat_secs);
-            tokio::spawn(crate::sse::run_pulse(tx, period, stopped.clone()));
+            tokio::spawn(crate::pulse::run(tx, period, stopped.clone()));
             rx
         },
         metrics: Arc::new(Metrics::default()),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
-        webhooks,
+        webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks) },
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);

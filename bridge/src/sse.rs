@@ -7,7 +7,7 @@
 //! resumes from its `Last-Event-ID`. Resume, gaps and ordering come from
 //! [`switchyard::subscription`].
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     body::Body,
@@ -27,8 +27,9 @@ use switchyard::{
 
 use crate::{
     access::QueryCredentials,
+    app::App,
     error::{ApiError, Path, Query},
-    http::App,
+    pulse::Pulse,
 };
 
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
@@ -360,46 +361,15 @@ pub async fn open_stream(
     Ok(Opened { complete, oldest: bounds.oldest, frames: Box::pin(body) })
 }
 
-/// The shared clock of every SSE stream: a beat every `sse.heartbeat_secs`, and `Stop` on
-/// shutdown. One task drives it ([`run_pulse`]); each stream holds a cheap receiver instead
-/// of a timer and a shutdown future of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pulse {
-    Beat(u64),
-    Stop,
-}
-
-/// Beats until `stopping` turns true, then says `Stop`.
-pub async fn run_pulse(
-    tx: tokio::sync::watch::Sender<Pulse>,
-    period: Duration,
-    stopping: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let stop = switchyard::grpc::stopped(stopping);
-    tokio::pin!(stop);
-    let mut n = 0u64;
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = beat.tick() => {
-                n += 1;
-                let _ = tx.send(Pulse::Beat(n));
-            }
-        }
-    }
-    let _ = tx.send(Pulse::Stop);
-}
-
 /// Per-connection frame counter, flushed to the shared metric in steps (and on drop), so
 /// the hot path does not write a cache line every core shares.
 struct FrameCount<'a> {
-    metrics: &'a crate::http::Metrics,
+    metrics: &'a crate::app::Metrics,
     pending: u64,
 }
 
 impl<'a> FrameCount<'a> {
-    fn new(metrics: &'a crate::http::Metrics) -> Self {
+    fn new(metrics: &'a crate::app::Metrics) -> Self {
         Self { metrics, pending: 0 }
     }
 
@@ -418,29 +388,5 @@ impl<'a> FrameCount<'a> {
 impl Drop for FrameCount<'_> {
     fn drop(&mut self) {
         self.flush();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::{Pulse, run_pulse};
-
-    #[tokio::test(start_paused = true)]
-    async fn the_pulse_beats_on_its_period_and_stops_on_shutdown() {
-        let (tx, mut rx) = tokio::sync::watch::channel(Pulse::Beat(0));
-        let (stop, stopping) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(run_pulse(tx, Duration::from_secs(15), stopping));
-        rx.changed().await.unwrap();
-        assert_eq!(*rx.borrow_and_update(), Pulse::Beat(1));
-        let at = tokio::time::Instant::now();
-        rx.changed().await.unwrap();
-        assert_eq!(*rx.borrow_and_update(), Pulse::Beat(2));
-        assert_eq!(at.elapsed(), Duration::from_secs(15));
-        stop.send(true).unwrap();
-        rx.changed().await.unwrap();
-        assert_eq!(*rx.borrow(), Pulse::Stop);
-        task.await.unwrap();
     }
 }

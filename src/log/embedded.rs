@@ -46,9 +46,10 @@ use futures::future::BoxFuture;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{Appended, Bounds, Fsync, Log, LogError, LogStats, Quotas, Record, Retention, StateView, Stream, now_ms};
+use super::{
+    Appended, Bounds, Feed, Fsync, Log, LogError, LogStats, Quotas, Record, Retention, StateView, Stream, now_ms,
+};
 use crate::{
-    hub::Hub,
     names::{Channel, EventId, Tenant},
     validate::Accepted,
 };
@@ -146,7 +147,7 @@ fn stream_name(stream: &Stream) -> Option<String> {
 
 impl EmbeddedLog {
     /// Opens (or creates) `dir/events.redb` and starts the writer thread.
-    pub fn open(dir: &Path, config: EmbeddedConfig, hub: Hub) -> Result<Self, LogError> {
+    pub fn open(dir: &Path, config: EmbeddedConfig, feed: Feed) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(storage)?;
         // redb's own default cache is 1 GiB: far more than a small machine should give it.
         let db = redb::Builder::new().set_cache_size(config.cache_bytes).create(dir.join("events.redb"));
@@ -184,7 +185,7 @@ impl EmbeddedLog {
         txn.commit().map_err(storage)?;
         let head = Arc::new(AtomicU64::new(head));
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(db.clone(), config, hub, head.clone(), reserved)?;
+        let writer = Writer::new(db.clone(), config, feed, head.clone(), reserved)?;
         let writer = thread::Builder::new()
             .name("switchyard-log-writer".into())
             .spawn(move || writer.run(rx))
@@ -444,7 +445,7 @@ impl Log for EmbeddedLog {
 struct Writer {
     db: Arc<Database>,
     config: EmbeddedConfig,
-    hub: Hub,
+    feed: Feed,
     head: Arc<AtomicU64>,
     /// Ids up to here are durably reserved (modes that ack before fsync).
     reserved: u64,
@@ -501,7 +502,7 @@ impl Writer {
     fn new(
         db: Arc<Database>,
         config: EmbeddedConfig,
-        hub: Hub,
+        feed: Feed,
         head: Arc<AtomicU64>,
         reserved: u64,
     ) -> Result<Self, LogError> {
@@ -510,7 +511,7 @@ impl Writer {
         Ok(Self {
             db,
             config,
-            hub,
+            feed,
             head,
             reserved,
             counts,
@@ -660,7 +661,7 @@ impl Writer {
                 }
                 self.head.store(head, Ordering::Release);
                 // Hub first, then acks: a publisher that subscribes after its ack sees its own event live or in history.
-                self.hub.publish(&records);
+                self.feed.committed(&records);
                 for (reply, out) in replies.into_iter().zip(results) {
                     let _ = reply.send(out);
                 }
@@ -1105,7 +1106,7 @@ mod tests {
         let mut config = EmbeddedConfig::default();
         config.retention.default = super::super::Limits { max_events: 1_000, max_age_secs: 60 };
         config.retention.channels.insert("alerts".into(), super::super::Limits { max_events: 3, max_age_secs: 60 });
-        let log = EmbeddedLog::open(dir.path(), config.clone(), Hub::default()).unwrap();
+        let log = EmbeddedLog::open(dir.path(), config.clone(), Feed::none()).unwrap();
         log.append((0..10).map(|_| alert()).collect()).await.unwrap();
         let alerts = Stream::Channel(Tenant::new("acme").unwrap(), Channel::new("alerts").unwrap());
         let tenant = Stream::Tenant(Tenant::new("acme").unwrap());
@@ -1123,7 +1124,7 @@ mod tests {
         assert_eq!(b.trimmed_through.0, 10);
         // Ids keep growing even though the log is empty, also across a reopen.
         drop(log);
-        let log = EmbeddedLog::open(dir.path(), config, Hub::default()).unwrap();
+        let log = EmbeddedLog::open(dir.path(), config, Feed::none()).unwrap();
         let a = log.append(vec![alert()]).await.unwrap();
         assert_eq!(a[0].id.0, 11);
     }
@@ -1131,7 +1132,7 @@ mod tests {
     #[tokio::test]
     async fn idempotency_keys_dedupe_within_a_group_and_across_groups() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default(), Hub::default()).unwrap();
+        let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default(), Feed::none()).unwrap();
         let keyed = || {
             let mut a = alert();
             a.idempotency_key = Some("delivery-1".into());
@@ -1168,7 +1169,7 @@ mod tests {
         let mut config = EmbeddedConfig::default();
         config.retention.default = super::super::Limits { max_events: 10, max_age_secs: 3600 };
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let log = EmbeddedLog::open(dir.path(), config.clone(), Hub::default()).unwrap();
+        let log = EmbeddedLog::open(dir.path(), config.clone(), Feed::none()).unwrap();
         for i in 0..20 {
             let batch = (0..100)
                 .map(|j| {
@@ -1182,7 +1183,7 @@ mod tests {
         drop(log);
         config.trim_budget = 100;
         let db = Arc::new(Database::create(dir.path().join("events.redb")).unwrap());
-        let mut w = Writer::new(db.clone(), config, Hub::default(), Arc::new(AtomicU64::new(2_000)), 0).unwrap();
+        let mut w = Writer::new(db.clone(), config, Feed::none(), Arc::new(AtomicU64::new(2_000)), 0).unwrap();
         // Count limits now; then, two days later, age and the idempotency window.
         for now in [now_ms(), now_ms() + 2 * 86_400_000] {
             w.round = Some(w.new_round(now));
@@ -1213,7 +1214,7 @@ mod tests {
             ..EmbeddedConfig::default()
         };
         config.retention.channels.insert("jobs".into(), super::super::Limits { max_events: 1, max_age_secs: 60 });
-        let log = EmbeddedLog::open(dir.path(), config.clone(), Hub::default()).unwrap();
+        let log = EmbeddedLog::open(dir.path(), config.clone(), Feed::none()).unwrap();
         let health = |k: &str| keyed(Payload::SystemHealthCheck(HealthCheck::default()), k);
         let job = |k: &str| keyed(Payload::ImportJobProgress(JobProgress::default()), k);
         log.append(vec![health("a"), job("j1")]).await.unwrap();
@@ -1228,7 +1229,7 @@ mod tests {
         log.append(vec![health("a"), job("j1")]).await.unwrap();
         // Usage is rebuilt on open.
         drop(log);
-        let log = EmbeddedLog::open(dir.path(), config, Hub::default()).unwrap();
+        let log = EmbeddedLog::open(dir.path(), config, Feed::none()).unwrap();
         assert!(log.append(vec![health("b")]).await.is_err());
         // A job's state lives as long as its history (here the tenant stream's 7 days): then its key and channel free up.
         log.apply_retention(now_ms() + 8 * 86_400_000).await.unwrap();

@@ -45,10 +45,9 @@ use bytes::Bytes;
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, Bounds, Log, LogError, LogStats, Record, Retention, StateView, Stream};
+use super::{Appended, Bounds, Feed, Log, LogError, LogStats, Record, Retention, StateView, Stream};
 use crate::{
     catalog::{Catalog, Route},
-    hub::Hub,
     names::{Channel, EventId},
     validate::{Accepted, route},
 };
@@ -220,7 +219,7 @@ impl JetStreamLog {
         &self.js
     }
 
-    pub async fn connect(config: JetStreamConfig, hub: Hub) -> Result<Self, LogError> {
+    pub async fn connect(config: JetStreamConfig, feed: Feed) -> Result<Self, LogError> {
         let mut opts = async_nats::ConnectOptions::new()
             .name("switchyard")
             .connection_timeout(Duration::from_secs(5))
@@ -327,7 +326,7 @@ impl JetStreamLog {
             stream: config.stream.clone(),
             head: head.clone(),
             tailing: tailing.clone(),
-            hub,
+            feed,
             names: names.clone(),
             applied: applied.clone(),
             outgoing: outgoing.clone(),
@@ -598,7 +597,7 @@ struct Tail {
     stream: String,
     head: Arc<AtomicU64>,
     tailing: Arc<AtomicBool>,
-    hub: Hub,
+    feed: Feed,
     names: Names,
     applied: Arc<Applied>,
     outgoing: mpsc::Sender<Outgoing>,
@@ -728,7 +727,7 @@ async fn deliver(t: &Tail, delivered: &mut u64, seq: u64, payload: &[u8]) {
             if let Some(subject) = t.names.state_subject(&r) {
                 write_state(t, subject, &r).await;
             }
-            t.hub.publish(&[r]);
+            t.feed.committed(&[r]);
         }
         Err(error) => tracing::error!(seq, %error, "unreadable event in the stream; skipped"),
     }

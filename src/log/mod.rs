@@ -1,13 +1,13 @@
 //! The one ordered, durable history: the single source of truth.
 //!
-//! Every accepted event is appended here and gets its id here; live delivery
-//! (the [`crate::hub`]) is fed by the log *after* commit, in id order, so live
-//! and replayed events can never disagree. The [`Log`] trait is the seam where
-//! a NATS JetStream backplane replaces the embedded store ([`embedded`]).
+//! Every accepted event is appended here and gets its id here; live delivery is fed by the
+//! log through its [`Feed`] *after* commit, in id order, so live and replayed events can never
+//! disagree. The log knows nothing of what is behind the feed (the hub, wired by whoever builds
+//! both). The [`Log`] trait is the seam where a NATS JetStream backplane replaces the embedded
+//! store ([`embedded`]).
 
 pub mod embedded;
 pub mod jetstream;
-pub mod remote;
 
 use std::{
     collections::HashMap,
@@ -25,6 +25,29 @@ use crate::{
     proto::v1::Event,
     validate::{Accepted, PublishError, Routing},
 };
+
+/// Where a log hands its committed records: in id order, right after commit and before the
+/// appends that made them are acknowledged (a publisher that subscribes after its ack finds
+/// its event live or in history). Behind it is the hub ([`crate::hub::Hub::feed`]).
+#[derive(Clone)]
+pub struct Feed(Arc<Intake>);
+
+type Intake = dyn Fn(&[Arc<Record>]) + Send + Sync;
+
+impl Feed {
+    pub fn new(f: impl Fn(&[Arc<Record>]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A feed into nothing: a log nobody watches live (tools, tests).
+    pub fn none() -> Self {
+        Self::new(|_| {})
+    }
+
+    pub fn committed(&self, records: &[Arc<Record>]) {
+        (self.0)(records)
+    }
+}
 
 /// A committed event as the hub and subscribers see it. Shared by `Arc`; never copied per subscriber.
 pub struct Record {
@@ -270,12 +293,12 @@ pub struct LogStats {
 }
 
 /// The history. Implementations: [`embedded::EmbeddedLog`] (redb), [`jetstream::JetStreamLog`]
-/// (NATS JetStream, shared by several nodes) and [`remote::RemoteLog`] (another bus, for a bridge).
+/// (NATS JetStream, shared by several nodes) and the bridge's `RemoteLog` (another bus).
 ///
 /// Contract:
 /// - `append` resolves only when the events are durable under the configured policy, with ids
 ///   strictly increasing in commit order across all callers;
-/// - committed records are handed to the hub in id order, after commit;
+/// - committed records are handed to the log's [`Feed`] in id order, after commit;
 /// - `read` returns events of `stream` with `id > after`, ascending;
 /// - the state view is updated with the append that changes it and outlives history retention.
 pub trait Log: Send + Sync + 'static {

@@ -34,11 +34,19 @@ use switchyard::{
     proto::v1::{CustomEvent, Delivery as DeliveryKind, Event, event::Payload},
 };
 
+use switchyard::bus::Bus;
+
 use crate::{
-    config::WebhooksConfig,
+    config::{ConfigError, WebhooksConfig, bad},
     error::{ApiError, Path, RawBody},
-    http::App,
 };
+
+/// What the webhook handlers need: the bus they append to and the verified settings.
+#[derive(Clone)]
+pub struct Inbound {
+    pub bus: Bus,
+    pub hooks: Arc<Webhooks>,
+}
 
 /// Verified-webhook settings, resolved from config once.
 #[derive(Debug)]
@@ -74,8 +82,8 @@ struct StandardSource {
 impl Webhooks {
     /// Fails with the config key at fault. `aws` reaches AWS for SNS certificates and
     /// subscription confirmations; `None` means the real HTTPS client (tests pass their own).
-    pub fn from_config(c: &WebhooksConfig, aws: Option<Arc<dyn sns::AwsHttps>>) -> Result<Self, String> {
-        let tenant = |key: &str, t: &str| Tenant::new(t).map_err(|e| format!("{key}: '{t}': {e}"));
+    pub fn from_config(c: &WebhooksConfig, aws: Option<Arc<dyn sns::AwsHttps>>) -> Result<Self, ConfigError> {
+        let tenant = |key: &str, t: &str| Tenant::new(t).map_err(|e| bad(key, format!("'{t}': {e}")));
         let mut shops = BTreeMap::new();
         for (domain, t) in &c.shopify.shops {
             shops.insert(domain.to_ascii_lowercase(), tenant("webhooks.shopify.shops", t)?);
@@ -89,20 +97,20 @@ impl Webhooks {
             let keys = s
                 .secrets
                 .iter()
-                .map(|k| standard::secret_key(k).map_err(|e| format!("webhooks.standard.{source}.secrets: {e}")))
+                .map(|k| standard::secret_key(k).map_err(|e| bad(&format!("webhooks.standard.{source}.secrets"), e)))
                 .collect::<Result<Vec<_>, _>>()?;
             if keys.is_empty() {
-                return Err(format!("webhooks.standard.{source}.secrets: at least one secret"));
+                return Err(bad(&format!("webhooks.standard.{source}.secrets"), "at least one secret"));
             }
             if s.channels.is_empty() {
-                return Err(format!("webhooks.standard.{source}.channels: at least one channel"));
+                return Err(bad(&format!("webhooks.standard.{source}.channels"), "at least one channel"));
             }
             let tenant = tenant(&format!("webhooks.standard.{source}.tenant"), &s.tenant)?;
             standard.insert(source.clone(), StandardSource { keys, tenant, channels: s.channels.clone() });
         }
         let unleashed_tenant = match c.unleashed.tenant.as_str() {
             "" if c.unleashed.keys.is_empty() => None,
-            "" => return Err("webhooks.unleashed.tenant: required with keys".into()),
+            "" => return Err(bad("webhooks.unleashed.tenant", "required with keys")),
             t => Some(tenant("webhooks.unleashed.tenant", t)?),
         };
         let amazon = if c.amazon.topics.is_empty() {
@@ -112,12 +120,14 @@ impl Webhooks {
             for (id, t) in &c.amazon.sellers {
                 sellers.insert(id.clone(), tenant("webhooks.amazon.sellers", t)?);
             }
-            if let Some(bad) = c.amazon.topics.iter().find(|t| !t.starts_with("arn:aws")) {
-                return Err(format!("webhooks.amazon.topics: '{bad}' is not an SNS topic ARN"));
+            if let Some(arn) = c.amazon.topics.iter().find(|t| !t.starts_with("arn:aws")) {
+                return Err(bad("webhooks.amazon.topics", format!("'{arn}' is not an SNS topic ARN")));
             }
             let aws = match aws {
                 Some(aws) => aws,
-                None => Arc::new(sns::HttpsFetcher::new().map_err(|e| format!("webhooks.amazon: HTTPS client: {e}"))?),
+                None => Arc::new(
+                    sns::HttpsFetcher::new().map_err(|e| bad("webhooks.amazon", format!("HTTPS client: {e}")))?,
+                ),
             };
             Some(Amazon {
                 topics: c.amazon.topics.iter().cloned().collect(),
@@ -163,8 +173,8 @@ fn stamp(events: &mut [Event], tenant: &Tenant, key: &str) {
 }
 
 /// Appends the delivery's events in one batch; answers once they are durable.
-async fn commit(app: &App, events: Vec<Event>) -> Result<(Vec<String>, usize), ApiError> {
-    let appended = app.bus.publish_all(&Principal::system(), events).await.map_err(|(_, e)| ApiError::from(e))?;
+async fn commit(bus: &Bus, events: Vec<Event>) -> Result<(Vec<String>, usize), ApiError> {
+    let appended = bus.publish_all(&Principal::system(), events).await.map_err(|(_, e)| ApiError::from(e))?;
     let dups = appended.iter().filter(|a| a.duplicate).count();
     Ok((appended.iter().map(|a| a.id.to_string()).collect(), dups))
 }
@@ -176,11 +186,11 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 
 /// `POST /api/webhooks/shopify`: every topic.
 pub async fn shopify(
-    State(app): State<Arc<App>>,
+    State(inbound): State<Inbound>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let hooks = &app.webhooks;
+    let hooks = &inbound.hooks;
     if hooks.shopify_secrets.is_empty() && hooks.shop_secrets.is_empty() {
         return Err(not_configured("Shopify webhooks are not configured (webhooks.shopify.secrets)"));
     }
@@ -209,17 +219,17 @@ pub async fn shopify(
             e.occurred_at.clone_from(&at);
         }
     }
-    let (ids, dups) = commit(&app, events).await?;
+    let (ids, dups) = commit(&inbound.bus, events).await?;
     Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
 }
 
 /// `POST /api/webhooks/xero`: 200 with an empty body (and no cookies) once stored; 401 on a bad signature.
 pub async fn xero(
-    State(app): State<Arc<App>>,
+    State(inbound): State<Inbound>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let hooks = &app.webhooks;
+    let hooks = &inbound.hooks;
     if hooks.xero_keys.is_empty() {
         return Err(not_configured("Xero webhooks are not configured (webhooks.xero.keys)"));
     }
@@ -241,18 +251,18 @@ pub async fn xero(
     }
     // Intent to receive: correctly signed and empty.
     if !events.is_empty() {
-        commit(&app, events).await?;
+        commit(&inbound.bus, events).await?;
     }
     Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /api/webhooks/unleashed`.
 pub async fn unleashed(
-    State(app): State<Arc<App>>,
+    State(inbound): State<Inbound>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let hooks = &app.webhooks;
+    let hooks = &inbound.hooks;
     let Some(tenant) = &hooks.unleashed_tenant else {
         return Err(not_configured("Unleashed webhooks are not configured (webhooks.unleashed)"));
     };
@@ -270,19 +280,19 @@ pub async fn unleashed(
     let (mut events, key) = unleashed::events(&value)
         .ok_or_else(|| ApiError::bad_request("invalid_json", "eventNotificationId", "missing"))?;
     stamp(&mut events, tenant, &key);
-    let (ids, dups) = commit(&app, events).await?;
+    let (ids, dups) = commit(&inbound.bus, events).await?;
     Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
 }
 
 /// `POST /api/webhooks/{source}`: any Standard Webhooks sender configured under `webhooks.standard.<source>`.
 pub async fn standard(
-    State(app): State<Arc<App>>,
+    State(inbound): State<Inbound>,
     Path(source): Path<String>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let s = app
-        .webhooks
+    let s = inbound
+        .hooks
         .standard
         .get(&source)
         .ok_or_else(|| not_configured(format!("no webhook source '{source}' is configured")))?;
@@ -313,14 +323,14 @@ pub async fn standard(
     if let Some(ts) = value["timestamp"].as_str() {
         event.occurred_at = serde_json::from_value(json!(ts)).ok();
     }
-    let (ids, dups) = commit(&app, vec![event]).await?;
+    let (ids, dups) = commit(&inbound.bus, vec![event]).await?;
     Ok((StatusCode::OK, Json(json!({ "ids": ids, "duplicates": dups }))).into_response())
 }
 
 /// `POST /api/webhooks/amazon`: AWS SNS messages (EventBridge → SNS → HTTPS) carrying SP-API
 /// notifications. Only configured topics are verified, confirmed or accepted.
-pub async fn amazon(State(app): State<Arc<App>>, RawBody(body): RawBody) -> Result<Response, ApiError> {
-    let Some(a) = &app.webhooks.amazon else {
+pub async fn amazon(State(inbound): State<Inbound>, RawBody(body): RawBody) -> Result<Response, ApiError> {
+    let Some(a) = &inbound.hooks.amazon else {
         return Err(not_configured("Amazon (SNS) webhooks are not configured (webhooks.amazon.topics)"));
     };
     let m: sns::Message = serde_json::from_slice(&body)
@@ -363,7 +373,7 @@ pub async fn amazon(State(app): State<Arc<App>>, RawBody(body): RawBody) -> Resu
             for e in &mut events {
                 e.occurred_at.clone_from(&at);
             }
-            let (ids, dups) = commit(&app, events).await?;
+            let (ids, dups) = commit(&inbound.bus, events).await?;
             Ok(Json(json!({ "ids": ids, "duplicates": dups })).into_response())
         }
         other => Err(ApiError::bad_request("invalid_field", "Type", format!("unknown SNS message type '{other}'"))),

@@ -1,7 +1,7 @@
 //! The log of another Switchyard bus, over gRPC: what `switchyard bridge --bus URL` runs on.
 //!
 //! Appends are forwarded with `PublishStream`; history is read with `Read`; and one upstream
-//! `Subscribe` for every tenant feeds the local hub, so a bridge holds one stream to the
+//! `Subscribe` for every tenant feeds the local hub (through the log's `Feed`), so a bridge holds one stream to the
 //! bus however many browsers it serves. When the bus goes away the feed reconnects with
 //! backoff and resumes after the last id it saw, so local subscribers see no gap.
 
@@ -15,10 +15,9 @@ use std::{
 
 use futures::{StreamExt, future::BoxFuture};
 
-use super::{Appended, Bounds, Log, LogError, LogStats, Record, StateView, Stream};
-use crate::{
+use switchyard::{
     grpc::{Client, connect},
-    hub::Hub,
+    log::{Appended, Bounds, Feed, Log, LogError, LogStats, Record, StateView, Stream},
     names::{EventId, Tenant},
     proto::v1::{
         Event, PublishBatchRequest, ReadRequest, StateRequest, SubscribeRequest, publish_ack,
@@ -46,11 +45,11 @@ fn unavailable(e: impl std::fmt::Display) -> LogError {
 
 impl RemoteLog {
     /// Connects lazily to `url` with a system token and starts the hub feed.
-    pub fn new(url: &str, token: &str, hub: Hub) -> Result<Self, LogError> {
+    pub fn new(url: &str, token: &str, live: Feed) -> Result<Self, LogError> {
         let client = connect(url, token).map_err(unavailable)?;
         let head = Arc::new(AtomicU64::new(0));
         let connected = Arc::new(AtomicBool::new(false));
-        let feed = tokio::spawn(feed(client.clone(), hub, head.clone(), connected.clone()));
+        let feed = tokio::spawn(feed(client.clone(), live, head.clone(), connected.clone()));
         Ok(Self { client, head, connected, feed })
     }
 
@@ -83,7 +82,7 @@ fn record(event: Event) -> Result<Arc<Record>, LogError> {
 impl RemoteLog {}
 
 /// One upstream subscription for everything, resumed after the last id seen.
-async fn feed(mut client: Client, hub: Hub, head: Arc<AtomicU64>, connected: Arc<AtomicBool>) {
+async fn feed(mut client: Client, live: Feed, head: Arc<AtomicU64>, connected: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(100);
     let mut last: Option<u64> = None;
     loop {
@@ -113,7 +112,7 @@ async fn feed(mut client: Client, hub: Hub, head: Arc<AtomicU64>, connected: Arc
                             let tenant = Tenant::new(&event.tenant);
                             let routing = route(&event, None);
                             if let (Ok(tenant), Ok(routing)) = (tenant, routing) {
-                                hub.publish(&[Arc::new(Record::new(event, tenant, routing))]);
+                                live.committed(&[Arc::new(Record::new(event, tenant, routing))]);
                             }
                             last = Some(id);
                             head.fetch_max(id, Ordering::Relaxed);
