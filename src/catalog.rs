@@ -100,25 +100,7 @@ impl Catalog {
             if name.is_empty() || !is_type_name(&name) {
                 return Err(format!("Event.{}: bad event name {name:?}", field.name()));
             }
-            let mut routes = Vec::new();
-            if let Some(Value::List(list)) = spec.get_field_by_name("channels").as_deref() {
-                for v in list {
-                    let c = v.as_str().unwrap_or_default();
-                    let route = match c.strip_suffix("/{key}") {
-                        Some(base) => {
-                            Channel::new(base).map_err(|e| format!("{name}: {c}: {e}"))?;
-                            keyed_bases.insert(base.to_owned());
-                            Route::Keyed(base.to_owned())
-                        }
-                        None => {
-                            let ch = Channel::new(c).map_err(|e| format!("{name}: {c}: {e}"))?;
-                            fixed_channels.insert(ch.clone());
-                            Route::Fixed(ch)
-                        }
-                    };
-                    routes.push(route);
-                }
-            }
+            let routes = routes(&name, spec, &mut fixed_channels, &mut keyed_bases)?;
             if routes.is_empty() {
                 return Err(format!("{name}: no channels"));
             }
@@ -278,6 +260,35 @@ pub fn is_type_name(s: &str) -> bool {
             && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
     };
     part(ns) && part(rest)
+}
+
+/// An event option's `channels`, as routes; records every fixed channel and keyed base.
+fn routes(
+    name: &str,
+    spec: &prost_reflect::DynamicMessage,
+    fixed_channels: &mut BTreeSet<Channel>,
+    keyed_bases: &mut BTreeSet<String>,
+) -> Result<Vec<Route>, String> {
+    let mut routes = Vec::new();
+    if let Some(Value::List(list)) = spec.get_field_by_name("channels").as_deref() {
+        for v in list {
+            let c = v.as_str().unwrap_or_default();
+            let route = match c.strip_suffix("/{key}") {
+                Some(base) => {
+                    Channel::new(base).map_err(|e| format!("{name}: {c}: {e}"))?;
+                    keyed_bases.insert(base.to_owned());
+                    Route::Keyed(base.to_owned())
+                }
+                None => {
+                    let ch = Channel::new(c).map_err(|e| format!("{name}: {c}: {e}"))?;
+                    fixed_channels.insert(ch.clone());
+                    Route::Fixed(ch)
+                }
+            };
+            routes.push(route);
+        }
+    }
+    Ok(routes)
 }
 
 /// A proto field name as proto3 JSON spells it (`stock_level` → `stockLevel`).

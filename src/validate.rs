@@ -102,57 +102,67 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
             "no payload set, or a payload type this bus does not know; see docs/events.md",
         )
     })?;
-    if let Payload::Custom(custom) = payload {
-        if !is_type_name(&custom.r#type) {
-            return Err(PublishError::invalid(
-                "invalid_type",
-                "event.custom.type",
-                "custom type must be 'namespace:name' of a-z, 0-9, '-', '_', '.'",
-            ));
-        }
-        if Catalog::global().by_name(&custom.r#type).is_some() {
-            return Err(PublishError::invalid(
-                "invalid_type",
-                "event.custom.type",
-                format!("'{}' is a catalog type; publish its typed payload instead", custom.r#type),
-            ));
-        }
-        if serde_json::from_str::<serde::de::IgnoredAny>(&custom.json).is_err() {
-            return Err(PublishError::invalid("invalid_json", "event.custom.json", "must be a JSON document"));
-        }
-        if custom.channels.is_empty() {
-            return Err(PublishError::invalid("invalid_channel", "event.custom.channels", "name at least one channel"));
-        }
-        if custom.channels.len() > MAX_CHANNELS {
-            return Err(PublishError::invalid(
-                "too_many_channels",
-                "event.custom.channels",
-                format!("at most {MAX_CHANNELS} channels per event"),
-            ));
-        }
-        let mut channels = Vec::with_capacity(custom.channels.len());
-        for c in &custom.channels {
-            let ch =
-                Channel::new(c).map_err(|e| PublishError::invalid("invalid_channel", "event.custom.channels", e.0))?;
-            if policy.is_some_and(|p| !p.custom_channels.contains(&ch) && !Catalog::global().routes_to(&ch)) {
-                return Err(PublishError::invalid(
-                    "unknown_channel",
-                    "event.custom.channels",
-                    format!("channel '{ch}' is not configured (add it to custom_channels)"),
-                ));
-            }
-            if !channels.contains(&ch) {
-                channels.push(ch);
-            }
-        }
-        let delivery = match Delivery::try_from(custom.delivery) {
-            Ok(Delivery::Snapshot) => Delivery::Snapshot,
-            _ => Delivery::Fact,
-        };
-        let type_name: Arc<str> = custom.r#type.as_str().into();
-        let state = (delivery == Delivery::Snapshot).then(|| type_name.clone());
-        return Ok(Routing { type_name, delivery, channels, state });
+    match payload {
+        Payload::Custom(custom) => route_custom(custom, policy),
+        _ => route_catalog(event, payload),
     }
+}
+
+/// A custom event goes where it says, to channels that are valid and (when publishing)
+/// configured.
+fn route_custom(custom: &crate::proto::v1::CustomEvent, policy: Option<&Policy>) -> Result<Routing, PublishError> {
+    if !is_type_name(&custom.r#type) {
+        return Err(PublishError::invalid(
+            "invalid_type",
+            "event.custom.type",
+            "custom type must be 'namespace:name' of a-z, 0-9, '-', '_', '.'",
+        ));
+    }
+    if Catalog::global().by_name(&custom.r#type).is_some() {
+        return Err(PublishError::invalid(
+            "invalid_type",
+            "event.custom.type",
+            format!("'{}' is a catalog type; publish its typed payload instead", custom.r#type),
+        ));
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(&custom.json).is_err() {
+        return Err(PublishError::invalid("invalid_json", "event.custom.json", "must be a JSON document"));
+    }
+    if custom.channels.is_empty() {
+        return Err(PublishError::invalid("invalid_channel", "event.custom.channels", "name at least one channel"));
+    }
+    if custom.channels.len() > MAX_CHANNELS {
+        return Err(PublishError::invalid(
+            "too_many_channels",
+            "event.custom.channels",
+            format!("at most {MAX_CHANNELS} channels per event"),
+        ));
+    }
+    let mut channels = Vec::with_capacity(custom.channels.len());
+    for c in &custom.channels {
+        let ch = Channel::new(c).map_err(|e| PublishError::invalid("invalid_channel", "event.custom.channels", e.0))?;
+        if policy.is_some_and(|p| !p.custom_channels.contains(&ch) && !Catalog::global().routes_to(&ch)) {
+            return Err(PublishError::invalid(
+                "unknown_channel",
+                "event.custom.channels",
+                format!("channel '{ch}' is not configured (add it to custom_channels)"),
+            ));
+        }
+        if !channels.contains(&ch) {
+            channels.push(ch);
+        }
+    }
+    let delivery = match Delivery::try_from(custom.delivery) {
+        Ok(Delivery::Snapshot) => Delivery::Snapshot,
+        _ => Delivery::Fact,
+    };
+    let type_name: Arc<str> = custom.r#type.as_str().into();
+    let state = (delivery == Delivery::Snapshot).then(|| type_name.clone());
+    Ok(Routing { type_name, delivery, channels, state })
+}
+
+/// A catalog event goes to its type's routes (keyed ones under the event's key).
+fn route_catalog(event: &Event, payload: &Payload) -> Result<Routing, PublishError> {
     let number = payload.field_number();
     debug_assert_ne!(number, CUSTOM_FIELD);
     let spec = Catalog::global().by_field(number).ok_or_else(|| {

@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc};
 
 use switchyard::proto::v1::{
-    Event, LowStockAlert, StockItem, SyncError as SyncErrorEvent, SyncStarted, SyncStatus, event::Payload,
+    Event, LowStockAlert, StockItem, SyncError as SyncErrorEvent, SyncStarted, SyncStatus, Unavailable, event::Payload,
 };
 
 use crate::{
@@ -111,6 +111,25 @@ impl SyncError {
             SyncError::State(_) => "state",
             SyncError::Publish(_) => "publish",
             SyncError::Reported { code, .. } => code,
+        }
+    }
+}
+
+/// The outcome of a part of a run that may fail alone: its value, or (after recording its
+/// `figures` as unavailable, with the reason) `None` so the rest is still published. A state
+/// error still ends the run: figures must not be published if the cursor cannot be kept.
+pub fn partial<T>(
+    result: Result<T, SyncError>,
+    figures: &str,
+    unavailable: &mut Vec<Unavailable>,
+) -> Result<Option<T>, SyncError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ SyncError::State(_)) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, figures, "figures unavailable; publishing the rest");
+            unavailable.push(Unavailable { figure: figures.into(), reason: e.to_string() });
+            Ok(None)
         }
     }
 }

@@ -172,30 +172,9 @@ impl Connector for Unleashed {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
         run.jobs.progress("products", 10, "reading minimum stock levels").await;
         let products = self.all("Unleashed products", "Products").await?;
-        let minimum: BTreeMap<String, Decimal> = products
-            .iter()
-            .filter_map(|p| Some((p["ProductCode"].as_str()?.to_owned(), decimal(&p["MinStockAlertLevel"])?)))
-            .filter(|(_, min)| *min > Decimal::ZERO)
-            .collect();
-
         run.jobs.progress("stock", 35, "reading stock on hand").await;
         let stock = self.all("Unleashed stock on hand", "StockOnHand").await?;
-        let (mut value, mut low_now) = (Decimal::ZERO, Vec::new());
-        for s in &stock {
-            let code = s["ProductCode"].as_str().unwrap_or_default().to_owned();
-            let on_hand = decimal(&s["QtyOnHand"])
-                .ok_or_else(|| SyncError::Malformed(format!("Unleashed stock on hand: {code} has no QtyOnHand")))?;
-            value += decimal(&s["TotalCost"]).unwrap_or_default();
-            if let Some(min) = minimum.get(&code).filter(|min| on_hand < **min) {
-                let item = StockItem {
-                    sku: code.clone(),
-                    name: s["ProductDescription"].as_str().unwrap_or_default().to_owned(),
-                    on_hand: whole(on_hand),
-                    threshold: whole(*min),
-                };
-                low_now.push((code, item));
-            }
-        }
+        let (value, low_now) = stock_levels(&products, &stock)?;
 
         run.jobs.progress("assemblies", 65, "reading assemblies").await;
         let assemblies = self.all("Unleashed assemblies", "Assemblies").await?;
@@ -265,6 +244,32 @@ impl Connector for Unleashed {
     }
 }
 
+/// The stock's total cost and the items below their minimum (by product code).
+fn stock_levels(products: &[Value], stock: &[Value]) -> Result<(Decimal, Vec<(String, StockItem)>), SyncError> {
+    let minimum: BTreeMap<String, Decimal> = products
+        .iter()
+        .filter_map(|p| Some((p["ProductCode"].as_str()?.to_owned(), decimal(&p["MinStockAlertLevel"])?)))
+        .filter(|(_, min)| *min > Decimal::ZERO)
+        .collect();
+    let (mut value, mut low_now) = (Decimal::ZERO, Vec::new());
+    for s in stock {
+        let code = s["ProductCode"].as_str().unwrap_or_default().to_owned();
+        let on_hand = decimal(&s["QtyOnHand"])
+            .ok_or_else(|| SyncError::Malformed(format!("Unleashed stock on hand: {code} has no QtyOnHand")))?;
+        value += decimal(&s["TotalCost"]).unwrap_or_default();
+        if let Some(min) = minimum.get(&code).filter(|min| on_hand < **min) {
+            let item = StockItem {
+                sku: code.clone(),
+                name: s["ProductDescription"].as_str().unwrap_or_default().to_owned(),
+                on_hand: whole(on_hand),
+                threshold: whole(*min),
+            };
+            low_now.push((code, item));
+        }
+    }
+    Ok((value, low_now))
+}
+
 /// What the assemblies say this run.
 struct Production {
     active: u32,
@@ -285,6 +290,38 @@ fn field<'a>(v: &'a Value, names: &[&str]) -> Option<&'a Value> {
 }
 
 impl Unleashed {
+    /// A completed assembly that made less than planned, or wasted material: how bad, and where
+    /// to look.
+    fn quality_issue(
+        &self,
+        a: &Value,
+        guid: &str,
+        number: &str,
+        product: &str,
+        planned: Decimal,
+        produced: Decimal,
+    ) -> Option<QualityIssue> {
+        let wastage: Decimal =
+            a["AssemblyLines"].as_array().into_iter().flatten().filter_map(|l| decimal(&l["WastageQuantity"])).sum();
+        let kind = if produced < planned {
+            "short"
+        } else if wastage > Decimal::ZERO {
+            "wastage"
+        } else {
+            return None;
+        };
+        let short = planned > Decimal::ZERO && (planned - produced) / planned >= Decimal::new(1, 1);
+        Some(QualityIssue {
+            assembly_id: number.to_owned(),
+            product: product.to_owned(),
+            planned: whole(planned),
+            produced: whole(produced),
+            severity: if short { "High" } else { "Medium" }.into(),
+            kind: kind.into(),
+            link: self.config.assembly_link.as_ref().map(|l| l.replace("{guid}", guid)).unwrap_or_default(),
+        })
+    }
+
     fn production(&self, run: &Run, assemblies: &[Value], before: &BTreeMap<String, String>) -> Production {
         let now =
             OffsetDateTime::from_unix_timestamp(run.periods.today.to.as_second()).unwrap_or(OffsetDateTime::now_utc());
@@ -316,38 +353,8 @@ impl Unleashed {
                         p.completed_today += 1;
                         p.planned_today += planned;
                         p.produced_today += produced;
-                        let wastage: Decimal = a["AssemblyLines"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|l| decimal(&l["WastageQuantity"]))
-                            .sum();
-                        let kind = if produced < planned {
-                            Some("short")
-                        } else if wastage > Decimal::ZERO {
-                            Some("wastage")
-                        } else {
-                            None
-                        };
-                        if let Some(kind) = kind {
-                            let short = planned > Decimal::ZERO && (planned - produced) / planned >= Decimal::new(1, 1);
-                            p.shortfall.push((
-                                guid.clone(),
-                                QualityIssue {
-                                    assembly_id: number.clone(),
-                                    product: product.clone(),
-                                    planned: whole(planned),
-                                    produced: whole(produced),
-                                    severity: if short { "High" } else { "Medium" }.into(),
-                                    kind: kind.into(),
-                                    link: self
-                                        .config
-                                        .assembly_link
-                                        .as_ref()
-                                        .map(|l| l.replace("{guid}", &guid))
-                                        .unwrap_or_default(),
-                                },
-                            ));
+                        if let Some(issue) = self.quality_issue(a, &guid, &number, &product, planned, produced) {
+                            p.shortfall.push((guid.clone(), issue));
                         }
                     }
                     Some(_) => {}

@@ -16,7 +16,7 @@ use switchyard::proto::v1::{XeroSyncCompleted, event::Payload};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
-    connector::{Connector, Run, Source, SyncError},
+    connector::{Connector, Run, Source, SyncError, partial},
     http::Http,
     money::{self, decimal},
     period::Zone,
@@ -228,36 +228,19 @@ impl Connector for Xero {
 
         run.jobs.progress("profit-and-loss", 55, "reading profit and loss").await;
         let path = format!("/Reports/ProfitAndLoss?fromDate={month_start}&toDate={today}");
-        let profit = match self.get(&mut state, "Xero profit and loss", &path, None).await {
-            Ok(pl) => {
-                let rows = report_rows(&pl);
-                match (
-                    find(&rows, "Total Income", "Xero profit and loss"),
-                    find(&rows, "Net Profit", "Xero profit and loss"),
-                ) {
-                    (Ok(r), Ok(n)) => Some((r, n)),
-                    (Err(e), _) | (_, Err(e)) => {
-                        unavailable.push(("revenue, net_profit", e));
-                        None
-                    }
-                }
-            }
-            Err(e @ SyncError::State(_)) => return Err(e),
-            Err(e) => {
-                unavailable.push(("revenue, net_profit", e));
-                None
-            }
-        };
+        let pl = async {
+            let pl = self.get(&mut state, "Xero profit and loss", &path, None).await?;
+            let rows = report_rows(&pl);
+            Ok((
+                find(&rows, "Total Income", "Xero profit and loss")?,
+                find(&rows, "Net Profit", "Xero profit and loss")?,
+            ))
+        }
+        .await;
+        let profit = partial(pl, "revenue, net_profit", &mut unavailable)?;
 
         run.jobs.progress("invoices", 75, "counting changed invoices").await;
-        let changed = match self.count_changed_invoices(&mut state).await {
-            Ok(n) => Some(n),
-            Err(e @ SyncError::State(_)) => return Err(e),
-            Err(e) => {
-                unavailable.push(("invoices_changed", e));
-                None
-            }
-        };
+        let changed = partial(self.count_changed_invoices(&mut state).await, "invoices_changed", &mut unavailable)?;
 
         let m = |d| Some(money::money(d, &currency));
         let figures = XeroSyncCompleted {
@@ -277,13 +260,7 @@ impl Connector for Xero {
             bank: m(bank),
             working_capital_excluding_bank: m(assets - liabilities),
             period: Some(periods.proto(&periods.month_to_date)),
-            unavailable: unavailable
-                .iter()
-                .map(|(figure, e)| switchyard::proto::v1::Unavailable {
-                    figure: (*figure).into(),
-                    reason: e.to_string(),
-                })
-                .collect(),
+            unavailable,
         };
         run.publish(vec![run.event("xero", Payload::XeroSyncCompleted(figures))]).await?;
         if changed.is_some() {

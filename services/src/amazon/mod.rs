@@ -153,15 +153,7 @@ impl Connector for Amazon {
         let orders = self.orders(run, &state.published).await?;
         run.jobs.progress("inbound", 75, "reading inbound shipments").await;
         let mut unavailable = inventory.unavailable.clone();
-        let inbound = match self.inbound().await {
-            Ok(n) => Some(n),
-            Err(e @ SyncError::State(_)) => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "Amazon inbound shipments unavailable; publishing the rest");
-                unavailable.push(Unavailable { figure: "inbound_shipments".into(), reason: e.to_string() });
-                None
-            }
-        };
+        let inbound = crate::connector::partial(self.inbound().await, "inbound_shipments", &mut unavailable)?;
 
         let periods = &run.periods;
         let today = orders.tallies.today.figures(periods, &periods.today);
