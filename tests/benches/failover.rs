@@ -156,8 +156,19 @@ fn main() {
         let mut recoveries = Vec::new();
         for k in 0..kills {
             // Steady traffic before the kill.
-            acked.extend(switchyard_tests::publish_alerts(&mut client, n..n + 20).await);
+            let steady = switchyard_tests::publish_alerts(&mut client, n..n + 20).await;
             n += 20;
+            // Both streams are live (they have the steady traffic) before the kill: a stream
+            // still reading its history when the leader dies is a resume during an election,
+            // not the live delivery this measures.
+            let last = *steady.iter().max().expect("acked");
+            acked.extend(steady);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !(on_a.lock().expect("a").contains_key(&last) && on_b.lock().expect("b").contains_key(&last))
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let leader = loop {
                 let mut found = None;
                 for s in servers.iter().flatten() {
