@@ -127,6 +127,35 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 /// upstream connection for its lifetime; rotate the secret to revoke it.
 const BRIDGE_TOKEN_TTL: u64 = 365 * 24 * 3600;
 
+/// What `serve` needs that can be wrong, checked before anything is opened or bound: a bad
+/// TLS file, webhook section, connector file or key is the operator's to fix (exit 64).
+struct Plan {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    webhooks: crate::webhooks::Webhooks,
+    ingest: Option<switchyard_services::config::IngestConfig>,
+    secret: Vec<u8>,
+    verifier: Arc<Verifier>,
+    signer: Signer,
+}
+
+impl Plan {
+    fn new(config: &Config, aws: Option<Arc<dyn crate::webhooks::sns::AwsHttps>>) -> Result<Self, ServeError> {
+        let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+            (Some(cert), Some(key)) => {
+                Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Config(format!("tls: {e}")))?)
+            }
+            _ => None,
+        };
+        let webhooks = crate::webhooks::Webhooks::from_config(&config.webhooks, aws)
+            .map_err(|e| ServeError::Config(e.to_string()))?;
+        let ingest = config.ingest_config().map_err(|e| ServeError::Config(e.to_string()))?;
+        let secret = secret::load_or_create(&config.secret_file())?;
+        let verifier = Arc::new(verifier(config, &secret)?);
+        let signer = Signer::hs256(&secret);
+        Ok(Self { tls, webhooks, ingest, secret, verifier, signer })
+    }
+}
+
 /// Starts a server. `aws` is how webhooks reach AWS (SNS certificates, subscription
 /// confirmations); `None` is the real HTTPS client, tests pass their own.
 pub async fn start_with(
@@ -135,78 +164,18 @@ pub async fn start_with(
     aws: Option<Arc<dyn crate::webhooks::sns::AwsHttps>>,
 ) -> Result<Running, ServeError> {
     crate::install_crypto_provider();
-    // Settings that can be wrong are checked before anything is opened or bound.
-    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
-        (Some(cert), Some(key)) => {
-            Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Config(format!("tls: {e}")))?)
-        }
-        _ => None,
-    };
-    let webhooks =
-        crate::webhooks::Webhooks::from_config(&config.webhooks, aws).map_err(|e| ServeError::Config(e.to_string()))?;
-    let ingest_config = config.ingest_config().map_err(|e| ServeError::Config(e.to_string()))?;
-    let secret = secret::load_or_create(&config.secret_file())?;
-    let verifier = Arc::new(verifier(&config, &secret)?);
-    let signer = Signer::hs256(&secret);
+    let plan = Plan::new(&config, aws)?;
     let hub = Hub::default();
-    let log_error = |dir: String| move |e: switchyard::log::LogError| ServeError::Log { dir, message: e.to_string() };
-    let local_ledger = || -> Result<Arc<dyn Ledger>, ServeError> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let file = config.data_dir.join("revoked.json");
-        Ok(Arc::new(
-            LocalLedger::open(file, verifier.revocations().clone()).map_err(|e| ServeError::Auth(e.to_string()))?,
-        ))
-    };
-    let (log, ledger): (Arc<dyn switchyard::log::Log>, Arc<dyn Ledger>) = match (&backend, config.jetstream()) {
-        (Backend::Embedded, Some(js)) => {
-            let (stream, replicas) = (js.stream.clone(), js.replicas);
-            let log = JetStreamLog::connect(js, hub.feed())
-                .await
-                .map_err(log_error(config.backplane.clone().unwrap_or_default()))?;
-            let ledger = JetStreamLedger::open(log.context(), &stream, replicas, verifier.revocations().clone())
-                .await
-                .map_err(|e| ServeError::Auth(e.to_string()))?;
-            (Arc::new(log), Arc::new(ledger))
-        }
-        (Backend::Embedded, None) => (
-            Arc::new(
-                EmbeddedLog::open(&config.data_dir, config.log_config(), hub.feed())
-                    .map_err(log_error(config.data_dir.display().to_string()))?,
-            ),
-            local_ledger()?,
-        ),
-        (Backend::Remote { bus_url }, _) => {
-            let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
-            (
-                Arc::new(
-                    crate::remote::RemoteLog::new(bus_url, &token, hub.feed()).map_err(log_error(bus_url.clone()))?,
-                ),
-                local_ledger()?,
-            )
-        }
-    };
+    let (log, ledger) = open_log(&config, &backend, &plan, &hub).await?;
     let bus = Bus::new(log, hub, config.bus_config());
-
-    let remote_url = match &backend {
-        Backend::Remote { bus_url } => Some(bus_url.clone()),
-        Backend::Embedded => None,
-    };
-    let grpc_listener = match backend {
-        Backend::Embedded => Some(TcpListener::bind(config.grpc_addr).await.map_err(|source| ServeError::Bind {
-            what: "gRPC",
-            addr: config.grpc_addr,
-            source,
-        })?),
-        Backend::Remote { .. } => None,
-    };
-    let http_listener = TcpListener::bind(config.http_addr).await.map_err(|source| ServeError::Bind {
-        what: "HTTP",
-        addr: config.http_addr,
-        source,
-    })?;
+    let (grpc_listener, http_listener) = bind(&config, &backend).await?;
     let grpc_addr = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
-    let backend_url = grpc_addr.map(|a| format!("http://{a}")).or(remote_url);
     let http_addr = http_listener.local_addr()?;
+    // Where in-process connectors publish: this node's gRPC port, or the bus a bridge fronts.
+    let backend_url = match &backend {
+        Backend::Remote { bus_url } => Some(bus_url.clone()),
+        Backend::Embedded => grpc_addr.map(|a| format!("http://{a}")),
+    };
     std::fs::create_dir_all(&config.data_dir)?;
     let addrs = serde_json::json!({
         "grpc": grpc_addr.map(|a| a.to_string()),
@@ -216,6 +185,7 @@ pub async fn start_with(
     std::fs::write(config.data_dir.join("addr.json"), addrs.to_string())?;
 
     let (stop, stopped) = watch::channel(false);
+    let Plan { tls, webhooks, ingest, secret, verifier, signer } = plan;
     let app = Arc::new(App {
         bus: bus.clone(),
         access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
@@ -238,11 +208,8 @@ pub async fn start_with(
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
-    // Open HTTP connections: capped per address only (the total is the process's descriptors).
-    let open = crate::listener::Gate::new(usize::MAX, config.sse.max_connections_per_ip);
     let grpc = {
-        let (bus, verifier, rx, pending) = (bus.clone(), verifier.clone(), stopped.clone(), pending.clone());
-        let limits = config.grpc.limits();
+        let (bus, rx, pending, limits) = (bus.clone(), stopped.clone(), pending.clone(), config.grpc.limits());
         tokio::spawn(async move {
             let Some(listener) = grpc_listener else { return };
             let incoming = crate::listener::grpc(listener, pending);
@@ -251,40 +218,110 @@ pub async fn start_with(
             }
         })
     };
-    // Connectors configured with `ingest` publish into this bus over gRPC, as a separate
-    // `switchyard-ingest` would: one code path, and webhooks reach them the same way.
-    let ingest = match (ingest_config, &backend_url) {
-        (Some(ic), Some(url)) => {
-            let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
-            let sink = Arc::new(
-                switchyard_services::sink::GrpcSink::new(url, &token)
-                    .map_err(|e| ServeError::Auth(format!("ingest: {e}")))?,
-            );
-            let running = switchyard_services::config::start(&ic, sink, Some((url.clone(), token)), stopped.clone())
-                .map_err(|e| ServeError::Auth(format!("ingest: {e}")))?;
-            running.tasks
-        }
+    let ingest = match (ingest, &backend_url) {
+        (Some(ic), Some(url)) => start_ingest(&ic, url, &signer, stopped.clone())?,
         _ => Vec::new(),
     };
-    let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
-    let http = {
-        let until = switchyard::grpc::stopped(stopped);
-        // SSE GETs are served below hyper unless TLS or CORS need hyper's handling.
-        let direct = (tls.is_none() && config.auth.cors_origins.is_empty()).then(|| app.clone());
-        let service = router(app);
-        match tls {
-            Some(acceptor) => {
-                let listener = crate::listener::tls(http_listener, acceptor, stall, pending, open)?;
-                tokio::spawn(crate::listener::serve(listener, service, until))
-            }
-            None => {
-                let listener = crate::listener::plain(http_listener, stall, direct, pending, open)?;
-                tokio::spawn(crate::listener::serve(listener, service, until))
-            }
-        }
-    };
+    let http = serve_http(&config, app, http_listener, tls, pending, stopped)?;
     tracing::info!(grpc_addr = ?grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
     Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http, ingest })
+}
+
+/// The history this process runs on, and the ledger its nodes share.
+async fn open_log(
+    config: &Config,
+    backend: &Backend,
+    plan: &Plan,
+    hub: &Hub,
+) -> Result<(Arc<dyn switchyard::log::Log>, Arc<dyn Ledger>), ServeError> {
+    let revocations = plan.verifier.revocations().clone();
+    let log_error = |dir: String| move |e: switchyard::log::LogError| ServeError::Log { dir, message: e.to_string() };
+    let local_ledger = || -> Result<Arc<dyn Ledger>, ServeError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let file = config.data_dir.join("revoked.json");
+        Ok(Arc::new(LocalLedger::open(file, revocations.clone()).map_err(|e| ServeError::Auth(e.to_string()))?))
+    };
+    Ok(match (backend, config.jetstream()) {
+        (Backend::Embedded, Some(js)) => {
+            let (stream, replicas) = (js.stream.clone(), js.replicas);
+            let log = JetStreamLog::connect(js, hub.feed())
+                .await
+                .map_err(log_error(config.backplane.clone().unwrap_or_default()))?;
+            let ledger = JetStreamLedger::open(log.context(), &stream, replicas, revocations.clone())
+                .await
+                .map_err(|e| ServeError::Auth(e.to_string()))?;
+            (Arc::new(log), Arc::new(ledger))
+        }
+        (Backend::Embedded, None) => (
+            Arc::new(
+                EmbeddedLog::open(&config.data_dir, config.log_config(), hub.feed())
+                    .map_err(log_error(config.data_dir.display().to_string()))?,
+            ),
+            local_ledger()?,
+        ),
+        (Backend::Remote { bus_url }, _) => {
+            let token = plan.signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
+            let log = crate::remote::RemoteLog::new(bus_url, &token, hub.feed()).map_err(log_error(bus_url.clone()))?;
+            (Arc::new(log), local_ledger()?)
+        }
+    })
+}
+
+/// The gRPC listener (a bus node only) and the HTTP one.
+async fn bind(config: &Config, backend: &Backend) -> Result<(Option<TcpListener>, TcpListener), ServeError> {
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr, source })
+    };
+    let grpc = match backend {
+        Backend::Embedded => Some(bind("gRPC", config.grpc_addr).await?),
+        Backend::Remote { .. } => None,
+    };
+    Ok((grpc, bind("HTTP", config.http_addr).await?))
+}
+
+/// Connectors configured with `ingest` publish into this bus over gRPC, as a separate
+/// `switchyard-ingest` would: one code path, and webhooks reach them the same way.
+fn start_ingest(
+    ic: &switchyard_services::config::IngestConfig,
+    url: &str,
+    signer: &Signer,
+    stopped: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, ServeError> {
+    let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
+    let sink = Arc::new(
+        switchyard_services::sink::GrpcSink::new(url, &token).map_err(|e| ServeError::Auth(format!("ingest: {e}")))?,
+    );
+    let running = switchyard_services::config::start(ic, sink, Some((url.to_owned(), token)), stopped)
+        .map_err(|e| ServeError::Auth(format!("ingest: {e}")))?;
+    Ok(running.tasks)
+}
+
+/// Serves HTTP (plain or TLS) until `stopped`.
+fn serve_http(
+    config: &Config,
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    pending: crate::listener::Gate,
+    stopped: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ServeError> {
+    let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
+    // Open HTTP connections: capped per address only (the total is the process's descriptors).
+    let open = crate::listener::Gate::new(usize::MAX, config.sse.max_connections_per_ip);
+    let until = switchyard::grpc::stopped(stopped);
+    // SSE GETs are served below hyper unless TLS or CORS need hyper's handling.
+    let direct = (tls.is_none() && config.auth.cors_origins.is_empty()).then(|| app.clone());
+    let service = router(app);
+    Ok(match tls {
+        Some(acceptor) => {
+            let listener = crate::listener::tls(listener, acceptor, stall, pending, open)?;
+            tokio::spawn(crate::listener::serve(listener, service, until))
+        }
+        None => {
+            let listener = crate::listener::plain(listener, stall, direct, pending, open)?;
+            tokio::spawn(crate::listener::serve(listener, service, until))
+        }
+    })
 }
 
 /// The dashboard's address with a subscribe token for tenant `default` in the fragment (never
