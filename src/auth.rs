@@ -78,6 +78,16 @@ pub enum TenantScope {
     All,
 }
 
+/// The tenant's name, or `*` for all: how limits and logs label a caller.
+impl fmt::Display for TenantScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TenantScope::One(t) => f.write_str(t.as_str()),
+            TenantScope::All => f.write_str("*"),
+        }
+    }
+}
+
 /// A verified token.
 #[derive(Debug, Clone)]
 pub struct Principal {

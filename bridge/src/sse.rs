@@ -230,25 +230,8 @@ pub async fn open_stream(
 ) -> Result<Opened, ApiError> {
     let who = app.access.from_request(headers, &q.credentials).await?;
     let start = start_of(headers, q)?;
-    let from = match start {
-        Start::After(c) => Some(c.after),
-        Start::State(after) => after,
-        _ => None,
-    };
-    let beat = match q.heartbeat.as_deref() {
-        None | Some("comment") => HEARTBEAT,
-        Some("event") => Bytes::from(format!(
-            "event: stream:heartbeat\ndata: {{\"intervalMs\":{}}}\n\n",
-            app.sse.heartbeat_secs * 1000
-        )),
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "heartbeat",
-                format!("'{other}': expected `comment` or `event`"),
-            ));
-        }
-    };
+    let from = resumes_after(&start);
+    let beat = heartbeat_frame(q, app.sse.heartbeat_secs)?;
     let spec = SubscribeSpec {
         tenant: q.tenant.clone().unwrap_or_default(),
         channels,
@@ -258,21 +241,16 @@ pub async fn open_stream(
     };
     // Validate the request fully before taking a connection slot.
     let items = app.bus.subscribe(&who, spec)?;
-    let tenant_label = match &who.tenant {
-        switchyard::auth::TenantScope::One(t) => t.to_string(),
-        switchyard::auth::TenantScope::All => "*".to_owned(),
-    };
-    let slot = app.limits.acquire(&tenant_label, &who.token_id)?;
+    let slot = app.limits.acquire(&who.tenant.to_string(), &who.token_id)?;
     let mut items = Box::pin(items);
     let (complete, bounds) = match items.next().await {
         Some(Ok(Item::Status { complete, bounds })) => (complete, bounds),
         Some(Err(e)) => return Err(ApiError::unavailable(e.to_string())),
         _ => return Err(ApiError::unavailable("subscription ended before it began")),
     };
-    let mut preamble = format!("retry: {}\n\n", app.sse.retry_ms).into_bytes();
-    if !complete {
-        preamble.extend_from_slice(&gap_frame(from, bounds.oldest, bounds.head));
-    }
+    // The client's reconnect delay, and the gap first when the resume could not be complete.
+    let gap = (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head));
+    let preamble = [format!("retry: {}\n\n", app.sse.retry_ms).as_bytes(), gap.as_deref().unwrap_or_default()].concat();
     let mut pulse = app.pulse.clone();
     pulse.mark_unchanged();
     let expires = who.expires;
@@ -293,72 +271,128 @@ pub async fn open_stream(
                 biased;
                 changed = pulse.changed() => {
                     let now = if changed.is_ok() { *pulse.borrow_and_update() } else { Pulse::Stop };
-                    match now {
-                        Pulse::Stop => {
-                            yield (SHUTDOWN);
-                            break;
+                    if let Some(last) = ending(now, expires, &revocations, &who) {
+                        yield last;
+                        break;
+                    }
+                    if quiet {
+                        yield (beat.clone());
+                    }
+                    quiet = true;
+                }
+                item = items.next() => {
+                    let Some(item) = item else { break };
+                    match render(item, &mut floor, &mut frames, &mut quiet) {
+                        Out::Nothing => {}
+                        Out::Frame(f) => yield f,
+                        Out::Pair(id, f) => {
+                            yield id;
+                            yield f;
                         }
-                        // Checked on the shared pulse: no timer per connection, at most one
-                        // heartbeat period late.
-                        Pulse::Beat(_) if switchyard::auth::now_secs() >= expires => {
-                            yield (EXPIRED);
+                        Out::Last(f) => {
+                            yield f;
                             break;
-                        }
-                        Pulse::Beat(_) if revocations.is_revoked(&who) => {
-                            yield (REVOKED);
-                            break;
-                        }
-                        Pulse::Beat(_) => {
-                            if quiet {
-                                yield (beat.clone());
-                            }
-                            quiet = true;
                         }
                     }
                 }
-                item = items.next() => match item {
-                    Some(Ok(Item::Event(r))) => {
-                        frames.add();
-                        quiet = false;
-                        match floor {
-                            None => yield (frame(&r)),
-                            Some(w) => {
-                                yield (id_line(Cursor::owing(r.id, Some(w))));
-                                yield (frame_without_id(&r));
-                            }
-                        }
-                    }
-                    Some(Ok(Item::Coalesced(r, cursor))) => {
-                        frames.add();
-                        quiet = false;
-                        yield (id_line(cursor));
-                        yield (frame_without_id(&r));
-                    }
-                    Some(Ok(Item::StateEnd { as_of, count })) => {
-                        quiet = false;
-                        yield (state_end_frame(Cursor::owing(as_of, floor), as_of, count));
-                    }
-                    Some(Ok(Item::Floor(f))) => floor = f,
-                    Some(Ok(Item::Gap { after, next, .. })) => {
-                        yield (gap_frame(Some(after), next, next));
-                    }
-                    Some(Ok(Item::Evicted { .. })) => {
-                        metrics.sse_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        yield (EVICTED);
-                        break;
-                    }
-                    Some(Ok(Item::Status { .. })) => {}
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "subscription failed");
-                        yield (Bytes::from(": error: the log is unavailable; reconnect to resume\n\n"));
-                        break;
-                    }
-                    None => break,
-                },
             }
         }
     };
     Ok(Opened { complete, oldest: bounds.oldest, frames: Box::pin(body) })
+}
+
+/// The id a stream resumes after, if it resumes.
+fn resumes_after(start: &Start) -> Option<EventId> {
+    match start {
+        Start::After(c) => Some(c.after),
+        Start::State(after) => *after,
+        _ => None,
+    }
+}
+
+/// The `heartbeat` query: a comment (default) or a `stream:heartbeat` event.
+fn heartbeat_frame(q: &SseQuery, heartbeat_secs: u64) -> Result<Bytes, ApiError> {
+    match q.heartbeat.as_deref() {
+        None | Some("comment") => Ok(HEARTBEAT),
+        Some("event") => {
+            Ok(Bytes::from(format!("event: stream:heartbeat\ndata: {{\"intervalMs\":{}}}\n\n", heartbeat_secs * 1000)))
+        }
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_query",
+            "heartbeat",
+            format!("'{other}': expected `comment` or `event`"),
+        )),
+    }
+}
+
+/// The frame that ends a stream on this pulse, if it must end: shutdown, or a credential that
+/// expired or was revoked (checked on the shared pulse: no timer per connection, at most one
+/// heartbeat period late).
+fn ending(
+    now: Pulse,
+    expires: u64,
+    revocations: &switchyard::auth::Revocations,
+    who: &switchyard::auth::Principal,
+) -> Option<Bytes> {
+    match now {
+        Pulse::Stop => Some(SHUTDOWN),
+        Pulse::Beat(_) if switchyard::auth::now_secs() >= expires => Some(EXPIRED),
+        Pulse::Beat(_) if revocations.is_revoked(who) => Some(REVOKED),
+        Pulse::Beat(_) => None,
+    }
+}
+
+/// What one subscription item puts on the wire.
+enum Out {
+    Nothing,
+    Frame(Bytes),
+    /// An `id:` line carrying a cursor, then the frame without its own id.
+    Pair(Bytes, Bytes),
+    /// The stream's last frame.
+    Last(Bytes),
+}
+
+/// Renders one item. `floor` is what coalescing holds back (frames then carry `id: N~floor`,
+/// see `Cursor`); `quiet` turns false when anything but a heartbeat went out.
+fn render(
+    item: Result<Item, switchyard::log::LogError>,
+    floor: &mut Option<EventId>,
+    frames: &mut FrameCount<'_>,
+    quiet: &mut bool,
+) -> Out {
+    match item {
+        Ok(Item::Event(r)) => {
+            frames.add();
+            *quiet = false;
+            match *floor {
+                None => Out::Frame(frame(&r)),
+                Some(w) => Out::Pair(id_line(Cursor::owing(r.id, Some(w))), frame_without_id(&r)),
+            }
+        }
+        Ok(Item::Coalesced(r, cursor)) => {
+            frames.add();
+            *quiet = false;
+            Out::Pair(id_line(cursor), frame_without_id(&r))
+        }
+        Ok(Item::StateEnd { as_of, count }) => {
+            *quiet = false;
+            Out::Frame(state_end_frame(Cursor::owing(as_of, *floor), as_of, count))
+        }
+        Ok(Item::Floor(f)) => {
+            *floor = f;
+            Out::Nothing
+        }
+        Ok(Item::Gap { after, next, .. }) => Out::Frame(gap_frame(Some(after), next, next)),
+        Ok(Item::Evicted { .. }) => {
+            frames.metrics.sse_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Out::Last(EVICTED)
+        }
+        Ok(Item::Status { .. }) => Out::Nothing,
+        Err(e) => {
+            tracing::warn!(error = %e, "subscription failed");
+            Out::Last(Bytes::from(": error: the log is unavailable; reconnect to resume\n\n"))
+        }
+    }
 }
 
 /// Per-connection frame counter, flushed to the shared metric in steps (and on drop), so
