@@ -462,3 +462,55 @@ async fn a_batch_is_one_atomic_publish_and_its_retry_answers_duplicates() {
     let page = get_json(&format!("{}/api/events?channels=alerts", a.http_url), &a.token("acme", Role::Subscribe)).await;
     assert_eq!(page["events"].as_array().unwrap().len(), 4, "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restarted_with_its_store_wiped_catches_up_and_holds_the_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = nats::Spec::cluster(&dir.path().join("nats"));
+    let mut servers: Vec<Option<nats::Server>> = specs.iter().map(|s| Some(s.start())).collect();
+    let urls: Vec<String> = specs.iter().map(|s| s.url()).collect();
+    // The node waits for the forming cluster to take its streams.
+    let a = node(&dir.path().join("a"), &urls.join(","), None, 3);
+    let mut acked = publish_http(&a, "before-", 200).await;
+    let leader = wait_for("a stream leader", || async {
+        for s in servers.iter().flatten() {
+            if let Some((_, _, leader)) = s.stream_state("SWITCHYARD").await
+                && !leader.is_empty()
+            {
+                return Some(leader);
+            }
+        }
+        None
+    })
+    .await;
+    // A follower loses its disk: stopped, store deleted, started empty.
+    let wiped = specs.iter().position(|s| s.name != leader).unwrap();
+    servers[wiped] = None;
+    std::fs::remove_dir_all(&specs[wiped].store).unwrap();
+    acked.extend(publish_http(&a, "while-wiped-", 50).await);
+    servers[wiped] = Some(specs[wiped].start());
+    let max = *acked.iter().max().unwrap();
+    let restored = servers[wiped].as_ref().unwrap();
+    let (messages, _, _) = wait_for("the wiped server caught up from its peers", || async {
+        restored.stream_state("SWITCHYARD").await.filter(|(_, last, _)| *last >= max)
+    })
+    .await;
+    assert!(messages >= acked.len() as u64, "the wiped server holds {messages} of {} events", acked.len());
+    // It now holds the quorum: with another member gone, publishes still succeed.
+    let other = (0..3).find(|i| *i != wiped).unwrap();
+    servers[other] = None;
+    acked.extend(publish_http(&a, "after-", 20).await);
+    let sub = a.token("acme", Role::Subscribe);
+    let mut seen: Vec<u64> = Vec::new();
+    loop {
+        let after = seen.last().copied().unwrap_or(0);
+        let page = get_json(&format!("{}/api/events?channels=alerts&after={after}&limit=1000", a.http_url), &sub).await;
+        let ids: Vec<u64> =
+            page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
+        if ids.is_empty() {
+            break;
+        }
+        seen.extend(ids);
+    }
+    assert_eq!(seen, acked, "every acknowledged event, once, in order, after a wiped store and a lost member");
+}
