@@ -196,8 +196,11 @@ impl Bus {
             }
         }
         let span = tracing::debug_span!("append", events = results.len(), accepted = accepted.len());
-        let appended =
-            if accepted.is_empty() { Ok(Vec::new()) } else { self.inner.log.append(accepted).instrument(span).await };
+        let appended = if accepted.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.inner.log.append_each(accepted).instrument(span).await
+        };
         match appended {
             Ok(ids) => {
                 let mut ids = ids.into_iter();

@@ -286,6 +286,21 @@ impl JetStreamLog {
         format!("{}.{}.{kind}", self.config.subject_prefix, a.tenant)
     }
 
+    /// Each event's subject and `Nats-Msg-Id`. Keys are per tenant, as in the embedded log: the
+    /// Msg-Id carries the tenant (which holds no `:`), so one tenant's key never answers for
+    /// another's event. Without a key, a fresh id still makes this call's own retries idempotent.
+    fn addressed(&self, events: &[Accepted]) -> (Vec<String>, Vec<String>) {
+        let subjects = events.iter().map(|a| self.subject(a)).collect();
+        let ids = events
+            .iter()
+            .map(|a| match &a.idempotency_key {
+                Some(k) => format!("{}:{k}", a.tenant),
+                None => format!("sy-{:032x}", rand::random::<u128>()),
+            })
+            .collect();
+        (subjects, ids)
+    }
+
     /// The subjects that can hold events of `stream`; exact membership is checked per record.
     fn filters(&self, stream: &Stream) -> Vec<String> {
         let p = &self.config.subject_prefix;
@@ -988,17 +1003,7 @@ impl JetStreamLog {
 impl Log for JetStreamLog {
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         Box::pin(async move {
-            let subjects: Vec<String> = events.iter().map(|a| self.subject(a)).collect();
-            // Keys are per tenant, as in the embedded log: the Msg-Id carries the tenant (which
-            // holds no `:`), so one tenant's key never answers for another's event. Without a
-            // key, a fresh id still makes this call's own retries idempotent.
-            let ids: Vec<String> = events
-                .iter()
-                .map(|a| match &a.idempotency_key {
-                    Some(k) => format!("{}:{k}", a.tenant),
-                    None => format!("sy-{:032x}", rand::random::<u128>()),
-                })
-                .collect();
+            let (subjects, ids) = self.addressed(&events);
             if events.len() == 1 {
                 return self.publish_with_retry(&subjects, &events, &ids).await;
             }
@@ -1008,6 +1013,16 @@ impl Log for JetStreamLog {
                 out.extend(self.publish_atomic(&subjects[start..end], &events[start..end], &ids[start..end]).await?);
             }
             Ok(out)
+        })
+    }
+
+    /// Pipelined single publishes: JetStream commits an atomic batch as a unit, which a stream
+    /// of independent events does not need. An event whose publish is retried (its ack lost in
+    /// an election) may be stored after later events of the same call; each keeps its Msg-Id.
+    fn append_each(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
+        Box::pin(async move {
+            let (subjects, ids) = self.addressed(&events);
+            self.publish_with_retry(&subjects, &events, &ids).await
         })
     }
 

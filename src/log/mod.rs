@@ -302,7 +302,13 @@ pub struct LogStats {
 /// - `read` returns events of `stream` with `id > after`, ascending;
 /// - the state view is updated with the append that changes it and outlives history retention.
 pub trait Log: Send + Sync + 'static {
+    /// Appends `events` all or nothing, in order.
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>>;
+    /// Appends `events` that need not be stored all or nothing (a stream's events, each with its
+    /// own result); a backend where an atomic batch costs more than its events pipelines them.
+    fn append_each(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
+        self.append(events)
+    }
     fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
     fn bounds(&self, stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>>;
     /// The state view of `stream`, only slots whose latest event has an id > `after`
