@@ -207,7 +207,7 @@ pub struct Accepted {
     /// The event with `tenant`, `published_at` and `occurred_at` filled; `id` still 0.
     pub event: Event,
     /// `event` encoded without `id`: the log prefixes the id field, so encoding stays off the writer.
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     pub idempotency_key: Option<String>,
 }
 
@@ -283,7 +283,7 @@ pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Acce
         ));
     }
     let idempotency_key = (!event.idempotency_key.is_empty()).then(|| event.idempotency_key.clone());
-    Ok(Accepted { tenant, routing, event, body, idempotency_key })
+    Ok(Accepted { tenant, routing, event, body: body.into(), idempotency_key })
 }
 
 pub fn now_timestamp() -> pbjson_types::Timestamp {

@@ -341,7 +341,7 @@ impl JetStreamLog {
         let mut out: Vec<Option<Appended>> = vec![None; events.len()];
         let mut last_error = String::new();
         // Shared, not copied, on every retry.
-        let bodies: Vec<Bytes> = events.iter().map(|a| Bytes::copy_from_slice(&a.body)).collect();
+        let bodies: Vec<Bytes> = events.iter().map(|a| a.body.clone()).collect();
         loop {
             // While disconnected nothing is sent: the client would buffer it and deliver it after
             // we answered "unavailable", storing an event its publisher was told failed.
@@ -445,7 +445,7 @@ impl JetStreamLog {
             headers.insert("Nats-Batch-Id", batch.as_str());
             headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
             headers.insert("Nats-Msg-Id", ids[i].as_str());
-            let body = Bytes::copy_from_slice(&events[i].body);
+            let body = events[i].body.clone();
             if i + 1 == n {
                 headers.insert("Nats-Batch-Commit", "1");
                 let reply = self
