@@ -504,7 +504,13 @@ async fn a_nats_server_restarted_with_its_store_wiped_catches_up_and_holds_the_q
     let mut seen: Vec<u64> = Vec::new();
     loop {
         let after = seen.last().copied().unwrap_or(0);
-        let page = get_json(&format!("{}/api/events?channels=alerts&after={after}&limit=1000", a.http_url), &sub).await;
+        let url = format!("{}/api/events?channels=alerts&after={after}&limit=1000", a.http_url);
+        // Right after a member is lost a read may get 503 (the election); a client retries.
+        let page = wait_for("a page of history", || async {
+            let page = get_json(&url, &sub).await;
+            page["events"].is_array().then_some(page)
+        })
+        .await;
         let ids: Vec<u64> =
             page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
         if ids.is_empty() {
