@@ -41,6 +41,43 @@ async fn publish_http(p: &Process, prefix: &str, n: usize) -> Vec<u64> {
     r["ids"].as_array().expect("ids").iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect()
 }
 
+/// The name of the server leading the history stream (waits for an election).
+async fn stream_leader(servers: &[Option<nats::Server>]) -> String {
+    wait_for("a stream leader", || async {
+        for s in servers.iter().flatten() {
+            if let Some((_, _, leader)) = s.stream_state("SWITCHYARD").await
+                && !leader.is_empty()
+            {
+                return Some(leader);
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Every id in `alerts` on node `p`, read page by page through the polling API. Right after a
+/// member is lost a read may get 503 (the election): it is retried, as a client would.
+async fn all_alert_ids(p: &Process) -> Vec<u64> {
+    let sub = p.token("acme", Role::Subscribe);
+    let mut seen: Vec<u64> = Vec::new();
+    loop {
+        let after = seen.last().copied().unwrap_or(0);
+        let url = format!("{}/api/events?channels=alerts&after={after}&limit=1000", p.http_url);
+        let page = wait_for("a page of history", || async {
+            let page = get_json(&url, &sub).await;
+            page["events"].is_array().then_some(page)
+        })
+        .await;
+        let ids: Vec<u64> =
+            page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
+        if ids.is_empty() {
+            return seen;
+        }
+        seen.extend(ids);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_ids_a_client_resumes_on_another_node_and_retries_dedupe_across_nodes() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,17 +217,7 @@ async fn r3_cluster_loses_its_leader_mid_stream_and_keeps_every_acknowledged_eve
     });
     // Find the stream leader and kill it (SIGKILL) mid-stream.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let leader = wait_for("a stream leader", || async {
-        for s in servers.iter().flatten() {
-            if let Some((_, _, leader)) = s.stream_state("SWITCHYARD").await
-                && !leader.is_empty()
-            {
-                return Some(leader);
-            }
-        }
-        None
-    })
-    .await;
+    let leader = stream_leader(&servers).await;
     let idx = specs.iter().position(|s| s.name == leader).expect("leader is one of ours");
     servers[idx] = None; // killed
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -208,19 +235,7 @@ async fn r3_cluster_loses_its_leader_mid_stream_and_keeps_every_acknowledged_eve
         assert!(state.0 >= acked.len() as u64, "{name} holds {} messages, {} were acknowledged", state.0, acked.len());
     }
     // And the node reads every one of them back, once.
-    let sub = a.token("acme", Role::Subscribe);
-    let mut seen = Vec::new();
-    let mut after = 0u64;
-    loop {
-        let page = get_json(&format!("{}/api/events?channels=alerts&after={after}&limit=1000", a.http_url), &sub).await;
-        let ids: Vec<u64> =
-            page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
-        if ids.is_empty() {
-            break;
-        }
-        after = *ids.last().unwrap();
-        seen.extend(ids);
-    }
+    let seen = all_alert_ids(&a).await;
     let mut want = acked.clone();
     want.sort();
     want.dedup();
@@ -472,17 +487,7 @@ async fn a_nats_server_restarted_with_its_store_wiped_catches_up_and_holds_the_q
     // The node waits for the forming cluster to take its streams.
     let a = node(&dir.path().join("a"), &urls.join(","), None, 3);
     let mut acked = publish_http(&a, "before-", 200).await;
-    let leader = wait_for("a stream leader", || async {
-        for s in servers.iter().flatten() {
-            if let Some((_, _, leader)) = s.stream_state("SWITCHYARD").await
-                && !leader.is_empty()
-            {
-                return Some(leader);
-            }
-        }
-        None
-    })
-    .await;
+    let leader = stream_leader(&servers).await;
     // A follower loses its disk: stopped, store deleted, started empty.
     let wiped = specs.iter().position(|s| s.name != leader).unwrap();
     servers[wiped] = None;
@@ -500,23 +505,6 @@ async fn a_nats_server_restarted_with_its_store_wiped_catches_up_and_holds_the_q
     let other = (0..3).find(|i| *i != wiped).unwrap();
     servers[other] = None;
     acked.extend(publish_http(&a, "after-", 20).await);
-    let sub = a.token("acme", Role::Subscribe);
-    let mut seen: Vec<u64> = Vec::new();
-    loop {
-        let after = seen.last().copied().unwrap_or(0);
-        let url = format!("{}/api/events?channels=alerts&after={after}&limit=1000", a.http_url);
-        // Right after a member is lost a read may get 503 (the election); a client retries.
-        let page = wait_for("a page of history", || async {
-            let page = get_json(&url, &sub).await;
-            page["events"].is_array().then_some(page)
-        })
-        .await;
-        let ids: Vec<u64> =
-            page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
-        if ids.is_empty() {
-            break;
-        }
-        seen.extend(ids);
-    }
+    let seen = all_alert_ids(&a).await;
     assert_eq!(seen, acked, "every acknowledged event, once, in order, after a wiped store and a lost member");
 }
