@@ -442,6 +442,70 @@ impl Log for EmbeddedLog {
     }
 }
 
+/// One group commit's open tables and what the group has written so far.
+struct Group<'t> {
+    events: redb::Table<'t, u64, &'static [u8]>,
+    streams: redb::Table<'t, (&'static str, u64), u64>,
+    dedupe: redb::Table<'t, (&'static str, &'static str), (u64, u64)>,
+    dedupe_times: redb::Table<'t, (u64, u64), (&'static str, &'static str)>,
+    meta: redb::Table<'t, &'static str, u64>,
+    state: redb::Table<'t, &'static [u8], u64>,
+    times: redb::Table<'t, u64, u64>,
+    /// The group's time, stamped on every entry it writes.
+    ms: u64,
+    /// Keys first seen in this same group, so a batch with repeats stores one.
+    fresh: HashMap<(Tenant, String), u64>,
+    /// The group's last event per state slot, written once and in key order at the end:
+    /// fewer B-tree updates, and neighbouring pages touched together.
+    slots: BTreeMap<Vec<u8>, u64>,
+    buf: Vec<u8>,
+    name: String,
+}
+
+impl<'t> Group<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, LogError> {
+        Ok(Self {
+            events: txn.open_table(EVENTS).map_err(storage)?,
+            streams: txn.open_table(STREAMS).map_err(storage)?,
+            dedupe: txn.open_table(DEDUPE).map_err(storage)?,
+            dedupe_times: txn.open_table(DEDUPE_TIMES).map_err(storage)?,
+            meta: txn.open_table(META).map_err(storage)?,
+            state: txn.open_table(STATE).map_err(storage)?,
+            times: txn.open_table(TIMES).map_err(storage)?,
+            ms: now_ms(),
+            fresh: HashMap::new(),
+            slots: BTreeMap::new(),
+            buf: Vec::with_capacity(512),
+            name: String::with_capacity(128),
+        })
+    }
+
+    /// The id already stored under this event's idempotency key, in this group or before.
+    fn stored_key(&self, acc: &Accepted) -> Result<Option<u64>, LogError> {
+        let Some(key) = &acc.idempotency_key else { return Ok(None) };
+        if let Some(id) = self.fresh.get(&(acc.tenant.clone(), key.clone())) {
+            return Ok(Some(*id));
+        }
+        Ok(self.dedupe.get((acc.tenant.as_str(), key.as_str())).map_err(storage)?.map(|v| v.value().0))
+    }
+
+    /// The state slots (same transaction as the events: state and history never disagree),
+    /// the head, and the first id of this millisecond (an earlier group in the same ms keeps
+    /// its row).
+    fn finish(&mut self, start_head: u64, head: u64) -> Result<(), LogError> {
+        for (key, id) in &self.slots {
+            self.state.insert(key.as_slice(), id).map_err(storage)?;
+        }
+        if head != start_head {
+            self.meta.insert("head", head).map_err(storage)?;
+            if self.times.get(self.ms).map_err(storage)?.is_none() {
+                self.times.insert(self.ms, start_head + 1).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Writer {
     db: Arc<Database>,
     config: EmbeddedConfig,
@@ -759,24 +823,10 @@ impl Writer {
         let mut txn = self.db.begin_write().map_err(storage)?;
         txn.set_durability(self.durability()).map_err(storage)?;
         {
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
-            let mut streams = txn.open_table(STREAMS).map_err(storage)?;
-            let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
-            let mut dedupe_times = txn.open_table(DEDUPE_TIMES).map_err(storage)?;
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let mut state = txn.open_table(STATE).map_err(storage)?;
-            let mut times = txn.open_table(TIMES).map_err(storage)?;
-            let ms = now_ms();
-            // Keys first seen in this same group, so a batch with repeats stores one.
-            let mut fresh: HashMap<(Tenant, String), u64> = HashMap::new();
-            // The group's last event per state slot, written once and in key order at the end:
-            // fewer B-tree updates, and neighbouring pages touched together.
-            let mut slots: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-            let mut buf = Vec::with_capacity(512);
-            let mut name = String::with_capacity(128);
+            let mut g = Group::open(&txn)?;
             for batch in batches {
                 // The state keys this batch adds (already looked up once, for the quota).
-                let mut new_keys = match self.admit(&batch, &state, &slots) {
+                let mut new_keys = match self.admit(&batch, &g.state, &g.slots) {
                     Ok(keys) => keys,
                     Err(e) => {
                         results.push(Err(e));
@@ -785,69 +835,63 @@ impl Writer {
                 };
                 let mut out = Vec::with_capacity(batch.len());
                 for acc in batch {
-                    if let Some(key) = &acc.idempotency_key {
-                        let seen = match fresh.get(&(acc.tenant.clone(), key.clone())) {
-                            Some(id) => Some(*id),
-                            None => {
-                                dedupe.get((acc.tenant.as_str(), key.as_str())).map_err(storage)?.map(|v| v.value().0)
-                            }
-                        };
-                        if let Some(id) = seen {
-                            out.push(Appended { id: EventId(id), duplicate: true });
-                            continue;
-                        }
+                    if let Some(id) = g.stored_key(&acc)? {
+                        out.push(Appended { id: EventId(id), duplicate: true });
+                        continue;
                     }
                     head += 1;
-                    let id = head;
-                    // Field 1 (id, varint) prefixed to the body encoded without it.
-                    buf.clear();
-                    buf.push(0x08);
-                    prost::encoding::encode_varint(id, &mut buf);
-                    buf.extend_from_slice(&acc.body);
-                    events.insert(id, buf.as_slice()).map_err(storage)?;
-                    if let Some(slot) = &acc.routing.state {
-                        let key = state_key(&acc.tenant, slot, &acc.event.key);
-                        if new_keys.remove(&key) {
-                            self.usage.entry(acc.tenant.to_string()).or_default().keys += 1;
-                        }
-                        slots.insert(key, id);
-                    }
-                    streams.insert((acc.tenant.as_str(), id), ms).map_err(storage)?;
-                    self.bump(acc.tenant.as_str());
-                    for ch in &acc.routing.channels {
-                        name.clear();
-                        name.push_str(acc.tenant.as_str());
-                        name.push(':');
-                        name.push_str(ch.as_str());
-                        streams.insert((name.as_str(), id), ms).map_err(storage)?;
-                        self.bump(&name);
-                    }
-                    if let Some(key) = &acc.idempotency_key {
-                        dedupe.insert((acc.tenant.as_str(), key.as_str()), (id, ms)).map_err(storage)?;
-                        dedupe_times.insert((ms, id), (acc.tenant.as_str(), key.as_str())).map_err(storage)?;
-                        fresh.insert((acc.tenant.clone(), key.clone()), id);
-                    }
+                    self.store(&mut g, &acc, head, &mut new_keys)?;
                     let Accepted { tenant, routing, mut event, .. } = acc;
-                    event.id = id;
+                    event.id = head;
                     records.push(Arc::new(Record::new(event, tenant, routing)));
-                    out.push(Appended { id: EventId(id), duplicate: false });
+                    out.push(Appended { id: EventId(head), duplicate: false });
                 }
                 results.push(Ok(out));
             }
-            // Same transaction as the events: state and history can never disagree.
-            for (key, id) in &slots {
-                state.insert(key.as_slice(), id).map_err(storage)?;
-            }
-            if head != start_head {
-                meta.insert("head", head).map_err(storage)?;
-                // The first id of this millisecond; an earlier group in the same ms keeps its row.
-                if times.get(ms).map_err(storage)?.is_none() {
-                    times.insert(ms, start_head + 1).map_err(storage)?;
-                }
-            }
+            g.finish(start_head, head)?;
         }
         txn.commit().map_err(storage)?;
         Ok((records, results, head))
+    }
+
+    /// Writes one new event as `id`: the event, its streams, its key, its state slot.
+    fn store(
+        &mut self,
+        g: &mut Group<'_>,
+        acc: &Accepted,
+        id: u64,
+        new_keys: &mut HashSet<Vec<u8>>,
+    ) -> Result<(), LogError> {
+        // Field 1 (id, varint) prefixed to the body encoded without it.
+        g.buf.clear();
+        g.buf.push(0x08);
+        prost::encoding::encode_varint(id, &mut g.buf);
+        g.buf.extend_from_slice(&acc.body);
+        g.events.insert(id, g.buf.as_slice()).map_err(storage)?;
+        if let Some(slot) = &acc.routing.state {
+            let key = state_key(&acc.tenant, slot, &acc.event.key);
+            if new_keys.remove(&key) {
+                self.usage.entry(acc.tenant.to_string()).or_default().keys += 1;
+            }
+            g.slots.insert(key, id);
+        }
+        let ms = g.ms;
+        g.streams.insert((acc.tenant.as_str(), id), ms).map_err(storage)?;
+        self.bump(acc.tenant.as_str());
+        for ch in &acc.routing.channels {
+            g.name.clear();
+            g.name.push_str(acc.tenant.as_str());
+            g.name.push(':');
+            g.name.push_str(ch.as_str());
+            g.streams.insert((g.name.as_str(), id), ms).map_err(storage)?;
+            self.bump(&g.name);
+        }
+        if let Some(key) = &acc.idempotency_key {
+            g.dedupe.insert((acc.tenant.as_str(), key.as_str()), (id, ms)).map_err(storage)?;
+            g.dedupe_times.insert((ms, id), (acc.tenant.as_str(), key.as_str())).map_err(storage)?;
+            g.fresh.insert((acc.tenant.clone(), key.clone()), id);
+        }
+        Ok(())
     }
 
     /// One more entry in stream `name` (a new keyed channel counts against its tenant's jobs).
