@@ -153,6 +153,179 @@ impl Compaction {
     }
 }
 
+/// Where a subscription begins: the items it opens with (its status, and the state a
+/// coalescing connection still owed), where its replay starts, the state to merge into it, and
+/// the time before which replayed events are dropped.
+struct Begin {
+    items: Vec<Item>,
+    cursor: EventId,
+    compaction: Option<Compaction>,
+    since: Option<u64>,
+}
+
+async fn begin(log: &Arc<dyn Log>, filter: &Filter, start: Start) -> Result<Begin, crate::log::LogError> {
+    // `since` starts at an id at most a little early: the replay drops what came before it.
+    let mut since = None;
+    let start = match start {
+        Start::Since(ms) => {
+            since = Some(ms);
+            Start::After(Cursor::at(log.id_before(ms).await?))
+        }
+        other => other,
+    };
+    let bounds = log.bounds(filter.stream.clone()).await?;
+    let mut items = Vec::with_capacity(1);
+    let mut compaction = None;
+    let mut cursor = bounds.head;
+    match start {
+        Start::Live | Start::Since(_) => items.push(Item::Status { complete: true, bounds }),
+        Start::State(facts_after) => {
+            let complete = facts_after.is_none_or(|n| n <= bounds.head && bounds.complete_after(n));
+            items.push(Item::Status { complete, bounds });
+            let view = log.state(filter.stream.clone(), EventId::ZERO).await?;
+            cursor = match facts_after {
+                Some(n) if n <= bounds.head => n.max(bounds.trimmed_through).min(view.as_of),
+                _ => view.as_of,
+            };
+            compaction = Some(Compaction::new(view, filter));
+        }
+        Start::After(from) if from.after <= bounds.head && bounds.complete_after(from.after) => {
+            items.push(Item::Status { complete: true, bounds });
+            cursor = from.after;
+            if let Some(w) = from.state_after {
+                // State a coalescing connection still held when it ended: the current
+                // event of each slot that changed in (w, after]; later ones come as events.
+                let view = log.state(filter.stream.clone(), w).await?;
+                let owed = view.records.into_iter().filter(|r| r.id <= from.after && filter.wants(r));
+                items.extend(owed.map(|r| Item::Coalesced(r, Cursor::at(from.after))));
+            }
+        }
+        Start::After(from) => {
+            items.push(Item::Status { complete: false, bounds });
+            // An id this log never issued (another history) heals with all of the state.
+            let (base, history) = if from.after > bounds.head {
+                (EventId::ZERO, None)
+            } else {
+                (from.after, Some(bounds.trimmed_through))
+            };
+            let view = log.state(filter.stream.clone(), base).await?;
+            cursor = history.unwrap_or(view.as_of);
+            compaction = Some(Compaction::new(view, filter));
+        }
+    }
+    Ok(Begin { items, cursor, compaction, since })
+}
+
+/// The items one page of history gives, merging in a compaction's state events by id and
+/// ending the compaction at its seam; `cursor` follows every record read.
+fn replay(
+    page: Vec<Arc<Record>>,
+    cursor: &mut EventId,
+    compaction: &mut Option<Compaction>,
+    since: Option<u64>,
+    filter: &Filter,
+    mut coalescer: Option<&mut Coalescer>,
+) -> Vec<Item> {
+    let mut items = Vec::with_capacity(page.len());
+    for r in page {
+        if r.id <= *cursor {
+            continue;
+        }
+        if let Some(c) = compaction.as_mut() {
+            items.extend(c.due_before(Some(r.id)).into_iter().map(Item::Event));
+            if r.id <= c.as_of && !c.keeps(&r) {
+                *cursor = r.id;
+                continue;
+            }
+            if r.id > c.as_of {
+                items.push(Item::StateEnd { as_of: c.as_of, count: c.count });
+                *compaction = None;
+            }
+        }
+        *cursor = r.id;
+        if since.is_some_and(|ms| r.published_ms() < ms) {
+            continue;
+        }
+        if filter.wants(&r) {
+            if let Some(c) = coalescer.as_deref_mut() {
+                c.passed(&r);
+            }
+            items.push(Item::Event(r));
+        }
+    }
+    items
+}
+
+/// Snapshots whose coalescing window has ended (sent with the cursor they owe), and the floor
+/// when it moved.
+fn due_now(c: &mut Coalescer, cursor: EventId, floor: &mut Option<EventId>) -> Vec<Item> {
+    let due = c.take_due(tokio::time::Instant::now());
+    let now_floor = c.floor();
+    let mut items: Vec<Item> = due.into_iter().map(|r| Item::Coalesced(r, Cursor::owing(cursor, now_floor))).collect();
+    if now_floor != *floor {
+        *floor = now_floor;
+        items.push(Item::Floor(now_floor));
+    }
+    items
+}
+
+/// A live record through the coalescer: the floor first when it moved, then the event unless
+/// it is held back (a snapshot inside its key's window).
+fn coalesce(c: &mut Coalescer, r: Arc<Record>, floor: &mut Option<EventId>) -> (Option<Item>, Option<Item>) {
+    let out = if r.routing.delivery == Delivery::Snapshot {
+        c.offer(r, tokio::time::Instant::now())
+    } else {
+        c.passed(&r);
+        Some(r)
+    };
+    let moved = (c.floor() != *floor).then(|| {
+        *floor = c.floor();
+        Item::Floor(*floor)
+    });
+    (moved, out.map(Item::Event))
+}
+
+/// Where the replay reaches the head: what a compaction still holds, its `StateEnd`, and the
+/// coalescing floor if it moved.
+fn seam(
+    compaction: Option<Compaction>,
+    cursor: &mut EventId,
+    coalescer: Option<&Coalescer>,
+    floor: &mut Option<EventId>,
+) -> Vec<Item> {
+    let mut items = Vec::new();
+    if let Some(mut c) = compaction {
+        items.extend(c.due_before(None).into_iter().map(Item::Event));
+        *cursor = (*cursor).max(c.as_of);
+        items.push(Item::StateEnd { as_of: c.as_of, count: c.count });
+    }
+    if let Some(c) = coalescer
+        && c.floor() != *floor
+    {
+        *floor = c.floor();
+        items.push(Item::Floor(*floor));
+    }
+    items
+}
+
+/// A subscriber the ring outran, at `cursor`: if retention already removed what it missed,
+/// the gap to report, the state of what changed in it (to heal with) and where the replay
+/// resumes. `None`: history still holds it all.
+async fn fell_behind(
+    log: &Arc<dyn Log>,
+    filter: &Filter,
+    cursor: EventId,
+) -> Result<Option<(Item, Compaction, EventId)>, crate::log::LogError> {
+    let b = log.bounds(filter.stream.clone()).await?;
+    if b.trimmed_through <= cursor {
+        return Ok(None);
+    }
+    let gap =
+        Item::Gap { after: cursor, next: EventId(b.trimmed_through.0 + 1), reason: "subscriber fell behind retention" };
+    let view = log.state(filter.stream.clone(), cursor).await?;
+    Ok(Some((gap, Compaction::new(view, filter), b.trimmed_through)))
+}
+
 /// The item stream for one subscriber.
 pub fn subscribe(
     log: Arc<dyn Log>,
@@ -162,104 +335,25 @@ pub fn subscribe(
 ) -> impl FutStream<Item = Result<Item, crate::log::LogError>> + Send + 'static {
     let mut rx = hub.subscribe(filter.ring.clone());
     async_stream::try_stream! {
-        // `since` starts at an id at most a little early: the replay drops what came before it.
-        let mut since = None;
-        let start = match options.start {
-            Start::Since(ms) => {
-                since = Some(ms);
-                Start::After(Cursor::at(log.id_before(ms).await?))
-            }
-            other => other,
-        };
-        let bounds = log.bounds(filter.stream.clone()).await?;
+        let Begin { items, mut cursor, mut compaction, mut since } = begin(&log, &filter, options.start).await?;
+        for item in items {
+            yield item;
+        }
         let mut coalescer = options.coalesce.map(Coalescer::new);
         let mut floor: Option<EventId> = None;
-        let mut compaction: Option<Compaction> = None;
-        let mut cursor = bounds.head;
-        match start {
-            Start::Live | Start::Since(_) => yield Item::Status { complete: true, bounds },
-            Start::State(facts_after) => {
-                let complete = facts_after.is_none_or(|n| n <= bounds.head && bounds.complete_after(n));
-                yield Item::Status { complete, bounds };
-                let view = log.state(filter.stream.clone(), EventId::ZERO).await?;
-                cursor = match facts_after {
-                    Some(n) if n <= bounds.head => n.max(bounds.trimmed_through).min(view.as_of),
-                    _ => view.as_of,
-                };
-                compaction = Some(Compaction::new(view, &filter));
-            }
-            Start::After(from) if from.after <= bounds.head && bounds.complete_after(from.after) => {
-                yield Item::Status { complete: true, bounds };
-                cursor = from.after;
-                if let Some(w) = from.state_after {
-                    // State a coalescing connection still held when it ended: the current
-                    // event of each slot that changed in (w, after]; later ones come as events.
-                    let view = log.state(filter.stream.clone(), w).await?;
-                    for r in view.records.into_iter().filter(|r| r.id <= from.after && filter.wants(r)) {
-                        yield Item::Coalesced(r, Cursor::at(from.after));
-                    }
-                }
-            }
-            Start::After(from) => {
-                yield Item::Status { complete: false, bounds };
-                // An id this log never issued (another history) heals with all of the state.
-                let (base, history) = if from.after > bounds.head {
-                    (EventId::ZERO, None)
-                } else {
-                    (from.after, Some(bounds.trimmed_through))
-                };
-                let view = log.state(filter.stream.clone(), base).await?;
-                cursor = history.unwrap_or(view.as_of);
-                compaction = Some(Compaction::new(view, &filter));
-            }
-        }
         loop {
             // Replay from the log up to its head (merging in a compaction's state events).
             loop {
                 let page = log.read(filter.stream.clone(), cursor, PAGE).await?;
                 let Some(last) = page.last().map(|r| r.id) else { break };
-                for r in page {
-                    if r.id <= cursor {
-                        continue;
-                    }
-                    if let Some(c) = compaction.as_mut() {
-                        for s in c.due_before(Some(r.id)) {
-                            yield Item::Event(s);
-                        }
-                        if r.id <= c.as_of && !c.keeps(&r) {
-                            cursor = r.id;
-                            continue;
-                        }
-                        if r.id > c.as_of {
-                            let (as_of, count) = (c.as_of, c.count);
-                            compaction = None;
-                            yield Item::StateEnd { as_of, count };
-                        }
-                    }
-                    cursor = r.id;
-                    if since.is_some_and(|ms| r.published_ms() < ms) {
-                        continue;
-                    }
-                    if filter.wants(&r) {
-                        if let Some(c) = coalescer.as_mut() {
-                            c.passed(&r);
-                        }
-                        yield Item::Event(r);
-                    }
+                for item in replay(page, &mut cursor, &mut compaction, since, &filter, coalescer.as_mut()) {
+                    yield item;
                 }
                 cursor = cursor.max(last);
             }
             since = None;
-            if let Some(mut c) = compaction.take() {
-                for s in c.due_before(None) {
-                    yield Item::Event(s);
-                }
-                cursor = cursor.max(c.as_of);
-                yield Item::StateEnd { as_of: c.as_of, count: c.count };
-            }
-            if let Some(c) = coalescer.as_ref() && c.floor() != floor {
-                floor = c.floor();
-                yield Item::Floor(floor);
+            for item in seam(compaction.take(), &mut cursor, coalescer.as_ref(), &mut floor) {
+                yield item;
             }
             // Live from the ring.
             loop {
@@ -268,16 +362,9 @@ pub fn subscribe(
                     biased;
                     m = rx.recv() => m,
                     _ = sleep_until_opt(due) => {
-                        let now = tokio::time::Instant::now();
                         if let Some(c) = coalescer.as_mut() {
-                            let due = c.take_due(now);
-                            let now_floor = c.floor();
-                            for r in due {
-                                yield Item::Coalesced(r, Cursor::owing(cursor, now_floor));
-                            }
-                            if now_floor != floor {
-                                floor = now_floor;
-                                yield Item::Floor(floor);
+                            for item in due_now(c, cursor, &mut floor) {
+                                yield item;
                             }
                         }
                         continue;
@@ -292,22 +379,12 @@ pub fn subscribe(
                         if !filter.wants(&r) {
                             continue;
                         }
-                        let Some(c) = coalescer.as_mut() else {
-                            yield Item::Event(r);
-                            continue;
+                        let (moved, out) = match coalescer.as_mut() {
+                            Some(c) => coalesce(c, r, &mut floor),
+                            None => (None, Some(Item::Event(r))),
                         };
-                        let out = if r.routing.delivery == Delivery::Snapshot {
-                            c.offer(r, tokio::time::Instant::now())
-                        } else {
-                            c.passed(&r);
-                            Some(r)
-                        };
-                        if c.floor() != floor {
-                            floor = c.floor();
-                            yield Item::Floor(floor);
-                        }
-                        if let Some(r) = out {
-                            yield Item::Event(r);
+                        for item in moved.into_iter().chain(out) {
+                            yield item;
                         }
                     }
                     Err(RecvError::Lagged(_)) if options.on_lag == Lag::Evict => {
@@ -315,19 +392,11 @@ pub fn subscribe(
                         return;
                     }
                     Err(RecvError::Lagged(_)) => {
-                        // Too slow for the ring: catch up from the log. If retention already
-                        // removed what this subscriber missed, say so and heal with the state
-                        // of what changed in the gap.
-                        let b = log.bounds(filter.stream.clone()).await?;
-                        if b.trimmed_through > cursor {
-                            yield Item::Gap {
-                                after: cursor,
-                                next: EventId(b.trimmed_through.0 + 1),
-                                reason: "subscriber fell behind retention",
-                            };
-                            let view = log.state(filter.stream.clone(), cursor).await?;
-                            compaction = Some(Compaction::new(view, &filter));
-                            cursor = b.trimmed_through;
+                        // Too slow for the ring: catch up from the log.
+                        if let Some((gap, healing, from)) = fell_behind(&log, &filter, cursor).await? {
+                            yield gap;
+                            compaction = Some(healing);
+                            cursor = from;
                         }
                         break;
                     }
