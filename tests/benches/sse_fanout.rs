@@ -42,6 +42,9 @@ fn now_micros() -> u64 {
 struct Counters {
     frames: AtomicU64,
     connected: AtomicU64,
+    /// Streams the server ended before the run stopped (an eviction, say): such a client does
+    /// not resume here, so what it missed shows as missing deliveries.
+    ended: AtomicU64,
     latencies: Mutex<Vec<u64>>,
 }
 
@@ -60,7 +63,13 @@ async fn client(addr: String, token: String, sample: bool, c: Arc<Counters>, sto
     let mut local_lat = Vec::new();
     loop {
         let n = tokio::select! {
-            r = s.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+            r = s.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    c.ended.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Ok(n) => n,
+            },
             _ = stop.notified() => break,
         };
         // Carry the end of the previous read so patterns split across reads still count.
@@ -131,6 +140,7 @@ async fn open(n: usize, samples: usize, extra: &[&str]) -> Run {
     let counters = Arc::new(Counters {
         frames: AtomicU64::new(0),
         connected: AtomicU64::new(0),
+        ended: AtomicU64::new(0),
         latencies: Mutex::new(Vec::new()),
     });
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -223,9 +233,10 @@ async fn latency(n: usize, rate: u64, secs: u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let frames = run.counters.frames.load(Ordering::Relaxed);
+    let ended = run.counters.ended.load(Ordering::Relaxed);
     let lat = run.close().await;
     println!(
-        "latency_{n}: {connected} subscribers, {sent} events at {rate}/s for {secs} s; delivered {frames}/{target} ({}); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+        "latency_{n}: {connected} subscribers, {sent} events at {rate}/s for {secs} s; delivered {frames}/{target} ({}; {ended} streams ended by the server); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
         if frames == target { "nothing lost" } else { "MISSING" },
         pct(&lat, 0.5),
         pct(&lat, 0.99),
@@ -236,6 +247,7 @@ async fn latency(n: usize, rate: u64, secs: u64) {
 
 async fn throughput(n: usize, rate: u64, secs: u64) {
     let run = open(n, 10, &[]).await;
+    let connected = run.counters.connected.load(Ordering::Relaxed);
     let start = Instant::now();
     let sent = publish(&run, rate, secs).await;
     let target = sent * n as u64;
@@ -245,9 +257,10 @@ async fn throughput(n: usize, rate: u64, secs: u64) {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let frames = run.counters.frames.load(Ordering::Relaxed);
+    let ended = run.counters.ended.load(Ordering::Relaxed);
     let lat = run.close().await;
     println!(
-        "throughput_{n}: {sent} events × {n} subscribers = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "throughput_{n}: {sent} events × {n} subscribers ({connected} connected) = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}; {ended} streams ended by the server); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         frames as f64 / elapsed,
         if frames == target { "nothing lost" } else { "MISSING" },
         pct(&lat, 0.5),
