@@ -86,10 +86,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 }
 
 /// A parsed SSE request this module can serve.
-struct SseRequest {
+pub struct SseRequest {
     channels: Vec<String>,
     query: SseQuery,
     headers: HeaderMap,
+}
+
+impl SseRequest {
+    /// The channels asked for (empty: every channel the token allows).
+    pub fn channels(&self) -> &[String] {
+        &self.channels
+    }
 }
 
 /// What the first bytes of a connection turned out to be.
@@ -138,7 +145,9 @@ pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc
     Sniffed::Done
 }
 
-fn parse(head: &[u8]) -> Option<SseRequest> {
+/// A complete request head that is an SSE GET this path serves, or `None` (hyper's to answer):
+/// not a GET, a path the route table names, percent-encoding, an unparsable query or header.
+pub fn parse(head: &[u8]) -> Option<SseRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) || req.method != Some("GET") {
