@@ -127,6 +127,12 @@ impl AuthError {
     pub fn unauthenticated(&self) -> bool {
         matches!(self, Self::Missing | Self::Invalid(_) | Self::Expired | Self::Revoked)
     }
+
+    /// The error code on the wire, the same over HTTP (`error.code`) and gRPC (per-event results;
+    /// the status code says the same): `unauthenticated` or `permission_denied`.
+    pub fn code(&self) -> &'static str {
+        if self.unauthenticated() { "unauthenticated" } else { "permission_denied" }
+    }
 }
 
 impl Principal {

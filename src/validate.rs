@@ -53,8 +53,7 @@ impl PublishError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Invalid { code, .. } => code,
-            Self::Denied(a) if a.unauthenticated() => "unauthenticated",
-            Self::Denied(_) => "permission_denied",
+            Self::Denied(a) => a.code(),
             Self::Unavailable(_) => "unavailable",
             Self::Throttled(_) => "rate_limited",
             Self::Quota { .. } => "quota_exceeded",

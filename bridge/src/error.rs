@@ -110,11 +110,8 @@ impl ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        if e.unauthenticated() {
-            Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
-        } else {
-            Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
-        }
+        let status = if e.unauthenticated() { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
+        Self::new(status, e.code(), e.to_string())
     }
 }
 

@@ -247,7 +247,7 @@ async fn channel_rules_403_404_400() {
         let token = limited.clone();
         async move { switchyard_tests::http().get(url).bearer_auth(token).send().await.unwrap() }
     };
-    assert_eq!(error_of(get("/api/sse/alerts").await).await, (403, "forbidden".into()));
+    assert_eq!(error_of(get("/api/sse/alerts").await).await, (403, "permission_denied".into()));
     assert_eq!(error_of(get("/api/sse/nowhere").await).await, (404, "not_found".into()));
     assert_eq!(error_of(get("/api/sse/Bad%20Name").await).await, (400, "invalid_channel".into()));
     assert_eq!(error_of(get("/api/sse/jobs/a%20b").await).await, (400, "invalid_channel".into()));
