@@ -104,3 +104,118 @@ pub fn router(app: Arc<App>) -> Router {
         None => r,
     }
 }
+
+/// The router driven directly (`oneshot`, no socket): each feature's handlers behind their
+/// state, as the server composes them.
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use axum::{
+        body::{Body, to_bytes},
+        http::{Request, StatusCode, header},
+    };
+    use serde_json::{Value, json};
+    use switchyard::{
+        auth::{Role, Signer, Verifier},
+        bus::Bus,
+        hub::Hub,
+        ledger::LocalLedger,
+        log::embedded::{EmbeddedConfig, EmbeddedLog},
+    };
+    use tower::ServiceExt;
+
+    use super::router;
+    use crate::{
+        access::Access,
+        app::{App, Metrics},
+        config::{SseConfig, WebhooksConfig},
+        limits::{Caps, Limits},
+        pulse::Pulse,
+        webhooks::{Inbound, Webhooks},
+    };
+
+    const SECRET: &[u8] = b"a test secret of thirty-two bytes";
+
+    fn app(dir: &Path) -> Arc<App> {
+        let hub = Hub::default();
+        let log = Arc::new(EmbeddedLog::open(dir, EmbeddedConfig::default(), hub.feed()).unwrap());
+        let bus = Bus::new(log, hub, Default::default());
+        let verifier = Verifier::hs256(SECRET);
+        let ledger = Arc::new(LocalLedger::open(dir.join("revoked.json"), verifier.revocations().clone()).unwrap());
+        let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), None).unwrap());
+        let (_, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
+        Arc::new(App {
+            bus: bus.clone(),
+            access: Access::new(verifier, false, SECRET, ledger),
+            limits: Limits::new(Caps { total: 10, per_tenant: 10, per_token: 10 }),
+            sse: SseConfig::default(),
+            pulse,
+            metrics: Arc::new(Metrics::default()),
+            started: std::time::Instant::now(),
+            cors_origins: Vec::new(),
+            webhooks: Inbound { bus, hooks },
+        })
+    }
+
+    fn token(role: Role, channels: &[&str]) -> String {
+        Signer::hs256(SECRET).mint("acme", role, channels.iter().map(|c| c.to_string()).collect(), 600)
+    }
+
+    /// Status and JSON body of one request through the router.
+    async fn call(app: &Arc<App>, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = router(app.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+        let mut r = Request::get(uri);
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        r.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_a_code_by_one_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let (status, body) = call(&app, get("/no/such/route", None)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let (status, body) = call(&app, get("/api/events?channels=alerts", None)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+        let narrow = token(Role::Subscribe, &["orders"]);
+        let (status, body) = call(&app, get("/api/events?channels=alerts", Some(&narrow))).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("permission_denied")));
+    }
+
+    #[tokio::test]
+    async fn a_published_event_is_read_back_through_the_polling_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let event = json!({"type": "alert:info", "data": {"title": "hello"}});
+        let publish = Request::post("/api/events")
+            .header(header::AUTHORIZATION, format!("Bearer {}", token(Role::Publish, &[])))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(event.to_string()))
+            .unwrap();
+        let (status, body) = call(&app, publish).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (status, page) = call(&app, get("/api/events?channels=alerts", Some(&token(Role::Subscribe, &[])))).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["events"][0]["id"].as_str(), Some(id.as_str()));
+        assert_eq!(page["events"][0]["event"]["alertInfo"]["title"], "hello");
+    }
+
+    #[tokio::test]
+    async fn webhook_handlers_get_their_own_state_and_say_when_a_platform_is_not_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let req = Request::post("/api/webhooks/shopify").body(Body::from("{}")).unwrap();
+        let (status, body) = call(&app, req).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_configured")));
+    }
+}
