@@ -711,6 +711,9 @@ async fn tail(t: Tail) {
                         }
                         Err(error) => tracing::debug!(%error, "JetStream tail: direct get failed"),
                     }
+                } else {
+                    // The consumer delivers: an earlier look that raced it proves nothing.
+                    stuck_looks = 0;
                 }
                 at_last_look = delivered;
                 failed
