@@ -6,7 +6,8 @@
 //! a sequence. Every publish carries `Nats-Msg-Id` (`<tenant>:<idempotency key>`, or a fresh id
 //! per event for the duration of one append) so a retry after a lost ack is stored once.
 //!
-//! Each node tails the stream with one ordered consumer and feeds its local hub; browsers and
+//! Each node tails the stream with one ordered consumer (reading ahead by batched direct get
+//! whenever that consumer is silent) and feeds its local hub through its `Feed`; browsers and
 //! gRPC subscribers never get a NATS consumer of their own. When NATS goes away the tail
 //! reconnects and resumes after the last sequence it delivered; while it is away the node
 //! reports not-ready (`bounds` fails) and publishes retry for `publish_deadline`, then fail as
