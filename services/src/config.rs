@@ -37,8 +37,34 @@ pub struct IngestConfig {
     pub xero: Option<XeroConfig>,
     pub amazon: Option<AmazonConfig>,
     pub unleashed: Option<UnleashedConfig>,
-    /// Test hook: scale every wait (Retry-After, backoff); 1.0 in production.
-    pub time_scale: Option<f64>,
+    /// How every connector's HTTPS calls retry (`[retry]`).
+    pub retry: RetryConfig,
+}
+
+/// `[retry]`: attempts and waits for calls to a platform (defaults in [`RetryPolicy`]).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per call, the first included (default 4).
+    pub attempts: Option<u32>,
+    /// First backoff after a failure, doubling per attempt with full jitter (default 500).
+    pub backoff_ms: Option<u64>,
+    /// Longest single wait, whatever Retry-After asks (default 120,000).
+    pub max_wait_ms: Option<u64>,
+    /// Per-call timeout (default 30).
+    pub timeout_secs: Option<u64>,
+}
+
+impl RetryConfig {
+    pub fn policy(&self) -> RetryPolicy {
+        let d = RetryPolicy::default();
+        RetryPolicy {
+            attempts: self.attempts.unwrap_or(d.attempts).max(1),
+            backoff: self.backoff_ms.map_or(d.backoff, Duration::from_millis),
+            max_wait: self.max_wait_ms.map_or(d.max_wait, Duration::from_millis),
+            timeout: self.timeout_secs.map_or(d.timeout, |s| Duration::from_secs(s.max(1))),
+        }
+    }
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -107,7 +133,7 @@ pub fn start(
         Some(name) => Zone::new(name)?,
         None => Zone::utc(),
     };
-    let http = || Http::new(RetryPolicy { time_scale: config.time_scale.unwrap_or(1.0), ..RetryPolicy::default() });
+    let http = || Http::new(config.retry.policy());
     let mut tasks = Vec::new();
     let mut triggers = std::collections::HashMap::new();
     let mut names = BTreeMap::new();

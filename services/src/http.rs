@@ -19,12 +19,10 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// First backoff; doubles per attempt, with full jitter.
     pub backoff: Duration,
-    /// Longest single wait, whatever Retry-After says.
+    /// Longest single wait, whatever Retry-After says: a platform asking for more is asked
+    /// again sooner (and answers 429 again, which costs an attempt).
     pub max_wait: Duration,
     pub timeout: Duration,
-    /// Real waits are multiplied by this (1.0 in production). Tests shrink it and read
-    /// [`Http::waited`] to check what was asked for.
-    pub time_scale: f64,
 }
 
 impl Default for RetryPolicy {
@@ -34,7 +32,6 @@ impl Default for RetryPolicy {
             backoff: Duration::from_millis(500),
             max_wait: Duration::from_secs(120),
             timeout: Duration::from_secs(30),
-            time_scale: 1.0,
         }
     }
 }
@@ -61,16 +58,16 @@ impl Http {
         &self.client
     }
 
-    /// Total time the platform asked us to wait (Retry-After, throttles), unscaled.
+    /// Total time the platform asked us to wait (Retry-After, throttles), before `max_wait`.
     pub fn waited(&self) -> Duration {
         Duration::from_millis(self.waited_ms.load(Ordering::Relaxed))
     }
 
-    /// Waits `d` (scaled), recording it. For throttles a connector computes itself.
+    /// Waits `d` (at most `max_wait`), recording what was asked. For throttles a connector
+    /// computes itself.
     pub async fn pause(&self, d: Duration) {
-        let d = d.min(self.policy.max_wait);
         self.waited_ms.fetch_add(d.as_millis() as u64, Ordering::Relaxed);
-        tokio::time::sleep(d.mul_f64(self.policy.time_scale)).await;
+        tokio::time::sleep(d.min(self.policy.max_wait)).await;
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -124,8 +121,7 @@ impl Http {
                 return Err(error);
             }
             tracing::info!(what, %error, attempt, "retrying");
-            let wait = self.backoff(attempt);
-            tokio::time::sleep(wait.mul_f64(self.policy.time_scale)).await;
+            tokio::time::sleep(self.backoff(attempt)).await;
         }
     }
 
@@ -166,7 +162,7 @@ impl Http {
                 return Err(SyncError::Malformed(error));
             }
             tracing::info!(what, %error, attempt, "malformed answer; asking again");
-            tokio::time::sleep(self.backoff(attempt).mul_f64(self.policy.time_scale)).await;
+            tokio::time::sleep(self.backoff(attempt)).await;
         }
     }
 }

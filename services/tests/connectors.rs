@@ -374,7 +374,7 @@ async fn a_platform_that_never_answers_is_a_timeout() {
     let h = Http::new(RetryPolicy {
         timeout: Duration::from_millis(100),
         attempts: 2,
-        time_scale: 0.001,
+        backoff: Duration::from_millis(1),
         ..RetryPolicy::default()
     })
     .unwrap();

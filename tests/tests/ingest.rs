@@ -91,7 +91,10 @@ async fn switchyard_ingest_fills_the_dashboard_and_webhooks_trigger_syncs() {
             r#"state_dir = "{state}"
 interval_secs = 3600
 debounce_secs = 0
-time_scale = 0.001
+
+[retry]
+backoff_ms = 1
+max_wait_ms = 20
 
 [shopify]
 tenant = "acme"
@@ -168,7 +171,11 @@ async fn serve_runs_configured_connectors_in_process() {
     let fake = fakes().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ingest.toml");
-    std::fs::write(&config, format!("interval_secs = 3600\ntime_scale = 0.001\n{}", xero_section(&fake))).unwrap();
+    std::fs::write(
+        &config,
+        format!("interval_secs = 3600\n[retry]\nbackoff_ms = 1\nmax_wait_ms = 20\n{}", xero_section(&fake)),
+    )
+    .unwrap();
     let server = Server::start_with(|c| c.ingest = Some(config.clone())).await;
     let mut sse = Sse::connect(
         &format!("{}/api/sse/working-capital", server.http_url),

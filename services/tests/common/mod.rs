@@ -57,7 +57,13 @@ pub fn type_names(events: &[Event]) -> Vec<String> {
 }
 
 pub fn http() -> Http {
-    Http::new(RetryPolicy { time_scale: 0.001, backoff: Duration::from_millis(200), ..RetryPolicy::default() }).unwrap()
+    // Real waits, kept short: Retry-After is still recorded in full (`Http::waited`).
+    Http::new(RetryPolicy {
+        backoff: Duration::from_millis(1),
+        max_wait: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    })
+    .unwrap()
 }
 
 /// Like [`payloads`], as owned values.
