@@ -16,13 +16,14 @@ use crate::{
     auth::{AuthError, Principal, Role},
     catalog::Catalog,
     coalesce::DEFAULT_WINDOW,
+    error::PublishError,
     hub::Hub,
     log::{Appended, Log, LogError, Record, StateView, Stream},
     names::{Channel, Cursor, EventId, Tenant},
     proto::v1::Event,
     rate::{Limiter, Rate},
     subscription::{self, Allow, Filter, Item, Lag, Options, Start},
-    validate::{self, Policy, PublishError},
+    validate::{self, Policy},
 };
 
 /// Events a paced (throttled) publish stores at a time.
@@ -386,6 +387,16 @@ impl Bus {
             current: self.inner.subscribers.load(Ordering::Relaxed),
             peak: self.inner.peak.load(Ordering::Relaxed),
             total: self.inner.subscribed_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A log failure as the publisher sees it: a quota names its field; anything else is retryable.
+impl From<LogError> for PublishError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Quota { field, message } => PublishError::Quota { field, message },
+            e => PublishError::Unavailable(e.to_string()),
         }
     }
 }

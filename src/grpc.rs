@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::{
     auth::{AuthError, Principal, Verifier, bearer},
     bus::{Bus, ReadError, SubscribeError, SubscribeSpec},
+    error::{PublishError, PublishErrorKind},
     log::Appended,
     names::{Cursor, EventId},
     proto::{
@@ -30,7 +31,6 @@ use crate::{
         },
     },
     subscription::{Item, Start},
-    validate::PublishError,
 };
 
 /// Unix ms of a request timestamp; a time before 1970 means "everything".
@@ -196,7 +196,7 @@ impl EventBus for Service {
                             let total = results.len() + missing.len();
                             (0..total).map(|i| {
                                 let r = if missing.contains(&i) {
-                                    Err(PublishError::invalid("missing_event", "event", "required"))
+                                    Err(PublishError::invalid(PublishErrorKind::MissingEvent, "event", "required"))
                                 } else {
                                     results.next().unwrap_or(Err(PublishError::Unavailable("lost ack".into())))
                                 };

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::{
     catalog::{Catalog, lower_camel},
+    error::{PublishError, PublishErrorKind},
     proto::v1::Event,
-    validate::PublishError,
 };
 
 /// Envelope fields the short form passes through unchanged.
@@ -18,11 +18,13 @@ const ENVELOPE: &[&str] = &["tenant", "occurredAt", "source", "key", "idempotenc
 
 pub fn event_from_json(value: Value) -> Result<Event, PublishError> {
     let Value::Object(mut obj) = value else {
-        return Err(PublishError::invalid("invalid_json", "event", "an event must be a JSON object"));
+        return Err(PublishError::invalid(PublishErrorKind::InvalidJson, "event", "an event must be a JSON object"));
     };
     if let Some(ty) = obj.remove("type") {
-        let ty =
-            ty.as_str().ok_or_else(|| PublishError::invalid("invalid_type", "type", "must be a string"))?.to_owned();
+        let ty = ty
+            .as_str()
+            .ok_or_else(|| PublishError::invalid(PublishErrorKind::InvalidType, "type", "must be a string"))?
+            .to_owned();
         let data = obj.remove("data").unwrap_or(Value::Object(Map::new()));
         let mut envelope = Map::new();
         for k in ENVELOPE {
@@ -33,7 +35,11 @@ pub fn event_from_json(value: Value) -> Result<Event, PublishError> {
         match Catalog::global().by_name(&ty) {
             Some(spec) => {
                 if let Some(extra) = obj.keys().next() {
-                    return Err(PublishError::invalid("invalid_json", "event", format!("unknown field '{extra}'")));
+                    return Err(PublishError::invalid(
+                        PublishErrorKind::InvalidJson,
+                        "event",
+                        format!("unknown field '{extra}'"),
+                    ));
                 }
                 envelope.insert(lower_camel(&spec.field_name), data);
             }
@@ -41,7 +47,11 @@ pub fn event_from_json(value: Value) -> Result<Event, PublishError> {
                 let channels = obj.remove("channels").unwrap_or(Value::Array(Vec::new()));
                 let delivery = obj.remove("delivery");
                 if let Some(extra) = obj.keys().next() {
-                    return Err(PublishError::invalid("invalid_json", "event", format!("unknown field '{extra}'")));
+                    return Err(PublishError::invalid(
+                        PublishErrorKind::InvalidJson,
+                        "event",
+                        format!("unknown field '{extra}'"),
+                    ));
                 }
                 let mut custom = Map::new();
                 custom.insert("type".into(), Value::String(ty));
@@ -56,7 +66,7 @@ pub fn event_from_json(value: Value) -> Result<Event, PublishError> {
         obj = envelope;
     }
     serde_json::from_value::<Event>(Value::Object(obj))
-        .map_err(|e| PublishError::invalid("invalid_json", "event", e.to_string()))
+        .map_err(|e| PublishError::invalid(PublishErrorKind::InvalidJson, "event", e.to_string()))
 }
 
 /// The event as one line of proto3 JSON (the SSE `data:` and the polling API's items).

@@ -8,6 +8,7 @@
 //! - [`names`]: validated `Tenant`, `Channel`, `EventId`.
 //! - [`catalog`]: event types, routes and delivery kinds, read from the proto options.
 //! - [`json`]: events in and out of proto3 JSON (envelope and short `type`/`data` form).
+//! - [`error`]: why a publish was refused (`PublishErrorKind`, one wire code each).
 //! - [`validate`]: turns a published `Event` into an `Accepted` one, or a field-naming error.
 //! - [`log`]: the one ordered durable history (`Log` trait; `log::embedded` on redb).
 //! - [`hub`]: in-process fan-out of committed records, per tenant and channel.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod bus;
 pub mod catalog;
 pub mod coalesce;
+pub mod error;
 pub mod grpc;
 pub mod hub;
 pub mod json;

@@ -9,6 +9,7 @@ use prost::Message;
 use crate::{
     auth::{AuthError, Principal, Role},
     catalog::{CUSTOM_FIELD, Catalog, Route, is_type_name},
+    error::{PublishError, PublishErrorKind as Kind},
     names::{Channel, Tenant},
     proto::v1::{Delivery, Event, event::Payload},
 };
@@ -25,46 +26,6 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self { max_event_bytes: 64 * 1024, custom_channels: BTreeSet::new() }
-    }
-}
-
-/// Why an event was refused. `code` is stable; `field` names what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    #[error("{field}: {message}")]
-    Invalid { code: &'static str, field: &'static str, message: String },
-    #[error("{0}")]
-    Denied(#[from] AuthError),
-    #[error("the log is unavailable: {0}")]
-    Unavailable(String),
-    /// The tenant is over its publish rate; retry after this long.
-    #[error("publishing faster than this tenant's rate; retry after {0:?}")]
-    Throttled(std::time::Duration),
-    /// The tenant is at a storage quota (state keys, jobs); waiting does not help by itself.
-    #[error("{field}: {message}")]
-    Quota { field: &'static str, message: String },
-}
-
-impl PublishError {
-    pub fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid { code, field, message: message.into() }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Invalid { code, .. } => code,
-            Self::Denied(a) => a.code(),
-            Self::Unavailable(_) => "unavailable",
-            Self::Throttled(_) => "rate_limited",
-            Self::Quota { .. } => "quota_exceeded",
-        }
-    }
-
-    pub fn field(&self) -> &'static str {
-        match self {
-            Self::Invalid { field, .. } | Self::Quota { field, .. } => field,
-            _ => "",
-        }
     }
 }
 
@@ -96,7 +57,7 @@ impl Routing {
 pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishError> {
     let payload = event.payload.as_ref().ok_or_else(|| {
         PublishError::invalid(
-            "unknown_type",
+            Kind::UnknownType,
             "event.payload",
             "no payload set, or a payload type this bus does not know; see docs/events.md",
         )
@@ -112,37 +73,38 @@ pub fn route(event: &Event, policy: Option<&Policy>) -> Result<Routing, PublishE
 fn route_custom(custom: &crate::proto::v1::CustomEvent, policy: Option<&Policy>) -> Result<Routing, PublishError> {
     if !is_type_name(&custom.r#type) {
         return Err(PublishError::invalid(
-            "invalid_type",
+            Kind::InvalidType,
             "event.custom.type",
             "custom type must be 'namespace:name' of a-z, 0-9, '-', '_', '.'",
         ));
     }
     if Catalog::global().by_name(&custom.r#type).is_some() {
         return Err(PublishError::invalid(
-            "invalid_type",
+            Kind::InvalidType,
             "event.custom.type",
             format!("'{}' is a catalog type; publish its typed payload instead", custom.r#type),
         ));
     }
     if serde_json::from_str::<serde::de::IgnoredAny>(&custom.json).is_err() {
-        return Err(PublishError::invalid("invalid_json", "event.custom.json", "must be a JSON document"));
+        return Err(PublishError::invalid(Kind::InvalidJson, "event.custom.json", "must be a JSON document"));
     }
     if custom.channels.is_empty() {
-        return Err(PublishError::invalid("invalid_channel", "event.custom.channels", "name at least one channel"));
+        return Err(PublishError::invalid(Kind::InvalidChannel, "event.custom.channels", "name at least one channel"));
     }
     if custom.channels.len() > MAX_CHANNELS {
         return Err(PublishError::invalid(
-            "too_many_channels",
+            Kind::TooManyChannels,
             "event.custom.channels",
             format!("at most {MAX_CHANNELS} channels per event"),
         ));
     }
     let mut channels = Vec::with_capacity(custom.channels.len());
     for c in &custom.channels {
-        let ch = Channel::new(c).map_err(|e| PublishError::invalid("invalid_channel", "event.custom.channels", e.0))?;
+        let ch =
+            Channel::new(c).map_err(|e| PublishError::invalid(Kind::InvalidChannel, "event.custom.channels", e.0))?;
         if policy.is_some_and(|p| !p.custom_channels.contains(&ch) && !Catalog::global().routes_to(&ch)) {
             return Err(PublishError::invalid(
-                "unknown_channel",
+                Kind::UnknownChannel,
                 "event.custom.channels",
                 format!("channel '{ch}' is not configured (add it to custom_channels)"),
             ));
@@ -165,7 +127,11 @@ fn route_catalog(event: &Event, payload: &Payload) -> Result<Routing, PublishErr
     let number = payload.field_number();
     debug_assert_ne!(number, CUSTOM_FIELD);
     let spec = Catalog::global().by_field(number).ok_or_else(|| {
-        PublishError::invalid("unknown_type", "event.payload", format!("payload field {number} is not in the catalog"))
+        PublishError::invalid(
+            Kind::UnknownType,
+            "event.payload",
+            format!("payload field {number} is not in the catalog"),
+        )
     })?;
     let mut channels = Vec::with_capacity(spec.routes.len());
     for r in &spec.routes {
@@ -174,14 +140,14 @@ fn route_catalog(event: &Event, payload: &Payload) -> Result<Routing, PublishErr
             Route::Keyed(base) => {
                 if event.key.is_empty() {
                     return Err(PublishError::invalid(
-                        "missing_key",
+                        Kind::MissingKey,
                         "event.key",
                         format!("{} routes to {base}/{{key}}: set key (e.g. the job id)", spec.name),
                     ));
                 }
                 Channel::new(&format!("{base}/{}", event.key)).map_err(|_| {
                     PublishError::invalid(
-                        "invalid_key",
+                        Kind::InvalidKey,
                         "event.key",
                         "key must be 1-128 of A-Z, a-z, 0-9, '_', '-', '.', ':' to name a channel",
                     )
@@ -218,7 +184,7 @@ fn check_provenance(who: &Principal, event: &Event) -> Result<(), PublishError> 
         && c.r#type.split(':').next() == Some("stream")
     {
         return Err(PublishError::invalid(
-            "reserved_type",
+            Kind::ReservedType,
             "event.custom.type",
             "'stream:*' types are the server's own control events",
         ));
@@ -229,7 +195,7 @@ fn check_provenance(who: &Principal, event: &Event) -> Result<(), PublishError> 
     let platform = event.source.starts_with("webhook:") || event.source.starts_with("connector:");
     if platform && !system {
         return Err(PublishError::invalid(
-            "reserved_source",
+            Kind::ReservedSource,
             "event.source",
             format!(
                 "'{}': webhook: and connector: sources are set only by the server and its connectors",
@@ -244,20 +210,20 @@ fn check_provenance(who: &Principal, event: &Event) -> Result<(), PublishError> 
 pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Accepted, PublishError> {
     who.require(Role::Publish)?;
     let tenant = who.resolve_tenant(&event.tenant).map_err(|e| match e {
-        AuthError::Invalid(m) => PublishError::invalid("invalid_tenant", "event.tenant", m),
+        AuthError::Invalid(m) => PublishError::invalid(Kind::InvalidTenant, "event.tenant", m),
         other => PublishError::Denied(other),
     })?;
     let Some(tenant) = tenant else {
-        return Err(PublishError::invalid("invalid_tenant", "event.tenant", "name one tenant, not '*'"));
+        return Err(PublishError::invalid(Kind::InvalidTenant, "event.tenant", "name one tenant, not '*'"));
     };
     if event.key.len() > 256 {
-        return Err(PublishError::invalid("invalid_key", "event.key", "at most 256 bytes"));
+        return Err(PublishError::invalid(Kind::InvalidKey, "event.key", "at most 256 bytes"));
     }
     if event.idempotency_key.len() > 256 {
-        return Err(PublishError::invalid("invalid_idempotency_key", "event.idempotency_key", "at most 256 bytes"));
+        return Err(PublishError::invalid(Kind::InvalidIdempotencyKey, "event.idempotency_key", "at most 256 bytes"));
     }
     if event.source.len() > 256 {
-        return Err(PublishError::invalid("invalid_source", "event.source", "at most 256 bytes"));
+        return Err(PublishError::invalid(Kind::InvalidSource, "event.source", "at most 256 bytes"));
     }
     check_provenance(who, &event)?;
     let routing = route(&event, Some(policy))?;
@@ -276,7 +242,7 @@ pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Acce
     let body = event.encode_to_vec();
     if body.len() > policy.max_event_bytes {
         return Err(PublishError::invalid(
-            "payload_too_large",
+            Kind::PayloadTooLarge,
             "event",
             format!("encoded event is {} bytes; the limit is {}", body.len(), policy.max_event_bytes),
         ));

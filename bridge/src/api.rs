@@ -15,10 +15,10 @@ use serde_json::{Value, json};
 use switchyard::{
     auth::{Role, TenantScope},
     bus::ReadError,
+    error::PublishError,
     json::{event_from_json, event_to_json},
     log::{Record, Stream},
     names::{Cursor, parse_time_ms},
-    validate::PublishError,
 };
 
 use crate::{

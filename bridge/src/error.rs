@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::json;
-use switchyard::{auth::AuthError, bus::SubscribeError, validate::PublishError};
+use switchyard::{auth::AuthError, bus::SubscribeError, error::PublishError};
 
 /// The raw request body, with axum's rejections (413 over the route's limit, 400 on a broken
 /// upload) answered as JSON errors like every other.
@@ -117,19 +117,20 @@ impl From<AuthError> for ApiError {
 
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
+        let code = e.code();
         match e {
-            PublishError::Invalid { code, field, message } => {
+            PublishError::Invalid { field, message, .. } => {
                 Self::bad_request(code, field, format!("{field}: {message}"))
             }
             PublishError::Denied(a) => a.into(),
             PublishError::Unavailable(m) => Self::unavailable(m),
             PublishError::Throttled(wait) => Self {
                 retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
-                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e_text(wait))
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, e_text(wait))
             },
             // 429 as gRPC's RESOURCE_EXHAUSTED maps to, without Retry-After: time alone may not free it.
             PublishError::Quota { field, message } => {
-                Self { field: Some(field), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message) }
+                Self { field: Some(field), ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message) }
             }
         }
     }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use crate::{
     names::{Channel, EventId, Tenant},
     proto::v1::Event,
-    validate::{Accepted, PublishError, Routing},
+    validate::{Accepted, Routing},
 };
 
 /// Where a log hands its committed records: in id order, right after commit and before the
@@ -181,15 +181,6 @@ pub enum LogError {
     /// The tenant is at one of its [`Quotas`]; nothing of the batch was stored.
     #[error("{message}")]
     Quota { field: &'static str, message: String },
-}
-
-impl From<LogError> for PublishError {
-    fn from(e: LogError) -> Self {
-        match e {
-            LogError::Quota { field, message } => PublishError::Quota { field, message },
-            e => PublishError::Unavailable(e.to_string()),
-        }
-    }
 }
 
 /// What one tenant can make the log keep: every other resource a tenant uses ages out with
