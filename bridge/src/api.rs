@@ -25,8 +25,90 @@ use crate::{
     access::{QueryCredentials, TICKET_TTL},
     app::App,
     error::{ApiError, Query, RawBody},
+    openapi::error_response,
+    route::Route,
     sse::split_channels,
 };
+
+/// State, publishing, polling, tickets, admin and the operational endpoints.
+pub fn routes() -> Vec<Route<Arc<App>>> {
+    vec![
+        Route::get(
+            "/api/state",
+            state,
+            json!({ "summary": "The current state: the latest snapshot of every (type, key) the token may see in these channels, and the id it is consistent with (subscribe with lastEventId = asOf for what follows).",
+            "parameters": [
+                { "name": "channels", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated channels; all the token allows when omitted." },
+                { "name": "tenant", "in": "query", "schema": { "type": "string" }, "description": "System tokens only." }
+            ],
+            "responses": { "200": { "description": "{asOf, events: [{id, type, event}]}, events in id order" },
+                           "400": error_response("Bad channel."), "401": error_response("Bad token."), "403": error_response("Channel not allowed."), "404": error_response("Unknown channel."), "503": error_response("Log unavailable.") } }),
+        ),
+        Route::post(
+            "/api/tokens/revoke",
+            revoke,
+            json!({ "summary": "Admin: every node refuses the token with this jti from now on (its tickets too); streams it opened end at their next heartbeat.",
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["jti"], "properties": { "jti": { "type": "string" }, "tenant": { "type": "string", "description": "System tokens only; * for system tokens." }, "exp": { "type": "integer", "description": "When the token expires (Unix s); the revocation is kept until then. Default one year." } } } } } },
+            "responses": { "200": { "description": "{revoked: {tenant, jti, exp}}" }, "400": error_response("Bad jti or exp."), "401": error_response("Bad token."), "403": error_response("Not admin."), "429": error_response("Too many revocations outstanding.") } }),
+        ),
+        Route::post(
+            "/api/sse/ticket",
+            ticket,
+            json!({ "summary": "Trade the bearer token for a single-use ticket valid 30 s (never past its token); valid on any node.",
+            "responses": { "200": { "description": "{ticket, expires_in}" }, "401": error_response("Bad token.") } }),
+        ),
+        Route::post(
+            "/api/sse/broadcast",
+            broadcast,
+            json!({ "summary": "Admin: publish one event to a tenant (or, with a system token, to listed tenants).",
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "event": { "$ref": "#/components/schemas/Event" }, "tenants": { "type": "array", "items": { "type": "string" } } } } } } },
+            "responses": { "201": { "description": "{ids}" }, "400": error_response("Invalid event."), "401": error_response("Bad token."), "403": error_response("Not admin.") } }),
+        ),
+        Route::get(
+            "/api/sse/status",
+            status,
+            json!({ "summary": "Admin: connections, subscribers, events by type and channel per tenant.",
+            "responses": { "200": { "description": "Status JSON." }, "401": error_response("Bad token."), "403": error_response("Not admin.") } }),
+        ),
+        Route::get(
+            "/api/events",
+            poll,
+            json!({ "summary": "Polling fallback: a page of history after an id.",
+                "parameters": [
+                    { "name": "channels", "in": "query", "schema": { "type": "string" } },
+                    { "name": "after", "in": "query", "schema": { "type": "string" }, "description": "An event id or an SSE cursor `N~W`." },
+                    { "name": "since", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Instead of `after`: everything published at or after this RFC 3339 time." },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+                    { "name": "ticket", "in": "query", "schema": { "type": "string" } }
+                ],
+                "responses": { "200": { "description": "{events: [{id, type, event}], next, complete, oldestAvailableId, headId}" },
+                               "400": error_response("Bad parameter."), "401": error_response("Bad token."), "403": error_response("Channel not allowed."), "404": error_response("Unknown channel.") } }),
+        ),
+        Route::post(
+            "/api/events",
+            publish,
+            json!({ "summary": "Publish one event (object) or a batch (array), all or nothing; answers once durable.",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "oneOf": [ { "$ref": "#/components/schemas/Event" }, { "type": "array", "items": { "$ref": "#/components/schemas/Event" } } ] } } } },
+                "responses": { "201": { "description": "{id, duplicate} or {ids, duplicates}" }, "400": error_response("Invalid event; names the field."),
+                               "401": error_response("Bad token."), "403": error_response("Needs the publish role / wrong tenant."), "413": error_response("Body too large."), "503": error_response("Log unavailable.") } }),
+        ),
+        Route::get(
+            "/metrics",
+            metrics,
+            json!({ "summary": "Prometheus metrics.", "security": [], "responses": { "200": { "description": "text/plain" } } }),
+        ),
+        Route::get(
+            "/healthz",
+            healthz,
+            json!({ "summary": "Liveness.", "security": [], "responses": { "200": { "description": "ok" } } }),
+        ),
+        Route::get(
+            "/readyz",
+            readyz,
+            json!({ "summary": "Readiness: the log answers.", "security": [], "responses": { "200": { "description": "ready" }, "503": error_response("Not ready.") } }),
+        ),
+    ]
+}
 
 pub async fn healthz() -> &'static str {
     "ok\n"

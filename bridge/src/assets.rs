@@ -5,6 +5,41 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
+use serde_json::json;
+
+use crate::route::Route;
+
+/// The dashboard and the client library: public (the dashboard reads its token from the URL
+/// fragment, which never reaches the server).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Vec<Route<S>> {
+    vec![
+        Route::get(
+            "/",
+            dashboard,
+            json!({ "summary": "The live operations dashboard (HTML; token in the URL fragment).", "security": [], "responses": { "200": { "description": "text/html" } } }),
+        ),
+        Route::get(
+            "/dashboard.js",
+            dashboard_js,
+            json!({ "summary": "The dashboard's script.", "security": [], "responses": { "200": { "description": "text/javascript" } } }),
+        ),
+        Route::get(
+            "/dashboard.css",
+            dashboard_css,
+            json!({ "summary": "The dashboard's styles.", "security": [], "responses": { "200": { "description": "text/css" } } }),
+        ),
+        Route::get(
+            "/client.js",
+            client_js,
+            json!({ "summary": "The browser client library (ES module): resume, backoff with jitter, heartbeat watchdog, polling fallback.", "security": [], "responses": { "200": { "description": "text/javascript" } } }),
+        ),
+        Route::get(
+            "/client.d.ts",
+            client_types,
+            json!({ "summary": "TypeScript types for /client.js.", "security": [], "responses": { "200": { "description": "TypeScript" } } }),
+        ),
+    ]
+}
 
 /// Same-origin scripts and styles only; the dashboard needs nothing else.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";

@@ -145,6 +145,10 @@ pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc
     Sniffed::Done
 }
 
+/// Every path the route table names: those are the router's, never a channel.
+static OWN_PATHS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| crate::http::routes().iter().map(|r| r.path).collect());
+
 /// A complete request head that is an SSE GET this path serves, or `None` (hyper's to answer):
 /// not a GET, a path the route table names, percent-encoding, an unparsable query or header.
 pub fn parse(head: &[u8]) -> Option<SseRequest> {
@@ -161,7 +165,7 @@ pub fn parse(head: &[u8]) -> Option<SseRequest> {
     let rest = path.strip_prefix("/api/sse/")?;
     // A path the route table names for itself (`/api/sse/status`, `/api/sse/ticket`, any new
     // one) is the router's, whatever the method: never taken for a channel of that name.
-    if crate::http::ROUTES.iter().any(|(_, route)| *route == path) && rest != "subscribe" {
+    if OWN_PATHS.contains(&path) && rest != "subscribe" {
         return None;
     }
     let query: SseQuery = serde_urlencoded::from_str(query).ok()?;
@@ -286,7 +290,7 @@ mod tests {
         assert_eq!(channels(&get("/api/sse/jobs/42?lastEventId=7")), Some(vec!["jobs/42".to_owned()]));
         assert_eq!(channels(&get("/api/sse/subscribe?channels=a,b")), Some(vec!["a".to_owned(), "b".to_owned()]));
         // Routes of their own, whatever the method: never a channel named after them.
-        for (_, route) in crate::http::ROUTES.iter().filter(|(_, r)| r.starts_with("/api/sse/") && !r.contains('{')) {
+        for route in super::OWN_PATHS.iter().filter(|r| r.starts_with("/api/sse/") && !r.contains('{')) {
             if *route != "/api/sse/subscribe" {
                 assert_eq!(channels(&get(route)), None, "{route}");
             }

@@ -1,52 +1,37 @@
-//! The HTTP edge: one axum [`Router`] over an [`App`].
+//! The HTTP edge: one axum [`Router`] over an [`App`], composed from each feature's routes.
 //!
-//! Routes are listed once in [`ROUTES`]; the OpenAPI document is checked
-//! against that list by a test, so the two cannot drift.
+//! The route table ([`routes`]) is the only list of endpoints: the router serves it, the
+//! OpenAPI document describes it and the direct SSE path defers to it.
 
 use std::sync::Arc;
 
 use axum::{
-    Router,
+    Json, Router,
     extract::{DefaultBodyLimit, FromRef},
     http::{HeaderValue, Method},
-    routing::{get, post},
 };
+use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{api, app::App, assets, openapi, sse, webhooks};
+use crate::{api, app::App, assets, openapi, route::Route, sse, webhooks};
 
-/// Every route, as (method, path). The router and the OpenAPI document both follow this list.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/sse/subscribe"),
-    ("GET", "/api/sse/jobs/{job_id}"),
-    ("GET", "/api/sse/{channel}"),
-    ("POST", "/api/sse/ticket"),
-    ("POST", "/api/sse/broadcast"),
-    ("GET", "/api/sse/status"),
-    ("GET", "/api/events"),
-    ("POST", "/api/events"),
-    ("GET", "/api/state"),
-    ("POST", "/api/tokens/revoke"),
-    ("POST", "/api/webhooks/shopify"),
-    ("POST", "/api/webhooks/xero"),
-    ("POST", "/api/webhooks/unleashed"),
-    ("POST", "/api/webhooks/amazon"),
-    ("POST", "/api/webhooks/{source}"),
-    ("GET", "/api/openapi.json"),
-    ("GET", "/metrics"),
-    ("GET", "/healthz"),
-    ("GET", "/"),
-    ("GET", "/dashboard.js"),
-    ("GET", "/dashboard.css"),
-    ("GET", "/client.js"),
-    ("GET", "/client.d.ts"),
-    ("GET", "/readyz"),
-];
-
-/// Largest request body: a batch of events.
+/// Largest request body: a batch of events. Webhooks set their own, smaller.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
-/// Largest webhook delivery. Platforms send kilobytes; a megabyte is an attack or a mistake.
-pub const WEBHOOK_MAX_BODY: usize = 1024 * 1024;
+
+/// Every route: each feature's own, and this document's.
+pub fn routes() -> Vec<Route<Arc<App>>> {
+    let mut all = Vec::new();
+    all.extend(sse::routes());
+    all.extend(api::routes());
+    all.extend(webhooks::routes());
+    all.extend(assets::routes());
+    all.push(Route::get("/api/openapi.json", document, json!({ "summary": "This document.", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } })));
+    all
+}
+
+async fn document() -> Json<Value> {
+    Json(openapi::spec(&routes()))
+}
 
 /// The webhook handlers see only their own part of the state.
 impl FromRef<Arc<App>> for webhooks::Inbound {
@@ -68,34 +53,9 @@ pub fn router(app: Arc<App>) -> Router {
             ])
             .allow_credentials(true)
     });
-    let r = Router::new()
-        .route("/api/sse/subscribe", get(sse::subscribe))
-        .route("/api/sse/jobs/{job_id}", get(sse::job))
-        .route("/api/sse/{channel}", get(sse::channel))
-        .route("/api/sse/ticket", post(api::ticket))
-        .route("/api/sse/broadcast", post(api::broadcast))
-        .route("/api/sse/status", get(api::status))
-        .route("/api/events", get(api::poll).post(api::publish))
-        .route("/api/state", get(api::state))
-        .route("/api/tokens/revoke", post(api::revoke))
-        .merge(
-            Router::new()
-                .route("/api/webhooks/shopify", post(webhooks::shopify))
-                .route("/api/webhooks/xero", post(webhooks::xero))
-                .route("/api/webhooks/unleashed", post(webhooks::unleashed))
-                .route("/api/webhooks/amazon", post(webhooks::amazon))
-                .route("/api/webhooks/{source}", post(webhooks::standard))
-                .layer(DefaultBodyLimit::max(WEBHOOK_MAX_BODY)),
-        )
-        .route("/api/openapi.json", get(openapi::document))
-        .route("/metrics", get(api::metrics))
-        .route("/healthz", get(api::healthz))
-        .route("/", get(assets::dashboard))
-        .route("/dashboard.js", get(assets::dashboard_js))
-        .route("/dashboard.css", get(assets::dashboard_css))
-        .route("/client.js", get(assets::client_js))
-        .route("/client.d.ts", get(assets::client_types))
-        .route("/readyz", get(api::readyz))
+    let r = routes()
+        .into_iter()
+        .fold(Router::new(), |r, route| r.route(route.path, route.handler))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app);

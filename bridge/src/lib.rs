@@ -2,8 +2,10 @@
 //!
 //! ## Layout
 //! - [`serve`]: `switchyard serve`, bus + gRPC + HTTP in one process.
-//! - [`http`]: the axum router over the shared [`app::App`] state; [`api`] its plain handlers,
-//!   [`sse`] the streaming ones (kept alive by the shared [`pulse`]), [`openapi`] the API description.
+//! - [`http`]: the axum router over the shared [`app::App`] state, composed from the one route
+//!   table ([`route`]) that each feature contributes to: [`api`] the plain handlers, [`sse`] the
+//!   streaming ones (kept alive by the shared [`pulse`]), [`webhooks`], [`assets`]; [`openapi`]
+//!   describes the same table.
 //! - [`remote`]: the log of another bus over gRPC, for `switchyard bridge --bus`.
 //! - [`direct`]: plain HTTP/1 SSE GETs served on the socket below hyper (small per-connection memory).
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
@@ -29,6 +31,7 @@ pub mod listener;
 pub mod openapi;
 pub mod pulse;
 pub mod remote;
+pub mod route;
 pub mod secret;
 pub mod serve;
 pub mod sse;

@@ -18,6 +18,7 @@ use axum::{
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
+use serde_json::json;
 use switchyard::{
     bus::SubscribeSpec,
     log::Record,
@@ -29,7 +30,9 @@ use crate::{
     access::QueryCredentials,
     app::App,
     error::{ApiError, Path, Query},
+    openapi::error_response,
     pulse::Pulse,
+    route::Route,
 };
 
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
@@ -45,6 +48,55 @@ const EXPIRED: Bytes = Bytes::from_static(
 const REVOKED: Bytes = Bytes::from_static(
     b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"token revoked\",\"code\":\"token_revoked\"}\n\n",
 );
+
+/// The streams: one channel, several, one job.
+pub fn routes() -> Vec<Route<Arc<App>>> {
+    let sse_params = json!([
+        { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" }, "description": "Resume after this cursor: an event id, or `N~W` as sent on `id:` lines while coalescing held snapshots back (their current state is sent first). Wins over `start` and `since`." },
+        { "name": "lastEventId", "in": "query", "schema": { "type": "string" }, "description": "As Last-Event-ID (for clients that cannot set headers)." },
+        { "name": "start", "in": "query", "schema": { "type": "string", "enum": ["live", "state"], "default": "live" }, "description": "`state`: the current snapshot of every key first (each with its own id, in id order), then a `stream:state` event with `asOf`, then every event after it." },
+        { "name": "since", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Replay everything published at or after this RFC 3339 time, then live." },
+        { "name": "ticket", "in": "query", "schema": { "type": "string" }, "description": "Single-use ticket from POST /api/sse/ticket." },
+        { "name": "access_token", "in": "query", "schema": { "type": "string" }, "description": "Only when the server enables auth.allow_query_token." },
+        { "name": "coalesce", "in": "query", "schema": { "type": "boolean", "default": true }, "description": "Coalesce state snapshots per (type, key)." },
+        { "name": "tenant", "in": "query", "schema": { "type": "string" }, "description": "System tokens only: the tenant to read." }
+    ]);
+    let sse_responses = json!({
+        "200": { "description": "An event stream: `retry:` first, then `id`/`event`/`data` frames, `stream:gap` when a resume cannot be complete (followed by the current state of what changed and `stream:state`), and heartbeat comments.",
+                 "headers": { "x-switchyard-resume": { "schema": { "type": "string", "enum": ["complete", "gap"] } } },
+                 "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+        "400": error_response("Bad channel or Last-Event-ID."),
+        "401": error_response("Missing, invalid or expired token."),
+        "403": error_response("The token does not allow this channel."),
+        "404": error_response("Unknown channel."),
+        "429": error_response("Connection limit reached; see Retry-After.")
+    });
+    let mut channel_params = sse_params.as_array().cloned().unwrap_or_default();
+    channel_params
+        .insert(0, json!({ "name": "channel", "in": "path", "required": true, "schema": { "type": "string" } }));
+    let mut job_params = sse_params.as_array().cloned().unwrap_or_default();
+    job_params.insert(0, json!({ "name": "job_id", "in": "path", "required": true, "schema": { "type": "string" } }));
+    let mut many_params = sse_params.as_array().cloned().unwrap_or_default();
+    many_params.insert(0, json!({ "name": "channels", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated channels; all the token allows when omitted." }));
+    vec![
+        Route::get(
+            "/api/sse/subscribe",
+            subscribe,
+            json!({ "summary": "Stream several channels.", "parameters": many_params, "responses": sse_responses }),
+        ),
+        Route::get(
+            "/api/sse/jobs/{job_id}",
+            job,
+            json!({ "summary": "Stream one job's progress (channel jobs/{job_id}).", "parameters": job_params, "responses": sse_responses }),
+        ),
+        Route::get(
+            "/api/sse/{channel}",
+            channel,
+            json!({ "summary": "Stream one channel.", "parameters": channel_params, "responses": sse_responses }),
+        ),
+    ]
+}
+
 /// Response header saying whether a resume was complete: `complete` or `gap`.
 pub const RESUME_HEADER: &str = "x-switchyard-resume";
 

@@ -23,7 +23,7 @@ use std::{
 
 use axum::{
     Json,
-    extract::State,
+    extract::{FromRef, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -39,7 +39,34 @@ use switchyard::bus::Bus;
 use crate::{
     config::{ConfigError, WebhooksConfig, bad},
     error::{ApiError, Path, RawBody},
+    openapi::error_response,
+    route::Route,
 };
+
+/// Largest webhook delivery. Platforms send kilobytes; a megabyte is an attack or a mistake.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// One path per platform, and one for any Standard Webhooks sender; each verifies its own
+/// signature, so none takes the bearer token.
+pub fn routes<S>() -> Vec<Route<S>>
+where
+    S: Clone + Send + Sync + 'static,
+    Inbound: FromRef<S>,
+{
+    vec![
+        Route::post("/api/webhooks/shopify", shopify, json!({ "summary": "Shopify deliveries (every topic), verified with X-Shopify-Hmac-Sha256 over the raw body.", "security": [],
+            "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad signature."), "404": error_response("Not configured, or the shop is not mapped to a tenant.") } })).body_limit(MAX_BODY),
+        Route::post("/api/webhooks/xero", xero, json!({ "summary": "Xero deliveries and intent-to-receive, verified with x-xero-signature.", "security": [],
+            "responses": { "200": { "description": "Empty body, once durable" }, "401": { "description": "Bad signature (empty body)." } } })).body_limit(MAX_BODY),
+        Route::post("/api/webhooks/unleashed", unleashed, json!({ "summary": "Unleashed deliveries, verified with x-unleashed-signature over `{x-unleashed-timestamp}.{body}`.", "security": [],
+            "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad or stale signature."), "404": error_response("Not configured.") } })).body_limit(MAX_BODY),
+        Route::post("/api/webhooks/amazon", amazon, json!({ "summary": "AWS SNS messages (EventBridge → SNS → HTTPS) carrying SP-API notifications; RSA signature versions 1 and 2, certificates only from sns.<region>.amazonaws.com.", "security": [],
+            "responses": { "200": { "description": "{ids, duplicates} once durable; {confirmed} for a subscription confirmation" }, "400": error_response("Not an SNS message."), "401": error_response("Bad signature or certificate URL."), "404": error_response("Not configured, topic not allowed, or seller not mapped."), "502": error_response("AWS unreachable (certificate or confirmation); SNS retries.") } })).body_limit(MAX_BODY),
+        Route::post("/api/webhooks/{source}", standard, json!({ "summary": "Standard Webhooks senders configured under webhooks.standard.<source>.", "security": [],
+            "parameters": [{ "name": "source", "in": "path", "required": true, "schema": { "type": "string" } }],
+            "responses": { "200": { "description": "{ids, duplicates} once durable" }, "401": error_response("Bad or stale signature."), "404": error_response("Unknown source.") } })).body_limit(MAX_BODY),
+    ]
+}
 
 /// What the webhook handlers need: the bus they append to and the verified settings.
 #[derive(Clone)]
