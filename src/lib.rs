@@ -15,6 +15,7 @@
 //! - [`subscription`]: resume-from-id + live, with gap markers and coalescing.
 //! - [`coalesce`]: per-(type, key) snapshot coalescing for live delivery.
 //! - [`rate`]: per-tenant publish rate limits (token buckets).
+//! - [`secret`]: `Secret`, a configured key or password that never prints.
 //! - [`auth`]: JWT claims (tenant, channel globs, role), signing and verification.
 //! - [`bus`]: the facade the gRPC service and the HTTP bridge both call.
 //! - [`grpc`]: the `switchyard.v1.EventBus` tonic service.
@@ -32,5 +33,6 @@ pub mod log;
 pub mod names;
 pub mod proto;
 pub mod rate;
+pub mod secret;
 pub mod subscription;
 pub mod validate;

@@ -89,80 +89,27 @@ impl std::fmt::Debug for NatsConfig {
     }
 }
 
-/// Signed webhooks from platforms. Secrets are never logged.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(default, deny_unknown_fields)]
+/// Signed webhooks: `[webhooks.<platform>]` for each platform in
+/// `switchyard_services::platform::ALL` (its folder defines the section: e.g.
+/// `shopify::webhook::Config`), and `[webhooks.standard.<source>]` for Standard Webhooks senders.
+/// Secrets are never logged: `Debug` shows only which sections are set.
+#[derive(Clone, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct WebhooksConfig {
-    pub shopify: ShopifyHooks,
-    pub xero: XeroHooks,
-    pub unleashed: UnleashedHooks,
-    pub amazon: AmazonHooks,
     /// Standard Webhooks senders by source name: `POST /api/webhooks/<source>`.
     pub standard: BTreeMap<String, StandardHook>,
+    /// Each platform's section, read by that platform (unknown names are refused at startup).
+    #[serde(flatten)]
+    pub platforms: BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ShopifyHooks {
-    /// The app's client secret; add the previous one during rotation.
-    pub secrets: Vec<Secret>,
-    /// Shop domain (`acme-uk.myshopify.com`) → tenant. Several shops may share a tenant.
-    pub shops: BTreeMap<String, String>,
-    /// Shop domain → that shop's own secrets (a custom app per shop). A shop listed here is
-    /// verified with these only; other shops with `secrets`.
-    pub shop_secrets: BTreeMap<String, Vec<Secret>>,
-    /// An order whose total is above this (in its own currency) also raises `alert:info`.
-    pub large_order_total: f64,
-    /// An inventory level below this raises `shopify:low-stock-alert`.
-    pub low_stock_threshold: i64,
-}
-
-impl Default for ShopifyHooks {
-    fn default() -> Self {
-        Self {
-            secrets: Vec::new(),
-            shops: BTreeMap::new(),
-            shop_secrets: BTreeMap::new(),
-            large_order_total: 1000.0,
-            low_stock_threshold: 10,
-        }
+impl std::fmt::Debug for WebhooksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhooksConfig")
+            .field("standard", &self.standard)
+            .field("platforms", &self.platforms.keys().collect::<Vec<_>>())
+            .finish()
     }
-}
-
-/// SP-API notifications arriving through EventBridge → SNS → HTTPS.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AmazonHooks {
-    /// SNS topic ARNs whose messages are accepted and whose subscriptions are confirmed.
-    pub topics: Vec<String>,
-    /// Selling partner (seller) id → tenant.
-    pub sellers: BTreeMap<String, String>,
-    /// Fulfillable FBA units below this raise `amazon:low-stock-alert` (the seeds' reorder point).
-    pub low_stock_threshold: i64,
-}
-
-impl Default for AmazonHooks {
-    fn default() -> Self {
-        Self { topics: Vec::new(), sellers: BTreeMap::new(), low_stock_threshold: 10 }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct XeroHooks {
-    /// The webhook key(s) from the Xero developer portal, used as their own bytes.
-    pub keys: Vec<Secret>,
-    /// Xero `tenantId` → tenant.
-    pub tenants: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct UnleashedHooks {
-    /// Signing key(s) returned when the webhook subscription was created.
-    pub keys: Vec<Secret>,
-    /// The tenant this Unleashed account belongs to.
-    pub tenant: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -652,7 +599,11 @@ mod tests {
         )
         .unwrap();
         let c = Config::load(Some(&file), &map_env(HashMap::new()), &Overrides::default()).unwrap();
-        assert_eq!(&*c.webhooks.shopify.secrets[0], "shpss_SHOPIFY", "the secret is there to use");
+        assert_eq!(
+            c.webhooks.platforms["shopify"]["secrets"][0].as_str(),
+            Some("shpss_SHOPIFY"),
+            "the secret is there to use"
+        );
         let printed = format!("{c:?} {c:#?}");
         for secret in ["shpss_SHOPIFY", "XERO_KEY", "UNLEASHED_KEY", "whsec_STANDARD", "NATS_PASSWORD", "NATS_TOKEN"] {
             assert!(!printed.contains(secret), "{secret} printed");

@@ -146,8 +146,8 @@ pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc
 }
 
 /// Every path the route table names: those are the router's, never a channel.
-static OWN_PATHS: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| crate::http::routes().iter().map(|r| r.path).collect());
+static OWN_PATHS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| crate::http::routes().into_iter().map(|r| r.path).collect());
 
 /// A complete request head that is an SSE GET this path serves, or `None` (hyper's to answer):
 /// not a GET, a path the route table names, percent-encoding, an unparsable query or header.
@@ -165,7 +165,7 @@ pub fn parse(head: &[u8]) -> Option<SseRequest> {
     let rest = path.strip_prefix("/api/sse/")?;
     // A path the route table names for itself (`/api/sse/status`, `/api/sse/ticket`, any new
     // one) is the router's, whatever the method: never taken for a channel of that name.
-    if OWN_PATHS.contains(&path) && rest != "subscribe" {
+    if OWN_PATHS.iter().any(|p| p == path) && rest != "subscribe" {
         return None;
     }
     let query: SseQuery = serde_urlencoded::from_str(query).ok()?;

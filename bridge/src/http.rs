@@ -55,7 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
     });
     let r = routes()
         .into_iter()
-        .fold(Router::new(), |r, route| r.route(route.path, route.handler))
+        .fold(Router::new(), |r, route| r.route(&route.path, route.handler))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app);
@@ -103,7 +103,7 @@ mod tests {
         let bus = Bus::new(log, hub, Default::default());
         let verifier = Verifier::hs256(SECRET);
         let ledger = Arc::new(LocalLedger::open(dir.join("revoked.json"), verifier.revocations().clone()).unwrap());
-        let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), None).unwrap());
+        let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), &Default::default()).unwrap());
         let (_, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
         Arc::new(App {
             bus: bus.clone(),

@@ -233,7 +233,7 @@ async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let running = match serve::start_with(config, backend, None).await {
+    let running = match serve::start_with(config, backend, Default::default()).await {
         Ok(r) => r,
         Err(e @ serve::ServeError::Config(_)) => {
             eprintln!("switchyard: {e}");

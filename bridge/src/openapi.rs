@@ -14,7 +14,7 @@ pub fn error_response(description: &str) -> Value {
 pub fn spec<S>(routes: &[Route<S>]) -> Value {
     let mut paths = Map::new();
     for r in routes {
-        let ops = paths.entry(r.path).or_insert_with(|| json!({}));
+        let ops = paths.entry(r.path.clone()).or_insert_with(|| json!({}));
         ops[r.method.to_ascii_lowercase()] = r.doc.clone();
     }
     json!({

@@ -14,19 +14,19 @@ use serde_json::Value;
 /// One method on one path, for a router whose state is `S` (the app's: `Arc<App>`).
 pub struct Route<S> {
     pub method: &'static str,
-    pub path: &'static str,
+    pub path: String,
     pub handler: MethodRouter<S>,
     /// Its OpenAPI operation object (`summary`, `parameters`, `responses`, ...).
     pub doc: Value,
 }
 
 impl<S: Clone + Send + Sync + 'static> Route<S> {
-    pub fn get<H: Handler<T, S>, T: 'static>(path: &'static str, handler: H, doc: Value) -> Self {
-        Self { method: "GET", path, handler: get(handler), doc }
+    pub fn get<H: Handler<T, S>, T: 'static>(path: impl Into<String>, handler: H, doc: Value) -> Self {
+        Self { method: "GET", path: path.into(), handler: get(handler), doc }
     }
 
-    pub fn post<H: Handler<T, S>, T: 'static>(path: &'static str, handler: H, doc: Value) -> Self {
-        Self { method: "POST", path, handler: post(handler), doc }
+    pub fn post<H: Handler<T, S>, T: 'static>(path: impl Into<String>, handler: H, doc: Value) -> Self {
+        Self { method: "POST", path: path.into(), handler: post(handler), doc }
     }
 
     /// A smaller body limit than the router's default (webhooks: platforms send kilobytes).

@@ -3,6 +3,7 @@
 //! and auth is still on. Its bytes are never logged.
 
 use std::{io::Write, path::Path};
+pub use switchyard::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -67,37 +68,5 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{:?}", vec![s.clone()]), "[Secret(***)]");
         assert_eq!(s.as_bytes(), b"shpss_super_secret");
-    }
-}
-
-/// A secret from the configuration (a webhook key, a NATS password): used as bytes, compared
-/// in constant time by its users, and never printed: `Debug` shows `Secret(***)`, so a logged
-/// or panicking `Config` cannot leak it.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::ops::Deref for Secret {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
     }
 }

@@ -120,7 +120,7 @@ pub fn verifier(config: &Config, secret: &[u8]) -> Result<Verifier, ServeError> 
 }
 
 pub async fn start(config: Config) -> Result<Running, ServeError> {
-    start_with(config, Backend::Embedded, None).await
+    start_with(config, Backend::Embedded, Default::default()).await
 }
 
 /// How long the system token a bridge mints for its upstream lives. The bridge holds one
@@ -139,14 +139,14 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(config: &Config, aws: Option<Arc<dyn crate::webhooks::sns::AwsHttps>>) -> Result<Self, ServeError> {
+    fn new(config: &Config, env: &switchyard_services::webhook::Env) -> Result<Self, ServeError> {
         let tls = match (&config.tls.cert_file, &config.tls.key_file) {
             (Some(cert), Some(key)) => {
                 Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Config(format!("tls: {e}")))?)
             }
             _ => None,
         };
-        let webhooks = crate::webhooks::Webhooks::from_config(&config.webhooks, aws)
+        let webhooks = crate::webhooks::Webhooks::from_config(&config.webhooks, env)
             .map_err(|e| ServeError::Config(e.to_string()))?;
         let ingest = config.ingest_config().map_err(|e| ServeError::Config(e.to_string()))?;
         let secret = secret::load_or_create(&config.secret_file())?;
@@ -156,15 +156,16 @@ impl Plan {
     }
 }
 
-/// Starts a server. `aws` is how webhooks reach AWS (SNS certificates, subscription
-/// confirmations); `None` is the real HTTPS client, tests pass their own.
+/// Starts a server. `webhooks` is how webhook sources reach their platforms (SNS
+/// certificates, subscription confirmations): the real HTTPS client by default, tests pass
+/// their own.
 pub async fn start_with(
     config: Config,
     backend: Backend,
-    aws: Option<Arc<dyn crate::webhooks::sns::AwsHttps>>,
+    webhooks: switchyard_services::webhook::Env,
 ) -> Result<Running, ServeError> {
     crate::install_crypto_provider();
-    let plan = Plan::new(&config, aws)?;
+    let plan = Plan::new(&config, &webhooks)?;
     let hub = Hub::default();
     let (log, ledger) = open_log(&config, &backend, &plan, &hub).await?;
     let bus = Bus::new(log, hub, config.bus_config());

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_bridge::webhooks::{shopify, signature};
+use switchyard_services::{shopify::webhook as shopify, webhook::signature};
 
 const LIMITS: shopify::Thresholds = shopify::Thresholds { large_order_total: 1000.0, low_stock: 10 };
 

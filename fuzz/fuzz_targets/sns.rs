@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_bridge::webhooks::{amazon, sns};
+use switchyard_services::amazon::{notification as amazon, sns};
 
 const CERT: &[u8] = include_bytes!("../../tests/fixtures/sns/signing.pem");
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_bridge::webhooks::{signature, unleashed};
+use switchyard_services::{unleashed::webhook as unleashed, webhook::signature};
 
 fuzz_target!(|data: &[u8]| {
     let keys = [b"unleashed-fuzz-key".to_vec()];

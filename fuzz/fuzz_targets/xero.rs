@@ -2,12 +2,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_bridge::webhooks::{signature, xero};
+use switchyard_services::{webhook::signature, xero::webhook as xero};
 
 fuzz_target!(|data: &[u8]| {
     let keys = [b"XERO_FUZZ_KEY".to_vec()];
     assert!(signature::verify_b64(&keys, &[data], &signature::sign_b64(&keys[0], &[data])));
-    if let Ok(delivery) = serde_json::from_slice::<xero::Delivery>(data) {
+    if let Ok(delivery) = serde_json::from_slice::<xero::Body>(data) {
         for e in &delivery.events {
             let event = e.event();
             assert_eq!(event.key, e.resource_id);

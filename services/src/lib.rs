@@ -16,8 +16,10 @@
 //! - [`state`]: cursors and tokens persisted per connector, written atomically.
 //! - [`money`]: exact decimal sums of platform amounts; [`period`]: today, rolling 24 h and month
 //!   to date in the tenant's timezone, the periods every figure is defined over.
-//! - [`shopify`], [`xero`], [`amazon`], [`unleashed`]: the connectors; [`amazon::notification`]
-//!   translates SP-API notifications (from SQS, [`amazon::sqs`], or SNS webhooks in the bridge).
+//! - [`shopify`], [`xero`], [`amazon`], [`unleashed`]: one folder per platform, with its
+//!   connector and its webhook source; [`platform::ALL`] registers them.
+//! - [`webhook`]: what a platform's webhook is to the bridge ([`webhook::WebhookSource`]: verify
+//!   on raw bytes, translate) and the HMAC helpers every scheme shares.
 //! - [`config`]: `switchyard-ingest --config FILE`.
 
 pub mod amazon;
@@ -28,9 +30,11 @@ pub mod http;
 pub mod jobs;
 pub mod money;
 pub mod period;
+pub mod platform;
 pub mod scheduler;
 pub mod shopify;
 pub mod sink;
 pub mod state;
 pub mod unleashed;
+pub mod webhook;
 pub mod xero;

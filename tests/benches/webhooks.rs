@@ -9,7 +9,6 @@
 //! `BENCH_ONLY=shopify|xero|unleashed|standard|amazon`.
 
 use std::{
-    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,10 +16,10 @@ use std::{
 use serde_json::json;
 use switchyard::auth::now_secs;
 use switchyard_bridge::{
-    config::{AmazonHooks, ShopifyHooks, StandardHook, UnleashedHooks, XeroHooks},
+    config::StandardHook,
     webhooks::{signature::sign_b64, standard::secret_key},
 };
-use switchyard_tests::{Server, http, sns};
+use switchyard_tests::{Server, http, section, sns};
 
 const SHOP: &str = "acme-uk.myshopify.com";
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -165,25 +164,15 @@ fn main() {
         let server = Server::start_wired(
             |c| {
                 c.bus.custom_channels = vec!["ops".into()];
-                c.webhooks.shopify = ShopifyHooks {
-                    secrets: vec!["bench-secret".into()],
-                    shops: BTreeMap::from([(SHOP.into(), "acme".into())]),
-                    ..Default::default()
-                };
-                c.webhooks.xero = XeroHooks {
-                    keys: vec!["XERO_BENCH_KEY".into()],
-                    tenants: BTreeMap::from([("c2cc9b6e".into(), "acme".into())]),
-                };
-                c.webhooks.unleashed = UnleashedHooks { keys: vec!["unleashed-key".into()], tenant: "acme".into() };
+                let mut hooks = |name: &str, text: String| c.webhooks.platforms.insert(name.into(), section(&text));
+                hooks("shopify", format!("secrets = [\"bench-secret\"]\n[shops]\n\"{SHOP}\" = \"acme\"\n"));
+                hooks("xero", "keys = [\"XERO_BENCH_KEY\"]\n[tenants]\nc2cc9b6e = \"acme\"\n".into());
+                hooks("unleashed", "keys = [\"unleashed-key\"]\ntenant = \"acme\"\n".into());
+                hooks("amazon", format!("topics = [\"{}\"]\n[sellers]\nA3TH9S8BH6GOGM = \"acme\"\n", sns::TOPIC));
                 c.webhooks.standard.insert(
                     "billing".into(),
                     StandardHook { secrets: vec![WHSEC.into()], tenant: "acme".into(), channels: vec!["ops".into()] },
                 );
-                c.webhooks.amazon = AmazonHooks {
-                    topics: vec![sns::TOPIC.into()],
-                    sellers: BTreeMap::from([("A3TH9S8BH6GOGM".into(), "acme".into())]),
-                    ..Default::default()
-                };
             },
             Some(aws),
         )

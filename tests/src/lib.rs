@@ -63,12 +63,15 @@ impl Server {
     /// With `aws` standing in for AWS (SNS certificates and confirmations).
     pub async fn start_wired(
         tweak: impl FnOnce(&mut Config),
-        aws: Option<std::sync::Arc<dyn switchyard_bridge::webhooks::sns::AwsHttps>>,
+        aws: Option<std::sync::Arc<dyn switchyard_services::webhook::Fetch>>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let running = serve::start_with(config, serve::Backend::Embedded, aws).await.expect("server starts");
+        let running =
+            serve::start_with(config, serve::Backend::Embedded, switchyard_services::webhook::Env { fetch: aws })
+                .await
+                .expect("server starts");
         let grpc_url = format!("http://{}", running.grpc_addr.expect("serve has gRPC"));
         let http_url = format!("http://{}", running.http_addr);
         Self { running, dir, grpc_url, http_url }
@@ -493,7 +496,8 @@ pub mod sns {
         signature::{SignatureEncoding, Signer},
     };
     use serde_json::{Value, json};
-    use switchyard_bridge::webhooks::sns::{AwsHttps, Message, string_to_sign};
+    use switchyard_bridge::webhooks::sns::{Message, string_to_sign};
+    use switchyard_services::webhook::Fetch;
 
     pub const CERT_URL: &str = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem";
     pub const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:sp-api";
@@ -513,7 +517,7 @@ pub mod sns {
         }
     }
 
-    impl AwsHttps for FakeAws {
+    impl Fetch for FakeAws {
         fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>> {
             self.requests.lock().unwrap().push(url.to_owned());
             let answer = if self.down.load(Ordering::SeqCst) {
@@ -712,4 +716,9 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// Open descriptors of a process (Linux).
 pub fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A `[webhooks.<platform>]` section from TOML text, as a config file would give it.
+pub fn section(toml_text: &str) -> toml::Value {
+    toml::from_str(toml_text).expect("a TOML table")
 }

@@ -6,8 +6,8 @@ use std::{collections::BTreeMap, process::Command};
 
 use serde_json::{Value, json};
 use switchyard::auth::Role;
-use switchyard_bridge::{config::XeroHooks, webhooks::signature::sign_b64};
-use switchyard_tests::{KilledOnDrop, Server, Sse, built};
+use switchyard_bridge::webhooks::signature::sign_b64;
+use switchyard_tests::{KilledOnDrop, Server, Sse, built, section};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path},
@@ -78,8 +78,9 @@ async fn fakes() -> MockServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchyard_ingest_fills_the_dashboard_and_webhooks_trigger_syncs() {
     let server = Server::start_with(|c| {
-        c.webhooks.xero =
-            XeroHooks { keys: vec![XERO_KEY.into()], tenants: BTreeMap::from([("org-1".into(), "acme".into())]) };
+        c.webhooks
+            .platforms
+            .insert("xero".into(), section(&format!("keys = [\"{XERO_KEY}\"]\n[tenants]\norg-1 = \"acme\"\n")));
     })
     .await;
     let fake = fakes().await;

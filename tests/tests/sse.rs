@@ -576,7 +576,7 @@ async fn openapi_document_matches_the_routes() {
     .timeout(Duration::from_secs(2))
     .build()
     .unwrap();
-    for (method, path) in routes.iter().map(|r| (r.method, r.path)) {
+    for (method, path) in routes.iter().map(|r| (r.method, r.path.as_str())) {
         let url = format!(
             "{}{}",
             server.http_url,

@@ -1,16 +1,14 @@
 //! Webhook ingress over real HTTP: verified on raw bytes, mapped to catalog events,
 //! durable before 2xx, retries stored once.
 
-use std::collections::BTreeMap;
-
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use switchyard::auth::{Role, now_secs};
 use switchyard_bridge::{
-    config::{ShopifyHooks, StandardHook, XeroHooks},
+    config::StandardHook,
     webhooks::{signature::sign_b64, standard::secret_key},
 };
-use switchyard_tests::{Server, Sse, sns};
+use switchyard_tests::{Server, Sse, section, sns};
 
 const SHOP: &str = "acme-uk.myshopify.com";
 const XERO_KEY: &str = "XERO_TEST_WEBHOOK_KEY_do_not_use";
@@ -22,15 +20,17 @@ const OWN_SHOP: &str = "globex.myshopify.com";
 async fn server() -> Server {
     Server::start_with(|c| {
         c.bus.custom_channels = vec!["ops".into()];
-        c.webhooks.shopify = ShopifyHooks {
-            secrets: vec!["old-secret".into(), "new-secret".into()],
-            shops: BTreeMap::from([(SHOP.into(), "acme".into()), (OWN_SHOP.into(), "globex".into())]),
-            shop_secrets: BTreeMap::from([(OWN_SHOP.into(), vec!["globex-app-secret".into()])]),
-            large_order_total: 500.0,
-            low_stock_threshold: 10,
-        };
-        c.webhooks.xero =
-            XeroHooks { keys: vec![XERO_KEY.into()], tenants: BTreeMap::from([("c2cc9b6e".into(), "acme".into())]) };
+        c.webhooks.platforms.insert(
+            "shopify".into(),
+            section(&format!(
+                "secrets = [\"old-secret\", \"new-secret\"]\nlarge_order_total = 500.0\nlow_stock_threshold = 10\n\
+                 [shops]\n\"{SHOP}\" = \"acme\"\n\"{OWN_SHOP}\" = \"globex\"\n\
+                 [shop_secrets]\n\"{OWN_SHOP}\" = [\"globex-app-secret\"]\n"
+            )),
+        );
+        c.webhooks
+            .platforms
+            .insert("xero".into(), section(&format!("keys = [\"{XERO_KEY}\"]\n[tenants]\nc2cc9b6e = \"acme\"\n")));
         c.webhooks.standard.insert(
             "billing".into(),
             StandardHook { secrets: vec![WHSEC.into()], tenant: "acme".into(), channels: vec!["ops".into()] },
@@ -265,8 +265,7 @@ async fn standard_webhooks_with_tolerance_and_dedupe() {
 #[tokio::test]
 async fn unleashed_notifications_with_window_and_dedupe() {
     let server = Server::start_with(|c| {
-        c.webhooks.unleashed =
-            switchyard_bridge::config::UnleashedHooks { keys: vec!["signing-key".into()], tenant: "acme".into() };
+        c.webhooks.platforms.insert("unleashed".into(), section("keys = [\"signing-key\"]\ntenant = \"acme\"\n"));
     })
     .await;
     let url = format!("{}/api/webhooks/unleashed", server.http_url);
@@ -342,11 +341,13 @@ async fn amazon_server() -> (Server, std::sync::Arc<sns::FakeAws>) {
     let aws = std::sync::Arc::new(sns::FakeAws::default());
     let server = Server::start_wired(
         |c| {
-            c.webhooks.amazon = switchyard_bridge::config::AmazonHooks {
-                topics: vec![sns::TOPIC.into()],
-                sellers: BTreeMap::from([("A3TH9S8BH6GOGM".into(), "acme".into())]),
-                low_stock_threshold: 10,
-            };
+            c.webhooks.platforms.insert(
+                "amazon".into(),
+                section(&format!(
+                    "topics = [\"{}\"]\nlow_stock_threshold = 10\n[sellers]\nA3TH9S8BH6GOGM = \"acme\"\n",
+                    sns::TOPIC
+                )),
+            );
         },
         Some(aws.clone()),
     )

@@ -3,8 +3,80 @@
 //! base64-decoded `whsec_` secret, timestamps within 5 minutes either way.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use switchyard::{
+    names::Tenant,
+    proto::v1::{CustomEvent, Delivery as DeliveryKind, Event, event::Payload},
+};
+use switchyard_services::webhook::{Delivery, Outcome, Refusal, WebhookSource};
 
 use super::signature::verify_b64;
+use crate::config::{ConfigError, StandardHook, bad};
+
+/// One configured sender: its keys, and where its events go.
+#[derive(Debug)]
+pub struct Source {
+    name: String,
+    keys: Vec<Vec<u8>>,
+    tenant: Tenant,
+    channels: Vec<String>,
+}
+
+impl Source {
+    pub fn from_config(name: &str, s: &StandardHook) -> Result<Self, ConfigError> {
+        let key = |field: &str| format!("webhooks.standard.{name}.{field}");
+        let keys = s
+            .secrets
+            .iter()
+            .map(|k| secret_key(k).map_err(|e| bad(&key("secrets"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(bad(&key("secrets"), "at least one secret"));
+        }
+        if s.channels.is_empty() {
+            return Err(bad(&key("channels"), "at least one channel"));
+        }
+        let tenant = Tenant::new(&s.tenant).map_err(|e| bad(&key("tenant"), format!("'{}': {e}", s.tenant)))?;
+        Ok(Self { name: name.to_owned(), keys, tenant, channels: s.channels.clone() })
+    }
+}
+
+impl WebhookSource for Source {
+    fn receive<'a>(&'a self, d: Delivery<'a>) -> BoxFuture<'a, Result<Outcome, Refusal>> {
+        Box::pin(async move {
+            verify(
+                &self.keys,
+                d.header("webhook-id"),
+                d.header("webhook-timestamp"),
+                d.header("webhook-signature"),
+                d.body,
+                d.now,
+            )
+            .map_err(|e| Refusal::BadSignature(e.to_string()))?;
+            let value: Value = serde_json::from_slice(d.body)
+                .map_err(|e| Refusal::bad_json("body", format!("body is not JSON: {e}")))?;
+            let kind = value["type"].as_str().unwrap_or("event");
+            let source = &self.name;
+            let mut event = Event {
+                tenant: self.tenant.to_string(),
+                source: format!("webhook:{source}"),
+                idempotency_key: format!("standard:{source}:{}", d.header("webhook-id").unwrap_or_default()),
+                payload: Some(Payload::Custom(CustomEvent {
+                    r#type: format!("{source}:{kind}"),
+                    json: value.get("data").unwrap_or(&value).to_string(),
+                    channels: self.channels.clone(),
+                    delivery: DeliveryKind::Fact as i32,
+                })),
+                ..Default::default()
+            };
+            if let Some(ts) = value["timestamp"].as_str() {
+                event.occurred_at = serde_json::from_value(json!(ts)).ok();
+            }
+            Ok(Outcome::Store(vec![event]))
+        })
+    }
+}
 
 pub const TOLERANCE_SECS: i64 = 5 * 60;
 

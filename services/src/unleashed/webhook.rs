@@ -3,10 +3,84 @@
 //! 5-minute window. The scheme is CORROBORATED (several independent client libraries agree),
 //! not read on Unleashed's own page: see docs/webhooks.md.
 
-use serde_json::Value;
-use switchyard::proto::v1::{DashboardRefreshRequired, DataUpdated, Event, event::Payload};
+use std::sync::Arc;
 
-use super::signature::verify_b64;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::Value;
+use switchyard::{
+    names::Tenant,
+    proto::v1::{DashboardRefreshRequired, DataUpdated, Event, event::Payload},
+    secret::Secret,
+};
+
+use crate::{
+    delivery::stamp,
+    webhook::{self, ConfigError, Delivery, Doc, Env, Outcome, Refusal, WebhookSource, signature::verify_b64},
+};
+
+/// `[webhooks.unleashed]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Signing key(s) returned when the webhook subscription was created.
+    pub keys: Vec<Secret>,
+    /// The tenant this Unleashed account belongs to.
+    pub tenant: String,
+}
+
+pub const DOC: Doc = Doc {
+    summary: "Unleashed deliveries, verified with x-unleashed-signature over `{x-unleashed-timestamp}.{body}`.",
+    ok: "{ids, duplicates} once durable",
+    errors: &[
+        (400, "Not JSON, or no eventNotificationId."),
+        (401, "Bad or stale signature."),
+        (404, "Not configured."),
+    ],
+};
+
+#[derive(Debug)]
+struct Source {
+    keys: Vec<Vec<u8>>,
+    tenant: Option<Tenant>,
+}
+
+pub fn build(section: &toml::Value, _: &Env) -> Result<Arc<dyn WebhookSource>, ConfigError> {
+    let c: Config = webhook::section("unleashed", section)?;
+    let tenant = match c.tenant.as_str() {
+        "" if c.keys.is_empty() => None,
+        "" => return Err(ConfigError::new("webhooks.unleashed.tenant", "required with keys")),
+        t => Some(webhook::tenant("webhooks.unleashed.tenant", t)?),
+    };
+    Ok(Arc::new(Source { keys: c.keys.iter().map(|s| s.as_bytes().to_vec()).collect(), tenant }))
+}
+
+impl WebhookSource for Source {
+    fn receive<'a>(&'a self, d: Delivery<'a>) -> BoxFuture<'a, Result<Outcome, Refusal>> {
+        Box::pin(async move {
+            let Some(tenant) = &self.tenant else {
+                return Err(Refusal::NotConfigured(
+                    "Unleashed webhooks are not configured (webhooks.unleashed)".into(),
+                ));
+            };
+            if !verify(&self.keys, d.header("x-unleashed-signature"), d.header("x-unleashed-timestamp"), d.body, d.now)
+            {
+                return Err(Refusal::BadSignature(
+                    "signature does not match, or the timestamp is outside 5 minutes".into(),
+                ));
+            }
+            let value: Value = serde_json::from_slice(d.body)
+                .map_err(|e| Refusal::bad_json("body", format!("body is not JSON: {e}")))?;
+            let (mut events, key) = events(&value).ok_or_else(|| Refusal::BadRequest {
+                code: "invalid_json",
+                field: "eventNotificationId",
+                message: "missing".into(),
+            })?;
+            stamp(&mut events, tenant.as_str(), &key);
+            Ok(Outcome::Store(events))
+        })
+    }
+}
 
 pub const TOLERANCE_SECS: i64 = 5 * 60;
 

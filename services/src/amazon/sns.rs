@@ -7,7 +7,7 @@
 //! and field order follow AWS's own validators (aws-php-sns-message-validator, aws-js-sns-message-
 //! validator, aws-sdk-ruby MessageVerifier); see docs/webhooks.md.
 //!
-//! Fetching is behind [`AwsHttps`] so tests serve their own certificates; keys are cached by URL.
+//! Fetching is behind [`Fetch`] so tests serve their own certificates; keys are cached by URL.
 
 use std::{
     collections::HashMap,
@@ -15,7 +15,6 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use futures::future::BoxFuture;
 use rsa::{
     RsaPublicKey,
     pkcs1v15::{Signature, VerifyingKey},
@@ -24,6 +23,8 @@ use rsa::{
 };
 use serde::Deserialize;
 use x509_cert::der::{DecodePem, Encode};
+
+use crate::webhook::Fetch;
 
 /// Certificates kept at once; AWS rotates them rarely, so a handful is plenty.
 const CACHE_CAP: usize = 64;
@@ -51,7 +52,7 @@ pub struct Message {
     pub subscribe_url: Option<String>,
 }
 
-/// Why a message was refused. Each maps to one HTTP answer in `webhooks::amazon`.
+/// Why a message was refused. Each maps to one HTTP answer in [`super::webhook`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
     #[error("SignatureVersion '{0}' is not supported (1 or 2)")]
@@ -77,47 +78,6 @@ const MAX_AHEAD_MS: u64 = 5 * 60_000;
 /// New signing certificates fetched per minute at most: an attacker can name many `.pem` URLs
 /// on AWS's hosts, and each fetch is an outbound request made on their behalf.
 const FETCHES_PER_MINUTE: u32 = 10;
-
-/// HTTPS GETs to AWS: the signing certificate and the subscription confirmation.
-pub trait AwsHttps: Send + Sync + 'static {
-    /// The body of a 2xx answer to `GET url`, or why there is none.
-    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>>;
-}
-
-/// The real fetcher: reqwest over rustls with the platform's trust roots; https only, no redirects.
-pub struct HttpsFetcher {
-    client: reqwest::Client,
-}
-
-impl HttpsFetcher {
-    pub fn new() -> Result<Self, String> {
-        crate::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .https_only(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self { client })
-    }
-}
-
-impl AwsHttps for HttpsFetcher {
-    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>> {
-        Box::pin(async move {
-            let response = self.client.get(url).send().await.map_err(|e| e.to_string())?;
-            if !response.status().is_success() {
-                return Err(format!("{url} answered {}", response.status()));
-            }
-            // Certificates and confirmation answers are a few KiB.
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
-            if body.len() > 64 * 1024 {
-                return Err(format!("{url} answered more than 64 KiB"));
-            }
-            Ok(body.to_vec())
-        })
-    }
-}
 
 /// Whether `host` is `sns.<region>.amazonaws.com` or its China form, as AWS's validators check.
 fn is_sns_host(host: &str) -> bool {
@@ -184,9 +144,9 @@ pub fn verify_with(key: &RsaPublicKey, m: &Message) -> Result<(), Reject> {
     if ok { Ok(()) } else { Err(Reject::Signature) }
 }
 
-/// Verifies messages, fetching and caching signing certificates through an [`AwsHttps`].
+/// Verifies messages, fetching and caching signing certificates through an [`Fetch`].
 pub struct Verifier {
-    https: Arc<dyn AwsHttps>,
+    https: Arc<dyn Fetch>,
     keys: Mutex<HashMap<String, Arc<RsaPublicKey>>>,
     /// The current minute's start and the certificates fetched in it.
     fetches: Mutex<(std::time::Instant, u32)>,
@@ -199,12 +159,12 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(https: Arc<dyn AwsHttps>) -> Self {
+    pub fn new(https: Arc<dyn Fetch>) -> Self {
         Self { https, keys: Mutex::default(), fetches: Mutex::new((std::time::Instant::now(), 0)) }
     }
 
     /// The fetcher, for subscription confirmations.
-    pub fn https(&self) -> &dyn AwsHttps {
+    pub fn https(&self) -> &dyn Fetch {
         self.https.as_ref()
     }
 

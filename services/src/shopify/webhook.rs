@@ -3,11 +3,133 @@
 //! header; orders become typed order events, every other topic `shopify:data-updated`.
 //! Ids are kept as strings: Shopify's exceed 2^53.
 
-use axum::http::HeaderMap;
-use serde_json::Value;
-use switchyard::proto::v1::{
-    Alert, DataUpdated, Event, LowStockAlert, Money, Order, OrderLine, StockItem, StockLevel, event::Payload,
+use std::{collections::BTreeMap, sync::Arc};
+
+use futures::future::BoxFuture;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard::{
+    names::Tenant,
+    proto::v1::{
+        Alert, DataUpdated, Event, LowStockAlert, Money, Order, OrderLine, StockItem, StockLevel, event::Payload,
+    },
+    secret::Secret,
 };
+
+use crate::{
+    delivery::stamp,
+    webhook::{self, ConfigError, Delivery, Doc, Env, Outcome, Refusal, WebhookSource, signature},
+};
+
+/// `[webhooks.shopify]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The app's client secret; add the previous one during rotation.
+    pub secrets: Vec<Secret>,
+    /// Shop domain (`acme-uk.myshopify.com`) → tenant. Several shops may share a tenant.
+    pub shops: BTreeMap<String, String>,
+    /// Shop domain → that shop's own secrets (a custom app per shop). A shop listed here is
+    /// verified with these only; other shops with `secrets`.
+    pub shop_secrets: BTreeMap<String, Vec<Secret>>,
+    /// An order whose total is above this (in its own currency) also raises `alert:info`.
+    pub large_order_total: f64,
+    /// An inventory level below this raises `shopify:low-stock-alert`.
+    pub low_stock_threshold: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            secrets: Vec::new(),
+            shops: BTreeMap::new(),
+            shop_secrets: BTreeMap::new(),
+            large_order_total: 1000.0,
+            low_stock_threshold: 10,
+        }
+    }
+}
+
+pub const DOC: Doc = Doc {
+    summary: "Shopify deliveries (every topic), verified with X-Shopify-Hmac-Sha256 over the raw body.",
+    ok: "{ids, duplicates} once durable",
+    errors: &[
+        (400, "Missing shop or topic header, or a body that is not JSON."),
+        (401, "Bad signature."),
+        (404, "Not configured, or the shop is not mapped to a tenant."),
+    ],
+};
+
+/// The configured Shopify webhook: keys resolved, shops mapped.
+#[derive(Debug)]
+struct Source {
+    secrets: Vec<Vec<u8>>,
+    /// Shops with secrets of their own: verified with those only.
+    shop_secrets: BTreeMap<String, Vec<Vec<u8>>>,
+    shops: BTreeMap<String, Tenant>,
+    thresholds: Thresholds,
+}
+
+pub fn build(section: &toml::Value, _: &Env) -> Result<Arc<dyn WebhookSource>, ConfigError> {
+    let c: Config = webhook::section("shopify", section)?;
+    let mut shops = BTreeMap::new();
+    for (domain, t) in &c.shops {
+        shops.insert(domain.to_ascii_lowercase(), webhook::tenant("webhooks.shopify.shops", t)?);
+    }
+    let bytes = |keys: &[Secret]| keys.iter().map(|k| k.as_bytes().to_vec()).collect::<Vec<_>>();
+    Ok(Arc::new(Source {
+        secrets: bytes(&c.secrets),
+        shop_secrets: c.shop_secrets.iter().map(|(shop, keys)| (shop.to_ascii_lowercase(), bytes(keys))).collect(),
+        shops,
+        thresholds: Thresholds { large_order_total: c.large_order_total, low_stock: c.low_stock_threshold },
+    }))
+}
+
+impl WebhookSource for Source {
+    fn receive<'a>(&'a self, d: Delivery<'a>) -> BoxFuture<'a, Result<Outcome, Refusal>> {
+        Box::pin(async move { self.receive_now(&d) })
+    }
+}
+
+impl Source {
+    fn receive_now(&self, d: &Delivery<'_>) -> Result<Outcome, Refusal> {
+        if self.secrets.is_empty() && self.shop_secrets.is_empty() {
+            return Err(Refusal::NotConfigured(
+                "Shopify webhooks are not configured (webhooks.shopify.secrets)".into(),
+            ));
+        }
+        let missing = |field| Refusal::BadRequest { code: "missing_header", field, message: "missing".into() };
+        let shop =
+            header(d.headers, "shop-domain").ok_or_else(|| missing("X-Shopify-Shop-Domain"))?.to_ascii_lowercase();
+        let sig = header(d.headers, "hmac-sha256")
+            .ok_or_else(|| Refusal::BadSignature("missing X-Shopify-Hmac-Sha256".into()))?;
+        // The header only picks the key: the MAC covers the body, so naming another shop gets
+        // that shop's key, which the sender does not have.
+        let keys = self.shop_secrets.get(&shop).unwrap_or(&self.secrets);
+        if !signature::verify_b64(keys, &[d.body], sig) {
+            tracing::warn!(%shop, "Shopify webhook with a bad signature");
+            return Err(Refusal::BadSignature("signature does not match".into()));
+        }
+        let topic = header(d.headers, "topic").ok_or_else(|| missing("X-Shopify-Topic"))?;
+        // Unknown shops are refused (not dropped), so Shopify retries while the mapping is added.
+        let tenant = self
+            .shops
+            .get(&shop)
+            .ok_or_else(|| Refusal::NotConfigured(format!("shop '{shop}' is not mapped to a tenant")))?;
+        let value: Value =
+            serde_json::from_slice(d.body).map_err(|e| Refusal::bad_json("body", format!("body is not JSON: {e}")))?;
+        let mut events = events(topic, &shop, &value, d.body, &self.thresholds);
+        stamp(&mut events, tenant.as_str(), &idempotency_key(&shop, topic, &value, d.headers).unwrap_or_default());
+        if let Some(at) = header(d.headers, "triggered-at") {
+            let at = serde_json::from_value(json!(at)).ok();
+            for e in &mut events {
+                e.occurred_at.clone_from(&at);
+            }
+        }
+        Ok(Outcome::Store(events))
+    }
+}
 
 /// Order lines kept in an event: a Shopify order may have hundreds (a 134 KB delivery), and the
 /// event must fit the bus's size limit so a genuine delivery is never refused.

@@ -1,0 +1,8 @@
+//! Xero: its Accounting API connector and its webhook (thin change notices that trigger a sync).
+//! Everything about this platform lives in this folder; it is registered once, in
+//! [`crate::platform::ALL`].
+
+pub mod connector;
+pub mod webhook;
+
+pub use connector::*;
