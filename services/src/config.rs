@@ -8,20 +8,15 @@ use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    amazon::{Amazon, AmazonConfig},
-    connector::Source,
-    http::{Http, RetryPolicy},
+    http::RetryPolicy,
     period::Zone,
-    scheduler::{self, Schedule},
-    shopify::{Shopify, ShopifyConfig},
+    platform,
+    scheduler::{self, Context, Schedule, Trigger},
     sink::Sink,
-    state::StateFile,
-    unleashed::{Unleashed, UnleashedConfig},
-    xero::{Xero, XeroConfig},
 };
 
 #[derive(Clone, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct IngestConfig {
     /// Cursors and rotated tokens live here (default `data/ingest`).
     pub state_dir: Option<PathBuf>,
@@ -33,12 +28,12 @@ pub struct IngestConfig {
     /// The tenants' timezone (IANA, e.g. `Europe/London`; default `UTC`): where "today" and
     /// "month to date" begin in every figure.
     pub timezone: Option<String>,
-    pub shopify: Option<ShopifyConfig>,
-    pub xero: Option<XeroConfig>,
-    pub amazon: Option<AmazonConfig>,
-    pub unleashed: Option<UnleashedConfig>,
     /// How every connector's HTTPS calls retry (`[retry]`).
     pub retry: RetryConfig,
+    /// `[<platform>]`: each configured connector's section, read by its platform
+    /// (`shopify::ShopifyConfig`, ...). Any other key is refused by [`IngestConfig::from_toml`].
+    #[serde(flatten)]
+    pub platforms: BTreeMap<String, toml::Value>,
 }
 
 /// `[retry]`: attempts and waits for calls to a platform (defaults in [`RetryPolicy`]).
@@ -71,10 +66,7 @@ impl std::fmt::Debug for IngestConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IngestConfig")
             .field("state_dir", &self.state_dir)
-            .field("shopify", &self.shopify.is_some())
-            .field("xero", &self.xero.is_some())
-            .field("amazon", &self.amazon.is_some())
-            .field("unleashed", &self.unleashed.is_some())
+            .field("platforms", &self.platforms.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -85,11 +77,23 @@ impl IngestConfig {
         if let Some(tz) = &config.timezone {
             Zone::new(tz)?;
         }
+        for name in config.platforms.keys() {
+            config.platform(name)?;
+        }
+        config.tenants()?;
         Ok(config)
     }
 
-    fn schedule(&self, source: Source) -> Schedule {
-        let secs = self.intervals.get(source.name()).copied().or(self.interval_secs).unwrap_or(300);
+    /// The platform a top-level section names, or why that key is wrong.
+    fn platform(&self, name: &str) -> Result<&'static platform::Platform, String> {
+        platform::get(name).ok_or_else(|| {
+            let known: Vec<_> = platform::ALL.iter().map(|p| p.name).collect();
+            format!("unknown key '{name}': not a setting nor a platform ({})", known.join(", "))
+        })
+    }
+
+    fn schedule(&self, name: &str) -> Schedule {
+        let secs = self.intervals.get(name).copied().or(self.interval_secs).unwrap_or(300);
         Schedule {
             interval: Duration::from_secs(secs.max(1)),
             debounce: Duration::from_secs(self.debounce_secs.unwrap_or(2)),
@@ -97,20 +101,15 @@ impl IngestConfig {
         }
     }
 
-    /// The tenants whose webhooks should trigger syncs.
-    pub fn tenants(&self) -> Vec<String> {
-        let mut t: Vec<String> = [
-            self.shopify.as_ref().map(|c| c.tenant.clone()),
-            self.xero.as_ref().map(|c| c.tenant.clone()),
-            self.amazon.as_ref().map(|c| c.tenant.clone()),
-            self.unleashed.as_ref().map(|c| c.tenant.clone()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+    /// The tenants whose webhooks should trigger syncs; checks every platform section.
+    pub fn tenants(&self) -> Result<Vec<String>, String> {
+        let mut t = Vec::new();
+        for (name, section) in &self.platforms {
+            t.push((self.platform(name)?.connector.check)(section)?);
+        }
         t.sort();
         t.dedup();
-        t
+        Ok(t)
     }
 }
 
@@ -133,44 +132,56 @@ pub fn start(
         Some(name) => Zone::new(name)?,
         None => Zone::utc(),
     };
-    let http = || Http::new(config.retry.policy());
+    if config.platforms.is_empty() {
+        let known: Vec<_> = platform::ALL.iter().map(|p| format!("[{}]", p.name)).collect();
+        return Err(format!("no connector is configured (add one of {})", known.join(", ")));
+    }
     let mut tasks = Vec::new();
-    let mut triggers = std::collections::HashMap::new();
+    let mut triggers = Vec::new();
     let mut names = BTreeMap::new();
-    macro_rules! run {
-        ($source:expr, $connector:expr) => {{
-            let t = Arc::new(Notify::new());
-            triggers.insert($source, t.clone());
-            names.insert($source.name(), t.clone());
-            tasks.push(scheduler::spawn($connector, sink.clone(), config.schedule($source), t, stop.clone()));
-        }};
-    }
-    if let Some(c) = &config.shopify {
-        run!(
-            Source::Shopify,
-            Shopify::new(c.clone(), http()?, StateFile::new(&dir, "shopify")).with_zone(zone.clone())
-        );
-    }
-    if let Some(c) = &config.xero {
-        run!(Source::Xero, Xero::new(c.clone(), http()?, StateFile::new(&dir, "xero")).with_zone(zone.clone()));
-    }
-    if let Some(c) = &config.amazon {
-        run!(Source::Amazon, Amazon::new(c.clone(), http()?, StateFile::new(&dir, "amazon")).with_zone(zone.clone()));
-        if let Some(q) = &c.sqs {
-            let poller = crate::amazon::sqs::Poller::new(q.clone(), http()?, &c.tenant, c.reorder_point);
-            tasks.push(crate::amazon::sqs::spawn(poller, sink.clone(), names["amazon"].clone(), stop.clone()));
-        }
-    }
-    if let Some(c) = &config.unleashed {
-        run!(Source::Unleashed, Unleashed::new(c.clone(), http()?, StateFile::new(&dir, "unleashed")).with_zone(zone));
-    }
-    if tasks.is_empty() {
-        return Err("no connector is configured (add [shopify], [xero], [amazon] or [unleashed])".into());
+    for (name, section) in &config.platforms {
+        let p = config.platform(name)?;
+        let trigger = Arc::new(Notify::new());
+        let cx = Context {
+            dir: &dir,
+            zone: &zone,
+            retry: config.retry.policy(),
+            sink: sink.clone(),
+            schedule: config.schedule(p.name),
+            trigger: trigger.clone(),
+            stop: stop.clone(),
+        };
+        tasks.extend((p.connector.start)(section, &cx)?);
+        triggers.push(Trigger { news: p.news, notify: trigger.clone() });
+        names.insert(p.name, trigger);
     }
     if let Some((url, token)) = bus {
-        for tenant in config.tenants() {
+        let triggers = Arc::new(triggers);
+        for tenant in config.tenants()? {
             tasks.push(scheduler::watch_webhooks(url.clone(), token.clone(), tenant, triggers.clone(), stop.clone()));
         }
     }
     Ok(Running { tasks, triggers: names })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IngestConfig;
+
+    const XERO: &str =
+        "[xero]\ntenant = \"acme\"\nclient_id = \"c\"\nclient_secret = \"s\"\nxero_tenant_id = \"org-1\"\n";
+
+    #[test]
+    fn each_section_is_read_by_its_platform_and_a_wrong_key_is_named() {
+        let c = IngestConfig::from_toml(&format!("interval_secs = 60\n{XERO}")).unwrap();
+        assert_eq!(c.tenants().unwrap(), ["acme"]);
+        assert!(!format!("{c:?}").contains("\"s\""), "no credential in Debug");
+
+        let e = IngestConfig::from_toml("intervals_secs = 60\n").unwrap_err();
+        assert!(e.contains("unknown key 'intervals_secs'") && e.contains("shopify, xero"), "{e}");
+        let e = IngestConfig::from_toml(&format!("{XERO}bogus = 1\n")).unwrap_err();
+        assert!(e.starts_with("[xero]: unknown field `bogus`"), "{e}");
+        let e = IngestConfig::from_toml("[xero]\ntenant = \"acme\"\n").unwrap_err();
+        assert!(e.starts_with("[xero]: missing field"), "{e}");
+    }
 }

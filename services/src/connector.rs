@@ -13,33 +13,32 @@ use crate::{
     sink::Sink,
 };
 
-/// Which platform a connector reads; decides the `<source>:sync-*` event types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    Shopify,
-    Xero,
-    Amazon,
-    Unleashed,
+/// Which platform a connector reads: its name and its `<name>:sync-*` event types. Each
+/// platform's folder defines its own (`shopify::SOURCE`).
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    name: &'static str,
+    started: fn(SyncStarted) -> Payload,
+    status: fn(SyncStatus) -> Payload,
+    error: fn(SyncErrorEvent) -> Payload,
 }
 
 impl Source {
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Shopify => "shopify",
-            Source::Xero => "xero",
-            Source::Amazon => "amazon",
-            Source::Unleashed => "unleashed",
-        }
+    pub const fn new(
+        name: &'static str,
+        started: fn(SyncStarted) -> Payload,
+        status: fn(SyncStatus) -> Payload,
+        error: fn(SyncErrorEvent) -> Payload,
+    ) -> Self {
+        Self { name, started, status, error }
+    }
+
+    pub const fn name(self) -> &'static str {
+        self.name
     }
 
     pub fn started(self, run_id: &str) -> Payload {
-        let s = SyncStarted { scope: "all".into(), run_id: run_id.to_owned() };
-        match self {
-            Source::Shopify => Payload::ShopifySyncStarted(s),
-            Source::Xero => Payload::XeroSyncStarted(s),
-            Source::Amazon => Payload::AmazonSyncStarted(s),
-            Source::Unleashed => Payload::UnleashedSyncStarted(s),
-        }
+        (self.started)(SyncStarted { scope: "all".into(), run_id: run_id.to_owned() })
     }
 
     /// `<source>:sync-error` for `scope` (`all`, a store), naming what it left unpublished.
@@ -55,21 +54,11 @@ impl Source {
     }
 
     pub fn status(self, s: SyncStatus) -> Payload {
-        match self {
-            Source::Shopify => Payload::ShopifySyncStatus(s),
-            Source::Xero => Payload::XeroSyncStatus(s),
-            Source::Amazon => Payload::AmazonSyncStatus(s),
-            Source::Unleashed => Payload::UnleashedSyncStatus(s),
-        }
+        (self.status)(s)
     }
 
     pub fn error(self, e: SyncErrorEvent) -> Payload {
-        match self {
-            Source::Shopify => Payload::ShopifySyncError(e),
-            Source::Xero => Payload::XeroSyncError(e),
-            Source::Amazon => Payload::AmazonSyncError(e),
-            Source::Unleashed => Payload::UnleashedSyncError(e),
-        }
+        (self.error)(e)
     }
 }
 

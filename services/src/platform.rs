@@ -6,16 +6,46 @@
 use std::sync::Arc;
 
 use crate::{
-    amazon, shopify, unleashed,
+    amazon,
+    connector::Source,
+    scheduler::{Context, Tasks},
+    shopify, unleashed,
     webhook::{ConfigError, Doc, Env, WebhookSource},
     xero,
 };
 
+/// A platform folder's registration: its `SOURCE`, `NEWS`, `check`, `start` and `webhook::{DOC, build}`.
+macro_rules! platform {
+    ($p:ident) => {
+        Platform {
+            name: $p::SOURCE.name(),
+            source: $p::SOURCE,
+            news: $p::NEWS,
+            connector: ConnectorEntry { check: $p::check, start: $p::start },
+            webhook: Webhook { doc: $p::webhook::DOC, build: $p::webhook::build },
+        }
+    };
+}
+
 /// One platform.
 pub struct Platform {
-    /// Its name in paths (`/api/webhooks/<name>`), config sections and event types (`<name>:*`).
+    /// Its name in paths (`/api/webhooks/<name>`), config sections (`[<name>]` for ingest,
+    /// `[webhooks.<name>]`) and event types (`<name>:*`).
     pub name: &'static str,
+    /// Its `<name>:sync-*` event types.
+    pub source: Source,
+    /// Event types its webhook publishes that mean its data changed (each triggers a sync).
+    pub news: &'static [&'static str],
+    pub connector: ConnectorEntry,
     pub webhook: Webhook,
+}
+
+/// A platform's connector, from its `[<name>]` ingest section.
+pub struct ConnectorEntry {
+    /// Checks the section (before anything starts); the tenant it syncs for.
+    pub check: fn(&toml::Value) -> Result<String, String>,
+    /// Starts it: its tasks, stopped by `Context::stop`.
+    pub start: fn(&toml::Value, &Context) -> Result<Tasks, String>,
 }
 
 /// A platform's webhook: how it is described, and how its `[webhooks.<name>]` section
@@ -28,13 +58,9 @@ pub struct Webhook {
 /// Reads `[webhooks.<name>]` into the platform's configured source.
 pub type BuildWebhook = fn(&toml::Value, &Env) -> Result<Arc<dyn WebhookSource>, ConfigError>;
 
-/// Every platform. Adding one: a folder like `shopify/`, and a line here.
-pub const ALL: &[Platform] = &[
-    Platform { name: "shopify", webhook: Webhook { doc: shopify::webhook::DOC, build: shopify::webhook::build } },
-    Platform { name: "xero", webhook: Webhook { doc: xero::webhook::DOC, build: xero::webhook::build } },
-    Platform { name: "unleashed", webhook: Webhook { doc: unleashed::webhook::DOC, build: unleashed::webhook::build } },
-    Platform { name: "amazon", webhook: Webhook { doc: amazon::webhook::DOC, build: amazon::webhook::build } },
-];
+/// Every platform, registered by the folder that is all of it. Adding one: a folder like
+/// `shopify/`, its `pub mod` in lib.rs, and its line here.
+pub const ALL: &[Platform] = &[platform!(shopify), platform!(xero), platform!(unleashed), platform!(amazon)];
 
 /// The platform named `name`.
 pub fn get(name: &str) -> Option<&'static Platform> {

@@ -4,17 +4,60 @@
 //! a healthy one. A webhook for a source (push) triggers that source's sync (pull) after a
 //! short debounce, so a burst of deliveries costs one sync.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, path::Path, sync::Arc, time::Duration};
 
-use switchyard::proto::v1::{SubscribeRequest, SyncStatus, event::Payload, subscribe_response};
+use switchyard::{
+    catalog::{Catalog, Route},
+    proto::v1::{SubscribeRequest, SyncStatus, subscribe_response},
+};
 use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 
 use crate::{
-    connector::{Connector, Run, Source, SyncError},
-    period::timestamp,
+    connector::{Connector, Run, SyncError},
+    http::{Http, RetryPolicy},
+    period::{Zone, timestamp},
     sink::Sink,
+    state::StateFile,
 };
+
+/// What a platform's connector is started with: where its state lives, what "today" means,
+/// how it calls out, where it publishes, and its schedule and webhook trigger.
+pub struct Context<'a> {
+    pub dir: &'a Path,
+    pub zone: &'a Zone,
+    pub retry: RetryPolicy,
+    pub sink: Arc<dyn Sink>,
+    pub schedule: Schedule,
+    /// Notified when the platform's webhook reports news.
+    pub trigger: Arc<Notify>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Context<'_> {
+    /// An HTTPS client with the configured retry policy.
+    pub fn http(&self) -> Result<Http, String> {
+        Http::new(self.retry.clone())
+    }
+
+    /// The connector's persisted state (cursors, rotated tokens), named for it.
+    pub fn state(&self, name: &str) -> StateFile {
+        StateFile::new(self.dir, name)
+    }
+
+    /// Runs `connector` on this context's schedule until stopped.
+    pub fn run<C: Connector>(&self, connector: C) -> tokio::task::JoinHandle<()> {
+        spawn(connector, self.sink.clone(), self.schedule.clone(), self.trigger.clone(), self.stop.clone())
+    }
+}
+
+/// The tasks a platform's connector runs (stopped by `Context::stop`).
+pub type Tasks = Vec<tokio::task::JoinHandle<()>>;
+
+/// Reads a platform's `[<name>]` ingest section into its config type.
+pub fn section<T: serde::de::DeserializeOwned>(name: &str, value: &toml::Value) -> Result<T, String> {
+    T::deserialize(value.clone()).map_err(|e| format!("[{name}]: {}", e.message()))
+}
 
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -139,27 +182,45 @@ pub fn spawn<C: Connector>(
     })
 }
 
-/// Push triggers pull: follows the bus and wakes the connector of any source a webhook just
-/// reported a change for (`<source>:data-updated` and order events from `webhook:*`).
+/// A sync trigger: the event types that mean a platform has news, and whom to wake.
+pub struct Trigger {
+    pub news: &'static [&'static str],
+    pub notify: Arc<Notify>,
+}
+
+/// Where news event types are published, from the catalog.
+fn news_channels(triggers: &[Trigger]) -> Vec<String> {
+    let catalog = Catalog::global();
+    let channels: BTreeSet<String> = triggers
+        .iter()
+        .flat_map(|t| t.news.iter())
+        .filter_map(|name| catalog.by_name(name))
+        .flat_map(|spec| spec.routes.iter())
+        .filter_map(|r| match r {
+            Route::Fixed(c) => Some(c.to_string()),
+            Route::Keyed(_) => None,
+        })
+        .collect();
+    channels.into_iter().collect()
+}
+
+/// Push triggers pull: follows the bus and wakes the connector of any platform a webhook just
+/// reported news for (its `NEWS` event types, published by `webhook:*`).
 pub fn watch_webhooks(
     bus_url: String,
     token: String,
     tenant: String,
-    triggers: HashMap<Source, Arc<Notify>>,
+    triggers: Arc<Vec<Trigger>>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let channels = news_channels(&triggers);
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(500);
         loop {
             let result = async {
                 let mut client = switchyard::grpc::connect(&bus_url, &token)?;
                 let req = SubscribeRequest {
-                    channels: vec![
-                        "dashboard".into(),
-                        "inventory".into(),
-                        "production".into(),
-                        "working-capital".into(),
-                    ],
+                    channels: channels.clone(),
                     from_id: None,
                     tenant: tenant.clone(),
                     coalesce: Some(false),
@@ -174,23 +235,12 @@ pub fn watch_webhooks(
                     if !e.source.starts_with("webhook:") {
                         continue;
                     }
-                    let source = match e.payload {
-                        Some(Payload::XeroDataUpdated(_)) => Source::Xero,
-                        Some(
-                            Payload::ShopifyDataUpdated(_)
-                            | Payload::ShopifyOrderCreated(_)
-                            | Payload::ShopifyOrderUpdated(_),
-                        ) => Source::Shopify,
-                        Some(
-                            Payload::AmazonDataUpdated(_)
-                            | Payload::AmazonOrderCreated(_)
-                            | Payload::AmazonOrderUpdated(_),
-                        ) => Source::Amazon,
-                        Some(Payload::UnleashedDataUpdated(_)) => Source::Unleashed,
-                        _ => continue,
+                    let Some(spec) = e.payload.as_ref().and_then(|p| Catalog::global().by_field(p.field_number()))
+                    else {
+                        continue;
                     };
-                    if let Some(t) = triggers.get(&source) {
-                        t.notify_one();
+                    for t in triggers.iter().filter(|t| t.news.contains(&spec.name.as_ref())) {
+                        t.notify.notify_one();
                     }
                 }
                 Ok::<(), String>(())
@@ -208,4 +258,24 @@ pub fn watch_webhooks(
             delay = (delay * 2).min(Duration::from_secs(30));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn news_is_heard_on_the_channels_the_catalog_routes_it_to() {
+        let t = |news| Trigger { news, notify: Arc::new(Notify::new()) };
+        let channels = news_channels(&[t(&["xero:data-updated"]), t(&["shopify:order-created", "no:such-type"])]);
+        assert!(!channels.is_empty());
+        for name in ["xero:data-updated", "shopify:order-created"] {
+            let spec = Catalog::global().by_name(name).unwrap();
+            for r in &spec.routes {
+                if let Route::Fixed(c) = r {
+                    assert!(channels.contains(&c.to_string()), "{name} → {c} not watched");
+                }
+            }
+        }
+    }
 }

@@ -131,7 +131,7 @@ impl Amazon {
 
 impl Connector for Amazon {
     fn source(&self) -> Source {
-        Source::Amazon
+        super::SOURCE
     }
 
     fn tenant(&self) -> &str {

@@ -255,7 +255,7 @@ impl Shopify {
 
 impl Connector for Shopify {
     fn source(&self) -> Source {
-        Source::Shopify
+        super::SOURCE
     }
 
     fn tenant(&self) -> &str {

@@ -157,7 +157,7 @@ fn ms_date(v: &Value) -> Option<OffsetDateTime> {
 
 impl Connector for Unleashed {
     fn source(&self) -> Source {
-        Source::Unleashed
+        super::SOURCE
     }
 
     fn tenant(&self) -> &str {

@@ -189,7 +189,7 @@ fn find_or_zero(rows: &[(String, Value)], label: &str) -> rust_decimal::Decimal 
 
 impl Connector for Xero {
     fn source(&self) -> Source {
-        Source::Xero
+        super::SOURCE
     }
 
     fn tenant(&self) -> &str {
