@@ -132,7 +132,8 @@ enum Command {
 enum WebhookCommand {
     /// Print the signature headers for a body.
     Sign {
-        platform: webhook_tool::Platform,
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(webhook_tool::platforms()))]
+        platform: String,
         /// Secret / webhook key / signing key / whsec_ secret, as configured on the bridge.
         #[arg(long, env = "SWITCHYARD_WEBHOOK_SECRET", hide_env_values = true)]
         secret: String,
@@ -147,7 +148,8 @@ enum WebhookCommand {
     },
     /// Sign and POST a delivery (a sample one without --file) to /api/webhooks/<platform>.
     Send {
-        platform: webhook_tool::Platform,
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(webhook_tool::platforms()))]
+        platform: String,
         /// Shopify topic (orders/create), Unleashed event type, or Standard Webhooks type.
         #[arg(default_value = "orders/create")]
         topic: String,
@@ -345,19 +347,17 @@ async fn webhook(cmd: WebhookCommand) -> anyhow::Result<()> {
                     b
                 }
             };
-            for (k, v) in webhook_tool::sign(platform, &secret, &topic, &shop, body)?.headers {
+            for (k, v) in webhook_tool::sign(&platform, &secret, &topic, &shop, body)?.headers {
                 println!("{k}: {v}");
             }
         }
         WebhookCommand::Send { platform, topic, secret, file, shop, source, url } => {
-            let body = body_from(file)?.unwrap_or_else(|| webhook_tool::sample(platform, &topic));
-            let signed = webhook_tool::sign(platform, &secret, &topic, &shop, body)?;
-            let path = match platform {
-                webhook_tool::Platform::Shopify => "shopify".to_owned(),
-                webhook_tool::Platform::Xero => "xero".to_owned(),
-                webhook_tool::Platform::Unleashed => "unleashed".to_owned(),
-                webhook_tool::Platform::Standard => source,
+            let body = match body_from(file)? {
+                Some(b) => b,
+                None => webhook_tool::sample(&platform, &topic)?,
             };
+            let signed = webhook_tool::sign(&platform, &secret, &topic, &shop, body)?;
+            let path = if platform == "standard" { source } else { platform };
             let target = format!("{}/api/webhooks/{path}", url.trim_end_matches('/'));
             let (status, text) = webhook_tool::send(&target, &signed).await?;
             println!("{status} {text}");

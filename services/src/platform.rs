@@ -10,11 +10,12 @@ use crate::{
     connector::Source,
     scheduler::{Context, Tasks},
     shopify, unleashed,
-    webhook::{ConfigError, Doc, Env, WebhookSource},
+    webhook::{ConfigError, Doc, Env, Imitation, WebhookSource},
     xero,
 };
 
-/// A platform folder's registration: its `SOURCE`, `NEWS`, `check`, `start` and `webhook::{DOC, build}`.
+/// A platform folder's registration: its `SOURCE`, `NEWS`, `check`, `start` and
+/// `webhook::{DOC, build, IMITATION}`.
 macro_rules! platform {
     ($p:ident) => {
         Platform {
@@ -22,7 +23,7 @@ macro_rules! platform {
             source: $p::SOURCE,
             news: $p::NEWS,
             connector: ConnectorEntry { check: $p::check, start: $p::start },
-            webhook: Webhook { doc: $p::webhook::DOC, build: $p::webhook::build },
+            webhook: Webhook { doc: $p::webhook::DOC, build: $p::webhook::build, imitation: $p::webhook::IMITATION },
         }
     };
 }
@@ -53,6 +54,8 @@ pub struct ConnectorEntry {
 pub struct Webhook {
     pub doc: Doc,
     pub build: BuildWebhook,
+    /// For `switchyard webhook sign|send`; `None` where only the platform can sign (SNS).
+    pub imitation: Option<Imitation>,
 }
 
 /// Reads `[webhooks.<name>]` into the platform's configured source.

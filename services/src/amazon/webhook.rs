@@ -16,7 +16,7 @@ use switchyard::names::Tenant;
 use super::{notification, sns};
 use crate::{
     delivery::stamp,
-    webhook::{self, ConfigError, Delivery, Doc, Env, Outcome, Refusal, WebhookSource},
+    webhook::{self, ConfigError, Delivery, Doc, Env, Imitation, Outcome, Refusal, WebhookSource},
 };
 
 /// `[webhooks.amazon]`: SP-API notifications arriving through EventBridge → SNS → HTTPS.
@@ -47,6 +47,9 @@ pub const DOC: Doc = Doc {
         (502, "AWS unreachable (certificate or confirmation); SNS retries."),
     ],
 };
+
+/// SNS signs with AWS's own key: nothing else can sign a delivery.
+pub const IMITATION: Option<Imitation> = None;
 
 struct Source {
     topics: BTreeSet<String>,

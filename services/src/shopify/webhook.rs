@@ -19,7 +19,7 @@ use switchyard::{
 
 use crate::{
     delivery::stamp,
-    webhook::{self, ConfigError, Delivery, Doc, Env, Outcome, Refusal, WebhookSource, signature},
+    webhook::{self, ConfigError, Delivery, Doc, Env, Imitate, Imitation, Outcome, Refusal, WebhookSource, signature},
 };
 
 /// `[webhooks.shopify]`.
@@ -60,6 +60,32 @@ pub const DOC: Doc = Doc {
         (404, "Not configured, or the shop is not mapped to a tenant."),
     ],
 };
+
+pub const IMITATION: Option<Imitation> = Some(Imitation { sign, sample });
+
+fn sign(d: &Imitate<'_>) -> Vec<(String, String)> {
+    vec![
+        ("X-Shopify-Hmac-Sha256".into(), signature::sign_b64(d.secret.as_bytes(), &[d.body])),
+        ("X-Shopify-Topic".into(), d.topic.into()),
+        ("X-Shopify-Shop-Domain".into(), d.shop.into()),
+        ("X-Shopify-Event-Id".into(), d.id.into()),
+        ("X-Shopify-Webhook-Id".into(), d.id.into()),
+        ("X-Shopify-API-Version".into(), "2025-10".into()),
+    ]
+}
+
+fn sample(topic: &str, id: u64) -> Value {
+    if topic.starts_with("orders/") {
+        json!({
+            "id": 820982911946154508u64.wrapping_add(id % 1_000_000), "name": format!("#T{}", id % 100_000),
+            "currency": "GBP", "total_price": "42.00", "subtotal_price": "35.00", "total_tax": "7.00",
+            "financial_status": "paid", "fulfillment_status": null, "test": true,
+            "line_items": [{"sku": "SAMPLE-1", "title": "Sample item", "quantity": 1, "price": "35.00"}]
+        })
+    } else {
+        json!({"id": id, "test": true})
+    }
+}
 
 /// The configured Shopify webhook: keys resolved, shops mapped.
 #[derive(Debug)]

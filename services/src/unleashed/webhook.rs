@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use switchyard::{
     names::Tenant,
     proto::v1::{DashboardRefreshRequired, DataUpdated, Event, event::Payload},
@@ -16,7 +16,10 @@ use switchyard::{
 
 use crate::{
     delivery::stamp,
-    webhook::{self, ConfigError, Delivery, Doc, Env, Outcome, Refusal, WebhookSource, signature::verify_b64},
+    webhook::{
+        self, ConfigError, Delivery, Doc, Env, Imitate, Imitation, Outcome, Refusal, WebhookSource,
+        signature::{sign_b64, verify_b64},
+    },
 };
 
 /// `[webhooks.unleashed]`.
@@ -38,6 +41,22 @@ pub const DOC: Doc = Doc {
         (404, "Not configured."),
     ],
 };
+
+pub const IMITATION: Option<Imitation> = Some(Imitation { sign, sample });
+
+fn sign(d: &Imitate<'_>) -> Vec<(String, String)> {
+    let ts = d.now.to_string();
+    let sig = sign_b64(d.secret.as_bytes(), &[ts.as_bytes(), b".", d.body]);
+    vec![("x-unleashed-timestamp".into(), ts), ("x-unleashed-signature".into(), sig)]
+}
+
+/// `topic` is the event type (`salesorder.created`).
+fn sample(topic: &str, id: u64) -> Value {
+    json!({
+        "subscriptionId": "sample", "eventNotificationId": format!("sample-{id}"), "eventType": topic,
+        "createdOn": "2026-01-01T00:00:00Z", "data": {"salesOrderGuid": format!("sample-{id}")}
+    })
+}
 
 #[derive(Debug)]
 struct Source {

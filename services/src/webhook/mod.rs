@@ -85,6 +85,30 @@ pub struct Doc {
     pub errors: &'static [(u16, &'static str)],
 }
 
+/// How `switchyard webhook sign|send` imitates a platform, for trying a setup end to end.
+#[derive(Clone, Copy)]
+pub struct Imitation {
+    /// The headers the platform would send with the delivery, signed with its secret.
+    pub sign: fn(&Imitate<'_>) -> Vec<(String, String)>,
+    /// A sample delivery (for `topic`, where the platform has topics), marked as a test where
+    /// the platform has such a flag.
+    pub sample: fn(topic: &str, id: u64) -> Value,
+}
+
+/// What an imitated delivery is signed from.
+pub struct Imitate<'a> {
+    pub secret: &'a str,
+    /// Shopify's topic; ignored by platforms without topics.
+    pub topic: &'a str,
+    /// Shopify's shop domain.
+    pub shop: &'a str,
+    pub body: &'a [u8],
+    /// A fresh delivery id.
+    pub id: &'a str,
+    /// Unix seconds.
+    pub now: u64,
+}
+
 /// HTTPS GETs a source makes to its platform (SNS certificates and confirmations). Behind a
 /// trait so tests serve their own.
 pub trait Fetch: Send + Sync + 'static {

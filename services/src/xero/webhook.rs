@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
+use serde_json::json;
 use switchyard::{
     names::Tenant,
     proto::v1::{DashboardRefreshRequired, DataUpdated, Event, event::Payload},
@@ -15,7 +16,7 @@ use switchyard::{
 
 use crate::{
     delivery::stamp,
-    webhook::{self, ConfigError, Delivery, Doc, Env, Outcome, Refusal, WebhookSource, signature},
+    webhook::{self, ConfigError, Delivery, Doc, Env, Imitate, Imitation, Outcome, Refusal, WebhookSource, signature},
 };
 
 /// `[webhooks.xero]`.
@@ -33,6 +34,12 @@ pub const DOC: Doc = Doc {
     ok: "Empty body, once durable",
     errors: &[(401, "Bad signature (empty body)."), (404, "Not configured, or a Xero tenant not mapped.")],
 };
+
+/// An intent-to-receive check: signed, no events.
+pub const IMITATION: Option<Imitation> = Some(Imitation {
+    sign: |d: &Imitate<'_>| vec![("x-xero-signature".into(), signature::sign_b64(d.secret.as_bytes(), &[d.body]))],
+    sample: |_, _| json!({"events": [], "firstEventSequence": 0, "lastEventSequence": 0, "entropy": "sample"}),
+});
 
 #[derive(Debug)]
 struct Source {
