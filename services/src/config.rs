@@ -143,6 +143,8 @@ pub fn start(
         let p = config.platform(name)?;
         let trigger = Arc::new(Notify::new());
         let cx = Context {
+            source: p.source,
+            tenant: (p.connector.check)(section)?,
             dir: &dir,
             zone: &zone,
             retry: config.retry.policy(),

@@ -123,6 +123,15 @@ pub fn partial<T>(
     }
 }
 
+/// Whom a connector syncs for: which platform's events, which tenant, and what "today" means
+/// (the tenant's timezone). Given by whoever runs it, so a connector is only a platform reader.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub source: Source,
+    pub tenant: String,
+    pub zone: Zone,
+}
+
 /// One sync of one connector.
 pub struct Run {
     pub run_id: String,
@@ -132,14 +141,17 @@ pub struct Run {
     pub jobs: JobReporter,
     /// The periods this run's figures cover (fixed at its start).
     pub periods: Periods,
+    /// The tenant's timezone, the periods' own.
+    pub zone: Zone,
 }
 
 impl Run {
-    pub fn new(source: Source, tenant: &str, zone: &Zone, sink: Arc<dyn Sink>) -> Self {
+    pub fn new(scope: &Scope, sink: Arc<dyn Sink>) -> Self {
+        let source = scope.source;
         let run_id = format!("{}-{}", source.name(), random_suffix());
-        let jobs = JobReporter::new(sink.clone(), tenant, &run_id, source.name());
-        let periods = zone.periods(jiff::Timestamp::now());
-        Self { run_id, tenant: tenant.to_owned(), source, sink, jobs, periods }
+        let jobs = JobReporter::new(sink.clone(), &scope.tenant, &run_id, source.name());
+        let periods = scope.zone.periods(jiff::Timestamp::now());
+        Self { run_id, tenant: scope.tenant.clone(), source, sink, jobs, periods, zone: scope.zone.clone() }
     }
 
     /// `<source>:sync-error` for part of this run (`scope`), naming what it left unpublished.
@@ -181,13 +193,8 @@ fn random_suffix() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// A platform connector: configured once, synced many times.
+/// A platform connector: configured once, synced many times, for the [`Scope`] it is run in.
 pub trait Connector: Send + 'static {
-    fn source(&self) -> Source;
-    /// The tenant its events belong to.
-    fn tenant(&self) -> &str;
-    /// The tenant's timezone: what "today" means in its figures.
-    fn zone(&self) -> &Zone;
     /// Reads the platform and publishes what it computed: progress along the way through
     /// `run.jobs`, figures and alerts through `run.publish`, ending with `<source>:sync-completed`.
     /// Every snapshot is the whole state of its key, recomputed from the platform; a figure

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 
 use crate::{
-    connector::{Connector, Run, SyncError},
+    connector::{Connector, Run, Scope, Source, SyncError},
     http::{Http, RetryPolicy},
     period::{Zone, timestamp},
     sink::Sink,
@@ -24,6 +24,9 @@ use crate::{
 /// What a platform's connector is started with: where its state lives, what "today" means,
 /// how it calls out, where it publishes, and its schedule and webhook trigger.
 pub struct Context<'a> {
+    pub source: Source,
+    /// The tenant its section names.
+    pub tenant: String,
     pub dir: &'a Path,
     pub zone: &'a Zone,
     pub retry: RetryPolicy,
@@ -45,9 +48,10 @@ impl Context<'_> {
         StateFile::new(self.dir, name)
     }
 
-    /// Runs `connector` on this context's schedule until stopped.
+    /// Runs `connector` for this context's tenant, on its schedule, until stopped.
     pub fn run<C: Connector>(&self, connector: C) -> tokio::task::JoinHandle<()> {
-        spawn(connector, self.sink.clone(), self.schedule.clone(), self.trigger.clone(), self.stop.clone())
+        let scope = Scope { source: self.source, tenant: self.tenant.clone(), zone: self.zone.clone() };
+        spawn(connector, scope, self.sink.clone(), self.schedule.clone(), self.trigger.clone(), self.stop.clone())
     }
 }
 
@@ -122,11 +126,12 @@ impl Health {
 /// completion or `<source>:sync-error` with the reason, and the source's `sync-status`.
 pub async fn run_once<C: Connector>(
     connector: &mut C,
+    scope: &Scope,
     sink: Arc<dyn Sink>,
     health: &mut Health,
 ) -> Result<(), SyncError> {
-    let source = connector.source();
-    let run = Run::new(source, connector.tenant(), connector.zone(), sink);
+    let source = scope.source;
+    let run = Run::new(scope, sink);
     run.publish(vec![run.event(&run.run_id, source.started(&run.run_id))]).await?;
     run.jobs.stage("sync", &format!("{} sync started", source.name())).await;
     let result = connector.sync(&run).await;
@@ -150,6 +155,7 @@ pub async fn run_once<C: Connector>(
 /// Runs `connector` until `stop` turns true.
 pub fn spawn<C: Connector>(
     mut connector: C,
+    scope: Scope,
     sink: Arc<dyn Sink>,
     schedule: Schedule,
     trigger: Arc<Notify>,
@@ -159,7 +165,7 @@ pub fn spawn<C: Connector>(
         let mut failures = 0u32;
         let mut health = Health::default();
         loop {
-            let wait = match run_once(&mut connector, sink.clone(), &mut health).await {
+            let wait = match run_once(&mut connector, &scope, sink.clone(), &mut health).await {
                 Ok(()) => {
                     failures = 0;
                     let j = 1.0 + schedule.jitter * (2.0 * rand::random::<f64>() - 1.0);

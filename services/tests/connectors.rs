@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Recorder, Signed, http, payloads, run, shopify_config, type_names, xero_config, xero_report};
+use common::{Recorder, Signed, acme, http, payloads, run, shopify_config, type_names, xero_config, xero_report};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use switchyard::proto::v1::{Event, event::Payload};
@@ -105,7 +105,7 @@ async fn xero_reports_with_token_rotation_refresh_on_401_and_retry_after() {
     let sink = Arc::new(Recorder::default());
     let h = http();
     let mut xero = Xero::new(config.clone(), h, state.clone());
-    run(&mut xero, &sink).await.unwrap();
+    run(&acme(switchyard_services::xero::SOURCE), &mut xero, &sink).await.unwrap();
     let events = sink.take();
     assert_eq!(type_names(&events), ["xero:sync-started", "xero:sync-completed", "xero:sync-status"]);
     let x = payloads(&events, |p| match p {
@@ -129,7 +129,7 @@ async fn xero_reports_with_token_rotation_refresh_on_401_and_retry_after() {
         .mount(&server)
         .await;
     let mut again = Xero::new(config, http(), state);
-    run(&mut again, &sink).await.unwrap();
+    run(&acme(switchyard_services::xero::SOURCE), &mut again, &sink).await.unwrap();
     let events = sink.take();
     let x = payloads(&events, |p| match p {
         Payload::XeroSyncCompleted(x) => Some(x),
@@ -148,7 +148,13 @@ async fn xero_retry_after_is_honoured_and_an_expired_grant_is_a_clear_error() {
         .await;
     let config = xero_config(&server.uri(), "dead");
     let sink = Arc::new(Recorder::default());
-    let err = run(&mut Xero::new(config, http(), StateFile::new(dir.path(), "xero")), &sink).await.unwrap_err();
+    let err = run(
+        &acme(switchyard_services::xero::SOURCE),
+        &mut Xero::new(config, http(), StateFile::new(dir.path(), "xero")),
+        &sink,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "unauthorized");
     assert!(err.to_string().contains("re-authorise"), "{err}");
     assert!(!err.to_string().contains("dead"), "the refresh token is not in the message");
@@ -209,9 +215,13 @@ async fn unleashed_malformed_body_and_bad_signature_become_sync_errors() {
         .mount(&server)
         .await;
     let sink = Arc::new(Recorder::default());
-    let err = run(&mut Unleashed::new(unleashed_config(&server), http(), StateFile::new(dir.path(), "u")), &sink)
-        .await
-        .unwrap_err();
+    let err = run(
+        &acme(switchyard_services::unleashed::SOURCE),
+        &mut Unleashed::new(unleashed_config(&server), http(), StateFile::new(dir.path(), "u")),
+        &sink,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "malformed_response");
     let names = type_names(&sink.take());
     assert_eq!(names, ["unleashed:sync-started", "unleashed:sync-error", "unleashed:sync-status"]);
@@ -220,7 +230,13 @@ async fn unleashed_malformed_body_and_bad_signature_become_sync_errors() {
     Mock::given(path("/Products/1")).respond_with(paged(json!([]), 1, 1)).mount(&server).await;
     let mut wrong = unleashed_config(&server);
     wrong.api_key = "wrong-key".into();
-    let err = run(&mut Unleashed::new(wrong, http(), StateFile::new(dir.path(), "u2")), &sink).await.unwrap_err();
+    let err = run(
+        &acme(switchyard_services::unleashed::SOURCE),
+        &mut Unleashed::new(wrong, http(), StateFile::new(dir.path(), "u2")),
+        &sink,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "unauthorized", "Unleashed answers a bad signature with 403");
 }
 
@@ -330,9 +346,17 @@ async fn a_failing_connector_retries_with_backoff_and_never_stops_the_others() {
     let fast =
         Schedule { interval: Duration::from_secs(3600), retry: Duration::from_millis(20), ..Schedule::default() };
     let notify = || Arc::new(tokio::sync::Notify::new());
-    let a = spawn(Shopify::new(shop_config, http(), state), sink.clone(), fast.clone(), notify(), stopped.clone());
+    let a = spawn(
+        Shopify::new(shop_config, http(), state),
+        acme(switchyard_services::shopify::SOURCE),
+        sink.clone(),
+        fast.clone(),
+        notify(),
+        stopped.clone(),
+    );
     let b = spawn(
         Unleashed::new(unleashed_config(&unleashed), http(), StateFile::new(dir.path(), "unleashed")),
+        acme(switchyard_services::unleashed::SOURCE),
         sink.clone(),
         fast,
         notify(),

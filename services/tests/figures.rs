@@ -9,13 +9,14 @@ mod common;
 
 use std::{collections::BTreeMap, str::FromStr, sync::Arc};
 
-use common::{Recorder, Signed, first, http, owned, run, shopify_config, type_names, xero_config, xero_report};
+use common::{Recorder, Signed, acme, first, http, owned, run, shopify_config, type_names, xero_config, xero_report};
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use switchyard::proto::v1::{Money, OrderFigures, event::Payload};
 use switchyard_services::{
     amazon::{Amazon, AmazonConfig},
+    connector::Scope,
     period::Zone,
     scheduler::{Health, run_once},
     shopify::Shopify,
@@ -187,8 +188,9 @@ async fn shopify_figures_are_whole_per_period_and_currency_and_a_quiet_run_keeps
     let (config, state) = shopify_config(&server.uri(), dir.path(), 250);
     let zone = Zone::new("Europe/London").unwrap();
     let sink = Arc::new(Recorder::default());
-    let mut shopify = Shopify::new(config.clone(), http(), state.clone()).with_zone(zone.clone());
-    run(&mut shopify, &sink).await.unwrap();
+    let scope = Scope { zone: zone.clone(), ..acme(switchyard_services::shopify::SOURCE) };
+    let mut shopify = Shopify::new(config.clone(), http(), state.clone());
+    run(&scope, &mut shopify, &sink).await.unwrap();
     let run1 = sink.take();
     let stores = owned(&run1, |p| match p {
         Payload::ShopifyStoreSynced(s) => Some(s),
@@ -240,8 +242,8 @@ async fn shopify_figures_are_whole_per_period_and_currency_and_a_quiet_run_keeps
     assert_eq!(server.received_requests().await.unwrap().len(), 7);
 
     // A quiet second run (restart, no new orders): the same figures, not zeros; no repeated facts.
-    let mut again = Shopify::new(config, http(), state).with_zone(zone);
-    run(&mut again, &sink).await.unwrap();
+    let mut again = Shopify::new(config, http(), state);
+    run(&scope, &mut again, &sink).await.unwrap();
     let second = sink.take();
     assert!(type_names(&second).iter().all(|t| t != "shopify:order-created"), "nothing re-published");
     let stores2 = owned(&second, |p| match p {
@@ -282,9 +284,14 @@ async fn shopify_when_every_store_fails_no_figure_is_published_and_the_status_sa
     let (config, state) = shopify_config(&server.uri(), dir.path(), 250);
     let sink = Arc::new(Recorder::default());
     let mut health = Health::default();
-    let err = run_once(&mut Shopify::new(config.clone(), http(), state.clone()), sink.clone(), &mut health)
-        .await
-        .unwrap_err();
+    let err = run_once(
+        &mut Shopify::new(config.clone(), http(), state.clone()),
+        &acme(switchyard_services::shopify::SOURCE),
+        sink.clone(),
+        &mut health,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "unauthorized");
     let events = sink.take();
     let names = type_names(&events);
@@ -319,7 +326,14 @@ async fn shopify_when_every_store_fails_no_figure_is_published_and_the_status_sa
         .respond_with(ResponseTemplate::new(200).set_body_json(shopify_page(&eu, None)))
         .mount(&server)
         .await;
-    let err = run_once(&mut Shopify::new(config, http(), state), sink.clone(), &mut health).await.unwrap_err();
+    let err = run_once(
+        &mut Shopify::new(config, http(), state),
+        &acme(switchyard_services::shopify::SOURCE),
+        sink.clone(),
+        &mut health,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "partial");
     let events = sink.take();
     let done = first(&events, |p| match p {
@@ -445,7 +459,13 @@ async fn amazon_units_orders_and_an_inbound_call_that_fails_is_unavailable_not_z
     let state = StateFile::new(dir.path(), "amazon");
     let sink = Arc::new(Recorder::default());
     let zone = Zone::new("America/New_York").unwrap();
-    run(&mut Amazon::new(amazon_config(&server), http(), state.clone()).with_zone(zone.clone()), &sink).await.unwrap();
+    run(
+        &Scope { zone: zone.clone(), ..acme(switchyard_services::amazon::SOURCE) },
+        &mut Amazon::new(amazon_config(&server), http(), state.clone()),
+        &sink,
+    )
+    .await
+    .unwrap();
     let events = sink.take();
     let a = first(&events, |p| match p {
         Payload::AmazonSyncCompleted(a) => Some(a),
@@ -478,7 +498,13 @@ async fn amazon_units_orders_and_an_inbound_call_that_fails_is_unavailable_not_z
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "Atza|new", "expires_in": 3600})))
         .mount(&server)
         .await;
-    run(&mut Amazon::new(amazon_config(&server), http(), state).with_zone(zone), &sink).await.unwrap();
+    run(
+        &Scope { zone, ..acme(switchyard_services::amazon::SOURCE) },
+        &mut Amazon::new(amazon_config(&server), http(), state),
+        &sink,
+    )
+    .await
+    .unwrap();
     let events = sink.take();
     let names = type_names(&events);
     assert!(!names.iter().any(|n| n == "amazon:order-created" || n == "amazon:low-stock-alert"), "{names:?}");
@@ -536,7 +562,13 @@ async fn xero_working_capital_includes_bank_and_a_failing_profit_and_loss_is_una
     let config = xero_config(&server.uri(), "rt-1");
     let sink = Arc::new(Recorder::default());
     let zone = Zone::new("Australia/Sydney").unwrap();
-    run(&mut Xero::new(config, http(), StateFile::new(dir.path(), "xero")).with_zone(zone), &sink).await.unwrap();
+    run(
+        &Scope { zone, ..acme(switchyard_services::xero::SOURCE) },
+        &mut Xero::new(config, http(), StateFile::new(dir.path(), "xero")),
+        &sink,
+    )
+    .await
+    .unwrap();
     let events = sink.take();
     let x = first(&events, |p| match p {
         Payload::XeroSyncCompleted(x) => Some(x),
@@ -628,7 +660,13 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
     Mock::given(path("/Assemblies/1")).respond_with(one_page(assemblies.clone())).up_to_n_times(2).mount(&server).await;
     let state = StateFile::new(dir.path(), "unleashed");
     let sink = Arc::new(Recorder::default());
-    run(&mut Unleashed::new(unleashed(&server), http(), state.clone()), &sink).await.unwrap();
+    run(
+        &acme(switchyard_services::unleashed::SOURCE),
+        &mut Unleashed::new(unleashed(&server), http(), state.clone()),
+        &sink,
+    )
+    .await
+    .unwrap();
     let events = sink.take();
     let u = first(&events, |p| match p {
         Payload::UnleashedSyncCompleted(u) => Some(u),
@@ -662,7 +700,13 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
         ]
     );
     // Second run, same assemblies: no repeated quality alert, same figures.
-    run(&mut Unleashed::new(unleashed(&server), http(), state.clone()), &sink).await.unwrap();
+    run(
+        &acme(switchyard_services::unleashed::SOURCE),
+        &mut Unleashed::new(unleashed(&server), http(), state.clone()),
+        &sink,
+    )
+    .await
+    .unwrap();
     let events = sink.take();
     assert!(!type_names(&events).iter().any(|n| n == "unleashed:quality-alert"));
 
@@ -672,7 +716,9 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
         .respond_with(one_page(json!([{"Guid": "g-9", "AssemblyNumber": "ASM-9", "AssemblyStatus": "Completed", "Quantity": 4, "Product": {"ProductCode": "W"}}])))
         .mount(&server)
         .await;
-    run(&mut Unleashed::new(unleashed(&server), http(), state), &sink).await.unwrap();
+    run(&acme(switchyard_services::unleashed::SOURCE), &mut Unleashed::new(unleashed(&server), http(), state), &sink)
+        .await
+        .unwrap();
     let events = sink.take();
     let u = first(&events, |p| match p {
         Payload::UnleashedSyncCompleted(u) => Some(u),

@@ -34,11 +34,25 @@ fn node(dir: &Path, backplane: &str, secret_from: Option<&Path>, replicas: usize
     Process::serve(dir, &["--backplane", backplane, "--config", &config])
 }
 
+/// Publishes `n` events as one batch, as a client would: keyed, and retried while the bus
+/// answers 503 (an election in progress), so a retry of a batch that was stored is a duplicate.
 async fn publish_http(p: &Process, prefix: &str, n: usize) -> Vec<u64> {
-    let body: Vec<Value> =
-        (0..n).map(|i| json!({"type": "alert:info", "data": {"title": format!("{prefix}{i}")}})).collect();
-    let r = post_json(&format!("{}/api/events", p.http_url), &p.token("acme", Role::Publish), &json!(body)).await;
-    r["ids"].as_array().expect("ids").iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect()
+    let body: Vec<Value> = (0..n)
+        .map(|i| json!({"type": "alert:info", "idempotencyKey": format!("{prefix}{i}"), "data": {"title": format!("{prefix}{i}")}}))
+        .collect();
+    let url = format!("{}/api/events", p.http_url);
+    let token = p.token("acme", Role::Publish);
+    let r = wait_for("the batch acknowledged", || async {
+        let r = post_json(&url, &token, &json!(body)).await;
+        if r["error"]["code"] == "unavailable" { None } else { Some(r) }
+    })
+    .await;
+    r["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ids in {r}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect()
 }
 
 /// The name of the server leading the history stream (waits for an election).

@@ -18,9 +18,9 @@ use serde_json::Value;
 use switchyard::proto::v1::{AmazonSyncCompleted, Event, Order, StockItem, Unavailable, event::Payload};
 
 use crate::{
-    connector::{Connector, Run, Source, SyncError},
+    connector::{Connector, Run, SyncError},
     http::Http,
-    period::{Tallies, Zone, rfc3339},
+    period::{Tallies, rfc3339},
     state::{Crossings, SeenOrders, StateFile},
 };
 
@@ -75,18 +75,11 @@ pub struct Amazon {
     http: Http,
     state: StateFile,
     access: Option<(String, Instant)>,
-    zone: Zone,
 }
 
 impl Amazon {
     pub fn new(config: AmazonConfig, http: Http, state: StateFile) -> Self {
-        Self { config, http, state, access: None, zone: Zone::utc() }
-    }
-
-    /// The tenant's timezone (what "today" is); UTC by default.
-    pub fn with_zone(mut self, zone: Zone) -> Self {
-        self.zone = zone;
-        self
+        Self { config, http, state, access: None }
     }
 
     async fn token(&mut self) -> Result<String, SyncError> {
@@ -130,18 +123,6 @@ impl Amazon {
 }
 
 impl Connector for Amazon {
-    fn source(&self) -> Source {
-        super::SOURCE
-    }
-
-    fn tenant(&self) -> &str {
-        &self.config.tenant
-    }
-
-    fn zone(&self) -> &Zone {
-        &self.zone
-    }
-
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
         run.jobs.progress("inventory", 10, "reading FBA inventory").await;

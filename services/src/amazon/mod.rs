@@ -38,6 +38,6 @@ pub fn start(section: &toml::Value, cx: &Context) -> Result<scheduler::Tasks, St
         let poller = sqs::Poller::new(q.clone(), cx.http()?, &c.tenant, c.reorder_point);
         tasks.push(sqs::spawn(poller, cx.sink.clone(), cx.trigger.clone(), cx.stop.clone()));
     }
-    tasks.push(cx.run(Amazon::new(c, cx.http()?, cx.state("amazon")).with_zone(cx.zone.clone())));
+    tasks.push(cx.run(Amazon::new(c, cx.http()?, cx.state("amazon"))));
     Ok(tasks)
 }

@@ -20,9 +20,9 @@ use serde_json::{Value, json};
 use switchyard::proto::v1::{Money, Order, ShopifyStoreSynced, ShopifySyncCompleted, event::Payload};
 
 use crate::{
-    connector::{Connector, Run, Source, SyncError},
+    connector::{Connector, Run, SyncError},
     http::Http,
-    period::{Tallies, Zone, rfc3339},
+    period::{Tallies, rfc3339},
     state::{SeenOrders, StateFile},
 };
 
@@ -73,7 +73,6 @@ pub struct Shopify {
     config: ShopifyConfig,
     http: Http,
     state: StateFile,
-    zone: Zone,
 }
 
 const QUERY: &str = "query Orders($first: Int!, $after: String, $query: String!) {
@@ -90,13 +89,7 @@ const QUERY: &str = "query Orders($first: Int!, $after: String, $query: String!)
 
 impl Shopify {
     pub fn new(config: ShopifyConfig, http: Http, state: StateFile) -> Self {
-        Self { config, http, state, zone: Zone::utc() }
-    }
-
-    /// The tenant's timezone (what "today" is); UTC by default.
-    pub fn with_zone(mut self, zone: Zone) -> Self {
-        self.zone = zone;
-        self
+        Self { config, http, state }
     }
 
     fn endpoint(&self, store: &StoreConfig) -> String {
@@ -254,18 +247,6 @@ impl Shopify {
 }
 
 impl Connector for Shopify {
-    fn source(&self) -> Source {
-        super::SOURCE
-    }
-
-    fn tenant(&self) -> &str {
-        &self.config.tenant
-    }
-
-    fn zone(&self) -> &Zone {
-        &self.zone
-    }
-
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
         let periods = &run.periods;

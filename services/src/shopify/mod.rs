@@ -29,5 +29,5 @@ pub fn check(section: &toml::Value) -> Result<String, String> {
 /// Starts its connector (on `cx`'s schedule) from its `[shopify]` section.
 pub fn start(section: &toml::Value, cx: &Context) -> Result<scheduler::Tasks, String> {
     let c: ShopifyConfig = scheduler::section("shopify", section)?;
-    Ok(vec![cx.run(Shopify::new(c, cx.http()?, cx.state("shopify")).with_zone(cx.zone.clone()))])
+    Ok(vec![cx.run(Shopify::new(c, cx.http()?, cx.state("shopify")))])
 }

@@ -33,10 +33,9 @@ use switchyard::proto::v1::{
 use time::OffsetDateTime;
 
 use crate::{
-    connector::{Connector, Run, Source, SyncError},
+    connector::{Connector, Run, SyncError},
     http::Http,
     money::{self, decimal},
-    period::Zone,
     state::{Crossings, StateFile},
 };
 
@@ -101,18 +100,11 @@ pub struct Unleashed {
     config: UnleashedConfig,
     http: Http,
     state: StateFile,
-    zone: Zone,
 }
 
 impl Unleashed {
     pub fn new(config: UnleashedConfig, http: Http, state: StateFile) -> Self {
-        Self { config, http, state, zone: Zone::utc() }
-    }
-
-    /// The tenant's timezone (what "today" is); UTC by default.
-    pub fn with_zone(mut self, zone: Zone) -> Self {
-        self.zone = zone;
-        self
+        Self { config, http, state }
     }
 
     /// Every item of a paginated endpoint.
@@ -156,18 +148,6 @@ fn ms_date(v: &Value) -> Option<OffsetDateTime> {
 }
 
 impl Connector for Unleashed {
-    fn source(&self) -> Source {
-        super::SOURCE
-    }
-
-    fn tenant(&self) -> &str {
-        &self.config.tenant
-    }
-
-    fn zone(&self) -> &Zone {
-        &self.zone
-    }
-
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
         run.jobs.progress("products", 10, "reading minimum stock levels").await;
@@ -325,7 +305,7 @@ impl Unleashed {
     fn production(&self, run: &Run, assemblies: &[Value], before: &BTreeMap<String, String>) -> Production {
         let now =
             OffsetDateTime::from_unix_timestamp(run.periods.today.to.as_second()).unwrap_or(OffsetDateTime::now_utc());
-        let today = self.zone.date(run.periods.today.to);
+        let today = run.zone.date(run.periods.today.to);
         let mut p = Production {
             active: 0,
             overdue: 0,
@@ -347,7 +327,7 @@ impl Unleashed {
             match status.as_str() {
                 "Completed" => match field(a, &COMPLETED_DATE).and_then(ms_date) {
                     Some(d)
-                        if self.zone.date(jiff::Timestamp::from_second(d.unix_timestamp()).unwrap_or_default())
+                        if run.zone.date(jiff::Timestamp::from_second(d.unix_timestamp()).unwrap_or_default())
                             == today =>
                     {
                         p.completed_today += 1;

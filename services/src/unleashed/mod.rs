@@ -29,5 +29,5 @@ pub fn check(section: &toml::Value) -> Result<String, String> {
 /// Starts its connector (on `cx`'s schedule) from its `[unleashed]` section.
 pub fn start(section: &toml::Value, cx: &Context) -> Result<scheduler::Tasks, String> {
     let c: UnleashedConfig = scheduler::section("unleashed", section)?;
-    Ok(vec![cx.run(Unleashed::new(c, cx.http()?, cx.state("unleashed")).with_zone(cx.zone.clone()))])
+    Ok(vec![cx.run(Unleashed::new(c, cx.http()?, cx.state("unleashed")))])
 }

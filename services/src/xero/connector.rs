@@ -16,10 +16,9 @@ use switchyard::proto::v1::{XeroSyncCompleted, event::Payload};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
-    connector::{Connector, Run, Source, SyncError, partial},
+    connector::{Connector, Run, SyncError, partial},
     http::Http,
     money::{self, decimal},
-    period::Zone,
     state::StateFile,
 };
 
@@ -61,7 +60,6 @@ pub struct Xero {
     http: Http,
     state: StateFile,
     access: Option<(String, Instant)>,
-    zone: Zone,
 }
 
 #[derive(Deserialize)]
@@ -75,13 +73,7 @@ struct TokenResponse {
 
 impl Xero {
     pub fn new(config: XeroConfig, http: Http, state: StateFile) -> Self {
-        Self { config, http, state, access: None, zone: Zone::utc() }
-    }
-
-    /// The tenant's timezone (what "today" and "month to date" are); UTC by default.
-    pub fn with_zone(mut self, zone: Zone) -> Self {
-        self.zone = zone;
-        self
+        Self { config, http, state, access: None }
     }
 
     async fn token(&mut self, state: &mut State) -> Result<String, SyncError> {
@@ -188,24 +180,12 @@ fn find_or_zero(rows: &[(String, Value)], label: &str) -> rust_decimal::Decimal 
 }
 
 impl Connector for Xero {
-    fn source(&self) -> Source {
-        super::SOURCE
-    }
-
-    fn tenant(&self) -> &str {
-        &self.config.tenant
-    }
-
-    fn zone(&self) -> &Zone {
-        &self.zone
-    }
-
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
         let started = OffsetDateTime::now_utc();
         let periods = &run.periods;
-        let today = self.zone.date(periods.today.to);
-        let month_start = self.zone.date(periods.month_to_date.from);
+        let today = run.zone.date(periods.today.to);
+        let month_start = run.zone.date(periods.month_to_date.from);
         let mut unavailable = Vec::new();
 
         run.jobs.progress("organisation", 10, "reading the organisation").await;

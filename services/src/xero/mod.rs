@@ -29,5 +29,5 @@ pub fn check(section: &toml::Value) -> Result<String, String> {
 /// Starts its connector (on `cx`'s schedule) from its `[xero]` section.
 pub fn start(section: &toml::Value, cx: &Context) -> Result<scheduler::Tasks, String> {
     let c: XeroConfig = scheduler::section("xero", section)?;
-    Ok(vec![cx.run(Xero::new(c, cx.http()?, cx.state("xero")).with_zone(cx.zone.clone()))])
+    Ok(vec![cx.run(Xero::new(c, cx.http()?, cx.state("xero")))])
 }

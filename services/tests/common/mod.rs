@@ -7,8 +7,9 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use switchyard::proto::v1::{Event, event::Payload};
 use switchyard_services::{
-    connector::{Connector, SyncError},
+    connector::{Connector, Scope, Source, SyncError},
     http::{Http, RetryPolicy},
+    period::Zone,
     scheduler::{Health, run_once},
     shopify::{ShopifyConfig, StoreConfig},
     sink::Sink,
@@ -93,9 +94,18 @@ pub fn shopify_config(base: &str, dir: &std::path::Path, page_size: u32) -> (Sho
     (config, StateFile::new(dir, "shopify"))
 }
 
-/// One run of `connector` into `sink`, with fresh sync health.
-pub async fn run<C: Connector>(connector: &mut C, sink: &std::sync::Arc<Recorder>) -> Result<(), SyncError> {
-    run_once(connector, sink.clone(), &mut Health::default()).await
+/// Tenant `acme`'s scope for `source`, in UTC.
+pub fn acme(source: Source) -> Scope {
+    Scope { source, tenant: "acme".into(), zone: Zone::utc() }
+}
+
+/// One run of `connector` for `scope` into `sink`, with fresh sync health.
+pub async fn run<C: Connector>(
+    scope: &Scope,
+    connector: &mut C,
+    sink: &std::sync::Arc<Recorder>,
+) -> Result<(), SyncError> {
+    run_once(connector, scope, sink.clone(), &mut Health::default()).await
 }
 
 /// Answers only requests signed as Unleashed requires (API id `api-id`, key `api-key`, client
