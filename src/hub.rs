@@ -218,4 +218,34 @@ mod tests {
         let c = hub.tenant_counters(&acme);
         assert_eq!((c.total, c.by_type["alert:info"], c.by_channel["alerts"]), (3, 3, 3));
     }
+
+    #[tokio::test]
+    async fn a_receiver_a_whole_ring_behind_is_told_it_lagged_and_publishers_never_wait() {
+        let hub = Hub::new(16);
+        let mut all = hub.subscribe(Stream::All);
+        let batch: Vec<_> = (1..=40).map(|id| record(id, "acme")).collect();
+        hub.publish(&batch); // returns though nobody read: the ring overwrites
+        match all.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 24, "40 sent into a ring of 16"),
+            other => panic!("expected Lagged, got {:?}", other.map(|r| r.id)),
+        }
+        assert_eq!(all.recv().await.unwrap().id.get(), 25, "then the oldest the ring still holds");
+    }
+
+    #[tokio::test]
+    async fn every_record_reaches_all_its_tenant_and_each_of_its_channels_once() {
+        let hub = Hub::new(16);
+        let acme = Tenant::new("acme").unwrap();
+        let mut all = hub.subscribe(Stream::All);
+        let mut tenant = hub.subscribe(Stream::Tenant(acme.clone()));
+        let mut alerts = hub.subscribe(Stream::Channel(acme.clone(), Channel::new("alerts").unwrap()));
+        let mut dashboard = hub.subscribe(Stream::Channel(acme, Channel::new("dashboard").unwrap()));
+        hub.publish(&[record(1, "acme"), record(2, "globex")]);
+        assert_eq!(all.recv().await.unwrap().id.get(), 1);
+        assert_eq!(all.recv().await.unwrap().id.get(), 2, "all sees every tenant");
+        assert_eq!(tenant.recv().await.unwrap().id.get(), 1);
+        assert!(tenant.rx.as_mut().unwrap().try_recv().is_err(), "not globex's");
+        assert_eq!(alerts.recv().await.unwrap().id.get(), 1);
+        assert!(dashboard.rx.as_mut().unwrap().try_recv().is_err(), "alert:info is not on dashboard");
+    }
 }

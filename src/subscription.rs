@@ -482,4 +482,108 @@ mod tests {
         assert_eq!(snapshots, vec![v3], "caught up to v3; the held v2 never follows it");
         assert!(matches!(seen.last(), Some(Item::Floor(None))), "nothing is owed any more: {seen:?}");
     }
+
+    /// A stored record with this id, published at `ms` (Unix ms).
+    fn stored(a: Accepted, id: u64, ms: u64) -> Arc<Record> {
+        let mut event = a.event;
+        event.id = id;
+        event.published_at = Some(crate::proto::Timestamp { seconds: (ms / 1000) as i64, nanos: 0 });
+        Arc::new(Record::new(event, a.tenant, a.routing))
+    }
+
+    fn ids(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Event(r) => r.id.0.to_string(),
+                Item::StateEnd { as_of, count } => format!("end@{}:{count}", as_of.0),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn everything() -> Filter {
+        let stream = Stream::Tenant(Tenant::new("acme").unwrap());
+        Filter { ring: stream.clone(), stream, channels: None, allow: None }
+    }
+
+    #[test]
+    fn a_compacted_replay_keeps_facts_skips_superseded_snapshots_and_marks_the_seam() {
+        // History 1..=5; the state view (as of 3) holds key uk's newest snapshot, id 3.
+        let (uk1, fact2, uk3, fact4, fact5) = (
+            stored(totals(1), 1, 0),
+            stored(fact(), 2, 0),
+            stored(totals(3), 3, 0),
+            stored(fact(), 4, 0),
+            stored(fact(), 5, 0),
+        );
+        let view = StateView { records: vec![uk3.clone()], as_of: EventId(3) };
+        let mut compaction = Some(Compaction::new(view, &everything()));
+        let mut cursor = EventId::ZERO;
+        let page = vec![uk1, fact2, uk3, fact4, fact5];
+        let items = replay(page, &mut cursor, &mut compaction, None, &everything(), None);
+        assert_eq!(ids(&items), ["2", "3", "end@3:1", "4", "5"], "uk1 was superseded by uk3");
+        assert!(compaction.is_none(), "the seam ended it");
+        assert_eq!(cursor, EventId(5));
+    }
+
+    #[test]
+    fn state_older_than_the_history_still_held_comes_first() {
+        // Retention trimmed through 3: key uk's state (id 1) is no longer in history.
+        let view = StateView { records: vec![stored(totals(1), 1, 0)], as_of: EventId(4) };
+        let mut compaction = Some(Compaction::new(view, &everything()));
+        let mut cursor = EventId(3);
+        let items = replay(
+            vec![stored(fact(), 4, 0), stored(fact(), 5, 0)],
+            &mut cursor,
+            &mut compaction,
+            None,
+            &everything(),
+            None,
+        );
+        assert_eq!(ids(&items), ["1", "4", "end@4:1", "5"]);
+    }
+
+    #[test]
+    fn a_seam_with_no_history_after_it_delivers_the_rest_of_the_state_and_moves_the_cursor() {
+        let view = StateView { records: vec![stored(totals(1), 7, 0)], as_of: EventId(9) };
+        let compaction = Some(Compaction::new(view, &everything()));
+        let mut cursor = EventId(2);
+        let items = seam(compaction, &mut cursor, None, &mut None);
+        assert_eq!(ids(&items), ["7", "end@9:1"]);
+        assert_eq!(cursor, EventId(9), "the subscriber holds the state as of 9");
+        assert!(seam(None, &mut cursor, None, &mut None).is_empty(), "nothing owed, nothing said");
+    }
+
+    #[test]
+    fn a_resume_never_repeats_what_it_delivered_and_since_drops_older_events_but_moves_on() {
+        let page = vec![stored(fact(), 4, 1_000), stored(fact(), 5, 2_000), stored(fact(), 6, 3_000)];
+        let mut cursor = EventId(4);
+        let items = replay(page.clone(), &mut cursor, &mut None, None, &everything(), None);
+        assert_eq!(ids(&items), ["5", "6"], "id 4 was delivered before the seam");
+        let mut cursor = EventId::ZERO;
+        let items = replay(page, &mut cursor, &mut None, Some(2_000), &everything(), None);
+        assert_eq!(ids(&items), ["5", "6"], "published before 2 s: dropped");
+        assert_eq!(cursor, EventId(6), "but read past");
+    }
+
+    #[test]
+    fn a_channel_filter_narrows_state_and_history_alike() {
+        let stream = Stream::Tenant(Tenant::new("acme").unwrap());
+        let only_dashboard = Filter {
+            ring: stream.clone(),
+            stream,
+            channels: Some(vec![Channel::new("dashboard").unwrap()]),
+            allow: None,
+        };
+        let alerts_only = stored(fact(), 2, 0); // alert:info goes to alerts, not dashboard
+        // shopify:sync-completed is on dashboard; the alert is not.
+        let view = StateView { records: vec![stored(totals(1), 1, 0), stored(fact(), 2, 0)], as_of: EventId(2) };
+        let c = Compaction::new(view, &only_dashboard);
+        assert_eq!(c.pending.iter().map(|r| r.id.0).collect::<Vec<_>>(), [1]);
+        let mut cursor = EventId::ZERO;
+        let items = replay(vec![alerts_only], &mut cursor, &mut None, None, &only_dashboard, None);
+        assert!(items.is_empty(), "an alerts event is not on dashboard");
+        assert_eq!(cursor, EventId(2), "yet the cursor passed it");
+    }
 }
