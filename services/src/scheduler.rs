@@ -268,7 +268,72 @@ pub fn watch_webhooks(
 
 #[cfg(test)]
 mod tests {
+    use std::{collections::VecDeque, sync::Mutex};
+
+    use futures::future::BoxFuture;
+    use switchyard::proto::v1::{Event, event::Payload};
+    use tokio::time::Instant;
+
     use super::*;
+
+    /// Succeeds or fails as told, noting when each sync began.
+    struct Scripted {
+        outcomes: VecDeque<bool>,
+        began: Arc<Mutex<Vec<Duration>>>,
+        t0: Instant,
+    }
+
+    impl Connector for Scripted {
+        async fn sync(&mut self, _: &Run) -> Result<(), SyncError> {
+            self.began.lock().unwrap().push(self.t0.elapsed());
+            match self.outcomes.pop_front() {
+                Some(true) | None => Ok(()),
+                Some(false) => Err(SyncError::Network("platform unreachable".into())),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Published(Mutex<Vec<Event>>);
+
+    impl Sink for Published {
+        fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), String>> {
+            self.0.lock().unwrap().extend(events);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_sync_is_retried_sooner_with_backoff_and_a_healthy_one_waits_its_interval() {
+        let began = Arc::new(Mutex::new(Vec::new()));
+        let connector =
+            Scripted { outcomes: [false, false, true, true].into(), began: began.clone(), t0: Instant::now() };
+        let schedule = Schedule {
+            interval: Duration::from_secs(300),
+            jitter: 0.0,
+            debounce: Duration::from_secs(2),
+            retry: Duration::from_secs(15),
+        };
+        let source =
+            Source::new("shopify", Payload::ShopifySyncStarted, Payload::ShopifySyncStatus, Payload::ShopifySyncError);
+        let scope = Scope { source, tenant: "acme".into(), zone: Zone::utc() };
+        let sink = Arc::new(Published::default());
+        let trigger = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let task = spawn(connector, scope, sink.clone(), schedule, trigger.clone(), stopped);
+        tokio::time::sleep(Duration::from_secs(400)).await;
+        let secs: Vec<u64> = began.lock().unwrap().iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [0, 15, 45, 345], "retry after 15 s, then 30 s; healthy: the interval");
+        // A webhook's news brings the next sync forward, after the debounce.
+        trigger.notify_one();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(began.lock().unwrap().last().map(Duration::as_secs), Some(402));
+        let statuses =
+            sink.0.lock().unwrap().iter().filter(|e| matches!(e.payload, Some(Payload::ShopifySyncStatus(_)))).count();
+        assert_eq!(statuses, 5, "every run reports its source's sync-status");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
 
     #[test]
     fn news_is_heard_on_the_channels_the_catalog_routes_it_to() {
