@@ -45,6 +45,12 @@ pub struct Routing {
 }
 
 impl Routing {
+    /// The keyed channels (`jobs/<id>`) it goes to: a job's, whose history and state are the
+    /// job's own and go with it.
+    pub fn keyed_channels(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.iter().filter(|c| c.as_str().contains('/'))
+    }
+
     /// Whether this event is a fact that ends a job (its progress must not follow it).
     pub fn ends_job(&self) -> bool {
         self.delivery != Delivery::Snapshot && self.state.is_some()

@@ -445,6 +445,7 @@ impl Config {
             tls_required: n.tls_required,
             publish_deadline: Duration::from_secs(n.publish_deadline_secs),
             retention: self.log.retention.clone(),
+            quotas: self.log.quotas,
         })
     }
 

@@ -769,7 +769,7 @@ impl Writer {
                     added.entry(tenant).or_default().keys += 1;
                 }
             }
-            for ch in acc.routing.channels.iter().filter(|c| c.as_str().contains('/')) {
+            for ch in acc.routing.keyed_channels() {
                 let name = format!("{tenant}:{ch}");
                 if !self.counts.contains_key(&name) && seen_jobs.insert(name) {
                     added.entry(tenant).or_default().jobs += 1;

@@ -26,7 +26,7 @@
 //! server runs with `sync_interval: always`. See docs/clustering.md.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap, HashSet},
     fmt::Write as _,
     path::PathBuf,
     sync::{
@@ -46,7 +46,7 @@ use bytes::Bytes;
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, Bounds, Feed, Log, LogError, LogStats, Record, Retention, StateView, Stream};
+use super::{Appended, Bounds, Feed, Log, LogError, LogStats, Quotas, Record, Retention, StateView, Stream};
 use crate::{
     catalog::{Catalog, Route},
     names::{Channel, EventId},
@@ -99,6 +99,9 @@ pub struct JetStreamConfig {
     /// leader election (measured at 4–5 s).
     pub publish_deadline: Duration,
     pub retention: Retention,
+    /// `max_keys_per_tenant` is enforced per node (see [`Held`]); jobs are bounded by their
+    /// history's `max_age` (their state expires with it).
+    pub quotas: Quotas,
 }
 
 impl Default for JetStreamConfig {
@@ -116,6 +119,7 @@ impl Default for JetStreamConfig {
             tls_required: false,
             publish_deadline: Duration::from_secs(10),
             retention: Retention::default(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -134,6 +138,56 @@ pub struct JetStreamLog {
     persist: tokio::task::JoinHandle<()>,
     outgoing: mpsc::Sender<Outgoing>,
     applied: Arc<Applied>,
+    names: Names,
+    held: Arc<Held>,
+}
+
+/// The state keys each tenant holds, counted against `Quotas::max_keys_per_tenant`: the state
+/// stream's subjects when the node starts, every slot its tail writes after, and the new keys
+/// its own appends were admitted with. A job's state is not counted: it expires with the job's
+/// history (`Nats-TTL`). Nodes count apart, so nodes admitting new keys in the same instant may
+/// together pass a quota by what they admit in it (the embedded log's count is exact).
+#[derive(Default)]
+struct Held(Mutex<HashMap<String, HashSet<String>>>);
+
+impl Held {
+    fn note(&self, tenant: &str, subject: &str) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = match held.get_mut(tenant) {
+            Some(keys) => keys,
+            None => held.entry(tenant.to_owned()).or_default(),
+        };
+        if !keys.contains(subject) {
+            keys.insert(subject.to_owned());
+        }
+    }
+
+    /// Admits `wanted` (tenant, state subject) whole, or refuses it whole naming the quota.
+    fn admit(&self, wanted: Vec<(&str, String)>, max: u64) -> Result<(), LogError> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut added: HashMap<&str, HashSet<&String>> = HashMap::new();
+        for (tenant, subject) in &wanted {
+            if !held.get(*tenant).is_some_and(|k| k.contains(subject)) {
+                added.entry(tenant).or_default().insert(subject);
+            }
+        }
+        for (tenant, new) in &added {
+            let have = held.get(*tenant).map_or(0, HashSet::len) as u64;
+            if have + new.len() as u64 > max {
+                return Err(LogError::Quota {
+                    field: "key",
+                    message: format!(
+                        "tenant {tenant} holds {have} state keys, its quota is {max} \
+                         (log.quotas.max_keys_per_tenant): reuse keys, or ask for a larger quota"
+                    ),
+                });
+            }
+        }
+        for (tenant, new) in added {
+            held.entry(tenant.to_owned()).or_default().extend(new.into_iter().cloned());
+        }
+        Ok(())
+    }
 }
 
 impl Drop for JetStreamLog {
@@ -182,16 +236,36 @@ impl Names {
     /// The state slot of a record: `<prefix>_state.<tenant>.<hex slot>.<hex key>` (NATS tokens
     /// cannot hold the `.` and `:` of type names, nor arbitrary keys).
     fn state_subject(&self, r: &Record) -> Option<String> {
-        let slot = r.routing.state.as_deref()?;
-        let mut s = format!("{}.{}.", self.state_prefix, r.tenant);
+        Some(self.slot_subject(r.tenant.as_str(), r.routing.state.as_deref()?, &r.event.key))
+    }
+
+    fn slot_subject(&self, tenant: &str, slot: &str, key: &str) -> String {
+        let mut s = format!("{}.{tenant}.", self.state_prefix);
         hex(&mut s, slot.as_bytes());
         s.push('.');
-        if r.event.key.is_empty() {
+        if key.is_empty() {
             s.push('_');
         } else {
-            hex(&mut s, r.event.key.as_bytes());
+            hex(&mut s, key.as_bytes());
         }
-        Some(s)
+        s
+    }
+
+    /// The tenant of a state subject that counts against its key quota: not the watermark,
+    /// not a job's (whose slot type is routed to a keyed channel).
+    fn counted_tenant<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject.strip_prefix(&self.state_prefix)?.strip_prefix('.')?;
+        let mut parts = rest.split('.');
+        let (tenant, slot) = (parts.next()?, parts.next()?);
+        let slot = (0..slot.len())
+            .step_by(2)
+            .map(|i| slot.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+            .collect::<Option<Vec<u8>>>()?;
+        // Custom types are not in the catalog: counted.
+        let job = Catalog::global()
+            .by_name(std::str::from_utf8(&slot).ok()?)
+            .is_some_and(|spec| spec.routes.iter().any(|r| matches!(r, Route::Keyed(_))));
+        (tenant != "_meta" && !job).then_some(tenant)
     }
 
     fn watermark_subject(&self) -> String {
@@ -239,6 +313,8 @@ impl JetStreamLog {
                 Err(error) => return Err(error),
             }
         };
+        let held = Arc::new(Held::default());
+        load_held(&js, &names, &held).await?;
         let head = Arc::new(AtomicU64::new(info.state.last_sequence));
         let tailing = Arc::new(AtomicBool::new(false));
         let applied = Arc::new(Applied::default());
@@ -259,10 +335,12 @@ impl JetStreamLog {
             names: names.clone(),
             applied: applied.clone(),
             outgoing: outgoing.clone(),
+            held: held.clone(),
+            job_ttl: Duration::from_secs(config.retention.default.max_age_secs),
         }));
-        let persist = tokio::spawn(persist_watermark(names, applied.clone(), outgoing.clone()));
+        let persist = tokio::spawn(persist_watermark(names.clone(), applied.clone(), outgoing.clone()));
         let (oldest, stored) = (AtomicU64::new(info.state.first_sequence), AtomicU64::new(info.state.messages));
-        Ok(Self { client, js, config, head, oldest, stored, tailing, tail, persist, outgoing, applied })
+        Ok(Self { client, js, config, head, oldest, stored, tailing, tail, persist, outgoing, applied, names, held })
     }
 
     /// Whether this node's tail of the stream is up (readiness).
@@ -290,6 +368,22 @@ impl JetStreamLog {
     /// Each event's subject and `Nats-Msg-Id`. Keys are per tenant, as in the embedded log: the
     /// Msg-Id carries the tenant (which holds no `:`), so one tenant's key never answers for
     /// another's event. Without a key, a fresh id still makes this call's own retries idempotent.
+    /// Whether `events` fit their tenants' key quotas (all or none of them).
+    fn admit(&self, events: &[Accepted]) -> Result<(), LogError> {
+        let wanted = events
+            .iter()
+            .filter(|a| a.routing.keyed_channels().next().is_none())
+            .filter_map(|a| {
+                let slot = a.routing.state.as_deref()?;
+                Some((a.tenant.as_str(), self.names.slot_subject(a.tenant.as_str(), slot, &a.event.key)))
+            })
+            .collect::<Vec<_>>();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.held.admit(wanted, self.config.quotas.max_keys_per_tenant)
+    }
+
     fn addressed(&self, events: &[Accepted]) -> (Vec<String>, Vec<String>) {
         let subjects = events.iter().map(|a| self.subject(a)).collect();
         let ids = events
@@ -614,6 +708,9 @@ async fn setup_streams(
         duplicate_window: config.retention.dedupe_window(),
         max_messages_per_subject: 1,
         allow_direct: true,
+        // A job's state expires with its history (`Nats-TTL`), as it is dropped with it on the
+        // embedded log; every other key stays until replaced.
+        allow_message_ttl: true,
         ..Default::default()
     })
     .await
@@ -626,6 +723,19 @@ async fn setup_streams(
     };
     let start = persisted.unwrap_or(info.state.first_sequence.saturating_sub(1)).min(info.state.last_sequence);
     Ok((info, start))
+}
+
+/// Counts the state keys the state stream already holds, per tenant (one paged stream info).
+async fn load_held(js: &jetstream::Context, names: &Names, held: &Held) -> Result<(), LogError> {
+    let state = js.get_stream_no_info(&names.state_stream).await.map_err(unavailable)?;
+    let mut subjects = state.info_with_subjects(format!("{}.>", names.state_prefix)).await.map_err(unavailable)?;
+    while let Some(entry) = subjects.next().await {
+        let (subject, _) = entry.map_err(unavailable)?;
+        if let Some(tenant) = names.counted_tenant(&subject) {
+            held.note(tenant, &subject);
+        }
+    }
+    Ok(())
 }
 
 /// Turns a stored message into a record whose id is its stream sequence.
@@ -648,6 +758,10 @@ struct Tail {
     names: Names,
     applied: Arc<Applied>,
     outgoing: mpsc::Sender<Outgoing>,
+    /// State keys counted against quotas (every slot the tail writes, but a job's).
+    held: Arc<Held>,
+    /// A job's state expires with its history: after the stream's `max_age`.
+    job_ttl: Duration,
 }
 
 /// One ordered consumer over the whole stream, feeding the hub in sequence order and writing
@@ -775,7 +889,13 @@ async fn deliver(t: &Tail, delivered: &mut u64, seq: u64, payload: &[u8]) {
         Ok(r) => {
             let r = Arc::new(r);
             if let Some(subject) = t.names.state_subject(&r) {
-                write_state(t, subject, &r).await;
+                let ttl = if r.routing.keyed_channels().next().is_some() {
+                    Some(t.job_ttl)
+                } else {
+                    t.held.note(r.tenant.as_str(), &subject);
+                    None
+                };
+                write_state(t, subject, &r, ttl).await;
             }
             t.feed.committed(&[r]);
         }
@@ -832,14 +952,21 @@ async fn direct_batch(
 
 /// Writes a slot event to the state stream: sent now, in sequence order (so one subject's
 /// writes arrive oldest first), acknowledged in the background; retried until stored.
-async fn write_state(t: &Tail, subject: String, r: &Record) {
+async fn write_state(t: &Tail, subject: String, r: &Record, ttl: Option<Duration>) {
     use prost::Message;
     let seq = r.id.get();
     t.applied.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
     let body = Bytes::from(r.event.encode_to_vec());
     let msg_id = format!("state-{seq}");
+    let build = move || {
+        let msg = PublishMessage::build().payload(body.clone()).message_id(&msg_id);
+        match ttl {
+            Some(ttl) => msg.ttl(ttl),
+            None => msg,
+        }
+    };
     let (reply, mut rx) = oneshot::channel();
-    let msg = PublishMessage::build().payload(body.clone()).message_id(&msg_id);
+    let msg = build();
     if t.outgoing.send(Outgoing { subject: subject.clone(), msg, reply }).await.is_err() {
         return;
     }
@@ -862,8 +989,7 @@ async fn write_state(t: &Tail, subject: String, r: &Record) {
                 break;
             }
             let (reply, next) = oneshot::channel();
-            let msg = PublishMessage::build().payload(body.clone()).message_id(&msg_id);
-            if outgoing.send(Outgoing { subject: subject.clone(), msg, reply }).await.is_err() {
+            if outgoing.send(Outgoing { subject: subject.clone(), msg: build(), reply }).await.is_err() {
                 return;
             }
             rx = next;
@@ -1007,6 +1133,7 @@ impl JetStreamLog {
 impl Log for JetStreamLog {
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         Box::pin(async move {
+            self.admit(&events)?;
             let (subjects, ids) = self.addressed(&events);
             if events.len() == 1 {
                 return self.publish_with_retry(&subjects, &events, &ids).await;
@@ -1025,6 +1152,7 @@ impl Log for JetStreamLog {
     /// an election) may be stored after later events of the same call; each keeps its Msg-Id.
     fn append_each(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         Box::pin(async move {
+            self.admit(&events)?;
             let (subjects, ids) = self.addressed(&events);
             self.publish_with_retry(&subjects, &events, &ids).await
         })

@@ -522,3 +522,53 @@ async fn a_nats_server_restarted_with_its_store_wiped_catches_up_and_holds_the_q
     let seen = all_alert_ids(&a).await;
     assert_eq!(seen, acked, "every acknowledged event, once, in order, after a wiped store and a lost member");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_quotas_hold_on_jetstream_across_a_restart_and_job_state_expires_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = nats::Spec::single(&dir.path().join("nats"));
+    let _nats = spec.start();
+    let node_dir = dir.path().join("a");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let config = node_dir.join("node.toml");
+    std::fs::write(&config, "[nats]\nreplicas = 1\n[log.quotas]\nmax_keys_per_tenant = 2\n").unwrap();
+    let config = config.display().to_string();
+    let start = || Process::serve(&node_dir, &["--backplane", &spec.url(), "--config", &config]);
+    let publish = |p: &Process, tenant: &str, body: Value| {
+        let (url, token) = (format!("{}/api/events", p.http_url), p.token(tenant, Role::Publish));
+        async move { http().post(url).bearer_auth(token).json(&body).send().await.unwrap() }
+    };
+    let health = |key: &str| json!({"type": "system:health-check", "key": key, "data": {"component": key}});
+    let a = start();
+    for key in ["db", "cache", "db"] {
+        assert_eq!(publish(&a, "acme", health(key)).await.status(), 201, "{key}: within the quota, or held");
+    }
+    let r = publish(&a, "acme", health("queue")).await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((body["error"]["code"].as_str(), body["error"]["field"].as_str()), (Some("quota_exceeded"), Some("key")));
+    assert_eq!(publish(&a, "globex", health("queue")).await.status(), 201, "quotas are per tenant");
+    // Jobs are not counted: their state expires with their history.
+    for job in ["j1", "j2", "j3"] {
+        let progress = json!({"type": "import:job-progress", "key": job, "data": {"jobId": job, "percent": 10}});
+        assert_eq!(publish(&a, "acme", progress).await.status(), 201, "{job}");
+    }
+    // The count survives a restart: it is read back from the state stream.
+    drop(a);
+    let a = start();
+    assert_eq!(publish(&a, "acme", health("cache")).await.status(), 201, "a held key is still held");
+    assert_eq!(publish(&a, "acme", health("queue")).await.status(), 429, "and the quota still full");
+    // A job's state message carries a TTL (the history's max_age); a key's does not.
+    let js = async_nats::jetstream::new(async_nats::connect(spec.url()).await.unwrap());
+    let state = js.get_stream("SWITCHYARD_STATE").await.unwrap();
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let ttl = |m: async_nats::jetstream::message::StreamMessage| m.headers.get("Nats-TTL").map(|v| v.to_string());
+    let subject = |ty: &str, key: &str| format!("switchyard_state.acme.{}.{}", hex(ty), hex(key));
+    let job = wait_for("the job's state written", || async {
+        state.direct_get_last_for_subject(subject("import:job-progress", "j3")).await.ok()
+    })
+    .await;
+    assert_eq!(ttl(job), Some((7 * 24 * 3600).to_string()));
+    let key = state.direct_get_last_for_subject(subject("system:health-check", "db")).await.unwrap();
+    assert_eq!(ttl(key), None);
+}
