@@ -49,12 +49,26 @@ struct Counters {
 }
 
 /// Opens one SSE connection and reads it until `stop`; counts frames, samples latency.
+/// One EventSource-like client: when the server turns a connection away before its stream
+/// opens (its cap on connections still in their handshake, under a burst of thousands), it
+/// tries again after a short random delay, as a browser does.
 async fn client(addr: String, token: String, sample: bool, c: Arc<Counters>, stop: Arc<tokio::sync::Notify>) {
-    let Ok(mut s) = TcpStream::connect(&addr).await else { return };
+    while !session(&addr, &token, sample, &c, &stop).await {
+        let wait = Duration::from_millis(50 + now_micros() % 200);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.notified() => return,
+        }
+    }
+}
+
+/// One connection; `false` when it was turned away before the stream opened.
+async fn session(addr: &str, token: &str, sample: bool, c: &Counters, stop: &tokio::sync::Notify) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr).await else { return false };
     let req =
         format!("GET /api/sse/alerts?coalesce=false HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
-        return;
+        return false;
     }
     let mut buf = vec![0u8; 64 * 1024];
     let mut connected = false;
@@ -64,6 +78,7 @@ async fn client(addr: String, token: String, sample: bool, c: Arc<Counters>, sto
     loop {
         let n = tokio::select! {
             r = s.read(&mut buf) => match r {
+                Ok(0) | Err(_) if !connected => return false,
                 Ok(0) | Err(_) => {
                     c.ended.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -108,6 +123,7 @@ async fn client(addr: String, token: String, sample: bool, c: Arc<Counters>, sto
         c.connected.fetch_sub(1, Ordering::Relaxed);
     }
     c.latencies.lock().await.extend(local_lat);
+    true
 }
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
@@ -152,6 +168,14 @@ async fn open(n: usize, samples: usize, extra: &[&str]) -> Run {
         tasks.push(tokio::spawn(client(addr.clone(), token, i % every == 0, counters.clone(), stop.clone())));
         if i % 500 == 499 {
             tokio::task::yield_now().await;
+        }
+        // Thousands of browsers do not connect in the same instant: ramp up a thousand at a
+        // time, so the listen backlog is not flooded (dropped SYNs back off for up to a minute).
+        if i % 1000 == 999 {
+            let ramp = Instant::now() + Duration::from_secs(10);
+            while counters.connected.load(Ordering::Relaxed) + 1000 < i as u64 && Instant::now() < ramp {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
