@@ -7,9 +7,15 @@
 //! Env: `FANOUT_SCENARIOS` (comma list of the names below), `FANOUT_SECS` (per scenario, default 10),
 //! `FANOUT_BACKPLANE=nats://127.0.0.1:4222` to run the server on a JetStream backplane.
 //!
+//! Throughput and latency scenarios run twice in one invocation: first against the raw baseline
+//! ([`switchyard_tests::raw_sse`]: pre-encoded frames, N sockets, coalesced writes, nothing else,
+//! in its own process), then against Switchyard, and print Switchyard's figure as a ratio to it.
+//!
 //! Scenarios (bounded in count and time):
 //! - `throughput_1k`: 1,000 subscribers × 1,000 events/s (1,000,000 deliveries/s offered) → delivered/s;
 //! - `throughput_1k_2x`: the same at 2,000 events/s, to see where it saturates;
+//! - `saturate_1k` (not in the default set): 1,000 subscribers at 1,000 to 8,000
+//!   events/s → the most deliveries/s with nothing lost and p99 ≤ 100 ms, for each server;
 //! - `latency_1k`: 1,000 subscribers × 100 events/s → publish→SSE p50/p99/max;
 //! - `latency_10k`: 10,000 subscribers × 10 events/s → publish→SSE p50/p99/max;
 //! - `idle_10k`: server RSS per idle connection at 10,000 connections;
@@ -28,7 +34,11 @@ use std::{
 
 use futures::StreamExt;
 use switchyard::{auth::Role, proto::v1::PublishRequest};
-use switchyard_tests::{Process, events, rss_kib};
+use switchyard_tests::{
+    Process, events,
+    raw_sse::{self, RawServer},
+    rss_kib,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -130,8 +140,44 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     memchr::memmem::find(h, n)
 }
 
+/// What the clients connect to: Switchyard, or the raw baseline ([`switchyard_tests::raw_sse`]).
+enum Target {
+    Switchyard(Process),
+    Raw(RawServer),
+}
+
+impl Target {
+    fn pid(&self) -> u32 {
+        match self {
+            Target::Switchyard(p) => p.pid(),
+            Target::Raw(r) => r.pid(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Switchyard(_) => "switchyard",
+            Target::Raw(_) => "baseline",
+        }
+    }
+
+    /// A subscriber's token (the baseline checks none).
+    fn token(&self) -> String {
+        match self {
+            Target::Switchyard(p) => p.token("bench", Role::Subscribe),
+            Target::Raw(_) => "none".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Switchyard,
+    Baseline,
+}
+
 struct Run {
-    server: Process,
+    server: Target,
     addr: String,
     token: String,
     counters: Arc<Counters>,
@@ -139,20 +185,16 @@ struct Run {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn open(n: usize, samples: usize, extra: &[&str]) -> Run {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    // One tenant holds every connection here; lift the per-tenant cap to the process cap.
-    let config = dir.join("bench.toml");
-    std::fs::write(&config, "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n").expect("config");
-    let mut args = vec!["--config", config.to_str().expect("utf-8 path")];
-    args.extend_from_slice(extra);
-    let backplane = std::env::var("FANOUT_BACKPLANE").unwrap_or_default();
-    if !backplane.is_empty() {
-        args.extend(["--backplane", backplane.as_str()]);
-    }
-    let server = Process::serve(&dir, &args);
-    let addr = server.http_url.trim_start_matches("http://").to_owned();
-    let token = server.token("bench", Role::Subscribe);
+async fn open(kind: Kind, n: usize, samples: usize) -> Run {
+    let server = match kind {
+        Kind::Switchyard => Target::Switchyard(switchyard()),
+        Kind::Baseline => Target::Raw(RawServer::start()),
+    };
+    let addr = match &server {
+        Target::Switchyard(p) => p.http_url.trim_start_matches("http://").to_owned(),
+        Target::Raw(r) => r.sse_addr.clone(),
+    };
+    let token = server.token();
     let counters = Arc::new(Counters {
         frames: AtomicU64::new(0),
         connected: AtomicU64::new(0),
@@ -164,7 +206,7 @@ async fn open(n: usize, samples: usize, extra: &[&str]) -> Run {
     let every = (n / samples.max(1)).max(1);
     for i in 0..n {
         // One token per client, as each browser would have: per-token limits stay meaningful.
-        let token = server.token("bench", Role::Subscribe);
+        let token = server.token();
         tasks.push(tokio::spawn(client(addr.clone(), token, i % every == 0, counters.clone(), stop.clone())));
         if i % 500 == 499 {
             tokio::task::yield_now().await;
@@ -185,6 +227,20 @@ async fn open(n: usize, samples: usize, extra: &[&str]) -> Run {
     Run { server, addr, token, counters, stop, tasks }
 }
 
+/// The real server, in its own process.
+fn switchyard() -> Process {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    // One tenant holds every connection here; lift the per-tenant cap to the process cap.
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n").expect("config");
+    let mut args = vec!["--config", config.to_str().expect("utf-8 path")];
+    let backplane = std::env::var("FANOUT_BACKPLANE").unwrap_or_default();
+    if !backplane.is_empty() {
+        args.extend(["--backplane", backplane.as_str()]);
+    }
+    Process::serve(&dir, &args)
+}
+
 impl Run {
     async fn close(self) -> Vec<u64> {
         self.stop.notify_waiters();
@@ -202,8 +258,12 @@ impl Run {
 /// Publishes `rate` events/s for `secs` through one long-lived `PublishStream`
 /// (10 ms ticks, each its share of events), not waiting on acks between ticks.
 async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
-    let token = run.server.token("bench", Role::Publish);
-    let mut c = switchyard_bridge::tools::connect(&run.server.grpc_url, &token).await.expect("gRPC");
+    let server = match &run.server {
+        Target::Switchyard(p) => p,
+        Target::Raw(r) => return publish_raw(r, rate, secs).await,
+    };
+    let token = server.token("bench", Role::Publish);
+    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &token).await.expect("gRPC");
     let (tx, rx) = tokio::sync::mpsc::channel::<PublishRequest>(100_000);
     let acks = tokio::spawn(async move {
         let mut acks =
@@ -240,6 +300,36 @@ async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
     sent
 }
 
+/// `rate` events/s for `secs` to the baseline: frames shaped like Switchyard's (`id`, `event:
+/// alert:warning`, an envelope with the title and the publish time), pre-encoded here.
+async fn publish_raw(r: &RawServer, rate: u64, secs: u64) -> u64 {
+    let mut control = TcpStream::connect(&r.control_addr).await.expect("control");
+    let big = "x".repeat(100);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut sent = 0u64;
+    let mut out = Vec::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        let due = rate * start.elapsed().as_millis() as u64 / 1000;
+        while sent < due {
+            let id = sent + 1;
+            let frame = format!(
+                "id: {id}\nevent: alert:warning\ndata: {{\"id\":\"{id}\",\"tenant\":\"bench\",\"publishedAt\":\"2026-11-30T00:00:00Z\",\"alertWarning\":{{\"title\":\"{sent}-{big}\",\"message\":\"{}\"}}}}\n\n",
+                now_micros()
+            );
+            out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            out.extend_from_slice(frame.as_bytes());
+            sent += 1;
+        }
+        control.write_all(&out).await.expect("control write");
+        out.clear();
+    }
+    sent
+}
+
 fn pct(lat: &[u64], q: f64) -> f64 {
     if lat.is_empty() {
         return f64::NAN;
@@ -247,8 +337,9 @@ fn pct(lat: &[u64], q: f64) -> f64 {
     lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0
 }
 
-async fn latency(n: usize, rate: u64, secs: u64) {
-    let run = open(n, 20, &[]).await;
+async fn latency(kind: Kind, n: usize, rate: u64, secs: u64) -> f64 {
+    let run = open(kind, n, 20).await;
+    let name = run.server.name();
     let connected = run.counters.connected.load(Ordering::Relaxed);
     let sent = publish(&run, rate, secs).await;
     let target = sent * n as u64;
@@ -260,17 +351,20 @@ async fn latency(n: usize, rate: u64, secs: u64) {
     let ended = run.counters.ended.load(Ordering::Relaxed);
     let lat = run.close().await;
     println!(
-        "latency_{n}: {connected} subscribers, {sent} events at {rate}/s for {secs} s; delivered {frames}/{target} ({}; {ended} streams ended by the server); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+        "latency_{n} {name}: {connected} subscribers, {sent} events at {rate}/s for {secs} s; delivered {frames}/{target} ({}; {ended} streams ended by the server); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
         if frames == target { "nothing lost" } else { "MISSING" },
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.last().map(|v| *v as f64 / 1000.0).unwrap_or(f64::NAN),
         lat.len()
     );
+    pct(&lat, 0.99)
 }
 
-async fn throughput(n: usize, rate: u64, secs: u64) {
-    let run = open(n, 10, &[]).await;
+/// Deliveries/s, whether nothing was lost, and the p99 (ms).
+async fn throughput(kind: Kind, n: usize, rate: u64, secs: u64) -> (f64, bool, f64) {
+    let run = open(kind, n, 10).await;
+    let name = run.server.name();
     let connected = run.counters.connected.load(Ordering::Relaxed);
     let start = Instant::now();
     let sent = publish(&run, rate, secs).await;
@@ -284,23 +378,47 @@ async fn throughput(n: usize, rate: u64, secs: u64) {
     let ended = run.counters.ended.load(Ordering::Relaxed);
     let lat = run.close().await;
     println!(
-        "throughput_{n}: {sent} events × {n} subscribers ({connected} connected) = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}; {ended} streams ended by the server); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "throughput_{n} {name} at {rate}/s: {sent} events × {n} subscribers ({connected} connected) = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}; {ended} streams ended by the server); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         frames as f64 / elapsed,
         if frames == target { "nothing lost" } else { "MISSING" },
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.last().map(|v| *v as f64 / 1000.0).unwrap_or(f64::NAN),
     );
+    (frames as f64 / elapsed, frames == target, pct(&lat, 0.99))
+}
+
+/// The most deliveries/s with nothing lost and p99 ≤ 100 ms, offering 1,000 subscribers ever
+/// more events/s: the baseline's, then Switchyard's, in one run.
+async fn saturate(n: usize, secs: u64) {
+    let mut best = Vec::new();
+    for kind in [Kind::Baseline, Kind::Switchyard] {
+        let mut top = 0f64;
+        for rate in [1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000] {
+            let (per_s, complete, p99) = throughput(kind, n, rate, secs).await;
+            if !(complete && p99 <= 100.0) {
+                break;
+            }
+            top = top.max(per_s);
+        }
+        best.push(top);
+    }
+    println!(
+        "saturate_{n}: max sustainable (nothing lost, p99 ≤ 100 ms): baseline {:.0}/s, switchyard {:.0}/s = {:.0} % of the baseline",
+        best[0],
+        best[1],
+        100.0 * best[1] / best[0]
+    );
 }
 
 async fn idle(n: usize) {
-    let run = open(0, 0, &[]).await;
+    let run = open(Kind::Switchyard, 0, 0).await;
     let pid = server_pid(&run.server);
     let before = rss_kib(pid);
     let run2 = {
         let mut tasks = Vec::new();
         for _ in 0..n {
-            let token = run.server.token("bench", Role::Subscribe);
+            let token = run.server.token();
             tasks.push(tokio::spawn(client(run.addr.clone(), token, false, run.counters.clone(), run.stop.clone())));
         }
         tasks
@@ -323,12 +441,27 @@ async fn idle(n: usize) {
     let _ = run.close().await;
 }
 
-fn server_pid(p: &Process) -> u32 {
-    p.pid()
+/// Switchyard's figure over the baseline's, measured one after the other in this run.
+fn ratio(baseline: f64, switchyard: f64, what: &str) {
+    println!("{what}: switchyard {switchyard:.1} / baseline {baseline:.1} = {:.2}×", switchyard / baseline);
+}
+
+async fn both(
+    baseline: impl std::future::Future<Output = (f64, bool, f64)>,
+    switchyard: impl std::future::Future<Output = (f64, bool, f64)>,
+    what: &str,
+) {
+    let (b, _, _) = baseline.await;
+    let (s, _, _) = switchyard.await;
+    println!("{what}: switchyard {s:.0} / baseline {b:.0} = {:.0} % of the baseline", 100.0 * s / b);
+}
+
+fn server_pid(t: &Target) -> u32 {
+    t.pid()
 }
 
 async fn hold(n: usize) {
-    let run = open(n, 0, &[]).await;
+    let run = open(Kind::Switchyard, n, 0).await;
     let connected = run.counters.connected.load(Ordering::Relaxed);
     let pid = server_pid(&run.server);
     let sent = publish(&run, 10, 2).await;
@@ -347,6 +480,9 @@ async fn hold(n: usize) {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    if std::env::var_os(raw_sse::ENV).is_some() {
+        return rt.block_on(raw_sse::serve());
+    }
     let which = std::env::var("FANOUT_SCENARIOS")
         .unwrap_or_else(|_| "throughput_1k,latency_1k,latency_10k,idle_10k,connections_19k".into());
     let secs: u64 = std::env::var("FANOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
@@ -357,10 +493,33 @@ fn main() {
         );
         for s in which.split(',') {
             match s.trim() {
-                "throughput_1k" => throughput(1000, 1000, secs).await,
-                "throughput_1k_2x" => throughput(1000, 2000, secs).await,
-                "latency_1k" => latency(1000, 100, secs).await,
-                "latency_10k" => latency(10_000, 10, secs).await,
+                "throughput_1k" => {
+                    both(
+                        throughput(Kind::Baseline, 1000, 1000, secs),
+                        throughput(Kind::Switchyard, 1000, 1000, secs),
+                        "deliveries/s",
+                    )
+                    .await
+                }
+                "throughput_1k_2x" => {
+                    both(
+                        throughput(Kind::Baseline, 1000, 2000, secs),
+                        throughput(Kind::Switchyard, 1000, 2000, secs),
+                        "deliveries/s",
+                    )
+                    .await
+                }
+                "saturate_1k" => saturate(1000, secs).await,
+                "latency_1k" => ratio(
+                    latency(Kind::Baseline, 1000, 100, secs).await,
+                    latency(Kind::Switchyard, 1000, 100, secs).await,
+                    "latency_1000 p99",
+                ),
+                "latency_10k" => ratio(
+                    latency(Kind::Baseline, 10_000, 10, secs).await,
+                    latency(Kind::Switchyard, 10_000, 10, secs).await,
+                    "latency_10000 p99",
+                ),
                 "idle_10k" => idle(10_000).await,
                 "connections_19k" => hold(19_000).await,
                 other => eprintln!("unknown scenario {other}"),

@@ -343,6 +343,8 @@ impl Sse {
 }
 
 /// Event builders for tests.
+pub mod raw_sse;
+
 pub mod events {
     use switchyard::proto::v1::{
         Alert, Event, HealthCheck, JobCompleted, JobProgress, Money, Order, ShopifySyncCompleted, event::Payload,

@@ -546,7 +546,10 @@ async fn key_quotas_hold_on_jetstream_across_a_restart_and_job_state_expires_wit
     let r = publish(&a, "acme", health("queue")).await;
     assert_eq!(r.status(), 429);
     let body: Value = r.json().await.unwrap();
-    assert_eq!((body["error"]["code"].as_str(), body["error"]["field"].as_str()), (Some("quota_exceeded"), Some("key")));
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["field"].as_str()),
+        (Some("quota_exceeded"), Some("key"))
+    );
     assert_eq!(publish(&a, "globex", health("queue")).await.status(), 201, "quotas are per tenant");
     // Jobs are not counted: their state expires with their history.
     for job in ["j1", "j2", "j3"] {
