@@ -178,4 +178,59 @@ mod tests {
         let (status, body) = call(&app, req).await;
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_configured")));
     }
+
+    /// Log lines written while the test runs (this thread's subscriber: a current-thread runtime).
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_stream_logs_its_id_tenant_channels_and_why_and_when_it_ended() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let resp =
+            router(app.clone()).oneshot(get("/api/sse/alerts", Some(&token(Role::Subscribe, &[])))).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body().into_data_stream();
+        use futures::StreamExt;
+        let first = body.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b"retry:"), "{first:?}");
+        drop(body);
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let opened = text.lines().find(|l| l.contains("SSE stream opened")).expect(&text);
+        assert!(
+            opened.contains("tenant=acme") && opened.contains("channels=alerts") && opened.contains("conn="),
+            "{opened}"
+        );
+        let closed = text.lines().find(|l| l.contains("SSE stream closed")).expect(&text);
+        assert!(
+            closed.contains("reason=\"client went away\"") || closed.contains("reason=client went away"),
+            "{closed}"
+        );
+        assert!(closed.contains(&format!("bytes={}", first.len())), "{closed}");
+        assert!(closed.contains("events=0") && closed.contains("secs="), "{closed}");
+        // This app's pulse has no sender left: to a stream read to its end, the server is stopping.
+        let resp = router(app).oneshot(get("/api/sse/alerts", Some(&token(Role::Subscribe, &[])))).await.unwrap();
+        let all = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        assert!(all.ends_with(b"data: {\"reason\":\"server shutting down\"}\n\n"), "{all:?}");
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let closed = text.lines().filter(|l| l.contains("SSE stream closed")).nth(1).expect(&text);
+        assert!(
+            closed.contains("server shutting down") && closed.contains(&format!("bytes={}", all.len())),
+            "{closed}"
+        );
+    }
 }

@@ -284,6 +284,7 @@ pub async fn open_stream(
     let start = start_of(headers, q)?;
     let from = resumes_after(&start);
     let beat = heartbeat_frame(q, app.sse.heartbeat_secs)?;
+    let described = if channels.is_empty() { "*".to_owned() } else { channels.join(",") };
     let spec = SubscribeSpec {
         tenant: q.tenant.clone().unwrap_or_default(),
         channels,
@@ -308,14 +309,16 @@ pub async fn open_stream(
     let expires = who.expires;
     let revocations = app.access.verifier.revocations().clone();
     let metrics = app.metrics.clone();
+    let tenant = q.tenant.clone().unwrap_or_else(|| who.tenant.to_string());
     let body = async_stream::stream! {
         let _slot = slot;
+        let mut session = Session::open(&metrics, tenant, described, from, complete);
+        session.sent(preamble.len());
         yield Bytes::from(preamble);
         // Hot path, per delivery: no timer, no shared-future clone, no shared counter write.
         // Heartbeats and shutdown come from one shared pulse (see `Pulse`), not a timer per
         // connection; a beat is skipped when frames went out since the last one.
         let mut quiet = true;
-        let mut frames = FrameCount::new(&metrics);
         // Snapshots coalescing holds back: frames then carry `id: N~floor` (see `Cursor`).
         let mut floor: Option<EventId> = None;
         loop {
@@ -323,25 +326,35 @@ pub async fn open_stream(
                 biased;
                 changed = pulse.changed() => {
                     let now = if changed.is_ok() { *pulse.borrow_and_update() } else { Pulse::Stop };
-                    if let Some(last) = ending(now, expires, &revocations, &who) {
+                    if let Some((last, reason)) = ending(now, expires, &revocations, &who) {
+                        session.end(reason, last.len());
                         yield last;
                         break;
                     }
                     if quiet {
+                        session.sent(beat.len());
                         yield (beat.clone());
                     }
                     quiet = true;
                 }
                 item = items.next() => {
-                    let Some(item) = item else { break };
-                    match render(item, &mut floor, &mut frames, &mut quiet) {
+                    let Some(item) = item else {
+                        session.end("subscription ended", 0);
+                        break;
+                    };
+                    match render(item, &mut floor, &mut session, &mut quiet) {
                         Out::Nothing => {}
-                        Out::Frame(f) => yield f,
+                        Out::Frame(f) => {
+                            session.sent(f.len());
+                            yield f;
+                        }
                         Out::Pair(id, f) => {
+                            session.sent(id.len() + f.len());
                             yield id;
                             yield f;
                         }
-                        Out::Last(f) => {
+                        Out::Last(f, reason) => {
+                            session.end(reason, f.len());
                             yield f;
                             break;
                         }
@@ -377,19 +390,19 @@ fn heartbeat_frame(q: &SseQuery, heartbeat_secs: u64) -> Result<Bytes, ApiError>
     }
 }
 
-/// The frame that ends a stream on this pulse, if it must end: shutdown, or a credential that
-/// expired or was revoked (checked on the shared pulse: no timer per connection, at most one
-/// heartbeat period late).
+/// The frame that ends a stream on this pulse, and why, if it must end: shutdown, or a
+/// credential that expired or was revoked (checked on the shared pulse: no timer per
+/// connection, at most one heartbeat period late).
 fn ending(
     now: Pulse,
     expires: u64,
     revocations: &switchyard::auth::Revocations,
     who: &switchyard::auth::Principal,
-) -> Option<Bytes> {
+) -> Option<(Bytes, &'static str)> {
     match now {
-        Pulse::Stop => Some(SHUTDOWN),
-        Pulse::Beat(_) if switchyard::auth::now_secs() >= expires => Some(EXPIRED),
-        Pulse::Beat(_) if revocations.is_revoked(who) => Some(REVOKED),
+        Pulse::Stop => Some((SHUTDOWN, "server shutting down")),
+        Pulse::Beat(_) if switchyard::auth::now_secs() >= expires => Some((EXPIRED, "token expired")),
+        Pulse::Beat(_) if revocations.is_revoked(who) => Some((REVOKED, "token revoked")),
         Pulse::Beat(_) => None,
     }
 }
@@ -400,8 +413,8 @@ enum Out {
     Frame(Bytes),
     /// An `id:` line carrying a cursor, then the frame without its own id.
     Pair(Bytes, Bytes),
-    /// The stream's last frame.
-    Last(Bytes),
+    /// The stream's last frame, and why it ends.
+    Last(Bytes, &'static str),
 }
 
 /// Renders one item. `floor` is what coalescing holds back (frames then carry `id: N~floor`,
@@ -409,7 +422,7 @@ enum Out {
 fn render(
     item: Result<Item, switchyard::log::LogError>,
     floor: &mut Option<EventId>,
-    frames: &mut FrameCount<'_>,
+    frames: &mut Session<'_>,
     quiet: &mut bool,
 ) -> Out {
     match item {
@@ -437,33 +450,66 @@ fn render(
         Ok(Item::Gap { after, next, .. }) => Out::Frame(gap_frame(Some(after), next, next)),
         Ok(Item::Evicted { .. }) => {
             frames.metrics.sse_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Out::Last(EVICTED)
+            Out::Last(EVICTED, "evicted: fell a whole ring behind")
         }
         Ok(Item::Status { .. }) => Out::Nothing,
         Err(e) => {
             tracing::warn!(error = %e, "subscription failed");
-            Out::Last(Bytes::from(": error: the log is unavailable; reconnect to resume\n\n"))
+            Out::Last(Bytes::from(": error: the log is unavailable; reconnect to resume\n\n"), "log unavailable")
         }
     }
 }
 
-/// Per-connection frame counter, flushed to the shared metric in steps (and on drop), so
-/// the hot path does not write a cache line every core shares.
-struct FrameCount<'a> {
+/// Numbers each stream, for its log lines.
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// One stream's life, for operators: logged (info) when it opens and when it ends, with its
+/// id, tenant, channels, how long it lasted, events and bytes sent and why it ended. Its frame
+/// count goes to the shared metric in steps (and on drop), so the hot path does not write a
+/// cache line every core shares.
+struct Session<'a> {
     metrics: &'a crate::app::Metrics,
+    id: u64,
+    tenant: String,
+    channels: String,
+    opened: std::time::Instant,
+    events: u64,
     pending: u64,
+    bytes: u64,
+    /// `None` until the server ends it: then the client went away.
+    reason: Option<&'static str>,
 }
 
-impl<'a> FrameCount<'a> {
-    fn new(metrics: &'a crate::app::Metrics) -> Self {
-        Self { metrics, pending: 0 }
+impl<'a> Session<'a> {
+    fn open(
+        metrics: &'a crate::app::Metrics,
+        tenant: String,
+        channels: String,
+        resumes: Option<EventId>,
+        complete: bool,
+    ) -> Self {
+        let id = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(conn = id, %tenant, %channels, resume = ?resumes.map(|r| r.0), complete, "SSE stream opened");
+        let opened = std::time::Instant::now();
+        Self { metrics, id, tenant, channels, opened, events: 0, pending: 0, bytes: 0, reason: None }
     }
 
     fn add(&mut self) {
+        self.events += 1;
         self.pending += 1;
         if self.pending == 256 {
             self.flush();
         }
+    }
+
+    fn sent(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+    }
+
+    /// The server ends the stream with a last frame of `bytes`, for `reason`.
+    fn end(&mut self, reason: &'static str, bytes: usize) {
+        self.sent(bytes);
+        self.reason = Some(reason);
     }
 
     fn flush(&mut self) {
@@ -471,8 +517,18 @@ impl<'a> FrameCount<'a> {
     }
 }
 
-impl Drop for FrameCount<'_> {
+impl Drop for Session<'_> {
     fn drop(&mut self) {
         self.flush();
+        tracing::info!(
+            conn = self.id,
+            tenant = %self.tenant,
+            channels = %self.channels,
+            secs = self.opened.elapsed().as_secs_f64(),
+            events = self.events,
+            bytes = self.bytes,
+            reason = self.reason.unwrap_or("client went away"),
+            "SSE stream closed"
+        );
     }
 }
