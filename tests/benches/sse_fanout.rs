@@ -392,7 +392,13 @@ async fn throughput(kind: Kind, n: usize, rate: u64, secs: u64) -> (f64, bool, f
 /// more events/s: the baseline's, then Switchyard's, in one run.
 async fn saturate(n: usize, secs: u64) {
     let mut best = Vec::new();
+    // `FANOUT_SATURATE=switchyard` measures Switchyard alone (comparing changes between runs).
+    let only = std::env::var("FANOUT_SATURATE").unwrap_or_default();
     for kind in [Kind::Baseline, Kind::Switchyard] {
+        if only == "switchyard" && kind == Kind::Baseline {
+            best.push(f64::NAN);
+            continue;
+        }
         let mut top = 0f64;
         for rate in [1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000] {
             let (per_s, complete, p99) = throughput(kind, n, rate, secs).await;
