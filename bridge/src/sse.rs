@@ -296,32 +296,24 @@ pub async fn open_stream(
     let items = app.bus.subscribe(&who, spec)?;
     let slot = app.limits.acquire(&who.tenant.to_string(), &who.token_id)?;
     let mut items = Box::pin(items);
-    let (complete, bounds) = match items.next().await {
-        Some(Ok(Item::Status { complete, bounds })) => (complete, bounds),
-        Some(Err(e)) => return Err(ApiError::unavailable(e.to_string())),
-        _ => return Err(ApiError::unavailable("subscription ended before it began")),
-    };
+    let (complete, bounds) = status(items.next().await)?;
     // The client's reconnect delay, and the gap first when the resume could not be complete.
     let gap = (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head));
     let preamble = [format!("retry: {}\n\n", app.sse.retry_ms).as_bytes(), gap.as_deref().unwrap_or_default()].concat();
-    let mut pulse = app.pulse.clone();
+    let (mut pulse, expires) = (app.pulse.clone(), who.expires);
     pulse.mark_unchanged();
-    let expires = who.expires;
     let revocations = app.access.verifier.revocations().clone();
     let tenant = q.tenant.clone().unwrap_or_else(|| who.tenant.to_string());
-    let mut session = Session::open(app.metrics.clone(), &tenant, &described, from, complete);
-    drop((tenant, described));
+    let mut session = Session::open(app.metrics.clone(), (&tenant, &described), from, complete);
     let body = async_stream::stream! {
         let _slot = slot;
         session.sent(preamble.len());
         yield Bytes::from(preamble);
         // Hot path, per delivery: no timer, no shared-future clone, no shared counter write.
-        // Heartbeats and shutdown come from one shared pulse (see `Pulse`), not a timer per
-        // connection; a beat is skipped when frames went out since the last one.
+        // Heartbeats and shutdown come from one shared pulse (see `Pulse`); a beat is skipped
+        // when frames went out since the last one. One wait on it is kept across deliveries
+        // (a fresh `changed()` per event halved throughput at saturation).
         let mut quiet = true;
-        // One wait for the pulse's next change, kept across deliveries: a fresh `changed()` per
-        // loop would register and drop a waiter for every event (measured: half the fan-out
-        // throughput at saturation).
         let mut next = std::pin::pin!(next_beat(pulse));
         // Snapshots coalescing holds back: frames then carry `id: N~floor` (see `Cursor`).
         let mut floor: Option<EventId> = None;
@@ -346,28 +338,28 @@ pub async fn open_stream(
                         session.end("subscription ended", 0);
                         break;
                     };
-                    match render(item, &mut floor, &mut session, &mut quiet) {
-                        Out::Nothing => {}
-                        Out::Frame(f) => {
-                            session.sent(f.len());
-                            yield f;
-                        }
-                        Out::Pair(id, f) => {
-                            session.sent(id.len() + f.len());
-                            yield id;
-                            yield f;
-                        }
-                        Out::Last(f, reason) => {
-                            session.end(reason, f.len());
-                            yield f;
-                            break;
-                        }
+                    let out = render(item, &mut floor, &mut session, &mut quiet);
+                    let (first, second, last) = session.emit(out);
+                    for f in first.into_iter().chain(second) {
+                        yield f;
+                    }
+                    if last {
+                        break;
                     }
                 }
             }
         }
     };
     Ok(Opened { complete, oldest: bounds.oldest, frames: Box::pin(body) })
+}
+
+/// A subscription's first item: whether its resume is complete, and the log's bounds.
+fn status(first: Option<Result<Item, switchyard::log::LogError>>) -> Result<(bool, switchyard::log::Bounds), ApiError> {
+    match first {
+        Some(Ok(Item::Status { complete, bounds })) => Ok((complete, bounds)),
+        Some(Err(e)) => Err(ApiError::unavailable(e.to_string())),
+        _ => Err(ApiError::unavailable("subscription ended before it began")),
+    }
 }
 
 /// The pulse's next value (`Stop` once its sender is gone), and the receiver for the next wait.
@@ -493,13 +485,9 @@ struct Session {
 }
 
 impl Session {
-    fn open(
-        metrics: Arc<crate::app::Metrics>,
-        tenant: &str,
-        channels: &str,
-        resumes: Option<EventId>,
-        complete: bool,
-    ) -> Self {
+    /// `who`: the tenant and the channels, as logged.
+    fn open(metrics: Arc<crate::app::Metrics>, who: (&str, &str), resumes: Option<EventId>, complete: bool) -> Self {
+        let (tenant, channels) = who;
         let id = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(conn = id, %tenant, %channels, resume = ?resumes.map(|r| r.0), complete, "SSE stream opened");
         let opened = std::time::Instant::now();
@@ -516,6 +504,25 @@ impl Session {
 
     fn sent(&mut self, bytes: usize) {
         self.bytes += bytes as u64;
+    }
+
+    /// What to write for `out` (up to two frames), and whether it is the stream's last.
+    fn emit(&mut self, out: Out) -> (Option<Bytes>, Option<Bytes>, bool) {
+        match out {
+            Out::Nothing => (None, None, false),
+            Out::Frame(f) => {
+                self.sent(f.len());
+                (Some(f), None, false)
+            }
+            Out::Pair(id, f) => {
+                self.sent(id.len() + f.len());
+                (Some(id), Some(f), false)
+            }
+            Out::Last(f, reason) => {
+                self.end(reason, f.len());
+                (Some(f), None, true)
+            }
+        }
     }
 
     /// The server ends the stream with a last frame of `bytes`, for `reason`.
