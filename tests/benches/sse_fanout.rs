@@ -452,14 +452,11 @@ fn ratio(baseline: f64, switchyard: f64, what: &str) {
     println!("{what}: switchyard {switchyard:.1} / baseline {baseline:.1} = {:.2}×", switchyard / baseline);
 }
 
-async fn both(
-    baseline: impl std::future::Future<Output = (f64, bool, f64)>,
-    switchyard: impl std::future::Future<Output = (f64, bool, f64)>,
-    what: &str,
-) {
-    let (b, _, _) = baseline.await;
-    let (s, _, _) = switchyard.await;
-    println!("{what}: switchyard {s:.0} / baseline {b:.0} = {:.0} % of the baseline", 100.0 * s / b);
+/// `throughput` against the baseline, then Switchyard, with the ratio.
+async fn both(n: usize, rate: u64, secs: u64) {
+    let (b, _, _) = throughput(Kind::Baseline, n, rate, secs).await;
+    let (s, _, _) = throughput(Kind::Switchyard, n, rate, secs).await;
+    println!("deliveries/s: switchyard {s:.0} / baseline {b:.0} = {:.0} % of the baseline", 100.0 * s / b);
 }
 
 fn server_pid(t: &Target) -> u32 {
@@ -499,22 +496,8 @@ fn main() {
         );
         for s in which.split(',') {
             match s.trim() {
-                "throughput_1k" => {
-                    both(
-                        throughput(Kind::Baseline, 1000, 1000, secs),
-                        throughput(Kind::Switchyard, 1000, 1000, secs),
-                        "deliveries/s",
-                    )
-                    .await
-                }
-                "throughput_1k_2x" => {
-                    both(
-                        throughput(Kind::Baseline, 1000, 2000, secs),
-                        throughput(Kind::Switchyard, 1000, 2000, secs),
-                        "deliveries/s",
-                    )
-                    .await
-                }
+                "throughput_1k" => both(1000, 1000, secs).await,
+                "throughput_1k_2x" => both(1000, 2000, secs).await,
                 "saturate_1k" => saturate(1000, secs).await,
                 "latency_1k" => ratio(
                     latency(Kind::Baseline, 1000, 100, secs).await,

@@ -24,6 +24,18 @@ fn node_config(dir: &Path, deadline_secs: u64, replicas: usize) -> String {
     path.display().to_string()
 }
 
+/// One nats-server, and a node directory with `config` written into it (the node is the
+/// caller's to start, and restart).
+fn single_node(dir: &Path, config: &str) -> (nats::Spec, nats::Server, std::path::PathBuf, String) {
+    let spec = nats::Spec::single(&dir.join("nats"));
+    let server = spec.start();
+    let node_dir = dir.join("a");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let file = node_dir.join("node.toml");
+    std::fs::write(&file, config).unwrap();
+    (spec, server, node_dir, file.display().to_string())
+}
+
 /// Starts a node on `backplane`; nodes share one signing secret (`secret_from`), as a cluster must.
 fn node(dir: &Path, backplane: &str, secret_from: Option<&Path>, replicas: usize) -> Process {
     std::fs::create_dir_all(dir).unwrap();
@@ -364,13 +376,8 @@ async fn idempotency_keys_are_per_tenant_across_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_jetstream_removes_only_the_oldest_and_a_resume_into_it_is_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = nats::Spec::single(&dir.path().join("nats"));
-    let _nats = spec.start();
-    let node_dir = dir.path().join("a");
-    std::fs::create_dir_all(&node_dir).unwrap();
-    let config = node_dir.join("node.toml");
-    std::fs::write(&config, "[log.retention]\nmax_events = 10\n").unwrap();
-    let a = Process::serve(&node_dir, &["--backplane", &spec.url(), "--config", config.to_str().unwrap()]);
+    let (spec, _nats, node_dir, config) = single_node(dir.path(), "[log.retention]\nmax_events = 10\n");
+    let a = Process::serve(&node_dir, &["--backplane", &spec.url(), "--config", &config]);
     // Alternate channels, so per-channel limits would have cut each channel in its middle.
     let mut alerts = Vec::new();
     for i in 0..12 {
@@ -394,7 +401,7 @@ async fn retention_on_jetstream_removes_only_the_oldest_and_a_resume_into_it_is_
     std::fs::write(&config, "[log.retention.channels.alerts]\nmax_events = 5\n").unwrap();
     let out = std::process::Command::new(switchyard_tests::binary())
         .args(["serve", "--data-dir", node_dir.to_str().unwrap(), "--backplane", &spec.url()])
-        .args(["--config", config.to_str().unwrap(), "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .args(["--config", config.as_str(), "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
@@ -526,13 +533,8 @@ async fn a_nats_server_restarted_with_its_store_wiped_catches_up_and_holds_the_q
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_quotas_hold_on_jetstream_across_a_restart_and_job_state_expires_with_its_history() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = nats::Spec::single(&dir.path().join("nats"));
-    let _nats = spec.start();
-    let node_dir = dir.path().join("a");
-    std::fs::create_dir_all(&node_dir).unwrap();
-    let config = node_dir.join("node.toml");
-    std::fs::write(&config, "[nats]\nreplicas = 1\n[log.quotas]\nmax_keys_per_tenant = 2\n").unwrap();
-    let config = config.display().to_string();
+    let (spec, _nats, node_dir, config) =
+        single_node(dir.path(), "[nats]\nreplicas = 1\n[log.quotas]\nmax_keys_per_tenant = 2\n");
     let start = || Process::serve(&node_dir, &["--backplane", &spec.url(), "--config", &config]);
     let publish = |p: &Process, tenant: &str, body: Value| {
         let (url, token) = (format!("{}/api/events", p.http_url), p.token(tenant, Role::Publish));
