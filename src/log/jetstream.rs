@@ -384,16 +384,17 @@ impl JetStreamLog {
         self.held.admit(wanted, self.config.quotas.max_keys_per_tenant)
     }
 
-    fn addressed(&self, events: &[Accepted]) -> (Vec<String>, Vec<String>) {
-        let subjects = events.iter().map(|a| self.subject(a)).collect();
-        let ids = events
+    fn addressed(&self, events: &[Accepted]) -> Vec<Address> {
+        events
             .iter()
-            .map(|a| match &a.idempotency_key {
-                Some(k) => format!("{}:{k}", a.tenant),
-                None => format!("sy-{:032x}", rand::random::<u128>()),
+            .map(|a| Address {
+                subject: self.subject(a),
+                id: match &a.idempotency_key {
+                    Some(k) => format!("{}:{k}", a.tenant),
+                    None => format!("sy-{:032x}", rand::random::<u128>()),
+                },
             })
-            .collect();
-        (subjects, ids)
+            .collect()
     }
 
     /// The subjects that can hold events of `stream`; exact membership is checked per record.
@@ -426,12 +427,7 @@ impl JetStreamLog {
         Ok(())
     }
 
-    async fn publish_with_retry(
-        &self,
-        subjects: &[String],
-        events: &[Accepted],
-        ids: &[String],
-    ) -> Result<Vec<Appended>, LogError> {
+    async fn publish_with_retry(&self, events: &[Accepted], to: &[Address]) -> Result<Vec<Appended>, LogError> {
         let deadline = Instant::now() + self.config.publish_deadline;
         let mut out: Vec<Option<Appended>> = vec![None; events.len()];
         let mut last_error = String::new();
@@ -446,8 +442,8 @@ impl JetStreamLog {
                 let mut replies = Vec::new();
                 for i in (0..events.len()).filter(|i| out[*i].is_none()) {
                     let (reply, rx) = oneshot::channel();
-                    let msg = PublishMessage::build().payload(bodies[i].clone()).message_id(&ids[i]);
-                    let sent = self.outgoing.send(Outgoing { subject: subjects[i].clone(), msg, reply }).await;
+                    let msg = PublishMessage::build().payload(bodies[i].clone()).message_id(&to[i].id);
+                    let sent = self.outgoing.send(Outgoing { subject: to[i].subject.clone(), msg, reply }).await;
                     if sent.is_err() {
                         return Err(LogError::Closed);
                     }
@@ -496,19 +492,14 @@ impl JetStreamLog {
     /// JetStream has stored before is refused whole; then (a retry whose first attempt did
     /// commit, or a batch mixing old keys with new events) each event goes on its own, so the
     /// stored ones answer as duplicates with their ids and only new ones are added.
-    async fn publish_atomic(
-        &self,
-        subjects: &[String],
-        events: &[Accepted],
-        ids: &[String],
-    ) -> Result<Vec<Appended>, LogError> {
+    async fn publish_atomic(&self, events: &[Accepted], to: &[Address]) -> Result<Vec<Appended>, LogError> {
         let deadline = Instant::now() + self.config.publish_deadline;
         let mut last_error;
         loop {
             if let Err(e) = self.connected() {
                 last_error = e.to_string();
             } else {
-                match tokio::time::timeout_at(deadline.into(), self.send_batch(subjects, events, ids)).await {
+                match tokio::time::timeout_at(deadline.into(), self.send_batch(events, to)).await {
                     Ok(Ok(ack)) => match ack.error {
                         None if ack.count == events.len() as u64 => {
                             self.head.fetch_max(ack.seq, Ordering::Relaxed);
@@ -519,7 +510,7 @@ impl JetStreamLog {
                         }
                         None => last_error = format!("batch ack counts {} of {}", ack.count, events.len()),
                         Some(e) if e.err_code == BATCH_DUPLICATE => {
-                            return self.publish_with_retry(subjects, events, ids).await;
+                            return self.publish_with_retry(events, to).await;
                         }
                         Some(e) => last_error = e.description,
                     },
@@ -532,20 +523,20 @@ impl JetStreamLog {
     }
 
     /// One attempt: the messages under a fresh batch id, the first and the commit as requests.
-    async fn send_batch(&self, subjects: &[String], events: &[Accepted], ids: &[String]) -> Result<BatchAck, String> {
+    async fn send_batch(&self, events: &[Accepted], to: &[Address]) -> Result<BatchAck, String> {
         let batch = format!("sy-{:032x}", rand::random::<u128>());
         let n = events.len();
         for i in 0..n {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Batch-Id", batch.as_str());
             headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
-            headers.insert("Nats-Msg-Id", ids[i].as_str());
+            headers.insert("Nats-Msg-Id", to[i].id.as_str());
             let body = events[i].body.clone();
             if i + 1 == n {
                 headers.insert("Nats-Batch-Commit", "1");
                 let reply = self
                     .client
-                    .request_with_headers(subjects[i].clone(), headers, body)
+                    .request_with_headers(to[i].subject.clone(), headers, body)
                     .await
                     .map_err(|e| e.to_string())?;
                 return serde_json::from_slice(&reply.payload).map_err(|e| format!("batch ack: {e}"));
@@ -553,7 +544,7 @@ impl JetStreamLog {
                 // The first message as a request: the server has opened the batch before the rest go.
                 let reply = self
                     .client
-                    .request_with_headers(subjects[i].clone(), headers, body)
+                    .request_with_headers(to[i].subject.clone(), headers, body)
                     .await
                     .map_err(|e| e.to_string())?;
                 if !reply.payload.is_empty()
@@ -563,13 +554,20 @@ impl JetStreamLog {
                 }
             } else {
                 self.client
-                    .publish_with_headers(subjects[i].clone(), headers, body)
+                    .publish_with_headers(to[i].subject.clone(), headers, body)
                     .await
                     .map_err(|e| e.to_string())?;
             }
         }
         Err("empty batch".into())
     }
+}
+
+/// Where one event goes: its subject, and its `Nats-Msg-Id` (tenant-scoped idempotency key,
+/// or a random one).
+struct Address {
+    subject: String,
+    id: String,
 }
 
 /// One message for the publisher task, and where its ack goes.
@@ -1134,14 +1132,14 @@ impl Log for JetStreamLog {
     fn append(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         Box::pin(async move {
             self.admit(&events)?;
-            let (subjects, ids) = self.addressed(&events);
+            let to = self.addressed(&events);
             if events.len() == 1 {
-                return self.publish_with_retry(&subjects, &events, &ids).await;
+                return self.publish_with_retry(&events, &to).await;
             }
             let mut out = Vec::with_capacity(events.len());
             for start in (0..events.len()).step_by(MAX_ATOMIC) {
                 let end = (start + MAX_ATOMIC).min(events.len());
-                out.extend(self.publish_atomic(&subjects[start..end], &events[start..end], &ids[start..end]).await?);
+                out.extend(self.publish_atomic(&events[start..end], &to[start..end]).await?);
             }
             Ok(out)
         })
@@ -1153,8 +1151,7 @@ impl Log for JetStreamLog {
     fn append_each(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         Box::pin(async move {
             self.admit(&events)?;
-            let (subjects, ids) = self.addressed(&events);
-            self.publish_with_retry(&subjects, &events, &ids).await
+            self.publish_with_retry(&events, &self.addressed(&events)).await
         })
     }
 
