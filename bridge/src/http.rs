@@ -29,8 +29,10 @@ pub fn routes() -> Vec<Route<Arc<App>>> {
     all
 }
 
+/// Built once: the table does not change while the process runs, and the document is public.
 async fn document() -> Json<Value> {
-    Json(openapi::spec(&routes()))
+    static SPEC: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| openapi::spec(&routes()));
+    Json(SPEC.clone())
 }
 
 /// The webhook handlers see only their own part of the state.

@@ -221,6 +221,11 @@ pub fn watch_webhooks(
 ) -> tokio::task::JoinHandle<()> {
     let channels = news_channels(&triggers);
     tokio::spawn(async move {
+        // No channel at all would subscribe to everything the token allows.
+        if channels.is_empty() {
+            tracing::warn!(%tenant, "no catalog channel carries the platforms' news; webhooks will not trigger syncs");
+            return;
+        }
         let mut delay = Duration::from_millis(500);
         loop {
             let result = async {

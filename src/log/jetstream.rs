@@ -144,7 +144,8 @@ pub struct JetStreamLog {
 
 /// The state keys each tenant holds, counted against `Quotas::max_keys_per_tenant`: the state
 /// stream's subjects when the node starts, every slot its tail writes after, and the new keys
-/// its own appends were admitted with. A job's state is not counted: it expires with the job's
+/// its own appends were admitted with (kept even if that append then fails: the count errs high,
+/// never low). A job's state is not counted: it expires with the job's
 /// history (`Nats-TTL`). Nodes count apart, so nodes admitting new keys in the same instant may
 /// together pass a quota by what they admit in it (the embedded log's count is exact).
 #[derive(Default)]

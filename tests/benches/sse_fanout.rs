@@ -255,6 +255,33 @@ impl Run {
     }
 }
 
+/// A publishing schedule: 10 ms ticks for `secs`, each saying how many events are due by then
+/// (exact for rates below one per tick too).
+struct Pace {
+    tick: tokio::time::Interval,
+    start: Instant,
+    end: Instant,
+    rate: u64,
+}
+
+impl Pace {
+    fn new(rate: u64, secs: u64) -> Self {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let start = Instant::now();
+        Self { tick, start, end: start + Duration::from_secs(secs), rate }
+    }
+
+    /// Events due in all since the start, or `None` once the time is up.
+    async fn tick(&mut self) -> Option<u64> {
+        if Instant::now() >= self.end {
+            return None;
+        }
+        self.tick.tick().await;
+        Some(self.rate * self.start.elapsed().as_millis() as u64 / 1000)
+    }
+}
+
 /// Publishes `rate` events/s for `secs` through one long-lived `PublishStream`
 /// (10 ms ticks, each its share of events), not waiting on acks between ticks.
 async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
@@ -276,15 +303,9 @@ async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
         n
     });
     let big = "x".repeat(100);
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let start = Instant::now();
-    let end = start + Duration::from_secs(secs);
+    let mut pace = Pace::new(rate, secs);
     let mut sent = 0u64;
-    while Instant::now() < end {
-        tick.tick().await;
-        // Whatever the schedule says is due by now: exact for rates below one per tick too.
-        let due = rate * start.elapsed().as_millis() as u64 / 1000;
+    while let Some(due) = pace.tick().await {
         while sent < due {
             let mut e = events::alert(&format!("{sent}-{big}"));
             if let Some(switchyard::proto::v1::event::Payload::AlertWarning(a)) = &mut e.payload {
@@ -305,15 +326,10 @@ async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
 async fn publish_raw(r: &RawServer, rate: u64, secs: u64) -> u64 {
     let mut control = TcpStream::connect(&r.control_addr).await.expect("control");
     let big = "x".repeat(100);
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let start = Instant::now();
-    let end = start + Duration::from_secs(secs);
+    let mut pace = Pace::new(rate, secs);
     let mut sent = 0u64;
     let mut out = Vec::new();
-    while Instant::now() < end {
-        tick.tick().await;
-        let due = rate * start.elapsed().as_millis() as u64 / 1000;
+    while let Some(due) = pace.tick().await {
         while sent < due {
             let id = sent + 1;
             let frame = format!(
