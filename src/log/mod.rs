@@ -59,6 +59,8 @@ pub struct Record {
     /// The event's frame for the HTTP edge (SSE), encoded once by whoever needs it
     /// first and shared by every subscriber after that.
     pub frame: OnceLock<Bytes>,
+    /// The same for gRPC: the event as an encoded `SubscribeResponse.event` field.
+    pub grpc_field: OnceLock<Bytes>,
 }
 
 impl fmt::Debug for Record {
@@ -73,7 +75,7 @@ impl fmt::Debug for Record {
 
 impl Record {
     pub fn new(event: Event, tenant: Tenant, routing: Routing) -> Self {
-        Self { id: EventId(event.id), tenant, routing, event, frame: OnceLock::new() }
+        Self { id: EventId(event.id), tenant, routing, event, frame: OnceLock::new(), grpc_field: OnceLock::new() }
     }
 
     /// Rebuilds a record from its stored encoding.

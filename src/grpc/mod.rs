@@ -33,6 +33,10 @@ use crate::{
     subscription::{Item, Start},
 };
 
+mod outgoing;
+
+pub use outgoing::{EventBusService, Outgoing};
+
 /// Unix ms of a request timestamp; a time before 1970 means "everything".
 fn timestamp_ms(t: &pbjson_types::Timestamp) -> u64 {
     u64::try_from(t.seconds).unwrap_or(0).saturating_mul(1000) + u64::try_from(t.nanos).unwrap_or(0) / 1_000_000
@@ -71,6 +75,65 @@ impl Service {
         let value = req.metadata().get("authorization").ok_or_else(|| auth_status(&AuthError::Missing))?;
         let token = value.to_str().ok().and_then(bearer).ok_or_else(|| auth_status(&AuthError::Missing))?;
         self.verifier.verify(token).map_err(|e| auth_status(&e))
+    }
+}
+
+impl Service {
+    /// A `Subscribe` call's messages: authenticated, then the bus subscription until the
+    /// client goes, the server stops, or the token expires or is revoked.
+    async fn outgoing(&self, req: Request<SubscribeRequest>) -> Result<BoxStream<Outgoing>, Status> {
+        let who = self.principal(&req)?;
+        let r = req.into_inner();
+        let start = if r.start == PbStart::State as i32 {
+            Start::State(r.from_id.map(EventId))
+        } else if let Some(t) = &r.since {
+            Start::Since(timestamp_ms(t))
+        } else if !r.cursor.is_empty() {
+            Start::After(parse_cursor("cursor", &r.cursor)?)
+        } else {
+            r.from_id.map_or(Start::Live, |id| Start::After(Cursor::at(EventId(id))))
+        };
+        let spec = SubscribeSpec {
+            tenant: r.tenant,
+            channels: r.channels,
+            start,
+            coalesce: r.coalesce.unwrap_or(false),
+            on_lag: crate::subscription::Lag::CatchUp,
+        };
+        tracing::info!(token = %who.token_id, channels = ?spec.channels, start = ?spec.start, "subscribe");
+        let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
+        // The log stream never ends by itself: on shutdown it is cut and the client told why, and
+        // when the token expires the stream ends with UNAUTHENTICATED (reconnect with a new one).
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ended.clone();
+        let revocations = self.verifier.revocations().clone();
+        let items = items
+            .take_until(stopped(self.stopping.clone()))
+            .take_until(async move {
+                // Expiry is known ahead; a revocation is looked for every few seconds.
+                while crate::auth::now_secs() < who.expires && !revocations.is_revoked(&who) {
+                    let left = who.expires.saturating_sub(crate::auth::now_secs());
+                    tokio::time::sleep(std::time::Duration::from_secs(left.clamp(1, REVOCATION_CHECK_SECS))).await;
+                }
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+            .chain(futures::stream::once(async move {
+                match ended.load(std::sync::atomic::Ordering::Relaxed) {
+                    true => Err(crate::log::LogError::Expired),
+                    false => Err(crate::log::LogError::Closed),
+                }
+            }));
+        // While coalescing holds snapshots back, each event says where to resume (`N~W`).
+        let mut floor: Option<EventId> = None;
+        let stream = items.filter_map(move |item| {
+            let out = match item {
+                Err(e @ crate::log::LogError::Expired) => Some(Err(Status::unauthenticated(e.to_string()))),
+                Err(e) => Some(Err(Status::unavailable(e.to_string()))),
+                Ok(item) => outgoing_message(item, &mut floor),
+            };
+            std::future::ready(out)
+        });
+        Ok(Box::pin(stream))
     }
 }
 
@@ -218,64 +281,10 @@ impl EventBus for Service {
 
     type SubscribeStream = BoxStream<SubscribeResponse>;
 
+    /// In-process callers get the messages decoded; over the network [`EventBusService`]
+    /// sends the same stream with each event's encoding shared.
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
-        let who = self.principal(&req)?;
-        let r = req.into_inner();
-        let start = if r.start == PbStart::State as i32 {
-            Start::State(r.from_id.map(EventId))
-        } else if let Some(t) = &r.since {
-            Start::Since(timestamp_ms(t))
-        } else if !r.cursor.is_empty() {
-            Start::After(parse_cursor("cursor", &r.cursor)?)
-        } else {
-            r.from_id.map_or(Start::Live, |id| Start::After(Cursor::at(EventId(id))))
-        };
-        let spec = SubscribeSpec {
-            tenant: r.tenant,
-            channels: r.channels,
-            start,
-            coalesce: r.coalesce.unwrap_or(false),
-            on_lag: crate::subscription::Lag::CatchUp,
-        };
-        tracing::info!(token = %who.token_id, channels = ?spec.channels, start = ?spec.start, "subscribe");
-        let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
-        // The log stream never ends by itself: on shutdown it is cut and the client told why, and
-        // when the token expires the stream ends with UNAUTHENTICATED (reconnect with a new one).
-        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = ended.clone();
-        let revocations = self.verifier.revocations().clone();
-        let items = items
-            .take_until(stopped(self.stopping.clone()))
-            .take_until(async move {
-                // Expiry is known ahead; a revocation is looked for every few seconds.
-                while crate::auth::now_secs() < who.expires && !revocations.is_revoked(&who) {
-                    let left = who.expires.saturating_sub(crate::auth::now_secs());
-                    tokio::time::sleep(std::time::Duration::from_secs(left.clamp(1, REVOCATION_CHECK_SECS))).await;
-                }
-                flag.store(true, std::sync::atomic::Ordering::Relaxed);
-            })
-            .chain(futures::stream::once(async move {
-                match ended.load(std::sync::atomic::Ordering::Relaxed) {
-                    true => Err(crate::log::LogError::Expired),
-                    false => Err(crate::log::LogError::Closed),
-                }
-            }));
-        // While coalescing holds snapshots back, each event says where to resume (`N~W`).
-        let mut floor: Option<EventId> = None;
-        let stream = items.filter_map(move |item| {
-            let out = match item {
-                Err(e @ crate::log::LogError::Expired) => Some(Err(Status::unauthenticated(e.to_string()))),
-                Err(e) => Some(Err(Status::unavailable(e.to_string()))),
-                Ok(item) => subscribe_message(item, &mut floor).map(|m| {
-                    m.map(|(message, cursor)| SubscribeResponse {
-                        message: Some(message),
-                        cursor: cursor.unwrap_or_default(),
-                    })
-                }),
-            };
-            std::future::ready(out)
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(outgoing::into_messages(self.outgoing(req).await?)))
     }
 
     async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
@@ -351,15 +360,16 @@ impl EventBus for Service {
     }
 }
 
-/// One subscription item as a gRPC message and, with coalescing, the resume cursor after it.
-/// `None` for items that are only bookkeeping (a floor change).
-fn subscribe_message(
-    item: Item,
-    floor: &mut Option<EventId>,
-) -> Option<Result<(subscribe_response::Message, Option<String>), Status>> {
+/// One subscription item as an outgoing message; `None` for items that are only
+/// bookkeeping (a floor change). While coalescing holds snapshots back (`floor`), events carry
+/// the cursor to resume from.
+fn outgoing_message(item: Item, floor: &mut Option<EventId>) -> Option<Result<Outgoing, Status>> {
     let owing = |id: EventId, floor: Option<EventId>| floor.map(|w| Cursor::owing(id, Some(w)).to_string());
+    let message = |m: subscribe_response::Message, cursor: Option<String>| {
+        Outgoing::Message(Box::new(SubscribeResponse { message: Some(m), cursor: cursor.unwrap_or_default() }))
+    };
     Some(Ok(match item {
-        Item::Status { complete, bounds } => (
+        Item::Status { complete, bounds } => message(
             subscribe_response::Message::Status(ResumeStatus {
                 complete,
                 oldest_available_id: bounds.oldest.get(),
@@ -367,13 +377,12 @@ fn subscribe_message(
             }),
             None,
         ),
-        // gRPC subscribers get their own copy of the decoded event; tonic encodes per stream.
         Item::Event(r) => {
             let cursor = owing(r.id, *floor);
-            (subscribe_response::Message::Event(r.event.clone()), cursor)
+            Outgoing::Event(r, cursor)
         }
-        Item::Coalesced(r, cursor) => (subscribe_response::Message::Event(r.event.clone()), Some(cursor.to_string())),
-        Item::StateEnd { as_of, count } => (
+        Item::Coalesced(r, cursor) => Outgoing::Event(r, Some(cursor.to_string())),
+        Item::StateEnd { as_of, count } => message(
             subscribe_response::Message::StateEnd(StateEnd {
                 as_of_id: as_of.get(),
                 events: u32::try_from(count).unwrap_or(u32::MAX),
@@ -385,7 +394,7 @@ fn subscribe_message(
             return None;
         }
         Item::Evicted { .. } => return Some(Err(Status::resource_exhausted("subscriber fell behind"))),
-        Item::Gap { after, next, reason } => (
+        Item::Gap { after, next, reason } => message(
             subscribe_response::Message::Gap(Gap {
                 after_id: after.get(),
                 next_id: next.get(),
@@ -458,8 +467,7 @@ where
         .build_v1alpha()
         .expect("the compiled descriptor set is valid");
     let shutdown = stopped(stopping.clone());
-    let svc =
-        EventBusServer::new(Service::new(bus, verifier, stopping)).max_decoding_message_size(limits.max_message_bytes);
+    let svc = EventBusService::new(Service::new(bus, verifier, stopping), limits.max_message_bytes);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(limits.keepalive))
