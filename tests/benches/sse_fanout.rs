@@ -18,6 +18,8 @@
 //!   events/s → the most deliveries/s with nothing lost and p99 ≤ 100 ms, for each server;
 //! - `latency_1k`: 1,000 subscribers × 100 events/s → publish→SSE p50/p99/max;
 //! - `latency_10k`: 10,000 subscribers × 10 events/s → publish→SSE p50/p99/max;
+//! - `cores_1k` (not in the default set): 1,000 subscribers offered 6,000 events/s with the
+//!   server pinned to 1 core, then to 2 (`taskset`), to show fan-out spreads over cores;
 //! - `idle_10k`: server RSS per idle connection at 10,000 connections;
 //! - `connections_19k`: 19,000 concurrent SSE connections held open.
 //!
@@ -29,13 +31,13 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use futures::StreamExt;
-use switchyard::{auth::Role, proto::v1::PublishRequest};
+use switchyard::auth::Role;
 use switchyard_tests::{
-    Process, events,
+    Process,
+    load::{self, Pace, now_micros, pct},
     raw_sse::{self, RawServer},
     rss_kib,
 };
@@ -44,10 +46,6 @@ use tokio::{
     net::TcpStream,
     sync::Mutex,
 };
-
-fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
 
 struct Counters {
     frames: AtomicU64,
@@ -255,70 +253,12 @@ impl Run {
     }
 }
 
-/// A publishing schedule: 10 ms ticks for `secs`, each saying how many events are due by then
-/// (exact for rates below one per tick too).
-struct Pace {
-    tick: tokio::time::Interval,
-    start: Instant,
-    end: Instant,
-    rate: u64,
-}
-
-impl Pace {
-    fn new(rate: u64, secs: u64) -> Self {
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let start = Instant::now();
-        Self { tick, start, end: start + Duration::from_secs(secs), rate }
-    }
-
-    /// Events due in all since the start, or `None` once the time is up.
-    async fn tick(&mut self) -> Option<u64> {
-        if Instant::now() >= self.end {
-            return None;
-        }
-        self.tick.tick().await;
-        Some(self.rate * self.start.elapsed().as_millis() as u64 / 1000)
-    }
-}
-
-/// Publishes `rate` events/s for `secs` through one long-lived `PublishStream`
-/// (10 ms ticks, each its share of events), not waiting on acks between ticks.
+/// Publishes `rate` events/s for `secs` (see [`load::publish_paced`]), to whichever server runs.
 async fn publish(run: &Run, rate: u64, secs: u64) -> u64 {
-    let server = match &run.server {
-        Target::Switchyard(p) => p,
-        Target::Raw(r) => return publish_raw(r, rate, secs).await,
-    };
-    let token = server.token("bench", Role::Publish);
-    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &token).await.expect("gRPC");
-    let (tx, rx) = tokio::sync::mpsc::channel::<PublishRequest>(100_000);
-    let acks = tokio::spawn(async move {
-        let mut acks =
-            c.publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("stream").into_inner();
-        let mut n = 0u64;
-        while let Some(a) = acks.next().await {
-            a.expect("ack");
-            n += 1;
-        }
-        n
-    });
-    let big = "x".repeat(100);
-    let mut pace = Pace::new(rate, secs);
-    let mut sent = 0u64;
-    while let Some(due) = pace.tick().await {
-        while sent < due {
-            let mut e = events::alert(&format!("{sent}-{big}"));
-            if let Some(switchyard::proto::v1::event::Payload::AlertWarning(a)) = &mut e.payload {
-                a.message = now_micros().to_string();
-            }
-            tx.send(PublishRequest { event: Some(e) }).await.expect("publisher");
-            sent += 1;
-        }
+    match &run.server {
+        Target::Switchyard(p) => load::publish_paced(&p.grpc_url, &p.token("bench", Role::Publish), rate, secs).await,
+        Target::Raw(r) => publish_raw(r, rate, secs).await,
     }
-    drop(tx);
-    let acked = acks.await.expect("acks");
-    assert_eq!(acked, sent, "every publish acked");
-    sent
 }
 
 /// `rate` events/s for `secs` to the baseline: frames shaped like Switchyard's (`id`, `event:
@@ -346,13 +286,6 @@ async fn publish_raw(r: &RawServer, rate: u64, secs: u64) -> u64 {
     sent
 }
 
-fn pct(lat: &[u64], q: f64) -> f64 {
-    if lat.is_empty() {
-        return f64::NAN;
-    }
-    lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0
-}
-
 async fn latency(kind: Kind, n: usize, rate: u64, secs: u64) -> f64 {
     let run = open(kind, n, 20).await;
     let name = run.server.name();
@@ -378,8 +311,29 @@ async fn latency(kind: Kind, n: usize, rate: u64, secs: u64) -> f64 {
 }
 
 /// Deliveries/s, whether nothing was lost, and the p99 (ms).
+/// Where `throughput` runs: the server's and this load client's cores (`taskset` lists), or
+/// wherever the scheduler puts them.
+#[derive(Clone, Copy)]
+struct Cores {
+    server: &'static str,
+    client: &'static str,
+}
+
+const ALL_CORES: Cores = Cores { server: "0,1", client: "0,1" };
+
+/// Deliveries/s, whether nothing was lost, and the p99 (ms); also prints the server's CPU
+/// seconds per million deliveries.
 async fn throughput(kind: Kind, n: usize, rate: u64, secs: u64) -> (f64, bool, f64) {
+    throughput_on(kind, n, rate, secs, None).await
+}
+
+async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, cores: Option<Cores>) -> (f64, bool, f64) {
     let run = open(kind, n, 10).await;
+    if let Some(c) = cores {
+        load::pin(run.server.pid(), c.server);
+        load::pin(std::process::id(), c.client);
+    }
+    let cpu_before = load::cpu_secs(run.server.pid());
     let name = run.server.name();
     let connected = run.counters.connected.load(Ordering::Relaxed);
     let start = Instant::now();
@@ -390,13 +344,19 @@ async fn throughput(kind: Kind, n: usize, rate: u64, secs: u64) -> (f64, bool, f
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = load::cpu_secs(run.server.pid()) - cpu_before;
     let frames = run.counters.frames.load(Ordering::Relaxed);
     let ended = run.counters.ended.load(Ordering::Relaxed);
     let lat = run.close().await;
+    if cores.is_some() {
+        load::pin(std::process::id(), ALL_CORES.client);
+    }
+    let pinned = cores.map(|c| format!(" [server on cores {}, client on {}]", c.server, c.client)).unwrap_or_default();
     println!(
-        "throughput_{n} {name} at {rate}/s: {sent} events × {n} subscribers ({connected} connected) = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}; {ended} streams ended by the server); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "throughput_{n} {name}{pinned} at {rate}/s: {sent} events × {n} subscribers ({connected} connected) = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}; {ended} streams ended by the server); server CPU {cpu:.2} s = {:.2} CPU-s per million deliveries; publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         frames as f64 / elapsed,
         if frames == target { "nothing lost" } else { "MISSING" },
+        cpu * 1e6 / frames.max(1) as f64,
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.last().map(|v| *v as f64 / 1000.0).unwrap_or(f64::NAN),
@@ -475,6 +435,16 @@ async fn both(n: usize, rate: u64, secs: u64) {
     println!("deliveries/s: switchyard {s:.0} / baseline {b:.0} = {:.0} % of the baseline", 100.0 * s / b);
 }
 
+/// Whether fan-out spreads over cores: 1,000 subscribers offered `rate` events/s with the
+/// server on one core (this client on the other), then on both (sharing them with the client:
+/// a 2-core machine has no third core for the client).
+async fn cores(n: usize, rate: u64, secs: u64) {
+    let one = Cores { server: "0", client: "1" };
+    let (a, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Some(one)).await;
+    let (b, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Some(ALL_CORES)).await;
+    println!("cores_{n}: server on 1 core {a:.0} deliveries/s, on 2 cores {b:.0} deliveries/s = {:.2}×", b / a);
+}
+
 fn server_pid(t: &Target) -> u32 {
     t.pid()
 }
@@ -525,6 +495,7 @@ fn main() {
                     latency(Kind::Switchyard, 10_000, 10, secs).await,
                     "latency_10000 p99",
                 ),
+                "cores_1k" => cores(1000, 6000, secs).await,
                 "idle_10k" => idle(10_000).await,
                 "connections_19k" => hold(19_000).await,
                 other => eprintln!("unknown scenario {other}"),

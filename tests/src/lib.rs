@@ -91,8 +91,9 @@ impl Server {
 }
 
 /// The `switchyard` binary built next to this test binary (scripts/test builds the workspace first).
+/// `SWITCHYARD_BIN` when set (a bench comparing two builds), else the one built here.
 pub fn binary() -> PathBuf {
-    built("switchyard")
+    std::env::var_os("SWITCHYARD_BIN").map(PathBuf::from).unwrap_or_else(|| built("switchyard"))
 }
 
 /// A binary of this workspace built next to this test binary.
@@ -343,6 +344,7 @@ impl Sse {
 }
 
 /// Event builders for tests.
+pub mod load;
 pub mod raw_sse;
 
 pub mod events {
