@@ -100,14 +100,19 @@ mod tests {
     const SECRET: &[u8] = b"a test secret of thirty-two bytes";
 
     fn app(dir: &Path) -> Arc<App> {
+        app_with_pulse(dir).0
+    }
+
+    /// An app and the sender of its pulse (dropping it tells every stream the server is stopping).
+    fn app_with_pulse(dir: &Path) -> (Arc<App>, tokio::sync::watch::Sender<Pulse>) {
         let hub = Hub::default();
         let log = Arc::new(EmbeddedLog::open(dir, EmbeddedConfig::default(), hub.feed()).unwrap());
         let bus = Bus::new(log, hub, Default::default());
         let verifier = Verifier::hs256(SECRET);
         let ledger = Arc::new(LocalLedger::open(dir.join("revoked.json"), verifier.revocations().clone()).unwrap());
         let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), &Default::default()).unwrap());
-        let (_, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
-        Arc::new(App {
+        let (beat, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
+        let app = Arc::new(App {
             bus: bus.clone(),
             access: Access::new(verifier, false, SECRET, ledger),
             limits: Limits::new(Caps { total: 10, per_tenant: 10, per_token: 10 }),
@@ -117,7 +122,8 @@ mod tests {
             started: std::time::Instant::now(),
             cors_origins: Vec::new(),
             webhooks: Inbound { bus, hooks },
-        })
+        });
+        (app, beat)
     }
 
     fn token(role: Role, channels: &[&str]) -> String {
@@ -202,7 +208,7 @@ mod tests {
         let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         let dir = tempfile::tempdir().unwrap();
-        let app = app(dir.path());
+        let (app, beat) = app_with_pulse(dir.path());
         let resp =
             router(app.clone()).oneshot(get("/api/sse/alerts", Some(&token(Role::Subscribe, &[])))).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -224,7 +230,8 @@ mod tests {
         );
         assert!(closed.contains(&format!("bytes={}", first.len())), "{closed}");
         assert!(closed.contains("events=0") && closed.contains("secs="), "{closed}");
-        // This app's pulse has no sender left: to a stream read to its end, the server is stopping.
+        // With its pulse's sender gone, to a stream read to its end, the server is stopping.
+        drop(beat);
         let resp = router(app).oneshot(get("/api/sse/alerts", Some(&token(Role::Subscribe, &[])))).await.unwrap();
         let all = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         assert!(all.ends_with(b"data: {\"reason\":\"server shutting down\"}\n\n"), "{all:?}");

@@ -18,8 +18,10 @@
 //!   events/s → the most deliveries/s with nothing lost and p99 ≤ 100 ms, for each server;
 //! - `latency_1k`: 1,000 subscribers × 100 events/s → publish→SSE p50/p99/max;
 //! - `latency_10k`: 10,000 subscribers × 10 events/s → publish→SSE p50/p99/max;
-//! - `cores_1k` (not in the default set): 1,000 subscribers offered 6,000 events/s with the
-//!   server pinned to 1 core, then to 2 (`taskset`), to show fan-out spreads over cores;
+//! - `cores_1k` (not in the default set): `saturate_1k` for Switchyard with the server pinned to
+//!   1 core, then to 2 (`taskset`), to show fan-out spreads over cores;
+//! - `h2_1k` (not in the default set): 1,000 subscribers × 2,000 events/s (`FANOUT_H2_RATE`) over HTTP/1.1, then
+//!   over HTTP/2 (100 streams a connection, cleartext prior knowledge);
 //! - `idle_10k`: server RSS per idle connection at 10,000 connections;
 //! - `connections_19k`: 19,000 concurrent SSE connections held open.
 //!
@@ -44,7 +46,7 @@ use switchyard_tests::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::Mutex,
+    sync::{Mutex, Notify},
 };
 
 struct Counters {
@@ -79,28 +81,43 @@ async fn session(addr: &str, token: &str, sample: bool, c: &Counters, stop: &tok
         return false;
     }
     let mut buf = vec![0u8; 64 * 1024];
-    let mut connected = false;
-    let mut tail: Vec<u8> = Vec::new();
-    let mut carry: Vec<u8> = Vec::new();
-    let mut local_lat = Vec::new();
+    let mut reader = Reader::new(sample);
     loop {
         let n = tokio::select! {
             r = s.read(&mut buf) => match r {
-                Ok(0) | Err(_) if !connected => return false,
-                Ok(0) | Err(_) => {
-                    c.ended.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
+                Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },
-            _ = stop.notified() => break,
+            _ = stop.notified() => return reader.finish(c, false).await,
         };
-        // Carry the end of the previous read so patterns split across reads still count.
-        let keep = carry.len();
-        carry.extend_from_slice(&buf[..n]);
-        let chunk = &carry[..];
-        if !connected && find(chunk, b"retry:").is_some() {
-            connected = true;
+        reader.feed(&buf[..n], c);
+    }
+    reader.finish(c, true).await
+}
+
+/// Counts the frames of one SSE stream however its bytes arrive (split anywhere), and on a
+/// sample of streams reads each frame's publish time for latency.
+struct Reader {
+    sample: bool,
+    connected: bool,
+    /// The end of the previous chunk, so patterns split across chunks still count.
+    carry: Vec<u8>,
+    /// Unparsed bytes of a sampled stream.
+    tail: Vec<u8>,
+    latencies: Vec<u64>,
+}
+
+impl Reader {
+    fn new(sample: bool) -> Self {
+        Self { sample, connected: false, carry: Vec::new(), tail: Vec::new(), latencies: Vec::new() }
+    }
+
+    fn feed(&mut self, bytes: &[u8], c: &Counters) {
+        let keep = self.carry.len();
+        self.carry.extend_from_slice(bytes);
+        let chunk = &self.carry[..];
+        if !self.connected && find(chunk, b"retry:").is_some() {
+            self.connected = true;
             c.connected.fetch_add(1, Ordering::Relaxed);
         }
         const PATTERN: &[u8] = b"\nevent: alert:warning";
@@ -109,29 +126,85 @@ async fn session(addr: &str, token: &str, sample: bool, c: &Counters, stop: &tok
         if frames > 0 {
             c.frames.fetch_add(frames as u64, Ordering::Relaxed);
         }
-        if sample && frames > 0 {
+        if self.sample && frames > 0 {
             let now = now_micros();
-            tail.extend_from_slice(&chunk[keep..]);
-            let mut rest: &[u8] = &tail;
+            self.tail.extend_from_slice(&chunk[keep..]);
+            let mut rest: &[u8] = &self.tail;
             while let Some(i) = find(rest, b"\"message\":\"") {
                 let after = &rest[i + 11..];
                 let Some(end) = after.iter().position(|b| *b == b'"') else { break };
                 if let Some(sent) = std::str::from_utf8(&after[..end]).ok().and_then(|s| s.parse::<u64>().ok()) {
-                    local_lat.push(now.saturating_sub(sent));
+                    self.latencies.push(now.saturating_sub(sent));
                 }
                 rest = &after[end..];
             }
             let left = rest.len();
-            tail.drain(..tail.len() - left);
+            self.tail.drain(..self.tail.len() - left);
         }
-        let from = carry.len().saturating_sub(PATTERN.len() - 1);
-        carry.drain(..from);
+        let from = self.carry.len().saturating_sub(PATTERN.len() - 1);
+        self.carry.drain(..from);
     }
-    if connected {
+
+    /// Records what the stream gave; `false` when it was turned away before it opened.
+    /// `ended_by_server`: the stream closed before the run stopped.
+    async fn finish(self, c: &Counters, ended_by_server: bool) -> bool {
+        if !self.connected {
+            return !ended_by_server;
+        }
+        if ended_by_server {
+            c.ended.fetch_add(1, Ordering::Relaxed);
+        }
         c.connected.fetch_sub(1, Ordering::Relaxed);
+        c.latencies.lock().await.extend(self.latencies);
+        true
     }
-    c.latencies.lock().await.extend(local_lat);
-    true
+}
+
+/// Streams one HTTP/2 connection carries in the `h2` runs (a browser multiplexes every
+/// EventSource of an origin over one connection).
+const STREAMS_PER_H2: usize = 100;
+
+/// One HTTP/2 connection (cleartext, prior knowledge) carrying a stream per token; with
+/// `sample`, its first stream's latencies are measured.
+async fn h2_connection(addr: String, tokens: Vec<String>, sample: bool, c: Arc<Counters>, stop: Arc<Notify>) {
+    use http_body_util::BodyExt;
+    let Ok(tcp) = TcpStream::connect(&addr).await else { return };
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let Ok((sender, conn)) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await
+    else {
+        return;
+    };
+    tokio::spawn(conn);
+    let mut streams = Vec::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let mut sender = sender.clone();
+        let req = hyper::Request::get(format!("http://{addr}/api/sse/alerts?coalesce=false"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let (c, stop) = (c.clone(), stop.clone());
+        streams.push(tokio::spawn(async move {
+            let mut reader = Reader::new(sample && i == 0);
+            let Ok(resp) = sender.send_request(req).await else { return };
+            let mut body = resp.into_body();
+            loop {
+                tokio::select! {
+                    f = body.frame() => match f {
+                        Some(Ok(f)) => if let Some(d) = f.data_ref() { reader.feed(d, &c) },
+                        _ => break,
+                    },
+                    _ = stop.notified() => {
+                        reader.finish(&c, false).await;
+                        return;
+                    }
+                }
+            }
+            reader.finish(&c, true).await;
+        }));
+    }
+    for s in streams {
+        let _ = s.await;
+    }
 }
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
@@ -184,6 +257,11 @@ struct Run {
 }
 
 async fn open(kind: Kind, n: usize, samples: usize) -> Run {
+    open_over(kind, n, samples, false).await
+}
+
+/// `open`, with `h2`: the streams multiplexed [`STREAMS_PER_H2`] to an HTTP/2 connection.
+async fn open_over(kind: Kind, n: usize, samples: usize, h2: bool) -> Run {
     let server = match kind {
         Kind::Switchyard => Target::Switchyard(switchyard()),
         Kind::Baseline => Target::Raw(RawServer::start()),
@@ -202,7 +280,14 @@ async fn open(kind: Kind, n: usize, samples: usize) -> Run {
     let stop = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::with_capacity(n);
     let every = (n / samples.max(1)).max(1);
-    for i in 0..n {
+    if h2 {
+        for first in (0..n).step_by(STREAMS_PER_H2) {
+            let tokens = (first..n.min(first + STREAMS_PER_H2)).map(|_| server.token()).collect();
+            let (c, stop) = (counters.clone(), stop.clone());
+            tasks.push(tokio::spawn(h2_connection(addr.clone(), tokens, first % every == 0, c, stop)));
+        }
+    }
+    for i in (0..n).filter(|_| !h2) {
         // One token per client, as each browser would have: per-token limits stay meaningful.
         let token = server.token();
         tasks.push(tokio::spawn(client(addr.clone(), token, i % every == 0, counters.clone(), stop.clone())));
@@ -321,19 +406,30 @@ struct Cores {
 
 const ALL_CORES: Cores = Cores { server: "0,1", client: "0,1" };
 
+/// How a `throughput` run is set up beyond its load.
+#[derive(Clone, Copy, Default)]
+struct Setup {
+    /// Pin server and client (else the scheduler places them).
+    cores: Option<Cores>,
+    /// Streams over HTTP/2 connections instead of one HTTP/1.1 connection each.
+    h2: bool,
+}
+
 /// Deliveries/s, whether nothing was lost, and the p99 (ms); also prints the server's CPU
 /// seconds per million deliveries.
 async fn throughput(kind: Kind, n: usize, rate: u64, secs: u64) -> (f64, bool, f64) {
-    throughput_on(kind, n, rate, secs, None).await
+    throughput_on(kind, n, rate, secs, Setup::default()).await
 }
 
-async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, cores: Option<Cores>) -> (f64, bool, f64) {
-    let run = open(kind, n, 10).await;
+async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, setup: Setup) -> (f64, bool, f64) {
+    let run = open_over(kind, n, 10, setup.h2).await;
+    let cores = setup.cores;
     if let Some(c) = cores {
         load::pin(run.server.pid(), c.server);
         load::pin(std::process::id(), c.client);
     }
     let cpu_before = load::cpu_secs(run.server.pid());
+    let client_before = load::cpu_secs(std::process::id());
     let name = run.server.name();
     let connected = run.counters.connected.load(Ordering::Relaxed);
     let start = Instant::now();
@@ -345,15 +441,20 @@ async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, cores: Option
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = load::cpu_secs(run.server.pid()) - cpu_before;
+    let client_cpu = load::cpu_secs(std::process::id()) - client_before;
     let frames = run.counters.frames.load(Ordering::Relaxed);
     let ended = run.counters.ended.load(Ordering::Relaxed);
     let lat = run.close().await;
     if cores.is_some() {
         load::pin(std::process::id(), ALL_CORES.client);
     }
-    let pinned = cores.map(|c| format!(" [server on cores {}, client on {}]", c.server, c.client)).unwrap_or_default();
+    let mut pinned =
+        cores.map(|c| format!(" [server on cores {}, client on {}]", c.server, c.client)).unwrap_or_default();
+    if setup.h2 {
+        pinned += &format!(" [HTTP/2: {STREAMS_PER_H2} streams a connection]");
+    }
     println!(
-        "throughput_{n} {name}{pinned} at {rate}/s: {sent} events × {n} subscribers ({connected} connected) = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}; {ended} streams ended by the server); server CPU {cpu:.2} s = {:.2} CPU-s per million deliveries; publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "throughput_{n} {name}{pinned} at {rate}/s: {sent} events × {n} subscribers ({connected} connected) = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}; {ended} streams ended by the server); server CPU {cpu:.2} s = {:.2} CPU-s per million deliveries (load client {client_cpu:.2} s); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         frames as f64 / elapsed,
         if frames == target { "nothing lost" } else { "MISSING" },
         cpu * 1e6 / frames.max(1) as f64,
@@ -364,32 +465,32 @@ async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, cores: Option
     (frames as f64 / elapsed, frames == target, pct(&lat, 0.99))
 }
 
-/// The most deliveries/s with nothing lost and p99 ≤ 100 ms, offering 1,000 subscribers ever
-/// more events/s: the baseline's, then Switchyard's, in one run.
+/// The most deliveries/s with nothing lost and p99 ≤ 100 ms, offering `n` subscribers ever
+/// more events/s (stopping at the first rate that fails).
+async fn max_sustainable(kind: Kind, n: usize, secs: u64, setup: Setup) -> f64 {
+    let mut top = 0f64;
+    for rate in [1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000] {
+        let (per_s, complete, p99) = throughput_on(kind, n, rate, secs, setup).await;
+        if !(complete && p99 <= 100.0) {
+            break;
+        }
+        top = top.max(per_s);
+    }
+    top
+}
+
+/// [`max_sustainable`] for the baseline, then Switchyard, in one run.
 async fn saturate(n: usize, secs: u64) {
-    let mut best = Vec::new();
     // `FANOUT_SATURATE=switchyard` measures Switchyard alone (comparing changes between runs).
     let only = std::env::var("FANOUT_SATURATE").unwrap_or_default();
-    for kind in [Kind::Baseline, Kind::Switchyard] {
-        if only == "switchyard" && kind == Kind::Baseline {
-            best.push(f64::NAN);
-            continue;
-        }
-        let mut top = 0f64;
-        for rate in [1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000] {
-            let (per_s, complete, p99) = throughput(kind, n, rate, secs).await;
-            if !(complete && p99 <= 100.0) {
-                break;
-            }
-            top = top.max(per_s);
-        }
-        best.push(top);
-    }
+    let baseline = match only.as_str() {
+        "switchyard" => f64::NAN,
+        _ => max_sustainable(Kind::Baseline, n, secs, Setup::default()).await,
+    };
+    let switchyard = max_sustainable(Kind::Switchyard, n, secs, Setup::default()).await;
     println!(
-        "saturate_{n}: max sustainable (nothing lost, p99 ≤ 100 ms): baseline {:.0}/s, switchyard {:.0}/s = {:.0} % of the baseline",
-        best[0],
-        best[1],
-        100.0 * best[1] / best[0]
+        "saturate_{n}: max sustainable (nothing lost, p99 ≤ 100 ms): baseline {baseline:.0}/s, switchyard {switchyard:.0}/s = {:.0} % of the baseline",
+        100.0 * switchyard / baseline
     );
 }
 
@@ -435,14 +536,21 @@ async fn both(n: usize, rate: u64, secs: u64) {
     println!("deliveries/s: switchyard {s:.0} / baseline {b:.0} = {:.0} % of the baseline", 100.0 * s / b);
 }
 
-/// Whether fan-out spreads over cores: 1,000 subscribers offered `rate` events/s with the
-/// server on one core (this client on the other), then on both (sharing them with the client:
-/// a 2-core machine has no third core for the client).
-async fn cores(n: usize, rate: u64, secs: u64) {
+/// Whether fan-out spreads over cores: Switchyard's [`max_sustainable`] rate with the server
+/// pinned to one core (this client on the other), then on both (sharing them with the client:
+/// a 2-core machine has no third core to give the client).
+async fn cores(n: usize, secs: u64) {
     let one = Cores { server: "0", client: "1" };
-    let (a, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Some(one)).await;
-    let (b, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Some(ALL_CORES)).await;
-    println!("cores_{n}: server on 1 core {a:.0} deliveries/s, on 2 cores {b:.0} deliveries/s = {:.2}×", b / a);
+    let a = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(one), h2: false }).await;
+    let b = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(ALL_CORES), h2: false }).await;
+    println!("cores_{n}: max sustainable with the server on 1 core {a:.0}/s, on 2 cores {b:.0}/s = {:.2}×", b / a);
+}
+
+/// The same load over HTTP/1.1 (a connection a stream) and over HTTP/2 (streams multiplexed).
+async fn h2(n: usize, rate: u64, secs: u64) {
+    let (a, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Setup::default()).await;
+    let (b, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Setup { cores: None, h2: true }).await;
+    println!("h2_{n}: HTTP/1.1 {a:.0} deliveries/s, HTTP/2 {b:.0} deliveries/s = {:.2}×", b / a);
 }
 
 fn server_pid(t: &Target) -> u32 {
@@ -495,11 +603,16 @@ fn main() {
                     latency(Kind::Switchyard, 10_000, 10, secs).await,
                     "latency_10000 p99",
                 ),
-                "cores_1k" => cores(1000, 6000, secs).await,
+                "cores_1k" => cores(1000, secs).await,
+                "h2_1k" => h2(1000, env_u64("FANOUT_H2_RATE", 2000), secs).await,
                 "idle_10k" => idle(10_000).await,
                 "connections_19k" => hold(19_000).await,
                 other => eprintln!("unknown scenario {other}"),
             }
         }
     });
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

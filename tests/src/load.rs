@@ -115,10 +115,14 @@ fn clock_ticks() -> f64 {
 /// Pins every thread of `pid` (and threads it starts later) to `cpus`, a `taskset` list
 /// such as `0` or `0,1`.
 pub fn pin(pid: u32, cpus: &str) {
-    let ok = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    // A thread that exits while taskset walks them fails the call: try again.
+    let ok = (0..5).any(|_| {
+        Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
     assert!(ok, "taskset -a -p -c {cpus} {pid} failed (util-linux installed?)");
 }
