@@ -660,13 +660,11 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
     Mock::given(path("/Assemblies/1")).respond_with(one_page(assemblies.clone())).up_to_n_times(2).mount(&server).await;
     let state = StateFile::new(dir.path(), "unleashed");
     let sink = Arc::new(Recorder::default());
-    run(
-        &acme(switchyard_services::unleashed::SOURCE),
-        &mut Unleashed::new(unleashed(&server), http(), state.clone()),
-        &sink,
-    )
-    .await
-    .unwrap();
+    let sync = || async {
+        let mut connector = Unleashed::new(unleashed(&server), http(), state.clone());
+        run(&acme(switchyard_services::unleashed::SOURCE), &mut connector, &sink).await.unwrap();
+    };
+    sync().await;
     let events = sink.take();
     let u = first(&events, |p| match p {
         Payload::UnleashedSyncCompleted(u) => Some(u),
@@ -700,13 +698,7 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
         ]
     );
     // Second run, same assemblies: no repeated quality alert, same figures.
-    run(
-        &acme(switchyard_services::unleashed::SOURCE),
-        &mut Unleashed::new(unleashed(&server), http(), state.clone()),
-        &sink,
-    )
-    .await
-    .unwrap();
+    sync().await;
     let events = sink.take();
     assert!(!type_names(&events).iter().any(|n| n == "unleashed:quality-alert"));
 

@@ -76,9 +76,7 @@ impl Service {
         let token = value.to_str().ok().and_then(bearer).ok_or_else(|| auth_status(&AuthError::Missing))?;
         self.verifier.verify(token).map_err(|e| auth_status(&e))
     }
-}
 
-impl Service {
     /// A `Subscribe` call's messages: authenticated, then the bus subscription until the
     /// client goes, the server stops, or the token expires or is revoked.
     async fn outgoing(&self, req: Request<SubscribeRequest>) -> Result<BoxStream<Outgoing>, Status> {

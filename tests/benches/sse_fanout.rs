@@ -404,8 +404,6 @@ struct Cores {
     client: &'static str,
 }
 
-const ALL_CORES: Cores = Cores { server: "0,1", client: "0,1" };
-
 /// How a `throughput` run is set up beyond its load.
 #[derive(Clone, Copy, Default)]
 struct Setup {
@@ -446,7 +444,7 @@ async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, setup: Setup)
     let ended = run.counters.ended.load(Ordering::Relaxed);
     let lat = run.close().await;
     if cores.is_some() {
-        load::pin(std::process::id(), ALL_CORES.client);
+        load::unpin(std::process::id());
     }
     let mut pinned =
         cores.map(|c| format!(" [server on cores {}, client on {}]", c.server, c.client)).unwrap_or_default();
@@ -541,8 +539,9 @@ async fn both(n: usize, rate: u64, secs: u64) {
 /// a 2-core machine has no third core to give the client).
 async fn cores(n: usize, secs: u64) {
     let one = Cores { server: "0", client: "1" };
+    let two = Cores { server: "0,1", client: "0,1" };
     let a = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(one), h2: false }).await;
-    let b = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(ALL_CORES), h2: false }).await;
+    let b = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(two), h2: false }).await;
     println!("cores_{n}: max sustainable with the server on 1 core {a:.0}/s, on 2 cores {b:.0}/s = {:.2}×", b / a);
 }
 

@@ -112,6 +112,12 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// Lets every thread of `pid` run on any online core again (after [`pin`]).
+pub fn unpin(pid: u32) {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_else(|_| "0".into());
+    pin(pid, online.trim());
+}
+
 /// Pins every thread of `pid` (and threads it starts later) to `cpus`, a `taskset` list
 /// such as `0` or `0,1`.
 pub fn pin(pid: u32, cpus: &str) {
