@@ -184,7 +184,8 @@ impl Bus {
         results
     }
 
-    async fn store(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
+    async fn store(&self, who: &Principal, mut events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
+        crate::trace::stamp(&mut events);
         let mut results: Vec<Option<Result<Appended, PublishError>>> = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {
@@ -196,7 +197,7 @@ impl Bus {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let span = tracing::debug_span!("append", events = results.len(), accepted = accepted.len());
+        let span = tracing::info_span!("commit", events = results.len(), accepted = accepted.len());
         let appended = if accepted.is_empty() {
             Ok(Vec::new())
         } else {
@@ -225,6 +226,8 @@ impl Bus {
         events: Vec<Event>,
     ) -> Result<Vec<Appended>, (usize, PublishError)> {
         self.admit(who, events.len()).map_err(|e| (0, e))?;
+        let mut events = events;
+        crate::trace::stamp(&mut events);
         let mut accepted = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
             accepted.push(validate::accept(who, event, &self.inner.config.policy).map_err(|e| (i, e))?);
@@ -232,7 +235,8 @@ impl Bus {
         if accepted.is_empty() {
             return Ok(Vec::new());
         }
-        self.inner.log.append(accepted).await.map_err(|e| (0, e.into()))
+        let span = tracing::info_span!("commit", events = accepted.len(), accepted = accepted.len());
+        self.inner.log.append(accepted).instrument(span).await.map_err(|e| (0, e.into()))
     }
 
     /// Whether `who`'s tenant may publish `n` more events now.

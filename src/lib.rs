@@ -19,6 +19,7 @@
 //! - [`auth`]: JWT claims (tenant, channel globs, role), signing and verification.
 //! - [`bus`]: the facade the gRPC service and the HTTP bridge both call.
 //! - [`grpc`]: the `switchyard.v1.EventBus` tonic service.
+//! - [`trace`]: W3C trace context from a request, through `Event.trace`, to each delivery.
 
 pub mod auth;
 pub mod bus;
@@ -35,4 +36,5 @@ pub mod proto;
 pub mod rate;
 pub mod secret;
 pub mod subscription;
+pub mod trace;
 pub mod validate;

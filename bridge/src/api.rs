@@ -20,6 +20,7 @@ use switchyard::{
     log::{Record, Stream},
     names::{Cursor, parse_time_ms},
 };
+use tracing::Instrument;
 
 use crate::{
     access::{QueryCredentials, TICKET_TTL},
@@ -254,10 +255,12 @@ fn indexed(e: PublishError, i: usize, single: bool) -> ApiError {
 pub async fn publish(State(app): State<Arc<App>>, req: axum::extract::Request) -> Result<Response, ApiError> {
     let who = app.access.for_write(req.headers())?;
     who.require(Role::Publish)?;
+    let span = tracing::info_span!("publish", token = %who.token_id);
+    switchyard::trace::adopt(&span, crate::http::trace_fields(req.headers()));
     let RawBody(body) = RawBody::after_auth(req).await?;
     let (events, single) = parse_events(&body)?;
     let n = events.len();
-    let appended = app.bus.publish_all(&who, events).await.map_err(|(i, e)| indexed(e, i, single))?;
+    let appended = app.bus.publish_all(&who, events).instrument(span).await.map_err(|(i, e)| indexed(e, i, single))?;
     app.metrics.http_published.fetch_add(n as u64, Ordering::Relaxed);
     let body = if single {
         let a = appended[0];

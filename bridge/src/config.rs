@@ -238,6 +238,9 @@ pub struct TelemetryConfig {
     pub log: String,
     /// OTLP/gRPC endpoint for traces, e.g. `http://127.0.0.1:4317`; empty disables export.
     pub otlp_endpoint: String,
+    /// Share of traces started here that are recorded (0.0–1.0). A request that names a sampled
+    /// parent (`traceparent … -01`) is always recorded, an unsampled one never.
+    pub sample_ratio: f64,
 }
 
 impl Default for Config {
@@ -305,7 +308,7 @@ impl Default for SseConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log: "info".into(), otlp_endpoint: String::new() }
+        Self { log: "info".into(), otlp_endpoint: String::new(), sample_ratio: 0.01 }
     }
 }
 

@@ -228,7 +228,7 @@ async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let _telemetry = match telemetry::init(&config.telemetry.log, &config.telemetry.otlp_endpoint) {
+    let telemetry = match telemetry::init(&config.telemetry) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("switchyard: configuration: {e}");
@@ -259,6 +259,9 @@ async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
         let _ = stop.send(true);
     });
     running.wait().await;
+    // Flushing blocks until the exporter is done, and the exporter's gRPC client runs on this
+    // runtime: flush from a blocking thread so the runtime's workers stay free to send.
+    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
     ExitCode::SUCCESS
 }
 

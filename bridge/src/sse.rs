@@ -473,7 +473,7 @@ fn render(
 ) -> Out {
     match item {
         Ok(Item::Event(r)) => {
-            frames.add();
+            frames.add(&r);
             *quiet = false;
             match *floor {
                 None => Out::Frame(frame(&r)),
@@ -481,7 +481,7 @@ fn render(
             }
         }
         Ok(Item::Coalesced(r, cursor)) => {
-            frames.add();
+            frames.add(&r);
             *quiet = false;
             Out::Pair(id_line(cursor), frame_without_id(&r))
         }
@@ -535,7 +535,12 @@ impl Session {
         Self { metrics, id, opened, events: 0, pending: 0, bytes: 0, reason: None }
     }
 
-    fn add(&mut self) {
+    /// Counts a delivered event; for an event whose publisher sampled its trace, records a
+    /// delivery span in that trace (unsampled fan-out makes no span).
+    fn add(&mut self, record: &Record) {
+        if switchyard::trace::sampled(&record.event) {
+            drop(switchyard::trace::delivery("sse.deliver", &record.event, Some(self.id)).entered());
+        }
         self.events += 1;
         self.pending += 1;
         if self.pending == 256 {

@@ -135,6 +135,11 @@ impl Service {
     }
 }
 
+/// A call's W3C trace metadata, for [`crate::trace::adopt`].
+fn trace_fields(m: &tonic::metadata::MetadataMap) -> crate::trace::Fields<'_> {
+    crate::trace::Fields::read(|k| m.get(k).and_then(|v| v.to_str().ok()))
+}
+
 /// How often an open subscription looks whether its token was revoked.
 const REVOCATION_CHECK_SECS: u64 = 5;
 
@@ -183,8 +188,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 impl EventBus for Service {
     async fn publish(&self, req: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let who = self.principal(&req)?;
+        let span = tracing::info_span!("publish", token = %who.token_id);
+        crate::trace::adopt(&span, trace_fields(req.metadata()));
         let event = req.into_inner().event.ok_or_else(|| Status::invalid_argument("event: required"))?;
-        let span = tracing::info_span!("publish", token = %who.token_id, tenant = %event.tenant);
         let a = self.bus.publish_one(&who, event).instrument(span).await.map_err(|e| publish_status(&e))?;
         Ok(Response::new(PublishResponse { id: a.id.get(), duplicate: a.duplicate }))
     }
@@ -217,6 +223,8 @@ impl EventBus for Service {
         req: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let who = self.principal(&req)?;
+        // Every burst of the stream is a span of its own, under the caller's trace if it named one.
+        let parent = crate::trace::remote(trace_fields(req.metadata()));
         let mut inbound = req.into_inner();
         let bus = self.bus.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<PublishAck, Status>>(STREAM_BATCH);
@@ -244,6 +252,10 @@ impl EventBus for Service {
                         let start = seq;
                         seq += batch.len() as u64;
                         let (bus, who) = (bus.clone(), who.clone());
+                        let span = tracing::info_span!("publish_stream", events = batch.len());
+                        if let Some(cx) = &parent {
+                            let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx.clone());
+                        }
                         inflight.push_back(async move {
                             let mut missing = Vec::new();
                             let mut events = Vec::with_capacity(batch.len());
@@ -253,7 +265,7 @@ impl EventBus for Service {
                                     None => missing.push(i),
                                 }
                             }
-                            let mut results = bus.publish_paced(&who, events).await.into_iter();
+                            let mut results = bus.publish_paced(&who, events).instrument(span).await.into_iter();
                             let total = results.len() + missing.len();
                             (0..total).map(|i| {
                                 let r = if missing.contains(&i) {
@@ -376,10 +388,14 @@ fn outgoing_message(item: Item, floor: &mut Option<EventId>) -> Option<Result<Ou
             None,
         ),
         Item::Event(r) => {
+            delivered(&r);
             let cursor = owing(r.id, *floor);
             Outgoing::Event(r, cursor)
         }
-        Item::Coalesced(r, cursor) => Outgoing::Event(r, Some(cursor.to_string())),
+        Item::Coalesced(r, cursor) => {
+            delivered(&r);
+            Outgoing::Event(r, Some(cursor.to_string()))
+        }
         Item::StateEnd { as_of, count } => message(
             subscribe_response::Message::StateEnd(StateEnd {
                 as_of_id: as_of.get(),
@@ -401,6 +417,13 @@ fn outgoing_message(item: Item, floor: &mut Option<EventId>) -> Option<Result<Ou
             None,
         ),
     }))
+}
+
+/// Records a delivery span in the event's trace when its publisher sampled it.
+fn delivered(r: &crate::log::Record) {
+    if crate::trace::sampled(&r.event) {
+        drop(crate::trace::delivery("grpc.deliver", &r.event, None).entered());
+    }
 }
 
 /// Resolves once `rx` turns true (or its sender is gone).

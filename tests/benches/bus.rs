@@ -11,6 +11,10 @@
 //! - noisy_neighbour: a quiet tenant's unary publish latency (16 callers × 100/s) alone, then
 //!   while another tenant floods through 4 `PublishStream`s as fast as it can (default limits:
 //!   its stream is paced to 50,000/s, or `BENCH_NOISY_RATE`). Reports both p99s and their ratio.
+//! - traced_publish (only with `BENCH_ONLY=traced_publish`; needs `cargo build --release -p
+//!   switchyard-bridge`): `publish_stream` against the real binary without telemetry and
+//!   exporting traces over OTLP at the default sampling (to a receiver in this process),
+//!   alternating, `BENCH_ROUNDS` rounds each.
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +49,43 @@ fn main() {
         if only.is_empty() || only == "noisy_neighbour" {
             noisy_neighbour(arg("BENCH_NOISY_SECS", 10)).await;
         }
+        if only == "traced_publish" {
+            traced_publish(arg("BENCH_STREAM_EVENTS", 400_000), arg("BENCH_ROUNDS", 3)).await;
+        }
     });
+}
+
+async fn traced_publish(total: u64, rounds: u64) {
+    let (collector, otlp, receiver) = switchyard_tests::otlp::Collector::start().await;
+    let mut rates = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, traced) in [false, true].into_iter().enumerate() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = dir.path().join("traced.toml");
+            // No per-tenant pacing: the bench measures the server, as the in-process ones do.
+            let mut toml = "[bus]\npublish_rate = 1e12\npublish_burst = 1e12\n".to_owned();
+            if traced {
+                toml += &format!("[telemetry]\notlp_endpoint = \"http://{otlp}\"\n");
+            }
+            std::fs::write(&config, toml).expect("config");
+            let server =
+                switchyard_tests::Process::serve(dir.path(), &["--config", config.to_str().expect("utf-8 path")]);
+            let token = server.token("bench", Role::Publish);
+            rates[i].push(switchyard_tests::publish_stream_rate_at(&server.grpc_url, &token, total, 4).await);
+            server.terminate();
+        }
+    }
+    receiver.abort();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "traced_publish: {total} events over 4 streams, untraced {:.0?} events/s, traced (OTLP, default sampling) {:.0?} events/s; means {:.0} vs {:.0} = {:.1} % ({} spans received)",
+        rates[0],
+        rates[1],
+        mean(&rates[0]),
+        mean(&rates[1]),
+        100.0 * mean(&rates[1]) / mean(&rates[0]),
+        collector.len()
+    );
 }
 
 async fn publish_stream(total: u64, streams: u64) {

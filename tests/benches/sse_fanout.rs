@@ -22,6 +22,8 @@
 //!   1 core, then to 2 (`taskset`), to show fan-out spreads over cores;
 //! - `h2_1k` (not in the default set): 1,000 subscribers × 2,000 events/s (`FANOUT_H2_RATE`) over HTTP/1.1, then
 //!   over HTTP/2 (100 streams a connection, cleartext prior knowledge);
+//! - `traced_1k` (not in the default set): 1,000 subscribers × 2,000 events/s
+//!   (`FANOUT_TRACED_RATE`) without telemetry, then exporting traces over OTLP at the default sampling;
 //! - `idle_10k`: server RSS per idle connection at 10,000 connections;
 //! - `connections_19k`: 19,000 concurrent SSE connections held open.
 //!
@@ -257,13 +259,15 @@ struct Run {
 }
 
 async fn open(kind: Kind, n: usize, samples: usize) -> Run {
-    open_over(kind, n, samples, false).await
+    open_over(kind, n, samples, Setup::default()).await
 }
 
-/// `open`, with `h2`: the streams multiplexed [`STREAMS_PER_H2`] to an HTTP/2 connection.
-async fn open_over(kind: Kind, n: usize, samples: usize, h2: bool) -> Run {
+/// `open`, set up as `setup` says (`h2`: the streams multiplexed [`STREAMS_PER_H2`] to an
+/// HTTP/2 connection; `otlp`: the server exporting traces there).
+async fn open_over(kind: Kind, n: usize, samples: usize, setup: Setup) -> Run {
+    let h2 = setup.h2;
     let server = match kind {
-        Kind::Switchyard => Target::Switchyard(switchyard()),
+        Kind::Switchyard => Target::Switchyard(switchyard(setup.otlp)),
         Kind::Baseline => Target::Raw(RawServer::start()),
     };
     let addr = match &server {
@@ -310,12 +314,16 @@ async fn open_over(kind: Kind, n: usize, samples: usize, h2: bool) -> Run {
     Run { server, addr, token, counters, stop, tasks }
 }
 
-/// The real server, in its own process.
-fn switchyard() -> Process {
+/// The real server, in its own process; with `otlp`, exporting traces there at the default sampling.
+fn switchyard(otlp: Option<std::net::SocketAddr>) -> Process {
     let dir = tempfile::tempdir().expect("tempdir").keep();
     // One tenant holds every connection here; lift the per-tenant cap to the process cap.
     let config = dir.join("bench.toml");
-    std::fs::write(&config, "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n").expect("config");
+    let mut toml = "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n".to_owned();
+    if let Some(addr) = otlp {
+        toml += &format!("[telemetry]\notlp_endpoint = \"http://{addr}\"\n");
+    }
+    std::fs::write(&config, toml).expect("config");
     let mut args = vec!["--config", config.to_str().expect("utf-8 path")];
     let backplane = std::env::var("FANOUT_BACKPLANE").unwrap_or_default();
     if !backplane.is_empty() {
@@ -411,6 +419,8 @@ struct Setup {
     cores: Option<Cores>,
     /// Streams over HTTP/2 connections instead of one HTTP/1.1 connection each.
     h2: bool,
+    /// Where the server exports traces (none: tracing off).
+    otlp: Option<std::net::SocketAddr>,
 }
 
 /// Deliveries/s, whether nothing was lost, and the p99 (ms); also prints the server's CPU
@@ -420,7 +430,7 @@ async fn throughput(kind: Kind, n: usize, rate: u64, secs: u64) -> (f64, bool, f
 }
 
 async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, setup: Setup) -> (f64, bool, f64) {
-    let run = open_over(kind, n, 10, setup.h2).await;
+    let run = open_over(kind, n, 10, setup).await;
     let cores = setup.cores;
     if let Some(c) = cores {
         load::pin(run.server.pid(), c.server);
@@ -450,6 +460,9 @@ async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, setup: Setup)
         cores.map(|c| format!(" [server on cores {}, client on {}]", c.server, c.client)).unwrap_or_default();
     if setup.h2 {
         pinned += &format!(" [HTTP/2: {STREAMS_PER_H2} streams a connection]");
+    }
+    if setup.otlp.is_some() {
+        pinned += " [traces exported over OTLP, default sampling]";
     }
     println!(
         "throughput_{n} {name}{pinned} at {rate}/s: {sent} events × {n} subscribers ({connected} connected) = {frames}/{target} deliveries in {elapsed:.2} s = {:.0} deliveries/s ({}; {ended} streams ended by the server); server CPU {cpu:.2} s = {:.2} CPU-s per million deliveries (load client {client_cpu:.2} s); publish→SSE p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -540,16 +553,31 @@ async fn both(n: usize, rate: u64, secs: u64) {
 async fn cores(n: usize, secs: u64) {
     let one = Cores { server: "0", client: "1" };
     let two = Cores { server: "0,1", client: "0,1" };
-    let a = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(one), h2: false }).await;
-    let b = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(two), h2: false }).await;
+    let a = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(one), ..Setup::default() }).await;
+    let b = max_sustainable(Kind::Switchyard, n, secs, Setup { cores: Some(two), ..Setup::default() }).await;
     println!("cores_{n}: max sustainable with the server on 1 core {a:.0}/s, on 2 cores {b:.0}/s = {:.2}×", b / a);
 }
 
 /// The same load over HTTP/1.1 (a connection a stream) and over HTTP/2 (streams multiplexed).
 async fn h2(n: usize, rate: u64, secs: u64) {
     let (a, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Setup::default()).await;
-    let (b, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Setup { cores: None, h2: true }).await;
+    let (b, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Setup { h2: true, ..Setup::default() }).await;
     println!("h2_{n}: HTTP/1.1 {a:.0} deliveries/s, HTTP/2 {b:.0} deliveries/s = {:.2}×", b / a);
+}
+
+/// What tracing costs fan-out: the same load without telemetry, then exporting traces over
+/// OTLP (to a receiver in this process) at the default sampling, in one run.
+async fn traced(n: usize, rate: u64, secs: u64) {
+    let (collector, addr, receiver) = switchyard_tests::otlp::Collector::start().await;
+    let (a, _, _) = throughput_on(Kind::Switchyard, n, rate, secs, Setup::default()).await;
+    let (b, _, _) =
+        throughput_on(Kind::Switchyard, n, rate, secs, Setup { otlp: Some(addr), ..Setup::default() }).await;
+    receiver.abort();
+    println!(
+        "traced_{n}: untraced {a:.0} deliveries/s, traced {b:.0} deliveries/s = {:.1} % ({} spans received)",
+        100.0 * b / a,
+        collector.len()
+    );
 }
 
 fn server_pid(t: &Target) -> u32 {
@@ -603,6 +631,7 @@ fn main() {
                     "latency_10000 p99",
                 ),
                 "cores_1k" => cores(1000, secs).await,
+                "traced_1k" => traced(1000, env_u64("FANOUT_TRACED_RATE", 2000), secs).await,
                 "h2_1k" => h2(1000, env_u64("FANOUT_H2_RATE", 2000), secs).await,
                 "idle_10k" => idle(10_000).await,
                 "connections_19k" => hold(19_000).await,

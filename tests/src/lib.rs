@@ -345,6 +345,7 @@ impl Sse {
 
 /// Event builders for tests.
 pub mod load;
+pub mod otlp;
 pub mod raw_sse;
 
 pub mod events {
@@ -427,12 +428,17 @@ pub mod events {
 /// Publishes `total` orders through `streams` concurrent `PublishStream`s into `server`; returns
 /// events/s once every event is acknowledged (asserted). Shared by the bus and backplane benches.
 pub async fn publish_stream_rate(server: &Server, total: u64, streams: u64) -> f64 {
+    publish_stream_rate_at(&server.grpc_url, &server.token("bench", Role::Publish, &[]), total, streams).await
+}
+
+/// [`publish_stream_rate`] against the bus at `grpc_url` (a [`Process`], say).
+pub async fn publish_stream_rate_at(grpc_url: &str, token: &str, total: u64, streams: u64) -> f64 {
     use switchyard::proto::v1::{PublishRequest, publish_ack};
     let per = total / streams;
     let start = std::time::Instant::now();
     let mut tasks = Vec::new();
     for s in 0..streams {
-        let mut c = server.grpc("bench", Role::Publish).await;
+        let mut c = tools::connect(grpc_url, token).await.expect("gRPC connects");
         tasks.push(tokio::spawn(async move {
             let reqs = futures::stream::iter(
                 (0..per).map(move |i| PublishRequest { event: Some(events::order(&format!("{s}-{i}"))) }),

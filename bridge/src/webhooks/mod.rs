@@ -27,6 +27,7 @@ use switchyard_services::{
     platform,
     webhook::{Delivery, Doc, Env, Outcome, Refusal, WebhookSource},
 };
+use tracing::Instrument;
 
 use crate::{
     config::{ConfigError, WebhooksConfig},
@@ -54,7 +55,7 @@ where
                     inbound.hooks.platforms.get(name).ok_or_else(|| {
                         not_configured(format!("{name} webhooks are not configured ([webhooks.{name}])"))
                     })?;
-                deliver(&inbound.bus, source.as_ref(), &headers, &body).await
+                deliver(&inbound.bus, source.as_ref(), name, &headers, &body).await
             };
             Route::post(format!("/api/webhooks/{name}"), handler, doc(&p.webhook.doc)).body_limit(MAX_BODY)
         })
@@ -146,21 +147,28 @@ pub async fn standard(
         .standard
         .get(&source)
         .ok_or_else(|| not_configured(format!("no webhook source '{source}' is configured")))?;
-    deliver(&inbound.bus, s, &headers, &body).await
+    deliver(&inbound.bus, s, &source, &headers, &body).await
 }
 
 /// The one path every delivery takes: verify and translate (the source's), store, answer.
 async fn deliver(
     bus: &Bus,
     source: &dyn WebhookSource,
+    name: &str,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let outcome = source.receive(Delivery { headers, body, now: now_secs() as i64 }).await;
+    // One span per delivery, continuing the sender's trace when it names one; the events it
+    // stores carry it to their subscribers.
+    let span =
+        tracing::info_span!("webhook", otel.name = format!("webhook {name}"), platform = name, bytes = body.len());
+    switchyard::trace::adopt(&span, crate::http::trace_fields(headers));
+    let verify = tracing::info_span!(parent: &span, "verify");
+    let outcome = source.receive(Delivery { headers, body, now: now_secs() as i64 }).instrument(verify).await;
     let bare = source.bare();
     match outcome {
         Ok(Outcome::Store(events)) => {
-            let (ids, dups) = commit(bus, events).await?;
+            let (ids, dups) = commit(bus, events).instrument(span).await?;
             Ok(if bare {
                 StatusCode::OK.into_response()
             } else {

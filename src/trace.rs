@@ -1,0 +1,133 @@
+//! W3C trace context from a request to the subscribers that receive its events.
+//!
+//! An event carries the context of the span that published it (`Event.trace`), so a delivery
+//! to any subscriber, on any node and at any later time, can join the publisher's trace. Spans
+//! are `tracing` spans; the bridge's OpenTelemetry layer exports them when an endpoint is
+//! configured. Without that layer every span context is invalid and nothing is stamped.
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, TextMapPropagator},
+    trace::TraceContextExt,
+};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::proto::v1::{Event, TraceContext};
+
+/// The context of the current `tracing` span, as an event carries it; `None` when there is
+/// no valid one (no OpenTelemetry layer, or no span) or it is not sampled: an unsampled
+/// context would cost every stored event ~60 bytes and give its subscribers nothing to record
+/// (they follow the parent's decision).
+pub fn current() -> Option<TraceContext> {
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    if !sc.is_valid() || !sc.is_sampled() {
+        return None;
+    }
+    Some(TraceContext {
+        traceparent: format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()),
+        tracestate: sc.trace_state().header(),
+    })
+}
+
+/// Gives events that came without a trace context the current span's.
+pub fn stamp<'a>(events: impl IntoIterator<Item = &'a mut Event>) {
+    let mut here: Option<Option<TraceContext>> = None;
+    for e in events {
+        if e.trace.as_ref().is_none_or(|t| t.traceparent.is_empty()) {
+            e.trace = here.get_or_insert_with(current).clone();
+        }
+    }
+}
+
+/// A request's `traceparent` and `tracestate` (HTTP headers, gRPC metadata, an event).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fields<'a> {
+    pub traceparent: Option<&'a str>,
+    pub tracestate: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields as `get` reads them by name.
+    pub fn read(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        Self { traceparent: get("traceparent"), tracestate: get("tracestate") }
+    }
+}
+
+impl Extractor for Fields<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent,
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+/// The remote parent a request names, if a valid one.
+pub fn remote(fields: Fields<'_>) -> Option<Context> {
+    let cx = TraceContextPropagator::new().extract(&fields);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Makes `span` a child of the request's remote parent, when it names one.
+pub fn adopt(span: &tracing::Span, fields: Fields<'_>) {
+    if let Some(cx) = remote(fields) {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Whether the event's publisher sampled its trace (delivery spans are only worth making then).
+pub fn sampled(event: &Event) -> bool {
+    // `00-<32 hex>-<16 hex>-<flags>`: the sampled bit is the flags' lowest.
+    event
+        .trace
+        .as_ref()
+        .and_then(|t| t.traceparent.as_bytes().last())
+        .is_some_and(|b| matches!(b, b'1' | b'3' | b'5' | b'7' | b'9' | b'b' | b'd' | b'f'))
+}
+
+/// A span for one delivery of `event`, a child of the span that published it. Only for
+/// sampled events: the caller checks [`sampled`] first, so unsampled fan-out makes none.
+/// `conn`: the SSE connection's id, as its log lines have it.
+pub fn delivery(name: &'static str, event: &Event, conn: Option<u64>) -> tracing::Span {
+    let span = tracing::info_span!("deliver", otel.name = name, event.id = event.id, conn = tracing::field::Empty);
+    if let Some(c) = conn {
+        span.record("conn", c);
+    }
+    if let Some(t) = &event.trace {
+        adopt(&span, Fields { traceparent: Some(&t.traceparent), tracestate: Some(&t.tracestate) });
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_reads_the_flags_and_nothing_else() {
+        let with = |tp: &str| Event {
+            trace: Some(TraceContext { traceparent: tp.into(), tracestate: String::new() }),
+            ..Default::default()
+        };
+        assert!(sampled(&with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")));
+        assert!(!sampled(&with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")));
+        assert!(!sampled(&Event::default()));
+    }
+
+    #[test]
+    fn a_malformed_traceparent_is_no_parent() {
+        let parent = |tp| Fields { traceparent: Some(tp), tracestate: None };
+        assert!(remote(parent("00-nothex-00f067aa0ba902b7-01")).is_none());
+        assert!(remote(Fields::default()).is_none());
+        let ok = remote(parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert_eq!(ok.unwrap().span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}

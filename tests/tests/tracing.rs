@@ -1,0 +1,103 @@
+//! Traces end to end: one webhook delivered to an SSE subscriber is one connected trace,
+//! exported by the real binary over OTLP/gRPC to a real receiver (a tonic server on the
+//! OpenTelemetry protocol types) and checked span by span.
+
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::{common::v1::any_value::Value as AnyValue, trace::v1::Span};
+use switchyard::auth::{Role, now_secs};
+use switchyard_bridge::webhooks::{signature::sign_b64, standard::secret_key};
+use switchyard_tests::{Process, Sse, otlp::Collector};
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SENDER_SPAN: &str = "00f067aa0ba902b7";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.as_ref()).map(|v| match v {
+        AnyValue::StringValue(s) => s.clone(),
+        AnyValue::IntValue(i) => i.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
+    let (collector, otlp, receiver) = Collector::start().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\ncustom_channels = [\"ops\"]\n[telemetry]\notlp_endpoint = \"http://{otlp}\"\n\
+             [webhooks.standard.billing]\nsecrets = [\"{WHSEC}\"]\ntenant = \"acme\"\nchannels = [\"ops\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = Process::serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let mut sse =
+        Sse::connect(&format!("{}/api/sse/ops", server.http_url), Some(&server.token("acme", Role::Subscribe)), None)
+            .await;
+
+    let body = br#"{"type":"invoice.paid","timestamp":"2026-11-30T09:00:00Z","data":{"invoice":"inv_1"}}"#;
+    let (id, ts) = ("msg_trace_1", now_secs().to_string());
+    let key = secret_key(WHSEC).unwrap();
+    let signature = format!("v1,{}", sign_b64(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]));
+    let r = switchyard_tests::http()
+        .post(format!("{}/api/webhooks/billing", server.http_url))
+        .header("webhook-id", id)
+        .header("webhook-timestamp", &ts)
+        .header("webhook-signature", signature)
+        .header("traceparent", format!("00-{TRACE_ID}-{SENDER_SPAN}-01"))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let frame = sse.next_event().await.expect("the event arrives");
+    // The event carries the trace to its subscribers: the webhook span is its parent.
+    let traceparent = frame.json()["trace"]["traceparent"].as_str().expect("Event.trace is filled").to_owned();
+    assert!(traceparent.starts_with(&format!("00-{TRACE_ID}-")), "{traceparent}");
+    let event_id = frame.json()["id"].as_str().unwrap().to_owned();
+
+    // A clean stop flushes the exporter (waited for off this runtime, which serves the receiver).
+    drop(sse);
+    let stopped = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let spans = loop {
+        let spans: Vec<Span> =
+            collector.0.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == TRACE_ID).cloned().collect();
+        if spans.iter().any(|s| s.name == "sse.deliver") || Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    receiver.abort();
+    let all = collector.len();
+    assert!(!spans.is_empty(), "no span of the trace among the {all} received");
+
+    let named = |n: &str| spans.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} span in {spans:#?}"));
+    let webhook = named("webhook billing");
+    let verify = named("verify");
+    let commit = named("commit");
+    let deliver = named("sse.deliver");
+    assert_eq!(hex(&webhook.parent_span_id), SENDER_SPAN, "the webhook continues the sender's trace");
+    assert_eq!(attr(webhook, "platform").as_deref(), Some("billing"));
+    assert_eq!(verify.parent_span_id, webhook.span_id, "verification is part of the delivery");
+    assert_eq!(commit.parent_span_id, webhook.span_id, "so is the durable commit");
+    assert_eq!(attr(commit, "events").as_deref(), Some("1"));
+    assert_eq!(
+        traceparent.split('-').nth(2),
+        Some(hex(&webhook.span_id).as_str()),
+        "Event.trace names the webhook span"
+    );
+    assert_eq!(deliver.parent_span_id, webhook.span_id, "the SSE delivery joins the publisher's trace");
+    assert_eq!(attr(deliver, "event.id"), Some(event_id));
+    assert!(attr(deliver, "conn").is_some());
+}
