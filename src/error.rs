@@ -29,6 +29,8 @@ pub enum PublishErrorKind {
     UnknownChannel,
     TooManyChannels,
     InvalidIdempotencyKey,
+    /// `trace` that is not a W3C trace context (or a `tracestate` over its size).
+    InvalidTrace,
     PayloadTooLarge,
     /// No valid token (missing, malformed, expired, revoked).
     Unauthenticated,
@@ -59,6 +61,7 @@ impl PublishErrorKind {
             Self::UnknownChannel => "unknown_channel",
             Self::TooManyChannels => "too_many_channels",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::InvalidTrace => "invalid_trace",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unauthenticated => "unauthenticated",
             Self::PermissionDenied => "permission_denied",
@@ -153,6 +156,7 @@ mod tests {
             K::UnknownChannel,
             K::TooManyChannels,
             K::InvalidIdempotencyKey,
+            K::InvalidTrace,
             K::PayloadTooLarge,
             K::Unauthenticated,
             K::PermissionDenied,

@@ -26,10 +26,31 @@ pub fn current() -> Option<TraceContext> {
     if !sc.is_valid() || !sc.is_sampled() {
         return None;
     }
+    let mut tracestate = sc.trace_state().header();
+    // W3C lets a vendor drop what it cannot carry; an event carries at most this much.
+    if tracestate.len() > MAX_TRACESTATE {
+        tracestate.clear();
+    }
     Some(TraceContext {
         traceparent: format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()),
-        tracestate: sc.trace_state().header(),
+        tracestate,
     })
+}
+
+/// The most `tracestate` an event carries (W3C allows 32 members; 512 bytes keeps the usual few).
+pub const MAX_TRACESTATE: usize = 512;
+
+/// Whether a published event's own `trace` is a trace context: a well-formed `traceparent`
+/// (or none) and a bounded `tracestate`. Subscribers parse it, and every delivery of an event
+/// marked sampled makes a span, so a malformed one is refused rather than passed on.
+pub fn check(t: &TraceContext) -> Result<(), (&'static str, String)> {
+    if !t.traceparent.is_empty() && remote(Fields { traceparent: Some(&t.traceparent), tracestate: None }).is_none() {
+        return Err(("event.trace.traceparent", "not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)".into()));
+    }
+    if t.tracestate.len() > MAX_TRACESTATE {
+        return Err(("event.trace.tracestate", format!("at most {MAX_TRACESTATE} bytes")));
+    }
+    Ok(())
 }
 
 /// Gives events that came without a trace context the current span's.
@@ -120,6 +141,19 @@ mod tests {
         assert!(sampled(&with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")));
         assert!(!sampled(&with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")));
         assert!(!sampled(&Event::default()));
+    }
+
+    #[test]
+    fn published_trace_contexts_are_checked() {
+        let t = |tp: &str, ts: &str| TraceContext { traceparent: tp.into(), tracestate: ts.into() };
+        assert!(check(&t("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "a=b")).is_ok());
+        assert!(check(&t("", "")).is_ok(), "no context is fine");
+        assert_eq!(check(&t("x1", "")).unwrap_err().0, "event.trace.traceparent");
+        let long = "a=".to_owned() + &"b".repeat(MAX_TRACESTATE);
+        assert_eq!(
+            check(&t("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &long)).unwrap_err().0,
+            "event.trace.tracestate"
+        );
     }
 
     #[test]

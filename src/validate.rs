@@ -231,6 +231,9 @@ pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Acce
     if event.source.len() > 256 {
         return Err(PublishError::invalid(Kind::InvalidSource, "event.source", "at most 256 bytes"));
     }
+    if let Some(t) = &event.trace {
+        crate::trace::check(t).map_err(|(field, why)| PublishError::invalid(Kind::InvalidTrace, field, why))?;
+    }
     check_provenance(who, &event)?;
     let routing = route(&event, Some(policy))?;
     for ch in &routing.channels {

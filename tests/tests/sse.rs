@@ -460,6 +460,16 @@ async fn http_publish_is_all_or_nothing_and_dedupes() {
     assert_eq!(body["error"]["field"], "event.key");
     assert!(body["error"]["message"].as_str().unwrap().starts_with("events[1]"));
     assert_eq!(head(), 0, "nothing stored");
+    // An event's own trace context must be one: subscribers parse it.
+    let bad = json!({"type": "alert:info", "data": {"title": "t"}, "trace": {"traceparent": "not-a-trace-01"}});
+    let r = http.post(&url).bearer_auth(&token).json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["field"].as_str()),
+        (Some("invalid_trace"), Some("event.trace.traceparent"))
+    );
+    assert_eq!(head(), 0, "nothing stored");
     let good = json!([
         {"type": "alert:info", "data": {"title": "a"}, "idempotencyKey": "k1"},
         {"type": "alert:info", "data": {"title": "b"}}
