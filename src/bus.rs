@@ -57,6 +57,8 @@ struct Inner {
     subscribers: AtomicU64,
     peak: AtomicU64,
     subscribed_total: AtomicU64,
+    /// Events refused, by wire code (a fixed set: `PublishErrorKind`).
+    rejected: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// What a subscriber asks for.
@@ -128,6 +130,7 @@ impl Bus {
                 subscribers: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
                 subscribed_total: AtomicU64::new(0),
+                rejected: Default::default(),
             }),
         }
     }
@@ -147,10 +150,33 @@ impl Bus {
     /// Validates and appends `events` as one group; one result per event, in order.
     /// Valid events are stored even when others in the batch are refused.
     pub async fn publish(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
-        if let Err(e) = self.admit(who, events.len()) {
-            return events.iter().map(|_| Err(e.clone())).collect();
+        let results = match self.admit(who, events.len()) {
+            Err(e) => events.iter().map(|_| Err(e.clone())).collect(),
+            Ok(()) => self.store(who, events).await,
+        };
+        self.count_refused(&results);
+        results
+    }
+
+    /// Counts the refusals among `results`.
+    fn count_refused(&self, results: &[Result<Appended, PublishError>]) {
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            self.rejected(e, 1);
         }
-        self.store(who, events).await
+    }
+
+    /// Counts `n` events refused with `e`.
+    fn rejected(&self, e: &PublishError, n: usize) {
+        if n > 0
+            && let Ok(mut m) = self.inner.rejected.lock()
+        {
+            *m.entry(e.code()).or_default() += n as u64;
+        }
+    }
+
+    /// Events refused so far, by wire code (`invalid_key`, `rate_limited`, …).
+    pub fn rejections(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.inner.rejected.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// As [`Bus::publish`], but a tenant over its rate waits for it instead of being refused:
@@ -159,6 +185,12 @@ impl Bus {
     /// [`PACED_PART`] as tokens come: a throttled tenant then adds a steady trickle to each group
     /// commit rather than a few large groups that other tenants' publishes would wait behind.
     pub async fn publish_paced(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
+        let results = self.paced(who, events).await;
+        self.count_refused(&results);
+        results
+    }
+
+    async fn paced(&self, who: &Principal, events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
         match self.admit(who, events.len()) {
             Ok(()) => return self.store(who, events).await,
             Err(PublishError::Throttled(_)) => {}
@@ -225,6 +257,15 @@ impl Bus {
         who: &Principal,
         events: Vec<Event>,
     ) -> Result<Vec<Appended>, (usize, PublishError)> {
+        let n = events.len();
+        let result = self.all(who, events).await;
+        if let Err((_, e)) = &result {
+            self.rejected(e, n);
+        }
+        result
+    }
+
+    async fn all(&self, who: &Principal, events: Vec<Event>) -> Result<Vec<Appended>, (usize, PublishError)> {
         self.admit(who, events.len()).map_err(|e| (0, e))?;
         let mut events = events;
         crate::trace::stamp(&mut events);

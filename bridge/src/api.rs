@@ -1,7 +1,11 @@
 //! The non-streaming HTTP API: polling, publish, broadcast, tickets, status,
 //! metrics and health. Streaming lives in [`crate::sse`].
 
-use std::{fmt::Write, sync::Arc, sync::atomic::Ordering};
+use std::{
+    fmt::Write,
+    sync::Arc,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use axum::{
     Json,
@@ -424,6 +428,53 @@ fn tenant_json(c: &switchyard::hub::TenantCounters, conns: Option<&usize>) -> Va
     json!({ "connections": conns.copied().unwrap_or(0), "published": c.total, "byType": c.by_type, "byChannel": c.by_channel })
 }
 
+/// One family of samples: `(labels, value)` pairs under one HELP and TYPE.
+fn family<V: std::fmt::Display>(
+    s: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    samples: impl IntoIterator<Item = (String, V)>,
+) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(s, "{name}{braces} {v}");
+    }
+}
+
+/// Refusals, resumes, lag, webhook outcomes and the process: the families after the counts.
+fn metrics_more(app: &App, s: &mut String) {
+    let m = &app.metrics;
+    let rejected = app.bus.rejections().into_iter().map(|(code, n)| (format!("reason=\"{code}\""), n));
+    family(s, "switchyard_publish_rejected_total", "Events refused, by reason (the error code).", "counter", rejected);
+    let one = |v: &AtomicU64| [(String::new(), v.load(Ordering::Relaxed))];
+    family(s, "switchyard_sse_resumes_total", "SSE streams that resumed after an id.", "counter", one(&m.sse_resumes));
+    family(
+        s,
+        "switchyard_sse_gaps_total",
+        "SSE resumes that could not be complete (a gap).",
+        "counter",
+        one(&m.sse_gaps),
+    );
+    m.sse_lag.render(
+        "switchyard_delivery_lag_seconds",
+        "Publish to write, per run of frames a stream writes (its first event).",
+        "transport=\"sse\"",
+        s,
+    );
+    let hooks: Vec<(String, u64)> = m
+        .webhooks
+        .lock()
+        .map(|w| w.iter().map(|((src, out), n)| (format!("source=\"{src}\",outcome=\"{out}\""), *n)).collect())
+        .unwrap_or_default();
+    family(s, "switchyard_webhook_deliveries_total", "Webhook deliveries by source and outcome.", "counter", hooks);
+    let process = crate::process::Usage::now();
+    family(s, "process_cpu_seconds_total", "User and system CPU time.", "counter", [(String::new(), process.cpu_secs)]);
+    family(s, "process_resident_memory_bytes", "Resident memory.", "gauge", [(String::new(), process.rss_bytes)]);
+    family(s, "process_open_fds", "Open file descriptors.", "gauge", [(String::new(), process.open_fds)]);
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let counters = app.bus.hub().counters();
@@ -467,5 +518,6 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     for (ty, n) in by_type {
         let _ = writeln!(s, "switchyard_published_total{{type=\"{ty}\"}} {n}");
     }
+    metrics_more(&app, &mut s);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
 }

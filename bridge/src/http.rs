@@ -117,16 +117,17 @@ mod tests {
         let ledger = Arc::new(LocalLedger::open(dir.join("revoked.json"), verifier.revocations().clone()).unwrap());
         let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), &Default::default()).unwrap());
         let (beat, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
+        let metrics = Arc::new(Metrics::default());
         let app = Arc::new(App {
             bus: bus.clone(),
             access: Access::new(verifier, false, SECRET, ledger),
             limits: Limits::new(Caps { total: 10, per_tenant: 10, per_token: 10 }),
             sse: SseConfig::default(),
             pulse,
-            metrics: Arc::new(Metrics::default()),
+            metrics: metrics.clone(),
             started: std::time::Instant::now(),
             cors_origins: Vec::new(),
-            webhooks: Inbound { bus, hooks },
+            webhooks: Inbound { bus, hooks, metrics },
         });
         (app, beat)
     }

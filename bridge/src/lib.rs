@@ -16,7 +16,8 @@
 //! - [`webhooks`]: verified Shopify, Xero, Unleashed, Amazon (SNS) and Standard Webhooks
 //!   deliveries → events, exactly once.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
-//! - [`tools`]: `tail`, `publish`, `token`; [`webhook_tool`]: `webhook sign|send`; [`telemetry`]: logs and OTLP traces.
+//! - [`tools`]: `tail`, `publish`, `token`; [`webhook_tool`]: `webhook sign|send`; [`telemetry`]: logs and OTLP traces;
+//!   [`process`]: this process's CPU, memory and descriptors for `/metrics`.
 
 pub mod access;
 pub mod api;
@@ -29,6 +30,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod openapi;
+pub mod process;
 pub mod pulse;
 pub mod remote;
 pub mod route;

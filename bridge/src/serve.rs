@@ -187,6 +187,7 @@ pub async fn start_with(
 
     let (stop, stopped) = watch::channel(false);
     let Plan { tls, webhooks, ingest, secret, verifier, signer } = plan;
+    let metrics = Arc::new(Metrics::default());
     let app = Arc::new(App {
         bus: bus.clone(),
         access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
@@ -202,10 +203,10 @@ pub async fn start_with(
             tokio::spawn(crate::pulse::run(tx, period, stopped.clone()));
             rx
         },
-        metrics: Arc::new(Metrics::default()),
+        metrics: metrics.clone(),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
-        webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks) },
+        webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks), metrics },
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);

@@ -323,6 +323,12 @@ pub async fn open_stream(
     pulse.mark_unchanged();
     let revocations = app.access.verifier.revocations().clone();
     let tenant = q.tenant.clone().unwrap_or_else(|| who.tenant.to_string());
+    if from.is_some() {
+        app.metrics.sse_resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    if !complete {
+        app.metrics.sse_gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut session = Session::open(app.metrics.clone(), (&tenant, &described), from, complete);
     let body = async_stream::stream! {
         let _slot = slot;
@@ -354,6 +360,9 @@ pub async fn open_stream(
                     quiet = true;
                 }
                 item = items.next() => {
+                    if let Some(Ok(Item::Event(r))) = &item {
+                        session.lag(r);
+                    }
                     let (mut item, mut taken) = (item, 0);
                     loop {
                         let Some(it) = item else {
@@ -533,6 +542,16 @@ impl Session {
         tracing::info!(conn = id, %tenant, %channels, resume = ?resumes.map(|r| r.0), complete, "SSE stream opened");
         let opened = std::time::Instant::now();
         Self { metrics, id, opened, events: 0, pending: 0, bytes: 0, reason: None }
+    }
+
+    /// Observes publish → write lag for the first event of a run: once per wake-up, not per
+    /// frame, so the hot path adds a clock read and a few atomic adds per run.
+    fn lag(&self, record: &Record) {
+        let published = record.published_ms();
+        if published > 0 {
+            let now = switchyard::log::now_ms();
+            self.metrics.sse_lag.observe(now.saturating_sub(published) as f64 / 1000.0);
+        }
     }
 
     /// Counts a delivered event; for an event whose publisher sampled its trace, records a

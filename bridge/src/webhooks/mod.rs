@@ -55,7 +55,7 @@ where
                     inbound.hooks.platforms.get(name).ok_or_else(|| {
                         not_configured(format!("{name} webhooks are not configured ([webhooks.{name}])"))
                     })?;
-                deliver(&inbound.bus, source.as_ref(), name, &headers, &body).await
+                deliver(&inbound, source.as_ref(), name, &headers, &body).await
             };
             Route::post(format!("/api/webhooks/{name}"), handler, doc(&p.webhook.doc)).body_limit(MAX_BODY)
         })
@@ -82,6 +82,7 @@ fn doc(d: &Doc) -> Value {
 pub struct Inbound {
     pub bus: Bus,
     pub hooks: Arc<Webhooks>,
+    pub metrics: Arc<crate::app::Metrics>,
 }
 
 /// The configured sources, built from config once.
@@ -147,12 +148,12 @@ pub async fn standard(
         .standard
         .get(&source)
         .ok_or_else(|| not_configured(format!("no webhook source '{source}' is configured")))?;
-    deliver(&inbound.bus, s, &source, &headers, &body).await
+    deliver(&inbound, s, &source, &headers, &body).await
 }
 
 /// The one path every delivery takes: verify and translate (the source's), store, answer.
 async fn deliver(
-    bus: &Bus,
+    inbound: &Inbound,
     source: &dyn WebhookSource,
     name: &str,
     headers: &HeaderMap,
@@ -166,18 +167,29 @@ async fn deliver(
     let verify = tracing::info_span!(parent: &span, "verify");
     let outcome = source.receive(Delivery { headers, body, now: now_secs() as i64 }).instrument(verify).await;
     let bare = source.bare();
+    let counted = |what: &'static str| inbound.metrics.webhook(name, what);
     match outcome {
         Ok(Outcome::Store(events)) => {
-            let (ids, dups) = commit(bus, events).instrument(span).await?;
+            let committed = commit(&inbound.bus, events).instrument(span).await;
+            counted(if committed.is_ok() { "stored" } else { "not_stored" });
+            let (ids, dups) = committed?;
             Ok(if bare {
                 StatusCode::OK.into_response()
             } else {
                 Json(json!({ "ids": ids, "duplicates": dups })).into_response()
             })
         }
-        Ok(Outcome::Answer(v)) => Ok(Json(v).into_response()),
-        Err(Refusal::BadSignature(_)) if bare => Ok(StatusCode::UNAUTHORIZED.into_response()),
-        Err(r) => Err(refused(r)),
+        Ok(Outcome::Answer(v)) => {
+            counted("answered");
+            Ok(Json(v).into_response())
+        }
+        Err(r) => {
+            counted(refusal_code(&r));
+            match r {
+                Refusal::BadSignature(_) if bare => Ok(StatusCode::UNAUTHORIZED.into_response()),
+                r => Err(refused(r)),
+            }
+        }
     }
 }
 
@@ -194,11 +206,22 @@ async fn commit(bus: &Bus, events: Vec<Event>) -> Result<(Vec<String>, usize), A
 /// A refusal as the platform must see it: 404 retries later, 401 is a bad signature, 400 a
 /// malformed delivery, 502 our side could not reach the platform (it retries).
 fn refused(r: Refusal) -> ApiError {
+    let code = refusal_code(&r);
     match r {
         Refusal::NotConfigured(m) => not_configured(m),
-        Refusal::BadSignature(m) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m),
+        Refusal::BadSignature(m) => ApiError::new(StatusCode::UNAUTHORIZED, code, m),
         Refusal::BadRequest { code, field, message } => ApiError::bad_request(code, field, message),
-        Refusal::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", m),
+        Refusal::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, code, m),
+    }
+}
+
+/// A refusal's wire code (also its outcome in the webhook metrics).
+fn refusal_code(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::NotConfigured(_) => "not_configured",
+        Refusal::BadSignature(_) => "invalid_signature",
+        Refusal::BadRequest { code, .. } => code,
+        Refusal::Upstream(_) => "upstream_unavailable",
     }
 }
 
