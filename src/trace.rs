@@ -75,6 +75,16 @@ impl<'a> Fields<'a> {
     pub fn read(get: impl Fn(&str) -> Option<&'a str>) -> Self {
         Self { traceparent: get("traceparent"), tracestate: get("tracestate") }
     }
+
+    /// An HTTP request's trace headers.
+    pub fn headers(h: &'a tonic::codegen::http::HeaderMap) -> Self {
+        Self::read(|k| h.get(k).and_then(|v| v.to_str().ok()))
+    }
+
+    /// A gRPC call's trace metadata.
+    pub fn metadata(m: &'a tonic::metadata::MetadataMap) -> Self {
+        Self::read(|k| m.get(k).and_then(|v| v.to_str().ok()))
+    }
 }
 
 impl Extractor for Fields<'_> {

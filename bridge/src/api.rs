@@ -260,7 +260,7 @@ pub async fn publish(State(app): State<Arc<App>>, req: axum::extract::Request) -
     let who = app.access.for_write(req.headers())?;
     who.require(Role::Publish)?;
     let span = tracing::info_span!("publish", token = %who.token_id);
-    switchyard::trace::adopt(&span, crate::http::trace_fields(req.headers()));
+    switchyard::trace::adopt(&span, switchyard::trace::Fields::headers(req.headers()));
     let RawBody(body) = RawBody::after_auth(req).await?;
     let (events, single) = parse_events(&body)?;
     let n = events.len();

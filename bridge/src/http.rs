@@ -69,11 +69,6 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// The router driven directly (`oneshot`, no socket): each feature's handlers behind their
 /// state, as the server composes them.
-/// A request's W3C trace headers, for [`switchyard::trace::adopt`].
-pub fn trace_fields(headers: &axum::http::HeaderMap) -> switchyard::trace::Fields<'_> {
-    switchyard::trace::Fields::read(|k| headers.get(k).and_then(|v| v.to_str().ok()))
-}
-
 #[cfg(test)]
 mod tests {
     use std::{path::Path, sync::Arc};
@@ -95,9 +90,10 @@ mod tests {
     use super::router;
     use crate::{
         access::Access,
-        app::{App, Metrics},
+        app::App,
         config::{SseConfig, WebhooksConfig},
         limits::{Caps, Limits},
+        metrics::Metrics,
         pulse::Pulse,
         webhooks::{Inbound, Webhooks},
     };

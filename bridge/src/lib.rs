@@ -17,7 +17,8 @@
 //!   deliveries → events, exactly once.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
 //! - [`tools`]: `tail`, `publish`, `token`; [`webhook_tool`]: `webhook sign|send`; [`telemetry`]: logs and OTLP traces;
-//!   [`process`]: this process's CPU, memory and descriptors for `/metrics`.
+//!   [`metrics`]: the edge's counters and histograms; [`process`]: this process's CPU, memory and
+//!   descriptors, both for `/metrics`.
 
 pub mod access;
 pub mod api;
@@ -29,6 +30,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod openapi;
 pub mod process;
 pub mod pulse;

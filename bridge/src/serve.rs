@@ -21,10 +21,11 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     access::Access,
-    app::{App, Metrics},
+    app::App,
     config::Config,
     http::router,
     limits::{Caps, Limits},
+    metrics::Metrics,
     secret,
 };
 

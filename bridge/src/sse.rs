@@ -319,16 +319,9 @@ pub async fn open_stream(
     let slot = app.limits.acquire(&who.tenant.to_string(), &who.token_id)?;
     let (complete, bounds) = status(items.next().await)?;
     let preamble = preamble(app.sse.retry_ms, (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head)));
-    let (mut pulse, expires) = (app.pulse.clone(), who.expires);
-    pulse.mark_unchanged();
+    let (mut pulse, expires) = (fresh(&app.pulse), who.expires);
     let revocations = app.access.verifier.revocations().clone();
-    let tenant = q.tenant.clone().unwrap_or_else(|| who.tenant.to_string());
-    if from.is_some() {
-        app.metrics.sse_resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    if !complete {
-        app.metrics.sse_gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    let tenant = q.tenant.as_deref().map_or_else(|| who.tenant.to_string(), str::to_owned);
     let mut session = Session::open(app.metrics.clone(), (&tenant, &described), from, complete);
     let body = async_stream::stream! {
         let _slot = slot;
@@ -360,9 +353,7 @@ pub async fn open_stream(
                     quiet = true;
                 }
                 item = items.next() => {
-                    if let Some(Ok(Item::Event(r))) = &item {
-                        session.lag(r);
-                    }
+                    session.run_starts();
                     let (mut item, mut taken) = (item, 0);
                     loop {
                         let Some(it) = item else {
@@ -391,6 +382,13 @@ pub async fn open_stream(
         }
     };
     Ok(Opened { complete, oldest: bounds.oldest, frames: Box::pin(body) })
+}
+
+/// A receiver of the pulse that waits for its next change (not the value it holds now).
+fn fresh(pulse: &tokio::sync::watch::Receiver<Pulse>) -> tokio::sync::watch::Receiver<Pulse> {
+    let mut p = pulse.clone();
+    p.mark_unchanged();
+    p
 }
 
 /// What an SSE request subscribes to.
@@ -524,7 +522,7 @@ static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// Its frame count goes to the shared metric in steps (and on drop), so the hot path does not
 /// write a cache line every core shares.
 struct Session {
-    metrics: Arc<crate::app::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
     id: u64,
     opened: std::time::Instant,
     events: u64,
@@ -532,21 +530,39 @@ struct Session {
     bytes: u64,
     /// `None` until the server ends it: then the client went away.
     reason: Option<&'static str>,
+    /// The next event delivered is the first of a run (see `run_starts`).
+    observe_lag: bool,
 }
 
 impl Session {
     /// `who`: the tenant and the channels, as logged.
-    fn open(metrics: Arc<crate::app::Metrics>, who: (&str, &str), resumes: Option<EventId>, complete: bool) -> Self {
+    fn open(
+        metrics: Arc<crate::metrics::Metrics>,
+        who: (&str, &str),
+        resumes: Option<EventId>,
+        complete: bool,
+    ) -> Self {
         let (tenant, channels) = who;
         let id = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(conn = id, %tenant, %channels, resume = ?resumes.map(|r| r.0), complete, "SSE stream opened");
+        if resumes.is_some() {
+            metrics.sse_resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !complete {
+            metrics.sse_gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let opened = std::time::Instant::now();
-        Self { metrics, id, opened, events: 0, pending: 0, bytes: 0, reason: None }
+        Self { metrics, id, opened, events: 0, pending: 0, bytes: 0, reason: None, observe_lag: false }
     }
 
-    /// Observes publish → write lag for the first event of a run: once per wake-up, not per
-    /// frame, so the hot path adds a clock read and a few atomic adds per run.
-    fn lag(&self, record: &Record) {
+    /// A run of items begins: the first event in it has its publish → write lag observed
+    /// (once per wake-up, not per frame: a clock read and a few atomic adds per run).
+    fn run_starts(&mut self) {
+        self.observe_lag = true;
+    }
+
+    fn lag(&mut self, record: &Record) {
+        self.observe_lag = false;
         let published = record.published_ms();
         if published > 0 {
             let now = switchyard::log::now_ms();
@@ -557,6 +573,9 @@ impl Session {
     /// Counts a delivered event; for an event whose publisher sampled its trace, records a
     /// delivery span in that trace (unsampled fan-out makes no span).
     fn add(&mut self, record: &Record) {
+        if self.observe_lag {
+            self.lag(record);
+        }
         if switchyard::trace::sampled(&record.event) {
             drop(switchyard::trace::delivery("sse.deliver", &record.event, Some(self.id)).entered());
         }

@@ -135,11 +135,6 @@ impl Service {
     }
 }
 
-/// A call's W3C trace metadata, for [`crate::trace::adopt`].
-fn trace_fields(m: &tonic::metadata::MetadataMap) -> crate::trace::Fields<'_> {
-    crate::trace::Fields::read(|k| m.get(k).and_then(|v| v.to_str().ok()))
-}
-
 /// How often an open subscription looks whether its token was revoked.
 const REVOCATION_CHECK_SECS: u64 = 5;
 
@@ -189,7 +184,7 @@ impl EventBus for Service {
     async fn publish(&self, req: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let who = self.principal(&req)?;
         let span = tracing::info_span!("publish", token = %who.token_id);
-        crate::trace::adopt(&span, trace_fields(req.metadata()));
+        crate::trace::adopt(&span, crate::trace::Fields::metadata(req.metadata()));
         let event = req.into_inner().event.ok_or_else(|| Status::invalid_argument("event: required"))?;
         let a = self.bus.publish_one(&who, event).instrument(span).await.map_err(|e| publish_status(&e))?;
         Ok(Response::new(PublishResponse { id: a.id.get(), duplicate: a.duplicate }))
@@ -224,7 +219,7 @@ impl EventBus for Service {
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let who = self.principal(&req)?;
         // Every burst of the stream is a span of its own, under the caller's trace if it named one.
-        let parent = crate::trace::remote(trace_fields(req.metadata()));
+        let parent = crate::trace::remote(crate::trace::Fields::metadata(req.metadata()));
         let mut inbound = req.into_inner();
         let bus = self.bus.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<PublishAck, Status>>(STREAM_BATCH);

@@ -82,7 +82,7 @@ fn doc(d: &Doc) -> Value {
 pub struct Inbound {
     pub bus: Bus,
     pub hooks: Arc<Webhooks>,
-    pub metrics: Arc<crate::app::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The configured sources, built from config once.
@@ -163,7 +163,7 @@ async fn deliver(
     // stores carry it to their subscribers.
     let span =
         tracing::info_span!("webhook", otel.name = format!("webhook {name}"), platform = name, bytes = body.len());
-    switchyard::trace::adopt(&span, crate::http::trace_fields(headers));
+    switchyard::trace::adopt(&span, switchyard::trace::Fields::headers(headers));
     let verify = tracing::info_span!(parent: &span, "verify");
     let outcome = source.receive(Delivery { headers, body, now: now_secs() as i64 }).instrument(verify).await;
     let bare = source.bare();
