@@ -612,9 +612,25 @@ pub mod nats {
         std::env::var_os("NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
     }
 
-    /// A port nothing listens on right now.
+    /// A port nothing listens on right now, below the kernel's ephemeral range (32768 and up
+    /// here): a port from that range can be handed to another test's `127.0.0.1:0` socket
+    /// between this check and nats-server binding it. Random, so parallel tests rarely pick
+    /// the same one, and checked, so a taken one is skipped.
     pub fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        loop {
+            let port = 20_000 + (rand_u32() % 12_000) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+
+    fn rand_u32() -> u32 {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded per process and per call: enough to spread tests apart.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.finish() as u32
     }
 
     /// How to (re)start one server: the same ports and store each time.
