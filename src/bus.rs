@@ -19,6 +19,7 @@ use crate::{
     error::PublishError,
     hub::Hub,
     log::{Appended, Log, LogError, Record, StateView, Stream},
+    metrics::{Deliveries, Transport},
     names::{Channel, Cursor, EventId, Tenant},
     proto::v1::Event,
     rate::{Limiter, Rate},
@@ -59,6 +60,7 @@ struct Inner {
     subscribed_total: AtomicU64,
     /// Events refused, by wire code (a fixed set: `PublishErrorKind`).
     rejected: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    deliveries: Deliveries,
 }
 
 /// What a subscriber asks for.
@@ -72,6 +74,8 @@ pub struct SubscribeSpec {
     /// Coalesce snapshots on the live part.
     pub coalesce: bool,
     pub on_lag: Lag,
+    /// Who serves it, for the counts of open subscriptions.
+    pub transport: Transport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,11 +115,16 @@ pub struct SubscriberStats {
     pub total: u64,
 }
 
-struct SubscriberGuard(Arc<Inner>);
+struct SubscriberGuard {
+    inner: Arc<Inner>,
+    transport: Transport,
+    labels: Vec<String>,
+}
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.inner.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.inner.deliveries.closed(self.transport, &self.labels);
     }
 }
 
@@ -131,6 +140,7 @@ impl Bus {
                 peak: AtomicU64::new(0),
                 subscribed_total: AtomicU64::new(0),
                 rejected: Default::default(),
+                deliveries: Deliveries::default(),
             }),
         }
     }
@@ -366,7 +376,9 @@ impl Bus {
         let now = self.inner.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.peak.fetch_max(now, Ordering::Relaxed);
         self.inner.subscribed_total.fetch_add(1, Ordering::Relaxed);
-        let guard = SubscriberGuard(self.inner.clone());
+        let labels = crate::metrics::channel_labels(&spec.channels);
+        self.inner.deliveries.opened(spec.transport, &labels);
+        let guard = SubscriberGuard { inner: self.inner.clone(), transport: spec.transport, labels };
         let items = subscription::subscribe(self.inner.log.clone(), &self.inner.hub, filter, options);
         Ok(items.map(move |item| {
             let _alive = &guard;
@@ -425,6 +437,11 @@ impl Bus {
         // Nothing read, nothing passed: a bounds-only request (limit 0) answers where it started.
         let next = if limit == 0 { after } else { cursor.max(after) };
         Ok(Page { events, next, complete, bounds })
+    }
+
+    /// Delivery lag and open subscriptions by transport and channel.
+    pub fn deliveries(&self) -> &Deliveries {
+        &self.inner.deliveries
     }
 
     pub fn subscribers(&self) -> SubscriberStats {

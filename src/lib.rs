@@ -19,6 +19,7 @@
 //! - [`auth`]: JWT claims (tenant, channel globs, role), signing and verification.
 //! - [`bus`]: the facade the gRPC service and the HTTP bridge both call.
 //! - [`grpc`]: the `switchyard.v1.EventBus` tonic service.
+//! - [`metrics`]: delivery lag and open subscriptions per transport, histograms.
 //! - [`trace`]: W3C trace context from a request, through `Event.trace`, to each delivery.
 
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod hub;
 pub mod json;
 pub mod ledger;
 pub mod log;
+pub mod metrics;
 pub mod names;
 pub mod proto;
 pub mod rate;

@@ -126,12 +126,9 @@ pub fn sampled(event: &Event) -> bool {
 
 /// A span for one delivery of `event`, a child of the span that published it. Only for
 /// sampled events: the caller checks [`sampled`] first, so unsampled fan-out makes none.
-/// `conn`: the SSE connection's id, as its log lines have it.
-pub fn delivery(name: &'static str, event: &Event, conn: Option<u64>) -> tracing::Span {
-    let span = tracing::info_span!("deliver", otel.name = name, event.id = event.id, conn = tracing::field::Empty);
-    if let Some(c) = conn {
-        span.record("conn", c);
-    }
+/// `conn`: the SSE stream's or gRPC subscription's id, as its log lines have it.
+pub fn delivery(name: &'static str, event: &Event, conn: u64) -> tracing::Span {
+    let span = tracing::info_span!("deliver", otel.name = name, event.id = event.id, conn);
     if let Some(t) = &event.trace {
         adopt(&span, Fields { traceparent: Some(&t.traceparent), tracestate: Some(&t.tracestate) });
     }

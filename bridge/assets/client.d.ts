@@ -408,6 +408,13 @@ export interface SyncStatus {
   /** What the failures left unpublished (their last good values stand). */
   missing?: string[];
   runId?: string;
+  /** How long the latest run took. */
+  duration?: Duration;
+  /**
+   * When the connector plans its next run (sooner after a failure; a webhook's news may
+   * bring it forward).
+   */
+  nextRun?: string;
 }
 
 /** A figure a run could not compute, and why. The figure is left out of the snapshot (never a zero). */

@@ -12,7 +12,13 @@
 //! constant work; the [`Ledger`] makes it single-use (cluster-wide on a backplane). A revoked
 //! token's tickets are refused with it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::http::{HeaderMap, header};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
@@ -36,6 +42,15 @@ pub struct Access {
     pub allow_query_token: bool,
     ticket_key: [u8; 32],
     pub ledger: Arc<dyn Ledger>,
+    pub tickets: TicketCounts,
+}
+
+/// Tickets issued, redeemed, and refused by reason (`forged`, `expired`, `revoked`, `used`).
+#[derive(Debug, Default)]
+pub struct TicketCounts {
+    pub issued: AtomicU64,
+    pub redeemed: AtomicU64,
+    pub refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// Credentials a request may carry outside headers.
@@ -70,7 +85,7 @@ impl Access {
         let mut mac = <Hmac<Sha256>>::new_from_slice(secret).expect("HMAC takes keys of any length");
         mac.update(b"switchyard ticket key v1");
         let ticket_key = mac.finalize().into_bytes().into();
-        Self { verifier, allow_query_token, ticket_key, ledger }
+        Self { verifier, allow_query_token, ticket_key, ledger, tickets: TicketCounts::default() }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -137,34 +152,52 @@ impl Access {
         let payload = B64.encode(serde_json::to_vec(&body).map_err(|e| AuthError::Invalid(e.to_string()))?);
         let mut mac = self.mac();
         mac.update(payload.as_bytes());
+        self.tickets.issued.fetch_add(1, Ordering::Relaxed);
         Ok(format!("{payload}.{}", B64.encode(mac.finalize().into_bytes())))
     }
 
     async fn redeem(&self, ticket: &str) -> Result<Principal, ApiError> {
-        let bad = || AuthError::Invalid("unknown, forged or used ticket".into());
-        if ticket.len() > MAX_TICKET {
-            return Err(bad().into());
+        match self.check_ticket(ticket).await {
+            Ok(who) => {
+                self.tickets.redeemed.fetch_add(1, Ordering::Relaxed);
+                Ok(who)
+            }
+            Err((reason, e)) => {
+                if let Ok(mut m) = self.tickets.refused.lock() {
+                    *m.entry(reason).or_default() += 1;
+                }
+                Err(e)
+            }
         }
-        let (payload, tag) = ticket.split_once('.').ok_or_else(bad)?;
-        let tag = B64.decode(tag).map_err(|_| bad())?;
+    }
+
+    /// The ticket's principal, or why it is refused (a metric label) and the answer.
+    async fn check_ticket(&self, ticket: &str) -> Result<Principal, (&'static str, ApiError)> {
+        let bad = |reason| (reason, AuthError::Invalid("unknown, forged or used ticket".into()).into());
+        if ticket.len() > MAX_TICKET {
+            return Err(bad("forged"));
+        }
+        let (payload, tag) = ticket.split_once('.').ok_or_else(|| bad("forged"))?;
+        let tag = B64.decode(tag).map_err(|_| bad("forged"))?;
         let mut mac = self.mac();
         mac.update(payload.as_bytes());
         // Constant time: response timing says nothing about near-miss MACs.
-        mac.verify_slice(&tag).map_err(|_| bad())?;
+        mac.verify_slice(&tag).map_err(|_| bad("forged"))?;
         let body: TicketBody =
-            B64.decode(payload).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(bad)?;
+            B64.decode(payload).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| bad("forged"))?;
         // A ticket never outlives its own expiry nor the token it was issued for.
         if now_secs() >= body.exp.min(body.claims.exp) {
-            return Err(AuthError::Expired.into());
+            return Err(("expired", AuthError::Expired.into()));
         }
-        let who = Principal::from_claims(&body.claims)?;
+        let who = Principal::from_claims(&body.claims).map_err(|e| ("forged", e.into()))?;
         if self.verifier.revocations().is_revoked(&who) {
-            return Err(AuthError::Revoked.into());
+            return Err(("revoked", AuthError::Revoked.into()));
         }
-        if !self.ledger.first_use(&body.nonce, body.exp).await? {
-            return Err(bad().into());
+        match self.ledger.first_use(&body.nonce, body.exp).await {
+            Ok(true) => Ok(who),
+            Ok(false) => Err(bad("used")),
+            Err(e) => Err(("unavailable", e.into())),
         }
-        Ok(who)
     }
 }
 

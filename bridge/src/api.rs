@@ -1,11 +1,7 @@
 //! The non-streaming HTTP API: polling, publish, broadcast, tickets, status,
 //! metrics and health. Streaming lives in [`crate::sse`].
 
-use std::{
-    fmt::Write,
-    sync::Arc,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::{fmt::Write, sync::Arc, sync::atomic::Ordering};
 
 use axum::{
     Json,
@@ -428,96 +424,7 @@ fn tenant_json(c: &switchyard::hub::TenantCounters, conns: Option<&usize>) -> Va
     json!({ "connections": conns.copied().unwrap_or(0), "published": c.total, "byType": c.by_type, "byChannel": c.by_channel })
 }
 
-/// One family of samples: `(labels, value)` pairs under one HELP and TYPE.
-fn family<V: std::fmt::Display>(
-    s: &mut String,
-    name: &str,
-    help: &str,
-    kind: &str,
-    samples: impl IntoIterator<Item = (String, V)>,
-) {
-    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, v) in samples {
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(s, "{name}{braces} {v}");
-    }
-}
-
-/// Refusals, resumes, lag, webhook outcomes and the process: the families after the counts.
-fn metrics_more(app: &App, s: &mut String) {
-    let m = &app.metrics;
-    let rejected = app.bus.rejections().into_iter().map(|(code, n)| (format!("reason=\"{code}\""), n));
-    family(s, "switchyard_publish_rejected_total", "Events refused, by reason (the error code).", "counter", rejected);
-    let one = |v: &AtomicU64| [(String::new(), v.load(Ordering::Relaxed))];
-    family(s, "switchyard_sse_resumes_total", "SSE streams that resumed after an id.", "counter", one(&m.sse_resumes));
-    family(
-        s,
-        "switchyard_sse_gaps_total",
-        "SSE resumes that could not be complete (a gap).",
-        "counter",
-        one(&m.sse_gaps),
-    );
-    m.sse_lag.render(
-        "switchyard_delivery_lag_seconds",
-        "Publish to write, per run of frames a stream writes (its first event).",
-        "transport=\"sse\"",
-        s,
-    );
-    let hooks: Vec<(String, u64)> = m
-        .webhooks
-        .lock()
-        .map(|w| w.iter().map(|((src, out), n)| (format!("source=\"{src}\",outcome=\"{out}\""), *n)).collect())
-        .unwrap_or_default();
-    family(s, "switchyard_webhook_deliveries_total", "Webhook deliveries by source and outcome.", "counter", hooks);
-    let process = crate::process::Usage::now();
-    family(s, "process_cpu_seconds_total", "User and system CPU time.", "counter", [(String::new(), process.cpu_secs)]);
-    family(s, "process_resident_memory_bytes", "Resident memory.", "gauge", [(String::new(), process.rss_bytes)]);
-    family(s, "process_open_fds", "Open file descriptors.", "gauge", [(String::new(), process.open_fds)]);
-}
-
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let counters = app.bus.hub().counters();
-    let conns = app.limits.stats();
-    let log = app.bus.log().stats();
-    let subs = app.bus.subscribers();
-    let mut s = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-    };
-    gauge("switchyard_sse_connections", "Open SSE connections.", "gauge", conns.current as u64);
-    gauge("switchyard_sse_connections_peak", "Most SSE connections open at once.", "gauge", conns.peak as u64);
-    gauge("switchyard_sse_connections_total", "SSE connections accepted.", "counter", conns.total);
-    gauge(
-        "switchyard_sse_frames_total",
-        "Event frames written to SSE clients.",
-        "counter",
-        app.metrics.sse_frames.load(Ordering::Relaxed),
-    );
-    gauge(
-        "switchyard_sse_evicted_total",
-        "SSE clients dropped for falling behind.",
-        "counter",
-        app.metrics.sse_evicted.load(Ordering::Relaxed),
-    );
-    gauge("switchyard_subscribers", "Open subscriptions (SSE and gRPC).", "gauge", subs.current);
-    gauge("switchyard_log_head_id", "Newest event id.", "gauge", log.head.get());
-    gauge("switchyard_log_oldest_id", "Oldest event id held.", "gauge", log.oldest.get());
-    gauge("switchyard_log_events", "Events held.", "gauge", log.stored);
-    // By type across tenants: /metrics has no auth, so it names no tenant.
-    let _ = writeln!(
-        s,
-        "# HELP switchyard_published_total Events committed, by type (all tenants).\n# TYPE switchyard_published_total counter"
-    );
-    let mut by_type: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-    for c in counters.by_tenant.values() {
-        for (ty, n) in &c.by_type {
-            *by_type.entry(ty.as_str()).or_default() += n;
-        }
-    }
-    for (ty, n) in by_type {
-        let _ = writeln!(s, "switchyard_published_total{{type=\"{ty}\"}} {n}");
-    }
-    metrics_more(&app, &mut s);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::prometheus::render(&app)).into_response()
 }

@@ -5,7 +5,15 @@ use std::{sync::Arc, time::Instant};
 use switchyard::bus::Bus;
 use tokio::sync::watch;
 
-use crate::{access::Access, config::SseConfig, limits::Limits, metrics::Metrics, pulse::Pulse, webhooks::Inbound};
+use crate::{
+    access::Access,
+    config::{MetricsConfig, SseConfig},
+    connectors::Connectors,
+    limits::Limits,
+    metrics::Metrics,
+    pulse::Pulse,
+    webhooks::Inbound,
+};
 
 /// Everything a handler needs. Shared by `Arc`.
 pub struct App {
@@ -16,6 +24,10 @@ pub struct App {
     /// Heartbeats, and `Stop` when the server starts shutting down (open streams then tell clients to reconnect).
     pub pulse: watch::Receiver<Pulse>,
     pub metrics: Arc<Metrics>,
+    /// Connectors' latest statuses and run counts, from the sync statuses committed.
+    pub connectors: Arc<Connectors>,
+    /// Which labels `/metrics` adds (tenant labels are opt-in, capped).
+    pub metrics_config: MetricsConfig,
     pub started: Instant,
     pub cors_origins: Vec<String>,
     pub webhooks: Inbound,

@@ -32,6 +32,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub webhooks: WebhooksConfig,
     pub telemetry: TelemetryConfig,
+    pub metrics: MetricsConfig,
     /// A `switchyard-ingest` config file: its connectors run inside this process (docs/connectors.md).
     pub ingest: Option<PathBuf>,
     /// `nats://host:4222[,…]`: keep the history on NATS JetStream, shared with other nodes
@@ -241,6 +242,45 @@ pub struct TelemetryConfig {
     /// Share of traces started here that are recorded (0.0–1.0). A request that names a sampled
     /// parent (`traceparent … -01`) is always recorded, an unsampled one never.
     pub sample_ratio: f64,
+    /// The log's format: `text` (lines for people) or `json` (one object per line, with the
+    /// trace id of the span it was written in, when traces are exported).
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("'{s}': expected `text` or `json`")),
+        }
+    }
+}
+
+/// What `/metrics` labels. Tenant names are off by default: `/metrics` is unauthenticated,
+/// and a label per tenant grows a scrape without bound.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Label publishes and connections by tenant.
+    pub tenant_labels: bool,
+    /// With tenant labels: the busiest this many tenants by name; the rest summed as `_other`.
+    pub max_tenants: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { tenant_labels: false, max_tenants: 50 }
+    }
 }
 
 impl Default for Config {
@@ -257,6 +297,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
             telemetry: TelemetryConfig::default(),
+            metrics: MetricsConfig::default(),
             ingest: None,
             backplane: None,
             nats: NatsConfig::default(),
@@ -308,7 +349,7 @@ impl Default for SseConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log: "info".into(), otlp_endpoint: String::new(), sample_ratio: 0.01 }
+        Self { log: "info".into(), otlp_endpoint: String::new(), sample_ratio: 0.01, log_format: LogFormat::Text }
     }
 }
 
@@ -385,6 +426,9 @@ impl Config {
         }
         if let Some(v) = env("SWITCHYARD_OTLP_ENDPOINT") {
             c.telemetry.otlp_endpoint = v;
+        }
+        if let Some(v) = env("SWITCHYARD_LOG_FORMAT") {
+            c.telemetry.log_format = v.parse().map_err(|e| bad("SWITCHYARD_LOG_FORMAT", e))?;
         }
         if let Some(v) = env("SWITCHYARD_CUSTOM_CHANNELS") {
             c.bus.custom_channels = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();

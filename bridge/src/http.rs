@@ -121,6 +121,8 @@ mod tests {
             sse: SseConfig::default(),
             pulse,
             metrics: metrics.clone(),
+            connectors: Default::default(),
+            metrics_config: Default::default(),
             started: std::time::Instant::now(),
             cors_origins: Vec::new(),
             webhooks: Inbound { bus, hooks, metrics },

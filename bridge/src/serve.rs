@@ -168,7 +168,16 @@ pub async fn start_with(
     crate::install_crypto_provider();
     let plan = Plan::new(&config, &webhooks)?;
     let hub = Hub::default();
-    let (log, ledger) = open_log(&config, &backend, &plan, &hub).await?;
+    // Committed records go to the hub (fan-out) and to what watches connectors' statuses.
+    let connectors = Arc::new(crate::connectors::Connectors::default());
+    let feed = {
+        let (hub, connectors) = (hub.clone(), connectors.clone());
+        switchyard::log::Feed::new(move |records| {
+            hub.publish(records);
+            connectors.observe(records);
+        })
+    };
+    let (log, ledger) = open_log(&config, &backend, &plan, feed).await?;
     let bus = Bus::new(log, hub, config.bus_config());
     let (grpc_listener, http_listener) = bind(&config, &backend).await?;
     let grpc_addr = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -205,6 +214,8 @@ pub async fn start_with(
             rx
         },
         metrics: metrics.clone(),
+        connectors,
+        metrics_config: config.metrics.clone(),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
         webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks), metrics },
@@ -235,7 +246,7 @@ async fn open_log(
     config: &Config,
     backend: &Backend,
     plan: &Plan,
-    hub: &Hub,
+    feed: switchyard::log::Feed,
 ) -> Result<(Arc<dyn switchyard::log::Log>, Arc<dyn Ledger>), ServeError> {
     let revocations = plan.verifier.revocations().clone();
     let log_error = |dir: String| move |e: switchyard::log::LogError| ServeError::Log { dir, message: e.to_string() };
@@ -247,7 +258,7 @@ async fn open_log(
     Ok(match (backend, config.jetstream()) {
         (Backend::Embedded, Some(js)) => {
             let (stream, replicas) = (js.stream.clone(), js.replicas);
-            let log = JetStreamLog::connect(js, hub.feed())
+            let log = JetStreamLog::connect(js, feed)
                 .await
                 .map_err(log_error(config.backplane.clone().unwrap_or_default()))?;
             let ledger = JetStreamLedger::open(log.context(), &stream, replicas, revocations.clone())
@@ -257,14 +268,14 @@ async fn open_log(
         }
         (Backend::Embedded, None) => (
             Arc::new(
-                EmbeddedLog::open(&config.data_dir, config.log_config(), hub.feed())
+                EmbeddedLog::open(&config.data_dir, config.log_config(), feed)
                     .map_err(log_error(config.data_dir.display().to_string()))?,
             ),
             local_ledger()?,
         ),
         (Backend::Remote { bus_url }, _) => {
             let token = plan.signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
-            let log = crate::remote::RemoteLog::new(bus_url, &token, hub.feed()).map_err(log_error(bus_url.clone()))?;
+            let log = crate::remote::RemoteLog::new(bus_url, &token, feed).map_err(log_error(bus_url.clone()))?;
             (Arc::new(log), local_ledger()?)
         }
     })

@@ -322,7 +322,7 @@ pub async fn open_stream(
     let (mut pulse, expires) = (fresh(&app.pulse), who.expires);
     let revocations = app.access.verifier.revocations().clone();
     let tenant = q.tenant.as_deref().map_or_else(|| who.tenant.to_string(), str::to_owned);
-    let mut session = Session::open(app.metrics.clone(), (&tenant, &described), from, complete);
+    let mut session = Session::open(app.clone(), (&tenant, &described), from, complete);
     let body = async_stream::stream! {
         let _slot = slot;
         session.sent(preamble.len());
@@ -399,6 +399,7 @@ fn spec(q: &SseQuery, channels: Vec<String>, start: Start) -> SubscribeSpec {
         start,
         coalesce: q.coalesce.unwrap_or(true),
         on_lag: Lag::Evict,
+        transport: switchyard::metrics::Transport::Sse,
     }
 }
 
@@ -502,7 +503,7 @@ fn render(
         }
         Ok(Item::Gap { after, next, .. }) => Out::Frame(gap_frame(Some(after), next, next)),
         Ok(Item::Evicted { .. }) => {
-            frames.metrics.sse_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            frames.app.metrics.sse_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Out::Last(EVICTED, "evicted: fell a whole ring behind")
         }
         Ok(Item::Status { .. }) => Out::Nothing,
@@ -522,7 +523,7 @@ static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// Its frame count goes to the shared metric in steps (and on drop), so the hot path does not
 /// write a cache line every core shares.
 struct Session {
-    metrics: Arc<crate::metrics::Metrics>,
+    app: Arc<App>,
     id: u64,
     opened: std::time::Instant,
     events: u64,
@@ -536,23 +537,18 @@ struct Session {
 
 impl Session {
     /// `who`: the tenant and the channels, as logged.
-    fn open(
-        metrics: Arc<crate::metrics::Metrics>,
-        who: (&str, &str),
-        resumes: Option<EventId>,
-        complete: bool,
-    ) -> Self {
+    fn open(app: Arc<App>, who: (&str, &str), resumes: Option<EventId>, complete: bool) -> Self {
         let (tenant, channels) = who;
         let id = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(conn = id, %tenant, %channels, resume = ?resumes.map(|r| r.0), complete, "SSE stream opened");
         if resumes.is_some() {
-            metrics.sse_resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics.sse_resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if !complete {
-            metrics.sse_gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics.sse_gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let opened = std::time::Instant::now();
-        Self { metrics, id, opened, events: 0, pending: 0, bytes: 0, reason: None, observe_lag: false }
+        Self { app, id, opened, events: 0, pending: 0, bytes: 0, reason: None, observe_lag: false }
     }
 
     /// A run of items begins: the first event in it has its publish → write lag observed
@@ -561,23 +557,15 @@ impl Session {
         self.observe_lag = true;
     }
 
-    fn lag(&mut self, record: &Record) {
-        self.observe_lag = false;
-        let published = record.published_ms();
-        if published > 0 {
-            let now = switchyard::log::now_ms();
-            self.metrics.sse_lag.observe(now.saturating_sub(published) as f64 / 1000.0);
-        }
-    }
-
     /// Counts a delivered event; for an event whose publisher sampled its trace, records a
     /// delivery span in that trace (unsampled fan-out makes no span).
     fn add(&mut self, record: &Record) {
         if self.observe_lag {
-            self.lag(record);
+            self.observe_lag = false;
+            self.app.bus.deliveries().observe_lag(switchyard::metrics::Transport::Sse, record.published_ms());
         }
         if switchyard::trace::sampled(&record.event) {
-            drop(switchyard::trace::delivery("sse.deliver", &record.event, Some(self.id)).entered());
+            drop(switchyard::trace::delivery("sse.deliver", &record.event, self.id).entered());
         }
         self.events += 1;
         self.pending += 1;
@@ -616,7 +604,7 @@ impl Session {
     }
 
     fn flush(&mut self) {
-        self.metrics.sse_frames.fetch_add(std::mem::take(&mut self.pending), std::sync::atomic::Ordering::Relaxed);
+        self.app.metrics.sse_frames.fetch_add(std::mem::take(&mut self.pending), std::sync::atomic::Ordering::Relaxed);
     }
 }
 

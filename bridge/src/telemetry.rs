@@ -1,7 +1,7 @@
 //! Logging and tracing: `tracing` to stderr, and OTLP trace export through
 //! tracing-opentelemetry when an endpoint is configured.
 
-use crate::config::TelemetryConfig;
+use crate::config::{LogFormat, TelemetryConfig};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
@@ -29,7 +29,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, String> {
         return Err(format!("telemetry.sample_ratio: {} is not between 0 and 1", config.sample_ratio));
     }
     if otlp_endpoint.is_empty() {
-        let _ = tracing_subscriber::registry().with(fmt_layer().with_filter(filter)).try_init();
+        let _ = tracing_subscriber::registry().with(log_layer(config.log_format).with_filter(filter)).try_init();
         return Ok(Telemetry { provider: None });
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -57,16 +57,88 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, String> {
     // a trace is made of.
     let spans = EnvFilter::new("info,h2=off,hyper=off,tonic=off,tower=off,opentelemetry=off");
     let _ = tracing_subscriber::registry()
-        .with(fmt_layer().with_filter(filter))
+        .with(log_layer(config.log_format).with_filter(filter))
         .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans))
         .try_init();
     Ok(Telemetry { provider: Some(provider) })
 }
 
-/// The log: human-readable lines on stderr.
-fn fmt_layer<S>() -> impl Layer<S>
+/// The log on stderr: lines for people, or JSON objects for a log pipeline.
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false)
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).boxed(),
+        LogFormat::Json => JsonLines.boxed(),
+    }
+}
+
+/// One JSON object per event: `time`, `level`, `target`, `message`, the event's fields, the
+/// names of the spans it happened in, and the OpenTelemetry `trace_id`/`span_id` of the
+/// innermost (with `sampled`), so a log line leads to its trace. Written by hand because
+/// tracing-subscriber's JSON format has no place for the OpenTelemetry ids.
+struct JsonLines;
+
+impl<S> Layer<S> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_subscriber::fmt::time::FormatTime;
+        let meta = event.metadata();
+        let mut fields = serde_json::Map::new();
+        event.record(&mut JsonFields(&mut fields));
+        let mut time = String::new();
+        let _ = tracing_subscriber::fmt::time::SystemTime
+            .format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut time));
+        let mut line = serde_json::Map::new();
+        line.insert("time".into(), time.into());
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        line.insert("message".into(), fields.remove("message").unwrap_or_default());
+        if let Some(span) = ctx.event_span(event) {
+            let names: Vec<serde_json::Value> = span.scope().from_root().map(|s| s.name().into()).collect();
+            line.insert("spans".into(), names.into());
+            let cx = tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(&span.id(), d));
+            if let Some(cx) = cx {
+                let sc = cx.span().span_context().clone();
+                if sc.is_valid() {
+                    line.insert("trace_id".into(), sc.trace_id().to_string().into());
+                    line.insert("span_id".into(), sc.span_id().to_string().into());
+                    line.insert("sampled".into(), sc.is_sampled().into());
+                }
+            }
+        }
+        line.insert("fields".into(), fields.into());
+        let mut out = serde_json::Value::Object(line).to_string();
+        out.push('\n');
+        use std::io::Write;
+        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+    }
+}
+
+/// An event's fields as JSON values (numbers and booleans as such, the rest as text).
+struct JsonFields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonFields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
 }

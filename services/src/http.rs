@@ -10,6 +10,7 @@ use std::{
 
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::connector::SyncError;
 
@@ -78,11 +79,36 @@ impl Http {
     /// Sends the request `build` makes (rebuilt per attempt), retrying as described above.
     /// `what` names the call in errors ("Shopify orders", "Xero balance sheet").
     pub async fn send(&self, what: &str, build: impl Fn() -> RequestBuilder) -> Result<Response, SyncError> {
+        let span = tracing::info_span!(
+            "upstream",
+            otel.name = what,
+            attempts = tracing::field::Empty,
+            status = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let result = self.attempts(what, build, &span).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            span.record("error", tracing::field::display(e));
+        }
+        result
+    }
+
+    async fn attempts(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+        span: &tracing::Span,
+    ) -> Result<Response, SyncError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= self.policy.attempts;
-            let error = match build().send().await {
+            let sent = build().send().await;
+            span.record("attempts", attempt);
+            if let Ok(r) = &sent {
+                span.record("status", r.status().as_u16());
+            }
+            let error = match sent {
                 Ok(r) if r.status().is_success() => return Ok(r),
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::FORBIDDEN => {
                     let status = r.status().as_u16();

@@ -12,6 +12,7 @@ use switchyard::{
 };
 use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
+use tracing::Instrument;
 
 use crate::{
     connector::{Connector, Run, Scope, Source, SyncError},
@@ -85,16 +86,44 @@ impl Default for Schedule {
     }
 }
 
-/// A connector's sync health across runs: what `<source>:sync-status` says.
-#[derive(Debug, Default, Clone)]
+/// A connector's sync health across runs: what `<source>:sync-status` says, and when it
+/// runs next.
+#[derive(Debug, Clone)]
 pub struct Health {
+    schedule: Schedule,
     last_success: Option<jiff::Timestamp>,
     failing_since: Option<jiff::Timestamp>,
+    /// Failed runs in a row.
+    failures: u32,
+    /// How long to wait after the latest run.
+    pub wait: Duration,
 }
 
 impl Health {
-    fn status(&mut self, run_id: &str, result: &Result<(), SyncError>) -> SyncStatus {
+    pub fn new(schedule: Schedule) -> Self {
+        Self { schedule, last_success: None, failing_since: None, failures: 0, wait: Duration::ZERO }
+    }
+
+    /// Sets how long to wait after a run that succeeded or not: the interval with jitter after
+    /// a success; after failures, the retry delay doubling per failure, never beyond the interval.
+    fn ran(&mut self, ok: bool) -> Duration {
+        let s = &self.schedule;
+        self.wait = if ok {
+            self.failures = 0;
+            let j = 1.0 + s.jitter * (2.0 * rand::random::<f64>() - 1.0);
+            s.interval.mul_f64(j.max(0.0))
+        } else {
+            self.failures += 1;
+            s.retry.saturating_mul(1 << (self.failures - 1).min(10)).min(s.interval)
+        };
+        self.wait
+    }
+
+    /// The run's `sync-status` (it took `took`), with when the next run is due.
+    fn status(&mut self, run_id: &str, result: &Result<(), SyncError>, took: Duration) -> SyncStatus {
         let now = jiff::Timestamp::now();
+        let wait = self.ran(result.is_ok());
+        let next_run = jiff::SignedDuration::try_from(wait).ok().and_then(|w| now.checked_add(w).ok());
         let (error, code, missing) = match result {
             Ok(()) => {
                 self.last_success = Some(now);
@@ -118,12 +147,15 @@ impl Health {
             failing_since: self.failing_since.map(timestamp),
             missing,
             run_id: run_id.to_owned(),
+            duration: Some(pbjson_types::Duration::from(took)),
+            next_run: next_run.map(timestamp),
         }
     }
 }
 
 /// One sync, reported: `<source>:sync-started`, the connector's own events, either the job's
 /// completion or `<source>:sync-error` with the reason, and the source's `sync-status`.
+/// `health.wait` then says how long to wait before the next run.
 pub async fn run_once<C: Connector>(
     connector: &mut C,
     scope: &Scope,
@@ -131,8 +163,14 @@ pub async fn run_once<C: Connector>(
     health: &mut Health,
 ) -> Result<(), SyncError> {
     let source = scope.source;
+    let began = std::time::Instant::now();
     let run = Run::new(scope, sink);
-    run.publish(vec![run.event(&run.run_id, source.started(&run.run_id))]).await?;
+    tracing::Span::current().record("run", run.run_id.as_str());
+    if let Err(e) = run.publish(vec![run.event(&run.run_id, source.started(&run.run_id))]).await {
+        tracing::warn!(source = source.name(), run = %run.run_id, error = %e, "sync not started: the bus refused its start");
+        health.ran(false);
+        return Err(e);
+    }
     run.jobs.stage("sync", &format!("{} sync started", source.name())).await;
     let result = connector.sync(&run).await;
     let mut report = Vec::new();
@@ -146,7 +184,8 @@ pub async fn run_once<C: Connector>(
             run.jobs.fail("sync", &e.to_string()).await;
         }
     }
-    report.push(run.event(source.name(), source.status(health.status(&run.run_id, &result))));
+    let status = health.status(&run.run_id, &result, began.elapsed());
+    report.push(run.event(source.name(), source.status(status)));
     // Best effort: if the bus itself is down, the log line above is all there is.
     let _ = run.publish(report).await;
     result
@@ -162,23 +201,23 @@ pub fn spawn<C: Connector>(
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut failures = 0u32;
-        let mut health = Health::default();
+        let debounce = schedule.debounce;
+        let mut health = Health::new(schedule);
         loop {
-            let wait = match run_once(&mut connector, &scope, sink.clone(), &mut health).await {
-                Ok(()) => {
-                    failures = 0;
-                    let j = 1.0 + schedule.jitter * (2.0 * rand::random::<f64>() - 1.0);
-                    schedule.interval.mul_f64(j.max(0.0))
-                }
-                Err(_) => {
-                    failures += 1;
-                    schedule.retry.saturating_mul(1 << (failures - 1).min(10)).min(schedule.interval)
-                }
-            };
+            // The run's trace: its upstream calls, and (through the trace context its events
+            // carry) their commit and every delivery.
+            let span = tracing::info_span!(
+                "sync",
+                otel.name = format!("sync {}", scope.source.name()),
+                source = scope.source.name(),
+                tenant = %scope.tenant,
+                run = tracing::field::Empty,
+            );
+            let _ = run_once(&mut connector, &scope, sink.clone(), &mut health).instrument(span).await;
+            let wait = health.wait;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = trigger.notified() => tokio::time::sleep(schedule.debounce).await,
+                _ = trigger.notified() => tokio::time::sleep(debounce).await,
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {

@@ -22,12 +22,19 @@ impl GrpcSink {
 }
 
 impl Sink for GrpcSink {
-    fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), String>> {
+    fn publish(&self, mut events: Vec<Event>) -> BoxFuture<'_, Result<(), String>> {
         let mut client = self.client.clone();
+        // A sampled sync's events carry its trace, so their commit and deliveries join it.
+        switchyard::trace::stamp(events.iter_mut());
+        let traceparent = switchyard::trace::current().map(|t| t.traceparent);
         Box::pin(async move {
             let n = events.len();
             let reqs = tokio_stream::iter(events.into_iter().map(|e| PublishRequest { event: Some(e) }));
-            let mut acks = client.publish_stream(reqs).await.map_err(|s| s.message().to_owned())?.into_inner();
+            let mut req = tonic::Request::new(reqs);
+            if let Some(v) = traceparent.and_then(|t| t.parse().ok()) {
+                req.metadata_mut().insert("traceparent", v);
+            }
+            let mut acks = client.publish_stream(req).await.map_err(|s| s.message().to_owned())?.into_inner();
             let mut ok = 0;
             while let Some(ack) = acks.next().await {
                 match ack.map_err(|s| s.message().to_owned())?.result {

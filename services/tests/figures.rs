@@ -18,7 +18,7 @@ use switchyard_services::{
     amazon::{Amazon, AmazonConfig},
     connector::Scope,
     period::Zone,
-    scheduler::{Health, run_once},
+    scheduler::{Health, Schedule, run_once},
     shopify::Shopify,
     state::StateFile,
     unleashed::{Unleashed, UnleashedConfig},
@@ -283,7 +283,7 @@ async fn shopify_when_every_store_fails_no_figure_is_published_and_the_status_sa
         .await;
     let (config, state) = shopify_config(&server.uri(), dir.path(), 250);
     let sink = Arc::new(Recorder::default());
-    let mut health = Health::default();
+    let mut health = Health::new(Default::default());
     let err = run_once(
         &mut Shopify::new(config.clone(), http(), state.clone()),
         &acme(switchyard_services::shopify::SOURCE),
@@ -313,6 +313,13 @@ async fn shopify_when_every_store_fails_no_figure_is_published_and_the_status_sa
     });
     assert!(!status.ok && status.failing_since.is_some() && status.last_success.is_none());
     assert!(status.missing.contains(&"shopify:sync-completed".to_owned()), "{:?}", status.missing);
+    // How long it took, and when it runs again: after a failure, the retry delay.
+    assert!(status.duration.is_some_and(|d| d.seconds >= 0 && d.seconds < 60), "{:?}", status.duration);
+    let next = status.next_run.expect("the next run is announced");
+    let retry = Schedule::default().retry.as_secs() as i64;
+    let until = next.seconds - Timestamp::now().as_second();
+    assert!((retry - 2..=retry).contains(&until), "next run in {until} s, retry is {retry} s");
+    assert_eq!(health.wait, Schedule::default().retry);
 
     // One store back: its figures and a consolidated snapshot that names the store still failing.
     server.reset().await;

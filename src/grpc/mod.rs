@@ -97,9 +97,10 @@ impl Service {
             start,
             coalesce: r.coalesce.unwrap_or(false),
             on_lag: crate::subscription::Lag::CatchUp,
+            transport: crate::metrics::Transport::Grpc,
         };
-        tracing::info!(token = %who.token_id, channels = ?spec.channels, start = ?spec.start, "subscribe");
-        let items = self.bus.subscribe(&who, spec).map_err(|e| subscribe_status(&e))?;
+        let items = self.bus.subscribe(&who, spec.clone()).map_err(|e| subscribe_status(&e))?;
+        let mut session = Session::open(&self.bus, &who, &spec);
         // The log stream never ends by itself: on shutdown it is cut and the client told why, and
         // when the token expires the stream ends with UNAUTHENTICATED (reconnect with a new one).
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -125,9 +126,15 @@ impl Service {
         let mut floor: Option<EventId> = None;
         let stream = items.filter_map(move |item| {
             let out = match item {
-                Err(e @ crate::log::LogError::Expired) => Some(Err(Status::unauthenticated(e.to_string()))),
-                Err(e) => Some(Err(Status::unavailable(e.to_string()))),
-                Ok(item) => outgoing_message(item, &mut floor),
+                Err(e @ crate::log::LogError::Expired) => {
+                    session.reason = Some("token expired or revoked");
+                    Some(Err(Status::unauthenticated(e.to_string())))
+                }
+                Err(e) => {
+                    session.reason = Some("server stopping");
+                    Some(Err(Status::unavailable(e.to_string())))
+                }
+                Ok(item) => outgoing_message(item, &mut floor, &mut session),
             };
             std::future::ready(out)
         });
@@ -368,7 +375,11 @@ impl EventBus for Service {
 /// One subscription item as an outgoing message; `None` for items that are only
 /// bookkeeping (a floor change). While coalescing holds snapshots back (`floor`), events carry
 /// the cursor to resume from.
-fn outgoing_message(item: Item, floor: &mut Option<EventId>) -> Option<Result<Outgoing, Status>> {
+fn outgoing_message(
+    item: Item,
+    floor: &mut Option<EventId>,
+    session: &mut Session,
+) -> Option<Result<Outgoing, Status>> {
     let owing = |id: EventId, floor: Option<EventId>| floor.map(|w| Cursor::owing(id, Some(w)).to_string());
     let message = |m: subscribe_response::Message, cursor: Option<String>| {
         Outgoing::Message(Box::new(SubscribeResponse { message: Some(m), cursor: cursor.unwrap_or_default() }))
@@ -383,12 +394,12 @@ fn outgoing_message(item: Item, floor: &mut Option<EventId>) -> Option<Result<Ou
             None,
         ),
         Item::Event(r) => {
-            delivered(&r);
+            session.delivered(&r);
             let cursor = owing(r.id, *floor);
             Outgoing::Event(r, cursor)
         }
         Item::Coalesced(r, cursor) => {
-            delivered(&r);
+            session.delivered(&r);
             Outgoing::Event(r, Some(cursor.to_string()))
         }
         Item::StateEnd { as_of, count } => message(
@@ -414,10 +425,54 @@ fn outgoing_message(item: Item, floor: &mut Option<EventId>) -> Option<Result<Ou
     }))
 }
 
-/// Records a delivery span in the event's trace when its publisher sampled it.
-fn delivered(r: &crate::log::Record) {
-    if crate::trace::sampled(&r.event) {
-        drop(crate::trace::delivery("grpc.deliver", &r.event, None).entered());
+/// One `Subscribe` call as operators see it: an id in its open and close log lines, what it
+/// delivered, why it ended; and a sample of its publish → write lag.
+struct Session {
+    bus: Bus,
+    id: u64,
+    opened: std::time::Instant,
+    events: u64,
+    /// `None` until the server ends it: then the client went away.
+    reason: Option<&'static str>,
+}
+
+/// Every how many deliveries a stream measures one's lag: a clock read per event would cost
+/// more than the encoding it shares (the first delivery is always measured).
+const LAG_SAMPLE: u64 = 32;
+
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Session {
+    fn open(bus: &Bus, who: &Principal, spec: &SubscribeSpec) -> Self {
+        let id = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tenant = if spec.tenant.is_empty() { who.tenant.to_string() } else { spec.tenant.clone() };
+        let channels = if spec.channels.is_empty() { "*".to_owned() } else { spec.channels.join(",") };
+        tracing::info!(conn = id, %tenant, %channels, token = %who.token_id, start = ?spec.start, "gRPC subscription opened");
+        Self { bus: bus.clone(), id, opened: std::time::Instant::now(), events: 0, reason: None }
+    }
+
+    /// Counts a delivery; samples its lag; for an event whose publisher sampled its trace,
+    /// records a delivery span in that trace.
+    fn delivered(&mut self, r: &crate::log::Record) {
+        if self.events.is_multiple_of(LAG_SAMPLE) {
+            self.bus.deliveries().observe_lag(crate::metrics::Transport::Grpc, r.published_ms());
+        }
+        self.events += 1;
+        if crate::trace::sampled(&r.event) {
+            drop(crate::trace::delivery("grpc.deliver", &r.event, self.id).entered());
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tracing::info!(
+            conn = self.id,
+            secs = self.opened.elapsed().as_secs_f64(),
+            events = self.events,
+            reason = self.reason.unwrap_or("client went away"),
+            "gRPC subscription closed"
+        );
     }
 }
 

@@ -50,6 +50,7 @@ use super::{
     Appended, Bounds, Feed, Fsync, Log, LogError, LogStats, Quotas, Record, Retention, StateView, Stream, now_ms,
 };
 use crate::{
+    metrics::{COMMIT_BUCKETS, Histogram},
     names::{Channel, EventId, Tenant},
     validate::Accepted,
 };
@@ -120,6 +121,9 @@ pub struct EmbeddedLog {
     jobs: mpsc::Sender<Job>,
     head: Arc<AtomicU64>,
     writer: Option<thread::JoinHandle<()>>,
+    file: std::path::PathBuf,
+    /// Durable commits' durations, observed by the writer.
+    commits: Arc<Histogram>,
 }
 
 impl Drop for EmbeddedLog {
@@ -150,7 +154,8 @@ impl EmbeddedLog {
     pub fn open(dir: &Path, config: EmbeddedConfig, feed: Feed) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(storage)?;
         // redb's own default cache is 1 GiB: far more than a small machine should give it.
-        let db = redb::Builder::new().set_cache_size(config.cache_bytes).create(dir.join("events.redb"));
+        let file = dir.join("events.redb");
+        let db = redb::Builder::new().set_cache_size(config.cache_bytes).create(&file);
         let db = Arc::new(db.map_err(storage)?);
         let mut txn = db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::Immediate).map_err(storage)?;
@@ -185,12 +190,13 @@ impl EmbeddedLog {
         txn.commit().map_err(storage)?;
         let head = Arc::new(AtomicU64::new(head));
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(db.clone(), config, feed, head.clone(), reserved)?;
+        let commits = Arc::new(Histogram::new(COMMIT_BUCKETS));
+        let writer = Writer::new(db.clone(), config, feed, head.clone(), reserved, commits.clone())?;
         let writer = thread::Builder::new()
             .name("switchyard-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(storage)?;
-        Ok(Self { db, jobs: tx, head, writer: Some(writer) })
+        Ok(Self { db, jobs: tx, head, writer: Some(writer), file, commits })
     }
 
     fn read_blocking(
@@ -432,9 +438,18 @@ impl Log for EmbeddedLog {
             let trimmed =
                 txn.open_table(META).map_err(storage)?.get("trim:*").map_err(storage)?.map_or(0, |v| v.value());
             let oldest = first_unpinned(&events, trimmed)?;
-            Ok(LogStats { head, oldest: EventId(oldest), stored: events.len().map_err(storage)? })
+            Ok(LogStats {
+                head,
+                oldest: EventId(oldest),
+                stored: events.len().map_err(storage)?,
+                ..LogStats::default()
+            })
         };
-        read().unwrap_or(LogStats { head, ..LogStats::default() })
+        LogStats {
+            size_bytes: std::fs::metadata(&self.file).ok().map(|m| m.len()),
+            commits: Some(self.commits.read()),
+            ..read().unwrap_or(LogStats { head, ..LogStats::default() })
+        }
     }
 
     fn backend(&self) -> &'static str {
@@ -521,6 +536,7 @@ struct Writer {
     round: Option<Round>,
     last_trim: Instant,
     last_sync: Instant,
+    commits: Arc<Histogram>,
     unsynced: bool,
 }
 
@@ -569,6 +585,7 @@ impl Writer {
         feed: Feed,
         head: Arc<AtomicU64>,
         reserved: u64,
+        commits: Arc<Histogram>,
     ) -> Result<Self, LogError> {
         let counts = count_streams(&db)?;
         let usage = count_usage(&db, &counts)?;
@@ -584,6 +601,7 @@ impl Writer {
             last_trim: Instant::now(),
             last_sync: Instant::now(),
             unsynced: false,
+            commits,
         })
     }
 
@@ -699,10 +717,12 @@ impl Writer {
         if !self.unsynced || self.config.fsync == Fsync::Off {
             return;
         }
+        let t0 = Instant::now();
         let result = self.db.begin_write().map(|mut t| {
             let _ = t.set_durability(Durability::Immediate);
             t.commit()
         });
+        self.commits.observe(t0.elapsed().as_secs_f64());
         match result {
             Ok(Ok(())) => {
                 self.unsynced = false;
@@ -850,7 +870,9 @@ impl Writer {
             }
             g.finish(start_head, head)?;
         }
+        let t0 = Instant::now();
         txn.commit().map_err(storage)?;
+        self.commits.observe(t0.elapsed().as_secs_f64());
         Ok((records, results, head))
     }
 
@@ -1227,7 +1249,15 @@ mod tests {
         drop(log);
         config.trim_budget = 100;
         let db = Arc::new(Database::create(dir.path().join("events.redb")).unwrap());
-        let mut w = Writer::new(db.clone(), config, Feed::none(), Arc::new(AtomicU64::new(2_000)), 0).unwrap();
+        let mut w = Writer::new(
+            db.clone(),
+            config,
+            Feed::none(),
+            Arc::new(AtomicU64::new(2_000)),
+            0,
+            Arc::new(Histogram::new(COMMIT_BUCKETS)),
+        )
+        .unwrap();
         // Count limits now; then, two days later, age and the idempotency window.
         for now in [now_ms(), now_ms() + 2 * 86_400_000] {
             w.round = Some(w.new_round(now));

@@ -1196,6 +1196,7 @@ impl Log for JetStreamLog {
             head: EventId(self.head.load(Ordering::Relaxed)),
             oldest: EventId(self.oldest.load(Ordering::Relaxed)),
             stored: self.stored.load(Ordering::Relaxed),
+            ..LogStats::default()
         }
     }
 

@@ -283,6 +283,11 @@ pub struct LogStats {
     pub head: EventId,
     pub oldest: EventId,
     pub stored: u64,
+    /// The store's size on disk, where the backend has one file.
+    pub size_bytes: Option<u64>,
+    /// Durations of durable commits (one per group commit, and each deferred fsync), where
+    /// the backend commits itself.
+    pub commits: Option<crate::metrics::Buckets>,
 }
 
 /// The history. Implementations: [`embedded::EmbeddedLog`] (redb), [`jetstream::JetStreamLog`]

@@ -136,23 +136,35 @@ impl Process {
             }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(data_dir, &args)
+        Self::spawn(data_dir, &args, None)
+    }
+
+    /// Like [`Process::serve`], logging at `info` into the file `log` instead of inheriting stderr.
+    pub fn serve_logging(data_dir: &Path, extra: &[&str], log: &Path) -> Self {
+        let mut args: Vec<String> =
+            ["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"].map(String::from).into();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(data_dir, &args, Some(log))
     }
 
     /// Starts `switchyard bridge --bus <bus_url>` on a free HTTP port. `data_dir` must hold the bus's secret.key.
     pub fn bridge(data_dir: &Path, bus_url: &str) -> Self {
         let args = ["bridge", "--bus", bus_url, "--http-addr", "127.0.0.1:0"].map(String::from);
-        Self::spawn(data_dir, &args)
+        Self::spawn(data_dir, &args, None)
     }
 
-    fn spawn(data_dir: &Path, args: &[String]) -> Self {
+    fn spawn(data_dir: &Path, args: &[String], log: Option<&Path>) -> Self {
+        let (level, stderr) = match log {
+            Some(path) => ("info", Stdio::from(std::fs::File::create(path).expect("log file"))),
+            None => ("warn", Stdio::inherit()),
+        };
         let mut child = Command::new(binary())
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("SWITCHYARD_LOG", "warn")
+            .env("SWITCHYARD_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn switchyard");
         let stdout = child.stdout.take().expect("stdout");

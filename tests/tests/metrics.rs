@@ -2,7 +2,10 @@
 //! the scenario must have produced.
 
 use serde_json::json;
-use switchyard::auth::{Role, now_secs};
+use switchyard::{
+    auth::{Role, now_secs},
+    proto::v1::{SubscribeRequest, subscribe_response},
+};
 use switchyard_bridge::{
     config::StandardHook,
     webhooks::{signature::sign_b64, standard::secret_key},
@@ -57,6 +60,35 @@ async fn a_scripted_scenario_shows_in_every_family() {
     let sub = server.token("acme", Role::Subscribe, &[]);
     let mut sse = Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&sub), Some(1)).await;
     assert_eq!(sse.ids(1).await, vec![2]);
+    // A gRPC subscriber to the same channel from the start: its first delivery is measured.
+    let mut grpc = server.grpc("acme", Role::Subscribe).await;
+    let req = SubscribeRequest { channels: vec!["alerts".into()], from_id: Some(0), ..Default::default() };
+    let mut stream = grpc.subscribe(req).await.unwrap().into_inner();
+    let first = loop {
+        if let Some(subscribe_response::Message::Event(e)) = stream.message().await.unwrap().unwrap().message {
+            break e;
+        }
+    };
+    assert_eq!(first.id, 1);
+
+    // Tickets: one issued and redeemed, the same one again (used), and a forged one.
+    let r = http.post(format!("{}/api/sse/ticket", server.http_url)).bearer_auth(&sub).send().await.unwrap();
+    let ticket = r.json::<serde_json::Value>().await.unwrap()["ticket"].as_str().unwrap().to_owned();
+    for (t, status) in [(ticket.as_str(), 200), (ticket.as_str(), 401), ("eyJ.AAAA", 401)] {
+        let url = format!("{}/api/sse/alerts?ticket={t}", server.http_url);
+        assert_eq!(http.get(url).send().await.unwrap().status(), status);
+    }
+
+    // Connector statuses (as a connector publishes them): a failed Xero run, then a good one.
+    let status = |ok: bool, secs: u32| {
+        json!({"type": "xero:sync-status", "key": "xero", "data": {
+            "ok": ok, "code": if ok { "" } else { "timeout" }, "duration": format!("{secs}s"),
+            "lastSuccess": if ok { Some("2026-11-30T09:00:00Z") } else { None },
+        }})
+    };
+    for s in [status(false, 3), status(true, 40)] {
+        assert_eq!(http.post(&events).bearer_auth(&publish).json(&s).send().await.unwrap().status(), 201);
+    }
 
     // Webhooks: one stored, one with a bad signature.
     let body = br#"{"type":"invoice.paid","timestamp":"2026-11-30T09:00:00Z","data":{"invoice":"inv_1"}}"#;
@@ -93,6 +125,57 @@ async fn a_scripted_scenario_shows_in_every_family() {
     assert!(sample(&m, "process_resident_memory_bytes") > 1e6);
     assert!(sample(&m, "process_open_fds") >= 3.0);
     assert!(sample(&m, "process_cpu_seconds_total") >= 0.0);
+    assert_eq!(sample(&m, "switchyard_delivery_lag_seconds_count{transport=\"grpc\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_subscriptions{transport=\"sse\",channel=\"alerts\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_subscriptions{transport=\"grpc\",channel=\"alerts\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_tickets_issued_total"), 1.0);
+    assert_eq!(sample(&m, "switchyard_tickets_redeemed_total"), 1.0);
+    assert_eq!(sample(&m, "switchyard_tickets_refused_total{reason=\"used\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_tickets_refused_total{reason=\"forged\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_connector_syncs_total{source=\"xero\",outcome=\"ok\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_connector_syncs_total{source=\"xero\",outcome=\"failed\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_connector_sync_errors_total{source=\"xero\",code=\"timeout\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_connector_sync_duration_seconds_bucket{source=\"xero\",le=\"5\"}"), 1.0);
+    assert_eq!(sample(&m, "switchyard_connector_sync_duration_seconds_sum{source=\"xero\"}"), 43.0);
+    assert_eq!(sample(&m, "switchyard_connector_last_success_timestamp_seconds{source=\"xero\"}"), 1796029200.0);
+    assert_eq!(sample(&m, "switchyard_connector_failing{source=\"xero\"}"), 0.0);
+    assert!(sample(&m, "switchyard_log_size_bytes") > 0.0);
+    assert!(sample(&m, "switchyard_log_commit_seconds_count") >= 4.0, "a commit per publish at least");
     assert!(!m.contains("acme"), "unauthenticated metrics name no tenant");
+    // The text format: every sample line is `name{labels} value` under its family's TYPE.
+    for line in m.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line}");
+        let name = series.split('{').next().unwrap();
+        let family = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+        assert!(
+            m.contains(&format!("# TYPE {family} ")) || m.contains(&format!("# TYPE {name} ")),
+            "no TYPE for {line}"
+        );
+    }
+    drop(stream);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tenant_labels_are_opt_in_and_capped() {
+    let server = Server::start_with(|c| {
+        c.metrics.tenant_labels = true;
+        c.metrics.max_tenants = 1;
+    })
+    .await;
+    let http = switchyard_tests::http();
+    for (tenant, n) in [("acme", 3), ("beta", 1), ("gamma", 1)] {
+        let token = server.token(tenant, Role::Publish, &[]);
+        for i in 0..n {
+            let e = json!({"type": "alert:info", "data": {"title": format!("{tenant}-{i}")}});
+            let r = http.post(format!("{}/api/events", server.http_url)).bearer_auth(&token).json(&e).send().await;
+            assert_eq!(r.unwrap().status(), 201);
+        }
+    }
+    let m = http.get(format!("{}/metrics", server.http_url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&m, "switchyard_tenant_published_total{tenant=\"acme\"}"), 3.0);
+    assert_eq!(sample(&m, "switchyard_tenant_published_total{tenant=\"_other\"}"), 2.0);
+    assert!(!m.contains("beta") && !m.contains("gamma"), "tenants past the cap are not named");
     server.stop().await;
 }

@@ -34,12 +34,13 @@ async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
     std::fs::write(
         &config,
         format!(
-            "[bus]\ncustom_channels = [\"ops\"]\n[telemetry]\notlp_endpoint = \"http://{otlp}\"\n\
+            "[bus]\ncustom_channels = [\"ops\"]\n[telemetry]\notlp_endpoint = \"http://{otlp}\"\nlog_format = \"json\"\n\
              [webhooks.standard.billing]\nsecrets = [\"{WHSEC}\"]\ntenant = \"acme\"\nchannels = [\"ops\"]\n"
         ),
     )
     .unwrap();
-    let server = Process::serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let log = dir.path().join("stderr.log");
+    let server = Process::serve_logging(dir.path(), &["--config", config.to_str().unwrap()], &log);
     let mut sse =
         Sse::connect(&format!("{}/api/sse/ops", server.http_url), Some(&server.token("acme", Role::Subscribe)), None)
             .await;
@@ -100,4 +101,23 @@ async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
     assert_eq!(deliver.parent_span_id, webhook.span_id, "the SSE delivery joins the publisher's trace");
     assert_eq!(attr(deliver, "event.id"), Some(event_id));
     assert!(attr(deliver, "conn").is_some());
+
+    // The JSON log's line for the delivery names the same trace, and the SSE stream's own
+    // open and close lines carry the connection id the delivery span has.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let delivery = lines.iter().find(|l| l["message"] == "webhook delivery").expect("a webhook delivery line");
+    assert_eq!(delivery["trace_id"], TRACE_ID, "{delivery}");
+    assert_eq!(delivery["fields"]["outcome"], "stored");
+    assert_eq!(delivery["fields"]["tenant"], "acme");
+    assert_eq!(delivery["spans"], serde_json::json!(["webhook"]));
+    assert_eq!(delivery["level"], "INFO");
+    let conn = attr(deliver, "conn").unwrap();
+    for what in ["SSE stream opened", "SSE stream closed"] {
+        let line = lines.iter().find(|l| l["message"] == what).unwrap_or_else(|| panic!("no '{what}' line"));
+        assert_eq!(line["fields"]["conn"].to_string(), conn, "{line}");
+    }
 }

@@ -32,6 +32,7 @@ use tracing::Instrument;
 use crate::{
     config::{ConfigError, WebhooksConfig},
     error::{ApiError, Path, RawBody},
+    metrics::Seen,
     openapi::error_response,
     route::Route,
 };
@@ -167,31 +168,48 @@ async fn deliver(
     let verify = tracing::info_span!(parent: &span, "verify");
     let outcome = source.receive(Delivery { headers, body, now: now_secs() as i64 }).instrument(verify).await;
     let bare = source.bare();
-    let counted = |what: &'static str| inbound.metrics.webhook(name, what);
-    match outcome {
+    let mut seen = Seen::new(name);
+    let outcome = match outcome {
         Ok(Outcome::Store(events)) => {
-            let committed = commit(&inbound.bus, events).instrument(span).await;
-            counted(if committed.is_ok() { "stored" } else { "not_stored" });
-            let (ids, dups) = committed?;
-            Ok(if bare {
-                StatusCode::OK.into_response()
-            } else {
-                Json(json!({ "ids": ids, "duplicates": dups })).into_response()
-            })
+            seen.events(&events);
+            let committed = commit(&inbound.bus, events).instrument(span.clone()).await;
+            match committed {
+                Ok((ids, dups)) => {
+                    seen.outcome = "stored";
+                    seen.ids = ids.iter().take(RECENT_IDS).cloned().collect();
+                    Ok(if bare {
+                        StatusCode::OK.into_response()
+                    } else {
+                        Json(json!({ "ids": ids, "duplicates": dups })).into_response()
+                    })
+                }
+                Err(e) => {
+                    seen.outcome = "not_stored";
+                    seen.reason(&format!("{}: {}", e.code, e.message));
+                    Err(e)
+                }
+            }
         }
         Ok(Outcome::Answer(v)) => {
-            counted("answered");
+            seen.outcome = "answered";
             Ok(Json(v).into_response())
         }
         Err(r) => {
-            counted(refusal_code(&r));
+            seen.outcome = refusal_code(&r);
+            seen.reason(&r.to_string());
             match r {
                 Refusal::BadSignature(_) if bare => Ok(StatusCode::UNAUTHORIZED.into_response()),
                 r => Err(refused(r)),
             }
         }
-    }
+    };
+    tracing::info!(parent: &span, source = name, outcome = seen.outcome, tenant = seen.tenant.as_deref(), ids = ?seen.ids, reason = seen.reason.as_deref(), "webhook delivery");
+    inbound.metrics.webhook(seen);
+    outcome
 }
+
+/// Ids a recent delivery lists (a delivery may carry many events).
+const RECENT_IDS: usize = 8;
 
 /// Appends the delivery's events in one batch; answers once they are durable.
 async fn commit(bus: &Bus, events: Vec<Event>) -> Result<(Vec<String>, usize), ApiError> {

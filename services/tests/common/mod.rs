@@ -105,7 +105,7 @@ pub async fn run<C: Connector>(
     connector: &mut C,
     sink: &std::sync::Arc<Recorder>,
 ) -> Result<(), SyncError> {
-    run_once(connector, scope, sink.clone(), &mut Health::default()).await
+    run_once(connector, scope, sink.clone(), &mut Health::new(Default::default())).await
 }
 
 /// Answers only requests signed as Unleashed requires (API id `api-id`, key `api-key`, client
