@@ -30,6 +30,15 @@ pub enum Route {
     Keyed(String),
 }
 
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Fixed(c) => write!(f, "{c}"),
+            Route::Keyed(base) => write!(f, "{base}/{{key}}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EventSpec {
     /// Wire name, e.g. `shopify:order-created`.
@@ -171,6 +180,27 @@ impl Catalog {
     }
 
     /// docs/events.md, generated. `switchyard catalog` prints it; a test keeps the file in step.
+    /// The catalog as `GET /api/catalog` serves it: every type's name, payload field, message,
+    /// channels (`jobs/{key}` for a keyed route), delivery and summary.
+    pub fn to_json(&self) -> serde_json::Value {
+        let events: Vec<serde_json::Value> = self
+            .specs()
+            .into_iter()
+            .map(|spec| {
+                serde_json::json!({
+                    "name": &*spec.name,
+                    "field": lower_camel(&spec.field_name),
+                    "message": spec.message.trim_start_matches("switchyard.v1."),
+                    "channels": spec.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "delivery": if spec.delivery == Delivery::Snapshot { "snapshot" } else { "fact" },
+                    "ends": spec.ends.as_deref(),
+                    "summary": spec.summary,
+                })
+            })
+            .collect();
+        serde_json::json!({ "events": events })
+    }
+
     pub fn to_markdown(&self) -> String {
         let mut s = String::from(
             "# Event catalog\n\n\
@@ -188,14 +218,7 @@ impl Catalog {
              | --- | --- | --- | --- | --- | --- |\n",
         );
         for spec in self.specs() {
-            let routes: Vec<String> = spec
-                .routes
-                .iter()
-                .map(|r| match r {
-                    Route::Fixed(c) => format!("`{c}`"),
-                    Route::Keyed(b) => format!("`{b}/{{key}}`"),
-                })
-                .collect();
+            let routes: Vec<String> = spec.routes.iter().map(|r| format!("`{r}`")).collect();
             let delivery = match (spec.delivery, &spec.ends) {
                 (Delivery::Snapshot, _) => "snapshot".to_owned(),
                 (_, Some(ends)) => format!("fact; ends `{ends}`"),

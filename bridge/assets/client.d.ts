@@ -51,8 +51,10 @@ export interface StateInfo {
 export interface Options {
   /** Base URL of the bridge; '' for the page's own origin. */
   url?: string;
-  /** Channels to subscribe to (default ['dashboard']). */
+  /** Channels to subscribe to (default ['dashboard']; [] for every channel the token allows). */
   channels?: string[];
+  /** System (`*`) tokens only: the tenant to read, or `'*'` for every tenant. */
+  tenant?: string;
   /** A bearer token, or a function returning one (called before every connection: refresh here). */
   token?: string | (() => string | Promise<string>);
   /**
@@ -91,7 +93,8 @@ export declare class Switchyard {
   readonly lastEventId: string | null;
   /** Calls `handler` for each event of a catalog type, typed by its payload. */
   on<K extends keyof EventMap>(type: K, handler: (event: SwitchyardEvent<EventMap[K], K>, raw: RawEvent) => void): () => void;
-  /** Custom event types (their `data` is the parsed `custom.json`), or `'*'` for every event. */
+  /** Custom event types (their `data` is the parsed `custom.json`), or `'*'` for every catalog
+   * event (and custom types also registered by name). */
   on<T = unknown>(type: string, handler: (event: SwitchyardEvent<T>, raw: RawEvent) => void): () => void;
   /** Fetches the current state of `channels` (default: this client's) and hands each event to
    * the handlers, as a stream would: for `dashboard:refresh-required`, refetch only what it names. */
@@ -409,7 +412,7 @@ export interface SyncStatus {
   missing?: string[];
   runId?: string;
   /** How long the latest run took. */
-  duration?: Duration;
+  duration?: string;
   /**
    * When the connector plans its next run (sooner after a failure; a webhook's news may
    * bring it forward).

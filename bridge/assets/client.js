@@ -43,6 +43,7 @@ const DEFAULTS = {
   storageKey: undefined,
   lastEventId: undefined,
   start: 'state',
+  tenant: undefined,
 };
 
 // Envelope fields of switchyard.v1.Event: everything else is the payload (one field).
@@ -295,19 +296,21 @@ export class Switchyard {
   }
 
   async stream(gen) {
-    const params = new URLSearchParams({ channels: this.channels.join(','), heartbeat: 'event' });
+    const params = this.params(this.channels);
+    params.set('heartbeat', 'event');
     // State, then the facts after the id a previous load saved; or, within a page, a plain resume.
     if (this.needState) params.set('start', 'state');
     if (this.lastEventId) params.set('lastEventId', this.lastEventId);
     const token = await this.token();
     if (token) params.set('ticket', await this.ticket(token));
+    const everything = await this.catalogTypes();
     if (gen !== this.generation) return;
     const source = new this.env.EventSource(`${this.options.url}/api/sse/subscribe?${params}`);
     source.gen = gen;
     source.listening = new Set();
     this.source = source;
     this.transport = 'sse';
-    for (const type of ['stream:gap', 'stream:state', 'stream:heartbeat', 'stream:reconnect', ...this.handlers.keys()]) {
+    for (const type of ['stream:gap', 'stream:state', 'stream:heartbeat', 'stream:reconnect', ...this.handlers.keys(), ...everything]) {
       if (type !== '*') this.listen(source, type);
     }
     // Events nobody registered for by name still reach '*' handlers.
@@ -326,6 +329,31 @@ export class Switchyard {
     };
   }
 
+  /**
+   * With a '*' handler: every catalog type (GET /api/catalog, once), because an EventSource
+   * hears only the event types it listens to by name. Types outside the catalog (custom
+   * events) reach '*' only when also registered by name.
+   */
+  async catalogTypes() {
+    if (!this.handlers.has('*')) return [];
+    if (!this.catalog) {
+      try {
+        const r = await this.env.fetch(`${this.options.url}/api/catalog`);
+        this.catalog = r.ok ? (await r.json()).events.map((e) => e.name) : [];
+      } catch {
+        this.catalog = [];
+      }
+    }
+    return this.catalog;
+  }
+
+  /** What every request names: the channels, and the tenant when the options name one. */
+  params(channels) {
+    const params = new URLSearchParams({ channels: channels.join(',') });
+    if (this.options.tenant) params.set('tenant', this.options.tenant);
+    return params;
+  }
+
   async ticket(token) {
     const r = await this.env.fetch(`${this.options.url}/api/sse/ticket`, {
       method: 'POST',
@@ -341,7 +369,7 @@ export class Switchyard {
    * For `dashboard:refresh-required`: refetch only the sections it names.
    */
   async refreshState(channels = this.channels) {
-    const params = new URLSearchParams({ channels: channels.join(',') });
+    const params = this.params(channels);
     const token = await this.token();
     const r = await this.env.fetch(`${this.options.url}/api/state?${params}`, {
       headers: token ? { authorization: `Bearer ${token}` } : {},
@@ -369,7 +397,7 @@ export class Switchyard {
     let polls = 0;
     if (this.needState) await this.pollState(gen);
     for (;;) {
-      const params = new URLSearchParams({ channels: this.channels.join(',') });
+      const params = this.params(this.channels);
       if (this.lastEventId) params.set('after', this.lastEventId);
       const token = await this.token();
       const r = await this.env.fetch(`${this.options.url}/api/events?${params}`, {

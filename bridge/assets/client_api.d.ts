@@ -48,8 +48,10 @@ export interface StateInfo {
 export interface Options {
   /** Base URL of the bridge; '' for the page's own origin. */
   url?: string;
-  /** Channels to subscribe to (default ['dashboard']). */
+  /** Channels to subscribe to (default ['dashboard']; [] for every channel the token allows). */
   channels?: string[];
+  /** System (`*`) tokens only: the tenant to read, or `'*'` for every tenant. */
+  tenant?: string;
   /** A bearer token, or a function returning one (called before every connection: refresh here). */
   token?: string | (() => string | Promise<string>);
   /**
@@ -88,7 +90,8 @@ export declare class Switchyard {
   readonly lastEventId: string | null;
   /** Calls `handler` for each event of a catalog type, typed by its payload. */
   on<K extends keyof EventMap>(type: K, handler: (event: SwitchyardEvent<EventMap[K], K>, raw: RawEvent) => void): () => void;
-  /** Custom event types (their `data` is the parsed `custom.json`), or `'*'` for every event. */
+  /** Custom event types (their `data` is the parsed `custom.json`), or `'*'` for every catalog
+   * event (and custom types also registered by name). */
   on<T = unknown>(type: string, handler: (event: SwitchyardEvent<T>, raw: RawEvent) => void): () => void;
   /** Fetches the current state of `channels` (default: this client's) and hands each event to
    * the handlers, as a stream would: for `dashboard:refresh-required`, refetch only what it names. */

@@ -68,7 +68,7 @@ pub fn routes() -> Vec<Route<Arc<App>>> {
         Route::get(
             "/api/sse/status",
             status,
-            json!({ "summary": "Admin: connections, subscribers, events by type and channel per tenant.",
+            json!({ "summary": "Admin: connections, subscribers, events by type and channel per tenant; `activity`: delivery lag, subscriptions by transport and channel, log size and commit latency, tickets, each connector's latest sync, recent webhook deliveries (what the operator console at /console shows).",
             "responses": { "200": { "description": "Status JSON." }, "401": error_response("Bad token."), "403": error_response("Not admin.") } }),
         ),
         Route::get(
@@ -408,6 +408,7 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
             "log": { "backend": app.bus.log().backend(), "headId": log.head.to_string(), "oldestId": log.oldest.to_string(), "stored": log.stored },
             "tenants": tenants,
             "uptimeSecs": app.started.elapsed().as_secs(),
+            "activity": crate::activity::activity(&app, &who.tenant),
         }),
         TenantScope::One(t) => json!({
             "connections": { "current": conns.by_tenant.get(t.as_str()).copied().unwrap_or(0) },
@@ -415,6 +416,7 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
             "log": { "backend": app.bus.log().backend(), "headId": log.head.to_string() },
             "tenants": tenants,
             "uptimeSecs": app.started.elapsed().as_secs(),
+            "activity": crate::activity::activity(&app, &who.tenant),
         }),
     };
     Ok(Json(body).into_response())

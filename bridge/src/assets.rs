@@ -1,5 +1,6 @@
 //! The browser side, compiled into the binary so `switchyard serve` needs no build step and no
-//! CDN: the dashboard at `/` and the client library at `/client.js` (sources in bridge/assets/).
+//! CDN: the dashboard at `/`, the operator console at `/console` and the client library at
+//! `/client.js` (sources in bridge/assets/).
 
 use axum::{
     http::{HeaderValue, header},
@@ -27,6 +28,21 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Vec<Route<S>> {
             "/dashboard.css",
             dashboard_css,
             json!({ "summary": "The dashboard's styles.", "security": [], "responses": { "200": { "description": "text/css" } } }),
+        ),
+        Route::get(
+            "/console",
+            console,
+            json!({ "summary": "The operator console (HTML; admin token): live counts and lag, connections, connectors, webhook deliveries, a live event inspector.", "security": [], "responses": { "200": { "description": "text/html" } } }),
+        ),
+        Route::get(
+            "/console.js",
+            console_js,
+            json!({ "summary": "The operator console's script.", "security": [], "responses": { "200": { "description": "text/javascript" } } }),
+        ),
+        Route::get(
+            "/console.css",
+            console_css,
+            json!({ "summary": "The operator console's styles.", "security": [], "responses": { "200": { "description": "text/css" } } }),
         ),
         Route::get(
             "/client.js",
@@ -65,6 +81,18 @@ pub async fn dashboard_js() -> Response {
 
 pub async fn dashboard_css() -> Response {
     asset("text/css; charset=utf-8", include_str!("../assets/dashboard.css"))
+}
+
+pub async fn console() -> Response {
+    asset("text/html; charset=utf-8", include_str!("../assets/console.html"))
+}
+
+pub async fn console_js() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../assets/console.js"))
+}
+
+pub async fn console_css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("../assets/console.css"))
 }
 
 pub async fn client_js() -> Response {

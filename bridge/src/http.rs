@@ -18,7 +18,8 @@ use crate::{api, app::App, assets, openapi, route::Route, sse, webhooks};
 /// Largest request body: a batch of events. Webhooks set their own, smaller.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// Every route: each feature's own, and this document's.
+/// Every route: each feature's own, and the two that describe the API: this document and the
+/// event catalog.
 pub fn routes() -> Vec<Route<Arc<App>>> {
     let mut all = Vec::new();
     all.extend(sse::routes());
@@ -26,7 +27,21 @@ pub fn routes() -> Vec<Route<Arc<App>>> {
     all.extend(webhooks::routes());
     all.extend(assets::routes());
     all.push(Route::get("/api/openapi.json", document, json!({ "summary": "This document.", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } })));
+    all.push(Route::get(
+        "/api/catalog",
+        catalog,
+        json!({ "summary": "The event catalog: every type's name, payload field, message, channels, delivery and summary (docs/events.md as JSON).", "security": [],
+                "responses": { "200": { "description": "`{\"events\": [...]}`" } } }),
+    ));
     all
+}
+
+/// `GET /api/catalog`: public, like docs/events.md. Browser clients listen by type (an
+/// EventSource has no wildcard), so "every event" needs the list of types.
+async fn catalog() -> Json<Value> {
+    static CATALOG: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| switchyard::catalog::Catalog::global().to_json());
+    Json(CATALOG.clone())
 }
 
 /// Built once: the table does not change while the process runs, and the document is public.
@@ -161,6 +176,20 @@ mod tests {
         let narrow = token(Role::Subscribe, &["orders"]);
         let (status, body) = call(&app, get("/api/events?channels=alerts", Some(&narrow))).await;
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("permission_denied")));
+    }
+
+    #[tokio::test]
+    async fn the_catalog_is_public_and_lists_every_type_with_its_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, body) = call(&app(dir.path()), get("/api/catalog", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let events = body["events"].as_array().unwrap();
+        assert_eq!(events.len(), switchyard::catalog::Catalog::global().specs().len());
+        let status = events.iter().find(|e| e["name"] == "xero:sync-status").unwrap();
+        assert_eq!(status["channels"], json!(["dashboard"]));
+        assert_eq!((status["delivery"].as_str(), status["message"].as_str()), (Some("snapshot"), Some("SyncStatus")));
+        let progress = events.iter().find(|e| e["name"] == "import:job-progress").unwrap();
+        assert!(progress["channels"].as_array().unwrap().iter().any(|c| c == "jobs/{key}"), "{progress}");
     }
 
     #[tokio::test]

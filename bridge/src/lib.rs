@@ -21,6 +21,7 @@
 //!   descriptors, both for `/metrics`.
 
 pub mod access;
+pub mod activity;
 pub mod api;
 pub mod app;
 pub mod assets;

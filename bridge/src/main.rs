@@ -252,6 +252,11 @@ async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
         None => println!("switchyard: http={}", running.http_addr),
     }
     println!("switchyard: dashboard (token valid 12 h): {}", serve::dashboard_url(&running));
+    // No admin token is printed: stdout ends up in logs, and an admin token reads every tenant.
+    println!(
+        "switchyard: operator console: http://{}/console (sign in with: switchyard token --tenant '*' --role admin)",
+        running.http_addr
+    );
     println!("switchyard: try (token valid 1 h): {}", serve::try_it(&running));
     let stop = running.stopper();
     tokio::spawn(async move {

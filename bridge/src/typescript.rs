@@ -100,7 +100,10 @@ fn scalar(kind: &Kind) -> String {
         Kind::Bool => "boolean".into(),
         Kind::String | Kind::Bytes => "string".into(),
         Kind::Enum(e) => e.values().map(|v| format!("'{}'", v.name())).collect::<Vec<_>>().join(" | "),
-        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => "string".into(),
+        // proto3 JSON: a Timestamp is RFC 3339 text, a Duration seconds with an `s` ("2.5s").
+        Kind::Message(m) if matches!(m.full_name(), "google.protobuf.Timestamp" | "google.protobuf.Duration") => {
+            "string".into()
+        }
         Kind::Message(m) => m.name().to_owned(),
     }
 }
