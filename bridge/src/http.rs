@@ -263,6 +263,7 @@ mod tests {
         );
         assert!(closed.contains(&format!("bytes={}", first.len())), "{closed}");
         assert!(closed.contains("events=0") && closed.contains("secs="), "{closed}");
+        assert!(closed.contains("tenant=acme") && closed.contains("channels=alerts"), "{closed}");
         // With its pulse's sender gone, to a stream read to its end, the server is stopping.
         drop(beat);
         let resp = router(app).oneshot(get("/api/sse/alerts", Some(&token(Role::Subscribe, &[])))).await.unwrap();

@@ -525,6 +525,8 @@ static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 struct Session {
     app: Arc<App>,
     id: u64,
+    /// The tenant and the channels, for the close line: one allocation, `tenant channels`.
+    who: Box<str>,
     opened: std::time::Instant,
     events: u64,
     pending: u64,
@@ -548,7 +550,8 @@ impl Session {
             app.metrics.sse_gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let opened = std::time::Instant::now();
-        Self { app, id, opened, events: 0, pending: 0, bytes: 0, reason: None, observe_lag: false }
+        let who = format!("{tenant} {channels}").into_boxed_str();
+        Self { app, id, who, opened, events: 0, pending: 0, bytes: 0, reason: None, observe_lag: false }
     }
 
     /// A run of items begins: the first event in it has its publish → write lag observed
@@ -611,8 +614,11 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.flush();
+        let (tenant, channels) = self.who.split_once(' ').unwrap_or((&self.who, ""));
         tracing::info!(
             conn = self.id,
+            %tenant,
+            %channels,
             secs = self.opened.elapsed().as_secs_f64(),
             events = self.events,
             bytes = self.bytes,

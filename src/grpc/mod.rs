@@ -430,6 +430,8 @@ fn outgoing_message(
 struct Session {
     bus: Bus,
     id: u64,
+    tenant: String,
+    channels: String,
     opened: std::time::Instant,
     events: u64,
     /// `None` until the server ends it: then the client went away.
@@ -448,7 +450,7 @@ impl Session {
         let tenant = if spec.tenant.is_empty() { who.tenant.to_string() } else { spec.tenant.clone() };
         let channels = if spec.channels.is_empty() { "*".to_owned() } else { spec.channels.join(",") };
         tracing::info!(conn = id, %tenant, %channels, token = %who.token_id, start = ?spec.start, "gRPC subscription opened");
-        Self { bus: bus.clone(), id, opened: std::time::Instant::now(), events: 0, reason: None }
+        Self { bus: bus.clone(), id, tenant, channels, opened: std::time::Instant::now(), events: 0, reason: None }
     }
 
     /// Counts a delivery; samples its lag; for an event whose publisher sampled its trace,
@@ -468,6 +470,8 @@ impl Drop for Session {
     fn drop(&mut self) {
         tracing::info!(
             conn = self.id,
+            tenant = %self.tenant,
+            channels = %self.channels,
             secs = self.opened.elapsed().as_secs_f64(),
             events = self.events,
             reason = self.reason.unwrap_or("client went away"),

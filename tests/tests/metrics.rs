@@ -153,8 +153,28 @@ async fn a_scripted_scenario_shows_in_every_family() {
             "no TYPE for {line}"
         );
     }
+    every_documented_family_is_served(&m);
     drop(stream);
     server.stop().await;
+}
+
+/// Every metric the docs' table and the Grafana dashboard name is one `/metrics` serves (the
+/// opt-in tenant families aside: `tenant_labels_are_opt_in_and_capped` covers those).
+fn every_documented_family_is_served(m: &str) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for file in ["docs/grafana/switchyard.json", "docs/observability.md"] {
+        let text = std::fs::read_to_string(repo.join(file)).unwrap();
+        let names: std::collections::BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|t| (t.starts_with("switchyard_") || t.starts_with("process_")) && !t.contains("_tenant_"))
+            .filter(|t| *t != "switchyard_bridge")
+            .collect();
+        assert!(names.len() > 20, "{file}: {names:?}");
+        for name in names {
+            let family = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+            assert!(m.contains(&format!("# TYPE {family} ")), "{file} names {name}, which /metrics does not serve");
+        }
+    }
 }
 
 #[tokio::test]
