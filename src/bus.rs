@@ -118,7 +118,7 @@ pub struct SubscriberStats {
 struct SubscriberGuard {
     inner: Arc<Inner>,
     transport: Transport,
-    labels: Vec<String>,
+    labels: crate::metrics::Labels,
 }
 
 impl Drop for SubscriberGuard {
@@ -376,8 +376,7 @@ impl Bus {
         let now = self.inner.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.peak.fetch_max(now, Ordering::Relaxed);
         self.inner.subscribed_total.fetch_add(1, Ordering::Relaxed);
-        let labels = crate::metrics::channel_labels(&spec.channels);
-        self.inner.deliveries.opened(spec.transport, &labels);
+        let labels = self.inner.deliveries.opened(spec.transport, &spec.channels);
         let guard = SubscriberGuard { inner: self.inner.clone(), transport: spec.transport, labels };
         let items = subscription::subscribe(self.inner.log.clone(), &self.inner.hub, filter, options);
         Ok(items.map(move |item| {

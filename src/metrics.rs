@@ -7,7 +7,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -118,8 +118,24 @@ impl Transport {
 #[derive(Debug)]
 pub struct Deliveries {
     lag: [Histogram; 2],
-    /// Open subscriptions by transport and channel label (see [`channel_label`]).
-    open: Mutex<BTreeMap<(Transport, String), u64>>,
+    /// Open subscriptions per channel label (see [`channel_labels`]), per transport. The keys
+    /// are shared with the subscriptions counted under them, so counting one allocates nothing
+    /// per subscription once its label exists (idle connections are what memory is sized by).
+    open: Mutex<BTreeMap<Arc<str>, [u64; 2]>>,
+}
+
+/// The labels one subscription is counted under, shared with the census's keys.
+#[derive(Debug)]
+pub struct Labels {
+    first: Arc<str>,
+    /// Empty (no allocation) for the usual one channel, or all.
+    rest: Vec<Arc<str>>,
+}
+
+impl Labels {
+    fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
 }
 
 impl Default for Deliveries {
@@ -143,24 +159,28 @@ impl Deliveries {
         self.lag[transport as usize].read()
     }
 
-    /// Counts a subscription open on each of its channel labels.
-    pub(crate) fn opened(&self, transport: Transport, labels: &[String]) {
-        if let Ok(mut open) = self.open.lock() {
-            for l in labels {
-                *open.entry((transport, l.clone())).or_default() += 1;
-            }
-        }
+    /// Counts a subscription to `channels` open; the returned labels close it.
+    pub(crate) fn opened(&self, transport: Transport, channels: &[String]) -> Labels {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut interned = channel_labels(channels).into_iter().map(|l| {
+            let key = match open.get_key_value(l.as_str()) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(l),
+            };
+            open.entry(key.clone()).or_default()[transport as usize] += 1;
+            key
+        });
+        let first = interned.next().unwrap_or_else(|| Arc::from("*"));
+        Labels { first, rest: interned.collect() }
     }
 
-    pub(crate) fn closed(&self, transport: Transport, labels: &[String]) {
-        if let Ok(mut open) = self.open.lock() {
-            for l in labels {
-                let key = (transport, l.clone());
-                if let Some(n) = open.get_mut(&key) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        open.remove(&key);
-                    }
+    pub(crate) fn closed(&self, transport: Transport, labels: &Labels) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        for l in labels.iter() {
+            if let Some(n) = open.get_mut(l) {
+                n[transport as usize] = n[transport as usize].saturating_sub(1);
+                if *n == [0, 0] {
+                    open.remove(l);
                 }
             }
         }
@@ -169,13 +189,17 @@ impl Deliveries {
     /// Open subscriptions by transport and channel label. A subscription to several channels
     /// counts once under each.
     pub fn open(&self) -> BTreeMap<(Transport, String), u64> {
-        self.open.lock().map(|m| m.clone()).unwrap_or_default()
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.iter()
+            .flat_map(|(l, n)| Transport::ALL.into_iter().map(move |t| ((t, l.to_string()), n[t as usize])))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }
 
-/// The label a subscribed channel is counted under: catalog and configured channels by name,
-/// every `jobs/<id>` as `jobs/*` (ids are unbounded; a label per id would be a cardinality
-/// bomb), and `*` for a subscription to every channel it may see.
+/// The labels a subscription to `channels` is counted under: catalog and configured channels
+/// by name, every `jobs/<id>` as `jobs/*` (ids are unbounded; a label per id would be a
+/// cardinality bomb), and `*` for a subscription to every channel it may see.
 pub fn channel_labels(channels: &[String]) -> Vec<String> {
     if channels.is_empty() {
         return vec!["*".to_owned()];
@@ -221,12 +245,17 @@ mod tests {
         assert_eq!(labels, ["dashboard", "jobs/*"]);
         assert_eq!(channel_labels(&[]), ["*"]);
         let d = Deliveries::default();
-        d.opened(Transport::Sse, &labels);
-        d.opened(Transport::Sse, &labels);
-        d.opened(Transport::Grpc, &["*".to_owned()]);
+        let channels = ["jobs/a".to_owned(), "dashboard".to_owned()];
+        let a = d.opened(Transport::Sse, &channels);
+        let b = d.opened(Transport::Sse, &["jobs/c".to_owned(), "dashboard".to_owned()]);
+        assert!(Arc::ptr_eq(&a.first, &b.first), "one label, shared");
+        let all = d.opened(Transport::Grpc, &[]);
         assert_eq!(d.open()[&(Transport::Sse, "jobs/*".to_owned())], 2);
-        d.closed(Transport::Sse, &labels);
-        d.closed(Transport::Sse, &labels);
+        assert_eq!(d.open()[&(Transport::Grpc, "*".to_owned())], 1);
+        d.closed(Transport::Sse, &a);
+        d.closed(Transport::Sse, &b);
         assert_eq!(d.open().into_iter().collect::<Vec<_>>(), [((Transport::Grpc, "*".to_owned()), 1)]);
+        d.closed(Transport::Grpc, &all);
+        assert!(d.open().is_empty() && d.open.lock().unwrap().is_empty(), "labels go with their last subscription");
     }
 }
