@@ -27,6 +27,12 @@ use crate::{
     validate::{self, Policy},
 };
 
+/// A `validate` span for `n` events in a sampled trace (entered until dropped); none otherwise,
+/// so unsampled publishes pay nothing for it.
+fn validate_span(n: usize) -> Option<tracing::span::EnteredSpan> {
+    crate::trace::sampled_span().map(|parent| tracing::info_span!(parent: &parent, "validate", events = n).entered())
+}
+
 /// Events a paced (throttled) publish stores at a time.
 const PACED_PART: usize = 256;
 
@@ -228,6 +234,7 @@ impl Bus {
 
     async fn store(&self, who: &Principal, mut events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
         crate::trace::stamp(&mut events);
+        let validating = validate_span(events.len());
         let mut results: Vec<Option<Result<Appended, PublishError>>> = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {
@@ -239,6 +246,7 @@ impl Bus {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
+        drop(validating);
         let span = tracing::info_span!("commit", events = results.len(), accepted = accepted.len());
         let appended = if accepted.is_empty() {
             Ok(Vec::new())
@@ -279,10 +287,12 @@ impl Bus {
         self.admit(who, events.len()).map_err(|e| (0, e))?;
         let mut events = events;
         crate::trace::stamp(&mut events);
+        let validating = validate_span(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
             accepted.push(validate::accept(who, event, &self.inner.config.policy).map_err(|e| (i, e))?);
         }
+        drop(validating);
         if accepted.is_empty() {
             return Ok(Vec::new());
         }

@@ -37,6 +37,15 @@ pub fn current() -> Option<TraceContext> {
     })
 }
 
+/// The current span, when its trace is sampled: work done for it elsewhere (the log's writer
+/// thread) can then record spans in it. `None` costs nothing further for unsampled requests.
+pub fn sampled_span() -> Option<tracing::Span> {
+    let span = tracing::Span::current();
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    (sc.is_valid() && sc.is_sampled()).then_some(span)
+}
+
 /// The most `tracestate` an event carries (W3C allows 32 members; 512 bytes keeps the usual few).
 pub const MAX_TRACESTATE: usize = 512;
 

@@ -107,13 +107,13 @@ type Reply = oneshot::Sender<Result<Vec<Appended>, LogError>>;
 enum Job {
     Append {
         events: Vec<Accepted>,
-        reply: oneshot::Sender<Result<Vec<Appended>, LogError>>,
+        reply: Reply,
+        /// The appending span, when its trace is sampled: the group commit it joins is
+        /// recorded in that trace.
+        trace: Option<tracing::Span>,
     },
     /// Run retention now, as if the time were `now_ms` (operators, tests).
-    Trim {
-        now_ms: u64,
-        reply: oneshot::Sender<Result<(), LogError>>,
-    },
+    Trim { now_ms: u64, reply: oneshot::Sender<Result<(), LogError>> },
 }
 
 pub struct EmbeddedLog {
@@ -386,7 +386,8 @@ impl Log for EmbeddedLog {
                 return Ok(Vec::new());
             }
             let (reply, rx) = oneshot::channel();
-            self.jobs.send(Job::Append { events, reply }).map_err(|_| LogError::Closed)?;
+            let trace = crate::trace::sampled_span();
+            self.jobs.send(Job::Append { events, reply, trace }).map_err(|_| LogError::Closed)?;
             rx.await.map_err(|_| LogError::Closed)?
         })
     }
@@ -616,15 +617,15 @@ impl Writer {
                 Ok(Job::Trim { now_ms, reply }) => {
                     let _ = reply.send(self.trim_all(now_ms));
                 }
-                Ok(Job::Append { events, reply }) => {
+                Ok(Job::Append { events, reply, trace }) => {
                     let mut n = events.len();
-                    let mut group = vec![(events, reply)];
+                    let mut group = vec![(events, reply, trace)];
                     let mut trims = Vec::new();
                     while n < MAX_GROUP {
                         match rx.try_recv() {
-                            Ok(Job::Append { events, reply }) => {
+                            Ok(Job::Append { events, reply, trace }) => {
                                 n += events.len();
-                                group.push((events, reply));
+                                group.push((events, reply, trace));
                             }
                             Ok(trim) => trims.push(trim),
                             Err(_) => break,
@@ -733,10 +734,17 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, Reply)>) {
-        let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+    fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, Reply, Option<tracing::Span>)>) {
+        let n: u64 = jobs.iter().map(|j| j.0.len() as u64).sum();
+        // In each sampled caller's trace: the group its events were written and fsynced with.
+        let (batches, count) = (jobs.len(), n);
+        let _group_spans: Vec<tracing::Span> = jobs
+            .iter()
+            .filter_map(|j| j.2.as_ref())
+            .map(|parent| tracing::info_span!(parent: parent, "group_commit", batches, events = count))
+            .collect();
+        let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|(b, r, _)| (b, r)).unzip();
         let start_head = self.head.load(Ordering::Acquire);
-        let n: u64 = batches.iter().map(|b| b.len() as u64).sum();
         let result = self.reserve(start_head + n).and_then(|()| self.write_group(batches, start_head));
         match result {
             Ok((records, results, head)) => {

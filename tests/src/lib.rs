@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+pub mod platforms;
+
 use futures::StreamExt;
 use switchyard::auth::{Role, Signer};
 use switchyard_bridge::{config::Config, serve, tools};

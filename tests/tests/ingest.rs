@@ -4,76 +4,12 @@
 
 use std::{collections::BTreeMap, process::Command};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use switchyard::auth::Role;
 use switchyard_bridge::webhooks::signature::sign_b64;
-use switchyard_tests::{KilledOnDrop, Server, Sse, built, section};
-use wiremock::{
-    Mock, MockServer, ResponseTemplate,
-    matchers::{method, path},
-};
+use switchyard_tests::{KilledOnDrop, Server, Sse, built, platforms, section};
 
 const XERO_KEY: &str = "XERO_INGEST_TEST_KEY";
-
-/// The `[xero]` section of an ingest config pointing at the fake.
-fn xero_section(fake: &MockServer) -> String {
-    format!(
-        "[xero]\ntenant = \"acme\"\nclient_id = \"client\"\nclient_secret = \"secret\"\nxero_tenant_id = \"org-1\"\n\
-         token_url = \"{fake}/xero/token\"\napi_url = \"{fake}/xero/api\"\n",
-        fake = fake.uri()
-    )
-}
-
-/// RFC 3339 for a minute ago.
-fn pbjson_types_now_minus_minute() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - 60;
-    let t = switchyard::proto::Timestamp { seconds: secs, nanos: 0 };
-    serde_json::to_value(t).unwrap().as_str().unwrap().replace("+00:00", "Z")
-}
-
-async fn fakes() -> MockServer {
-    let fake = MockServer::start().await;
-    // A minute ago: inside the rolling 24 hours whatever the time of day.
-    let created = pbjson_types_now_minus_minute();
-    let order = |id: u64, total: &str| {
-        json!({"node": {"id": format!("gid://shopify/Order/{id}"), "legacyResourceId": id.to_string(), "name": format!("#{id}"),
-        "createdAt": created, "test": false, "displayFinancialStatus": "PAID", "displayFulfillmentStatus": "FULFILLED",
-        "totalPriceSet": {"shopMoney": {"amount": total, "currencyCode": "GBP"}},
-        "totalRefundedSet": {"shopMoney": {"amount": "0.00", "currencyCode": "GBP"}}}})
-    };
-    Mock::given(method("POST"))
-        .and(path("/shop/graphql.json"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {"orders": {
-            "edges": [order(1, "120.00"), order(2, "30.50")], "pageInfo": {"hasNextPage": false, "endCursor": null}}}})))
-        .mount(&fake)
-        .await;
-    Mock::given(path("/xero/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "at", "expires_in": 1800})))
-        .mount(&fake)
-        .await;
-    Mock::given(path("/xero/api/Organisation"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Organisations": [{"BaseCurrency": "GBP"}]})))
-        .mount(&fake)
-        .await;
-    let report = |rows: Value| json!({"Reports": [{"Rows": rows}]});
-    Mock::given(path("/xero/api/Reports/BalanceSheet"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(report(json!([
-            {"RowType": "Section", "Rows": [{"RowType": "SummaryRow", "Cells": [{"Value": "Total Current Assets"}, {"Value": "1000.00"}]}]},
-            {"RowType": "Section", "Rows": [{"RowType": "SummaryRow", "Cells": [{"Value": "Total Current Liabilities"}, {"Value": "400.00"}]}]}]))))
-        .mount(&fake)
-        .await;
-    Mock::given(path("/xero/api/Reports/ProfitAndLoss"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(report(json!([
-            {"RowType": "Section", "Rows": [{"RowType": "SummaryRow", "Cells": [{"Value": "Total Income"}, {"Value": "50.00"}]},
-                {"RowType": "Row", "Cells": [{"Value": "Net Profit"}, {"Value": "5.00"}]}]}]))))
-        .mount(&fake)
-        .await;
-    Mock::given(path("/xero/api/Invoices"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Invoices": []})))
-        .mount(&fake)
-        .await;
-    fake
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchyard_ingest_fills_the_dashboard_and_webhooks_trigger_syncs() {
@@ -83,7 +19,7 @@ async fn switchyard_ingest_fills_the_dashboard_and_webhooks_trigger_syncs() {
             .insert("xero".into(), section(&format!("keys = [\"{XERO_KEY}\"]\n[tenants]\norg-1 = \"acme\"\n")));
     })
     .await;
-    let fake = fakes().await;
+    let fake = platforms::fakes().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ingest.toml");
     std::fs::write(
@@ -104,7 +40,7 @@ stores = [{{ domain = "acme-uk.myshopify.com", access_token = "shpat_test", name
 {xero}"#,
             state = dir.path().join("state").display(),
             fake = fake.uri(),
-            xero = xero_section(&fake),
+            xero = platforms::xero_section(&fake),
         ),
     )
     .unwrap();
@@ -169,12 +105,12 @@ stores = [{{ domain = "acme-uk.myshopify.com", access_token = "shpat_test", name
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_configured_connectors_in_process() {
-    let fake = fakes().await;
+    let fake = platforms::fakes().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ingest.toml");
     std::fs::write(
         &config,
-        format!("interval_secs = 3600\n[retry]\nbackoff_ms = 1\nmax_wait_ms = 20\n{}", xero_section(&fake)),
+        format!("interval_secs = 3600\n[retry]\nbackoff_ms = 1\nmax_wait_ms = 20\n{}", platforms::xero_section(&fake)),
     )
     .unwrap();
     let server = Server::start_with(|c| c.ingest = Some(config.clone())).await;

@@ -88,11 +88,17 @@ async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
     let verify = named("verify");
     let commit = named("commit");
     let deliver = named("sse.deliver");
+    let validate = named("validate");
+    let group = named("group_commit");
     assert_eq!(hex(&webhook.parent_span_id), SENDER_SPAN, "the webhook continues the sender's trace");
     assert_eq!(attr(webhook, "platform").as_deref(), Some("billing"));
     assert_eq!(verify.parent_span_id, webhook.span_id, "verification is part of the delivery");
     assert_eq!(commit.parent_span_id, webhook.span_id, "so is the durable commit");
     assert_eq!(attr(commit, "events").as_deref(), Some("1"));
+    assert_eq!(validate.parent_span_id, webhook.span_id, "validation of the translated events");
+    assert_eq!(group.parent_span_id, commit.span_id, "the group commit the events joined");
+    assert_eq!(attr(group, "batches").as_deref(), Some("1"));
+    assert_eq!(attr(group, "events").as_deref(), Some("1"));
     assert_eq!(
         traceparent.split('-').nth(2),
         Some(hex(&webhook.span_id).as_str()),
@@ -120,4 +126,78 @@ async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
         let line = lines.iter().find(|l| l["message"] == what).unwrap_or_else(|| panic!("no '{what}' line"));
         assert_eq!(line["fields"]["conn"].to_string(), conn, "{line}");
     }
+}
+
+/// A connector run is one trace: the run, each platform call, the publish and commit of its
+/// figures, and their delivery to a subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_run_is_one_trace_from_its_upstream_calls_to_each_delivery() {
+    let (collector, otlp, receiver) = Collector::start().await;
+    let fake = switchyard_tests::platforms::fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = dir.path().join("ingest.toml");
+    std::fs::write(
+        &ingest,
+        format!(
+            "interval_secs = 3600\n[retry]\nbackoff_ms = 1\nmax_wait_ms = 20\n{}",
+            switchyard_tests::platforms::xero_section(&fake)
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "ingest = \"{}\"\n[telemetry]\notlp_endpoint = \"http://{otlp}\"\nsample_ratio = 1.0\n",
+            ingest.display()
+        ),
+    )
+    .unwrap();
+    let server = Process::serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let token = server.token("acme", Role::Subscribe);
+    let url = format!("{}/api/sse/subscribe?channels=working-capital,dashboard", server.http_url);
+    let mut sse = Sse::connect(&url, Some(&token), Some(0)).await;
+    let frame = loop {
+        let f = sse.next_event().await.expect("the figures arrive");
+        if f.event.as_deref() == Some("xero:sync-completed") {
+            break f;
+        }
+    };
+    let traceparent = frame.json()["trace"]["traceparent"].as_str().expect("the run's trace").to_owned();
+    // The run ends (and its span with it) once its status is published.
+    while sse.next_event().await.expect("the run's status").event.as_deref() != Some("xero:sync-status") {}
+    let trace_id = traceparent.split('-').nth(1).unwrap().to_owned();
+
+    drop(sse);
+    let stopped = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let spans = loop {
+        let spans: Vec<Span> =
+            collector.0.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
+        // The run's own span ends last (after its status is published): wait for it too.
+        let done = ["sse.deliver", "sync xero"].iter().all(|n| spans.iter().any(|s| s.name == *n));
+        if done || Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    receiver.abort();
+    let named = |n: &str| spans.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} span in {spans:#?}"));
+    let sync = named("sync xero");
+    assert!(sync.parent_span_id.is_empty(), "a run starts its own trace");
+    assert_eq!(attr(sync, "tenant").as_deref(), Some("acme"));
+    let upstream: Vec<&Span> =
+        spans.iter().filter(|s| s.parent_span_id == sync.span_id && attr(s, "status").is_some()).collect();
+    assert!(
+        upstream.iter().any(|s| s.name == "Xero balance sheet" && attr(s, "status").as_deref() == Some("200")),
+        "each platform call is a child of the run: {spans:#?}"
+    );
+    let publish = spans
+        .iter()
+        .find(|s| s.name == "publish_stream" && s.parent_span_id == sync.span_id)
+        .expect("the run's publish continues its trace (traceparent metadata)");
+    assert!(spans.iter().any(|s| s.name == "commit" && s.parent_span_id == publish.span_id));
+    assert_eq!(traceparent.split('-').nth(2), Some(hex(&sync.span_id).as_str()), "Event.trace names the run");
+    assert_eq!(named("sse.deliver").parent_span_id, sync.span_id, "the delivery joins the run's trace");
 }
