@@ -434,6 +434,8 @@ struct Session {
     channels: String,
     opened: std::time::Instant,
     events: u64,
+    /// Bytes of the events sent (their shared encoding; cursors and status messages aside).
+    bytes: u64,
     /// `None` until the server ends it: then the client went away.
     reason: Option<&'static str>,
 }
@@ -450,7 +452,16 @@ impl Session {
         let tenant = if spec.tenant.is_empty() { who.tenant.to_string() } else { spec.tenant.clone() };
         let channels = if spec.channels.is_empty() { "*".to_owned() } else { spec.channels.join(",") };
         tracing::info!(conn = id, %tenant, %channels, token = %who.token_id, start = ?spec.start, "gRPC subscription opened");
-        Self { bus: bus.clone(), id, tenant, channels, opened: std::time::Instant::now(), events: 0, reason: None }
+        Self {
+            bus: bus.clone(),
+            id,
+            tenant,
+            channels,
+            opened: std::time::Instant::now(),
+            events: 0,
+            bytes: 0,
+            reason: None,
+        }
     }
 
     /// Counts a delivery; samples its lag; for an event whose publisher sampled its trace,
@@ -460,6 +471,8 @@ impl Session {
             self.bus.deliveries().observe_lag(crate::metrics::Transport::Grpc, r.published_ms());
         }
         self.events += 1;
+        // Encoded here once for every subscriber (the codec sends the same bytes).
+        self.bytes += outgoing::event_field(r).len() as u64;
         if crate::trace::sampled(&r.event) {
             drop(crate::trace::delivery("grpc.deliver", &r.event, self.id).entered());
         }
@@ -474,6 +487,7 @@ impl Drop for Session {
             channels = %self.channels,
             secs = self.opened.elapsed().as_secs_f64(),
             events = self.events,
+            bytes = self.bytes,
             reason = self.reason.unwrap_or("client went away"),
             "gRPC subscription closed"
         );

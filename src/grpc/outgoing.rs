@@ -55,7 +55,7 @@ impl Outgoing {
 }
 
 /// The record's `SubscribeResponse.event` field (tag, length, event), encoded on first use.
-fn event_field(record: &Record) -> &Bytes {
+pub(super) fn event_field(record: &Record) -> &Bytes {
     record.grpc_field.get_or_init(|| {
         let mut buf = BytesMut::with_capacity(prost::Message::encoded_len(&record.event) + 8);
         prost::encoding::message::encode(EVENT_FIELD, &record.event, &mut buf);

@@ -148,12 +148,13 @@ async fn a_connector_run_is_one_trace_from_its_upstream_calls_to_each_delivery()
     std::fs::write(
         &config,
         format!(
-            "ingest = \"{}\"\n[telemetry]\notlp_endpoint = \"http://{otlp}\"\nsample_ratio = 1.0\n",
+            "ingest = \"{}\"\n[telemetry]\notlp_endpoint = \"http://{otlp}\"\nsample_ratio = 1.0\nlog_format = \"json\"\n",
             ingest.display()
         ),
     )
     .unwrap();
-    let server = Process::serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let log = dir.path().join("stderr.log");
+    let server = Process::serve_logging(dir.path(), &["--config", config.to_str().unwrap()], &log);
     let token = server.token("acme", Role::Subscribe);
     let url = format!("{}/api/sse/subscribe?channels=working-capital,dashboard", server.http_url);
     let mut sse = Sse::connect(&url, Some(&token), Some(0)).await;
@@ -200,4 +201,20 @@ async fn a_connector_run_is_one_trace_from_its_upstream_calls_to_each_delivery()
     assert!(spans.iter().any(|s| s.name == "commit" && s.parent_span_id == publish.span_id));
     assert_eq!(traceparent.split('-').nth(2), Some(hex(&sync.span_id).as_str()), "Event.trace names the run");
     assert_eq!(named("sse.deliver").parent_span_id, sync.span_id, "the delivery joins the run's trace");
+
+    // The connector's webhook watcher is a gRPC subscriber: its open and close lines carry its
+    // connection id, tenant and channels, and the close line what it was sent and why it ended.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let opened = lines.iter().find(|l| l["message"] == "gRPC subscription opened").expect("an open line");
+    let conn = &opened["fields"]["conn"];
+    assert_eq!(opened["fields"]["tenant"], "acme");
+    let closed = lines
+        .iter()
+        .find(|l| l["message"] == "gRPC subscription closed" && l["fields"]["conn"] == *conn)
+        .expect("its close line");
+    assert_eq!(closed["fields"]["channels"], opened["fields"]["channels"]);
+    assert_eq!(closed["fields"]["reason"], "server stopping");
+    let (events, bytes) = (closed["fields"]["events"].as_u64().unwrap(), closed["fields"]["bytes"].as_u64().unwrap());
+    assert!(events >= 1 && bytes > 50 * events, "{closed}");
 }
