@@ -14,7 +14,7 @@
 //! Scenarios (bounded in count and time):
 //! - `throughput_1k`: 1,000 subscribers × 1,000 events/s (1,000,000 deliveries/s offered) → delivered/s;
 //! - `throughput_1k_2x`: the same at 2,000 events/s, to see where it saturates;
-//! - `saturate_1k` (not in the default set): 1,000 subscribers at 1,000 to 8,000
+//! - `saturate_1k` (not in the default set): 1,000 subscribers at 1,000 to 8,000 (in steps of 500 to 4,000)
 //!   events/s → the most deliveries/s with nothing lost and p99 ≤ 100 ms, for each server;
 //! - `latency_1k`: 1,000 subscribers × 100 events/s → publish→SSE p50/p99/max;
 //! - `latency_10k`: 10,000 subscribers × 10 events/s → publish→SSE p50/p99/max;
@@ -480,7 +480,7 @@ async fn throughput_on(kind: Kind, n: usize, rate: u64, secs: u64, setup: Setup)
 /// more events/s (stopping at the first rate that fails).
 async fn max_sustainable(kind: Kind, n: usize, secs: u64, setup: Setup) -> f64 {
     let mut top = 0f64;
-    for rate in [1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000] {
+    for rate in [1_000, 1_500, 2_000, 2_500, 3_000, 3_500, 4_000, 5_000, 6_000, 8_000] {
         let (per_s, complete, p99) = throughput_on(kind, n, rate, secs, setup).await;
         if !(complete && p99 <= 100.0) {
             break;
