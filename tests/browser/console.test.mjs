@@ -137,10 +137,43 @@ test('console: admin sign-in, live counts, webhooks, connectors and the event in
   assert.match(await text(page, '#detail-meta'), /Trace idnone \(not sampled\)/);
   await page.screenshot({ path: `${SHOTS}console-live.png`, fullPage: true });
 
+  // A traced event shows its trace id; the tenant filter narrows to one tenant.
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  await publish(server, pub, [{ type: 'alert:critical', data: { title: 'traced' },
+    trace: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } }]);
+  await until('the traced event', async () => /traced|alert:critical/.test(await text(page, '#events')), 5000);
+  await page.locator('#events button', { hasText: 'alert:critical' }).click();
+  await until('its trace id', async () => (await text(page, '#detail-meta')).includes(`Trace id${traceId}`));
+  await page.fill('#f-type', '');
+  await page.fill('#f-tenant', 'beta');
+  await until('only beta', async () => {
+    const metas = await page.locator('#events button .meta').allTextContents();
+    return metas.length === 1 && metas[0].includes('beta');
+  });
+  await page.fill('#f-tenant', '');
+
+  // The channel filter subscribes to that channel only: an alert arrives, a sync status does not.
+  await page.selectOption('#f-channel', 'alerts');
+  await until('the alert', async () => {
+    await publish(server, pub, [
+      { type: 'xero:sync-status', key: 'xero', data: { ok: true, lastSuccess: new Date().toISOString() } },
+      { type: 'alert:info', data: { title: 'on alerts' } },
+    ]);
+    await new Promise((r) => setTimeout(r, 200));
+    return (await page.locator('#events button').count()) >= 1;
+  }, 10000);
+  assert.match(await text(page, '#events'), /alert:info/);
+  assert.doesNotMatch(await text(page, '#events'), /xero:sync-status/);
+  await page.selectOption('#f-channel', '');
+
   // Phone width: the same page, no horizontal scrolling (tables scroll inside their box).
   await page.setViewportSize({ width: 390, height: 844 });
-  await page.fill('#f-type', '');
-  await until('all events again', async () => (await page.locator('#events button').count()) >= 5);
+  // (Live from now on: published until the restarted inspector shows one.)
+  await until('events again', async () => {
+    await publish(server, pub, [{ type: 'alert:info', data: { title: 'at phone width' } }]);
+    await new Promise((r) => setTimeout(r, 200));
+    return (await page.locator('#events button').count()) >= 1;
+  }, 10000);
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `no horizontal scrolling at phone width (overflow ${overflow}px)`);
   await page.screenshot({ path: `${SHOTS}console-phone.png`, fullPage: true });

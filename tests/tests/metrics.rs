@@ -199,3 +199,40 @@ async fn tenant_labels_are_opt_in_and_capped() {
     assert!(!m.contains("beta") && !m.contains("gamma"), "tenants past the cap are not named");
     server.stop().await;
 }
+
+/// The console's data: a system admin sees every tenant's connectors and the delivery
+/// figures; a tenant's admin sees its own connectors only, and nothing summed over tenants.
+#[tokio::test]
+async fn status_activity_is_scoped_to_the_admins_tenant() {
+    let server = Server::start().await;
+    let http = switchyard_tests::http();
+    for tenant in ["acme", "beta"] {
+        let status = json!({"type": "xero:sync-status", "key": "xero", "data": {"ok": false, "code": "network", "error": format!("{tenant} unreachable")}});
+        let r = http
+            .post(format!("{}/api/events", server.http_url))
+            .bearer_auth(server.token(tenant, Role::Publish, &[]))
+            .json(&status)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let url = format!("{}/api/sse/status", server.http_url);
+    let status = |token: String| {
+        let request = http.get(&url).bearer_auth(token);
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let all = status(server.token("*", Role::Admin, &[])).await;
+    let tenants: Vec<&str> =
+        all["activity"]["connectors"].as_array().unwrap().iter().map(|c| c["tenant"].as_str().unwrap()).collect();
+    assert_eq!(tenants, ["acme", "beta"]);
+    assert_eq!(all["activity"]["connectors"][0]["error"], "acme unreachable");
+    assert!(all["activity"]["delivery"]["lag"]["sse"].is_object(), "{all}");
+    let acme = status(server.token("acme", Role::Admin, &[])).await;
+    let connectors = acme["activity"]["connectors"].as_array().unwrap();
+    assert_eq!(connectors.len(), 1);
+    assert_eq!(connectors[0]["tenant"], "acme");
+    assert!(acme["activity"].get("delivery").is_none(), "no cross-tenant sums for a tenant's admin: {acme}");
+    assert!(!acme.to_string().contains("beta"), "{acme}");
+    server.stop().await;
+}
