@@ -30,6 +30,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Vec<Route<S>> {
             json!({ "summary": "The dashboard's styles.", "security": [], "responses": { "200": { "description": "text/css" } } }),
         ),
         Route::get(
+            "/base.css",
+            base_css,
+            json!({ "summary": "Styles the dashboard and the console share.", "security": [], "responses": { "200": { "description": "text/css" } } }),
+        ),
+        Route::get(
             "/console",
             console,
             json!({ "summary": "The operator console (HTML; admin token): live counts and lag, connections, connectors, webhook deliveries, a live event inspector.", "security": [], "responses": { "200": { "description": "text/html" } } }),
@@ -81,6 +86,10 @@ pub async fn dashboard_js() -> Response {
 
 pub async fn dashboard_css() -> Response {
     asset("text/css; charset=utf-8", include_str!("../assets/dashboard.css"))
+}
+
+pub async fn base_css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("../assets/base.css"))
 }
 
 pub async fn console() -> Response {

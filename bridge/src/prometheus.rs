@@ -72,6 +72,15 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// A family labelled by tenant, only when tenant labels are on: `values` (read only then) cut
+/// to the configured number of tenants. `what`: name, help, type.
+fn by_tenant(app: &App, s: &mut String, what: (&str, &str, &str), values: impl FnOnce() -> BTreeMap<String, u64>) {
+    if app.metrics_config.tenant_labels {
+        let rows = capped(values(), app.metrics_config.max_tenants);
+        family(s, what.0, what.1, what.2, rows.into_iter().map(|(t, n)| (format!("tenant=\"{}\"", esc(&t)), n)));
+    }
+}
+
 /// `tenant → value` cut to the `max` largest by value (ties by name), the rest summed as `_other`.
 pub fn capped(values: BTreeMap<String, u64>, max: usize) -> Vec<(String, u64)> {
     let mut sorted: Vec<(String, u64)> = values.into_iter().collect();
@@ -99,19 +108,9 @@ fn publishes(app: &App, s: &mut String) {
         "counter",
         by_type.into_iter().map(|(t, n)| (format!("type=\"{}\"", esc(t)), n)),
     );
-    if app.metrics_config.tenant_labels {
-        let totals = counters.by_tenant.iter().map(|(t, c)| (t.clone(), c.total)).collect();
-        let rows = capped(totals, app.metrics_config.max_tenants)
-            .into_iter()
-            .map(|(t, n)| (format!("tenant=\"{}\"", esc(&t)), n));
-        family(
-            s,
-            "switchyard_tenant_published_total",
-            "Events committed, by tenant (opt-in; capped).",
-            "counter",
-            rows,
-        );
-    }
+    let totals = || counters.by_tenant.iter().map(|(t, c)| (t.clone(), c.total)).collect();
+    let help = "Events committed, by tenant (opt-in; capped).";
+    by_tenant(app, s, ("switchyard_tenant_published_total", help, "counter"), totals);
     let rejected = app.bus.rejections().into_iter().map(|(code, n)| (format!("reason=\"{code}\""), n));
     family(s, "switchyard_publish_rejected_total", "Events refused, by reason (the error code).", "counter", rejected);
     single(
@@ -157,18 +156,9 @@ fn edge(app: &App, s: &mut String) {
     single(s, "switchyard_sse_connections", "Open SSE connections.", "gauge", conns.current);
     single(s, "switchyard_sse_connections_peak", "Most SSE connections open at once.", "gauge", conns.peak);
     single(s, "switchyard_sse_connections_total", "SSE connections accepted.", "counter", conns.total);
-    if app.metrics_config.tenant_labels {
-        let by = conns.by_tenant.iter().map(|(t, n)| (t.clone(), *n as u64)).collect();
-        let rows =
-            capped(by, app.metrics_config.max_tenants).into_iter().map(|(t, n)| (format!("tenant=\"{}\"", esc(&t)), n));
-        family(
-            s,
-            "switchyard_tenant_sse_connections",
-            "Open SSE connections by tenant (opt-in; capped).",
-            "gauge",
-            rows,
-        );
-    }
+    let open = || conns.by_tenant.iter().map(|(t, n)| (t.clone(), *n as u64)).collect();
+    let help = "Open SSE connections by tenant (opt-in; capped).";
+    by_tenant(app, s, ("switchyard_tenant_sse_connections", help, "gauge"), open);
     single(s, "switchyard_sse_frames_total", "Event frames written to SSE clients.", "counter", load(&m.sse_frames));
     single(
         s,

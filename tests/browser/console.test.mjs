@@ -5,45 +5,11 @@
 // keyboard); and the same page at phone width. Screenshots go to tests/artifacts.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { chromium } from 'playwright-core';
-import { BIN, dataDir, start, stop, token, until } from './server.mjs';
+import { token, until } from './server.mjs';
+import { SHOTS, harness, sendOrder } from './browser.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = new URL('../artifacts/', import.meta.url).pathname;
-mkdirSync(SHOTS, { recursive: true });
-const SHOP = 'acme-uk.myshopify.com';
-const servers = [];
-let browser;
-after(async () => {
-  await browser?.close();
-  await Promise.all(servers.map(stop));
-});
-
-async function setup() {
-  const dir = dataDir();
-  const config = join(dir, 'switchyard.toml');
-  writeFileSync(config, `[webhooks.shopify]\nsecrets = ["shpss_test"]\n[webhooks.shopify.shops]\n"${SHOP}" = "acme"\n`);
-  const server = await start(dir, '127.0.0.1:0', ['--config', config]);
-  servers.push(server);
-  browser ??= await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
-  return { dir, server, admin: token(dir, '*', 'admin'), sub: token(dir, 'acme', 'subscribe') };
-}
-
-function sendOrder(server, secret = 'shpss_test') {
-  try {
-    return execFileSync(BIN, ['webhook', 'send', 'shopify', 'orders/create', '--secret', secret, '--shop', SHOP,
-      '--url', server.http], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
-  } catch (e) {
-    return e.stdout.toString();
-  }
-}
+const h = harness();
+after(() => h.close());
 
 async function publish(server, tok, events) {
   const r = await fetch(`${server.http}/api/events`, {
@@ -64,7 +30,8 @@ async function signInByKeyboard(page, tok) {
 }
 
 test('console: admin sign-in, live counts, webhooks, connectors and the event inspector, by keyboard', async () => {
-  const { dir, server, admin, sub } = await setup();
+  const { dir, server, browser, sub } = await h.setup();
+  const admin = token(dir, '*', 'admin');
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   await page.goto(`${server.http}/console`);
 

@@ -4,41 +4,16 @@
 // EventSource disabled the polling fallback still delivers. Screenshots go to tests/artifacts.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { chromium } from 'playwright-core';
-import { BIN, dataDir, start, stop, token, publish, until } from './server.mjs';
+import { start, stop, publish, until } from './server.mjs';
+import { SHOTS, harness, sendOrder } from './browser.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = new URL('../artifacts/', import.meta.url).pathname;
-mkdirSync(SHOTS, { recursive: true });
-const SHOP = 'acme-uk.myshopify.com';
-const servers = [];
+const h = harness();
+after(() => h.close());
 let browser;
-after(async () => {
-  await browser?.close();
-  await Promise.all(servers.map(stop));
-});
-
 async function setup() {
-  const dir = dataDir();
-  const config = join(dir, 'switchyard.toml');
-  writeFileSync(config, `[webhooks.shopify]\nsecrets = ["shpss_test"]\n[webhooks.shopify.shops]\n"${SHOP}" = "acme"\n`);
-  const extra = ['--config', config];
-  const server = await start(dir, '127.0.0.1:0', extra);
-  servers.push(server);
-  browser ??= await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
-  return { dir, extra, server, sub: token(dir, 'acme', 'subscribe'), pub: token(dir, 'acme', 'publish') };
-}
-
-function sendOrder(server) {
-  return execFileSync(BIN, ['webhook', 'send', 'shopify', 'orders/create', '--secret', 'shpss_test', '--shop', SHOP,
-    '--url', server.http]).toString();
+  const s = await h.setup();
+  browser = s.browser;
+  return s;
 }
 
 const state = (page) => page.getAttribute('#connection', 'data-state');
@@ -73,7 +48,7 @@ test('dashboard: a webhook becomes a toast and a tile within 1 s; a restart lose
   await until('reconnecting', async () => (await state(page)) === 'reconnecting');
   await page.screenshot({ path: `${SHOTS}dashboard-reconnecting.png`, fullPage: true });
   server = await start(dir, server.addr, extra);
-  servers.push(server);
+  h.track(server);
   await publish(server, pub, 'while-away-', 5);
   await until('connected again', async () => (await state(page)) === 'connected', 30000);
   await until('all five alerts', async () => {

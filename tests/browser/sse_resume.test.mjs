@@ -3,14 +3,10 @@
 // resume by Last-Event-ID with nothing lost and nothing repeated.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { chromium } from 'playwright-core';
 import { EventSource } from 'eventsource';
 import { dataDir, start, stop, token, publish, until } from './server.mjs';
+import { SHOTS, launch } from './browser.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = new URL('../artifacts/', import.meta.url).pathname;
-mkdirSync(SHOTS, { recursive: true });
 const servers = [];
 after(async () => Promise.all(servers.map(stop)));
 
@@ -20,11 +16,7 @@ test('Chromium EventSource resumes across a server restart', async () => {
   servers.push(server);
   const sub = token(dir, 'acme', 'subscribe');
   const pub = token(dir, 'acme', 'publish');
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext();
     // EventSource cannot set headers: the token rides in the HttpOnly cookie, sent on every reconnect.

@@ -25,6 +25,21 @@ fn attr(span: &Span, key: &str) -> Option<String> {
     })
 }
 
+/// The spans of `trace_id` received once every span named in `wanted` is among them (spans
+/// arrive in batches, the last at the server's exit), or after 10 s.
+async fn spans_of(collector: &Collector, trace_id: &str, wanted: &[&str]) -> Vec<Span> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let spans: Vec<Span> =
+            collector.0.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
+        let done = wanted.iter().all(|n| spans.iter().any(|s| s.name == *n));
+        if done || Instant::now() > deadline {
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
     let (collector, otlp, receiver) = Collector::start().await;
@@ -70,15 +85,7 @@ async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
     drop(sse);
     let stopped = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
     assert!(stopped.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let spans = loop {
-        let spans: Vec<Span> =
-            collector.0.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == TRACE_ID).cloned().collect();
-        if spans.iter().any(|s| s.name == "sse.deliver") || Instant::now() > deadline {
-            break spans;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let spans = spans_of(&collector, TRACE_ID, &["sse.deliver"]).await;
     receiver.abort();
     let all = collector.len();
     assert!(!spans.is_empty(), "no span of the trace among the {all} received");
@@ -172,17 +179,8 @@ async fn a_connector_run_is_one_trace_from_its_upstream_calls_to_each_delivery()
     drop(sse);
     let stopped = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
     assert!(stopped.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let spans = loop {
-        let spans: Vec<Span> =
-            collector.0.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
-        // The run's own span ends last (after its status is published): wait for it too.
-        let done = ["sse.deliver", "sync xero"].iter().all(|n| spans.iter().any(|s| s.name == *n));
-        if done || Instant::now() > deadline {
-            break spans;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // The run's own span ends last (after its status is published): wait for it too.
+    let spans = spans_of(&collector, &trace_id, &["sse.deliver", "sync xero"]).await;
     receiver.abort();
     let named = |n: &str| spans.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} span in {spans:#?}"));
     let sync = named("sync xero");
