@@ -159,25 +159,18 @@ fn edge(app: &App, s: &mut String) {
     let open = || conns.by_tenant.iter().map(|(t, n)| (t.clone(), *n as u64)).collect();
     let help = "Open SSE connections by tenant (opt-in; capped).";
     by_tenant(app, s, ("switchyard_tenant_sse_connections", help, "gauge"), open);
-    single(s, "switchyard_sse_frames_total", "Event frames written to SSE clients.", "counter", load(&m.sse_frames));
-    single(
-        s,
-        "switchyard_sse_evicted_total",
-        "SSE clients dropped for falling behind.",
-        "counter",
-        load(&m.sse_evicted),
-    );
-    single(s, "switchyard_sse_resumes_total", "SSE streams that resumed after an id.", "counter", load(&m.sse_resumes));
-    single(
-        s,
-        "switchyard_sse_gaps_total",
-        "SSE resumes that could not be complete (a gap).",
-        "counter",
-        load(&m.sse_gaps),
-    );
     let t = &app.access.tickets;
-    single(s, "switchyard_tickets_issued_total", "SSE tickets issued.", "counter", load(&t.issued));
-    single(s, "switchyard_tickets_redeemed_total", "SSE tickets redeemed.", "counter", load(&t.redeemed));
+    let counters: [(&str, &str, &AtomicU64); 6] = [
+        ("switchyard_sse_frames_total", "Event frames written to SSE clients.", &m.sse_frames),
+        ("switchyard_sse_evicted_total", "SSE clients dropped for falling behind.", &m.sse_evicted),
+        ("switchyard_sse_resumes_total", "SSE streams that resumed after an id.", &m.sse_resumes),
+        ("switchyard_sse_gaps_total", "SSE resumes that could not be complete (a gap).", &m.sse_gaps),
+        ("switchyard_tickets_issued_total", "SSE tickets issued.", &t.issued),
+        ("switchyard_tickets_redeemed_total", "SSE tickets redeemed.", &t.redeemed),
+    ];
+    for (name, help, v) in counters {
+        single(s, name, help, "counter", load(v));
+    }
     let refused: Vec<(String, u64)> =
         t.refused.lock().map(|m| m.iter().map(|(r, n)| (format!("reason=\"{r}\""), *n)).collect()).unwrap_or_default();
     family(s, "switchyard_tickets_refused_total", "SSE tickets refused, by reason.", "counter", refused);
