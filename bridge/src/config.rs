@@ -676,5 +676,23 @@ mod tests {
         let e = Config::load(Some(&file), &none, &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("nonsense"), "{e}");
         assert_eq!(Config::load(None, &none, &Overrides::default()).unwrap(), Config::default());
+        let env = map_env([("SWITCHYARD_LOG_FORMAT", "yaml")].into());
+        let e = Config::load(None, &env, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().starts_with("SWITCHYARD_LOG_FORMAT") && e.to_string().contains("json"), "{e}");
+        std::fs::write(&file, "[telemetry]\nlog_format = \"xml\"\n").unwrap();
+        let e = Config::load(Some(&file), &none, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn log_format_and_metric_labels_are_read_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "[metrics]\ntenant_labels = true\nmax_tenants = 7\n").unwrap();
+        let env = map_env([("SWITCHYARD_LOG_FORMAT", "json")].into());
+        let c = Config::load(Some(&file), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.telemetry.log_format, LogFormat::Json);
+        assert_eq!(c.metrics, MetricsConfig { tenant_labels: true, max_tenants: 7 });
+        assert!(!Config::default().metrics.tenant_labels, "no tenant names on /metrics by default");
     }
 }
