@@ -736,16 +736,21 @@ impl Writer {
 
     fn commit_group(&mut self, jobs: Vec<(Vec<Accepted>, Reply, Option<tracing::Span>)>) {
         let n: u64 = jobs.iter().map(|j| j.0.len() as u64).sum();
-        // In each sampled caller's trace: the group its events were written and fsynced with.
-        let (batches, count) = (jobs.len(), n);
-        let _group_spans: Vec<tracing::Span> = jobs
-            .iter()
-            .filter_map(|j| j.2.as_ref())
-            .map(|parent| tracing::info_span!(parent: parent, "group_commit", batches, events = count))
-            .collect();
+        // In each sampled caller's trace: the group its events were written and fsynced with,
+        // then their hand-off to the subscribers' rings.
+        let traced: Vec<tracing::Span> = jobs.iter().filter_map(|j| j.2.clone()).collect();
         let (batches, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|(b, r, _)| (b, r)).unzip();
+        let group = batches.len();
+        let spans = |name: &'static str| -> Vec<tracing::Span> {
+            traced
+                .iter()
+                .map(|p| tracing::info_span!(parent: p, "log", otel.name = name, batches = group, events = n))
+                .collect()
+        };
+        let committing = spans("group_commit");
         let start_head = self.head.load(Ordering::Acquire);
         let result = self.reserve(start_head + n).and_then(|()| self.write_group(batches, start_head));
+        drop(committing);
         match result {
             Ok((records, results, head)) => {
                 if self.config.fsync != Fsync::Always && head != start_head {
@@ -753,7 +758,9 @@ impl Writer {
                 }
                 self.head.store(head, Ordering::Release);
                 // Hub first, then acks: a publisher that subscribes after its ack sees its own event live or in history.
+                let fanning = spans("fan_out");
                 self.feed.committed(&records);
+                drop(fanning);
                 for (reply, out) in replies.into_iter().zip(results) {
                     let _ = reply.send(out);
                 }

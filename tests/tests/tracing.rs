@@ -97,6 +97,7 @@ async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
     let deliver = named("sse.deliver");
     let validate = named("validate");
     let group = named("group_commit");
+    let fan_out = named("fan_out");
     assert_eq!(hex(&webhook.parent_span_id), SENDER_SPAN, "the webhook continues the sender's trace");
     assert_eq!(attr(webhook, "platform").as_deref(), Some("billing"));
     assert_eq!(verify.parent_span_id, webhook.span_id, "verification is part of the delivery");
@@ -106,6 +107,8 @@ async fn one_webhook_to_sse_delivery_is_one_connected_trace() {
     assert_eq!(group.parent_span_id, commit.span_id, "the group commit the events joined");
     assert_eq!(attr(group, "batches").as_deref(), Some("1"));
     assert_eq!(attr(group, "events").as_deref(), Some("1"));
+    assert_eq!(fan_out.parent_span_id, commit.span_id, "the hand-off to the subscribers' rings");
+    assert!(fan_out.start_time_unix_nano >= group.end_time_unix_nano, "after the commit is durable");
     assert_eq!(
         traceparent.split('-').nth(2),
         Some(hex(&webhook.span_id).as_str()),
