@@ -245,8 +245,9 @@ mod tests {
         let values = [("a", 5), ("b", 9), ("c", 1), ("d", 5)].map(|(t, n)| (t.to_owned(), n)).into_iter().collect();
         let got = capped(values, 2);
         assert_eq!(got, [("b".to_owned(), 9), ("a".to_owned(), 5), ("_other".to_owned(), 6)]);
-        let few = [("a".to_owned(), 1)].into_iter().collect();
-        assert_eq!(capped(few, 2), [("a".to_owned(), 1)]);
+        let few: BTreeMap<String, u64> = [("a".to_owned(), 1)].into_iter().collect();
+        assert_eq!(capped(few.clone(), 2), [("a".to_owned(), 1)]);
+        assert_eq!(capped(few, 0), [("_other".to_owned(), 1)], "a cap of 0 names no tenant");
     }
 
     #[test]
