@@ -27,10 +27,11 @@ use crate::{
     validate::{self, Policy},
 };
 
-/// A `validate` span for `n` events in a sampled trace (entered until dropped); none otherwise,
-/// so unsampled publishes pay nothing for it.
-fn validate_span(n: usize) -> Option<tracing::span::EnteredSpan> {
-    crate::trace::sampled_span().map(|parent| tracing::info_span!(parent: &parent, "validate", events = n).entered())
+/// Stamps `events` with the current trace context when it is sampled, and then returns a
+/// `validate` span for them (entered until dropped); unsampled publishes get neither.
+fn traced(events: &mut [Event]) -> Option<tracing::span::EnteredSpan> {
+    let n = events.len();
+    crate::trace::stamp(events.iter_mut()).map(|_| tracing::info_span!("validate", events = n).entered())
 }
 
 /// Events a paced (throttled) publish stores at a time.
@@ -233,8 +234,7 @@ impl Bus {
     }
 
     async fn store(&self, who: &Principal, mut events: Vec<Event>) -> Vec<Result<Appended, PublishError>> {
-        crate::trace::stamp(&mut events);
-        let validating = validate_span(events.len());
+        let validating = traced(&mut events);
         let mut results: Vec<Option<Result<Appended, PublishError>>> = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {
@@ -286,8 +286,7 @@ impl Bus {
     async fn all(&self, who: &Principal, events: Vec<Event>) -> Result<Vec<Appended>, (usize, PublishError)> {
         self.admit(who, events.len()).map_err(|e| (0, e))?;
         let mut events = events;
-        crate::trace::stamp(&mut events);
-        let validating = validate_span(events.len());
+        let validating = traced(&mut events);
         let mut accepted = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
             accepted.push(validate::accept(who, event, &self.inner.config.policy).map_err(|e| (i, e))?);

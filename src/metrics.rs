@@ -81,19 +81,6 @@ impl Buckets {
         let i = self.cumulative.iter().position(|c| *c >= rank).unwrap_or(self.bounds.len());
         Some(self.bounds.get(i).copied().unwrap_or(f64::INFINITY))
     }
-
-    /// Adds another reading of the same bounds (one family's series summed).
-    pub fn merge(&mut self, other: &Buckets) {
-        if self.cumulative.is_empty() {
-            *self = other.clone();
-            return;
-        }
-        for (a, b) in self.cumulative.iter_mut().zip(&other.cumulative) {
-            *a += b;
-        }
-        self.sum += other.sum;
-        self.count += other.count;
-    }
 }
 
 /// How a subscriber is served.
@@ -200,7 +187,7 @@ impl Deliveries {
 /// The labels a subscription to `channels` is counted under: catalog and configured channels
 /// by name, every `jobs/<id>` as `jobs/*` (ids are unbounded; a label per id would be a
 /// cardinality bomb), and `*` for a subscription to every channel it may see.
-pub fn channel_labels(channels: &[String]) -> Vec<String> {
+fn channel_labels(channels: &[String]) -> Vec<String> {
     if channels.is_empty() {
         return vec!["*".to_owned()];
     }

@@ -62,14 +62,16 @@ pub fn check(t: &TraceContext) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-/// Gives events that came without a trace context the current span's.
-pub fn stamp<'a>(events: impl IntoIterator<Item = &'a mut Event>) {
-    let mut here: Option<Option<TraceContext>> = None;
+/// Gives events that came without a trace context the current span's, and returns it: `None`
+/// when the current trace is not sampled (then nothing is stamped).
+pub fn stamp<'a>(events: impl IntoIterator<Item = &'a mut Event>) -> Option<TraceContext> {
+    let here = current()?;
     for e in events {
         if e.trace.as_ref().is_none_or(|t| t.traceparent.is_empty()) {
-            e.trace = here.get_or_insert_with(current).clone();
+            e.trace = Some(here.clone());
         }
     }
+    Some(here)
 }
 
 /// A request's `traceparent` and `tracestate` (HTTP headers, gRPC metadata, an event).

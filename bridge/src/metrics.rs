@@ -75,8 +75,10 @@ impl Seen {
         }
     }
 
+    /// Why it was refused. Refusals can quote the sender: control characters are dropped, so a
+    /// reason cannot forge a line in a text log.
     pub fn reason(&mut self, why: &str) {
-        self.reason = Some(why.chars().take(REASON_CHARS).collect());
+        self.reason = Some(why.chars().filter(|c| !c.is_control()).take(REASON_CHARS).collect());
     }
 }
 
@@ -92,5 +94,27 @@ impl Metrics {
             }
             recent.push_back(seen);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_bounded_single_lines_and_the_recent_list_keeps_the_newest() {
+        let m = Metrics::default();
+        for i in 0..RECENT + 5 {
+            let mut seen = Seen::new("billing");
+            seen.outcome = "invalid_signature";
+            seen.reason(&format!("{i}: forged\nINFO fake line{}", "x".repeat(500)));
+            m.webhook(seen);
+        }
+        let recent = m.recent_webhooks.lock().unwrap();
+        assert_eq!(recent.len(), RECENT);
+        let newest = recent.back().unwrap().reason.clone().unwrap();
+        assert!(newest.starts_with(&format!("{}: forged", RECENT + 4)), "{newest}");
+        assert!(!newest.contains('\n') && newest.chars().count() == REASON_CHARS, "{newest}");
+        assert_eq!(m.webhooks.lock().unwrap()[&("billing".to_owned(), "invalid_signature")], (RECENT + 5) as u64);
     }
 }

@@ -25,8 +25,7 @@ impl Sink for GrpcSink {
     fn publish(&self, mut events: Vec<Event>) -> BoxFuture<'_, Result<(), String>> {
         let mut client = self.client.clone();
         // A sampled sync's events carry its trace, so their commit and deliveries join it.
-        switchyard::trace::stamp(events.iter_mut());
-        let traceparent = switchyard::trace::current().map(|t| t.traceparent);
+        let traceparent = switchyard::trace::stamp(events.iter_mut()).map(|t| t.traceparent);
         Box::pin(async move {
             let n = events.len();
             let reqs = tokio_stream::iter(events.into_iter().map(|e| PublishRequest { event: Some(e) }));
