@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream as FutStream, StreamExt};
+use futures::Stream as FutStream;
 use tracing::Instrument;
 
 use crate::{
@@ -83,6 +83,8 @@ pub struct SubscribeSpec {
     pub on_lag: Lag,
     /// Who serves it, for the counts of open subscriptions.
     pub transport: Transport,
+    /// End with `Item::Live` at the live seam (see `subscription::Options::handoff`).
+    pub handoff: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -381,17 +383,14 @@ impl Bus {
             start: spec.start,
             coalesce: spec.coalesce.then_some(self.inner.config.coalesce_window),
             on_lag: spec.on_lag,
+            handoff: spec.handoff,
         };
         let now = self.inner.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.peak.fetch_max(now, Ordering::Relaxed);
         self.inner.subscribed_total.fetch_add(1, Ordering::Relaxed);
         let labels = self.inner.deliveries.opened(spec.transport, &spec.channels);
         let guard = SubscriberGuard { inner: self.inner.clone(), transport: spec.transport, labels };
-        let items = subscription::subscribe(self.inner.log.clone(), &self.inner.hub, filter, options);
-        Ok(items.map(move |item| {
-            let _alive = &guard;
-            item
-        }))
+        Ok(subscription::subscribe(self.inner.log.clone(), &self.inner.hub, filter, options, Box::new(guard)))
     }
 
     /// The current state the token may see in `channels`: the latest event of every state

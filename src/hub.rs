@@ -156,6 +156,14 @@ impl Receiver {
             None => Err(broadcast::error::RecvError::Closed),
         }
     }
+
+    /// The next record if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<Record>, broadcast::error::TryRecvError> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.try_recv(),
+            None => Err(broadcast::error::TryRecvError::Closed),
+        }
+    }
 }
 
 impl Drop for Receiver {

@@ -31,7 +31,7 @@ use crate::{
 const PAGE: usize = 1024;
 
 /// What a subscriber receives.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Item {
     /// Always first.
     Status {
@@ -65,6 +65,33 @@ pub enum Item {
     Evicted {
         after: EventId,
     },
+    /// The replay reached live delivery and the subscriber asked to take the live part
+    /// over itself ([`Options::handoff`]): everything it needs to go on. Always last.
+    Live(Box<Live>),
+}
+
+/// A subscription at its live seam, handed over (see [`Item::Live`]): the ring receiver
+/// (subscribed before the replay began, so it holds every record since), the last id
+/// delivered, what the subscriber wants, and its coalescing. Whoever takes it delivers
+/// `ring` records with ids above `cursor` that `filter` wants, through `coalescer`.
+pub struct Live {
+    pub ring: crate::hub::Receiver,
+    pub cursor: EventId,
+    pub filter: Filter,
+    pub coalescer: Option<Coalescer>,
+    pub floor: Option<EventId>,
+    /// Whatever the subscription kept alive while it lasted (its census entry): held as long
+    /// as the live part lasts.
+    pub keep: Keep,
+}
+
+/// What a subscription holds for its whole life (the bus's census entry for it).
+pub type Keep = Box<dyn std::any::Any + Send + Sync>;
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("cursor", &self.cursor).field("floor", &self.floor).finish_non_exhaustive()
+    }
 }
 
 /// What to do when a subscriber falls a whole ring behind live delivery.
@@ -121,6 +148,9 @@ pub struct Options {
     pub start: Start,
     pub coalesce: Option<Duration>,
     pub on_lag: Lag,
+    /// End with [`Item::Live`] at the live seam instead of delivering live records: the
+    /// subscriber has a cheaper way to deliver them (the SSE writers, `bridge::writers`).
+    pub handoff: bool,
 }
 
 /// A compacted replay in progress: state events not yet delivered, and the seam.
@@ -258,7 +288,7 @@ fn replay(
 
 /// Snapshots whose coalescing window has ended (sent with the cursor they owe), and the floor
 /// when it moved.
-fn due_now(c: &mut Coalescer, cursor: EventId, floor: &mut Option<EventId>) -> Vec<Item> {
+pub fn due_now(c: &mut Coalescer, cursor: EventId, floor: &mut Option<EventId>) -> Vec<Item> {
     let due = c.take_due(tokio::time::Instant::now());
     let now_floor = c.floor();
     let mut items: Vec<Item> = due.into_iter().map(|r| Item::Coalesced(r, Cursor::owing(cursor, now_floor))).collect();
@@ -271,7 +301,7 @@ fn due_now(c: &mut Coalescer, cursor: EventId, floor: &mut Option<EventId>) -> V
 
 /// A live record through the coalescer: the floor first when it moved, then the event unless
 /// it is held back (a snapshot inside its key's window).
-fn coalesce(c: &mut Coalescer, r: Arc<Record>, floor: &mut Option<EventId>) -> (Option<Item>, Option<Item>) {
+pub fn coalesce(c: &mut Coalescer, r: Arc<Record>, floor: &mut Option<EventId>) -> (Option<Item>, Option<Item>) {
     let out = if r.routing.delivery == Delivery::Snapshot {
         c.offer(r, tokio::time::Instant::now())
     } else {
@@ -332,9 +362,11 @@ pub fn subscribe(
     hub: &crate::hub::Hub,
     filter: Filter,
     options: Options,
+    keep: Keep,
 ) -> impl FutStream<Item = Result<Item, crate::log::LogError>> + Send + 'static {
     let mut rx = hub.subscribe(filter.ring.clone());
     async_stream::try_stream! {
+        let keep = keep;
         let Begin { items, mut cursor, mut compaction, mut since } = begin(&log, &filter, options.start).await?;
         for item in items {
             yield item;
@@ -354,6 +386,10 @@ pub fn subscribe(
             since = None;
             for item in seam(compaction.take(), &mut cursor, coalescer.as_ref(), &mut floor) {
                 yield item;
+            }
+            if options.handoff {
+                yield Item::Live(Box::new(Live { ring: rx, cursor, filter, coalescer, floor, keep }));
+                return;
             }
             // Live from the ring.
             loop {
@@ -455,8 +491,13 @@ mod tests {
         let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedConfig::default(), hub.feed()).unwrap());
         let stream = Stream::Tenant(Tenant::new("acme").unwrap());
         let filter = Filter { ring: stream.clone(), stream, channels: None, allow: None };
-        let options = Options { start: Start::Live, coalesce: Some(Duration::from_secs(600)), on_lag: Lag::CatchUp };
-        let mut s = Box::pin(subscribe(log.clone(), &hub, filter, options));
+        let options = Options {
+            start: Start::Live,
+            coalesce: Some(Duration::from_secs(600)),
+            on_lag: Lag::CatchUp,
+            handoff: false,
+        };
+        let mut s = Box::pin(subscribe(log.clone(), &hub, filter, options, Box::new(())));
         assert!(matches!(next(&mut s).await, Some(Item::Status { complete: true, .. })));
         assert!(next(&mut s).await.is_none(), "caught up, now live");
         let v1 = log.append(vec![totals(1)]).await.unwrap()[0].id;

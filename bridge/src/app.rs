@@ -31,4 +31,6 @@ pub struct App {
     pub started: Instant,
     pub cors_origins: Vec<String>,
     pub webhooks: Inbound,
+    /// The tasks that write live SSE streams of the direct path (started on first use).
+    pub writers: crate::writers::Writers,
 }

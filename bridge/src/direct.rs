@@ -28,7 +28,11 @@ use crate::{
     app::App,
     error::ApiError,
     sse::{SseQuery, open_stream, split_channels},
+    writers::Handed,
 };
+
+/// A plain TCP connection as the listener hands it over.
+type Plain = crate::listener::StallGuard<tokio::net::TcpStream>;
 
 /// Longest request head read here; longer ones go to hyper (which answers 431).
 const MAX_HEAD: usize = 8 * 1024;
@@ -108,7 +112,7 @@ pub enum Sniffed<T> {
 }
 
 /// Reads the request head; serves it if it is an SSE GET, else returns the connection for hyper.
-pub async fn sniff<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
+pub async fn sniff(app: &Arc<App>, mut io: Plain) -> Sniffed<Plain> {
     let mut buf = Vec::with_capacity(1024);
     let read = tokio::time::timeout(HEAD_TIMEOUT, async {
         loop {
@@ -183,9 +187,9 @@ pub fn parse(head: &[u8]) -> Option<SseRequest> {
     Some(SseRequest { channels, query, headers: map })
 }
 
-async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc<App>, req: SseRequest, mut io: T) {
+async fn serve(app: &Arc<App>, req: SseRequest, mut io: Plain) {
     let SseRequest { channels, query, headers } = req;
-    let opened = match open_stream(app, channels, &query, &headers).await {
+    let opened = match open_stream(app, channels, &query, &headers, true).await {
         Ok(o) => o,
         Err(e) => return write_error(&mut io, e).await,
     };
@@ -203,16 +207,24 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: &Arc<App
         return;
     }
     drop(head);
-    // The long-lived part runs as its own small task: this one (request parsing, opening the
-    // subscription) ends here and its larger state is freed with it.
-    tokio::spawn(pump(opened.frames, io));
+    // The replay runs as its own small task: this one (request parsing, opening the
+    // subscription) ends here and its larger state is freed with it. At the live seam the
+    // stream goes to a writer (`crate::writers`), which owns the socket from then on.
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Some((io, handed)) = pump(opened.frames, opened.handoff, io).await {
+            app.writers.take(&app, io.into_wire(), handed);
+        }
+    });
 }
 
-/// Writes frames to the socket until the stream ends or the client goes away.
-async fn pump<T: AsyncRead + AsyncWrite + Unpin>(
+/// Writes frames to the socket until the stream ends or the client goes away; at the live
+/// seam, returns the socket with the stream's live part.
+async fn pump(
     mut frames: Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
-    io: T,
-) {
+    handoff: Option<tokio::sync::oneshot::Receiver<Handed>>,
+    io: Plain,
+) -> Option<(Plain, Handed)> {
     // Nothing is read after the head except to notice the client leaving (EOF), which frees
     // its connection slot at once instead of at the next failed write.
     let (mut rd, mut io) = tokio::io::split(io);
@@ -225,7 +237,7 @@ async fn pump<T: AsyncRead + AsyncWrite + Unpin>(
                 None => break,
             },
             r = rd.read(&mut probe) => match r {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return None,
                 Ok(_) => continue,
             },
         };
@@ -248,10 +260,14 @@ async fn pump<T: AsyncRead + AsyncWrite + Unpin>(
             io.write_all(&joined).await.is_ok()
         };
         if !ok {
-            return;
+            return None;
         }
     }
+    if let Some(handed) = handoff.and_then(|mut rx| rx.try_recv().ok()) {
+        return Some((rd.unsplit(io), handed));
+    }
     let _ = io.shutdown().await;
+    None
 }
 
 async fn write_error<T: AsyncWrite + Unpin>(io: &mut T, e: ApiError) {

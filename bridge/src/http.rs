@@ -141,6 +141,7 @@ mod tests {
             started: std::time::Instant::now(),
             cors_origins: Vec::new(),
             webhooks: Inbound { bus, hooks, metrics },
+            writers: Default::default(),
         });
         (app, beat)
     }

@@ -47,6 +47,7 @@ pub mod tools;
 pub mod typescript;
 pub mod webhook_tool;
 pub mod webhooks;
+pub mod writers;
 
 /// Makes ring the process's TLS crypto provider (idempotent). The binary links one provider
 /// only (ring, as tokio-rustls and the listener use), so every HTTPS client must find it

@@ -77,6 +77,13 @@ impl<T> StallGuard<T> {
     }
 }
 
+impl StallGuard<TcpStream> {
+    /// The socket and what is attached to it, for a writer to own (`crate::writers`).
+    pub fn into_wire(self) -> crate::writers::Wire {
+        crate::writers::Wire { tcp: self.inner, stall: self.limit, slot: self._slot }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)

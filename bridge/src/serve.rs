@@ -219,6 +219,7 @@ pub async fn start_with(
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
         webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks), metrics },
+        writers: Default::default(),
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);

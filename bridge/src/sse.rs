@@ -33,12 +33,13 @@ use crate::{
     openapi::error_response,
     pulse::Pulse,
     route::Route,
+    writers::Handed,
 };
 
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
 const EVICTED: Bytes =
     Bytes::from_static(b": disconnected: this client fell too far behind; reconnect with Last-Event-ID to resume\n\n");
-const SHUTDOWN: Bytes =
+pub(crate) const SHUTDOWN: Bytes =
     Bytes::from_static(b"retry: 1000\nevent: stream:reconnect\ndata: {\"reason\":\"server shutting down\"}\n\n");
 /// The stream's token expired: reconnect with a fresh one (client.js asks for a new ticket).
 const EXPIRED: Bytes = Bytes::from_static(
@@ -244,6 +245,8 @@ pub struct Opened {
     pub complete: bool,
     pub oldest: EventId,
     pub frames: std::pin::Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
+    /// With `handoff`: the stream's live part, sent when `frames` ends at the live seam.
+    pub handoff: Option<tokio::sync::oneshot::Receiver<crate::writers::Handed>>,
 }
 
 impl Opened {
@@ -260,7 +263,7 @@ impl Opened {
 }
 
 async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: HeaderMap) -> Result<Response, ApiError> {
-    let opened = open_stream(&app, channels, &q, &headers).await?;
+    let opened = open_stream(&app, channels, &q, &headers, false).await?;
     let head = opened.headers();
     let mut resp = Response::new(Body::from_stream(joined(opened.frames).map(Ok::<Bytes, Infallible>)));
     *resp.status_mut() = StatusCode::OK;
@@ -303,11 +306,14 @@ fn joined(
 
 /// Authenticates, subscribes, takes a connection slot and reports the resume status: everything
 /// an SSE request needs before its first byte, for both the hyper path and [`crate::direct`].
+/// With `handoff` (the direct path), `frames` ends at the live seam and the live part is
+/// handed over (`Opened::handoff`) for [`crate::writers`] to write.
 pub async fn open_stream(
     app: &Arc<App>,
     channels: Vec<String>,
     q: &SseQuery,
     headers: &HeaderMap,
+    handoff: bool,
 ) -> Result<Opened, ApiError> {
     let who = app.access.from_request(headers, &q.credentials).await?;
     let start = start_of(headers, q)?;
@@ -315,7 +321,7 @@ pub async fn open_stream(
     let beat = heartbeat_frame(q, app.sse.heartbeat_secs)?;
     let described = if channels.is_empty() { "*".to_owned() } else { channels.join(",") };
     // Validate the request fully before taking a connection slot.
-    let mut items = Box::pin(app.bus.subscribe(&who, spec(q, channels, start))?);
+    let mut items = Box::pin(app.bus.subscribe(&who, spec(q, channels, start, handoff))?);
     let slot = app.limits.acquire(&who.tenant.to_string(), &who.token_id)?;
     let (complete, bounds) = status(items.next().await)?;
     let preamble = preamble(app.sse.retry_ms, (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head)));
@@ -323,8 +329,14 @@ pub async fn open_stream(
     let revocations = app.access.verifier.revocations().clone();
     let tenant = q.tenant.as_deref().map_or_else(|| who.tenant.to_string(), str::to_owned);
     let mut session = Session::open(app.clone(), (&tenant, &described), from, complete);
+    let (handover, handed) = if handoff {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let body = async_stream::stream! {
-        let _slot = slot;
+        let mut handover = handover;
         session.sent(preamble.len());
         yield Bytes::from(preamble);
         // Hot path, per delivery: no timer, no shared-future clone, no shared counter write.
@@ -356,9 +368,20 @@ pub async fn open_stream(
                     session.run_starts();
                     let (mut item, mut taken) = (item, 0);
                     loop {
-                        let Some(it) = item else {
-                            session.end("subscription ended", 0);
-                            break 'stream;
+                        let it = match item {
+                            None => {
+                                session.end("subscription ended", 0);
+                                break 'stream;
+                            }
+                            Some(Ok(Item::Live(live))) => {
+                                let (expires, beat) = (expires, beat.clone());
+                                let handed = Handed { live, session, quiet, floor, expires, who, beat, slot };
+                                if let Some(tx) = handover.take() {
+                                    let _ = tx.send(handed);
+                                }
+                                break 'stream;
+                            }
+                            Some(it) => it,
                         };
                         let out = render(it, &mut floor, &mut session, &mut quiet);
                         let (first, second, last) = session.emit(out);
@@ -381,7 +404,7 @@ pub async fn open_stream(
             }
         }
     };
-    Ok(Opened { complete, oldest: bounds.oldest, frames: Box::pin(body) })
+    Ok(Opened { complete, oldest: bounds.oldest, frames: Box::pin(body), handoff: handed })
 }
 
 /// A receiver of the pulse that waits for its next change (not the value it holds now).
@@ -392,7 +415,7 @@ fn fresh(pulse: &tokio::sync::watch::Receiver<Pulse>) -> tokio::sync::watch::Rec
 }
 
 /// What an SSE request subscribes to.
-fn spec(q: &SseQuery, channels: Vec<String>, start: Start) -> SubscribeSpec {
+fn spec(q: &SseQuery, channels: Vec<String>, start: Start, handoff: bool) -> SubscribeSpec {
     SubscribeSpec {
         tenant: q.tenant.clone().unwrap_or_default(),
         channels,
@@ -400,6 +423,7 @@ fn spec(q: &SseQuery, channels: Vec<String>, start: Start) -> SubscribeSpec {
         coalesce: q.coalesce.unwrap_or(true),
         on_lag: Lag::Evict,
         transport: switchyard::metrics::Transport::Sse,
+        handoff,
     }
 }
 
@@ -447,7 +471,7 @@ fn heartbeat_frame(q: &SseQuery, heartbeat_secs: u64) -> Result<Bytes, ApiError>
 /// The frame that ends a stream on this pulse, and why, if it must end: shutdown, or a
 /// credential that expired or was revoked (checked on the shared pulse: no timer per
 /// connection, at most one heartbeat period late).
-fn ending(
+pub(crate) fn ending(
     now: Pulse,
     expires: u64,
     revocations: &switchyard::auth::Revocations,
@@ -462,7 +486,7 @@ fn ending(
 }
 
 /// What one subscription item puts on the wire.
-enum Out {
+pub(crate) enum Out {
     Nothing,
     Frame(Bytes),
     /// An `id:` line carrying a cursor, then the frame without its own id.
@@ -473,7 +497,7 @@ enum Out {
 
 /// Renders one item. `floor` is what coalescing holds back (frames then carry `id: N~floor`,
 /// see `Cursor`); `quiet` turns false when anything but a heartbeat went out.
-fn render(
+pub(crate) fn render(
     item: Result<Item, switchyard::log::LogError>,
     floor: &mut Option<EventId>,
     frames: &mut Session,
@@ -506,7 +530,8 @@ fn render(
             frames.app.metrics.sse_evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Out::Last(EVICTED, "evicted: fell a whole ring behind")
         }
-        Ok(Item::Status { .. }) => Out::Nothing,
+        // Taken by the stream before it is rendered (see `open_stream`).
+        Ok(Item::Status { .. } | Item::Live(_)) => Out::Nothing,
         Err(e) => {
             tracing::warn!(error = %e, "subscription failed");
             Out::Last(Bytes::from(": error: the log is unavailable; reconnect to resume\n\n"), "log unavailable")
@@ -522,7 +547,7 @@ static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// sent and why it ended (only the id is kept between: a stream's memory is per connection).
 /// Its frame count goes to the shared metric in steps (and on drop), so the hot path does not
 /// write a cache line every core shares.
-struct Session {
+pub struct Session {
     app: Arc<App>,
     id: u64,
     /// The tenant and the channels, for the close line: one allocation, `tenant channels`.
@@ -556,7 +581,7 @@ impl Session {
 
     /// A run of items begins: the first event in it has its publish → write lag observed
     /// (once per wake-up, not per frame: a clock read and a few atomic adds per run).
-    fn run_starts(&mut self) {
+    pub(crate) fn run_starts(&mut self) {
         self.observe_lag = true;
     }
 
@@ -577,12 +602,12 @@ impl Session {
         }
     }
 
-    fn sent(&mut self, bytes: usize) {
+    pub(crate) fn sent(&mut self, bytes: usize) {
         self.bytes += bytes as u64;
     }
 
     /// What to write for `out` (up to two frames), and whether it is the stream's last.
-    fn emit(&mut self, out: Out) -> (Option<Bytes>, Option<Bytes>, bool) {
+    pub(crate) fn emit(&mut self, out: Out) -> (Option<Bytes>, Option<Bytes>, bool) {
         match out {
             Out::Nothing => (None, None, false),
             Out::Frame(f) => {
@@ -601,7 +626,7 @@ impl Session {
     }
 
     /// The server ends the stream with a last frame of `bytes`, for `reason`.
-    fn end(&mut self, reason: &'static str, bytes: usize) {
+    pub(crate) fn end(&mut self, reason: &'static str, bytes: usize) {
         self.sent(bytes);
         self.reason = Some(reason);
     }

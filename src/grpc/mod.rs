@@ -98,6 +98,7 @@ impl Service {
             coalesce: r.coalesce.unwrap_or(false),
             on_lag: crate::subscription::Lag::CatchUp,
             transport: crate::metrics::Transport::Grpc,
+            handoff: false,
         };
         let items = self.bus.subscribe(&who, spec.clone()).map_err(|e| subscribe_status(&e))?;
         let mut session = Session::open(&self.bus, &who, &spec);
@@ -414,6 +415,8 @@ fn outgoing_message(
             return None;
         }
         Item::Evicted { .. } => return Some(Err(Status::resource_exhausted("subscriber fell behind"))),
+        // Never asked for here (`handoff: false`).
+        Item::Live(_) => return Some(Err(Status::internal("subscription handed off"))),
         Item::Gap { after, next, reason } => message(
             subscribe_response::Message::Gap(Gap {
                 after_id: after.get(),
