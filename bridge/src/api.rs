@@ -400,6 +400,7 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
         TenantScope::All => json!({
             "connections": { "current": conns.current, "peak": conns.peak, "total": conns.total },
             "subscribers": app.bus.subscribers().current,
+            "writers": { "tasks": app.writers.counts().0, "streams": app.writers.counts().1 },
             "events": {
                 "published": counters.total,
                 "sseFrames": app.metrics.sse_frames.load(Ordering::Relaxed),

@@ -156,6 +156,9 @@ fn edge(app: &App, s: &mut String) {
     single(s, "switchyard_sse_connections", "Open SSE connections.", "gauge", conns.current);
     single(s, "switchyard_sse_connections_peak", "Most SSE connections open at once.", "gauge", conns.peak);
     single(s, "switchyard_sse_connections_total", "SSE connections accepted.", "counter", conns.total);
+    let (_, written) = app.writers.counts();
+    let help = "Live SSE streams owned by the writer tasks (the direct HTTP/1 path).";
+    single(s, "switchyard_sse_writer_streams", help, "gauge", written);
     let open = || conns.by_tenant.iter().map(|(t, n)| (t.clone(), *n as u64)).collect();
     let help = "Open SSE connections by tenant (opt-in; capped).";
     by_tenant(app, s, ("switchyard_tenant_sse_connections", help, "gauge"), open);

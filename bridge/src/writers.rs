@@ -90,6 +90,8 @@ pub struct Writers {
     // Unbounded: what waits here is connections already admitted and counted by the limits.
     shards: OnceLock<Vec<mpsc::UnboundedSender<(Wire, Handed)>>>,
     next: AtomicUsize,
+    /// Streams the writers own now.
+    streams: Arc<AtomicUsize>,
 }
 
 impl Writers {
@@ -100,7 +102,7 @@ impl Writers {
             (0..n)
                 .map(|_| {
                     let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(Shard::new(app).run(rx));
+                    tokio::spawn(Shard::new(app, self.streams.clone()).run(rx));
                     tx
                 })
                 .collect()
@@ -108,6 +110,11 @@ impl Writers {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % shards.len();
         // A writer that is gone (runtime shutting down) drops the stream, closing it.
         let _ = shards[i].send((wire, handed));
+    }
+
+    /// Writer tasks running, and the live streams they own.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.shards.get().map_or(0, Vec::len), self.streams.load(Ordering::Relaxed))
     }
 }
 
@@ -297,6 +304,8 @@ struct Shard {
     subs: Vec<Option<Sub>>,
     free: Vec<usize>,
     live: usize,
+    /// Shared by all writers: the streams they own.
+    streams: Arc<AtomicUsize>,
     groups: HashMap<Stream, Vec<usize>>,
     /// Every committed record, while the writer owns a stream.
     all: Option<Receiver>,
@@ -309,7 +318,7 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(app: &App) -> Self {
+    fn new(app: &App, streams: Arc<AtomicUsize>) -> Self {
         let mut pulse = app.pulse.clone();
         pulse.mark_unchanged();
         Self {
@@ -320,6 +329,7 @@ impl Shard {
             subs: Vec::new(),
             free: Vec::new(),
             live: 0,
+            streams,
             groups: HashMap::new(),
             all: None,
             batch: Vec::with_capacity(BATCH),
@@ -406,6 +416,7 @@ impl Shard {
         self.groups.entry(sub.ring.clone()).or_default().push(id);
         self.subs[id] = Some(sub);
         self.live += 1;
+        self.streams.fetch_add(1, Ordering::Relaxed);
         self.note_holding(id);
         self.check(id, true);
     }
@@ -422,6 +433,7 @@ impl Shard {
         let Some(sub) = self.subs.get_mut(id).and_then(Option::take) else { return };
         self.free.push(id);
         self.live -= 1;
+        self.streams.fetch_sub(1, Ordering::Relaxed);
         if let Some(ids) = self.groups.get_mut(&sub.ring) {
             ids.retain(|i| *i != id);
             if ids.is_empty() {

@@ -1015,3 +1015,38 @@ async fn one_address_cannot_hold_more_open_connections_than_its_cap() {
     switchyard_tests::wait_for("a place to free up", || async { answered(addr, &token).await.then_some(()) }).await;
     server.stop().await;
 }
+
+/// The live part of direct streams is written by the writer tasks (a few, not a task per
+/// stream); each stream gets every event once, in order, and a client that leaves frees its
+/// stream and its connection at once (no event needed to find out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_written_by_a_few_writers_and_let_go_when_clients_leave() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let admin = server.token("*", Role::Admin, &[]);
+    let url = format!("{}/api/sse/status", server.http_url);
+    let status = || get_json(&url, &admin);
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        streams.push(Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&token), None).await);
+    }
+    switchyard_tests::wait_for("every stream to reach a writer", || async {
+        (status().await["writers"]["streams"] == 40).then_some(())
+    })
+    .await;
+    let s = status().await;
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!((1..=cores).contains(&s["writers"]["tasks"].as_u64().unwrap()), "a writer per core at most: {s}");
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let ids = publish_alerts(&mut c, 0..50).await;
+    for sse in &mut streams {
+        assert_eq!(sse.ids(ids.len()).await, ids, "every event once, in order");
+    }
+    drop(streams);
+    switchyard_tests::wait_for("the writers to let go of every stream", || async {
+        let s = status().await;
+        (s["writers"]["streams"] == 0 && s["connections"]["current"] == 0).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
