@@ -344,19 +344,21 @@ impl Shard {
         let mut open = true;
         while open || self.live > 0 {
             let due = self.due;
+            // Biased, the ring last: under a flood of records the pulse (heartbeats, expiry,
+            // shutdown), coalescing timers and sockets draining still get their turn.
             tokio::select! {
                 biased;
                 joined = intake.recv(), if open => match joined {
                     Some((wire, handed)) => self.join(wire, handed),
                     None => open = false,
                 },
-                () = self.woken.notify.notified() => self.serve_woken(),
-                got = next_batch(&mut self.all, &mut self.batch) => self.deliver_batch(got),
                 changed = self.pulse.changed(), if !self.stopped => {
                     let now = if changed.is_ok() { *self.pulse.borrow_and_update() } else { Pulse::Stop };
                     self.on_pulse(now);
                 }
                 () = sleep_until_opt(due) => self.release_due(),
+                () = self.woken.notify.notified() => self.serve_woken(),
+                got = next_batch(&mut self.all, &mut self.batch) => self.deliver_batch(got),
             }
         }
     }
