@@ -226,6 +226,26 @@ async fn a_disconnect_inside_the_coalescing_window_still_delivers_the_final_snap
     server.stop().await;
 }
 
+/// Live coalescing (done by the SSE writers): the leading edge goes out at once, what follows
+/// inside the window is held, and at the window's end only the newest goes out, with a cursor
+/// that owes nothing any more.
+#[tokio::test]
+async fn a_held_snapshot_goes_out_when_its_coalescing_window_ends() {
+    let server = Server::start_with(|c| c.bus.coalesce_window_ms = 300).await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let mut sse = Sse::connect(&format!("{}/api/sse/dashboard", server.http_url), Some(&token), None).await;
+    let first = publish(&mut c, events::totals("uk", 1)).await;
+    assert_eq!(sse.next_event().await.unwrap().id_u64(), Some(first), "the leading edge at once");
+    let held = publish(&mut c, events::totals("uk", 2)).await;
+    let newest = publish(&mut c, events::totals("uk", 3)).await;
+    let f = sse.next_event().await.unwrap();
+    assert_eq!(f.json()["id"], newest.to_string(), "only the newest of the window ({held} was superseded)");
+    assert_eq!(f.json()["shopifySyncCompleted"]["totalOrders"], 3);
+    assert_eq!(f.id_u64(), Some(newest), "the cursor owes nothing once the window is out");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn progress_never_follows_completion() {
     let window = Duration::from_millis(300);
