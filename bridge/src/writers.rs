@@ -227,6 +227,16 @@ impl Sub {
 
     /// Writes what is queued, as far as the socket takes it. `false`: the socket failed.
     fn flush(&mut self) -> bool {
+        let written = self.write_queued();
+        // A burst can grow a queue to a ring's worth of slots: give them back once it drained,
+        // so a stream's memory follows what it holds now.
+        if self.queue.is_empty() && self.queue.capacity() > 64 {
+            self.queue = VecDeque::new();
+        }
+        written
+    }
+
+    fn write_queued(&mut self) -> bool {
         while !self.queue.is_empty() {
             let mut iov = [IoSlice::new(&[]); IOV];
             let n = self.queue.iter().zip(iov.iter_mut()).map(|(f, s)| *s = IoSlice::new(f)).count();
