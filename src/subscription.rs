@@ -443,7 +443,8 @@ pub fn subscribe(
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+/// Sleeps until `at`, or forever without one (a timer branch that may have nothing to wait for).
+pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -366,7 +366,7 @@ impl Shard {
                     let now = if changed.is_ok() { *self.pulse.borrow_and_update() } else { Pulse::Stop };
                     self.on_pulse(now);
                 }
-                () = sleep_until_opt(due) => self.release_due(),
+                () = subscription::sleep_until_opt(due) => self.release_due(),
                 () = self.woken.notify.notified() => self.serve_woken(),
                 got = next_batch(&mut self.all, &mut self.batch) => self.deliver_batch(got),
             }
@@ -579,11 +579,4 @@ async fn next_batch(all: &mut Option<Receiver>, batch: &mut Vec<Arc<Record>>) ->
         }
     }
     Ok(())
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
