@@ -189,7 +189,7 @@ pub fn parse(head: &[u8]) -> Option<SseRequest> {
 
 async fn serve(app: &Arc<App>, req: SseRequest, mut io: Plain) {
     let SseRequest { channels, query, headers } = req;
-    let opened = match open_stream(app, channels, &query, &headers, true).await {
+    let opened = match open_stream(app, channels, &query, &headers).await {
         Ok(o) => o,
         Err(e) => return write_error(&mut io, e).await,
     };
@@ -222,7 +222,7 @@ async fn serve(app: &Arc<App>, req: SseRequest, mut io: Plain) {
 /// seam, returns the socket with the stream's live part.
 async fn pump(
     mut frames: Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
-    handoff: Option<tokio::sync::oneshot::Receiver<Handed>>,
+    mut handoff: tokio::sync::oneshot::Receiver<Handed>,
     io: Plain,
 ) -> Option<(Plain, Handed)> {
     // Nothing is read after the head except to notice the client leaving (EOF), which frees
@@ -263,7 +263,7 @@ async fn pump(
             return None;
         }
     }
-    if let Some(handed) = handoff.and_then(|mut rx| rx.try_recv().ok()) {
+    if let Ok(handed) = handoff.try_recv() {
         return Some((rd.unsplit(io), handed));
     }
     let _ = io.shutdown().await;

@@ -34,6 +34,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;
+pub mod pipe;
 pub mod process;
 pub mod prometheus;
 pub mod pulse;

@@ -245,8 +245,8 @@ pub struct Opened {
     pub complete: bool,
     pub oldest: EventId,
     pub frames: std::pin::Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
-    /// With `handoff`: the stream's live part, sent when `frames` ends at the live seam.
-    pub handoff: Option<tokio::sync::oneshot::Receiver<crate::writers::Handed>>,
+    /// The stream's live part, sent when `frames` ends at the live seam.
+    pub handoff: tokio::sync::oneshot::Receiver<crate::writers::Handed>,
 }
 
 impl Opened {
@@ -263,9 +263,23 @@ impl Opened {
 }
 
 async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: HeaderMap) -> Result<Response, ApiError> {
-    let opened = open_stream(&app, channels, &q, &headers, false).await?;
+    let opened = open_stream(&app, channels, &q, &headers).await?;
     let head = opened.headers();
-    let mut resp = Response::new(Body::from_stream(joined(opened.frames).map(Ok::<Bytes, Infallible>)));
+    let Opened { mut frames, mut handoff, .. } = opened;
+    // The replay from this stream's own task; at the live seam a writer takes over and the
+    // body drains the pipe it fills.
+    let frames = async_stream::stream! {
+        while let Some(f) = frames.next().await {
+            yield f;
+        }
+        if let Ok(handed) = handoff.try_recv() {
+            let mut body = app.writers.take_body(&app, handed);
+            while let Some(chunk) = body.next().await {
+                yield chunk;
+            }
+        }
+    };
+    let mut resp = Response::new(Body::from_stream(joined(Box::pin(frames)).map(Ok::<Bytes, Infallible>)));
     *resp.status_mut() = StatusCode::OK;
     for (name, value) in head {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -306,14 +320,13 @@ fn joined(
 
 /// Authenticates, subscribes, takes a connection slot and reports the resume status: everything
 /// an SSE request needs before its first byte, for both the hyper path and [`crate::direct`].
-/// With `handoff` (the direct path), `frames` ends at the live seam and the live part is
-/// handed over (`Opened::handoff`) for [`crate::writers`] to write.
+/// `frames` ends at the live seam, where the live part is handed over (`Opened::handoff`)
+/// for [`crate::writers`] to write.
 pub async fn open_stream(
     app: &Arc<App>,
     channels: Vec<String>,
     q: &SseQuery,
     headers: &HeaderMap,
-    handoff: bool,
 ) -> Result<Opened, ApiError> {
     let who = app.access.from_request(headers, &q.credentials).await?;
     let start = start_of(headers, q)?;
@@ -321,7 +334,7 @@ pub async fn open_stream(
     let beat = heartbeat_frame(q, app.sse.heartbeat_secs)?;
     let described = if channels.is_empty() { "*".to_owned() } else { channels.join(",") };
     // Validate the request fully before taking a connection slot.
-    let mut items = Box::pin(app.bus.subscribe(&who, spec(q, channels, start, handoff))?);
+    let mut items = Box::pin(app.bus.subscribe(&who, spec(q, channels, start))?);
     let slot = app.limits.acquire(&who.tenant.to_string(), &who.token_id)?;
     let (complete, bounds) = status(items.next().await)?;
     let preamble = preamble(app.sse.retry_ms, (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head)));
@@ -329,14 +342,9 @@ pub async fn open_stream(
     let revocations = app.access.verifier.revocations().clone();
     let tenant = q.tenant.as_deref().map_or_else(|| who.tenant.to_string(), str::to_owned);
     let mut session = Session::open(app.clone(), (&tenant, &described), from, complete);
-    let (handover, handed) = if handoff {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
+    let (handover, handed) = tokio::sync::oneshot::channel();
     let body = async_stream::stream! {
-        let mut handover = handover;
+        let mut handover = Some(handover);
         session.sent(preamble.len());
         yield Bytes::from(preamble);
         // Hot path, per delivery: no timer, no shared-future clone, no shared counter write.
@@ -415,7 +423,7 @@ fn fresh(pulse: &tokio::sync::watch::Receiver<Pulse>) -> tokio::sync::watch::Rec
 }
 
 /// What an SSE request subscribes to.
-fn spec(q: &SseQuery, channels: Vec<String>, start: Start, handoff: bool) -> SubscribeSpec {
+fn spec(q: &SseQuery, channels: Vec<String>, start: Start) -> SubscribeSpec {
     SubscribeSpec {
         tenant: q.tenant.clone().unwrap_or_default(),
         channels,
@@ -423,7 +431,7 @@ fn spec(q: &SseQuery, channels: Vec<String>, start: Start, handoff: bool) -> Sub
         coalesce: q.coalesce.unwrap_or(true),
         on_lag: Lag::Evict,
         transport: switchyard::metrics::Transport::Sse,
-        handoff,
+        handoff: true,
     }
 }
 

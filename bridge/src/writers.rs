@@ -51,6 +51,7 @@ use tokio::{
 use crate::{
     app::App,
     limits, listener,
+    pipe::{self, Pipe},
     pulse::Pulse,
     sse::{self, Session},
 };
@@ -72,6 +73,15 @@ pub struct Wire {
     pub slot: Option<listener::Slot>,
 }
 
+/// Where a writer puts a stream's frames.
+pub enum Sink {
+    /// The socket itself (the direct HTTP/1 path).
+    Socket(Wire),
+    /// A pipe to the response body hyper sends (HTTP/2 and TLS, which hyper frames and encrypts),
+    /// closed after `stall` without room.
+    Body(Pipe, Duration),
+}
+
 /// An SSE stream at its live seam: what `sse::open_stream` hands over.
 pub struct Handed {
     pub live: Box<Live>,
@@ -88,15 +98,27 @@ pub struct Handed {
 #[derive(Default)]
 pub struct Writers {
     // Unbounded: what waits here is connections already admitted and counted by the limits.
-    shards: OnceLock<Vec<mpsc::UnboundedSender<(Wire, Handed)>>>,
+    shards: OnceLock<Vec<mpsc::UnboundedSender<(Sink, Handed)>>>,
     next: AtomicUsize,
     /// Streams the writers own now.
     streams: Arc<AtomicUsize>,
 }
 
 impl Writers {
-    /// Takes a stream over; it is written until it ends, then its socket is closed.
+    /// Takes a direct stream over; it is written until it ends, then its socket is closed.
     pub fn take(&self, app: &App, wire: Wire, handed: Handed) {
+        self.deal(app, Sink::Socket(wire), handed);
+    }
+
+    /// Takes a stream hyper sends over: the returned body yields its frames until it ends.
+    pub fn take_body(&self, app: &App, handed: Handed) -> pipe::Body {
+        let (pipe, body) = pipe::pipe();
+        let stall = Duration::from_secs(app.sse.stall_timeout_secs);
+        self.deal(app, Sink::Body(pipe, stall), handed);
+        body
+    }
+
+    fn deal(&self, app: &App, sink: Sink, handed: Handed) {
         let shards = self.shards.get_or_init(|| {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
             (0..n)
@@ -109,7 +131,7 @@ impl Writers {
         });
         let i = self.next.fetch_add(1, Ordering::Relaxed) % shards.len();
         // A writer that is gone (runtime shutting down) drops the stream, closing it.
-        let _ = shards[i].send((wire, handed));
+        let _ = shards[i].send((sink, handed));
     }
 
     /// Writer tasks running, and the live streams they own.
@@ -144,7 +166,7 @@ impl Wake for SocketWaker {
 
 /// One live stream in a writer.
 struct Sub {
-    wire: Wire,
+    sink: Sink,
     waker: Waker,
     queue: VecDeque<Bytes>,
     /// The front frame is partly written: nothing may go before the rest of it.
@@ -237,17 +259,30 @@ impl Sub {
     }
 
     fn write_queued(&mut self) -> bool {
+        let tcp = match &self.sink {
+            Sink::Socket(wire) => &wire.tcp,
+            Sink::Body(pipe, _) => {
+                let Ok((moved, all)) = pipe.fill(&mut self.queue) else { return false };
+                if moved {
+                    self.stalled = None;
+                }
+                if !all {
+                    self.stalled.get_or_insert_with(Instant::now);
+                }
+                return true;
+            }
+        };
         while !self.queue.is_empty() {
             let mut iov = [IoSlice::new(&[]); IOV];
             let n = self.queue.iter().zip(iov.iter_mut()).map(|(f, s)| *s = IoSlice::new(f)).count();
-            match self.wire.tcp.try_write_vectored(&iov[..n]) {
+            match tcp.try_write_vectored(&iov[..n]) {
                 Ok(0) => return false,
                 Ok(written) => {
                     self.stalled = None;
-                    self.advance(written);
+                    advance(&mut self.queue, &mut self.partial, written);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.wire.tcp.poll_write_ready(&mut Context::from_waker(&self.waker)) {
+                    match tcp.poll_write_ready(&mut Context::from_waker(&self.waker)) {
                         Poll::Ready(Ok(())) => continue,
                         Poll::Ready(Err(_)) => return false,
                         Poll::Pending => {
@@ -263,31 +298,20 @@ impl Sub {
         true
     }
 
-    fn advance(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(front) = self.queue.front_mut() else { return };
-            if written >= front.len() {
-                written -= front.len();
-                self.queue.pop_front();
-                self.partial = false;
-            } else {
-                front.advance(written);
-                self.partial = true;
-                written = 0;
-            }
-        }
-    }
-
     /// Reads what the client sent (nothing is expected after the request) to notice it
     /// leaving; arms the socket's waker for the next. `false`: the client is gone.
     fn still_there(&mut self) -> bool {
+        let tcp = match &self.sink {
+            Sink::Socket(wire) => &wire.tcp,
+            Sink::Body(pipe, _) => return !pipe.is_gone(),
+        };
         let mut buf = [0u8; 512];
         loop {
-            match self.wire.tcp.try_read(&mut buf) {
+            match tcp.try_read(&mut buf) {
                 Ok(0) => return false,
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.wire.tcp.poll_read_ready(&mut Context::from_waker(&self.waker)) {
+                    match tcp.poll_read_ready(&mut Context::from_waker(&self.waker)) {
                         Poll::Ready(Ok(())) => continue,
                         Poll::Ready(Err(_)) => return false,
                         Poll::Pending => return true,
@@ -350,7 +374,7 @@ impl Shard {
         }
     }
 
-    async fn run(mut self, mut intake: mpsc::UnboundedReceiver<(Wire, Handed)>) {
+    async fn run(mut self, mut intake: mpsc::UnboundedReceiver<(Sink, Handed)>) {
         let mut open = true;
         while open || self.live > 0 {
             let due = self.due;
@@ -359,7 +383,7 @@ impl Shard {
             tokio::select! {
                 biased;
                 joined = intake.recv(), if open => match joined {
-                    Some((wire, handed)) => self.join(wire, handed),
+                    Some((sink, handed)) => self.join(sink, handed),
                     None => open = false,
                 },
                 changed = self.pulse.changed(), if !self.stopped => {
@@ -376,7 +400,7 @@ impl Shard {
     /// Takes a stream over at its seam: first what its own ring holds (everything since it
     /// subscribed, up to now), then — from the writer's ring, subscribed before that drain —
     /// everything after.
-    fn join(&mut self, wire: Wire, handed: Handed) {
+    fn join(&mut self, sink: Sink, handed: Handed) {
         if self.all.is_none() {
             self.all = Some(self.hub.subscribe(Stream::All));
         }
@@ -387,8 +411,11 @@ impl Shard {
             self.subs.len() - 1
         });
         let waker = Waker::from(Arc::new(SocketWaker { id, woken: self.woken.clone() }));
+        if let Sink::Body(pipe, _) = &sink {
+            pipe.attach(waker.clone());
+        }
         let mut sub = Sub {
-            wire,
+            sink,
             waker,
             queue: VecDeque::new(),
             partial: false,
@@ -456,9 +483,11 @@ impl Shard {
             // No stream left: the writer's ring goes too (it holds records while it exists).
             self.all = None;
         }
+        // A body ends when its pipe is dropped (with the sub), after what it holds.
         if sub.closing
             && sub.queue.is_empty()
-            && let Ok(tcp) = sub.wire.tcp.into_std()
+            && let Sink::Socket(wire) = sub.sink
+            && let Ok(tcp) = wire.tcp.into_std()
         {
             // The server ended the stream: a clean end of the body (close-delimited).
             let _ = tcp.shutdown(std::net::Shutdown::Write);
@@ -518,7 +547,11 @@ impl Shard {
         self.stopped = now == Pulse::Stop;
         for id in 0..self.subs.len() {
             let Some(sub) = self.subs[id].as_mut() else { continue };
-            if sub.stalled.is_some_and(|t| t.elapsed() >= sub.wire.stall) {
+            let stall = match &sub.sink {
+                Sink::Socket(wire) => wire.stall,
+                Sink::Body(_, stall) => *stall,
+            };
+            if sub.stalled.is_some_and(|t| t.elapsed() >= stall) {
                 self.remove(id);
                 continue;
             }
@@ -579,4 +612,21 @@ async fn next_batch(all: &mut Option<Receiver>, batch: &mut Vec<Arc<Record>>) ->
         }
     }
     Ok(())
+}
+
+/// Drops what a write took from the front of `queue`; `partial`: its front frame is now partly
+/// written.
+fn advance(queue: &mut VecDeque<Bytes>, partial: &mut bool, mut written: usize) {
+    while written > 0 {
+        let Some(front) = queue.front_mut() else { return };
+        if written >= front.len() {
+            written -= front.len();
+            queue.pop_front();
+            *partial = false;
+        } else {
+            front.advance(written);
+            *partial = true;
+            written = 0;
+        }
+    }
 }
