@@ -1,5 +1,6 @@
-//! The SSE writers: the live part of every direct HTTP/1 SSE stream is written by one of a
-//! few writer tasks (one per core) that own the sockets, not by a task per stream.
+//! The SSE writers: the live part of every SSE stream is written by one of a few writer tasks
+//! (one per core), not by a task per stream. They own the sockets of the direct HTTP/1 path,
+//! and fill a [`Pipe`] to hyper's response body for HTTP/2 and TLS streams.
 //!
 //! Why: at fan-out rates a delivery cost far more in the machinery around the write than in
 //! the write: per subscriber and per event a task wake-up, a ring receive, two stream
@@ -100,7 +101,7 @@ pub struct Writers {
     // Unbounded: what waits here is connections already admitted and counted by the limits.
     shards: OnceLock<Vec<mpsc::UnboundedSender<(Sink, Handed)>>>,
     next: AtomicUsize,
-    /// Streams the writers own now.
+    /// Streams the writers write now.
     streams: Arc<AtomicUsize>,
 }
 
