@@ -28,11 +28,13 @@ use crate::{
     app::App,
     error::ApiError,
     sse::{SseQuery, open_stream, split_channels},
-    writers::Handed,
+    writers::{Handed, IntoWire},
 };
 
-/// A plain TCP connection as the listener hands it over.
-type Plain = crate::listener::StallGuard<tokio::net::TcpStream>;
+/// A connection this path can serve: readable, writable, and for a writer to take over.
+pub trait Socket: AsyncRead + AsyncWrite + IntoWire + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + IntoWire + Unpin + Send + 'static> Socket for T {}
 
 /// Longest request head read here; longer ones go to hyper (which answers 431).
 const MAX_HEAD: usize = 8 * 1024;
@@ -112,7 +114,7 @@ pub enum Sniffed<T> {
 }
 
 /// Reads the request head; serves it if it is an SSE GET, else returns the connection for hyper.
-pub async fn sniff(app: &Arc<App>, mut io: Plain) -> Sniffed<Plain> {
+pub async fn sniff<T: Socket>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
     let mut buf = Vec::with_capacity(1024);
     let read = tokio::time::timeout(HEAD_TIMEOUT, async {
         loop {
@@ -187,7 +189,7 @@ pub fn parse(head: &[u8]) -> Option<SseRequest> {
     Some(SseRequest { channels, query, headers: map })
 }
 
-async fn serve(app: &Arc<App>, req: SseRequest, mut io: Plain) {
+async fn serve<T: Socket>(app: &Arc<App>, req: SseRequest, mut io: T) {
     let SseRequest { channels, query, headers } = req;
     let opened = match open_stream(app, channels, &query, &headers).await {
         Ok(o) => o,
@@ -213,18 +215,18 @@ async fn serve(app: &Arc<App>, req: SseRequest, mut io: Plain) {
     let app = app.clone();
     tokio::spawn(async move {
         if let Some((io, handed)) = pump(opened.frames, opened.handoff, io).await {
-            app.writers.take(&app, io.into_wire(), handed);
+            app.writers.take(io.into_wire(), handed);
         }
     });
 }
 
 /// Writes frames to the socket until the stream ends or the client goes away; at the live
 /// seam, returns the socket with the stream's live part.
-async fn pump(
+async fn pump<T: Socket>(
     mut frames: Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
     mut handoff: tokio::sync::oneshot::Receiver<Handed>,
-    io: Plain,
-) -> Option<(Plain, Handed)> {
+    io: T,
+) -> Option<(T, Handed)> {
     // Nothing is read after the head except to notice the client leaving (EOF), which frees
     // its connection slot at once instead of at the next failed write.
     let (mut rd, mut io) = tokio::io::split(io);

@@ -129,6 +129,7 @@ mod tests {
         let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), &Default::default()).unwrap());
         let (beat, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
         let metrics = Arc::new(Metrics::default());
+        let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone(), verifier.revocations().clone());
         let app = Arc::new(App {
             bus: bus.clone(),
             access: Access::new(verifier, false, SECRET, ledger),
@@ -141,7 +142,7 @@ mod tests {
             started: std::time::Instant::now(),
             cors_origins: Vec::new(),
             webhooks: Inbound { bus, hooks, metrics },
-            writers: Default::default(),
+            writers,
         });
         (app, beat)
     }

@@ -43,6 +43,7 @@ pub mod route;
 pub mod secret;
 pub mod serve;
 pub mod sse;
+pub mod stream;
 pub mod telemetry;
 pub mod tools;
 pub mod typescript;

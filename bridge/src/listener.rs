@@ -77,10 +77,11 @@ impl<T> StallGuard<T> {
     }
 }
 
-impl StallGuard<TcpStream> {
-    /// The socket and what is attached to it, for a writer to own (`crate::writers`).
-    pub fn into_wire(self) -> crate::writers::Wire {
-        crate::writers::Wire { tcp: self.inner, stall: self.limit, slot: self._slot }
+impl crate::writers::IntoWire for StallGuard<TcpStream> {
+    /// The socket and what is attached to it, for a writer to own.
+    fn into_wire(self) -> crate::writers::Wire {
+        let keep = self._slot.map(|slot| Box::new(slot) as switchyard::subscription::Keep);
+        crate::writers::Wire { tcp: self.inner, stall: self.limit, keep }
     }
 }
 

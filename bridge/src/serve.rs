@@ -198,6 +198,13 @@ pub async fn start_with(
     let (stop, stopped) = watch::channel(false);
     let Plan { tls, webhooks, ingest, secret, verifier, signer } = plan;
     let metrics = Arc::new(Metrics::default());
+    let pulse = {
+        let (tx, rx) = watch::channel(crate::pulse::Pulse::Beat(0));
+        let period = std::time::Duration::from_secs(config.sse.heartbeat_secs);
+        tokio::spawn(crate::pulse::run(tx, period, stopped.clone()));
+        rx
+    };
+    let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone(), verifier.revocations().clone());
     let app = Arc::new(App {
         bus: bus.clone(),
         access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
@@ -207,19 +214,14 @@ pub async fn start_with(
             per_token: config.sse.max_per_token,
         }),
         sse: config.sse.clone(),
-        pulse: {
-            let (tx, rx) = watch::channel(crate::pulse::Pulse::Beat(0));
-            let period = std::time::Duration::from_secs(config.sse.heartbeat_secs);
-            tokio::spawn(crate::pulse::run(tx, period, stopped.clone()));
-            rx
-        },
+        pulse,
         metrics: metrics.clone(),
         connectors,
         metrics_config: config.metrics.clone(),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
         webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks), metrics },
-        writers: Default::default(),
+        writers,
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);

@@ -14,7 +14,7 @@
 //! opening, replay, state and gap healing stay in `sse::open_stream`. The handed-over ring
 //! receiver, subscribed before the replay began, is drained after the writer's own ring is
 //! subscribed, so nothing falls between the two and ids drop the overlap. Everything else
-//! is what `sse` does, with its code (`render`, `Session`, `ending`): heartbeats, expiry and
+//! is what `sse` does, with its code (`stream`: `render`, `Session`, `ending`): heartbeats, expiry and
 //! revocation on the shared pulse, coalescing, eviction with a reason (a socket a ring's worth
 //! of frames behind, or a writer a whole ring behind), close on the client's EOF, and the
 //! stall limit.
@@ -50,11 +50,10 @@ use tokio::{
 };
 
 use crate::{
-    app::App,
-    limits, listener,
+    limits,
     pipe::{self, Pipe},
     pulse::Pulse,
-    sse::{self, Session},
+    stream::{self, Session},
 };
 
 /// Frames a socket may have waiting before it is evicted: a ring's worth, as a stream
@@ -70,8 +69,13 @@ pub struct Wire {
     pub tcp: TcpStream,
     /// A socket whose writes make no progress for this long is closed.
     pub stall: Duration,
-    /// Its place among the listener's open connections.
-    pub slot: Option<listener::Slot>,
+    /// Held as long as the socket is open (its place among the listener's open connections).
+    pub keep: Option<Keep>,
+}
+
+/// A connection a writer can take over: the socket below it.
+pub trait IntoWire {
+    fn into_wire(self) -> Wire;
 }
 
 /// Where a writer puts a stream's frames.
@@ -96,8 +100,11 @@ pub struct Handed {
 }
 
 /// The writer tasks, started on first use, one per core. Streams are dealt to them in turn.
-#[derive(Default)]
 pub struct Writers {
+    /// What every writer needs: committed records, the shared pulse, revoked tokens.
+    hub: Hub,
+    pulse: watch::Receiver<Pulse>,
+    revocations: Revocations,
     // Unbounded: what waits here is connections already admitted and counted by the limits.
     shards: OnceLock<Vec<mpsc::UnboundedSender<(Sink, Handed)>>>,
     next: AtomicUsize,
@@ -106,26 +113,30 @@ pub struct Writers {
 }
 
 impl Writers {
+    pub fn new(hub: Hub, pulse: watch::Receiver<Pulse>, revocations: Revocations) -> Self {
+        Self { hub, pulse, revocations, shards: OnceLock::new(), next: AtomicUsize::new(0), streams: Arc::default() }
+    }
+
     /// Takes a direct stream over; it is written until it ends, then its socket is closed.
-    pub fn take(&self, app: &App, wire: Wire, handed: Handed) {
-        self.deal(app, Sink::Socket(wire), handed);
+    pub fn take(&self, wire: Wire, handed: Handed) {
+        self.deal(Sink::Socket(wire), handed);
     }
 
     /// Takes a stream hyper sends over: the returned body yields its frames until it ends.
-    pub fn take_body(&self, app: &App, handed: Handed) -> pipe::Body {
+    /// A body with no room for `stall` (the client stopped reading) is ended.
+    pub fn take_body(&self, handed: Handed, stall: Duration) -> pipe::Body {
         let (pipe, body) = pipe::pipe();
-        let stall = Duration::from_secs(app.sse.stall_timeout_secs);
-        self.deal(app, Sink::Body(pipe, stall), handed);
+        self.deal(Sink::Body(pipe, stall), handed);
         body
     }
 
-    fn deal(&self, app: &App, sink: Sink, handed: Handed) {
+    fn deal(&self, sink: Sink, handed: Handed) {
         let shards = self.shards.get_or_init(|| {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
             (0..n)
                 .map(|_| {
                     let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(Shard::new(app, self.streams.clone()).run(rx));
+                    tokio::spawn(Shard::new(self).run(rx));
                     tx
                 })
                 .collect()
@@ -223,7 +234,7 @@ impl Sub {
         if self.closing {
             return;
         }
-        let out = sse::render(Ok(item), &mut self.sse_floor, &mut self.session, &mut self.quiet);
+        let out = stream::render(Ok(item), &mut self.sse_floor, &mut self.session, &mut self.quiet);
         let (first, second, last) = self.session.emit(out);
         self.queue.extend(first.into_iter().chain(second));
         self.closing = last;
@@ -324,6 +335,15 @@ impl Sub {
         }
     }
 
+    /// When the stream's stalled write reaches its limit, if a write is stalled.
+    fn stall_deadline(&self) -> Option<Instant> {
+        let limit = match &self.sink {
+            Sink::Socket(wire) => wire.stall,
+            Sink::Body(_, stall) => *stall,
+        };
+        self.stalled.map(|since| since + limit)
+    }
+
     /// Whether the stream is over: its socket failed, or its last frame is written.
     fn done(&mut self) -> bool {
         !self.flush() || (self.closing && self.queue.is_empty())
@@ -350,21 +370,23 @@ struct Shard {
     /// Streams with coalesced snapshots waiting, and the earliest time one is due.
     holding: Vec<usize>,
     due: Option<Instant>,
+    /// The earliest time a stalled stream reaches its stall limit.
+    stall_due: Option<Instant>,
 }
 
 impl Shard {
-    fn new(app: &App, streams: Arc<AtomicUsize>) -> Self {
-        let mut pulse = app.pulse.clone();
+    fn new(writers: &Writers) -> Self {
+        let mut pulse = writers.pulse.clone();
         pulse.mark_unchanged();
         Self {
-            hub: app.bus.hub().clone(),
+            hub: writers.hub.clone(),
             pulse,
             stopped: false,
-            revocations: app.access.verifier.revocations().clone(),
+            revocations: writers.revocations.clone(),
             subs: Vec::new(),
             free: Vec::new(),
             live: 0,
-            streams,
+            streams: writers.streams.clone(),
             groups: HashMap::new(),
             all: None,
             batch: Vec::with_capacity(BATCH),
@@ -372,13 +394,14 @@ impl Shard {
             woken: Arc::default(),
             holding: Vec::new(),
             due: None,
+            stall_due: None,
         }
     }
 
     async fn run(mut self, mut intake: mpsc::UnboundedReceiver<(Sink, Handed)>) {
         let mut open = true;
         while open || self.live > 0 {
-            let due = self.due;
+            let (due, stall_due) = (self.due, self.stall_due);
             // Biased, the ring last: under a flood of records the pulse (heartbeats, expiry,
             // shutdown), coalescing timers and sockets draining still get their turn.
             tokio::select! {
@@ -392,6 +415,7 @@ impl Shard {
                     self.on_pulse(now);
                 }
                 () = subscription::sleep_until_opt(due) => self.release_due(),
+                () = subscription::sleep_until_opt(stall_due) => self.drop_stalled(),
                 () = self.woken.notify.notified() => self.serve_woken(),
                 got = next_batch(&mut self.all, &mut self.batch) => self.deliver_batch(got),
             }
@@ -439,7 +463,7 @@ impl Shard {
             _slot: slot,
         };
         if self.stopped {
-            sub.end(sse::SHUTDOWN, "server shutting down");
+            sub.end(stream::SHUTDOWN, "server shutting down");
         }
         sub.session.run_starts();
         loop {
@@ -466,6 +490,23 @@ impl Shard {
         let Some(sub) = self.subs.get_mut(id).and_then(Option::as_mut) else { return };
         if (read && !sub.still_there()) || sub.done() {
             self.remove(id);
+        } else if let Some(at) = sub.stall_deadline() {
+            self.stall_due = Some(self.stall_due.map_or(at, |d| d.min(at)));
+        }
+    }
+
+    /// Closes the streams whose writes made no progress for their stall limit (the client
+    /// stopped reading), and sets the time of the next such check.
+    fn drop_stalled(&mut self) {
+        let now = Instant::now();
+        self.stall_due = None;
+        for id in 0..self.subs.len() {
+            let Some(at) = self.subs[id].as_ref().and_then(Sub::stall_deadline) else { continue };
+            if at <= now {
+                self.remove(id);
+            } else {
+                self.stall_due = Some(self.stall_due.map_or(at, |d| d.min(at)));
+            }
         }
     }
 
@@ -543,20 +584,12 @@ impl Shard {
     }
 
     /// Heartbeats for quiet streams; the end of streams whose credential expired or was
-    /// revoked, or of all on shutdown; closes sockets stalled past their limit.
+    /// revoked, or of all on shutdown.
     fn on_pulse(&mut self, now: Pulse) {
         self.stopped = now == Pulse::Stop;
         for id in 0..self.subs.len() {
             let Some(sub) = self.subs[id].as_mut() else { continue };
-            let stall = match &sub.sink {
-                Sink::Socket(wire) => wire.stall,
-                Sink::Body(_, stall) => *stall,
-            };
-            if sub.stalled.is_some_and(|t| t.elapsed() >= stall) {
-                self.remove(id);
-                continue;
-            }
-            if let Some((last, reason)) = sse::ending(now, sub.expires, &self.revocations, &sub.who) {
+            if let Some((last, reason)) = stream::ending(now, sub.expires, &self.revocations, &sub.who) {
                 sub.end(last, reason);
             } else if !sub.closing {
                 if sub.quiet {
