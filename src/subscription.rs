@@ -301,7 +301,7 @@ pub fn due_now(c: &mut Coalescer, cursor: EventId, floor: &mut Option<EventId>) 
 
 /// A live record through the coalescer: the floor first when it moved, then the event unless
 /// it is held back (a snapshot inside its key's window).
-pub fn coalesce(c: &mut Coalescer, r: Arc<Record>, floor: &mut Option<EventId>) -> (Option<Item>, Option<Item>) {
+fn coalesce(c: &mut Coalescer, r: Arc<Record>, floor: &mut Option<EventId>) -> (Option<Item>, Option<Item>) {
     let out = if r.routing.delivery == Delivery::Snapshot {
         c.offer(r, tokio::time::Instant::now())
     } else {
@@ -313,6 +313,29 @@ pub fn coalesce(c: &mut Coalescer, r: Arc<Record>, floor: &mut Option<EventId>) 
         Item::Floor(*floor)
     });
     (moved, out.map(Item::Event))
+}
+
+/// What a live record from the ring gives a subscriber at `cursor`: nothing if it was
+/// delivered already or is not wanted (the cursor moves past it either way), else the record
+/// through the coalescer (the floor first when it moved, then the event unless held back).
+pub fn live(
+    r: &Arc<Record>,
+    cursor: &mut EventId,
+    filter: &Filter,
+    coalescer: Option<&mut Coalescer>,
+    floor: &mut Option<EventId>,
+) -> impl Iterator<Item = Item> + use<> {
+    let (moved, out) = if r.id <= *cursor {
+        (None, None)
+    } else {
+        *cursor = r.id;
+        match coalescer {
+            _ if !filter.wants(r) => (None, None),
+            Some(c) => coalesce(c, r.clone(), floor),
+            None => (None, Some(Item::Event(r.clone()))),
+        }
+    };
+    moved.into_iter().chain(out)
 }
 
 /// Where the replay reaches the head: what a compaction still holds, its `StateEnd`, and the
@@ -366,7 +389,6 @@ pub fn subscribe(
 ) -> impl FutStream<Item = Result<Item, crate::log::LogError>> + Send + 'static {
     let mut rx = hub.subscribe(filter.ring.clone());
     async_stream::try_stream! {
-        let keep = keep;
         let Begin { items, mut cursor, mut compaction, mut since } = begin(&log, &filter, options.start).await?;
         for item in items {
             yield item;
@@ -408,18 +430,7 @@ pub fn subscribe(
                 };
                 match received {
                     Ok(r) => {
-                        if r.id <= cursor {
-                            continue;
-                        }
-                        cursor = r.id;
-                        if !filter.wants(&r) {
-                            continue;
-                        }
-                        let (moved, out) = match coalescer.as_mut() {
-                            Some(c) => coalesce(c, r, &mut floor),
-                            None => (None, Some(Item::Event(r))),
-                        };
-                        for item in moved.into_iter().chain(out) {
+                        for item in live(&r, &mut cursor, &filter, coalescer.as_mut(), &mut floor) {
                             yield item;
                         }
                     }

@@ -12,6 +12,13 @@ pub enum Pulse {
     Stop,
 }
 
+/// A pulse beating every `period` (its task spawned) until `stopping` turns true.
+pub fn start(period: Duration, stopping: tokio::sync::watch::Receiver<bool>) -> tokio::sync::watch::Receiver<Pulse> {
+    let (tx, rx) = tokio::sync::watch::channel(Pulse::Beat(0));
+    tokio::spawn(run(tx, period, stopping));
+    rx
+}
+
 /// Beats until `stopping` turns true, then says `Stop`.
 pub async fn run(
     tx: tokio::sync::watch::Sender<Pulse>,

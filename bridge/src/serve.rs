@@ -198,12 +198,7 @@ pub async fn start_with(
     let (stop, stopped) = watch::channel(false);
     let Plan { tls, webhooks, ingest, secret, verifier, signer } = plan;
     let metrics = Arc::new(Metrics::default());
-    let pulse = {
-        let (tx, rx) = watch::channel(crate::pulse::Pulse::Beat(0));
-        let period = std::time::Duration::from_secs(config.sse.heartbeat_secs);
-        tokio::spawn(crate::pulse::run(tx, period, stopped.clone()));
-        rx
-    };
+    let pulse = crate::pulse::start(std::time::Duration::from_secs(config.sse.heartbeat_secs), stopped.clone());
     let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone(), verifier.revocations().clone());
     let app = Arc::new(App {
         bus: bus.clone(),

@@ -278,21 +278,16 @@ pub async fn open_stream(
     let slot = app.limits.acquire(&who.tenant.to_string(), &who.token_id)?;
     let (complete, bounds) = status(items.next().await)?;
     let preamble = preamble(app.sse.retry_ms, (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head)));
-    let (mut pulse, expires) = (fresh(&app.pulse), who.expires);
-    let revocations = app.access.verifier.revocations().clone();
+    let (mut pulse, expires, revocations) = (fresh(&app.pulse), who.expires, app.access.verifier.revocations().clone());
     let tenant = q.tenant.as_deref().map_or_else(|| who.tenant.to_string(), str::to_owned);
     let mut session = Session::open(app.metrics.clone(), app.bus.clone(), (&tenant, &described), from, complete);
     let (handover, handed) = tokio::sync::oneshot::channel();
     let body = async_stream::stream! {
-        let mut handover = Some(handover);
         session.sent(preamble.len());
         yield Bytes::from(preamble);
-        // Hot path, per delivery: no timer, no shared-future clone, no shared counter write.
-        // Heartbeats and shutdown come from one shared pulse (see `Pulse`); a beat is skipped
-        // when frames went out since the last one. Items already waiting are taken in a run
-        // (up to `RUN`) before the pulse is looked at again: waiting on it afresh for every
-        // event registered and dropped a waiter per delivery, which halved throughput at
-        // saturation.
+        // Heartbeats and endings come from the shared pulse (a beat is skipped when frames went
+        // out since the last one). Items already waiting are taken in runs of up to `RUN` before
+        // the pulse is looked at again, not a fresh wait on it per item.
         let mut quiet = true;
         // Snapshots coalescing holds back: frames then carry `id: N~floor` (see `Cursor`).
         let mut floor: Option<EventId> = None;
@@ -322,11 +317,7 @@ pub async fn open_stream(
                                 break 'stream;
                             }
                             Some(Ok(Item::Live(live))) => {
-                                let (expires, beat) = (expires, beat.clone());
-                                let handed = Handed { live, session, quiet, floor, expires, who, beat, slot };
-                                if let Some(tx) = handover.take() {
-                                    let _ = tx.send(handed);
-                                }
+                                let _ = handover.send(Handed { live, session, quiet, floor, expires, who, beat, slot });
                                 break 'stream;
                             }
                             Some(it) => it,
@@ -340,10 +331,7 @@ pub async fn open_stream(
                             break 'stream;
                         }
                         taken += 1;
-                        if taken == RUN {
-                            break;
-                        }
-                        match items.next().now_or_never() {
+                        match (taken < RUN).then(|| items.next().now_or_never()).flatten() {
                             Some(next) => item = next,
                             None => break,
                         }

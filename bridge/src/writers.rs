@@ -211,21 +211,11 @@ struct Sub {
 impl Sub {
     /// A record from the stream's ring: delivered if it is new and wanted.
     fn deliver(&mut self, r: &Arc<Record>) {
-        if self.closing || r.id <= self.cursor {
+        if self.closing {
             return;
         }
-        self.cursor = r.id;
-        if !self.filter.wants(r) {
-            return;
-        }
-        match self.coalescer.as_mut() {
-            None => self.put(Item::Event(r.clone())),
-            Some(c) => {
-                let (moved, out) = subscription::coalesce(c, r.clone(), &mut self.floor);
-                for item in moved.into_iter().chain(out) {
-                    self.put(item);
-                }
-            }
+        for item in subscription::live(r, &mut self.cursor, &self.filter, self.coalescer.as_mut(), &mut self.floor) {
+            self.put(item);
         }
     }
 
