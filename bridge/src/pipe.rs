@@ -55,6 +55,15 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Changes the state under the lock, then wakes whoever `change` names, outside it (a woken
+/// task may come straight back for the lock).
+fn update(state: &Mutex<State>, change: impl FnOnce(&mut State) -> Option<Waker>) {
+    let waker = change(&mut lock(state));
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
 impl Pipe {
     /// `writer` is woken when room frees up after a fill that could not move everything, and
     /// when the body goes away.
@@ -98,14 +107,10 @@ impl Pipe {
 
 impl Drop for Pipe {
     fn drop(&mut self) {
-        let body = {
-            let mut s = lock(&self.0);
+        update(&self.0, |s| {
             s.ended = true;
             s.body.take()
-        };
-        if let Some(w) = body {
-            w.wake();
-        }
+        });
     }
 }
 
@@ -144,14 +149,10 @@ impl futures::Stream for Body {
 
 impl Drop for Body {
     fn drop(&mut self) {
-        let writer = {
-            let mut s = lock(&self.0);
+        update(&self.0, |s| {
             s.gone = true;
             s.writer.take()
-        };
-        if let Some(w) = writer {
-            w.wake();
-        }
+        });
     }
 }
 
