@@ -39,12 +39,13 @@ use std::{
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, pull},
-    message::PublishMessage,
     stream::{Config as StreamConfig, StorageType},
 };
 use bytes::Bytes;
-use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
-use tokio::sync::{mpsc, oneshot};
+use futures::{StreamExt, future::BoxFuture};
+
+mod publisher;
+use publisher::{Outgoing, Publisher, WINDOW};
 
 use super::{Appended, Bounds, Feed, Log, LogError, LogStats, Quotas, Record, Retention, StateView, Stream};
 use crate::{
@@ -53,8 +54,8 @@ use crate::{
     validate::{Accepted, route},
 };
 
-/// Publishes in flight per node before waiting for acks (below the client's own cap of 5,000).
-const WINDOW: usize = 4096;
+/// How long a publish waits for JetStream's ack before it is sent again (same `Nats-Msg-Id`).
+const ACK_WAIT: Duration = Duration::from_secs(5);
 /// The tail's longest pull; its idle heartbeat is derived from it.
 const TAIL_PULL: Duration = Duration::from_secs(2);
 /// How often the tail looks for events its consumer has not brought (see [`tail`]).
@@ -136,7 +137,8 @@ pub struct JetStreamLog {
     tailing: Arc<AtomicBool>,
     tail: tokio::task::JoinHandle<()>,
     persist: tokio::task::JoinHandle<()>,
-    outgoing: mpsc::Sender<Outgoing>,
+    publisher: Publisher,
+    acks: tokio::task::JoinHandle<()>,
     applied: Arc<Applied>,
     names: Names,
     held: Arc<Held>,
@@ -193,7 +195,7 @@ impl Held {
 
 impl Drop for JetStreamLog {
     fn drop(&mut self) {
-        // The publisher task ends when `outgoing` is dropped.
+        self.acks.abort();
         self.tail.abort();
         self.persist.abort();
     }
@@ -320,8 +322,7 @@ impl JetStreamLog {
         let tailing = Arc::new(AtomicBool::new(false));
         let applied = Arc::new(Applied::default());
         applied.seen.store(start, Ordering::Release);
-        let (outgoing, rx) = mpsc::channel(WINDOW);
-        tokio::spawn(publisher(js.clone(), rx));
+        let (publisher, acks) = Publisher::start(client.clone()).await.map_err(unavailable)?;
         // The tail's own context, with short API timeouts: during an election each request to
         // recreate its consumer fails fast and is retried, instead of waiting out the default
         // timeout while the new leader is already serving.
@@ -335,13 +336,28 @@ impl JetStreamLog {
             feed,
             names: names.clone(),
             applied: applied.clone(),
-            outgoing: outgoing.clone(),
+            publisher: publisher.clone(),
             held: held.clone(),
             job_ttl: Duration::from_secs(config.retention.default.max_age_secs),
         }));
-        let persist = tokio::spawn(persist_watermark(names.clone(), applied.clone(), outgoing.clone()));
+        let persist = tokio::spawn(persist_watermark(names.clone(), applied.clone(), publisher.clone()));
         let (oldest, stored) = (AtomicU64::new(info.state.first_sequence), AtomicU64::new(info.state.messages));
-        Ok(Self { client, js, config, head, oldest, stored, tailing, tail, persist, outgoing, applied, names, held })
+        Ok(Self {
+            client,
+            js,
+            config,
+            head,
+            oldest,
+            stored,
+            tailing,
+            tail,
+            persist,
+            publisher,
+            acks,
+            applied,
+            names,
+            held,
+        })
     }
 
     /// Whether this node's tail of the stream is up (readiness).
@@ -432,32 +448,29 @@ impl JetStreamLog {
         let deadline = Instant::now() + self.config.publish_deadline;
         let mut out: Vec<Option<Appended>> = vec![None; events.len()];
         let mut last_error = String::new();
-        // Shared, not copied, on every retry.
-        let bodies: Vec<Bytes> = events.iter().map(|a| a.body.clone()).collect();
         loop {
             // While disconnected nothing is sent: the client would buffer it and deliver it after
             // we answered "unavailable", storing an event its publisher was told failed.
             if let Err(e) = self.connected() {
                 last_error = e.to_string();
             } else {
-                let mut replies = Vec::new();
-                for i in (0..events.len()).filter(|i| out[*i].is_none()) {
-                    let (reply, rx) = oneshot::channel();
-                    let msg = PublishMessage::build().payload(bodies[i].clone()).message_id(&to[i].id);
-                    let sent = self.outgoing.send(Outgoing { subject: to[i].subject.clone(), msg, reply }).await;
-                    if sent.is_err() {
-                        return Err(LogError::Closed);
-                    }
-                    replies.push((i, rx));
-                }
-                for (i, rx) in replies {
-                    match rx.await {
-                        Ok(Ok((sequence, duplicate))) => {
-                            self.head.fetch_max(sequence, Ordering::Relaxed);
-                            out[i] = Some(Appended { id: EventId(sequence), duplicate });
+                let unanswered: Vec<usize> = (0..events.len()).filter(|i| out[*i].is_none()).collect();
+                for part in unanswered.chunks(WINDOW) {
+                    // The bodies are shared, not copied, on every attempt.
+                    let messages = part
+                        .iter()
+                        .map(|&i| Outgoing::with_id(to[i].subject.clone(), &to[i].id, events[i].body.clone()))
+                        .collect();
+                    let pending = self.publisher.send(messages).await.ok_or(LogError::Closed)?;
+                    for (&i, answer) in part.iter().zip(pending.answers(ACK_WAIT).await) {
+                        match answer {
+                            Some(Ok(ack)) => {
+                                self.head.fetch_max(ack.sequence, Ordering::Relaxed);
+                                out[i] = Some(Appended { id: EventId(ack.sequence), duplicate: ack.duplicate });
+                            }
+                            Some(Err(e)) => last_error = e,
+                            None => last_error = format!("no ack within {ACK_WAIT:?}"),
                         }
-                        Ok(Err(e)) => last_error = e,
-                        Err(_) => return Err(LogError::Closed),
                     }
                 }
             }
@@ -569,38 +582,6 @@ impl JetStreamLog {
 struct Address {
     subject: String,
     id: String,
-}
-
-/// One message for the publisher task, and where its ack goes.
-struct Outgoing {
-    subject: String,
-    msg: PublishMessage,
-    reply: oneshot::Sender<Result<(u64, bool), String>>,
-}
-
-/// The one place publishes leave this node: pipelined, at most [`WINDOW`] acks outstanding.
-/// Centralised because the client caps acks in flight and makes a send wait for a slot; many
-/// appends each holding ack futures while waiting to send more would wait on each other forever.
-async fn publisher(js: jetstream::Context, mut rx: mpsc::Receiver<Outgoing>) {
-    let mut inflight = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            next = rx.recv(), if inflight.len() < WINDOW => {
-                let Some(o) = next else { break };
-                match js.send_publish(o.subject, o.msg).await {
-                    Ok(ack) => inflight.push(async move {
-                        let r = ack.await.map(|a| (a.sequence, a.duplicate)).map_err(|e| e.to_string());
-                        let _ = o.reply.send(r);
-                    }),
-                    Err(e) => {
-                        let _ = o.reply.send(Err(e.to_string()));
-                    }
-                }
-            }
-            Some(()) = inflight.next(), if !inflight.is_empty() => {}
-        }
-    }
-    while inflight.next().await.is_some() {}
 }
 
 /// Catalog types whose routes include `channel` (by base for keyed channels such as `jobs/42`).
@@ -756,7 +737,7 @@ struct Tail {
     feed: Feed,
     names: Names,
     applied: Arc<Applied>,
-    outgoing: mpsc::Sender<Outgoing>,
+    publisher: Publisher,
     /// State keys counted against quotas (every slot the tail writes, but a job's).
     held: Arc<Held>,
     /// A job's state expires with its history: after the stream's `max_age`.
@@ -956,27 +937,19 @@ async fn write_state(t: &Tail, subject: String, r: &Record, ttl: Option<Duration
     let seq = r.id.get();
     t.applied.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
     let body = Bytes::from(r.event.encode_to_vec());
-    let msg_id = format!("state-{seq}");
-    let build = move || {
-        let msg = PublishMessage::build().payload(body.clone()).message_id(&msg_id);
-        match ttl {
-            Some(ttl) => msg.ttl(ttl),
-            None => msg,
-        }
-    };
-    let (reply, mut rx) = oneshot::channel();
-    let msg = build();
-    if t.outgoing.send(Outgoing { subject: subject.clone(), msg, reply }).await.is_err() {
-        return;
+    let mut message = Outgoing::with_id(subject.clone(), &format!("state-{seq}"), body);
+    if let Some(ttl) = ttl {
+        message.headers.insert("Nats-TTL", ttl.as_secs().to_string().as_str());
     }
-    let (outgoing, applied, js, names) = (t.outgoing.clone(), t.applied.clone(), t.js.clone(), t.names.clone());
+    let Some(mut pending) = t.publisher.send(vec![message.clone()]).await else { return };
+    let (publisher, applied, js, names) = (t.publisher.clone(), t.applied.clone(), t.js.clone(), t.names.clone());
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match rx.await {
-                Ok(Ok(_)) => break,
-                Ok(Err(error)) => tracing::warn!(seq, %error, "state write not acknowledged; retrying"),
-                Err(_) => return,
+            match pending.answers(ACK_WAIT).await.pop().flatten() {
+                Some(Ok(_)) => break,
+                Some(Err(error)) => tracing::warn!(seq, %error, "state write not acknowledged; retrying"),
+                None => tracing::warn!(seq, "state write not acknowledged in time; retrying"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -987,11 +960,8 @@ async fn write_state(t: &Tail, subject: String, r: &Record, ttl: Option<Duration
             {
                 break;
             }
-            let (reply, next) = oneshot::channel();
-            if outgoing.send(Outgoing { subject: subject.clone(), msg: build(), reply }).await.is_err() {
-                return;
-            }
-            rx = next;
+            let Some(next) = publisher.send(vec![message.clone()]).await else { return };
+            pending = next;
         }
         applied.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&seq);
     });
@@ -1005,7 +975,7 @@ fn stored_id(bytes: &[u8]) -> Option<u64> {
 
 /// Records the watermark in the state stream every second it moved, so a restarted node
 /// re-applies only what came after it.
-async fn persist_watermark(names: Names, applied: Arc<Applied>, outgoing: mpsc::Sender<Outgoing>) {
+async fn persist_watermark(names: Names, applied: Arc<Applied>, publisher: Publisher) {
     let mut last = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -1014,12 +984,13 @@ async fn persist_watermark(names: Names, applied: Arc<Applied>, outgoing: mpsc::
         if w == last {
             continue;
         }
-        let (reply, rx) = oneshot::channel();
-        let msg = PublishMessage::build().payload(Bytes::from(w.to_string()));
-        if outgoing.send(Outgoing { subject: names.watermark_subject(), msg, reply }).await.is_err() {
-            return;
-        }
-        if matches!(rx.await, Ok(Ok(_))) {
+        let message = Outgoing {
+            subject: names.watermark_subject(),
+            headers: Default::default(),
+            payload: Bytes::from(w.to_string()),
+        };
+        let Some(pending) = publisher.send(vec![message]).await else { return };
+        if matches!(pending.answers(ACK_WAIT).await.pop(), Some(Some(Ok(_)))) {
             last = w;
         }
     }
