@@ -5,11 +5,12 @@
 //! - `jetstream_raw`: async-nats pipelined publishes of 200-byte messages, 256 in flight, with and
 //!   without `Nats-Msg-Id` (JetStream's own rate);
 //! - `switchyard_jetstream` / `switchyard_embedded`: events/s through `PublishStream` into a node on
-//!   the backplane, and into the embedded store (fsync = always), same client, same count;
+//!   the backplane, and into the embedded store (fsync = always), same client;
 //! - `resume_other_node`: an SSE client resuming on node B from an id published on node A: time
 //!   from request to its first missed event, p50/max over 50 tries.
 //!
-//! Env: `BENCH_EVENTS` (default 100,000), `BENCH_ONLY`.
+//! Every row publishes the same count, `BENCH_EVENTS` (default 200,000), so no row's figure holds
+//! more start-up than another's. Env: `BENCH_EVENTS`, `BENCH_ONLY`.
 
 use std::time::{Duration, Instant};
 
@@ -68,7 +69,7 @@ fn main() {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
         let version = std::process::Command::new(nats::binary()).arg("--version").output().expect("nats-server");
         println!("# switchyard backplane bench ({cores} cores, {})", String::from_utf8_lossy(&version.stdout).trim());
-        let n = arg("BENCH_EVENTS", 100_000);
+        let n = arg("BENCH_EVENTS", 200_000);
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         let run = |name: &str| only.is_empty() || only == name;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -77,8 +78,8 @@ fn main() {
         let url = spec.url();
 
         if run("jetstream_raw") {
-            let with = raw(&url, 2 * n, true).await;
-            let without = raw(&url, 2 * n, false).await;
+            let with = raw(&url, n, true).await;
+            let without = raw(&url, n, false).await;
             println!("jetstream_raw        {:>9.0} msg/s with Msg-Id, {without:>9.0} msg/s without (200 B, 256 in flight)", with);
         }
         if run("switchyard_jetstream") {
