@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p switchyard-tests --bench backplane` prints:
 //! - `jetstream_raw`: async-nats pipelined publishes of 200-byte messages, 256 in flight, with and
-//!   without `Nats-Msg-Id` (JetStream's own rate);
+//!   without `Nats-Msg-Id` (JetStream's own rate), and with `Nats-Msg-Id` at 4,096 in flight
+//!   (`jetstream_raw_deep`: a deeper pipeline, as deep as a node's own);
 //! - `switchyard_jetstream` / `switchyard_embedded`: events/s through `PublishStream` into a node on
 //!   the backplane, and into the embedded store (fsync = always), same client;
 //! - `resume_other_node`: an SSE client resuming on node B from an id published on node A: time
@@ -22,7 +23,7 @@ fn arg(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn raw(url: &str, n: u64, dedupe: bool) -> f64 {
+async fn raw(url: &str, n: u64, dedupe: bool, window: usize) -> f64 {
     let client = async_nats::connect(url).await.expect("nats");
     let js = async_nats::jetstream::new(client);
     let name = if dedupe { "RAW_DEDUPE" } else { "RAW" };
@@ -45,7 +46,7 @@ async fn raw(url: &str, n: u64, dedupe: bool) -> f64 {
             msg = msg.message_id(format!("m-{i}"));
         }
         in_flight.push_back(js.send_publish(format!("raw.{name}"), msg).await.expect("send"));
-        if in_flight.len() >= 256 {
+        if in_flight.len() >= window {
             in_flight.pop_front().unwrap().await.expect("ack");
         }
     }
@@ -78,9 +79,11 @@ fn main() {
         let url = spec.url();
 
         if run("jetstream_raw") {
-            let with = raw(&url, n, true).await;
-            let without = raw(&url, n, false).await;
+            let with = raw(&url, n, true, 256).await;
+            let without = raw(&url, n, false, 256).await;
             println!("jetstream_raw        {:>9.0} msg/s with Msg-Id, {without:>9.0} msg/s without (200 B, 256 in flight)", with);
+            let deep = raw(&url, n, true, 4096).await;
+            println!("jetstream_raw_deep   {deep:>9.0} msg/s with Msg-Id (200 B, 4,096 in flight)");
         }
         if run("switchyard_jetstream") {
             let node = Server::start_with(|c| c.backplane = Some(url.clone())).await;
