@@ -45,7 +45,7 @@ use bytes::Bytes;
 use futures::{StreamExt, future::BoxFuture};
 
 mod publisher;
-use publisher::{Outgoing, Publisher, WINDOW};
+use publisher::{Outgoing, Publisher};
 
 use super::{Appended, Bounds, Feed, Log, LogError, LogStats, Quotas, Record, Retention, StateView, Stream};
 use crate::{
@@ -382,9 +382,6 @@ impl JetStreamLog {
         format!("{}.{}.{kind}", self.config.subject_prefix, a.tenant)
     }
 
-    /// Each event's subject and `Nats-Msg-Id`. Keys are per tenant, as in the embedded log: the
-    /// Msg-Id carries the tenant (which holds no `:`), so one tenant's key never answers for
-    /// another's event. Without a key, a fresh id still makes this call's own retries idempotent.
     /// Whether `events` fit their tenants' key quotas (all or none of them).
     fn admit(&self, events: &[Accepted]) -> Result<(), LogError> {
         let wanted = events
@@ -401,6 +398,9 @@ impl JetStreamLog {
         self.held.admit(wanted, self.config.quotas.max_keys_per_tenant)
     }
 
+    /// Each event's subject and `Nats-Msg-Id`. Keys are per tenant, as in the embedded log: the
+    /// Msg-Id carries the tenant (which holds no `:`), so one tenant's key never answers for
+    /// another's event. Without a key, a fresh id still makes this call's own retries idempotent.
     fn addressed(&self, events: &[Accepted]) -> Vec<Address> {
         events
             .iter()
@@ -455,22 +455,19 @@ impl JetStreamLog {
                 last_error = e.to_string();
             } else {
                 let unanswered: Vec<usize> = (0..events.len()).filter(|i| out[*i].is_none()).collect();
-                for part in unanswered.chunks(WINDOW) {
-                    // The bodies are shared, not copied, on every attempt.
-                    let messages = part
-                        .iter()
-                        .map(|&i| Outgoing::with_id(to[i].subject.clone(), &to[i].id, events[i].body.clone()))
-                        .collect();
-                    let pending = self.publisher.send(messages).await.ok_or(LogError::Closed)?;
-                    for (&i, answer) in part.iter().zip(pending.answers(ACK_WAIT).await) {
-                        match answer {
-                            Some(Ok(ack)) => {
-                                self.head.fetch_max(ack.sequence, Ordering::Relaxed);
-                                out[i] = Some(Appended { id: EventId(ack.sequence), duplicate: ack.duplicate });
-                            }
-                            Some(Err(e)) => last_error = e,
-                            None => last_error = format!("no ack within {ACK_WAIT:?}"),
+                // The bodies are shared, not copied, on every attempt.
+                let messages = unanswered
+                    .iter()
+                    .map(|&i| Outgoing::with_id(to[i].subject.clone(), &to[i].id, events[i].body.clone()))
+                    .collect();
+                let pending = self.publisher.send(messages, ACK_WAIT).await;
+                for (&i, answer) in unanswered.iter().zip(pending.answers(ACK_WAIT).await) {
+                    match answer {
+                        Ok(ack) => {
+                            self.head.fetch_max(ack.sequence, Ordering::Relaxed);
+                            out[i] = Some(Appended { id: EventId(ack.sequence), duplicate: ack.duplicate });
                         }
+                        Err(e) => last_error = e,
                     }
                 }
             }
@@ -941,15 +938,15 @@ async fn write_state(t: &Tail, subject: String, r: &Record, ttl: Option<Duration
     if let Some(ttl) = ttl {
         message.headers.insert("Nats-TTL", ttl.as_secs().to_string().as_str());
     }
-    let Some(mut pending) = t.publisher.send(vec![message.clone()]).await else { return };
+    let mut pending = t.publisher.send(vec![message.clone()], ACK_WAIT).await;
     let (publisher, applied, js, names) = (t.publisher.clone(), t.applied.clone(), t.js.clone(), t.names.clone());
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match pending.answers(ACK_WAIT).await.pop().flatten() {
+            match pending.answers(ACK_WAIT).await.pop() {
                 Some(Ok(_)) => break,
                 Some(Err(error)) => tracing::warn!(seq, %error, "state write not acknowledged; retrying"),
-                None => tracing::warn!(seq, "state write not acknowledged in time; retrying"),
+                None => return,
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -960,8 +957,7 @@ async fn write_state(t: &Tail, subject: String, r: &Record, ttl: Option<Duration
             {
                 break;
             }
-            let Some(next) = publisher.send(vec![message.clone()]).await else { return };
-            pending = next;
+            pending = publisher.send(vec![message.clone()], ACK_WAIT).await;
         }
         applied.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&seq);
     });
@@ -989,8 +985,8 @@ async fn persist_watermark(names: Names, applied: Arc<Applied>, publisher: Publi
             headers: Default::default(),
             payload: Bytes::from(w.to_string()),
         };
-        let Some(pending) = publisher.send(vec![message]).await else { return };
-        if matches!(pending.answers(ACK_WAIT).await.pop(), Some(Some(Ok(_)))) {
+        let pending = publisher.send(vec![message], ACK_WAIT).await;
+        if matches!(pending.answers(ACK_WAIT).await.pop(), Some(Ok(_))) {
             last = w;
         }
     }

@@ -8,8 +8,8 @@
 //! subscription of this node's reads every ack and files it by group and index: per message
 //! there is only the publish and the ack's parse.
 //!
-//! At most [`WINDOW`] messages wait for acks at any time (a group takes its permits before
-//! any message leaves, all at once, so groups never wait on each other's permits).
+//! At most [`WINDOW`] messages wait for acks at any time: each message takes a permit before it
+//! leaves, and its answer (or the end of its sender's wait) gives it back.
 
 use std::{
     collections::HashMap,
@@ -23,12 +23,11 @@ use std::{
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
-/// Messages in flight per node before a sender waits for acks. A group takes all its permits
-/// at once, so a burst waits until that many are free: with 4,096 the pipeline to JetStream
-/// drained between `PublishStream` bursts (up to 4,096 events each) and a node stored 91–99 k
-/// events/s on the backplane bench; 8,192 gave 105–109 k, 16,384 gave 116–121 k.
+/// Messages in flight per node before a sender waits for acks. JetStream stores faster the more
+/// it has in hand: on the backplane bench a node stored 106–109 k events/s with 4,096 in flight
+/// and 117–122 k with 16,384 (JetStream's own client: 103–134 k at 256, 141–163 k at 4,096).
 pub(super) const WINDOW: usize = 16_384;
 
 /// One message for JetStream.
@@ -77,38 +76,71 @@ struct Group {
     answers: Mutex<Vec<Option<Answer>>>,
     left: AtomicUsize,
     done: Notify,
+    /// Where an answered message's permit goes back.
+    window: Arc<Semaphore>,
 }
 
 impl Group {
-    /// Files the answer for message `index`; the first answer for it wins.
+    /// Files the answer for message `index` (the first answer for it wins) and gives its
+    /// window permit back.
     fn answer(&self, index: usize, answer: Answer) {
+        if self.fill(index, answer) {
+            self.window.add_permits(1);
+        }
+    }
+
+    /// Files an answer without a permit to give back; whether it was the first for `index`.
+    fn fill(&self, index: usize, answer: Answer) -> bool {
         let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(slot @ None) = answers.get_mut(index) else { return };
+        let Some(slot @ None) = answers.get_mut(index) else { return false };
         *slot = Some(answer);
         drop(answers);
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.done.notify_one();
         }
+        true
+    }
+
+    /// Answers every message still unanswered with `why` and gives their permits back: their
+    /// acks are lost, or nobody waits for them any more.
+    fn settle(&self, why: &str) {
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut settled = 0;
+        for slot in answers.iter_mut().filter(|a| a.is_none()) {
+            *slot = Some(Err(why.to_owned()));
+            settled += 1;
+        }
+        drop(answers);
+        self.left.fetch_sub(settled, Ordering::AcqRel);
+        self.window.add_permits(settled);
     }
 }
 
-/// A group on its way: its answers, once they are all in or the wait is over.
+/// A group on its way: its answers, once they are all in or the wait is over. Dropped unread
+/// (its publisher went away), it stops waiting and gives its permits back.
 pub(super) struct Pending {
     number: u64,
     group: Arc<Group>,
     groups: Arc<Groups>,
-    _permits: OwnedSemaphorePermit,
 }
 
 impl Pending {
-    /// Each message's answer, in the order sent; `None` for a message not answered within
-    /// `wait` (lost with a leader, say). Late answers are dropped.
-    pub(super) async fn answers(self, wait: Duration) -> Vec<Option<Answer>> {
+    /// Each message's answer, in the order sent; a message not answered within `wait` (lost
+    /// with a leader, say) answers an error. Late answers are dropped.
+    pub(super) async fn answers(self, wait: Duration) -> Vec<Answer> {
         if self.group.left.load(Ordering::Acquire) > 0 {
             let _ = tokio::time::timeout(wait, self.group.done.notified()).await;
         }
+        self.group.settle(&format!("no ack within {wait:?}"));
+        let answers = std::mem::take(&mut *self.group.answers.lock().unwrap_or_else(|e| e.into_inner()));
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err("unanswered".into()))).collect()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
         self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.number);
-        std::mem::take(&mut *self.group.answers.lock().unwrap_or_else(|e| e.into_inner()))
+        self.group.settle("nobody waits for this ack");
     }
 }
 
@@ -123,26 +155,34 @@ impl Publisher {
         Ok((Self { client, prefix, window, groups, next: Arc::default() }, reader))
     }
 
-    /// Sends `messages` (at most [`WINDOW`]) in order, once permits for all of them are free.
-    /// `None` when the connection is closed for good.
-    pub(super) async fn send(&self, messages: Vec<Outgoing>) -> Option<Pending> {
-        assert!(messages.len() <= WINDOW, "a group larger than the window would wait forever");
-        let permits = self.window.clone().acquire_many_owned(messages.len() as u32).await.ok()?;
+    /// Sends `messages` in order, each once a window permit is free (its ack gives it back, so
+    /// the pipeline to JetStream never drains between groups). A message that finds no permit
+    /// within `wait` (acks lost, a leader gone) is not sent and answers an error.
+    pub(super) async fn send(&self, messages: Vec<Outgoing>, wait: Duration) -> Pending {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let group = Arc::new(Group {
             answers: Mutex::new(vec![None; messages.len()]),
             left: AtomicUsize::new(messages.len()),
             done: Notify::new(),
+            window: self.window.clone(),
         });
         self.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(number, group.clone());
-        let pending = Pending { number, group: group.clone(), groups: self.groups.clone(), _permits: permits };
+        let pending = Pending { number, group: group.clone(), groups: self.groups.clone() };
+        let deadline = tokio::time::Instant::now() + wait;
         for (index, m) in messages.into_iter().enumerate() {
+            match tokio::time::timeout_at(deadline, self.window.acquire()).await {
+                Ok(Ok(permit)) => permit.forget(),
+                _ => {
+                    group.fill(index, Err(format!("{WINDOW} publishes unacknowledged for {wait:?}")));
+                    continue;
+                }
+            }
             let reply = format!("{}.{number}.{index}", self.prefix);
             if let Err(e) = self.client.publish_with_reply_and_headers(m.subject, reply, m.headers, m.payload).await {
                 group.answer(index, Err(e.to_string()));
             }
         }
-        Some(pending)
+        pending
     }
 }
 
@@ -210,16 +250,56 @@ mod tests {
         assert_eq!(addressed("_INBOX.abc.x.1", "_INBOX.abc"), None);
     }
 
+    /// A sender that goes away (its gRPC stream was dropped mid-append) leaves nothing behind:
+    /// its group leaves the map and the permits of its unanswered messages come back.
+    #[test]
+    fn an_abandoned_group_frees_its_entry_and_its_permits() {
+        let window = Arc::new(Semaphore::new(WINDOW - 2));
+        let group = Arc::new(Group {
+            answers: Mutex::new(vec![None, None]),
+            left: AtomicUsize::new(2),
+            done: Notify::new(),
+            window: window.clone(),
+        });
+        let groups: Arc<Groups> = Arc::default();
+        groups.lock().unwrap().insert(9, group.clone());
+        let pending = Pending { number: 9, group: group.clone(), groups: groups.clone() };
+        group.answer(0, Ok(Ack { sequence: 1, duplicate: false }));
+        drop(pending);
+        assert!(groups.lock().unwrap().is_empty());
+        assert_eq!(window.available_permits(), WINDOW);
+        // Its last ack arriving late gives nothing back twice.
+        group.answer(1, Ok(Ack { sequence: 2, duplicate: false }));
+        assert_eq!(window.available_permits(), WINDOW);
+    }
+
     #[test]
     fn a_group_takes_the_first_answer_for_each_message_and_says_when_all_are_in() {
-        let g = Group { answers: Mutex::new(vec![None, None]), left: AtomicUsize::new(2), done: Notify::new() };
+        let window = Arc::new(Semaphore::new(0));
+        let g = Group {
+            answers: Mutex::new(vec![None, None, None]),
+            left: AtomicUsize::new(3),
+            done: Notify::new(),
+            window: window.clone(),
+        };
         g.answer(0, Ok(Ack { sequence: 5, duplicate: false }));
         g.answer(0, Err("late".into()));
         g.answer(7, Err("no such message".into()));
-        assert_eq!(g.left.load(Ordering::Acquire), 1);
+        assert_eq!((g.left.load(Ordering::Acquire), window.available_permits()), (2, 1));
         g.answer(1, Err("no responders".into()));
-        assert_eq!(g.left.load(Ordering::Acquire), 0);
+        // The third ack is lost: settling answers it and gives its permit back, once.
+        g.settle("no ack");
+        g.answer(2, Ok(Ack { sequence: 6, duplicate: false }));
+        g.settle("no ack");
+        assert_eq!((g.left.load(Ordering::Acquire), window.available_permits()), (0, 3));
         let answers = g.answers.lock().unwrap().clone();
-        assert_eq!(answers, vec![Some(Ok(Ack { sequence: 5, duplicate: false })), Some(Err("no responders".into()))]);
+        assert_eq!(
+            answers,
+            vec![
+                Some(Ok(Ack { sequence: 5, duplicate: false })),
+                Some(Err("no responders".into())),
+                Some(Err("no ack".into()))
+            ]
+        );
     }
 }
