@@ -358,6 +358,7 @@ impl Sse {
 }
 
 /// Event builders for tests.
+pub mod failover;
 pub mod load;
 pub mod otlp;
 pub mod raw_sse;
