@@ -101,7 +101,7 @@ impl Service {
             handoff: false,
         };
         let items = self.bus.subscribe(&who, spec.clone()).map_err(|e| subscribe_status(&e))?;
-        let mut session = Session::open(&self.bus, &who, &spec);
+        let mut session = Session::open(&self.bus, &who, &spec, self.stopping.clone());
         // The log stream never ends by itself: on shutdown it is cut and the client told why, and
         // when the token expires the stream ends with UNAUTHENTICATED (reconnect with a new one).
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -439,8 +439,10 @@ struct Session {
     events: u64,
     /// Bytes of the events sent (their shared encoding; cursors and status messages aside).
     bytes: u64,
-    /// `None` until the server ends it: then the client went away.
+    /// `None` until the server ends it: then the client went away (or, during shutdown, the
+    /// server stopping was why, whichever side noticed first).
     reason: Option<&'static str>,
+    stopping: watch::Receiver<bool>,
 }
 
 /// Every how many deliveries a stream measures one's lag: a clock read per event would cost
@@ -450,7 +452,7 @@ const LAG_SAMPLE: u64 = 32;
 static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Session {
-    fn open(bus: &Bus, who: &Principal, spec: &SubscribeSpec) -> Self {
+    fn open(bus: &Bus, who: &Principal, spec: &SubscribeSpec, stopping: watch::Receiver<bool>) -> Self {
         let id = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tenant = if spec.tenant.is_empty() { who.tenant.to_string() } else { spec.tenant.clone() };
         let channels = if spec.channels.is_empty() { "*".to_owned() } else { spec.channels.join(",") };
@@ -464,6 +466,7 @@ impl Session {
             events: 0,
             bytes: 0,
             reason: None,
+            stopping,
         }
     }
 
@@ -491,7 +494,7 @@ impl Drop for Session {
             secs = self.opened.elapsed().as_secs_f64(),
             events = self.events,
             bytes = self.bytes,
-            reason = self.reason.unwrap_or("client went away"),
+            reason = self.reason.unwrap_or(if *self.stopping.borrow() { "server stopping" } else { "client went away" }),
             "gRPC subscription closed"
         );
     }
