@@ -189,7 +189,9 @@ impl JetStreamLedger {
                         Some(Ok(_)) => {}
                         Some(Err(error)) => {
                             tracing::warn!(%error, "revocation watch failed; re-watching");
-                            match store.watch_all().await {
+                            // From every key's latest value, not from now: a revocation made while
+                            // the watch was down (a leader election, say) must not be missed.
+                            match store.watch_with_history(">").await {
                                 Ok(w) => watch = w,
                                 Err(error) => {
                                     tracing::error!(%error, "cannot watch revocations");
@@ -197,7 +199,7 @@ impl JetStreamLedger {
                                 }
                             }
                         }
-                        None => match store.watch_all().await {
+                        None => match store.watch_with_history(">").await {
                             Ok(w) => watch = w,
                             Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
                         },
