@@ -86,6 +86,16 @@ impl Hub {
         self.inner.streams.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Runs `f` while no publish is between rings (`f` must not subscribe or publish: it runs
+    /// under the hub's lock). A publish sends each record to every ring it
+    /// goes to under one lock, so inside `f` a record seen on one ring is on all of its rings,
+    /// and a record not yet seen is on none: what moving a subscriber from its own ring to a
+    /// shared one needs to lose nothing.
+    pub fn between_publishes<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _no_publish = self.inner.streams.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
     /// Hand committed records (ascending ids) to live subscribers.
     pub fn publish(&self, records: &[Arc<Record>]) {
         if records.is_empty() {
@@ -255,5 +265,34 @@ mod tests {
         assert!(tenant.rx.as_mut().unwrap().try_recv().is_err(), "not globex's");
         assert_eq!(alerts.recv().await.unwrap().id.get(), 1);
         assert!(dashboard.rx.as_mut().unwrap().try_recv().is_err(), "alert:info is not on dashboard");
+    }
+
+    /// What a writer taking a stream over relies on: between publishes, the All ring and a
+    /// channel ring subscribed together have been given exactly the same records, however busy
+    /// the publisher on another thread is.
+    #[test]
+    fn between_publishes_no_record_is_on_one_of_its_rings_and_not_another() {
+        let hub = Hub::new(1 << 16);
+        let acme = Tenant::new("acme").unwrap();
+        // Subscribed before anything is published, so both start at the same record.
+        let mut all = hub.subscribe(Stream::All);
+        let mut alerts = hub.subscribe(Stream::Channel(acme, Channel::new("alerts").unwrap()));
+        let publisher = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for id in 1..=20_000 {
+                    hub.publish(&[record(id, "acme")]);
+                }
+            })
+        };
+        let drain = |r: &mut Receiver| std::iter::from_fn(|| r.try_recv().ok()).count();
+        let (mut on_all, mut on_alerts) = (0, 0);
+        while !publisher.is_finished() {
+            let (a, b) = hub.between_publishes(|| (drain(&mut all), drain(&mut alerts)));
+            on_all += a;
+            on_alerts += b;
+            assert_eq!(on_all, on_alerts, "a record on one ring and not yet on the other");
+        }
+        publisher.join().unwrap();
     }
 }
