@@ -99,7 +99,9 @@ impl Cluster {
     }
 
     async fn leader(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            assert!(Instant::now() < deadline, "no server names a stream leader after 60 s");
             for s in self.servers.iter().flatten() {
                 if let Some((_, _, l)) = s.stream_state("SWITCHYARD").await
                     && !l.is_empty()
@@ -114,7 +116,9 @@ impl Cluster {
     /// Publishes through A every 50 ms until one is acknowledged: the first after the election.
     async fn first_ack_after(&self, k: u32) -> (u64, Instant) {
         let token = self.a.token("acme", Role::Publish);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
+            assert!(Instant::now() < deadline, "kill {k}: no publish acknowledged within 120 s");
             let req =
                 switchyard::proto::v1::PublishRequest { event: Some(crate::events::alert(&format!("after kill {k}"))) };
             let mut c = switchyard_bridge::tools::connect(&self.a.grpc_url, &token).await.expect("gRPC");

@@ -943,10 +943,10 @@ async fn write_state(t: &Tail, subject: String, r: &Record, ttl: Option<Duration
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match pending.answers(ACK_WAIT).await.pop() {
-                Some(Ok(_)) => break,
-                Some(Err(error)) => tracing::warn!(seq, %error, "state write not acknowledged; retrying"),
-                None => return,
+            // One message sent, one answer back; the slot leaves `pending` only once stored.
+            match pending.answers(ACK_WAIT).await.pop().unwrap_or_else(|| Err("unanswered".into())) {
+                Ok(_) => break,
+                Err(error) => tracing::warn!(seq, %error, "state write not acknowledged; retrying"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
