@@ -15,6 +15,7 @@
 //! - [`subscription`]: resume-from-id + live, with gap markers and coalescing.
 //! - [`coalesce`]: per-(type, key) snapshot coalescing for live delivery.
 //! - [`rate`]: per-tenant publish rate limits (token buckets).
+//! - [`limits`]: caps on open subscriptions per tenant, per token and in total, every transport.
 //! - [`secret`]: `Secret`, a configured key or password that never prints.
 //! - [`auth`]: JWT claims (tenant, channel globs, role), signing and verification.
 //! - [`bus`]: the facade the gRPC service and the HTTP bridge both call.
@@ -31,6 +32,7 @@ pub mod grpc;
 pub mod hub;
 pub mod json;
 pub mod ledger;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod names;

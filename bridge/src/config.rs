@@ -205,8 +205,10 @@ pub struct GrpcConfig {
     pub keepalive_timeout_secs: u64,
     /// Calls open at once on one connection.
     pub max_concurrent_streams: u32,
-    /// The largest request message decoded.
+    /// The largest `PublishBatch` request decoded (its events are counted before decoding).
     pub max_message_bytes: usize,
+    /// Calls one (non-system) token may have open at once, over all its connections.
+    pub max_calls_per_token: usize,
 }
 
 impl Default for GrpcConfig {
@@ -217,17 +219,21 @@ impl Default for GrpcConfig {
             keepalive_timeout_secs: l.keepalive_timeout.as_secs(),
             max_concurrent_streams: l.max_concurrent_streams,
             max_message_bytes: l.max_message_bytes,
+            max_calls_per_token: l.max_calls_per_token,
         }
     }
 }
 
 impl GrpcConfig {
-    pub fn limits(&self) -> switchyard::grpc::Limits {
+    /// The limits, with a `Publish` message sized for one event of `max_event_bytes`.
+    pub fn limits(&self, max_event_bytes: usize) -> switchyard::grpc::Limits {
         switchyard::grpc::Limits {
             keepalive: Duration::from_secs(self.keepalive_secs),
             keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs),
             max_concurrent_streams: self.max_concurrent_streams,
             max_message_bytes: self.max_message_bytes,
+            max_publish_bytes: max_event_bytes + switchyard::grpc::PUBLISH_ENVELOPE,
+            max_calls_per_token: self.max_calls_per_token,
         }
     }
 }
@@ -550,6 +556,9 @@ impl Config {
         }
         if self.grpc.keepalive_timeout_secs == 0 {
             return Err(bad("grpc.keepalive_timeout_secs", "must be at least 1"));
+        }
+        if self.grpc.max_calls_per_token == 0 {
+            return Err(bad("grpc.max_calls_per_token", "must be at least 1"));
         }
         if self.grpc.max_concurrent_streams == 0 {
             return Err(bad("grpc.max_concurrent_streams", "must be at least 1"));

@@ -236,6 +236,20 @@ mod tests {
         }
     }
 
+    impl Captured {
+        /// What was logged, once `needle` has been logged `times` times (up to 5 s of yields).
+        async fn once_it_holds(&self, needle: &str, times: usize) -> String {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+                if text.matches(needle).count() >= times || std::time::Instant::now() > deadline {
+                    return text;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
     #[tokio::test]
     async fn every_stream_logs_its_id_tenant_channels_and_why_and_when_it_ended() {
         let logs = Captured::default();
@@ -252,7 +266,8 @@ mod tests {
         let first = body.next().await.unwrap().unwrap();
         assert!(first.starts_with(b"retry:"), "{first:?}");
         drop(body);
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        // The stream's task notices the client left when it next runs: wait for it to say so.
+        let text = logs.once_it_holds("SSE stream closed", 1).await;
         let opened = text.lines().find(|l| l.contains("SSE stream opened")).expect(&text);
         assert!(
             opened.contains("tenant=acme") && opened.contains("channels=alerts") && opened.contains("conn="),
@@ -271,7 +286,7 @@ mod tests {
         let resp = router(app).oneshot(get("/api/sse/alerts", Some(&token(Role::Subscribe, &[])))).await.unwrap();
         let all = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         assert!(all.ends_with(b"data: {\"reason\":\"server shutting down\"}\n\n"), "{all:?}");
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.once_it_holds("SSE stream closed", 2).await;
         let closed = text.lines().filter(|l| l.contains("SSE stream closed")).nth(1).expect(&text);
         assert!(
             closed.contains("server shutting down") && closed.contains(&format!("bytes={}", all.len())),

@@ -221,11 +221,12 @@ pub async fn start_with(
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
     let grpc = {
-        let (bus, rx, pending, limits) = (bus.clone(), stopped.clone(), pending.clone(), config.grpc.limits());
+        let (bus, rx, pending) = (bus.clone(), stopped.clone(), pending.clone());
+        let (limits, subscriptions) = (config.grpc.limits(config.bus.max_event_bytes), app.limits.clone());
         tokio::spawn(async move {
             let Some(listener) = grpc_listener else { return };
             let incoming = crate::listener::grpc(listener, pending);
-            if let Err(error) = switchyard::grpc::serve(incoming, limits, bus, verifier, rx).await {
+            if let Err(error) = switchyard::grpc::serve(incoming, limits, bus, verifier, subscriptions, rx).await {
                 tracing::error!(%error, "gRPC server failed");
             }
         })

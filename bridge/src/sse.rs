@@ -275,7 +275,7 @@ pub async fn open_stream(
     let described = if channels.is_empty() { "*".to_owned() } else { channels.join(",") };
     // Validate the request fully before taking a connection slot.
     let mut items = Box::pin(app.bus.subscribe(&who, spec(q, channels, start))?);
-    let slot = app.limits.acquire(&who.tenant.to_string(), &who.token_id)?;
+    let slot = app.limits.acquire(crate::limits::Kind::Sse, &who.tenant.to_string(), &who.token_id)?;
     let (complete, bounds) = status(items.next().await)?;
     let preamble = preamble(app.sse.retry_ms, (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head)));
     let (mut pulse, expires, revocations) = (fresh(&app.pulse), who.expires, app.access.verifier.revocations().clone());

@@ -33,9 +33,11 @@ use crate::{
     subscription::{Item, Start},
 };
 
+mod edge;
 mod outgoing;
 
-pub use outgoing::{EventBusService, Outgoing};
+pub use edge::{EventBusService, MAX_BATCH};
+pub use outgoing::Outgoing;
 
 /// Unix ms of a request timestamp; a time before 1970 means "everything".
 fn timestamp_ms(t: &pbjson_types::Timestamp) -> u64 {
@@ -61,20 +63,37 @@ const STREAM_INFLIGHT: usize = 8;
 pub struct Service {
     bus: Bus,
     verifier: Arc<Verifier>,
+    /// Open subscriptions, counted with SSE's: a token's gRPC streams take the same places.
+    subscriptions: crate::limits::Limits,
     /// Flips to true on shutdown: open `Subscribe` streams end with UNAVAILABLE so
     /// clients reconnect elsewhere, and graceful shutdown does not wait on them forever.
     stopping: watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(bus: Bus, verifier: Arc<Verifier>, stopping: watch::Receiver<bool>) -> Self {
-        Self { bus, verifier, stopping }
+    pub fn new(
+        bus: Bus,
+        verifier: Arc<Verifier>,
+        subscriptions: crate::limits::Limits,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self { bus, verifier, subscriptions, stopping }
     }
 
-    fn principal<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
-        let value = req.metadata().get("authorization").ok_or_else(|| auth_status(&AuthError::Missing))?;
+    /// The caller, from its `authorization` header alone.
+    fn authenticate(&self, headers: &tonic::codegen::http::HeaderMap) -> Result<Principal, Status> {
+        let value = headers.get("authorization").ok_or_else(|| auth_status(&AuthError::Missing))?;
         let token = value.to_str().ok().and_then(bearer).ok_or_else(|| auth_status(&AuthError::Missing))?;
         self.verifier.verify(token).map_err(|e| auth_status(&e))
+    }
+
+    /// The caller [`EventBusService`] admitted (or, for in-process callers of the trait, the
+    /// one its metadata names).
+    fn principal<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+        match req.extensions().get::<Principal>() {
+            Some(who) => Ok(who.clone()),
+            None => self.authenticate(&req.metadata().clone().into_headers()),
+        }
     }
 
     /// A `Subscribe` call's messages: authenticated, then the bus subscription until the
@@ -100,8 +119,12 @@ impl Service {
             transport: crate::metrics::Transport::Grpc,
             handoff: false,
         };
+        let slot = self
+            .subscriptions
+            .acquire(crate::limits::Kind::Grpc, &who.tenant.to_string(), &who.token_id)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let items = self.bus.subscribe(&who, spec.clone()).map_err(|e| subscribe_status(&e))?;
-        let mut session = Session::open(&self.bus, &who, &spec, self.stopping.clone());
+        let mut session = Session::open(&self.bus, &who, &spec, self.stopping.clone(), slot);
         // The log stream never ends by itself: on shutdown it is cut and the client told why, and
         // when the token expires the stream ends with UNAUTHENTICATED (reconnect with a new one).
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -166,9 +189,6 @@ fn subscribe_status(e: &SubscribeError) -> Status {
         SubscribeError::Denied(a) => auth_status(a),
     }
 }
-
-/// Most events one `PublishBatch` may carry.
-const MAX_BATCH: usize = 10_000;
 
 fn ack(seq: u64, r: Result<Appended, PublishError>) -> PublishAck {
     match r {
@@ -342,10 +362,11 @@ impl EventBus for Service {
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
         let who = self.principal(&req)?;
+        who.require(crate::auth::Role::Admin).map_err(|e| auth_status(&e))?;
         let log = self.bus.log().stats();
         let counters = self.bus.hub().counters();
-        let subs = self.bus.subscribers();
-        let (published_total, by_type) = match &who.tenant {
+        let backend = self.bus.log().backend().to_owned();
+        Ok(Response::new(match &who.tenant {
             crate::auth::TenantScope::All => {
                 let mut by_type = std::collections::HashMap::new();
                 for t in counters.by_tenant.values() {
@@ -353,22 +374,31 @@ impl EventBus for Service {
                         *by_type.entry(k.clone()).or_insert(0) += v;
                     }
                 }
-                (counters.total, by_type)
+                let subs = self.bus.subscribers();
+                StatsResponse {
+                    head_id: log.head.get(),
+                    oldest_id: log.oldest.get(),
+                    events_stored: log.stored,
+                    published_total: counters.total,
+                    subscribers: subs.current,
+                    subscribers_peak: subs.peak,
+                    published_by_type: by_type,
+                    backend,
+                }
             }
+            // Like HTTP status: the tenant's own numbers, nothing that adds up the others'.
             crate::auth::TenantScope::One(t) => {
                 let c = counters.by_tenant.get(t.as_str()).cloned().unwrap_or_default();
-                (c.total, c.by_type.into_iter().collect())
+                let open = self.subscriptions.held_by(t.as_str());
+                StatsResponse {
+                    head_id: log.head.get(),
+                    published_total: c.total,
+                    subscribers: open as u64,
+                    published_by_type: c.by_type.into_iter().collect(),
+                    backend,
+                    ..Default::default()
+                }
             }
-        };
-        Ok(Response::new(StatsResponse {
-            head_id: log.head.get(),
-            oldest_id: log.oldest.get(),
-            events_stored: log.stored,
-            published_total,
-            subscribers: subs.current,
-            subscribers_peak: subs.peak,
-            published_by_type: by_type,
-            backend: self.bus.log().backend().to_owned(),
         }))
     }
 }
@@ -443,6 +473,8 @@ struct Session {
     /// server stopping was why, whichever side noticed first).
     reason: Option<&'static str>,
     stopping: watch::Receiver<bool>,
+    /// Its place among the token's and tenant's open subscriptions.
+    _slot: crate::limits::Slot,
 }
 
 /// Every how many deliveries a stream measures one's lag: a clock read per event would cost
@@ -452,7 +484,13 @@ const LAG_SAMPLE: u64 = 32;
 static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Session {
-    fn open(bus: &Bus, who: &Principal, spec: &SubscribeSpec, stopping: watch::Receiver<bool>) -> Self {
+    fn open(
+        bus: &Bus,
+        who: &Principal,
+        spec: &SubscribeSpec,
+        stopping: watch::Receiver<bool>,
+        slot: crate::limits::Slot,
+    ) -> Self {
         let id = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tenant = if spec.tenant.is_empty() { who.tenant.to_string() } else { spec.tenant.clone() };
         let channels = if spec.channels.is_empty() { "*".to_owned() } else { spec.channels.join(",") };
@@ -467,6 +505,7 @@ impl Session {
             bytes: 0,
             reason: None,
             stopping,
+            _slot: slot,
         }
     }
 
@@ -523,8 +562,12 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Calls open at once on one connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_concurrent_streams: u32,
-    /// The largest request message decoded (a `PublishBatch` included).
+    /// The largest `PublishBatch` request decoded (counted first: at most [`MAX_BATCH`] events).
     pub max_message_bytes: usize,
+    /// The largest `Publish` request, or `PublishStream` message: one event and its envelope.
+    pub max_publish_bytes: usize,
+    /// Calls one token may have open at once, over every connection (system tokens aside).
+    pub max_calls_per_token: usize,
 }
 
 impl Default for Limits {
@@ -534,9 +577,15 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(20),
             max_concurrent_streams: 256,
             max_message_bytes: 4 * 1024 * 1024,
+            max_publish_bytes: 64 * 1024 + PUBLISH_ENVELOPE,
+            max_calls_per_token: 64,
         }
     }
 }
+
+/// Room a `Publish` request needs beyond its event's `bus.max_event_bytes`: the envelope's
+/// ids, key, idempotency key and trace context.
+pub const PUBLISH_ENVELOPE: usize = 4 * 1024;
 
 /// Serves EventBus, `grpc.health.v1` and server reflection on the connections `incoming`
 /// yields until `stopping` turns true.
@@ -545,6 +594,7 @@ pub async fn serve<I>(
     limits: Limits,
     bus: Bus,
     verifier: Arc<Verifier>,
+    subscriptions: crate::limits::Limits,
     stopping: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error>
 where
@@ -552,17 +602,20 @@ where
 {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<EventBusServer<Service>>().await;
+    // Every service served is listed, health included.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the compiled descriptor set is valid");
     // v1alpha too: Python's grpcio-reflection, Postman and older grpcurl speak only it.
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the compiled descriptor set is valid");
     let shutdown = stopped(stopping.clone());
-    let svc = EventBusService::new(Service::new(bus, verifier, stopping), limits.max_message_bytes);
+    let svc = EventBusService::new(Service::new(bus, verifier, subscriptions, stopping), limits);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(limits.keepalive))

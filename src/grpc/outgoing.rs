@@ -4,32 +4,30 @@
 //! subscribers would each clone the event and run prost over it. Here an event goes out as
 //! its record: the `SubscribeResponse.event` field is encoded on first use, cached on the
 //! record beside the SSE frame, and each subscriber's message is that shared field plus its
-//! own cursor (protobuf fields may come in any order, so the two concatenate). [`EventBusService`]
-//! routes `Subscribe` through [`OutgoingCodec`] and every other method to the generated server.
+//! own cursor (protobuf fields may come in any order, so the two concatenate).
+//! [`super::EventBusService`] routes `Subscribe` through [`OutgoingCodec`].
 
-use std::{convert::Infallible, sync::Arc, task::Poll};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use tonic::{
     Status,
-    body::Body,
     codec::{BufferSettings, Codec, EncodeBuf, Encoder},
-    codegen::{Body as HttpBody, BoxFuture, Service as TowerService, StdError, http},
-    server::{NamedService, ServerStreamingService},
+    codegen::BoxFuture,
+    server::ServerStreamingService,
 };
 
 use super::{BoxStream, Service};
 use crate::{
     log::Record,
-    proto::v1::{SubscribeRequest, SubscribeResponse, event_bus_server::EventBusServer, subscribe_response},
+    proto::v1::{SubscribeRequest, SubscribeResponse, subscribe_response},
 };
 
 /// `SubscribeResponse.event`'s field number (bus.proto); a test decodes the result.
 const EVENT_FIELD: u32 = 2;
 /// `SubscribeResponse.cursor`'s field number.
 const CURSOR_FIELD: u32 = 5;
-const SUBSCRIBE_PATH: &str = "/switchyard.v1.EventBus/Subscribe";
 
 /// One `Subscribe` message on its way out.
 #[derive(Debug)]
@@ -65,7 +63,7 @@ pub(super) fn event_field(record: &Record) -> &Bytes {
 
 /// Encodes [`Outgoing`] (shared bytes copied into the stream's buffer), decodes requests with prost.
 #[derive(Debug, Clone, Copy, Default)]
-struct OutgoingCodec;
+pub(super) struct OutgoingCodec;
 
 impl Codec for OutgoingCodec {
     type Encode = Outgoing;
@@ -83,7 +81,7 @@ impl Codec for OutgoingCodec {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct OutgoingEncoder;
+pub(super) struct OutgoingEncoder;
 
 impl Encoder for OutgoingEncoder {
     type Item = Outgoing;
@@ -109,53 +107,8 @@ fn encode_into(item: Outgoing, dst: &mut impl BufMut) -> Result<(), Status> {
     }
 }
 
-/// The EventBus as served: `Subscribe` with the shared encoding, the rest by the generated server.
-#[derive(Clone)]
-pub struct EventBusService {
-    service: Arc<Service>,
-    generated: EventBusServer<Service>,
-    max_decoding_message_size: usize,
-}
-
-impl EventBusService {
-    pub fn new(service: Service, max_decoding_message_size: usize) -> Self {
-        let service = Arc::new(service);
-        let generated = EventBusServer::from_arc(service.clone()).max_decoding_message_size(max_decoding_message_size);
-        Self { service, generated, max_decoding_message_size }
-    }
-}
-
-impl NamedService for EventBusService {
-    const NAME: &'static str = <EventBusServer<Service> as NamedService>::NAME;
-}
-
-impl<B> TowerService<http::Request<B>> for EventBusService
-where
-    B: HttpBody + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != SUBSCRIBE_PATH {
-            return self.generated.call(req);
-        }
-        let method = Subscribe(self.service.clone());
-        let max = self.max_decoding_message_size;
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(OutgoingCodec).apply_max_message_size_config(Some(max), None);
-            Ok(grpc.server_streaming(method, req).await)
-        })
-    }
-}
-
-struct Subscribe(Arc<Service>);
+/// `Subscribe` as a tower service's method: the same handler, messages through [`OutgoingCodec`].
+pub(super) struct Subscribe(pub(super) Arc<Service>);
 
 impl ServerStreamingService<SubscribeRequest> for Subscribe {
     type Response = Outgoing;

@@ -747,11 +747,92 @@ pub mod nats {
 
 /// Resident memory of a process, KiB (Linux).
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory a process has had since it started, KiB (Linux `VmHWM`): what an
+/// attack that allocates and frees within a call shows, where `VmRSS` afterwards would not.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(|l| l.to_owned()))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
+}
+
+/// One gRPC call sent as raw bytes over its own HTTP/2 connection (the message framed, nothing
+/// checked on the client side), as an attacker would: the `grpc-status` and `grpc-message` the
+/// server answered, from the headers (trailers-only) or the trailers.
+pub async fn raw_grpc(addr: &str, path: &str, token: Option<&str>, message: bytes::Bytes) -> (String, String) {
+    raw_grpc_many(addr, path, token, vec![message]).await.remove(0)
+}
+
+/// `grpc-message` is percent-encoded on the wire.
+fn percent_decoded(s: &str) -> String {
+    let (mut out, b) = (Vec::with_capacity(s.len()), s.as_bytes());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Like [`raw_grpc`], for several calls at once on one connection.
+pub async fn raw_grpc_many(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    messages: Vec<bytes::Bytes>,
+) -> Vec<(String, String)> {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr.trim_start_matches("http://")).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let calls = messages.into_iter().map(|m| {
+        let mut sender = sender.clone();
+        let mut framed = Vec::with_capacity(5 + m.len());
+        framed.push(0);
+        framed.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&m);
+        let mut req = hyper::Request::post(format!("{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(http_body_util::Full::new(bytes::Bytes::from(framed))).expect("request");
+        async move {
+            let resp = sender.send_request(req).await.expect("response");
+            let headers = resp.headers().clone();
+            let trailers = resp.into_body().collect().await.ok().and_then(|b| b.trailers().cloned());
+            let get = |name: &str| {
+                headers
+                    .get(name)
+                    .or_else(|| trailers.as_ref().and_then(|t| t.get(name)))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (get("grpc-status"), percent_decoded(&get("grpc-message")))
+        }
+    });
+    futures::future::join_all(calls).await
 }
 
 /// Open descriptors of a process (Linux).

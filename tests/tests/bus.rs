@@ -51,8 +51,18 @@ async fn publish_then_subscribe_round_trip() {
     assert_eq!(e.tenant, "acme");
     assert!(e.published_at.is_some());
     assert!(matches!(e.payload, Some(Payload::AlertWarning(ref a)) if a.title == "disk full"));
-    let stats = c.stats(StatsRequest {}).await.unwrap().into_inner();
-    assert_eq!(stats.head_id, r.id);
+    // Stats is an admin's, and a tenant's admin sees its own tenant only.
+    let denied = c.stats(StatsRequest {}).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let mut other = server.grpc("other", Role::Publish).await;
+    let other_id = other.publish(PublishRequest { event: Some(events::alert("x")) }).await.unwrap().into_inner().id;
+    let stats = server.grpc("acme", Role::Admin).await.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.head_id, other_id);
+    assert_eq!(
+        (stats.published_total, stats.subscribers, stats.events_stored),
+        (1, 1, 0),
+        "acme's own, not the store's"
+    );
     assert_eq!(stats.published_by_type.get("alert:warning"), Some(&1));
     server.stop().await;
 }
@@ -363,6 +373,7 @@ async fn health_and_reflection_are_served() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"switchyard.v1.EventBus".to_owned()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
     // The older v1alpha protocol too (grpcio-reflection, Postman, older grpcurl).
     use tonic_reflection::pb::v1alpha as alpha;
     let mut reflection = alpha::server_reflection_client::ServerReflectionClient::new(channel);
@@ -376,7 +387,10 @@ async fn health_and_reflection_are_served() {
     else {
         panic!("list services over v1alpha")
     };
-    assert!(list.service.iter().any(|s| s.name == "switchyard.v1.EventBus"));
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for served in ["switchyard.v1.EventBus", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"] {
+        assert!(names.iter().any(|n| n == served), "{served} over v1alpha: {names:?}");
+    }
     server.stop().await;
 }
 
