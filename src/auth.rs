@@ -9,7 +9,10 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -235,12 +238,19 @@ pub struct Verifier {
 /// so the set is bounded by the tokens alive. Filled by whoever stores revocations (the bridge's
 /// ledger, which shares them across nodes).
 #[derive(Clone, Default)]
-pub struct Revocations(Arc<RwLock<HashMap<String, HashMap<String, u64>>>>);
+pub struct Revocations(Arc<RwLock<HashMap<String, HashMap<String, u64>>>>, Arc<AtomicU64>);
 
 impl Revocations {
     pub fn insert(&self, tenant: &str, jti: &str, exp: u64) {
         let mut set = self.0.write().unwrap_or_else(|e| e.into_inner());
         set.entry(tenant.to_owned()).or_default().insert(jti.to_owned(), exp);
+        self.1.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes each time a revocation is added: an open stream looks the set up again only
+    /// when this moved since its last look.
+    pub fn generation(&self) -> u64 {
+        self.1.load(Ordering::Acquire)
     }
 
     /// Looked up by `&str` (tenant, then jti): no allocation per check, which every verification
@@ -273,6 +283,50 @@ impl Revocations {
     pub fn entries(&self) -> Vec<(String, String, u64)> {
         let set = self.0.read().unwrap_or_else(|e| e.into_inner());
         set.iter().flat_map(|(t, jtis)| jtis.iter().map(|(j, e)| (t.clone(), j.clone(), *e))).collect()
+    }
+}
+
+/// Why a subscriber's credential no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lapse {
+    Expired,
+    Revoked,
+}
+
+/// Whether an open stream's credential still holds, looked at before each write: expiry by the
+/// clock (whole seconds, like `exp`), revocation only when the revocation set changed since the
+/// last look (an atomic load, not a lock). Every transport's stream holds one.
+#[derive(Clone)]
+pub struct Standing {
+    who: Principal,
+    revocations: Revocations,
+    /// The revocation generation last looked at; `u64::MAX` until the first look, so a
+    /// revocation made between verifying the token and opening the stream is seen.
+    seen: u64,
+}
+
+impl Standing {
+    pub fn new(who: Principal, revocations: Revocations) -> Self {
+        Self { who, revocations, seen: u64::MAX }
+    }
+
+    pub fn who(&self) -> &Principal {
+        &self.who
+    }
+
+    /// `None` while the credential holds at `now` (Unix seconds).
+    pub fn check(&mut self, now: u64) -> Option<Lapse> {
+        if now >= self.who.expires {
+            return Some(Lapse::Expired);
+        }
+        let generation = self.revocations.generation();
+        if generation != self.seen {
+            self.seen = generation;
+            if self.revocations.is_revoked(&self.who) {
+                return Some(Lapse::Revoked);
+            }
+        }
+        None
     }
 }
 

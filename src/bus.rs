@@ -16,7 +16,7 @@ use crate::{
     auth::{AuthError, Principal, Role},
     catalog::Catalog,
     coalesce::DEFAULT_WINDOW,
-    error::PublishError,
+    error::{PublishError, PublishErrorKind},
     hub::Hub,
     log::{Appended, Log, LogError, Record, StateView, Stream},
     metrics::{Deliveries, Transport},
@@ -50,6 +50,14 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self { policy: Policy::default(), coalesce_window: DEFAULT_WINDOW, publish_rate: Rate::default() }
     }
+}
+
+/// Most events one all-or-nothing batch may carry, on every transport.
+pub const MAX_BATCH: usize = 10_000;
+
+/// The refusal of a batch past [`MAX_BATCH`].
+pub fn too_many_events() -> PublishError {
+    PublishError::invalid(PublishErrorKind::BatchTooLarge, "events", format!("at most {MAX_BATCH} events per batch"))
 }
 
 #[derive(Clone)]
@@ -271,7 +279,7 @@ impl Bus {
     }
 
     /// All or nothing: validates every event first; stores them in one append only if all
-    /// are valid. The error carries the index of the first bad event.
+    /// are valid. The error carries the index of the first bad event. At most [`MAX_BATCH`].
     pub async fn publish_all(
         &self,
         who: &Principal,
@@ -286,6 +294,9 @@ impl Bus {
     }
 
     async fn all(&self, who: &Principal, events: Vec<Event>) -> Result<Vec<Appended>, (usize, PublishError)> {
+        if events.len() > MAX_BATCH {
+            return Err((MAX_BATCH, too_many_events()));
+        }
         self.admit(who, events.len()).map_err(|e| (0, e))?;
         let mut events = events;
         let validating = traced(&mut events);

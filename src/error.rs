@@ -32,6 +32,8 @@ pub enum PublishErrorKind {
     /// `trace` that is not a W3C trace context (or a `tracestate` over its size).
     InvalidTrace,
     PayloadTooLarge,
+    /// More events in one batch than [`crate::bus::MAX_BATCH`].
+    BatchTooLarge,
     /// No valid token (missing, malformed, expired, revoked).
     Unauthenticated,
     /// A valid token short of a permission (role, tenant, channel).
@@ -63,6 +65,7 @@ impl PublishErrorKind {
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::InvalidTrace => "invalid_trace",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::BatchTooLarge => "batch_too_large",
             Self::Unauthenticated => "unauthenticated",
             Self::PermissionDenied => "permission_denied",
             Self::Unavailable => "unavailable",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard::{
     auth::{Role, TenantScope},
-    bus::ReadError,
+    bus::{MAX_BATCH, ReadError},
     error::PublishError,
     json::{event_from_json, event_to_json},
     log::{Record, Stream},
@@ -25,7 +25,8 @@ use tracing::Instrument;
 use crate::{
     access::{QueryCredentials, TICKET_TTL},
     app::App,
-    error::{ApiError, Query, RawBody},
+    body::RawBody,
+    error::{ApiError, Query},
     openapi::error_response,
     route::Route,
     sse::split_channels,
@@ -226,21 +227,75 @@ fn read_error(e: ReadError) -> ApiError {
     }
 }
 
+/// One event (an object) or a batch (an array). Each item becomes an `Event` before the next is
+/// parsed, and parsing stops at the batch cap: a body of millions of `{}` costs at most
+/// [`MAX_BATCH`] events, never a JSON tree of the whole body.
 fn parse_events(body: &Bytes) -> Result<(Vec<switchyard::proto::v1::Event>, bool), ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", "body", format!("body is not JSON: {e}")))?;
-    let (items, single) = match value {
-        Value::Array(items) => (items, false),
-        other => (vec![other], true),
-    };
-    if items.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "body", "send at least one event"));
+    use serde::de::DeserializeSeed;
+    let mut refused = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = Events { refused: &mut refused }.deserialize(&mut de).and_then(|events| de.end().map(|()| events));
+    match (parsed, refused) {
+        (_, Some((i, single, e))) => Err(indexed(e, i, single)),
+        (Err(e), None) => Err(ApiError::bad_request("invalid_json", "body", format!("body is not JSON: {e}"))),
+        (Ok((events, _)), None) if events.is_empty() => {
+            Err(ApiError::bad_request("empty_batch", "body", "send at least one event"))
+        }
+        (Ok(parsed), None) => Ok(parsed),
     }
-    let mut events = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        events.push(event_from_json(item).map_err(|e| indexed(e, i, single))?);
+}
+
+/// Reads the body's events; an event refused on the way (its index, whether it was a lone
+/// object, why) is put in `refused` and parsing stops.
+struct Events<'a> {
+    refused: &'a mut Option<(usize, bool, PublishError)>,
+}
+
+type Parsed = (Vec<switchyard::proto::v1::Event>, bool);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Events<'_> {
+    type Value = Parsed;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Parsed, D::Error> {
+        d.deserialize_any(self)
     }
-    Ok((events, single))
+}
+
+impl<'de> serde::de::Visitor<'de> for Events<'_> {
+    type Value = Parsed;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event object or an array of them")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Parsed, A::Error> {
+        let mut events = Vec::new();
+        while let Some(item) = items.next_element::<Value>()? {
+            let refused = match events.len() {
+                MAX_BATCH => Err(switchyard::bus::too_many_events()),
+                _ => event_from_json(item),
+            };
+            match refused {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    *self.refused = Some((events.len(), false, e));
+                    return Err(serde::de::Error::custom("refused"));
+                }
+            }
+        }
+        Ok((events, false))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Parsed, A::Error> {
+        let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        match event_from_json(value) {
+            Ok(event) => Ok((vec![event], true)),
+            Err(e) => {
+                *self.refused = Some((0, true, e));
+                Err(serde::de::Error::custom("refused"))
+            }
+        }
+    }
 }
 
 fn indexed(e: PublishError, i: usize, single: bool) -> ApiError {

@@ -193,6 +193,9 @@ pub struct SseConfig {
     /// Open HTTP connections (streams included) from one IP address, at most; 0 is off (behind
     /// a proxy every client shares one address).
     pub max_connections_per_ip: usize,
+    /// An HTTP connection with no request open this long is closed, even if it answers HTTP/2
+    /// pings (HTTP/1 connections are closed sooner, by the header timeout).
+    pub idle_timeout_secs: u64,
 }
 
 /// What one gRPC connection may hold (see `switchyard::grpc::Limits`).
@@ -209,6 +212,8 @@ pub struct GrpcConfig {
     pub max_message_bytes: usize,
     /// Calls one (non-system) token may have open at once, over all its connections.
     pub max_calls_per_token: usize,
+    /// A connection with no call open this long is closed, even if it answers pings.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for GrpcConfig {
@@ -220,6 +225,7 @@ impl Default for GrpcConfig {
             max_concurrent_streams: l.max_concurrent_streams,
             max_message_bytes: l.max_message_bytes,
             max_calls_per_token: l.max_calls_per_token,
+            idle_timeout_secs: l.idle_timeout.as_secs(),
         }
     }
 }
@@ -234,6 +240,7 @@ impl GrpcConfig {
             max_message_bytes: self.max_message_bytes,
             max_publish_bytes: max_event_bytes + switchyard::grpc::PUBLISH_ENVELOPE,
             max_calls_per_token: self.max_calls_per_token,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
         }
     }
 }
@@ -349,6 +356,7 @@ impl Default for SseConfig {
             max_pending_connections: 1024,
             max_pending_per_ip: 0,
             max_connections_per_ip: 0,
+            idle_timeout_secs: 30,
         }
     }
 }
@@ -556,6 +564,12 @@ impl Config {
         }
         if self.grpc.keepalive_timeout_secs == 0 {
             return Err(bad("grpc.keepalive_timeout_secs", "must be at least 1"));
+        }
+        if self.grpc.idle_timeout_secs == 0 {
+            return Err(bad("grpc.idle_timeout_secs", "must be at least 1"));
+        }
+        if self.sse.idle_timeout_secs == 0 {
+            return Err(bad("sse.idle_timeout_secs", "must be at least 1"));
         }
         if self.grpc.max_calls_per_token == 0 {
             return Err(bad("grpc.max_calls_per_token", "must be at least 1"));

@@ -10,33 +10,6 @@ use axum::{
 use serde_json::json;
 use switchyard::{auth::AuthError, bus::SubscribeError, error::PublishError};
 
-/// The raw request body, with axum's rejections (413 over the route's limit, 400 on a broken
-/// upload) answered as JSON errors like every other.
-#[derive(Debug)]
-pub struct RawBody(pub axum::body::Bytes);
-
-impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        axum::body::Bytes::from_request(req, state).await.map(RawBody).map_err(body_error)
-    }
-}
-
-impl RawBody {
-    /// Reads a request's body once its sender is known to be allowed to send one: a request
-    /// that fails authentication costs no body read and no buffer.
-    pub async fn after_auth(req: axum::extract::Request) -> Result<Self, ApiError> {
-        <Self as axum::extract::FromRequest<()>>::from_request(req, &()).await
-    }
-}
-
-fn body_error(r: axum::extract::rejection::BytesRejection) -> ApiError {
-    let status = r.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
-    ApiError { field: Some("body"), ..ApiError::new(status, code, r.body_text()) }
-}
-
 /// Query parameters, with a malformed one (`?limit=abc`, `?coalesce=yes`) answered as the
 /// documented JSON 400 naming it, not axum's plain-text rejection.
 #[derive(Debug)]
@@ -163,7 +136,7 @@ impl IntoResponse for ApiError {
         // The rest of an oversized body is never read, so the connection cannot carry another
         // request: say so, or a keep-alive client would send its next request into a closing
         // connection and see it fail.
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE || self.status == StatusCode::REQUEST_TIMEOUT {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp

@@ -129,7 +129,7 @@ mod tests {
         let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), &Default::default()).unwrap());
         let (beat, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
         let metrics = Arc::new(Metrics::default());
-        let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone(), verifier.revocations().clone());
+        let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone());
         let app = Arc::new(App {
             bus: bus.clone(),
             access: Access::new(verifier, false, SECRET, ledger),

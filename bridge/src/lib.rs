@@ -25,6 +25,7 @@ pub mod activity;
 pub mod api;
 pub mod app;
 pub mod assets;
+pub mod body;
 pub mod config;
 pub mod connectors;
 pub mod direct;

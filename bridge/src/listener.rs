@@ -20,6 +20,7 @@ use crate::{
     app::App,
     direct::{Rewind, Sniffed},
 };
+use switchyard::grpc::idle::{Counted, Watched};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -429,8 +430,9 @@ const H2_SEND_BUFFER: usize = 16 * 1024;
 
 /// Serves `app` on `listener` until `stop` resolves, then lets open requests finish. Like
 /// `axum::serve`, plus the timeouts it lacks: a header-read timeout for every HTTP/1 request,
-/// and HTTP/2 keep-alive pings that close connections whose peer is gone.
-pub async fn serve<L>(mut listener: L, app: axum::Router, stop: impl std::future::Future<Output = ()>)
+/// HTTP/2 keep-alive pings that close connections whose peer is gone, and an idle timeout that
+/// closes connections with no request open, pings or not.
+pub async fn serve<L>(mut listener: L, app: axum::Router, idle: Duration, stop: impl std::future::Future<Output = ()>)
 where
     L: axum::serve::Listener,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -455,7 +457,8 @@ where
             conn = listener.accept() => conn,
             () = &mut stop => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        let io = Watched::new(io, idle);
+        let service = TowerToHyperService::new(Counted::new(app.clone(), Some(io.activity())));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -199,7 +199,7 @@ pub async fn start_with(
     let Plan { tls, webhooks, ingest, secret, verifier, signer } = plan;
     let metrics = Arc::new(Metrics::default());
     let pulse = crate::pulse::start(std::time::Duration::from_secs(config.sse.heartbeat_secs), stopped.clone());
-    let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone(), verifier.revocations().clone());
+    let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone());
     let app = Arc::new(App {
         bus: bus.clone(),
         access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
@@ -319,6 +319,7 @@ fn serve_http(
     stopped: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServeError> {
     let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
+    let idle = std::time::Duration::from_secs(config.sse.idle_timeout_secs);
     // Open HTTP connections: capped per address only (the total is the process's descriptors).
     let open = crate::listener::Gate::new(usize::MAX, config.sse.max_connections_per_ip);
     let until = switchyard::grpc::stopped(stopped);
@@ -328,11 +329,11 @@ fn serve_http(
     Ok(match tls {
         Some(acceptor) => {
             let listener = crate::listener::tls(listener, acceptor, stall, pending, open)?;
-            tokio::spawn(crate::listener::serve(listener, service, until))
+            tokio::spawn(crate::listener::serve(listener, service, idle, until))
         }
         None => {
             let listener = crate::listener::plain(listener, stall, direct, pending, open)?;
-            tokio::spawn(crate::listener::serve(listener, service, until))
+            tokio::spawn(crate::listener::serve(listener, service, idle, until))
         }
     })
 }

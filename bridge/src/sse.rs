@@ -32,7 +32,7 @@ use crate::{
     openapi::error_response,
     pulse::Pulse,
     route::Route,
-    stream::{HEARTBEAT, Session, ending, gap_frame, render},
+    stream::{HEARTBEAT, Session, ending, gap_frame, lapsed, render},
     writers::Handed,
 };
 
@@ -278,8 +278,9 @@ pub async fn open_stream(
     let slot = app.limits.acquire(crate::limits::Kind::Sse, &who.tenant.to_string(), &who.token_id)?;
     let (complete, bounds) = status(items.next().await)?;
     let preamble = preamble(app.sse.retry_ms, (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head)));
-    let (mut pulse, expires, revocations) = (fresh(&app.pulse), who.expires, app.access.verifier.revocations().clone());
+    let mut pulse = fresh(&app.pulse);
     let tenant = q.tenant.as_deref().map_or_else(|| who.tenant.to_string(), str::to_owned);
+    let mut standing = switchyard::auth::Standing::new(who, app.access.verifier.revocations().clone());
     let mut session = Session::open(app.metrics.clone(), app.bus.clone(), (&tenant, &described), from, complete);
     let (handover, handed) = tokio::sync::oneshot::channel();
     let body = async_stream::stream! {
@@ -296,7 +297,7 @@ pub async fn open_stream(
                 biased;
                 changed = pulse.changed() => {
                     let now = if changed.is_ok() { *pulse.borrow_and_update() } else { Pulse::Stop };
-                    if let Some((last, reason)) = ending(now, expires, &revocations, &who) {
+                    if let Some((last, reason)) = ending(now, &mut standing) {
                         session.end(reason, last.len());
                         yield last;
                         break;
@@ -309,6 +310,12 @@ pub async fn open_stream(
                 }
                 item = items.next() => {
                     session.run_starts();
+                    // What is taken now is written now: not after the credential ends.
+                    if let Some((last, reason)) = lapsed(&mut standing, switchyard::auth::now_secs()) {
+                        session.end(reason, last.len());
+                        yield last;
+                        break;
+                    }
                     let (mut item, mut taken) = (item, 0);
                     loop {
                         let it = match item {
@@ -317,7 +324,7 @@ pub async fn open_stream(
                                 break 'stream;
                             }
                             Some(Ok(Item::Live(live))) => {
-                                let _ = handover.send(Handed { live, session, quiet, floor, expires, who, beat, slot });
+                                let _ = handover.send(Handed { live, session, quiet, floor, standing, beat, slot });
                                 break 'stream;
                             }
                             Some(it) => it,

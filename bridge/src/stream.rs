@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use switchyard::{
+    auth::{Lapse, Standing},
     bus::Bus,
     log::Record,
     names::{Cursor, EventId},
@@ -77,20 +78,21 @@ pub fn gap_frame(requested: Option<EventId>, oldest: EventId, head: EventId) -> 
 }
 
 /// The frame that ends a stream on this pulse, and why, if it must end: shutdown, or a
-/// credential that expired or was revoked (checked on the shared pulse: no timer per
-/// connection, at most one heartbeat period late).
-pub fn ending(
-    now: Pulse,
-    expires: u64,
-    revocations: &switchyard::auth::Revocations,
-    who: &switchyard::auth::Principal,
-) -> Option<(Bytes, &'static str)> {
+/// credential that expired or was revoked (also looked at before every write: [`lapsed`]).
+pub fn ending(now: Pulse, standing: &mut Standing) -> Option<(Bytes, &'static str)> {
     match now {
         Pulse::Stop => Some((SHUTDOWN, "server shutting down")),
-        Pulse::Beat(_) if switchyard::auth::now_secs() >= expires => Some((EXPIRED, "token expired")),
-        Pulse::Beat(_) if revocations.is_revoked(who) => Some((REVOKED, "token revoked")),
-        Pulse::Beat(_) => None,
+        Pulse::Beat(_) => lapsed(standing, switchyard::auth::now_secs()),
     }
+}
+
+/// The frame that ends a stream whose credential no longer holds at `now`, and why. Streams
+/// look before they write what they were given: nothing goes out after `exp` or a revocation.
+pub fn lapsed(standing: &mut Standing, now: u64) -> Option<(Bytes, &'static str)> {
+    standing.check(now).map(|lapse| match lapse {
+        Lapse::Expired => (EXPIRED, "token expired"),
+        Lapse::Revoked => (REVOKED, "token revoked"),
+    })
 }
 
 /// What one subscription item puts on the wire.

@@ -32,7 +32,7 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use switchyard::{
-    auth::{Principal, Revocations},
+    auth::Standing,
     coalesce::Coalescer,
     hub::{Hub, Receiver},
     log::{Record, Stream},
@@ -93,18 +93,16 @@ pub struct Handed {
     pub session: Session,
     pub quiet: bool,
     pub floor: Option<EventId>,
-    pub expires: u64,
-    pub who: Principal,
+    pub standing: Standing,
     pub beat: Bytes,
     pub slot: limits::Slot,
 }
 
 /// The writer tasks, started on first use, one per core. Streams are dealt to them in turn.
 pub struct Writers {
-    /// What every writer needs: committed records, the shared pulse, revoked tokens.
+    /// What every writer needs: committed records and the shared pulse.
     hub: Hub,
     pulse: watch::Receiver<Pulse>,
-    revocations: Revocations,
     // Unbounded: what waits here is connections already admitted and counted by the limits.
     shards: OnceLock<Vec<mpsc::UnboundedSender<(Sink, Handed)>>>,
     next: AtomicUsize,
@@ -113,8 +111,8 @@ pub struct Writers {
 }
 
 impl Writers {
-    pub fn new(hub: Hub, pulse: watch::Receiver<Pulse>, revocations: Revocations) -> Self {
-        Self { hub, pulse, revocations, shards: OnceLock::new(), next: AtomicUsize::new(0), streams: Arc::default() }
+    pub fn new(hub: Hub, pulse: watch::Receiver<Pulse>) -> Self {
+        Self { hub, pulse, shards: OnceLock::new(), next: AtomicUsize::new(0), streams: Arc::default() }
     }
 
     /// Takes a direct stream over; it is written until it ends, then its socket is closed.
@@ -202,8 +200,7 @@ struct Sub {
     session: Session,
     quiet: bool,
     sse_floor: Option<EventId>,
-    expires: u64,
-    who: Principal,
+    standing: Standing,
     beat: Bytes,
     _slot: limits::Slot,
 }
@@ -345,7 +342,6 @@ struct Shard {
     hub: Hub,
     pulse: watch::Receiver<Pulse>,
     stopped: bool,
-    revocations: Revocations,
     subs: Vec<Option<Sub>>,
     free: Vec<usize>,
     live: usize,
@@ -372,7 +368,6 @@ impl Shard {
             hub: writers.hub.clone(),
             pulse,
             stopped: false,
-            revocations: writers.revocations.clone(),
             subs: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -419,7 +414,7 @@ impl Shard {
         if self.all.is_none() {
             self.all = Some(self.hub.subscribe(Stream::All));
         }
-        let Handed { live, session, quiet, floor: sse_floor, expires, who, beat, slot } = handed;
+        let Handed { live, session, quiet, floor: sse_floor, standing, beat, slot } = handed;
         let Live { ring: mut own, cursor, filter, coalescer, floor, keep } = *live;
         let id = self.free.pop().unwrap_or_else(|| {
             self.subs.push(None);
@@ -447,8 +442,7 @@ impl Shard {
             session,
             quiet,
             sse_floor,
-            expires,
-            who,
+            standing,
             beat,
             _slot: slot,
         };
@@ -557,6 +551,8 @@ impl Shard {
             }
         }
         let mut batch = std::mem::take(&mut self.batch);
+        // One clock read a batch: each stream looks at its credential before it is given any.
+        let now = switchyard::auth::now_secs();
         for r in batch.drain(..) {
             let keys = [Stream::All, Stream::Tenant(r.tenant.clone())].into_iter();
             let channels = r.routing.channels.iter().map(|c| Stream::Channel(r.tenant.clone(), c.clone()));
@@ -568,6 +564,9 @@ impl Shard {
                         sub.in_batch = true;
                         sub.session.run_starts();
                         self.touched.push(id);
+                        if let Some((last, reason)) = stream::lapsed(&mut sub.standing, now) {
+                            sub.end(last, reason);
+                        }
                     }
                     sub.deliver(&r);
                 }
@@ -589,7 +588,7 @@ impl Shard {
         self.stopped = now == Pulse::Stop;
         for id in 0..self.subs.len() {
             let Some(sub) = self.subs[id].as_mut() else { continue };
-            if let Some((last, reason)) = stream::ending(now, sub.expires, &self.revocations, &sub.who) {
+            if let Some((last, reason)) = stream::ending(now, &mut sub.standing) {
                 sub.end(last, reason);
             } else if !sub.closing {
                 if sub.quiet {

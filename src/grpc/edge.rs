@@ -27,11 +27,9 @@ use tonic::{
 use super::{Limits, Service, outgoing};
 use crate::{
     auth::{Principal, TenantScope},
+    bus::MAX_BATCH,
     proto::v1::{PublishBatchRequest, PublishBatchResponse, event_bus_server::EventBusServer},
 };
-
-/// Most events one `PublishBatch` may carry.
-pub const MAX_BATCH: usize = 10_000;
 
 /// A request message of any method that carries no events (`Subscribe`, `Read`, `State`,
 /// `Stats`): a tenant, up to 64 channel names and a cursor fit many times over.
@@ -252,9 +250,8 @@ impl Decoder for BatchDecoder {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         use bytes::Buf;
-        let n = count_events(buf.chunk());
-        if n > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("events: at most {MAX_BATCH} per batch, not {n}")));
+        if count_events(buf.chunk()) > MAX_BATCH {
+            return Err(Status::invalid_argument(crate::bus::too_many_events().to_string()));
         }
         prost::Message::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("malformed batch: {e}")))
     }

@@ -34,9 +34,10 @@ use crate::{
 };
 
 mod edge;
+pub mod idle;
 mod outgoing;
 
-pub use edge::{EventBusService, MAX_BATCH};
+pub use edge::EventBusService;
 pub use outgoing::Outgoing;
 
 /// Unix ms of a request timestamp; a time before 1970 means "everything".
@@ -130,6 +131,7 @@ impl Service {
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ended.clone();
         let revocations = self.verifier.revocations().clone();
+        let who_now = who.clone();
         let items = items
             .take_until(stopped(self.stopping.clone()))
             .take_until(async move {
@@ -148,7 +150,13 @@ impl Service {
             }));
         // While coalescing holds snapshots back, each event says where to resume (`N~W`).
         let mut floor: Option<EventId> = None;
+        // Looked at before each message: nothing goes out after `exp` or a revocation.
+        let mut standing = crate::auth::Standing::new(who_now, self.verifier.revocations().clone());
         let stream = items.filter_map(move |item| {
+            let item = match standing.check(crate::auth::now_secs()) {
+                Some(_) => Err(crate::log::LogError::Expired),
+                None => item,
+            };
             let out = match item {
                 Err(e @ crate::log::LogError::Expired) => {
                     session.reason = Some("token expired or revoked");
@@ -221,12 +229,6 @@ impl EventBus for Service {
     async fn publish_batch(&self, req: Request<PublishBatchRequest>) -> Result<Response<PublishBatchResponse>, Status> {
         let who = self.principal(&req)?;
         let events = req.into_inner().events;
-        if events.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "events: at most {MAX_BATCH} per batch, not {}",
-                events.len()
-            )));
-        }
         let span = tracing::info_span!("publish_batch", token = %who.token_id, events = events.len());
         match self.bus.publish_all(&who, events).instrument(span).await {
             Ok(appended) => Ok(Response::new(PublishBatchResponse {
@@ -562,12 +564,14 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Calls open at once on one connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_concurrent_streams: u32,
-    /// The largest `PublishBatch` request decoded (counted first: at most [`MAX_BATCH`] events).
+    /// The largest `PublishBatch` request decoded (counted first: at most [`crate::bus::MAX_BATCH`] events).
     pub max_message_bytes: usize,
     /// The largest `Publish` request, or `PublishStream` message: one event and its envelope.
     pub max_publish_bytes: usize,
     /// Calls one token may have open at once, over every connection (system tokens aside).
     pub max_calls_per_token: usize,
+    /// A connection with no call open this long is closed, pings or not ([`idle`]).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -579,6 +583,7 @@ impl Default for Limits {
             max_message_bytes: 4 * 1024 * 1024,
             max_publish_bytes: 64 * 1024 + PUBLISH_ENVELOPE,
             max_calls_per_token: 64,
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -616,7 +621,9 @@ where
         .expect("the compiled descriptor set is valid");
     let shutdown = stopped(stopping.clone());
     let svc = EventBusService::new(Service::new(bus, verifier, subscriptions, stopping), limits);
+    let incoming = incoming.map(move |conn| conn.map(|tcp| idle::Watched::new(tcp, limits.idle_timeout)));
     tonic::transport::Server::builder()
+        .layer(idle::CountLayer)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(limits.keepalive))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))

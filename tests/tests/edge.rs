@@ -113,3 +113,222 @@ async fn grpc_subscriptions_and_calls_count_against_the_token_caps() {
     .await;
     server.stop().await;
 }
+
+/// An 8 MiB body of `[{},{},…]` (2.8 million items) is refused with a clear 400 as soon as the
+/// batch cap is passed, within a second and with little memory: before, the whole body became
+/// a JSON tree and an `Event` per item first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_http_batch_is_refused_while_it_is_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::serve(dir.path(), &[]);
+    let token = server.token("acme", Role::Publish);
+    let mut body = Vec::with_capacity(8 * 1024 * 1024);
+    body.push(b'[');
+    while body.len() < 8 * 1024 * 1024 - 4 {
+        body.extend_from_slice(b"{},");
+    }
+    body.extend_from_slice(b"{}]");
+    let before = peak_rss_kib(server.pid());
+    let started = std::time::Instant::now();
+    let r = switchyard_tests::http()
+        .post(format!("{}/api/events", server.http_url))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 400);
+    let err: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "batch_too_large", "{err}");
+    assert_eq!(err["error"]["field"], "events", "{err}");
+    assert!(took < std::time::Duration::from_secs(1), "answered in {took:?}");
+    let rise = peak_rss_kib(server.pid()).saturating_sub(before);
+    assert!(rise < 200 * 1024, "peak RSS rose {rise} KiB");
+    // A batch at the cap is still one all-or-nothing publish.
+    let at_cap: Vec<_> =
+        (0..10_000).map(|i| serde_json::json!({"type": "alert:info", "data": {"title": i.to_string()}})).collect();
+    let r = switchyard_tests::http()
+        .post(format!("{}/api/events", server.http_url))
+        .bearer_auth(&token)
+        .json(&at_cap)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+/// HTTP/2 connections that hold no stream are closed after the idle timeout (30 s by default)
+/// though they answer pings, on the HTTP port (h2c) and the gRPC port; request bodies that
+/// trickle in are cut with a 408 once their grace is over. 200 of each, on the defaults, all
+/// gone within 60 s, and their descriptors with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_h2_connections_and_slow_bodies_are_closed_within_a_minute() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::serve(dir.path(), &[]);
+    let before = switchyard_tests::fds(server.pid());
+    let started = std::time::Instant::now();
+    let mut idle = Vec::new();
+    for base in [&server.http_url, &server.grpc_url] {
+        let addr = base.trim_start_matches("http://").to_owned();
+        for _ in 0..200 {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(std::time::Duration::from_secs(5))
+                .keep_alive_while_idle(true)
+                .handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .expect("h2 handshake");
+            let conn = tokio::spawn(conn);
+            // One request first: a connection that was used, then left idle.
+            let req = hyper::Request::get(format!("{base}/healthz"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let _ = sender.send_request(req).await;
+            idle.push((sender, conn));
+        }
+    }
+    let token = server.token("acme", Role::Publish);
+    let addr = server.http_url.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n["
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        slow.push(s);
+    }
+    let held = switchyard_tests::wait_for("the server to hold them all", || async {
+        let now = switchyard_tests::fds(server.pid());
+        (now >= before + 600).then_some(now)
+    })
+    .await;
+    assert!(held >= before + 600);
+    // The slow bodies go on trickling, a byte every 2 s, until the server answers.
+    let trickle = slow.into_iter().map(|mut s| {
+        tokio::spawn(async move {
+            let mut answer = Vec::new();
+            loop {
+                let mut buf = [0u8; 512];
+                tokio::select! {
+                    read = s.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return answer,
+                        Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    },
+                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
+                        let _ = s.write_all(b" ").await;
+                    }
+                }
+            }
+        })
+    });
+    let deadline = std::time::Duration::from_secs(60);
+    for answer in futures::future::join_all(trickle).await {
+        let answer = String::from_utf8_lossy(&answer.unwrap()).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body_too_slow"), "{answer}");
+    }
+    assert!(started.elapsed() < deadline, "slow bodies cut after {:?}", started.elapsed());
+    for (sender, conn) in idle {
+        let left = deadline.saturating_sub(started.elapsed());
+        tokio::time::timeout(left, conn).await.expect("the server closed the idle connection in time").unwrap().ok();
+        drop(sender);
+    }
+    let took = started.elapsed();
+    assert!(took > std::time::Duration::from_secs(25), "not before the idle timeout: {took:?}");
+    let after = switchyard_tests::wait_for("descriptors freed", || async {
+        let now = switchyard_tests::fds(server.pid());
+        (now <= before + 10).then_some(now)
+    })
+    .await;
+    assert!(after <= before + 10, "{before} → {after}");
+}
+
+/// A delivery to a platform (or Standard Webhooks source) that is not configured is answered
+/// 404 from its head alone: the server does not wait for, or read, its body.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_for_sources_not_configured_are_refused_before_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start().await;
+    for path in ["/api/webhooks/shopify", "/api/webhooks/billing"] {
+        let mut s = tokio::net::TcpStream::connect(server.running.http_addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 900000\r\n\r\n{{"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("answered without the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(answer.contains("not_configured"), "{answer}");
+    }
+    server.stop().await;
+}
+
+/// With the default 15 s heartbeat, a stream whose token expires while events keep coming gets
+/// none published at or after `exp`, and ends saying why: SSE (through the writers) and gRPC.
+/// Before, the check ran only on the heartbeat, and events flowed for up to 15 s after `exp`.
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_is_delivered_after_a_token_expires() {
+    use futures::StreamExt;
+    use switchyard::proto::v1::{PublishRequest, SubscribeRequest, subscribe_response::Message};
+    let server = Server::start().await;
+    let short = server.running.signer.mint("acme", Role::Subscribe, vec![], 3);
+    let exp_ms = switchyard::auth::now_secs() * 1000 + 3000;
+    let mut sse =
+        switchyard_tests::Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&short), None).await;
+    assert_eq!(sse.status, 200);
+    let mut grpc = switchyard_bridge::tools::connect(&server.grpc_url, &short).await.unwrap();
+    let mut sub = grpc
+        .subscribe(SubscribeRequest { channels: vec!["alerts".into()], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut publisher = server.grpc("acme", Role::Publish).await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..60 {
+            let event = Some(switchyard_tests::events::alert(&format!("a{i}")));
+            publisher.publish(PublishRequest { event }).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let published_ms = |e: &switchyard::proto::v1::Event| {
+        let t = e.published_at.as_ref().expect("stamped");
+        t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000
+    };
+    let mut sse_events = 0;
+    let end = loop {
+        let f = sse.next_event().await.expect("the stream says why it ends");
+        if f.event.as_deref() == Some("stream:reconnect") {
+            break f;
+        }
+        let ms = f.json()["publishedAt"].as_str().and_then(|t| switchyard::names::parse_time_ms(t).ok()).unwrap();
+        assert!(ms < exp_ms, "SSE delivered an event published {} ms after exp", ms - exp_ms);
+        sse_events += 1;
+    };
+    assert_eq!(end.json()["code"], "token_expired");
+    let mut grpc_events = 0;
+    let status = loop {
+        match sub.next().await {
+            Some(Ok(m)) => {
+                if let Some(Message::Event(e)) = m.message {
+                    assert!(published_ms(&e) < exp_ms, "gRPC delivered an event published after exp");
+                    grpc_events += 1;
+                }
+            }
+            Some(Err(status)) => break status,
+            None => panic!("ended without a status"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(sse_events > 5 && grpc_events > 5, "events flowed before exp: {sse_events}, {grpc_events}");
+    publishing.await.unwrap();
+    server.stop().await;
+}

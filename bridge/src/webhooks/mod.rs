@@ -30,8 +30,9 @@ use switchyard_services::{
 use tracing::Instrument;
 
 use crate::{
+    body::RawBody,
     config::{ConfigError, WebhooksConfig},
-    error::{ApiError, Path, RawBody},
+    error::{ApiError, Path},
     metrics::Seen,
     openapi::error_response,
     route::Route,
@@ -51,11 +52,12 @@ where
         .iter()
         .map(|p| {
             let name = p.name;
-            let handler = move |State(inbound): State<Inbound>, headers: HeaderMap, RawBody(body): RawBody| async move {
+            let handler = move |State(inbound): State<Inbound>, req: axum::extract::Request| async move {
                 let source =
                     inbound.hooks.platforms.get(name).ok_or_else(|| {
                         not_configured(format!("{name} webhooks are not configured ([webhooks.{name}])"))
                     })?;
+                let (headers, body) = read(req).await?;
                 deliver(&inbound, source.as_ref(), name, &headers, &body).await
             };
             Route::post(format!("/api/webhooks/{name}"), handler, doc(&p.webhook.doc)).body_limit(MAX_BODY)
@@ -141,15 +143,23 @@ fn not_configured(message: impl Into<String>) -> ApiError {
 pub async fn standard(
     State(inbound): State<Inbound>,
     Path(source): Path<String>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let s = inbound
         .hooks
         .standard
         .get(&source)
         .ok_or_else(|| not_configured(format!("no webhook source '{source}' is configured")))?;
+    let (headers, body) = read(req).await?;
     deliver(&inbound, s, &source, &headers, &body).await
+}
+
+/// A delivery's headers and body, read once its source is known to be configured: a delivery
+/// to a source that is not costs no body read.
+async fn read(req: axum::extract::Request) -> Result<(HeaderMap, Bytes), ApiError> {
+    let headers = req.headers().clone();
+    let RawBody(body) = RawBody::after_auth(req).await?;
+    Ok((headers, body))
 }
 
 /// The one path every delivery takes: verify and translate (the source's), store, answer.
