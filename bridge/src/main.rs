@@ -251,7 +251,7 @@ async fn serve_command(args: ServeArgs, backend: serve::Backend) -> ExitCode {
         Some(grpc) => println!("switchyard: grpc={grpc} http={}", running.http_addr),
         None => println!("switchyard: http={}", running.http_addr),
     }
-    println!("switchyard: dashboard (token valid 12 h): {}", serve::dashboard_url(&running));
+    println!("switchyard: dashboard (token valid 1 h): {}", serve::dashboard_url(&running));
     // No admin token is printed: stdout ends up in logs, and an admin token reads every tenant.
     println!(
         "switchyard: operator console: http://{}/console (sign in with: switchyard token --tenant '*' --role admin)",

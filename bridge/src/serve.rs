@@ -105,17 +105,20 @@ async fn drain(mut server: JoinHandle<()>) {
     }
 }
 
+/// The token verifier: the HS256 secret plus any configured public keys. A key file that cannot
+/// be read or parsed is the operator's to fix, like any bad setting (exit 64).
 pub fn verifier(config: &Config, secret: &[u8]) -> Result<Verifier, ServeError> {
+    let bad = |key: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        ServeError::Config(format!("{key} {}: {e}", path.display()))
+    };
     let mut v = Verifier::hs256(secret);
     for path in &config.auth.public_keys {
-        let pem =
-            std::fs::read(path).map_err(|e| ServeError::Auth(format!("auth.public_keys {}: {e}", path.display())))?;
-        v.add_public_pem(&pem).map_err(|e| ServeError::Auth(format!("auth.public_keys {}: {e}", path.display())))?;
+        let pem = std::fs::read(path).map_err(|e| bad("auth.public_keys", path, &e))?;
+        v.add_public_pem(&pem).map_err(|e| bad("auth.public_keys", path, &e))?;
     }
     if let Some(path) = &config.auth.jwks_file {
-        let json = std::fs::read_to_string(path)
-            .map_err(|e| ServeError::Auth(format!("auth.jwks_file {}: {e}", path.display())))?;
-        v.add_jwks(&json).map_err(|e| ServeError::Auth(format!("auth.jwks_file: {e}")))?;
+        let json = std::fs::read_to_string(path).map_err(|e| bad("auth.jwks_file", path, &e))?;
+        v.add_jwks(&json).map_err(|e| bad("auth.jwks_file", path, &e))?;
     }
     Ok(v)
 }
@@ -328,6 +331,12 @@ fn serve_http(
     let service = router(app);
     Ok(match tls {
         Some(acceptor) => {
+            // Browsers that reached us over HTTPS once never try plain HTTP for a year.
+            let service = service.layer(axum::middleware::map_response(|mut r: axum::response::Response| async {
+                let hsts = axum::http::HeaderValue::from_static("max-age=31536000");
+                r.headers_mut().insert(axum::http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                r
+            }));
             let listener = crate::listener::tls(listener, acceptor, stall, pending, open)?;
             tokio::spawn(crate::listener::serve(listener, service, idle, until))
         }
@@ -338,16 +347,20 @@ fn serve_http(
     })
 }
 
+/// How long the tokens `serve` prints live: stdout ends up in logs, so none outlives an hour
+/// (`switchyard token` mints more).
+pub const BANNER_TOKEN_TTL: u64 = 3600;
+
 /// The dashboard's address with a subscribe token for tenant `default` in the fragment (never
 /// sent to the server; the page moves it to sessionStorage and clears the address bar).
 pub fn dashboard_url(running: &Running) -> String {
-    let token = running.signer.mint("default", Role::Subscribe, Vec::new(), 12 * 3600);
+    let token = running.signer.mint("default", Role::Subscribe, Vec::new(), BANNER_TOKEN_TTL);
     format!("http://{}/#token={token}", running.http_addr)
 }
 
 /// What `serve` prints for people: a short-lived subscribe token for the `default` tenant and
 /// a command that uses it.
 pub fn try_it(running: &Running) -> String {
-    let token = running.signer.mint("default", Role::Subscribe, Vec::new(), 3600);
+    let token = running.signer.mint("default", Role::Subscribe, Vec::new(), BANNER_TOKEN_TTL);
     format!("curl -N -H 'Authorization: Bearer {token}' http://{}/api/sse/dashboard", running.http_addr)
 }

@@ -59,6 +59,8 @@ async fn sse_over_tls_with_http2_and_http1() {
         let resp = h2.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let hsts = resp.headers().get("strict-transport-security").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(hsts.as_deref(), Some("max-age=31536000"), "HSTS once TLS is on");
         bodies.push(resp.into_body());
     }
     let alert =
@@ -202,4 +204,28 @@ fn unreadable_tls_files_are_a_usage_error_found_before_anything_is_opened() {
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("tls"), "{stderr}");
     assert!(!data.join("events.redb").exists(), "the log was not opened");
+}
+
+#[test]
+fn unreadable_or_bad_key_files_are_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a key").unwrap();
+    for (name, body) in [
+        ("keys.toml", "[auth]\npublic_keys = [\"/nonexistent/key.pem\"]\n".to_owned()),
+        ("bad.toml", format!("[auth]\npublic_keys = [{:?}]\n", garbage.display().to_string())),
+        ("jwks.toml", format!("[auth]\njwks_file = {:?}\n", garbage.display().to_string())),
+    ] {
+        let config = dir.path().join(name);
+        std::fs::write(&config, body).unwrap();
+        let out = std::process::Command::new(switchyard_tests::binary())
+            .args(["serve", "--data-dir", dir.path().join("data").to_str().unwrap(), "--config"])
+            .arg(&config)
+            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{name}: {stderr}");
+        assert!(stderr.contains("auth."), "{name} names the key: {stderr}");
+    }
 }
