@@ -55,9 +55,10 @@ impl Default for BusConfig {
 /// Most events one all-or-nothing batch may carry, on every transport.
 pub const MAX_BATCH: usize = 10_000;
 
-/// The refusal of a batch past [`MAX_BATCH`].
-pub fn too_many_events() -> PublishError {
-    PublishError::invalid(PublishErrorKind::BatchTooLarge, "events", format!("at most {MAX_BATCH} events per batch"))
+/// The refusal of a batch past `max` events ([`MAX_BATCH`], or less where the log's atomic
+/// batches are smaller: 1,000 on JetStream).
+pub fn too_many_events(max: usize) -> PublishError {
+    PublishError::invalid(PublishErrorKind::BatchTooLarge, "events", format!("at most {max} events per batch"))
 }
 
 #[derive(Clone)]
@@ -294,8 +295,9 @@ impl Bus {
     }
 
     async fn all(&self, who: &Principal, events: Vec<Event>) -> Result<Vec<Appended>, (usize, PublishError)> {
-        if events.len() > MAX_BATCH {
-            return Err((MAX_BATCH, too_many_events()));
+        let max = self.inner.log.max_batch().min(MAX_BATCH);
+        if events.len() > max {
+            return Err((max, too_many_events(max)));
         }
         self.admit(who, events.len()).map_err(|e| (0, e))?;
         let mut events = events;

@@ -272,7 +272,7 @@ impl<'de> serde::de::Visitor<'de> for Events<'_> {
         let mut events = Vec::new();
         while let Some(item) = items.next_element::<Value>()? {
             let refused = match events.len() {
-                MAX_BATCH => Err(switchyard::bus::too_many_events()),
+                MAX_BATCH => Err(switchyard::bus::too_many_events(MAX_BATCH)),
                 _ => event_from_json(item),
             };
             match refused {

@@ -251,7 +251,7 @@ impl Decoder for BatchDecoder {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         use bytes::Buf;
         if count_events(buf.chunk()) > MAX_BATCH {
-            return Err(Status::invalid_argument(crate::bus::too_many_events().to_string()));
+            return Err(Status::invalid_argument(crate::bus::too_many_events(MAX_BATCH).to_string()));
         }
         prost::Message::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("malformed batch: {e}")))
     }

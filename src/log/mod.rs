@@ -307,6 +307,10 @@ pub trait Log: Send + Sync + 'static {
     fn append_each(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         self.append(events)
     }
+    /// The most events one [`Log::append`] stores all or nothing; the bus refuses larger batches.
+    fn max_batch(&self) -> usize {
+        crate::bus::MAX_BATCH
+    }
     fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
     fn bounds(&self, stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>>;
     /// The state view of `stream`, only slots whose latest event has an id > `after`

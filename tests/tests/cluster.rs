@@ -497,6 +497,22 @@ async fn a_batch_is_one_atomic_publish_and_its_retry_answers_duplicates() {
     assert!(mixed[1] > first[2]);
     let page = get_json(&format!("{}/api/events?channels=alerts", a.http_url), &a.token("acme", Role::Subscribe)).await;
     assert_eq!(page["events"].as_array().unwrap().len(), 4, "{page}");
+    // Past JetStream's atomic batch (1,000), a batch is refused whole, not stored as several:
+    // a clear 400 naming the limit, and nothing of it stored.
+    let keys: Vec<String> = (0..1_001).map(|i| format!("big-{i}")).collect();
+    let big = batch(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = switchyard_tests::http().post(&url).bearer_auth(&token).json(&big).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "batch_too_large", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("at most 1000"), "{err}");
+    let page = get_json(&format!("{}/api/events?channels=alerts", a.http_url), &a.token("acme", Role::Subscribe)).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 4, "nothing of it stored: {page}");
+    // At the limit it is one atomic batch.
+    let at_limit = batch(&keys[1..].iter().map(String::as_str).collect::<Vec<_>>());
+    let stored = ids(&post_json(&url, &token, &at_limit).await);
+    assert_eq!(stored.len(), 1_000);
+    assert!(stored.windows(2).all(|w| w[1] == w[0] + 1), "consecutive sequences");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,8 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 /// 2.12: atomic batch publish, which makes a multi-event append all or nothing.
 pub const MIN_SERVER: (u64, u64) = (2, 12);
 
-/// Most messages JetStream takes in one atomic batch; larger appends go as several.
+/// Most messages JetStream takes in one atomic batch: the most one append may hold (the bus
+/// refuses a larger batch rather than store it as several, which would not be all or nothing).
 const MAX_ATOMIC: usize = 1_000;
 
 /// JetStream's answer to an atomic batch holding a `Nats-Msg-Id` it has stored before.
@@ -1104,13 +1105,15 @@ impl Log for JetStreamLog {
             if events.len() == 1 {
                 return self.publish_with_retry(&events, &to).await;
             }
-            let mut out = Vec::with_capacity(events.len());
-            for start in (0..events.len()).step_by(MAX_ATOMIC) {
-                let end = (start + MAX_ATOMIC).min(events.len());
-                out.extend(self.publish_atomic(&events[start..end], &to[start..end]).await?);
+            if events.len() > MAX_ATOMIC {
+                return Err(LogError::Unavailable(format!("{} events in one atomic batch; at most {MAX_ATOMIC}", events.len())));
             }
-            Ok(out)
+            self.publish_atomic(&events, &to).await
         })
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_ATOMIC
     }
 
     /// Pipelined single publishes: JetStream commits an atomic batch as a unit, which a stream
