@@ -116,9 +116,13 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the log answers.
+/// Ready when the log answers and, on a shared history, this node's tail follows it (else its
+/// subscribers would see nothing new).
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     match app.bus.log().bounds(Stream::All).await {
+        Ok(_) if app.bus.log().stats().tail.is_some_and(|t| !t.following) => {
+            ApiError::unavailable("the JetStream tail is not following the stream").into_response()
+        }
         Ok(_) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => ApiError::unavailable(e.to_string()).into_response(),
     }

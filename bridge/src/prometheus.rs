@@ -141,6 +141,12 @@ fn log(app: &App, s: &mut String) {
     single(s, "switchyard_log_head_id", "Newest event id.", "gauge", log.head.get());
     single(s, "switchyard_log_oldest_id", "Oldest event id held.", "gauge", log.oldest.get());
     single(s, "switchyard_log_events", "Events held.", "gauge", log.stored);
+    if let Some(tail) = log.tail {
+        let help = "1 while this node's tail follows the shared stream (JetStream), 0 while it is down.";
+        single(s, "switchyard_log_tail_following", help, "gauge", u64::from(tail.following));
+        let help = "Events stored in the shared stream that this node has not yet handed to its subscribers.";
+        single(s, "switchyard_log_tail_behind_events", help, "gauge", tail.behind);
+    }
     if let Some(bytes) = log.size_bytes {
         single(s, "switchyard_log_size_bytes", "The log's file size on disk.", "gauge", bytes);
     }

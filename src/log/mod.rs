@@ -288,6 +288,16 @@ pub struct LogStats {
     /// Durations of durable commits (one per group commit, and each deferred fsync), where
     /// the backend commits itself.
     pub commits: Option<crate::metrics::Buckets>,
+    /// Where this node follows a shared history (JetStream): whether its tail is up, and how
+    /// many stored events it has not yet handed to its subscribers. `None`: the node is the
+    /// history's only writer, and hands out every event it commits.
+    pub tail: Option<TailStats>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TailStats {
+    pub following: bool,
+    pub behind: u64,
 }
 
 /// The history. Implementations: [`embedded::EmbeddedLog`] (redb), [`jetstream::JetStreamLog`]

@@ -180,8 +180,18 @@ async fn a_node_recovers_when_nats_restarts_without_restarting_itself() {
     };
     assert_eq!(ready(&a).await, 200);
 
+    let following = |p: &Process| {
+        let url = format!("{}/metrics", p.http_url);
+        async move {
+            let text = http().get(url).send().await.ok()?.text().await.ok()?;
+            text.lines().find_map(|l| l.strip_prefix("switchyard_log_tail_following ").map(str::to_owned))
+        }
+    };
+    assert_eq!(following(&a).await.as_deref(), Some("1"));
+
     drop(server);
     wait_for("not ready while NATS is down", || async { (ready(&a).await == 503).then_some(()) }).await;
+    wait_for("the tail says it is not following", || async { (following(&a).await? == "0").then_some(()) }).await;
     let r = http()
         .post(format!("{}/api/events", a.http_url))
         .bearer_auth(a.token("acme", Role::Publish))
@@ -197,6 +207,7 @@ async fn a_node_recovers_when_nats_restarts_without_restarting_itself() {
 
     let _server = spec.start();
     wait_for("ready again", || async { (ready(&a).await == 200).then_some(()) }).await;
+    assert_eq!(following(&a).await.as_deref(), Some("1"), "ready means the tail follows again");
     let after = publish_http(&a, "after-", 3).await;
     assert_eq!(after[0], before[2] + 1, "the refused publish was not stored behind the client's back");
     assert_eq!(sse.ids(3).await, after, "the open stream goes on: the node's tail resumed by sequence");

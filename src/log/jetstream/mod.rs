@@ -1106,7 +1106,10 @@ impl Log for JetStreamLog {
                 return self.publish_with_retry(&events, &to).await;
             }
             if events.len() > MAX_ATOMIC {
-                return Err(LogError::Unavailable(format!("{} events in one atomic batch; at most {MAX_ATOMIC}", events.len())));
+                return Err(LogError::Unavailable(format!(
+                    "{} events in one atomic batch; at most {MAX_ATOMIC}",
+                    events.len()
+                )));
             }
             self.publish_atomic(&events, &to).await
         })
@@ -1162,10 +1165,16 @@ impl Log for JetStreamLog {
 
     /// As of the last bounds check (every resume, poll and readiness probe asks).
     fn stats(&self) -> LogStats {
+        let head = self.head.load(Ordering::Relaxed);
         LogStats {
-            head: EventId(self.head.load(Ordering::Relaxed)),
+            head: EventId(head),
             oldest: EventId(self.oldest.load(Ordering::Relaxed)),
             stored: self.stored.load(Ordering::Relaxed),
+            tail: Some(super::TailStats {
+                // A consumer kept across a lost connection delivers nothing until NATS is back.
+                following: self.tailing() && self.connected().is_ok(),
+                behind: head.saturating_sub(self.applied.seen.load(Ordering::Acquire)),
+            }),
             ..LogStats::default()
         }
     }
