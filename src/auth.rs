@@ -275,6 +275,11 @@ impl Revocations {
         self.0.read().unwrap_or_else(|e| e.into_inner()).values().map(HashMap::len).sum()
     }
 
+    /// Revocations outstanding for `tenant`.
+    pub fn count(&self, tenant: &str) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).get(tenant).map_or(0, HashMap::len)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -421,6 +426,10 @@ impl Verifier {
             v.validate_nbf = true;
             v.required_spec_claims = ["exp".to_owned()].into();
             match jsonwebtoken::decode::<Claims>(token, key, &v) {
+                // A revocation is kept until `exp`: a token living longer could outlast it.
+                Ok(data) if data.claims.exp > now_secs() + MAX_TOKEN_LIFETIME_SECS + self.leeway => {
+                    return Err(AuthError::Invalid("exp is more than 366 days away".into()));
+                }
                 Ok(data) => return Ok((Principal::from_claims(&data.claims)?, data.claims.exp)),
                 Err(e) => {
                     last = match e.kind() {
@@ -469,6 +478,10 @@ impl Signer {
         })
     }
 }
+
+/// The longest a token may live: one with `exp` further away is refused, so a revocation
+/// never needs keeping longer than this.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 366 * 24 * 3600;
 
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

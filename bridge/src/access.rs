@@ -193,7 +193,7 @@ impl Access {
         if self.verifier.revocations().is_revoked(&who) {
             return Err(("revoked", AuthError::Revoked.into()));
         }
-        match self.ledger.first_use(&body.nonce, body.exp).await {
+        match self.ledger.first_use(&body.claims.tenant, &body.nonce, body.exp).await {
             Ok(true) => Ok(who),
             Ok(false) => Err(bad("used")),
             Err(e) => Err(("unavailable", e.into())),

@@ -415,7 +415,7 @@ pub async fn revoke(State(app): State<Arc<App>>, req: axum::extract::Request) ->
             .map(|t| t.to_string())
             .ok_or_else(|| ApiError::bad_request("invalid_tenant", "tenant", "name the tenant"))?,
     };
-    let revoked = switchyard::ledger::Revoked { tenant, jti: r.jti, exp };
+    let revoked = switchyard::ledger::Revoked::new(tenant, r.jti, exp);
     tracing::info!(tenant = %revoked.tenant, by = %who.token_id, "token revoked");
     app.access.ledger.revoke(revoked.clone()).await?;
     Ok((

@@ -80,8 +80,8 @@ enum Command {
         /// Comma-separated channel globs the token allows (default: all).
         #[arg(long, value_delimiter = ',')]
         channels: Vec<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds (at most 366 days: a longer-lived token is refused).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=switchyard::auth::MAX_TOKEN_LIFETIME_SECS))]
         ttl: u64,
         #[arg(long, default_value = "./data", env = "SWITCHYARD_DATA_DIR")]
         data_dir: PathBuf,

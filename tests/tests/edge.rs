@@ -332,3 +332,43 @@ async fn nothing_is_delivered_after_a_token_expires() {
     publishing.await.unwrap();
     server.stop().await;
 }
+
+/// One tenant's admin revoking as fast as it can (400 at once, each appended and synced off the
+/// runtime) holds nobody else up: another tenant's revocation and ticket redemption succeed
+/// meanwhile. (The per-tenant caps that keep a flood to its own share are shown by
+/// `ledger::tests`: 10,000 revocations and 10,000 redeemed tickets a tenant.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_flooding_revocations_leaves_room_for_others() {
+    let server = Server::start().await;
+    let url = |p: &str| format!("{}{p}", server.http_url);
+    let flood_admin = server.token("flood", Role::Admin, &[]);
+    let revoke = |token: String, jti: String| {
+        switchyard_tests::http()
+            .post(url("/api/tokens/revoke"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "jti": jti }))
+            .send()
+    };
+    let flood = tokio::spawn({
+        let calls: Vec<_> = (0..400).map(|i| revoke(flood_admin.clone(), format!("f{i}"))).collect();
+        async move { futures::future::join_all(calls).await }
+    });
+    // Meanwhile acme revokes, and redeems a ticket.
+    let started = std::time::Instant::now();
+    let r = revoke(server.token("acme", Role::Admin, &[]), "leaked".into()).await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let sub = server.token("acme", Role::Subscribe, &[]);
+    let ticket = switchyard_tests::post_json(&url("/api/sse/ticket"), &sub, &serde_json::json!({})).await;
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let r = switchyard_tests::http()
+        .get(url(&format!("/api/events?channels=alerts&ticket={ticket}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let took = started.elapsed();
+    let flooded = flood.await.unwrap();
+    assert!(flooded.iter().all(|r| r.as_ref().is_ok_and(|r| r.status() == 200)), "within the tenant's share");
+    assert!(took < std::time::Duration::from_secs(10), "acme waited {took:?}");
+    server.stop().await;
+}
