@@ -6,11 +6,17 @@
 //! that want it, and a record is shared by `Arc`, never copied per subscriber.
 //! A subscriber that falls behind the ring gets `Lagged` and catches up from
 //! the log (see [`crate::subscription`]); publishers never wait for anyone.
-//! The hub also counts what passes through it, for `Stats` and `/api/sse/status`.
+//! The hub also counts what passes through it, for `Stats` and `/api/sse/status`: by labels
+//! from bounded sets (catalog types, every custom type as `custom`; channels with every
+//! `jobs/<id>` as `jobs/*`), so what a tenant names never grows the counters or shows in them,
+//! and in atomics a reader sums without holding up a publish.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use tokio::sync::broadcast;
@@ -32,7 +38,59 @@ struct Inner {
     ring: usize,
     // std Mutex: held only to look up senders and bump counters, never across an await.
     streams: Mutex<HashMap<Stream, broadcast::Sender<Arc<Record>>>>,
-    counters: Mutex<Counters>,
+    total: AtomicU64,
+    tenants: RwLock<HashMap<String, Arc<TenantCells>>>,
+}
+
+/// One tenant's counts, bumped by the publish path under read locks only (a label's first
+/// count, from a bounded set, takes its map's write lock once).
+#[derive(Default)]
+struct TenantCells {
+    total: AtomicU64,
+    types: Tally,
+    channels: Tally,
+}
+
+#[derive(Default)]
+struct Tally(RwLock<HashMap<String, AtomicU64>>);
+
+impl Tally {
+    fn bump(&self, label: &str) {
+        if let Some(n) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(label) {
+            n.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(label.to_owned())
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> BTreeMap<String, u64> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, n)| (k.clone(), n.load(Ordering::Relaxed))).collect()
+    }
+}
+
+impl TenantCells {
+    fn read(&self) -> TenantCounters {
+        TenantCounters {
+            total: self.total.load(Ordering::Relaxed),
+            by_type: self.types.read(),
+            by_channel: self.channels.read(),
+        }
+    }
+}
+
+/// The label a record's type is counted under: its catalog name, or `custom` for any type a
+/// publisher named itself.
+pub fn type_label(r: &Record) -> &str {
+    match crate::catalog::Catalog::global().by_name(r.type_name()) {
+        Some(_) => r.type_name(),
+        None => "custom",
+    }
 }
 
 /// What has been published, per tenant.
@@ -61,7 +119,8 @@ impl Hub {
             inner: Arc::new(Inner {
                 ring: ring.max(16),
                 streams: Mutex::new(HashMap::new()),
-                counters: Mutex::new(Counters::default()),
+                total: AtomicU64::new(0),
+                tenants: RwLock::default(),
             }),
         }
     }
@@ -128,27 +187,45 @@ impl Hub {
                 }
             }
         }
-        let mut c = self.inner.counters.lock().unwrap_or_else(|e| e.into_inner());
-        c.total += records.len() as u64;
+        self.inner.total.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let mut cells: Option<(&Tenant, Arc<TenantCells>)> = None;
         for r in records {
-            let t = match c.by_tenant.get_mut(r.tenant.as_str()) {
-                Some(t) => t,
-                None => c.by_tenant.entry(r.tenant.to_string()).or_default(),
+            // A batch is mostly one tenant's: its cells are looked up once.
+            let t = match &cells {
+                Some((tenant, c)) if *tenant == &r.tenant => c.clone(),
+                _ => {
+                    let c = self.cells(&r.tenant);
+                    cells = Some((&r.tenant, c.clone()));
+                    c
+                }
             };
-            t.total += 1;
-            bump(&mut t.by_type, r.type_name());
+            t.total.fetch_add(1, Ordering::Relaxed);
+            t.types.bump(type_label(r));
             for ch in &r.routing.channels {
-                bump(&mut t.by_channel, ch.as_str());
+                t.channels.bump(&crate::metrics::channel_label(ch.as_str()));
             }
         }
     }
 
+    fn cells(&self, tenant: &Tenant) -> Arc<TenantCells> {
+        if let Some(c) = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner()).get(tenant.as_str()) {
+            return c.clone();
+        }
+        self.inner.tenants.write().unwrap_or_else(|e| e.into_inner()).entry(tenant.to_string()).or_default().clone()
+    }
+
+    /// What has been published so far, summed from the counters without holding up a publish.
     pub fn counters(&self) -> Counters {
-        self.inner.counters.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let tenants = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner());
+        Counters {
+            total: self.inner.total.load(Ordering::Relaxed),
+            by_tenant: tenants.iter().map(|(t, c)| (t.clone(), c.read())).collect(),
+        }
     }
 
     pub fn tenant_counters(&self, tenant: &Tenant) -> TenantCounters {
-        self.counters().by_tenant.get(tenant.as_str()).cloned().unwrap_or_default()
+        let tenants = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner());
+        tenants.get(tenant.as_str()).map(|c| c.read()).unwrap_or_default()
     }
 }
 
@@ -187,14 +264,6 @@ impl Drop for Receiver {
 }
 
 /// Counts without allocating a key for names already present (the common case).
-fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_owned(), 1);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

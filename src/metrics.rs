@@ -184,6 +184,15 @@ impl Deliveries {
     }
 }
 
+/// The label one channel is counted under: its name, or `<prefix>/*` for a keyed channel
+/// (`jobs/<id>`), whose ids are the publisher's and unbounded.
+pub fn channel_label(channel: &str) -> std::borrow::Cow<'_, str> {
+    match channel.split_once('/') {
+        Some((prefix, _)) => format!("{prefix}/*").into(),
+        None => channel.into(),
+    }
+}
+
 /// The labels a subscription to `channels` is counted under: catalog and configured channels
 /// by name, every `jobs/<id>` as `jobs/*` (ids are unbounded; a label per id would be a
 /// cardinality bomb), and `*` for a subscription to every channel it may see.
@@ -191,13 +200,7 @@ fn channel_labels(channels: &[String]) -> Vec<String> {
     if channels.is_empty() {
         return vec!["*".to_owned()];
     }
-    let mut labels: Vec<String> = channels
-        .iter()
-        .map(|c| match c.split_once('/') {
-            Some((prefix, _)) => format!("{prefix}/*"),
-            None => c.clone(),
-        })
-        .collect();
+    let mut labels: Vec<String> = channels.iter().map(|c| channel_label(c).into_owned()).collect();
     labels.sort();
     labels.dedup();
     labels

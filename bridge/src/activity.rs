@@ -42,16 +42,10 @@ pub fn activity(app: &App, scope: &TenantScope) -> Value {
     // A refusal before verification has no tenant: only the system admin sees those.
     let webhooks: Vec<Value> = app
         .metrics
-        .recent_webhooks
-        .lock()
-        .map(|r| {
-            r.iter()
-                .rev()
-                .filter(|w| w.tenant.as_deref().is_some_and(&mine) || matches!(scope, TenantScope::All))
-                .map(|w| json!(w))
-                .collect()
-        })
-        .unwrap_or_default();
+        .recent_webhooks(|t| t.is_some_and(&mine) || matches!(scope, TenantScope::All))
+        .iter()
+        .map(|w| json!(w))
+        .collect();
     let mut out = json!({ "connectors": connectors, "webhooks": webhooks });
     if matches!(scope, TenantScope::All) {
         out["delivery"] = delivery(app);

@@ -22,11 +22,13 @@ pub struct Metrics {
     /// Webhook deliveries by source and outcome (`stored`, `answered`, or the refusal's code).
     /// Sources are configured names and outcomes a fixed set, so the label space is bounded.
     pub webhooks: Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// The latest [`RECENT`] webhook deliveries, newest last.
-    pub recent_webhooks: Mutex<VecDeque<Seen>>,
+    /// The latest [`RECENT`] webhook deliveries of each tenant (and of those refused before a
+    /// tenant was known), newest last: one tenant's flood of deliveries never pushes another's
+    /// out of the console. Tenants here are the configured sources', so the map is bounded.
+    pub recent_webhooks: Mutex<BTreeMap<Option<String>, VecDeque<Seen>>>,
 }
 
-/// Webhook deliveries the console keeps.
+/// Webhook deliveries the console keeps, per tenant.
 pub const RECENT: usize = 50;
 
 /// One webhook delivery as an operator sees it: when, from which source, what came of it and
@@ -89,11 +91,23 @@ impl Metrics {
             *m.entry((seen.source.clone(), seen.outcome)).or_default() += 1;
         }
         if let Ok(mut recent) = self.recent_webhooks.lock() {
+            let recent = recent.entry(seen.tenant.clone()).or_default();
             if recent.len() == RECENT {
                 recent.pop_front();
             }
             recent.push_back(seen);
         }
+    }
+
+    /// The recent deliveries `allowed` (by tenant; `None`: refused before a tenant was known),
+    /// newest first, at most [`RECENT`].
+    pub fn recent_webhooks(&self, allowed: impl Fn(Option<&str>) -> bool) -> Vec<Seen> {
+        let Ok(recent) = self.recent_webhooks.lock() else { return Vec::new() };
+        let mut seen: Vec<Seen> =
+            recent.iter().filter(|(t, _)| allowed(t.as_deref())).flat_map(|(_, r)| r.iter().rev().cloned()).collect();
+        seen.sort_by_key(|w| std::cmp::Reverse(w.at_ms));
+        seen.truncate(RECENT);
+        seen
     }
 }
 
@@ -110,11 +124,27 @@ mod tests {
             seen.reason(&format!("{i}: forged\nINFO fake line{}", "x".repeat(500)));
             m.webhook(seen);
         }
-        let recent = m.recent_webhooks.lock().unwrap();
+        let recent = m.recent_webhooks(|_| true);
         assert_eq!(recent.len(), RECENT);
-        let newest = recent.back().unwrap().reason.clone().unwrap();
+        let newest = recent[0].reason.clone().unwrap();
         assert!(newest.starts_with(&format!("{}: forged", RECENT + 4)), "{newest}");
         assert!(!newest.contains('\n') && newest.chars().count() == REASON_CHARS, "{newest}");
         assert_eq!(m.webhooks.lock().unwrap()[&("billing".to_owned(), "invalid_signature")], (RECENT + 5) as u64);
+    }
+
+    #[test]
+    fn one_tenants_flood_of_deliveries_leaves_anothers_in_the_console() {
+        let m = Metrics::default();
+        let mut mine = Seen::new("shopify");
+        mine.tenant = Some("acme".into());
+        m.webhook(mine);
+        for _ in 0..1_000 {
+            let mut flood = Seen::new("billing");
+            flood.tenant = Some("flood".into());
+            m.webhook(flood);
+        }
+        let acme = m.recent_webhooks(|t| t == Some("acme"));
+        assert_eq!(acme.len(), 1, "acme's delivery is still listed");
+        assert_eq!(m.recent_webhooks(|t| t == Some("flood")).len(), RECENT);
     }
 }

@@ -372,3 +372,45 @@ async fn a_tenant_flooding_revocations_leaves_room_for_others() {
     assert!(took < std::time::Duration::from_secs(10), "acme waited {took:?}");
     server.stop().await;
 }
+
+/// Custom type names and job ids are the publisher's to choose: 5,000 of each leave `/metrics`
+/// with the same series (custom types counted as `custom`, jobs as `jobs/*`), and neither
+/// `/metrics` nor the system admin's status prints one of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_status_never_grow_with_names_tenants_choose() {
+    let server = Server::start().await;
+    let token = server.token("acme", Role::Publish, &[]);
+    let url = format!("{}/api/events", server.http_url);
+    let publish =
+        |events: Vec<serde_json::Value>| switchyard_tests::http().post(&url).bearer_auth(&token).json(&events).send();
+    let custom = |i: usize| serde_json::json!({"type": format!("acme:thing-{i}"), "channels": ["alerts"], "data": {}});
+    let job = |i: usize| serde_json::json!({"type": "import:job-progress", "key": format!("job-{i}"), "data": {"jobId": format!("job-{i}"), "percent": 1}});
+    assert_eq!(publish(vec![custom(0), job(0)]).await.unwrap().status(), 201);
+    let series = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_owned()))
+            .collect()
+    };
+    let metrics = || async {
+        switchyard_tests::http().get(format!("{}/metrics", server.http_url)).send().await.unwrap().text().await.unwrap()
+    };
+    let before = series(&metrics().await);
+    for chunk in (1..5_001).collect::<Vec<_>>().chunks(1_000) {
+        let r = publish(chunk.iter().flat_map(|&i| [custom(i), job(i)]).collect()).await.unwrap();
+        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    }
+    let text = metrics().await;
+    assert_eq!(series(&text), before, "the same series after 5,000 custom types and jobs");
+    assert!(!text.contains("thing-4999") && !text.contains("job-4999"), "no tenant-chosen name printed");
+    assert!(text.contains("switchyard_published_total{type=\"custom\"}"), "custom types counted as one");
+    let status = switchyard_tests::get_json(
+        &format!("{}/api/sse/status", server.http_url),
+        &server.token("*", Role::Admin, &[]),
+    )
+    .await;
+    let status = status.to_string();
+    assert!(!status.contains("thing-4999") && !status.contains("job-4999"), "status names none either");
+    assert!(status.contains("jobs/*"), "jobs counted as jobs/*");
+    server.stop().await;
+}
