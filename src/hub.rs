@@ -263,7 +263,6 @@ impl Drop for Receiver {
     }
 }
 
-/// Counts without allocating a key for names already present (the common case).
 
 #[cfg(test)]
 mod tests {
