@@ -263,7 +263,6 @@ impl Drop for Receiver {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

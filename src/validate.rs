@@ -209,7 +209,31 @@ fn check_provenance(who: &Principal, event: &Event) -> Result<(), PublishError> 
             ),
         ));
     }
+    // What the dashboard and console say about a connector's health comes from the connector.
+    if let Some(name) = connector_health_type(event)
+        && !event.source.starts_with("connector:")
+    {
+        return Err(PublishError::invalid(
+            Kind::ReservedType,
+            "event.type",
+            format!(
+                "'{name}': connector health (`*:sync-status`, `*:sync-error`) is reported only by connectors (source connector:<name>)"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The type's name when it is a connector's health report (`<source>:sync-status`, the
+/// snapshot the dashboard and console show, or `<source>:sync-error`), catalog or custom.
+fn connector_health_type(event: &Event) -> Option<String> {
+    let name = match &event.payload {
+        Some(Payload::Custom(c)) => c.r#type.clone(),
+        Some(p) => crate::catalog::Catalog::global().by_field(p.field_number())?.name.to_string(),
+        None => return None,
+    };
+    let (_, kind) = name.split_once(':')?;
+    matches!(kind, "sync-status" | "sync-error").then_some(name)
 }
 
 /// Validates one event published by `who`.
@@ -402,5 +426,16 @@ mod tests {
             assert!(accept(&Principal::system(), system, &p).is_ok());
         }
         assert!(accept(&admin, sourced("erp:nightly"), &p).is_ok());
+        // Connector health is a connector's to report, catalog type or custom.
+        let status = crate::json::event_from_json(serde_json::json!({
+            "type": "xero:sync-status", "key": "xero", "data": {"ok": true}
+        }))
+        .unwrap();
+        for e in [status.clone(), custom("acme:sync-status"), custom("acme:sync-error")] {
+            assert_eq!(field_of(accept(&admin, e, &p)), ("reserved_type", "event.type"));
+        }
+        let from_connector = Event { tenant: "acme".into(), source: "connector:xero".into(), ..status };
+        assert!(accept(&Principal::system(), from_connector, &p).is_ok());
+        assert!(accept(&admin, custom("acme:sync-summary"), &p).is_ok(), "only the health kinds");
     }
 }

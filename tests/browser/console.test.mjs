@@ -54,7 +54,7 @@ test('console: admin sign-in, live counts, webhooks, connectors and the event in
   assert.match(sendOrder(server, 'shpss_wrong'), /^401 /);
   // A connector reports a failed run (as connectors publish it).
   const next = new Date(Date.now() + 15000).toISOString();
-  await publish(server, pub, [{ type: 'xero:sync-status', key: 'xero', data: {
+  await publish(server, admin, [{ type: 'xero:sync-status', key: 'xero', tenant: 'acme', source: 'connector:xero', data: {
     ok: false, code: 'rate_limited', error: 'Xero balance sheet: still HTTP 429 after 4 attempts',
     failingSince: new Date().toISOString(), nextRun: next, duration: '2.5s', runId: 'run-7' } }]);
 
@@ -122,9 +122,9 @@ test('console: admin sign-in, live counts, webhooks, connectors and the event in
   // The channel filter subscribes to that channel only: an alert arrives, a sync status does not.
   await page.selectOption('#f-channel', 'alerts');
   await until('the alert', async () => {
-    await publish(server, pub, [
-      { type: 'xero:sync-status', key: 'xero', data: { ok: true, lastSuccess: new Date().toISOString() } },
-      { type: 'alert:info', data: { title: 'on alerts' } },
+    await publish(server, admin, [
+      { type: 'xero:sync-status', key: 'xero', tenant: 'acme', source: 'connector:xero', data: { ok: true, lastSuccess: new Date().toISOString() } },
+      { type: 'alert:info', tenant: 'acme', data: { title: 'on alerts' } },
     ]);
     await new Promise((r) => setTimeout(r, 200));
     return (await page.locator('#events button').count()) >= 1;

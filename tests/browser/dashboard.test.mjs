@@ -4,7 +4,7 @@
 // EventSource disabled the polling fallback still delivers. Screenshots go to tests/artifacts.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { start, stop, publish, until } from './server.mjs';
+import { start, stop, publish, token, until } from './server.mjs';
 import { SHOTS, harness, sendOrder } from './browser.mjs';
 
 const h = harness();
@@ -169,14 +169,15 @@ test('dashboard: opening and reloading show every figure within 1 s; a completed
 });
 
 test('dashboard: a failing source keeps its last good figures, says why; toasts stay calm', async () => {
-  const { server, sub, pub } = await setup();
+  const { dir, server, sub, pub } = await setup();
   const lastGood = new Date(Date.now() - 3 * 60 * 1000).toISOString();
-  // Earlier: a good Xero sync; since then every sync fails. And a busy history of alerts.
-  await publishJson(server, pub, [
-    FIGURES[4],
-    { type: 'xero:sync-status', key: 'xero', data: { ok: false, lastSuccess: lastGood, error: 'Xero balance sheet: HTTP 503', code: 'upstream_error', failingSince: lastGood } },
-    ...Array.from({ length: 10 }, (_, i) => ({ type: 'alert:warning', data: { title: `old alert ${i}` } })),
+  // Earlier: a good Xero sync; since then every sync fails (as the connector reports it). And a
+  // busy history of alerts.
+  await publishJson(server, pub, [FIGURES[4]]);
+  await publishJson(server, token(dir, '*', 'admin'), [
+    { type: 'xero:sync-status', key: 'xero', tenant: 'acme', source: 'connector:xero', data: { ok: false, lastSuccess: lastGood, error: 'Xero balance sheet: HTTP 503', code: 'upstream_error', failingSince: lastGood } },
   ]);
+  await publishJson(server, pub, Array.from({ length: 10 }, (_, i) => ({ type: 'alert:warning', data: { title: `old alert ${i}` } })));
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   await page.goto(`${server.http}/#token=${sub}`);
   await until('the state', async () => (await page.getAttribute('body', 'data-as-of')) !== null, 5000);
