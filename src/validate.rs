@@ -236,6 +236,18 @@ fn connector_health_type(event: &Event) -> Option<String> {
     matches!(kind, "sync-status" | "sync-error").then_some(name)
 }
 
+/// The key an event is deduplicated by within its tenant: its idempotency key, scoped by its
+/// source, so a publisher who knows (or guesses) a webhook delivery's key cannot store an
+/// event under it first and have the genuine delivery answered as a duplicate. Events without
+/// a source keep their key as it is.
+fn dedupe_key(event: &Event) -> Option<String> {
+    match (event.idempotency_key.as_str(), event.source.as_str()) {
+        ("", _) => None,
+        (key, "") => Some(key.to_owned()),
+        (key, source) => Some(format!("{source}\u{1f}{key}")),
+    }
+}
+
 /// Validates one event published by `who`.
 pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Accepted, PublishError> {
     who.require(Role::Publish)?;
@@ -280,7 +292,7 @@ pub fn accept(who: &Principal, mut event: Event, policy: &Policy) -> Result<Acce
             format!("encoded event is {} bytes; the limit is {}", body.len(), policy.max_event_bytes),
         ));
     }
-    let idempotency_key = (!event.idempotency_key.is_empty()).then(|| event.idempotency_key.clone());
+    let idempotency_key = dedupe_key(&event);
     Ok(Accepted { tenant, routing, event, body: body.into(), idempotency_key })
 }
 
@@ -437,5 +449,17 @@ mod tests {
         let from_connector = Event { tenant: "acme".into(), source: "connector:xero".into(), ..status };
         assert!(accept(&Principal::system(), from_connector, &p).is_ok());
         assert!(accept(&admin, custom("acme:sync-summary"), &p).is_ok(), "only the health kinds");
+    }
+
+    #[test]
+    fn idempotency_keys_are_scoped_by_source() {
+        let p = Policy::default();
+        let acme = who("acme", Role::Publish, &[]);
+        let keyed = |source: &str| Event { idempotency_key: "shopify-delivery-1".into(), source: source.into(), ..alert() };
+        let mine = accept(&acme, keyed(""), &p).unwrap().idempotency_key;
+        let hook = Event { tenant: "acme".into(), ..keyed("webhook:shopify") };
+        let theirs = accept(&Principal::system(), hook, &p).unwrap().idempotency_key;
+        assert_ne!(mine, theirs, "a tenant's key cannot pre-empt a webhook's");
+        assert_eq!(mine.as_deref(), Some("shopify-delivery-1"), "keys without a source are kept as they are");
     }
 }
