@@ -455,7 +455,8 @@ mod tests {
     fn idempotency_keys_are_scoped_by_source() {
         let p = Policy::default();
         let acme = who("acme", Role::Publish, &[]);
-        let keyed = |source: &str| Event { idempotency_key: "shopify-delivery-1".into(), source: source.into(), ..alert() };
+        let keyed =
+            |source: &str| Event { idempotency_key: "shopify-delivery-1".into(), source: source.into(), ..alert() };
         let mine = accept(&acme, keyed(""), &p).unwrap().idempotency_key;
         let hook = Event { tenant: "acme".into(), ..keyed("webhook:shopify") };
         let theirs = accept(&Principal::system(), hook, &p).unwrap().idempotency_key;

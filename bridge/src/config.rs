@@ -354,7 +354,9 @@ impl Default for SseConfig {
             max_per_token: 64,
             stall_timeout_secs: 30,
             max_pending_connections: 1024,
-            max_pending_per_ip: 0,
+            // A quarter of the pending slots: one address cannot take them all, and a proxy's
+            // address (every client's, behind it) still has room for bursts of new connections.
+            max_pending_per_ip: 256,
             max_connections_per_ip: 0,
             idle_timeout_secs: 30,
         }

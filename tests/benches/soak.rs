@@ -345,7 +345,7 @@ fn main() {
         std::fs::write(
             &config,
             format!(
-                "[log]\ncache_mib = {cache}\n[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n\
+                "[log]\ncache_mib = {cache}\n[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\nmax_pending_per_ip = 0\n\
                  [webhooks.shopify]\nsecrets = [\"soak-secret\"]\n[webhooks.shopify.shops]\n\"{SHOP}\" = \"soak\"\n"
             ),
         )

@@ -319,7 +319,7 @@ fn switchyard(otlp: Option<std::net::SocketAddr>) -> Process {
     let dir = tempfile::tempdir().expect("tempdir").keep();
     // One tenant holds every connection here; lift the per-tenant cap to the process cap.
     let config = dir.join("bench.toml");
-    let mut toml = "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\n".to_owned();
+    let mut toml = "[sse]\nmax_connections = 19500\nmax_per_tenant = 19500\nmax_pending_per_ip = 0\n".to_owned();
     if let Some(addr) = otlp {
         toml += &format!("[telemetry]\notlp_endpoint = \"http://{addr}\"\n");
     }

@@ -800,7 +800,10 @@ async fn a_revoked_token_is_refused_with_its_tickets_and_its_streams_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_no_request_or_idle_between_requests_are_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let p = Process::serve(dir.path(), &[]);
+    // One address opens them all: no per-address cap here (that has its own test).
+    let config = dir.path().join("one-address.toml");
+    std::fs::write(&config, "[sse]\nmax_pending_per_ip = 0\n").unwrap();
+    let p = Process::serve(dir.path(), &["--config", config.to_str().unwrap()]);
     let addr = p.http_url.trim_start_matches("http://").to_owned();
     let before = fds(p.pid());
     // 300 connections that never send a byte, and 20 that send one request and then idle.
@@ -949,9 +952,13 @@ async fn cookies_publish_only_same_origin_json_and_bodies_are_read_after_auth() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_without_a_request_are_capped() {
-    let server = Server::start_with(|c| c.sse.max_pending_connections = 50).await;
+    let server = Server::start_with(|c| {
+        c.sse.max_pending_connections = 50;
+        c.sse.max_pending_per_ip = 0;
+    })
+    .await;
     let addr = server.running.http_addr;
-    // (One address here, so this also shows `max_pending_per_ip` is off by default.)
+    // (One address here, with no per-address cap: the total cap alone.)
     // Past the cap, connections are closed at once: read sees EOF well before the header timeout.
     let (silent, closed_at_once) = switchyard_tests::silent_connections(addr, 100).await;
     assert!(closed_at_once >= 50, "only {closed_at_once} of 100 closed at once with a cap of 50");

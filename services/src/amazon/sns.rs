@@ -75,9 +75,15 @@ pub enum Reject {
 const MAX_AGE_MS: u64 = 3_600_000 + 5 * 60_000;
 /// How far ahead a sender's clock may be.
 const MAX_AHEAD_MS: u64 = 5 * 60_000;
-/// New signing certificates fetched per minute at most: an attacker can name many `.pem` URLs
-/// on AWS's hosts, and each fetch is an outbound request made on their behalf.
+/// New signing certificates fetched per minute at most, per topic: an attacker can name many
+/// `.pem` URLs on AWS's hosts, and each fetch is an outbound request made on their behalf; one
+/// topic's messages spending the budget must not stop another's certificate being fetched.
 const FETCHES_PER_MINUTE: u32 = 10;
+/// A certificate URL whose fetch failed is not fetched again for this long (the message is
+/// refused at once, and SNS retries): a bad URL costs one request, not one per message.
+const FAILED_FETCH_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// The longest signature an RSA key SNS signs with gives, base64 (4,096-bit: 684 characters).
+const MAX_SIGNATURE_B64: usize = 700;
 
 /// Whether `host` is `sns.<region>.amazonaws.com` or its China form, as AWS's validators check.
 fn is_sns_host(host: &str) -> bool {
@@ -148,8 +154,11 @@ pub fn verify_with(key: &RsaPublicKey, m: &Message) -> Result<(), Reject> {
 pub struct Verifier {
     https: Arc<dyn Fetch>,
     keys: Mutex<HashMap<String, Arc<RsaPublicKey>>>,
-    /// The current minute's start and the certificates fetched in it.
-    fetches: Mutex<(std::time::Instant, u32)>,
+    /// Per topic (configured ones only reach here): the current minute's start and the
+    /// certificates fetched in it.
+    fetches: Mutex<HashMap<String, (std::time::Instant, u32)>>,
+    /// Certificate URLs whose fetch failed, and when, at most [`CACHE_CAP`].
+    failed: Mutex<HashMap<String, (std::time::Instant, String)>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -160,7 +169,7 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn new(https: Arc<dyn Fetch>) -> Self {
-        Self { https, keys: Mutex::default(), fetches: Mutex::new((std::time::Instant::now(), 0)) }
+        Self { https, keys: Mutex::default(), fetches: Mutex::default(), failed: Mutex::default() }
     }
 
     /// The fetcher, for subscription confirmations.
@@ -168,21 +177,37 @@ impl Verifier {
         self.https.as_ref()
     }
 
-    /// Checks the version, the certificate URL and the message's age first (all free), then
-    /// fetches (or reuses) the key, at most [`FETCHES_PER_MINUTE`] new ones a minute.
+    /// Checks the version, the certificate URL, the message's age and the signature's shape
+    /// first (all free), then fetches (or reuses) the key, at most [`FETCHES_PER_MINUTE`] new
+    /// ones a minute per topic, and a URL that failed not again for [`FAILED_FETCH_TTL`].
     pub async fn verify(&self, m: &Message) -> Result<(), Reject> {
         if !matches!(m.signature_version.as_str(), "1" | "2") {
             return Err(Reject::Version(m.signature_version.chars().take(16).collect()));
         }
         let url = check_url("SigningCertURL", &m.signing_cert_url)?;
         fresh(&m.timestamp, switchyard::log::now_ms())?;
+        let signature = m.signature.trim();
+        if signature.len() > MAX_SIGNATURE_B64 || STANDARD.decode(signature).map_or(true, |s| s.len() < 128) {
+            return Err(Reject::Signature);
+        }
         let cached = self.keys.lock().expect("cert cache lock").get(url.as_str()).cloned();
         let key = match cached {
             Some(key) => key,
             None => {
-                self.may_fetch()?;
-                let pem = self.https.get(url.as_str()).await.map_err(Reject::Fetch)?;
-                let key = Arc::new(public_key(&pem)?);
+                self.failed_recently(url.as_str())?;
+                self.may_fetch(&m.topic_arn)?;
+                let fetched = self.https.get(url.as_str()).await.map_err(Reject::Fetch);
+                let key = match fetched.and_then(|pem| public_key(&pem)) {
+                    Ok(key) => Arc::new(key),
+                    Err(e) => {
+                        let mut failed = self.failed.lock().expect("failed cache lock");
+                        if failed.len() >= CACHE_CAP {
+                            failed.clear();
+                        }
+                        failed.insert(url.to_string(), (std::time::Instant::now(), e.to_string()));
+                        return Err(e);
+                    }
+                };
                 let mut keys = self.keys.lock().expect("cert cache lock");
                 if keys.len() >= CACHE_CAP {
                     keys.clear();
@@ -196,8 +221,9 @@ impl Verifier {
 }
 
 impl Verifier {
-    fn may_fetch(&self) -> Result<(), Reject> {
-        let mut f = self.fetches.lock().expect("fetch counter lock");
+    fn may_fetch(&self, topic: &str) -> Result<(), Reject> {
+        let mut fetches = self.fetches.lock().expect("fetch counter lock");
+        let f = fetches.entry(topic.to_owned()).or_insert_with(|| (std::time::Instant::now(), 0));
         if f.0.elapsed() >= std::time::Duration::from_secs(60) {
             *f = (std::time::Instant::now(), 0);
         }
@@ -206,6 +232,17 @@ impl Verifier {
         }
         f.1 += 1;
         Ok(())
+    }
+
+    /// Refuses at once a URL whose fetch failed within [`FAILED_FETCH_TTL`].
+    fn failed_recently(&self, url: &str) -> Result<(), Reject> {
+        let failed = self.failed.lock().expect("failed cache lock");
+        match failed.get(url) {
+            Some((at, why)) if at.elapsed() < FAILED_FETCH_TTL => {
+                Err(Reject::Fetch(format!("this certificate could not be fetched a moment ago ({why}); retry later")))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -222,6 +259,59 @@ pub fn fresh(timestamp: &str, now_ms: u64) -> Result<(), Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts fetches; every one fails.
+    #[derive(Default)]
+    struct Failing(std::sync::atomic::AtomicUsize);
+
+    impl Fetch for Failing {
+        fn get<'a>(&'a self, _url: &'a str) -> futures::future::BoxFuture<'a, Result<Vec<u8>, String>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async { Err("HTTP 404".to_owned()) })
+        }
+    }
+
+    fn message(topic: &str, cert: &str, signature: &str) -> Message {
+        Message {
+            kind: "Notification".into(),
+            message_id: "m".into(),
+            topic_arn: topic.into(),
+            subject: None,
+            message: "{}".into(),
+            timestamp: now_rfc3339(),
+            token: None,
+            signature_version: "2".into(),
+            signature: signature.into(),
+            signing_cert_url: format!("https://sns.us-east-1.amazonaws.com/{cert}.pem"),
+            subscribe_url: None,
+        }
+    }
+
+    fn now_rfc3339() -> String {
+        crate::period::rfc3339(jiff::Timestamp::now())
+    }
+
+    /// A malformed signature costs no fetch; a failed fetch is not repeated; one topic spending
+    /// its budget leaves another's.
+    #[tokio::test]
+    async fn fetches_are_budgeted_per_topic_failures_cached_and_cheap_checks_first() {
+        let fetch = Arc::new(Failing::default());
+        let v = Verifier::new(fetch.clone());
+        let sig = STANDARD.encode([7u8; 256]);
+        let fetched = || fetch.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(v.verify(&message("t1", "a", "not base64!")).await, Err(Reject::Signature)));
+        assert!(matches!(v.verify(&message("t1", "a", &STANDARD.encode([1u8; 8]))).await, Err(Reject::Signature)));
+        assert_eq!(fetched(), 0, "a signature of the wrong shape fetches nothing");
+        assert!(matches!(v.verify(&message("t1", "a", &sig)).await, Err(Reject::Fetch(_))));
+        assert!(matches!(v.verify(&message("t1", "a", &sig)).await, Err(Reject::Fetch(_))));
+        assert_eq!(fetched(), 1, "a failed certificate is not fetched again at once");
+        for i in 0..20 {
+            let _ = v.verify(&message("t1", &format!("n{i}"), &sig)).await;
+        }
+        assert_eq!(fetched(), FETCHES_PER_MINUTE as usize, "t1's budget is spent");
+        let _ = v.verify(&message("t2", "b", &sig)).await;
+        assert_eq!(fetched(), FETCHES_PER_MINUTE as usize + 1, "t2 still has its own");
+    }
 
     #[test]
     fn only_recent_messages_are_deliveries() {
