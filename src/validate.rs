@@ -236,15 +236,18 @@ fn connector_health_type(event: &Event) -> Option<String> {
     matches!(kind, "sync-status" | "sync-error").then_some(name)
 }
 
-/// The key an event is deduplicated by within its tenant: its idempotency key, scoped by its
-/// source, so a publisher who knows (or guesses) a webhook delivery's key cannot store an
-/// event under it first and have the genuine delivery answered as a duplicate. Events without
-/// a source keep their key as it is.
+/// The key an event is deduplicated by within its tenant: its idempotency key, in one of two
+/// scopes. What the server's own callers store (`webhook:` and `connector:` sources, which only
+/// system principals may set) shares a scope, so an order that arrives both by webhook and by
+/// a connector's poll is stored once; what a tenant publishes is in the other, so a publisher
+/// who knows (or guesses) a delivery's key cannot store an event under it first and have the
+/// genuine delivery answered as a duplicate.
 fn dedupe_key(event: &Event) -> Option<String> {
-    match (event.idempotency_key.as_str(), event.source.as_str()) {
-        ("", _) => None,
-        (key, "") => Some(key.to_owned()),
-        (key, source) => Some(format!("{source}\u{1f}{key}")),
+    let platform = event.source.starts_with("webhook:") || event.source.starts_with("connector:");
+    match event.idempotency_key.as_str() {
+        "" => None,
+        key if platform => Some(format!("platform\u{1f}{key}")),
+        key => Some(key.to_owned()),
     }
 }
 
@@ -452,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_keys_are_scoped_by_source() {
+    fn idempotency_keys_of_the_servers_sources_are_the_servers() {
         let p = Policy::default();
         let acme = who("acme", Role::Publish, &[]);
         let keyed =
@@ -461,6 +464,11 @@ mod tests {
         let hook = Event { tenant: "acme".into(), ..keyed("webhook:shopify") };
         let theirs = accept(&Principal::system(), hook, &p).unwrap().idempotency_key;
         assert_ne!(mine, theirs, "a tenant's key cannot pre-empt a webhook's");
-        assert_eq!(mine.as_deref(), Some("shopify-delivery-1"), "keys without a source are kept as they are");
+        assert_eq!(mine.as_deref(), Some("shopify-delivery-1"), "a tenant's keys are kept as they are");
+        let polled = Event { tenant: "acme".into(), ..keyed("connector:shopify") };
+        let polled = accept(&Principal::system(), polled, &p).unwrap().idempotency_key;
+        assert_eq!(polled, theirs, "a webhook and a connector dedupe one another");
+        let erp = accept(&acme, keyed("erp:nightly"), &p).unwrap().idempotency_key;
+        assert_eq!(erp, mine, "a tenant's own sources share its scope");
     }
 }
