@@ -618,3 +618,42 @@ async fn a_shop_with_its_own_secret_is_verified_with_that_secret_only() {
     assert_eq!(page["events"].as_array().unwrap().len(), 1, "the shop's order reached its tenant: {page}");
     server.stop().await;
 }
+
+/// The shop header is not signed: a body signed with the app's shared secret and delivered for
+/// one shop, replayed under another shop's header (or with a fresh event id), moves nowhere and
+/// is stored nowhere twice.
+#[tokio::test]
+async fn a_signed_shopify_delivery_cannot_be_moved_to_another_shop_or_replayed_as_new() {
+    let server = Server::start_with(|c| {
+        c.webhooks.platforms.insert(
+            "shopify".into(),
+            section(
+                "secrets = [\"app-secret\"]\n[shops]\n\"a.myshopify.com\" = \"acme\"\n\"b.myshopify.com\" = \"beta\"\n",
+            ),
+        );
+    })
+    .await;
+    let url = format!("{}/api/webhooks/shopify", server.http_url);
+    let body = br##"{"id": 99, "name": "#99", "currency": "GBP", "total_price": "5.00", "line_items": []}"##;
+    let send = |shop: &str, event: &str, topic: &str| {
+        let headers = vec![
+            ("X-Shopify-Hmac-Sha256", sign_b64(b"app-secret", &[body])),
+            ("X-Shopify-Topic", topic.to_owned()),
+            ("X-Shopify-Shop-Domain", shop.to_owned()),
+            ("X-Shopify-Event-Id", event.to_owned()),
+        ];
+        let url = url.clone();
+        async move { post(url, &headers, body).await.status() }
+    };
+    assert_eq!(send("a.myshopify.com", "e1", "orders/updated").await, 200);
+    assert_eq!(send("b.myshopify.com", "e1", "orders/updated").await, 401, "not moved to beta");
+    let again = send("a.myshopify.com", "e-fresh", "orders/updated").await;
+    assert_eq!(again, 200, "a replay with a fresh event id is answered...");
+    let count = |tenant: &'static str| {
+        let (url, token) = (format!("{}/api/events", server.http_url), server.token(tenant, Role::Subscribe, &[]));
+        async move { switchyard_tests::get_json(&url, &token).await["events"].as_array().unwrap().len() }
+    };
+    assert_eq!(count("acme").await, 1, "...as the duplicate it is");
+    assert_eq!(count("beta").await, 0);
+    server.stop().await;
+}

@@ -95,6 +95,43 @@ struct Source {
     shop_secrets: BTreeMap<String, Vec<Vec<u8>>>,
     shops: BTreeMap<String, Tenant>,
     thresholds: Thresholds,
+    bound: Bindings,
+}
+
+/// Which shop each signed body was first delivered for, for as long as Shopify retries. The
+/// shop-domain header is not signed: with an app secret shared by many shops, the same signed
+/// body replayed under another shop's header would verify, and land in that shop's tenant.
+/// Here it is refused. (Per node: on a cluster a replay sent to another node is caught only by
+/// that node's own memory of the body.)
+#[derive(Debug, Default)]
+struct Bindings(
+    std::sync::Mutex<(std::collections::HashMap<[u8; 32], String>, std::collections::VecDeque<([u8; 32], u64)>)>,
+);
+
+/// Bodies remembered at most, and for how long (Shopify retries a delivery for up to 48 hours).
+const BOUND_MAX: usize = 100_000;
+const BOUND_SECS: u64 = 48 * 3600;
+
+impl Bindings {
+    /// Binds `digest` to `shop`, or names the shop it is bound to already.
+    fn bind(&self, digest: [u8; 32], shop: &str, now: u64) -> Result<(), String> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *guard;
+        while order.front().is_some_and(|(_, at)| at + BOUND_SECS < now) || order.len() > BOUND_MAX {
+            if let Some((d, _)) = order.pop_front() {
+                map.remove(&d);
+            }
+        }
+        match map.get(&digest) {
+            Some(first) if first != shop => Err(first.clone()),
+            Some(_) => Ok(()),
+            None => {
+                map.insert(digest, shop.to_owned());
+                order.push_back((digest, now));
+                Ok(())
+            }
+        }
+    }
 }
 
 pub fn build(section: &toml::Value, _: &Env) -> Result<Arc<dyn WebhookSource>, ConfigError> {
@@ -109,6 +146,7 @@ pub fn build(section: &toml::Value, _: &Env) -> Result<Arc<dyn WebhookSource>, C
         shop_secrets: c.shop_secrets.iter().map(|(shop, keys)| (shop.to_ascii_lowercase(), bytes(keys))).collect(),
         shops,
         thresholds: Thresholds { large_order_total: c.large_order_total, low_stock: c.low_stock_threshold },
+        bound: Bindings::default(),
     }))
 }
 
@@ -143,10 +181,19 @@ impl Source {
             .shops
             .get(&shop)
             .ok_or_else(|| Refusal::NotConfigured(format!("shop '{shop}' is not mapped to a tenant")))?;
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(d.body).into();
+        // A shop's own secret proves the shop; the app's shared one proves only the app.
+        let shared = !self.shop_secrets.contains_key(&shop);
+        if shared && let Err(first) = self.bound.bind(digest, &shop, d.now.max(0) as u64) {
+            tracing::warn!(%shop, %first, "a signed Shopify delivery replayed under another shop's header");
+            return Err(Refusal::BadSignature(format!(
+                "this signed delivery was first delivered for another shop ({first}); the shop header cannot move it"
+            )));
+        }
         let value: Value =
             serde_json::from_slice(d.body).map_err(|e| Refusal::bad_json("body", format!("body is not JSON: {e}")))?;
         let mut events = events(topic, &shop, &value, d.body, &self.thresholds);
-        stamp(&mut events, tenant.as_str(), &idempotency_key(&shop, topic, &value, d.headers).unwrap_or_default());
+        stamp(&mut events, tenant.as_str(), &idempotency_key(&shop, topic, &value, &digest));
         if let Some(at) = header(d.headers, "triggered-at") {
             let at = serde_json::from_value(json!(at)).ok();
             for e in &mut events {
@@ -180,21 +227,20 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Shopify's own dedupe advice: the event id is the same on every retry of one event. A new
-/// order is keyed by the order itself, the key the Shopify connector uses too, so an order that
-/// arrives both by webhook and by polling is stored once.
-pub fn idempotency_key(shop: &str, topic: &str, body: &Value, headers: &HeaderMap) -> Option<String> {
+/// What a delivery is deduplicated by, from what is signed: a new order by the order itself
+/// (the key the Shopify connector uses too, so an order that arrives both by webhook and by
+/// polling is stored once); anything else by its topic and its body's digest, the same on every
+/// retry. Not by the `X-Shopify-Event-Id` header: it is not signed, and a replayed body with a
+/// fresh one would be stored again.
+pub fn idempotency_key(shop: &str, topic: &str, body: &Value, digest: &[u8; 32]) -> String {
     if topic == "orders/create" {
         let id = text(&body["id"]);
         if !id.is_empty() {
-            return Some(format!("shopify:{shop}:order-created:{id}"));
+            return format!("shopify:{shop}:order-created:{id}");
         }
     }
-    match (header(headers, "event-id"), header(headers, "webhook-id")) {
-        (Some(event), _) => Some(format!("shopify:{shop}:{topic}:{event}")),
-        (None, Some(delivery)) => Some(format!("shopify:{shop}:delivery:{delivery}")),
-        (None, None) => None,
-    }
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("shopify:{shop}:{topic}:{hex}")
 }
 
 fn text(v: &Value) -> String {
