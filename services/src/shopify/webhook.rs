@@ -104,9 +104,10 @@ struct Source {
 /// Here it is refused. (Per node: on a cluster a replay sent to another node is caught only by
 /// that node's own memory of the body.)
 #[derive(Debug, Default)]
-struct Bindings(
-    std::sync::Mutex<(std::collections::HashMap<[u8; 32], String>, std::collections::VecDeque<([u8; 32], u64)>)>,
-);
+struct Bindings(std::sync::Mutex<Bound>);
+
+/// Digest → shop, and the digests in the order they were first seen (with when).
+type Bound = (std::collections::HashMap<[u8; 32], String>, std::collections::VecDeque<([u8; 32], u64)>);
 
 /// Bodies remembered at most, and for how long (Shopify retries a delivery for up to 48 hours).
 const BOUND_MAX: usize = 100_000;
