@@ -52,8 +52,7 @@ impl Default for BusConfig {
     }
 }
 
-/// Most events one all-or-nothing batch may carry, on every transport.
-pub const MAX_BATCH: usize = 10_000;
+pub use crate::log::MAX_BATCH;
 
 /// The refusal of a batch past `max` events ([`MAX_BATCH`], or less where the log's atomic
 /// batches are smaller: 1,000 on JetStream).

@@ -512,6 +512,25 @@ impl Config {
         })
     }
 
+    /// Settings that must be at least 1 (a count or a number of seconds).
+    fn positive(&self) -> Result<(), ConfigError> {
+        let (sse, grpc) = (&self.sse, &self.grpc);
+        let counts: [(&str, u64); 8] = [
+            ("sse.heartbeat_secs", sse.heartbeat_secs),
+            ("sse.stall_timeout_secs", sse.stall_timeout_secs),
+            ("sse.idle_timeout_secs", sse.idle_timeout_secs),
+            ("grpc.keepalive_secs", grpc.keepalive_secs),
+            ("grpc.keepalive_timeout_secs", grpc.keepalive_timeout_secs),
+            ("grpc.idle_timeout_secs", grpc.idle_timeout_secs),
+            ("grpc.max_calls_per_token", grpc.max_calls_per_token as u64),
+            ("grpc.max_concurrent_streams", u64::from(grpc.max_concurrent_streams)),
+        ];
+        match counts.into_iter().find(|(_, v)| *v == 0) {
+            Some((key, _)) => Err(bad(key, "must be at least 1")),
+            None => Ok(()),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.backplane
             && !url.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://"))
@@ -542,9 +561,7 @@ impl Config {
         if self.bus.max_event_bytes < 256 || self.bus.max_event_bytes > 4 * 1024 * 1024 {
             return Err(bad("bus.max_event_bytes", "must be between 256 and 4194304"));
         }
-        if self.sse.heartbeat_secs == 0 {
-            return Err(bad("sse.heartbeat_secs", "must be at least 1"));
-        }
+        self.positive()?;
         self.ingest_config()?;
         for (source, hook) in &self.webhooks.standard {
             for ch in &hook.channels {
@@ -557,27 +574,6 @@ impl Config {
                     ));
                 }
             }
-        }
-        if self.sse.stall_timeout_secs == 0 {
-            return Err(bad("sse.stall_timeout_secs", "must be at least 1"));
-        }
-        if self.grpc.keepalive_secs == 0 {
-            return Err(bad("grpc.keepalive_secs", "must be at least 1"));
-        }
-        if self.grpc.keepalive_timeout_secs == 0 {
-            return Err(bad("grpc.keepalive_timeout_secs", "must be at least 1"));
-        }
-        if self.grpc.idle_timeout_secs == 0 {
-            return Err(bad("grpc.idle_timeout_secs", "must be at least 1"));
-        }
-        if self.sse.idle_timeout_secs == 0 {
-            return Err(bad("sse.idle_timeout_secs", "must be at least 1"));
-        }
-        if self.grpc.max_calls_per_token == 0 {
-            return Err(bad("grpc.max_calls_per_token", "must be at least 1"));
-        }
-        if self.grpc.max_concurrent_streams == 0 {
-            return Err(bad("grpc.max_concurrent_streams", "must be at least 1"));
         }
         if self.grpc.max_message_bytes < self.bus.max_event_bytes + 1024 {
             return Err(bad("grpc.max_message_bytes", "must leave room for one event of bus.max_event_bytes (+1 KiB)"));

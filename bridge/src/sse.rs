@@ -258,10 +258,34 @@ fn joined(
     }
 }
 
+/// The subscription, validated fully before it takes a connection slot, and its resume status.
+async fn subscribed(
+    app: &Arc<App>,
+    who: &switchyard::auth::Principal,
+    q: &SseQuery,
+    channels: Vec<String>,
+    start: Start,
+) -> Result<
+    (
+        std::pin::Pin<Box<impl futures::Stream<Item = Result<Item, switchyard::log::LogError>> + Send + 'static>>,
+        crate::limits::Slot,
+        bool,
+        switchyard::log::Bounds,
+    ),
+    ApiError,
+> {
+    let mut items = Box::pin(app.bus.subscribe(who, spec(q, channels, start))?);
+    let slot = app.limits.acquire(crate::limits::Kind::Sse, &who.tenant.to_string(), &who.token_id)?;
+    let (complete, bounds) = status(items.next().await)?;
+    Ok((items, slot, complete, bounds))
+}
+
 /// Authenticates, subscribes, takes a connection slot and reports the resume status: everything
 /// an SSE request needs before its first byte, for both the hyper path and [`crate::direct`].
 /// `frames` ends at the live seam, where the live part is handed over (`Opened::handoff`)
-/// for [`crate::writers`] to write.
+/// for [`crate::writers`] to write. Heartbeats and endings come from the shared pulse (a beat
+/// is skipped when frames went out since the last one). Items already waiting are taken in
+/// runs of up to `RUN` before the pulse is looked at again, not a fresh wait on it per item.
 pub async fn open_stream(
     app: &Arc<App>,
     channels: Vec<String>,
@@ -273,22 +297,15 @@ pub async fn open_stream(
     let from = resumes_after(&start);
     let beat = heartbeat_frame(q, app.sse.heartbeat_secs)?;
     let described = if channels.is_empty() { "*".to_owned() } else { channels.join(",") };
-    // Validate the request fully before taking a connection slot.
-    let mut items = Box::pin(app.bus.subscribe(&who, spec(q, channels, start))?);
-    let slot = app.limits.acquire(crate::limits::Kind::Sse, &who.tenant.to_string(), &who.token_id)?;
-    let (complete, bounds) = status(items.next().await)?;
+    let (mut items, slot, complete, bounds) = subscribed(app, &who, q, channels, start).await?;
     let preamble = preamble(app.sse.retry_ms, (!complete).then(|| gap_frame(from, bounds.oldest, bounds.head)));
-    let mut pulse = fresh(&app.pulse);
+    let (mut pulse, (handover, handed)) = (fresh(&app.pulse), tokio::sync::oneshot::channel());
     let tenant = q.tenant.as_deref().map_or_else(|| who.tenant.to_string(), str::to_owned);
-    let mut standing = switchyard::auth::Standing::new(who, app.access.verifier.revocations().clone());
     let mut session = Session::open(app.metrics.clone(), app.bus.clone(), (&tenant, &described), from, complete);
-    let (handover, handed) = tokio::sync::oneshot::channel();
+    let mut standing = switchyard::auth::Standing::new(who, app.access.verifier.revocations().clone());
     let body = async_stream::stream! {
         session.sent(preamble.len());
         yield Bytes::from(preamble);
-        // Heartbeats and endings come from the shared pulse (a beat is skipped when frames went
-        // out since the last one). Items already waiting are taken in runs of up to `RUN` before
-        // the pulse is looked at again, not a fresh wait on it per item.
         let mut quiet = true;
         // Snapshots coalescing holds back: frames then carry `id: N~floor` (see `Cursor`).
         let mut floor: Option<EventId> = None;

@@ -300,6 +300,10 @@ pub struct TailStats {
     pub behind: u64,
 }
 
+/// Most events one all-or-nothing batch may carry, on every transport (a backend may take fewer:
+/// [`Log::max_batch`]).
+pub const MAX_BATCH: usize = 10_000;
+
 /// The history. Implementations: [`embedded::EmbeddedLog`] (redb), [`jetstream::JetStreamLog`]
 /// (NATS JetStream, shared by several nodes) and the bridge's `RemoteLog` (another bus).
 ///
@@ -319,7 +323,7 @@ pub trait Log: Send + Sync + 'static {
     }
     /// The most events one [`Log::append`] stores all or nothing; the bus refuses larger batches.
     fn max_batch(&self) -> usize {
-        crate::bus::MAX_BATCH
+        MAX_BATCH
     }
     fn read(&self, stream: Stream, after: EventId, limit: usize) -> BoxFuture<'_, Result<Vec<Arc<Record>>, LogError>>;
     fn bounds(&self, stream: Stream) -> BoxFuture<'_, Result<Bounds, LogError>>;
