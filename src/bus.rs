@@ -109,8 +109,8 @@ pub enum SubscribeError {
 #[derive(Debug)]
 pub struct Page {
     pub events: Vec<Arc<Record>>,
-    /// Pass as `after` to get the next page.
-    pub next: EventId,
+    /// Pass as `after` to get the next page: `N`, or `N~W` while state is still owed.
+    pub next: Cursor,
     /// False when history no longer holds every event after the requested id.
     pub complete: bool,
     pub bounds: crate::log::Bounds,
@@ -416,7 +416,8 @@ impl Bus {
 
     /// One page of history after `after` (the polling API). Reads at most a few
     /// pages of the underlying stream to fill `limit` after channel filtering. A cursor that
-    /// owes state (`N~W`, from a coalescing stream) gets those slots' current events first.
+    /// owes state (`N~W`, from a coalescing stream) gets those slots' current events first, over
+    /// as many pages as they take: nothing it owes is dropped for `limit`.
     pub async fn read(
         &self,
         who: &Principal,
@@ -433,7 +434,14 @@ impl Bus {
         let mut events = Vec::new();
         if let Some(w) = from.state_after {
             let owed = self.inner.log.state(filter.stream.clone(), w).await?;
-            events.extend(owed.records.into_iter().filter(|r| r.id <= after && filter.wants(r)).take(limit));
+            events.extend(owed.records.into_iter().filter(|r| r.id <= after && filter.wants(r)));
+            // More owed than fits: this page is owed state only (in id order), and its cursor
+            // still owes what is after the last one given.
+            if events.len() > limit {
+                events.truncate(limit);
+                let next = Cursor::owing(after, Some(events.last().map_or(w, |r| r.id)));
+                return Ok(Page { events, next, complete, bounds });
+            }
         }
         for _ in 0..if limit == 0 { 0 } else { 8 } {
             let page = self.inner.log.read(filter.stream.clone(), cursor, limit).await?;
@@ -454,7 +462,7 @@ impl Bus {
             }
         }
         // Nothing read, nothing passed: a bounds-only request (limit 0) answers where it started.
-        let next = if limit == 0 { after } else { cursor.max(after) };
+        let next = Cursor::at(if limit == 0 { after } else { cursor.max(after) });
         Ok(Page { events, next, complete, bounds })
     }
 

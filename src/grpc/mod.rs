@@ -354,7 +354,8 @@ impl EventBus for Service {
         }
         Ok(Response::new(ReadResponse {
             events: page.events.iter().map(|r| r.event.clone()).collect(),
-            next_id: page.next.get(),
+            next_id: page.next.after.get(),
+            next_cursor: page.next.to_string(),
             complete: page.complete,
             oldest_available_id: page.bounds.oldest.get(),
             head_id: page.bounds.head.get(),

@@ -202,7 +202,7 @@ test('dashboard: a failing source keeps its last good figures, says why; toasts 
   await until('live orders', async () => (await page.textContent('#tile-shopify-orders .value').catch(() => '')) === '2', 5000);
   assert.match(await page.textContent('#tile-shopify-orders .detail'), /^0\.30 GBP/);
   // The source recovers: the mark goes.
-  await publishJson(server, pub, [{ type: 'xero:sync-status', key: 'xero', data: { ok: true, lastSuccess: new Date().toISOString() } }]);
+  await publishJson(server, token(dir, '*', 'admin'), [{ type: 'xero:sync-status', key: 'xero', tenant: 'acme', source: 'connector:xero', data: { ok: true, lastSuccess: new Date().toISOString() } }]);
   await until('recovered', async () => !(await tile.getAttribute('class')).includes('stale'), 5000);
   await page.screenshot({ path: `${SHOTS}dashboard-calm-toasts.png`, fullPage: true });
   await page.close();

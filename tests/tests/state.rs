@@ -462,3 +462,45 @@ async fn a_reloaded_page_gets_the_whole_state_and_the_facts_it_missed() {
     assert_eq!(sse.next_event().await.unwrap().id_u64(), Some(eu_old));
     server.stop().await;
 }
+
+/// A polling cursor that owes state (`N~W`) gets all of it over as many pages as it takes, in
+/// id order, each page's `next` still owing the rest; nothing owed is dropped for `limit`. Over
+/// gRPC `Read` too (`next_cursor`).
+#[tokio::test]
+async fn a_polling_cursor_owing_state_gets_all_of_it_across_pages() {
+    let server = Server::start().await;
+    let mut c = server.grpc("acme", Role::Publish).await;
+    let mut ids = Vec::new();
+    for k in ["k1", "k2", "k3", "k4", "k5"] {
+        ids.push(c.publish(PublishRequest { event: Some(events::totals(k, 1)) }).await.unwrap().into_inner().id);
+    }
+    let head = *ids.last().unwrap();
+    let token = server.token("acme", Role::Subscribe, &[]);
+    let (mut cursor, mut got) = (format!("{head}~0"), Vec::new());
+    for _ in 0..5 {
+        let page = switchyard_tests::get_json(
+            &format!("{}/api/events?channels=dashboard&after={cursor}&limit=2", server.http_url),
+            &token,
+        )
+        .await;
+        got.extend(
+            page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().parse::<u64>().unwrap()),
+        );
+        cursor = page["next"].as_str().unwrap().to_owned();
+        if !cursor.contains('~') {
+            break;
+        }
+    }
+    assert_eq!(got, ids, "every owed key, once, in id order");
+    assert_eq!(cursor, head.to_string(), "then a plain cursor");
+    let mut sub = server.grpc("acme", Role::Subscribe).await;
+    let req =
+        |cursor: String| ReadRequest { channels: vec!["dashboard".into()], cursor, limit: 3, ..Default::default() };
+    let first = sub.read(req(format!("{head}~0"))).await.unwrap().into_inner();
+    assert_eq!(first.events.len(), 3);
+    assert_eq!(first.next_cursor, format!("{head}~{}", ids[2]));
+    let second = sub.read(req(first.next_cursor)).await.unwrap().into_inner();
+    assert_eq!(second.events.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..]);
+    assert_eq!(second.next_cursor, head.to_string());
+    server.stop().await;
+}
