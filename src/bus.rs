@@ -414,6 +414,21 @@ impl Bus {
         Ok(view)
     }
 
+    /// One page of the state (see [`crate::log::StatePage`]): `as_of` from the walk's first page.
+    pub async fn state_page(
+        &self,
+        who: &Principal,
+        tenant: &str,
+        channels: &[String],
+        (after, as_of): (EventId, Option<EventId>),
+        limit: usize,
+    ) -> Result<crate::log::StatePage, ReadError> {
+        let filter = self.resolve(who, tenant, channels)?;
+        let mut page = self.inner.log.state_page(filter.stream.clone(), after, as_of, limit).await?;
+        page.records.retain(|r| filter.wants(r));
+        Ok(page)
+    }
+
     /// One page of history after `after` (the polling API). Reads at most a few
     /// pages of the underlying stream to fill `limit` after channel filtering. A cursor that
     /// owes state (`N~W`, from a coalescing stream) gets those slots' current events first, over

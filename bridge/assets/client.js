@@ -369,18 +369,28 @@ export class Switchyard {
    * For `dashboard:refresh-required`: refetch only the sections it names.
    */
   async refreshState(channels = this.channels) {
-    const params = this.params(channels);
-    const token = await this.token();
-    const r = await this.env.fetch(`${this.options.url}/api/state?${params}`, {
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-      credentials: 'same-origin',
-    });
-    if (!r.ok) throw new Error(`state: HTTP ${r.status}`);
-    const view = await r.json();
-    for (const item of view.events ?? []) {
-      this.dispatch(item.type, item.event, { id: String(item.id), type: item.type, data: item.event });
-    }
-    return { asOf: view.asOf, events: view.events?.length ?? 0 };
+    // A page at a time (the server never renders every key at once), all with the first's asOf.
+    let cursor = null;
+    let asOf = null;
+    let count = 0;
+    do {
+      const params = this.params(channels);
+      if (cursor) params.set('cursor', cursor);
+      const token = await this.token();
+      const r = await this.env.fetch(`${this.options.url}/api/state?${params}`, {
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+        credentials: 'same-origin',
+      });
+      if (!r.ok) throw new Error(`state: HTTP ${r.status}`);
+      const view = await r.json();
+      asOf ??= view.asOf;
+      for (const item of view.events ?? []) {
+        this.dispatch(item.type, item.event, { id: String(item.id), type: item.type, data: item.event });
+      }
+      count += view.events?.length ?? 0;
+      cursor = view.next ?? null;
+    } while (cursor);
+    return { asOf, events: count };
   }
 
   /** The state part for a polling client: the state, then polling goes on after `asOf`. */

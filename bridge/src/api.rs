@@ -18,7 +18,7 @@ use switchyard::{
     error::PublishError,
     json::{event_from_json, event_to_json},
     log::{Record, Stream},
-    names::{Cursor, parse_time_ms},
+    names::{Cursor, EventId, parse_time_ms},
 };
 use tracing::Instrument;
 
@@ -41,9 +41,11 @@ pub fn routes() -> Vec<Route<Arc<App>>> {
             json!({ "summary": "The current state: the latest snapshot of every (type, key) the token may see in these channels, and the id it is consistent with (subscribe with lastEventId = asOf for what follows).",
             "parameters": [
                 { "name": "channels", "in": "query", "schema": { "type": "string" }, "description": "Comma-separated channels; all the token allows when omitted." },
-                { "name": "tenant", "in": "query", "schema": { "type": "string" }, "description": "System tokens only." }
+                { "name": "tenant", "in": "query", "schema": { "type": "string" }, "description": "System tokens only." },
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 }, "description": "Keys per page." },
+                { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "The previous page's `next`: the next page, with the same asOf." }
             ],
-            "responses": { "200": { "description": "{asOf, events: [{id, type, event}]}, events in id order" },
+            "responses": { "200": { "description": "{asOf, events: [{id, type, event}], next}: events in id order; `next` is null on the last page. Keys that change during a walk leave the pages (their events after asOf carry them)." },
                            "400": error_response("Bad channel."), "401": error_response("Bad token."), "403": error_response("Channel not allowed."), "404": error_response("Unknown channel."), "503": error_response("Log unavailable.") } }),
         ),
         Route::post(
@@ -204,23 +206,49 @@ fn write_events(body: &mut String, events: &[Arc<Record>]) {
 pub struct StateQuery {
     channels: Option<String>,
     tenant: Option<String>,
+    /// Slots per page (default [`STATE_PAGE`], at most [`MAX_STATE_PAGE`]).
+    limit: Option<usize>,
+    /// `next` from the previous page: `<asOf>.<after>`.
+    cursor: Option<String>,
     #[serde(flatten)]
     credentials: QueryCredentials,
 }
 
-/// `GET /api/state?channels=`: the current snapshot of every key, and the id it is consistent with.
+/// Slots a state page holds unless the request says otherwise, and at most (as gRPC `State`):
+/// a request costs what it returns, never every key a tenant has.
+use switchyard::grpc::{MAX_STATE_PAGE, STATE_PAGE};
+
+/// `GET /api/state?channels=&limit=&cursor=`: the current snapshot of every key, a page at a
+/// time, and the id it is consistent with (the same on every page of one walk).
 pub async fn state(
     State(app): State<Arc<App>>,
     Query(q): Query<StateQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = app.access.from_request(&headers, &q.credentials).await?;
+    let limit = q.limit.unwrap_or(STATE_PAGE);
+    if limit == 0 || limit > MAX_STATE_PAGE {
+        return Err(ApiError::bad_request("invalid_limit", "limit", format!("limit must be 1 to {MAX_STATE_PAGE}")));
+    }
+    let from = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => (EventId::ZERO, None),
+        Some(c) => {
+            let bad = || ApiError::bad_request("invalid_cursor", "cursor", "expected the `next` of a state page");
+            let (as_of, after) = c.split_once('.').ok_or_else(bad)?;
+            (EventId(after.parse().map_err(|_| bad())?), Some(EventId(as_of.parse().map_err(|_| bad())?)))
+        }
+    };
     let channels = split_channels(q.channels.as_deref());
-    let view = app.bus.state(&who, q.tenant.as_deref().unwrap_or(""), &channels).await.map_err(read_error)?;
-    let mut body = String::with_capacity(64 + view.records.len() * 256);
-    let _ = write!(body, "{{\"asOf\":\"{}\",", view.as_of);
-    write_events(&mut body, &view.records);
-    body.push_str("]}");
+    let tenant = q.tenant.as_deref().unwrap_or("");
+    let page = app.bus.state_page(&who, tenant, &channels, from, limit).await.map_err(read_error)?;
+    let mut body = String::with_capacity(64 + page.records.len() * 256);
+    let _ = write!(body, "{{\"asOf\":\"{}\",", page.as_of);
+    write_events(&mut body, &page.records);
+    match page.next {
+        Some(after) => write!(body, "],\"next\":\"{}.{after}\"}}", page.as_of),
+        None => write!(body, "],\"next\":null}}"),
+    }
+    .ok();
     Ok(([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response())
 }
 

@@ -174,10 +174,21 @@ impl Log for RemoteLog {
         let mut client = self.client.clone();
         Box::pin(async move {
             let (tenant, channels) = scope(&stream);
-            let view = client.state(StateRequest { channels, tenant }).await.map_err(unavailable)?.into_inner();
-            let records =
-                view.events.into_iter().filter(|e| e.id > after.get()).map(record).collect::<Result<_, _>>()?;
-            Ok(StateView { records, as_of: EventId(view.as_of_id) })
+            // Every page of one walk: the bus pages its state, the view here is all of it.
+            let (mut records, mut cursor, mut as_of) = (Vec::new(), String::new(), 0);
+            loop {
+                let req = StateRequest { channels: channels.clone(), tenant: tenant.clone(), limit: 10_000, cursor };
+                let page = client.state(req).await.map_err(unavailable)?.into_inner();
+                as_of = page.as_of_id.max(as_of);
+                for e in page.events.into_iter().filter(|e| e.id > after.get()) {
+                    records.push(record(e)?);
+                }
+                if page.next_cursor.is_empty() {
+                    break;
+                }
+                cursor = page.next_cursor;
+            }
+            Ok(StateView { records, as_of: EventId(as_of) })
         })
     }
 

@@ -56,6 +56,10 @@ fn read_status(e: ReadError) -> Status {
     }
 }
 
+/// Keys a `State` page holds unless the request says otherwise, and at most.
+pub const STATE_PAGE: usize = 1_000;
+pub const MAX_STATE_PAGE: usize = 10_000;
+
 /// Requests `PublishStream` gathers into one append.
 const STREAM_BATCH: usize = 4096;
 /// Appends one `PublishStream` keeps in flight (pipelining).
@@ -325,10 +329,26 @@ impl EventBus for Service {
     async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
         let who = self.principal(&req)?;
         let r = req.into_inner();
-        let view = self.bus.state(&who, &r.tenant, &r.channels).await.map_err(read_status)?;
+        let limit = match r.limit {
+            0 => STATE_PAGE,
+            n if n as usize > MAX_STATE_PAGE => {
+                return Err(Status::invalid_argument(format!("limit: at most {MAX_STATE_PAGE}")));
+            }
+            n => n as usize,
+        };
+        let from = match r.cursor.split_once('.') {
+            _ if r.cursor.is_empty() => (EventId::ZERO, None),
+            Some((as_of, after)) => match (as_of.parse(), after.parse()) {
+                (Ok(as_of), Ok(after)) => (EventId(after), Some(EventId(as_of))),
+                _ => return Err(Status::invalid_argument("cursor: expected the next_cursor of a state page")),
+            },
+            None => return Err(Status::invalid_argument("cursor: expected the next_cursor of a state page")),
+        };
+        let page = self.bus.state_page(&who, &r.tenant, &r.channels, from, limit).await.map_err(read_status)?;
         Ok(Response::new(StateResponse {
-            events: view.records.iter().map(|r| r.event.clone()).collect(),
-            as_of_id: view.as_of.get(),
+            events: page.records.iter().map(|r| r.event.clone()).collect(),
+            as_of_id: page.as_of.get(),
+            next_cursor: page.next.map(|after| format!("{}.{after}", page.as_of)).unwrap_or_default(),
         }))
     }
 

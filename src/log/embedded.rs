@@ -47,7 +47,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 use tokio::sync::oneshot;
 
 use super::{
-    Appended, Bounds, Feed, Fsync, Log, LogError, LogStats, Quotas, Record, Retention, StateView, Stream, now_ms,
+    Appended, Bounds, Feed, Fsync, Log, LogError, LogStats, Quotas, Record, Retention, StatePage, StateView, Stream,
+    now_ms,
 };
 use crate::{
     metrics::{COMMIT_BUCKETS, Histogram},
@@ -237,8 +238,49 @@ impl EmbeddedLog {
         let txn = db.begin_read().map_err(storage)?;
         // The head in the same read transaction as the state: exactly what it is consistent with.
         let as_of = txn.open_table(META).map_err(storage)?.get("head").map_err(storage)?.map_or(0, |v| v.value());
-        let table = txn.open_table(STATE).map_err(storage)?;
+        let ids = Self::slot_ids(&txn, stream, after.0, as_of)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            let r = Self::slot_record(&events, id)?;
+            if StateView::keeps(stream, &r) {
+                records.push(Arc::new(r));
+            }
+        }
+        Ok(StateView { records, as_of: EventId(as_of) })
+    }
+
+    /// A page of the state view: only the slots' ids are scanned; events are read for the page.
+    fn state_page_blocking(
+        db: &Database,
+        stream: &Stream,
+        after: EventId,
+        as_of: Option<EventId>,
+        limit: usize,
+    ) -> Result<StatePage, LogError> {
+        let txn = db.begin_read().map_err(storage)?;
+        let head = txn.open_table(META).map_err(storage)?.get("head").map_err(storage)?.map_or(0, |v| v.value());
+        let as_of = as_of.map_or(head, |a| a.0.min(head));
+        let ids = Self::slot_ids(&txn, stream, after.0, as_of)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let (mut records, mut last) = (Vec::new(), after.0);
+        for id in ids {
+            if records.len() == limit {
+                return Ok(StatePage { records, as_of: EventId(as_of), next: Some(EventId(last)) });
+            }
+            let r = Self::slot_record(&events, id)?;
+            if StateView::keeps(stream, &r) {
+                records.push(Arc::new(r));
+            }
+            last = id;
+        }
+        Ok(StatePage { records, as_of: EventId(as_of), next: None })
+    }
+
+    /// The ids the state slots of `stream`'s tenant (or every tenant) point at, in `(after, as_of]`,
+    /// ascending.
+    fn slot_ids(txn: &redb::ReadTransaction, stream: &Stream, after: u64, as_of: u64) -> Result<Vec<u64>, LogError> {
+        let table = txn.open_table(STATE).map_err(storage)?;
         let tenant = match stream {
             Stream::All => None,
             Stream::Tenant(t) | Stream::Channel(t, _) => Some(t.as_str()),
@@ -250,22 +292,22 @@ impl EmbeddedLog {
             }
             None => table.range::<&[u8]>(..).map_err(storage)?,
         };
-        let mut records = Vec::new();
+        let mut ids = Vec::new();
         for row in rows {
             let id = row.map_err(storage)?.1.value();
-            if id <= after.0 {
-                continue;
-            }
-            let Some(bytes) = events.get(id).map_err(storage)? else {
-                return Err(LogError::Corrupt(format!("state points at event {id}, which is gone")));
-            };
-            let r = Record::decode(bytes.value())?;
-            if StateView::keeps(stream, &r) {
-                records.push(Arc::new(r));
+            if id > after && id <= as_of {
+                ids.push(id);
             }
         }
-        records.sort_unstable_by_key(|r| r.id);
-        Ok(StateView { records, as_of: EventId(as_of) })
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn slot_record(events: &redb::ReadOnlyTable<u64, &[u8]>, id: u64) -> Result<Record, LogError> {
+        let Some(bytes) = events.get(id).map_err(storage)? else {
+            return Err(LogError::Corrupt(format!("state points at event {id}, which is gone")));
+        };
+        Record::decode(bytes.value())
     }
 
     fn id_before_blocking(db: &Database, ms: u64) -> Result<EventId, LogError> {
@@ -413,6 +455,21 @@ impl Log for EmbeddedLog {
         let db = self.db.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || Self::state_blocking(&db, &stream, after)).await.map_err(storage)?
+        })
+    }
+
+    fn state_page(
+        &self,
+        stream: Stream,
+        after: EventId,
+        as_of: Option<EventId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<StatePage, LogError>> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || Self::state_page_blocking(&db, &stream, after, as_of, limit))
+                .await
+                .map_err(storage)?
         })
     }
 

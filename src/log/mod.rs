@@ -159,6 +159,32 @@ impl StateView {
     }
 }
 
+/// One page of a state view: the slots whose latest event has an id in `(after, as_of]`, the
+/// first `limit` of them in id order. Every page of one walk has the first page's `as_of`; a slot
+/// that changes during the walk moves past `as_of` and leaves the pages, and the events after
+/// `as_of` carry it: the pages plus what follows `as_of` are the truth, as with one view.
+#[derive(Debug, Clone, Default)]
+pub struct StatePage {
+    pub records: Vec<Arc<Record>>,
+    pub as_of: EventId,
+    /// Where the next page starts (`after`), or `None` on the last page.
+    pub next: Option<EventId>,
+}
+
+impl StatePage {
+    /// A page of `view` (its records in id order).
+    pub fn of(view: StateView, after: EventId, as_of: Option<EventId>, limit: usize) -> Self {
+        let as_of = as_of.unwrap_or(view.as_of);
+        let mut records: Vec<_> = view.records.into_iter().filter(|r| r.id > after && r.id <= as_of).collect();
+        let next = match limit {
+            0 => None,
+            _ => (records.len() > limit).then(|| records[limit - 1].id),
+        };
+        records.truncate(limit);
+        Self { records, as_of, next }
+    }
+}
+
 /// Result of appending one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -320,6 +346,18 @@ pub trait Log: Send + Sync + 'static {
     /// own result); a backend where an atomic batch costs more than its events pipelines them.
     fn append_each(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         self.append(events)
+    }
+    /// One page of the state view of `stream` (see [`StatePage`]); `as_of` is the walk's, from
+    /// its first page (`None`: this is the first). A backend whose state is not ordered by id
+    /// pages the whole view.
+    fn state_page(
+        &self,
+        stream: Stream,
+        after: EventId,
+        as_of: Option<EventId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<StatePage, LogError>> {
+        Box::pin(async move { Ok(StatePage::of(self.state(stream, after).await?, after, as_of, limit)) })
     }
     /// The most events one [`Log::append`] stores all or nothing; the bus refuses larger batches.
     fn max_batch(&self) -> usize {
