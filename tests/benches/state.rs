@@ -2,8 +2,10 @@
 //!
 //! `cargo bench -p switchyard-tests --bench state` prints:
 //! - `state_read`: 10,000 keys of state (one snapshot each, after 2 updates per key and as many
-//!   facts), read over HTTP (`GET /api/state`, JSON) and gRPC (`State`), embedded and, when a
-//!   nats-server is on PATH, JetStream; p50/max over 10 reads;
+//!   facts), read whole (every page, 10,000 keys a page) over HTTP (`GET /api/state`, JSON) and
+//!   gRPC (`State`), embedded and, when a nats-server is on PATH, JetStream; p50/max over 10 reads;
+//! - `concurrent_reads`: 32 readers at once walking the state in default 1,000-key pages, 3 walks
+//!   each: p50/p99/max of one page request;
 //! - `state_then_live`: `GET /api/sse/dashboard?start=state` on the same 10,000 keys: time to the
 //!   response head, to the first state frame, and to `stream:state` (all 10,000 delivered);
 //! - `publish_cost`: durable `PublishStream` throughput of custom events that are snapshots
@@ -50,47 +52,97 @@ async fn fill(server: &Server, keys: u64) {
     while acks.next().await.is_some() {}
 }
 
+/// Every page of `GET /api/state?channels=dashboard` (at `limit` keys a page): the keys read,
+/// the bytes, and each page's time.
+async fn walk(server: &Server, token: &str, limit: usize) -> (usize, usize, Vec<Duration>) {
+    let http = switchyard_tests::http();
+    let (mut keys, mut bytes, mut times, mut cursor) = (0, 0, Vec::new(), String::new());
+    loop {
+        let url = format!("{}/api/state?channels=dashboard&limit={limit}&cursor={cursor}", server.http_url);
+        let t = Instant::now();
+        let body = http.get(&url).bearer_auth(token).send().await.unwrap().bytes().await.unwrap();
+        times.push(t.elapsed());
+        bytes += body.len();
+        let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        keys += page["events"].as_array().map_or(0, Vec::len);
+        match page["next"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => return (keys, bytes, times),
+        }
+    }
+}
+
 /// JetStream: a node's state writes trail its tail; waits until every key is there.
 async fn wait_for_state(server: &Server, keys: u64) {
     let token = server.token("bench", Role::Subscribe, &[]);
-    let url = format!("{}/api/state?channels=dashboard", server.http_url);
-    let http = switchyard_tests::http();
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let body: serde_json::Value = http.get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-        if body["events"].as_array().map(Vec::len) == Some(keys as usize) {
-            break;
-        }
+    while walk(server, &token, 10_000).await.0 != keys as usize {
         assert!(Instant::now() < deadline, "state never reached {keys} keys");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Whole walks (every page, 10,000 keys a page) over HTTP and gRPC.
 async fn state_read(label: &str, server: &Server, keys: u64) {
     let token = server.token("bench", Role::Subscribe, &[]);
-    let url = format!("{}/api/state?channels=dashboard", server.http_url);
-    let http = switchyard_tests::http();
-    let mut over_http = Vec::new();
-    let mut bytes = 0;
+    let (mut over_http, mut bytes) = (Vec::new(), 0);
     for _ in 0..10 {
         let t = Instant::now();
-        let body = http.get(&url).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
+        let (read, b, _) = walk(server, &token, 10_000).await;
         over_http.push(t.elapsed());
-        bytes = body.len();
+        assert_eq!(read, keys as usize);
+        bytes = b;
     }
     let mut c = server.grpc("bench", Role::Subscribe).await;
     let mut over_grpc = Vec::new();
     for _ in 0..10 {
         let t = Instant::now();
-        let view = c.state(StateRequest { channels: vec!["dashboard".into()], ..Default::default() }).await.unwrap();
+        let (mut read, mut cursor) = (0, String::new());
+        loop {
+            let req = StateRequest { channels: vec!["dashboard".into()], limit: 10_000, cursor, ..Default::default() };
+            let page = c.state(req).await.unwrap().into_inner();
+            read += page.events.len();
+            if page.next_cursor.is_empty() {
+                break;
+            }
+            cursor = page.next_cursor;
+        }
         over_grpc.push(t.elapsed());
-        assert_eq!(view.into_inner().events.len(), keys as usize);
+        assert_eq!(read, keys as usize);
     }
     println!(
         "state_read {label:<9} {keys} keys: HTTP JSON ({} KiB) {}; gRPC State {}",
         bytes / 1024,
         p50_max(over_http),
         p50_max(over_grpc)
+    );
+}
+
+/// 32 readers at once, each reading the state's pages at the default size (1,000 keys) in a
+/// loop: the latency of one request while others are being answered.
+async fn concurrent_reads(label: &str, server: &Server, keys: u64) {
+    let token = server.token("bench", Role::Subscribe, &[]);
+    let readers = (0..32).map(|_| {
+        let token = token.clone();
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..3 {
+                let (read, _, t) = walk(server, &token, 1_000).await;
+                assert_eq!(read, keys as usize);
+                times.extend(t);
+            }
+            times
+        }
+    });
+    let mut times: Vec<Duration> = futures::future::join_all(readers).await.into_iter().flatten().collect();
+    times.sort();
+    let at = |q: f64| ms(times[((times.len() as f64 * q) as usize).min(times.len() - 1)]);
+    println!(
+        "concurrent_reads {label:<9} {keys} keys, 32 readers × 3 walks of 1,000-key pages ({} requests): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        times.len(),
+        at(0.5),
+        at(0.99),
+        ms(*times.last().unwrap())
     );
 }
 
@@ -196,11 +248,14 @@ fn main() {
         let keys = arg("BENCH_KEYS", 10_000);
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         let run = |name: &str| only.is_empty() || only == name;
-        if run("state_read") || run("state_then_live") {
+        if run("state_read") || run("state_then_live") || run("concurrent_reads") {
             let server = Server::start().await;
             fill(&server, keys).await;
             if run("state_read") {
                 state_read("embedded", &server, keys).await;
+            }
+            if run("concurrent_reads") {
+                concurrent_reads("embedded", &server, keys).await;
             }
             if run("state_then_live") {
                 state_then_live("embedded", &server, keys).await;
@@ -216,6 +271,9 @@ fn main() {
                 wait_for_state(&server, keys).await;
                 if run("state_read") {
                     state_read("jetstream", &server, keys).await;
+                }
+                if run("concurrent_reads") {
+                    concurrent_reads("jetstream", &server, keys).await;
                 }
                 if run("state_then_live") {
                     state_then_live("jetstream", &server, keys).await;
