@@ -11,7 +11,6 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
 };
@@ -104,32 +103,6 @@ impl Drop for Call {
     }
 }
 
-/// A response body that holds its call's place until hyper is done with it (sent or reset).
-struct Held {
-    body: Body,
-    _call: Option<Call>,
-}
-
-impl HttpBody for Held {
-    type Data = tonic::codegen::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 /// The EventBus as served: admission first, then `Subscribe` with the shared encoding,
 /// `PublishBatch` counted before it is decoded, and the rest by the generated server with the
 /// message size of its method.
@@ -205,7 +178,7 @@ where
         };
         Box::pin(async move {
             let response = response.await?;
-            Ok(response.map(|body| Body::new(Held { body, _call: call })))
+            Ok(response.map(|body| Body::new(super::idle::Held::new(body, call))))
         })
     }
 }

@@ -111,7 +111,7 @@ impl tonic::transport::server::Connected for Watched<tokio::net::TcpStream> {
 }
 
 /// One open request; the last to end wakes the reader so its idle clock starts.
-struct Busy(Arc<Activity>);
+pub struct Busy(Arc<Activity>);
 
 impl Busy {
     fn new(activity: Arc<Activity>) -> Self {
@@ -128,13 +128,20 @@ impl Drop for Busy {
     }
 }
 
-/// A response body that keeps its request open until the server is done with it.
-pub struct Held<B> {
+/// A response body that holds `guard` (a request's place: open on its connection, among its
+/// token's calls) until the server is done with the body: sent, or reset.
+pub struct Held<B, G> {
     body: B,
-    _busy: Option<Busy>,
+    _guard: G,
 }
 
-impl<B: HttpBody + Unpin> HttpBody for Held<B> {
+impl<B, G> Held<B, G> {
+    pub fn new(body: B, guard: G) -> Self {
+        Self { body, _guard: guard }
+    }
+}
+
+impl<B: HttpBody + Unpin, G: Unpin> HttpBody for Held<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -174,7 +181,7 @@ where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
 {
-    type Response = http::Response<Held<RB>>;
+    type Response = http::Response<Held<RB, Option<Busy>>>;
     type Error = S::Error;
     type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
 
@@ -186,7 +193,7 @@ where
         let activity = self.activity.clone().or_else(|| req.extensions().get::<Arc<Activity>>().cloned());
         let busy = activity.map(Busy::new);
         let response = self.inner.call(req);
-        Box::pin(async move { Ok(response.await?.map(|body| Held { body, _busy: busy })) })
+        Box::pin(async move { Ok(response.await?.map(|body| Held::new(body, busy))) })
     }
 }
 
