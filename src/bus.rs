@@ -420,7 +420,7 @@ impl Bus {
         who: &Principal,
         tenant: &str,
         channels: &[String],
-        (after, as_of): (EventId, Option<EventId>),
+        (after, as_of): (Option<String>, Option<EventId>),
         limit: usize,
     ) -> Result<crate::log::StatePage, ReadError> {
         let filter = self.resolve(who, tenant, channels)?;

@@ -18,7 +18,7 @@ use switchyard::{
     error::PublishError,
     json::{event_from_json, event_to_json},
     log::{Record, Stream},
-    names::{Cursor, EventId, parse_time_ms},
+    names::{Cursor, parse_time_ms},
 };
 use tracing::Instrument;
 
@@ -230,14 +230,8 @@ pub async fn state(
     if limit == 0 || limit > MAX_STATE_PAGE {
         return Err(ApiError::bad_request("invalid_limit", "limit", format!("limit must be 1 to {MAX_STATE_PAGE}")));
     }
-    let from = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => (EventId::ZERO, None),
-        Some(c) => {
-            let bad = || ApiError::bad_request("invalid_cursor", "cursor", "expected the `next` of a state page");
-            let (as_of, after) = c.split_once('.').ok_or_else(bad)?;
-            (EventId(after.parse().map_err(|_| bad())?), Some(EventId(as_of.parse().map_err(|_| bad())?)))
-        }
-    };
+    let from = switchyard::grpc::state_cursor(q.cursor.as_deref().unwrap_or(""))
+        .map_err(|m| ApiError::bad_request("invalid_cursor", "cursor", m))?;
     let channels = split_channels(q.channels.as_deref());
     let tenant = q.tenant.as_deref().unwrap_or("");
     let page = app.bus.state_page(&who, tenant, &channels, from, limit).await.map_err(read_error)?;

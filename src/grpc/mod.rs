@@ -56,6 +56,22 @@ fn read_status(e: ReadError) -> Status {
     }
 }
 
+/// A state page's cursor, `<asOf>.<where the log goes on>` (empty: the first page), as the
+/// walk's `as_of` and the log's own `after`. Shared by HTTP `GET /api/state` and gRPC `State`.
+pub fn state_cursor(cursor: &str) -> Result<(Option<String>, Option<EventId>), &'static str> {
+    if cursor.is_empty() {
+        return Ok((None, None));
+    }
+    let bad = "expected the next cursor of a state page";
+    let (as_of, after) = cursor.split_once('.').ok_or(bad)?;
+    let as_of = as_of.parse().map_err(|_| bad)?;
+    // Backends name their place in digits (an id) or lowercase hex (a slot key).
+    if after.is_empty() || !after.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(bad);
+    }
+    Ok((Some(after.to_owned()), Some(EventId(as_of))))
+}
+
 /// Keys a `State` page holds unless the request says otherwise, and at most.
 pub const STATE_PAGE: usize = 1_000;
 pub const MAX_STATE_PAGE: usize = 10_000;
@@ -336,14 +352,7 @@ impl EventBus for Service {
             }
             n => n as usize,
         };
-        let from = match r.cursor.split_once('.') {
-            _ if r.cursor.is_empty() => (EventId::ZERO, None),
-            Some((as_of, after)) => match (as_of.parse(), after.parse()) {
-                (Ok(as_of), Ok(after)) => (EventId(after), Some(EventId(as_of))),
-                _ => return Err(Status::invalid_argument("cursor: expected the next_cursor of a state page")),
-            },
-            None => return Err(Status::invalid_argument("cursor: expected the next_cursor of a state page")),
-        };
+        let from = state_cursor(&r.cursor).map_err(|m| Status::invalid_argument(format!("cursor: {m}")))?;
         let page = self.bus.state_page(&who, &r.tenant, &r.channels, from, limit).await.map_err(read_status)?;
         Ok(Response::new(StateResponse {
             events: page.records.iter().map(|r| r.event.clone()).collect(),

@@ -250,30 +250,49 @@ impl EmbeddedLog {
         Ok(StateView { records, as_of: EventId(as_of) })
     }
 
-    /// A page of the state view: only the slots' ids are scanned; events are read for the page.
+    /// A page of the state view in slot order, after the slot `after` (hex): the rows of the
+    /// page are read, and their events, never the tenant's other slots.
     fn state_page_blocking(
         db: &Database,
         stream: &Stream,
-        after: EventId,
+        after: Option<&str>,
         as_of: Option<EventId>,
         limit: usize,
     ) -> Result<StatePage, LogError> {
+        use std::ops::Bound;
         let txn = db.begin_read().map_err(storage)?;
         let head = txn.open_table(META).map_err(storage)?.get("head").map_err(storage)?.map_or(0, |v| v.value());
         let as_of = as_of.map_or(head, |a| a.0.min(head));
-        let ids = Self::slot_ids(&txn, stream, after.0, as_of)?;
+        let table = txn.open_table(STATE).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
-        let (mut records, mut last) = (Vec::new(), after.0);
-        for id in ids {
+        let (from, to) = match stream {
+            Stream::All => (Vec::new(), None),
+            Stream::Tenant(t) | Stream::Channel(t, _) => (format!("{t}\0").into_bytes(), Some(format!("{t}\u{1}"))),
+        };
+        // A cursor is the client's: one outside this tenant's slots starts at their beginning, so
+        // a range with its ends inverted is never asked for.
+        let after = after.and_then(unhex).filter(|a| a.starts_with(&from));
+        let lower = after.as_deref().map_or(Bound::Included(from.as_slice()), Bound::Excluded);
+        let upper = to.as_deref().map_or(Bound::Unbounded, |t| Bound::Excluded(t.as_bytes()));
+        let (mut records, mut last) = (Vec::new(), None);
+        for row in table.range::<&[u8]>((lower, upper)).map_err(storage)? {
+            let (slot, id) = row.map_err(storage)?;
             if records.len() == limit {
-                return Ok(StatePage { records, as_of: EventId(as_of), next: Some(EventId(last)) });
+                // More slots follow: the next page starts after the last one this page looked at.
+                records.sort_unstable_by_key(|r: &Arc<Record>| r.id);
+                return Ok(StatePage { records, as_of: EventId(as_of), next: last.map(|s: Vec<u8>| hex(&s)) });
+            }
+            last = Some(slot.value().to_vec());
+            let id = id.value();
+            if id > as_of {
+                continue;
             }
             let r = Self::slot_record(&events, id)?;
             if StateView::keeps(stream, &r) {
                 records.push(Arc::new(r));
             }
-            last = id;
         }
+        records.sort_unstable_by_key(|r| r.id);
         Ok(StatePage { records, as_of: EventId(as_of), next: None })
     }
 
@@ -461,13 +480,13 @@ impl Log for EmbeddedLog {
     fn state_page(
         &self,
         stream: Stream,
-        after: EventId,
+        after: Option<String>,
         as_of: Option<EventId>,
         limit: usize,
     ) -> BoxFuture<'_, Result<StatePage, LogError>> {
         let db = self.db.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || Self::state_page_blocking(&db, &stream, after, as_of, limit))
+            tokio::task::spawn_blocking(move || Self::state_page_blocking(&db, &stream, after.as_deref(), as_of, limit))
                 .await
                 .map_err(storage)?
         })
@@ -1220,6 +1239,18 @@ fn trim_dedupe(txn: &redb::WriteTransaction, cutoff: u64, budget: &mut usize) ->
 /// When a stored event was published, Unix ms.
 fn published_ms(bytes: &[u8]) -> Result<u64, LogError> {
     Ok(Record::decode(bytes)?.published_ms())
+}
+
+/// A slot key as a page cursor: lowercase hex (slot keys hold `\0` and any UTF-8).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]

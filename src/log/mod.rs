@@ -159,26 +159,28 @@ impl StateView {
     }
 }
 
-/// One page of a state view: the slots whose latest event has an id in `(after, as_of]`, the
-/// first `limit` of them in id order. Every page of one walk has the first page's `as_of`; a slot
-/// that changes during the walk moves past `as_of` and leaves the pages, and the events after
-/// `as_of` carry it: the pages plus what follows `as_of` are the truth, as with one view.
+/// One page of a state view: up to `limit` slots whose latest event has an id ≤ `as_of`, in id
+/// order within the page. Every page of one walk has the first page's `as_of`; a slot that
+/// changes during the walk moves past `as_of` and leaves the pages, and the events after `as_of`
+/// carry it: the pages plus what follows `as_of` are the truth, as with one view.
 #[derive(Debug, Clone, Default)]
 pub struct StatePage {
     pub records: Vec<Arc<Record>>,
     pub as_of: EventId,
-    /// Where the next page starts (`after`), or `None` on the last page.
-    pub next: Option<EventId>,
+    /// Where the next page starts, as the backend names it (an id, a slot key), or `None` on
+    /// the last page. Never contains a `.`.
+    pub next: Option<String>,
 }
 
 impl StatePage {
-    /// A page of `view` (its records in id order).
-    pub fn of(view: StateView, after: EventId, as_of: Option<EventId>, limit: usize) -> Self {
+    /// A page of `view`, whose records are in id order: those after the id `after`.
+    pub fn of(view: StateView, after: Option<&str>, as_of: Option<EventId>, limit: usize) -> Self {
+        let after = EventId(after.and_then(|a| a.parse().ok()).unwrap_or(0));
         let as_of = as_of.unwrap_or(view.as_of);
         let mut records: Vec<_> = view.records.into_iter().filter(|r| r.id > after && r.id <= as_of).collect();
         let next = match limit {
             0 => None,
-            _ => (records.len() > limit).then(|| records[limit - 1].id),
+            _ => (records.len() > limit).then(|| records[limit - 1].id.to_string()),
         };
         records.truncate(limit);
         Self { records, as_of, next }
@@ -347,17 +349,20 @@ pub trait Log: Send + Sync + 'static {
     fn append_each(&self, events: Vec<Accepted>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         self.append(events)
     }
-    /// One page of the state view of `stream` (see [`StatePage`]); `as_of` is the walk's, from
-    /// its first page (`None`: this is the first). A backend whose state is not ordered by id
-    /// pages the whole view.
+    /// One page of the state view of `stream` (see [`StatePage`]), after the previous page's
+    /// `next`; `as_of` is the walk's, from its first page (`None`: this is the first). This
+    /// default pages the whole view by id; a backend that can read its slots in order pages them.
     fn state_page(
         &self,
         stream: Stream,
-        after: EventId,
+        after: Option<String>,
         as_of: Option<EventId>,
         limit: usize,
     ) -> BoxFuture<'_, Result<StatePage, LogError>> {
-        Box::pin(async move { Ok(StatePage::of(self.state(stream, after).await?, after, as_of, limit)) })
+        Box::pin(async move {
+            let from = EventId(after.as_deref().and_then(|a| a.parse().ok()).unwrap_or(0));
+            Ok(StatePage::of(self.state(stream, from).await?, after.as_deref(), as_of, limit))
+        })
     }
     /// The most events one [`Log::append`] stores all or nothing; the bus refuses larger batches.
     fn max_batch(&self) -> usize {
