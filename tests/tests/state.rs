@@ -549,6 +549,16 @@ async fn the_state_is_read_a_page_at_a_time_consistent_with_one_as_of() {
     keys.extend(later);
     let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
     assert_eq!(distinct.len(), 2_500, "every key once");
+    // Another tenant's cursor (or a made-up one) is no way into this tenant's keys, and no panic.
+    for foreign in [format!("{as_of}.00"), format!("{as_of}.ffff"), format!("{as_of}.{}", "7a".repeat(40))] {
+        let r = switchyard_tests::http()
+            .get(format!("{}/api/state?channels=dashboard&cursor={foreign}", server.http_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{foreign}");
+    }
     // A bad cursor or limit names its field.
     let r = switchyard_tests::http()
         .get(format!("{}/api/state?cursor=nope&limit=0", server.http_url))
