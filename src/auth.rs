@@ -315,23 +315,22 @@ impl Standing {
         Self { who, revocations, seen: u64::MAX }
     }
 
-    pub fn who(&self) -> &Principal {
-        &self.who
-    }
-
     /// `None` while the credential holds at `now` (Unix seconds).
     pub fn check(&mut self, now: u64) -> Option<Lapse> {
         if now >= self.who.expires {
             return Some(Lapse::Expired);
         }
+        self.revoked().then_some(Lapse::Revoked)
+    }
+
+    /// Whether the token was revoked: an atomic load, and the set looked up only when it changed.
+    pub fn revoked(&mut self) -> bool {
         let generation = self.revocations.generation();
-        if generation != self.seen {
-            self.seen = generation;
-            if self.revocations.is_revoked(&self.who) {
-                return Some(Lapse::Revoked);
-            }
+        if generation == self.seen {
+            return false;
         }
-        None
+        self.seen = generation;
+        self.revocations.is_revoked(&self.who)
     }
 }
 

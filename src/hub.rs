@@ -87,9 +87,9 @@ impl TenantCells {
 /// The label a record's type is counted under: its catalog name, or `custom` for any type a
 /// publisher named itself.
 pub fn type_label(r: &Record) -> &str {
-    match crate::catalog::Catalog::global().by_name(r.type_name()) {
-        Some(_) => r.type_name(),
-        None => "custom",
+    match r.event.payload {
+        Some(crate::proto::v1::event::Payload::Custom(_)) => "custom",
+        _ => r.type_name(),
     }
 }
 
@@ -191,14 +191,10 @@ impl Hub {
         let mut cells: Option<(&Tenant, Arc<TenantCells>)> = None;
         for r in records {
             // A batch is mostly one tenant's: its cells are looked up once.
-            let t = match &cells {
-                Some((tenant, c)) if *tenant == &r.tenant => c.clone(),
-                _ => {
-                    let c = self.cells(&r.tenant);
-                    cells = Some((&r.tenant, c.clone()));
-                    c
-                }
-            };
+            if cells.as_ref().is_none_or(|(tenant, _)| *tenant != &r.tenant) {
+                cells = Some((&r.tenant, self.cells(&r.tenant)));
+            }
+            let Some((_, t)) = &cells else { continue };
             t.total.fetch_add(1, Ordering::Relaxed);
             t.types.bump(type_label(r));
             for ch in &r.routing.channels {

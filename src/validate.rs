@@ -226,10 +226,10 @@ fn check_provenance(who: &Principal, event: &Event) -> Result<(), PublishError> 
 
 /// The type's name when it is a connector's health report (`<source>:sync-status`, the
 /// snapshot the dashboard and console show, or `<source>:sync-error`), catalog or custom.
-fn connector_health_type(event: &Event) -> Option<String> {
-    let name = match &event.payload {
-        Some(Payload::Custom(c)) => c.r#type.clone(),
-        Some(p) => crate::catalog::Catalog::global().by_field(p.field_number())?.name.to_string(),
+fn connector_health_type(event: &Event) -> Option<&str> {
+    let name: &str = match &event.payload {
+        Some(Payload::Custom(c)) => &c.r#type,
+        Some(p) => &crate::catalog::Catalog::global().by_field(p.field_number())?.name,
         None => return None,
     };
     let (_, kind) = name.split_once(':')?;

@@ -151,14 +151,17 @@ impl Service {
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ended.clone();
         let revocations = self.verifier.revocations().clone();
-        let who_now = who.clone();
+        let mut standing = crate::auth::Standing::new(who.clone(), revocations.clone());
         let items = items
             .take_until(stopped(self.stopping.clone()))
             .take_until(async move {
-                // Expiry is known ahead; a revocation is looked for every few seconds.
-                while crate::auth::now_secs() < who.expires && !revocations.is_revoked(&who) {
-                    let left = who.expires.saturating_sub(crate::auth::now_secs());
-                    tokio::time::sleep(std::time::Duration::from_secs(left.clamp(1, REVOCATION_CHECK_SECS))).await;
+                // Expiry is known ahead: the stream is cut on a timer (looked at before each
+                // message), a little before `exp` so no message goes out after it, and with no
+                // clock read per message. A quiet stream looks for a revocation every few seconds.
+                let end_ms = (who.expires * 1000).saturating_sub(EXPIRY_MARGIN_MS);
+                while crate::log::now_ms() < end_ms && !revocations.is_revoked(&who) {
+                    let left = end_ms.saturating_sub(crate::log::now_ms()).min(REVOCATION_CHECK_SECS * 1000);
+                    tokio::time::sleep(std::time::Duration::from_millis(left)).await;
                 }
                 flag.store(true, std::sync::atomic::Ordering::Relaxed);
             })
@@ -170,13 +173,9 @@ impl Service {
             }));
         // While coalescing holds snapshots back, each event says where to resume (`N~W`).
         let mut floor: Option<EventId> = None;
-        // Looked at before each message: nothing goes out after `exp` or a revocation.
-        let mut standing = crate::auth::Standing::new(who_now, self.verifier.revocations().clone());
         let stream = items.filter_map(move |item| {
-            let item = match standing.check(crate::auth::now_secs()) {
-                Some(_) => Err(crate::log::LogError::Expired),
-                None => item,
-            };
+            // A revocation is looked for before each message (an atomic load while none is new).
+            let item = if standing.revoked() { Err(crate::log::LogError::Expired) } else { item };
             let out = match item {
                 Err(e @ crate::log::LogError::Expired) => {
                     session.reason = Some("token expired or revoked");
@@ -194,8 +193,10 @@ impl Service {
     }
 }
 
-/// How often an open subscription looks whether its token was revoked.
+/// How often a quiet subscription looks whether its token was revoked.
 const REVOCATION_CHECK_SECS: u64 = 5;
+/// How long before its token's `exp` a subscription is cut: its timer may fire a moment late.
+const EXPIRY_MARGIN_MS: u64 = 50;
 
 fn auth_status(e: &AuthError) -> Status {
     if e.unauthenticated() { Status::unauthenticated(e.to_string()) } else { Status::permission_denied(e.to_string()) }
