@@ -134,8 +134,13 @@ impl Redeemed {
 }
 
 /// Whether `r` fits: prunes what expired, then checks the per-tenant and total caps.
+/// Expired revocations are pruned only when a cap is reached: a revocation costs a few lookups,
+/// not a pass over every one outstanding.
 fn room_for(revocations: &Revocations, r: &Revoked) -> Result<(), LedgerError> {
-    revocations.prune(now_secs());
+    let full = || revocations.count(&r.tenant) >= MAX_REVOKED_PER_TENANT || revocations.len() >= MAX_REVOKED;
+    if full() {
+        revocations.prune(now_secs());
+    }
     if revocations.count(&r.tenant) >= MAX_REVOKED_PER_TENANT {
         return Err(LedgerError::Full(format!(
             "{MAX_REVOKED_PER_TENANT} revocations are outstanding for this tenant; they end as their tokens expire"
@@ -159,7 +164,9 @@ fn room_for(revocations: &Revocations, r: &Revoked) -> Result<(), LedgerError> {
 pub struct LocalLedger {
     redeemed: Redeemed,
     revocations: Revocations,
-    file: Arc<Mutex<RevocationFile>>,
+    /// An async lock, taken before the blocking write is started: a flood of revocations waits
+    /// here, not in a blocking thread each.
+    file: Arc<tokio::sync::Mutex<RevocationFile>>,
 }
 
 struct RevocationFile {
@@ -222,22 +229,21 @@ impl LocalLedger {
         if file.exists() {
             f.compact(&live(&revocations)).map_err(|e| unreadable(&e))?;
         }
-        Ok(Self { redeemed: Redeemed::default(), revocations, file: Arc::new(Mutex::new(f)) })
+        Ok(Self { redeemed: Redeemed::default(), revocations, file: Arc::new(tokio::sync::Mutex::new(f)) })
     }
 
     async fn store(&self, r: Revoked) -> Result<(), LedgerError> {
-        let (file, revocations) = (self.file.clone(), self.revocations.clone());
+        // One writer at a time: the caps are checked and the line appended under the lock.
+        let mut f = self.file.clone().lock_owned().await;
+        let revocations = self.revocations.clone();
         tokio::task::spawn_blocking(move || {
-            // One writer at a time: the caps are checked and the line appended under the lock.
-            let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
             room_for(&revocations, &r)?;
             let path = f.path.display().to_string();
             let failed = |e: std::io::Error| LedgerError::Unavailable(format!("{path}: {e}"));
             f.append(&r).map_err(failed)?;
             revocations.insert(&r.tenant, &r.jti, r.exp);
-            let live = live(&revocations);
-            if f.lines > 2 * live.len() + 1_000 {
-                f.compact(&live).map_err(failed)?;
+            if f.lines > 2 * revocations.len() + 1_000 {
+                f.compact(&live(&revocations)).map_err(failed)?;
             }
             Ok(())
         })
