@@ -73,7 +73,8 @@ impl Channel {
 }
 
 /// An event's position in the one ordered history. Assigned by the log; 0 is "before everything".
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct EventId(pub u64);
 
 impl EventId {

@@ -151,6 +151,11 @@ fn stream_name(stream: &Stream) -> Option<String> {
 }
 
 impl EmbeddedLog {
+    /// The small records kept in the same file (durable subscribers' cursors): see [`super::kv`].
+    pub fn kv(&self) -> Result<super::kv::RedbKv, LogError> {
+        super::kv::RedbKv::new(self.db.clone())
+    }
+
     /// Opens (or creates) `dir/events.redb` and starts the writer thread.
     pub fn open(dir: &Path, config: EmbeddedConfig, feed: Feed) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(storage)?;

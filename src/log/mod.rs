@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod jetstream;
+pub mod kv;
 
 use std::{
     collections::HashMap,

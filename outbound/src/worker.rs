@@ -1,0 +1,446 @@
+//! One endpoint's deliverer: a durable subscriber of the bus. It follows the tenant's history
+//! from its cursor (replay, then live, through the same subscription every SSE stream uses),
+//! sends what the endpoint selects, and records what came of it before it counts as done.
+//!
+//! Invariants:
+//! - every selected event ≤ `Progress.cursor` was delivered, dead-lettered, or is owed (a key
+//!   `q.<endpoint>.<event>`), and that is committed before the cursor passes it, so a crash
+//!   at any point loses nothing; what was sent but not yet recorded is sent again, with the
+//!   same `webhook-id`;
+//! - an ordered endpoint has at most one attempt in flight, and owes at most the event at its
+//!   head: nothing after it is sent until that one is delivered or dead-lettered.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use switchyard::{
+    log::{Record, Stream, kv::Writes},
+    names::{Cursor, EventId, Tenant},
+    subscription::{self, Filter, Item, Lag, Options, Start},
+};
+use tokio::{sync::watch, time::Instant};
+use tracing::Instrument;
+
+use crate::{
+    Shared,
+    endpoint::{DeadLetter, Endpoint, Owed, Progress, Target, keys},
+    filter::Selector,
+    render::{self, Message},
+    signature::{self, SigningSecret},
+    transport::{Outcome, Request},
+};
+
+/// What the console and `/metrics` read of a running deliverer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Status {
+    pub progress: Progress,
+    pub owed: usize,
+    pub in_flight: usize,
+}
+
+/// One finished attempt: for which events (a group for people), which try it was, whether
+/// they came from the owed queue.
+struct Done {
+    ids: Vec<EventId>,
+    attempt: u32,
+    owed: bool,
+    outcome: Outcome,
+}
+
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    ep: Endpoint,
+    tenant: Tenant,
+    target: Target,
+    selector: Selector,
+    secrets: Vec<SigningSecret>,
+    progress: Progress,
+    owed: BTreeMap<EventId, Owed>,
+    /// Records of owed events already read, so a retry does not read the log again.
+    held: BTreeMap<EventId, Arc<Record>>,
+    /// Events from the stream not yet finished: the cursor stays below the lowest.
+    pending: BTreeSet<EventId>,
+    /// Highest id taken from the stream.
+    high: EventId,
+    /// Owed events being attempted now.
+    trying: BTreeSet<EventId>,
+    /// Alerts collecting for one message (people kinds), and when it goes.
+    group: Vec<Arc<Record>>,
+    group_due: Option<Instant>,
+    ready_at: Instant,
+    clock: crate::clock::Clock,
+    status: Arc<Mutex<Status>>,
+}
+
+type Attempt = BoxFuture<'static, Done>;
+
+impl Worker {
+    pub(crate) async fn load(shared: Arc<Shared>, ep: Endpoint, status: Arc<Mutex<Status>>) -> Result<Self, String> {
+        let tenant = Tenant::new(&ep.tenant).map_err(|e| e.to_string())?;
+        let target = ep.spec.target().map_err(|e| e.to_string())?;
+        let selector =
+            Selector::new(&ep.spec.types, &ep.spec.channels, ep.spec.filter.as_deref()).map_err(|e| e.to_string())?;
+        let now = shared.clock_ms();
+        let secrets = ep
+            .secrets
+            .iter()
+            .filter(|s| s.expires_ms.is_none_or(|e| e > now))
+            .map(|s| shared.sealer.open(&s.sealed).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let kv = &shared.kv;
+        let progress: Progress = match kv.get(&keys::progress(&ep.id)).await.map_err(|e| e.to_string())? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string())?,
+            None => Progress::default(),
+        };
+        let mut owed = BTreeMap::new();
+        for (k, v) in kv.scan(&keys::owed_prefix(&ep.id)).await.map_err(|e| e.to_string())? {
+            if let (Some(id), Ok(o)) = (keys::event_of(&k), serde_json::from_slice::<Owed>(&v)) {
+                owed.insert(id, o);
+            }
+        }
+        let high = progress.cursor;
+        let shared_clock = shared.clock;
+        Ok(Self {
+            shared,
+            ep,
+            tenant,
+            target,
+            selector,
+            secrets,
+            progress,
+            owed,
+            held: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            high,
+            trying: BTreeSet::new(),
+            group: Vec::new(),
+            group_due: None,
+            ready_at: Instant::now(),
+            clock: shared_clock,
+            status,
+        })
+    }
+
+    fn window(&self) -> usize {
+        if self.ep.spec.ordered { 1 } else { self.shared.config.max_in_flight.max(1) }
+    }
+
+    /// Delivers until `stop`, the endpoint is disabled, or its subscription ends.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let selector = self.selector.clone();
+        let filter = Filter {
+            stream: Stream::Tenant(self.tenant.clone()),
+            ring: Stream::Tenant(self.tenant.clone()),
+            channels: None,
+            allow: Some(Arc::new(move |r: &Record| selector.matches(r))),
+        };
+        let options = Options {
+            start: Start::After(Cursor::at(self.progress.cursor)),
+            coalesce: None,
+            on_lag: Lag::CatchUp,
+            handoff: false,
+        };
+        let bus = &self.shared.bus;
+        let mut items = Box::pin(subscription::subscribe(bus.log().clone(), bus.hub(), filter, options, Box::new(())));
+        let mut attempts: FuturesUnordered<Attempt> = FuturesUnordered::new();
+        loop {
+            self.publish_status(attempts.len());
+            let room = attempts.len() < self.window() && Instant::now() >= self.ready_at;
+            let take = room && self.owed.len() < self.shared.config.max_owed && !self.blocked();
+            let due = self.next_due(room);
+            tokio::select! {
+                _ = stop.changed() => return,
+                Some(done) = attempts.next(), if !attempts.is_empty() => {
+                    let mut finished = vec![done];
+                    while let Some(Some(more)) = attempts.next().now_or_never() {
+                        finished.push(more);
+                    }
+                    if !self.finish(finished).await {
+                        return;
+                    }
+                }
+                item = items.next(), if take => match item {
+                    Some(Ok(item)) => {
+                        if let Some(a) = self.take(item) {
+                            attempts.push(a);
+                        }
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(endpoint = %self.ep.id, %error, "outbound subscription failed; it restarts");
+                        return;
+                    }
+                    None => return,
+                },
+                _ = sleep_until(due) => {
+                    if let Some(a) = self.dispatch_due().await {
+                        attempts.push(a);
+                    }
+                }
+                _ = sleep_until(Some(self.ready_at)), if !room && attempts.len() < self.window() => {}
+            }
+        }
+    }
+
+    /// Ordered endpoints hold the stream while they owe anything (their head).
+    fn blocked(&self) -> bool {
+        self.ep.spec.ordered && !self.owed.is_empty()
+    }
+
+    /// The owed event to try next: an ordered endpoint's head, else the earliest due.
+    fn next_owed(&self) -> Option<(EventId, &Owed)> {
+        let free = |(id, _): &(&EventId, &Owed)| !self.trying.contains(id);
+        match self.ep.spec.ordered {
+            true => self.owed.iter().next().filter(free),
+            false => self.owed.iter().filter(free).min_by_key(|(_, o)| o.next_ms),
+        }
+        .map(|(id, o)| (*id, o))
+    }
+
+    /// When something owed or a group is next due (only when there is room to send it).
+    fn next_due(&self, room: bool) -> Option<Instant> {
+        if !room {
+            return None;
+        }
+        let owed = self.next_owed().map(|(_, o)| self.clock.instant(o.next_ms));
+        [owed, self.group_due].into_iter().flatten().min()
+    }
+
+    fn take(&mut self, item: Item) -> Option<Attempt> {
+        let r = match item {
+            Item::Event(r) => r,
+            Item::Gap { after, next, .. } => {
+                self.progress.lost_to_retention += next.0.saturating_sub(after.0 + 1);
+                tracing::warn!(endpoint = %self.ep.id, %after, %next, "events removed by retention before delivery");
+                return None;
+            }
+            _ => return None,
+        };
+        if r.id <= self.high {
+            return None;
+        }
+        self.high = r.id;
+        self.pending.insert(r.id);
+        if self.target.for_people() {
+            if self.group.first().is_some_and(|g| g.type_name() != r.type_name()) {
+                let flushed = self.flush_group();
+                self.group.push(r);
+                self.group_due = Some(Instant::now() + self.shared.config.group_window());
+                return flushed;
+            }
+            self.group.push(r);
+            self.group_due.get_or_insert_with(|| Instant::now() + self.shared.config.group_window());
+            return (self.group.len() >= crate::MAX_GROUP).then(|| self.flush_group()).flatten();
+        }
+        Some(self.attempt(vec![r], 1, false))
+    }
+
+    fn flush_group(&mut self) -> Option<Attempt> {
+        self.group_due = None;
+        let group = std::mem::take(&mut self.group);
+        (!group.is_empty()).then(|| self.attempt(group, 1, false))
+    }
+
+    /// Sends what is due: the alert group, or the earliest owed event.
+    async fn dispatch_due(&mut self) -> Option<Attempt> {
+        if self.group_due.is_some_and(|d| d <= Instant::now()) {
+            return self.flush_group();
+        }
+        let (id, owed) = self.next_owed()?;
+        if owed.next_ms > self.clock.now_ms() {
+            return None;
+        }
+        let attempt = owed.attempts + 1;
+        let record = match self.held.get(&id) {
+            Some(r) => r.clone(),
+            None => match self.read(id).await {
+                Some(r) => r,
+                None => {
+                    // Retention removed it before it could be delivered again: say so, owe it no more.
+                    self.progress.lost_to_retention += 1;
+                    self.owed.remove(&id);
+                    self.commit(vec![(keys::owed(&self.ep.id, id), None)]).await;
+                    return None;
+                }
+            },
+        };
+        self.trying.insert(id);
+        Some(self.attempt(vec![record], attempt, true))
+    }
+
+    async fn read(&self, id: EventId) -> Option<Arc<Record>> {
+        let log = self.shared.bus.log();
+        let found = log.read(Stream::Tenant(self.tenant.clone()), EventId(id.0.saturating_sub(1)), 1).await.ok()?;
+        found.into_iter().next().filter(|r| r.id == id)
+    }
+
+    /// One attempt for `records` (one event, or a group for people), paced by the rate limit.
+    fn attempt(&mut self, records: Vec<Arc<Record>>, attempt: u32, owed: bool) -> Attempt {
+        if let Some(rate) = self.ep.spec.rate_per_sec.filter(|r| *r > 0) {
+            self.ready_at = Instant::now().max(self.ready_at) + Duration::from_secs_f64(1.0 / f64::from(rate));
+        }
+        for r in &records {
+            if attempt > 1 || owed {
+                self.held.insert(r.id, r.clone());
+            }
+        }
+        let ids: Vec<EventId> = records.iter().map(|r| r.id).collect();
+        let first = records[0].clone();
+        let send = self.send(&records);
+        let span = match switchyard::trace::sampled(&first.event) {
+            true => switchyard::trace::delivery("outbound.attempt", &first.event, 0),
+            false => tracing::Span::none(),
+        };
+        span.record("conn", attempt);
+        let shared = self.shared.clone();
+        Box::pin(
+            async move {
+                let outcome = send.await;
+                shared.metrics.attempted(attempt, &outcome);
+                Done { ids, attempt, owed, outcome }
+            }
+            .instrument(span),
+        )
+    }
+
+    fn send(&self, records: &[Arc<Record>]) -> BoxFuture<'static, Outcome> {
+        let dashboard = &self.shared.config.dashboard_url;
+        match &self.target {
+            Target::Webhook { url } => {
+                let r = &records[0];
+                let body = render::webhook_body(r);
+                let (id, ts) = (r.id.to_string(), self.clock.now_ms() / 1000);
+                let headers = vec![
+                    ("content-type", "application/json".to_owned()),
+                    ("webhook-signature", signature::header(&self.secrets, &id, ts, &body)),
+                    ("webhook-id", id),
+                    ("webhook-timestamp", ts.to_string()),
+                ];
+                self.post(url, headers, body)
+            }
+            Target::Slack { url } => {
+                let body = Message::new(records, dashboard).slack();
+                self.post(url, vec![("content-type", "application/json".to_owned())], body)
+            }
+            Target::Email { to } => match &self.shared.mailer {
+                Some(m) => {
+                    let msg = Message::new(records, dashboard);
+                    m.send(to, &msg.title, msg.text(), &format!("{}.{}", self.ep.id, records[0].id))
+                }
+                None => Box::pin(futures::future::ready(Outcome::Failed {
+                    reason: crate::transport::Reason::Smtp,
+                    status: None,
+                    retry_after: None,
+                    detail: "no [outbound.smtp] relay is configured".into(),
+                })),
+            },
+        }
+    }
+
+    fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: bytes::Bytes) -> BoxFuture<'static, Outcome> {
+        match self.shared.policy.check_url(url) {
+            Ok(url) => self.shared.transport.post(Request { url, headers, body }),
+            Err(e) => Box::pin(futures::future::ready(Outcome::Failed {
+                reason: crate::transport::Reason::Refused,
+                status: None,
+                retry_after: None,
+                detail: e.to_string(),
+            })),
+        }
+    }
+
+    /// Records what finished, durably; `false` when the endpoint was disabled and stops.
+    async fn finish(&mut self, finished: Vec<Done>) -> bool {
+        let now = self.clock.now_ms();
+        let mut writes: Writes = Vec::new();
+        for done in finished {
+            for id in &done.ids {
+                self.trying.remove(id);
+                self.pending.remove(id);
+                self.settle(*id, &done, now, &mut writes);
+            }
+            match &done.outcome {
+                Outcome::Delivered { .. } => {
+                    self.progress.delivered += done.ids.len() as u64;
+                    self.progress.last_success_ms = now;
+                    self.progress.failing_since_ms = None;
+                }
+                Outcome::Failed { detail, .. } => {
+                    self.progress.failed_attempts += 1;
+                    self.progress.last_error = detail.chars().take(300).collect();
+                    self.progress.failing_since_ms.get_or_insert(now);
+                }
+            }
+        }
+        let floor = self.pending.iter().next().map_or(self.high, |p| EventId(p.0 - 1));
+        self.progress.cursor = self.progress.cursor.max(floor);
+        writes.push((keys::progress(&self.ep.id), Some(serde_json::to_vec(&self.progress).unwrap_or_default())));
+        self.commit(writes).await;
+        let disable_after = self.shared.config.disable_after();
+        match self.progress.failing_since_ms {
+            Some(since) if now.saturating_sub(since) >= disable_after.as_millis() as u64 => {
+                self.shared.disable(&self.ep, &self.progress, now).await;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// One event's result: delivered (owe it no more), or retried later, or dead-lettered.
+    fn settle(&mut self, id: EventId, done: &Done, now: u64, writes: &mut Writes) {
+        let key = keys::owed(&self.ep.id, id);
+        let retry_after = match &done.outcome {
+            Outcome::Delivered { .. } => {
+                self.held.remove(&id);
+                if self.owed.remove(&id).is_some() || done.owed {
+                    writes.push((key, None));
+                }
+                return;
+            }
+            Outcome::Failed { retry_after, .. } => *retry_after,
+        };
+        let error = match &done.outcome {
+            Outcome::Failed { detail, .. } => detail.chars().take(300).collect(),
+            Outcome::Delivered { .. } => String::new(),
+        };
+        match self.shared.config.ladder.next(done.attempt, retry_after) {
+            Some(wait) => {
+                let owed = Owed { attempts: done.attempt, next_ms: now + wait.as_millis() as u64, last_error: error };
+                writes.push((key, Some(serde_json::to_vec(&owed).unwrap_or_default())));
+                self.owed.insert(id, owed);
+            }
+            None => {
+                let type_name = self.held.remove(&id).map(|r| r.type_name().to_owned()).unwrap_or_default();
+                self.owed.remove(&id);
+                self.progress.dead_lettered += 1;
+                let dead = DeadLetter { id, r#type: type_name, attempts: done.attempt, last_error: error, at_ms: now };
+                writes.push((key, None));
+                writes.push((keys::dead(&self.ep.id, id), Some(serde_json::to_vec(&dead).unwrap_or_default())));
+            }
+        }
+    }
+
+    /// Commits until it succeeds: progress that cannot be recorded must not be counted done.
+    async fn commit(&self, writes: Writes) {
+        let mut wait = Duration::from_millis(50);
+        while let Err(error) = self.shared.kv.commit(writes.clone()).await {
+            tracing::warn!(endpoint = %self.ep.id, %error, "cannot record outbound progress; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn publish_status(&self, in_flight: usize) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.progress.clone_from(&self.progress);
+        s.owed = self.owed.len();
+        s.in_flight = in_flight;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    subscription::sleep_until_opt(at).await
+}
