@@ -31,6 +31,8 @@ pub struct App {
     pub started: Instant,
     pub cors_origins: Vec<String>,
     pub webhooks: Inbound,
+    /// Outbound delivery (`None` on a bridge, which has no store of its own).
+    pub outbound: Option<switchyard_outbound::Outbound>,
     /// The tasks that write live SSE streams of the direct path (started on first use).
     pub writers: crate::writers::Writers,
 }

@@ -39,6 +39,8 @@ pub struct Config {
     /// (docs/clustering.md). Unset: the embedded store in `data_dir`.
     pub backplane: Option<String>,
     pub nats: NatsConfig,
+    /// Outbound delivery: endpoints, the retry ladder, target policy, SMTP (docs/outbound.md).
+    pub outbound: switchyard_outbound::Config,
 }
 
 /// The JetStream backplane's stream and connection (used when `backplane` is set).
@@ -314,6 +316,7 @@ impl Default for Config {
             ingest: None,
             backplane: None,
             nats: NatsConfig::default(),
+            outbound: switchyard_outbound::Config::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn routes() -> Vec<Route<Arc<App>>> {
     all.extend(sse::routes());
     all.extend(api::routes());
     all.extend(webhooks::routes());
+    all.extend(crate::outbound::routes());
     all.extend(assets::routes());
     all.push(Route::get("/api/openapi.json", document, json!({ "summary": "This document.", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } })));
     all.push(Route::get(
@@ -143,6 +144,7 @@ mod tests {
             cors_origins: Vec::new(),
             webhooks: Inbound { bus, hooks, metrics },
             writers,
+            outbound: None,
         });
         (app, beat)
     }

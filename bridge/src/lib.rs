@@ -35,6 +35,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;
+pub mod outbound;
 pub mod pipe;
 pub mod process;
 pub mod prometheus;

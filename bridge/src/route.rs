@@ -7,7 +7,7 @@
 use axum::{
     extract::DefaultBodyLimit,
     handler::Handler,
-    routing::{MethodRouter, get, post},
+    routing::{MethodRouter, delete, get, post},
 };
 use serde_json::Value;
 
@@ -27,6 +27,10 @@ impl<S: Clone + Send + Sync + 'static> Route<S> {
 
     pub fn post<H: Handler<T, S>, T: 'static>(path: impl Into<String>, handler: H, doc: Value) -> Self {
         Self { method: "POST", path: path.into(), handler: post(handler), doc }
+    }
+
+    pub fn delete<H: Handler<T, S>, T: 'static>(path: impl Into<String>, handler: H, doc: Value) -> Self {
+        Self { method: "DELETE", path: path.into(), handler: delete(handler), doc }
     }
 
     /// A smaller body limit than the router's default (webhooks: platforms send kilobytes).

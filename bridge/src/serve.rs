@@ -15,7 +15,11 @@ use switchyard::{
     bus::Bus,
     hub::Hub,
     ledger::{JetStreamLedger, Ledger, LocalLedger},
-    log::{embedded::EmbeddedLog, jetstream::JetStreamLog},
+    log::{
+        embedded::EmbeddedLog,
+        jetstream::JetStreamLog,
+        kv::{JetStreamKv, Kv},
+    },
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
@@ -180,7 +184,7 @@ pub async fn start_with(
             connectors.observe(records);
         })
     };
-    let (log, ledger) = open_log(&config, &backend, &plan, feed).await?;
+    let (log, ledger, kv) = open_log(&config, &backend, &plan, feed).await?;
     let bus = Bus::new(log, hub, config.bus_config());
     let (grpc_listener, http_listener) = bind(&config, &backend).await?;
     let grpc_addr = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -203,6 +207,10 @@ pub async fn start_with(
     let metrics = Arc::new(Metrics::default());
     let pulse = crate::pulse::start(std::time::Duration::from_secs(config.sse.heartbeat_secs), stopped.clone());
     let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone());
+    let outbound = match kv {
+        Some(kv) => Some(start_outbound(&config, &bus, kv, &secret, http_addr, stopped.clone()).await?),
+        None => None,
+    };
     let app = Arc::new(App {
         bus: bus.clone(),
         access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
@@ -220,6 +228,7 @@ pub async fn start_with(
         cors_origins: config.auth.cors_origins.clone(),
         webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks), metrics },
         writers,
+        outbound,
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
@@ -243,13 +252,48 @@ pub async fn start_with(
     Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http, ingest })
 }
 
-/// The history this process runs on, and the ledger its nodes share.
+/// Outbound delivery on this node: its endpoints' deliverers, over the log's own store.
+async fn start_outbound(
+    config: &Config,
+    bus: &Bus,
+    kv: Arc<dyn Kv>,
+    secret: &[u8],
+    http_addr: SocketAddr,
+    stopped: watch::Receiver<bool>,
+) -> Result<switchyard_outbound::Outbound, ServeError> {
+    let mut oc = config.outbound.clone();
+    if oc.dashboard_url.is_empty() {
+        oc.dashboard_url = format!("http://{http_addr}");
+    }
+    let limits = switchyard_outbound::transport::HttpLimits {
+        connect: Duration::from_secs(oc.connect_timeout_secs),
+        attempt: Duration::from_secs(oc.attempt_timeout_secs),
+        ..Default::default()
+    };
+    let http = switchyard_outbound::transport::Http::new(Arc::new(oc.targets()), limits)
+        .map_err(|e| ServeError::Config(format!("outbound: {e}")))?;
+    let node = format!("{}-{:08x}", std::process::id(), rand_u32());
+    let outbound = switchyard_outbound::Outbound::start(bus.clone(), kv, Arc::new(http), oc, secret, node, stopped)
+        .map_err(ServeError::Config)?;
+    outbound.install_static().await.map_err(|e| ServeError::Config(e.to_string()))?;
+    Ok(outbound)
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now()) as u32
+}
+
+type Opened = (Arc<dyn switchyard::log::Log>, Arc<dyn Ledger>, Option<Arc<dyn Kv>>);
+
+/// The history this process runs on, the ledger its nodes share, and the store of outbound
+/// delivery's progress (none on a bridge: its bus delivers).
 async fn open_log(
     config: &Config,
     backend: &Backend,
     plan: &Plan,
     feed: switchyard::log::Feed,
-) -> Result<(Arc<dyn switchyard::log::Log>, Arc<dyn Ledger>), ServeError> {
+) -> Result<Opened, ServeError> {
     let revocations = plan.verifier.revocations().clone();
     let log_error = |dir: String| move |e: switchyard::log::LogError| ServeError::Log { dir, message: e.to_string() };
     let local_ledger = || -> Result<Arc<dyn Ledger>, ServeError> {
@@ -266,19 +310,21 @@ async fn open_log(
             let ledger = JetStreamLedger::open(log.context(), &stream, replicas, revocations.clone())
                 .await
                 .map_err(|e| ServeError::Auth(e.to_string()))?;
-            (Arc::new(log), Arc::new(ledger))
+            let kv = JetStreamKv::open(log.context(), &stream, replicas)
+                .await
+                .map_err(log_error(config.backplane.clone().unwrap_or_default()))?;
+            (Arc::new(log), Arc::new(ledger), Some(Arc::new(kv)))
         }
-        (Backend::Embedded, None) => (
-            Arc::new(
-                EmbeddedLog::open(&config.data_dir, config.log_config(), feed)
-                    .map_err(log_error(config.data_dir.display().to_string()))?,
-            ),
-            local_ledger()?,
-        ),
+        (Backend::Embedded, None) => {
+            let dir = config.data_dir.display().to_string();
+            let log = EmbeddedLog::open(&config.data_dir, config.log_config(), feed).map_err(log_error(dir.clone()))?;
+            let kv = log.kv().map_err(log_error(dir))?;
+            (Arc::new(log), local_ledger()?, Some(Arc::new(kv)))
+        }
         (Backend::Remote { bus_url }, _) => {
             let token = plan.signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
             let log = crate::remote::RemoteLog::new(bus_url, &token, feed).map_err(log_error(bus_url.clone()))?;
-            (Arc::new(log), local_ledger()?)
+            (Arc::new(log), local_ledger()?, None)
         }
     })
 }

@@ -30,7 +30,7 @@ pub enum Security {
 }
 
 /// `[outbound.smtp]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,

@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// `[outbound]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub ladder: Ladder,
@@ -55,8 +55,10 @@ pub struct Config {
     pub rotation_overlap_secs: u64,
     /// Where messages for people link to (default: this server's HTTP address).
     pub dashboard_url: String,
-    #[serde(flatten)]
-    pub targets: TargetPolicy,
+    /// Hosts that may be reached over plain `http` (see [`TargetPolicy`]).
+    pub allow_http_hosts: Vec<String>,
+    /// Hosts that may resolve to loopback, private or link-local addresses.
+    pub allow_private_hosts: Vec<String>,
     pub smtp: Option<SmtpConfig>,
     pub connect_timeout_secs: u64,
     pub attempt_timeout_secs: u64,
@@ -75,7 +77,8 @@ impl Default for Config {
             group_window_ms: 30_000,
             rotation_overlap_secs: 24 * 3600,
             dashboard_url: String::new(),
-            targets: TargetPolicy::default(),
+            allow_http_hosts: Vec::new(),
+            allow_private_hosts: Vec::new(),
             smtp: None,
             connect_timeout_secs: 5,
             attempt_timeout_secs: 15,
@@ -89,21 +92,43 @@ impl Config {
         Duration::from_secs(self.disable_after_secs)
     }
 
+    pub fn targets(&self) -> TargetPolicy {
+        TargetPolicy {
+            allow_http_hosts: self.allow_http_hosts.clone(),
+            allow_private_hosts: self.allow_private_hosts.clone(),
+        }
+    }
+
     pub fn group_window(&self) -> Duration {
         Duration::from_millis(self.group_window_ms)
     }
 }
 
-/// `[[outbound.endpoints]]`: a static endpoint, with its id and secret in the file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[outbound.endpoints]]`: a static endpoint, with its id and secret in the file (its other
+/// fields are a [`Spec`]'s, which refuses unknown ones).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct StaticEndpoint {
     pub id: String,
     pub tenant: String,
     /// `whsec_…`; the operator gives the same to the receiver.
     pub secret: Option<switchyard::secret::Secret>,
-    #[serde(flatten)]
     pub spec: Spec,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for StaticEndpoint {
+    type Error = String;
+
+    // Not `#[serde(flatten)]`: serde cannot refuse unknown fields through it.
+    fn try_from(mut m: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let mut take = |k: &str| m.remove(k).and_then(|v| v.as_str().map(str::to_owned));
+        let id = take("id").ok_or("outbound.endpoints: id is required")?;
+        let tenant = take("tenant").ok_or("outbound.endpoints: tenant is required")?;
+        let secret = take("secret").map(Into::into);
+        let spec = serde_json::from_value(serde_json::Value::Object(m))
+            .map_err(|e| format!("outbound.endpoints {id}: {e}"))?;
+        Ok(Self { id, tenant, secret, spec })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,7 +354,7 @@ impl Outbound {
             transport,
             mailer,
             sealer: Sealer::new(server_secret),
-            policy: Arc::new(config.targets.clone()),
+            policy: Arc::new(config.targets()),
             config,
             metrics: Metrics::default(),
             node,
@@ -388,19 +413,20 @@ impl Outbound {
         }
     }
 
+    /// Checks a spec, the target's name resolved last (a lookup is the slow part).
     async fn check_spec(&self, spec: &Spec) -> Result<(), OutboundError> {
-        match spec.target().map_err(OutboundError::Invalid)? {
-            Target::Webhook { url } | Target::Slack { url } => {
-                self.shared().policy.check(&url).await.map_err(|e| invalid("url", e.to_string()))?;
-            }
-            Target::Email { to } => Mailer::check_recipients(&to).map_err(|e| invalid("to", e))?,
-        }
         Selector::new(&spec.types, &spec.channels, spec.filter.as_deref()).map_err(OutboundError::Invalid)?;
         if spec.rate_per_sec.is_some_and(|r| r == 0 || r > 100_000) {
             return Err(invalid("ratePerSec", "between 1 and 100000"));
         }
         if spec.description.len() > 500 {
             return Err(invalid("description", "at most 500 bytes"));
+        }
+        match spec.target().map_err(OutboundError::Invalid)? {
+            Target::Webhook { url } | Target::Slack { url } => {
+                self.shared().policy.check(&url).await.map_err(|e| invalid("url", e.to_string()))?;
+            }
+            Target::Email { to } => Mailer::check_recipients(&to).map_err(|e| invalid("to", e))?,
         }
         Ok(())
     }
@@ -712,5 +738,30 @@ impl Outbound {
             running.insert(id, Running { stop, status, revision, task });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_section_reads_static_endpoints_and_refuses_unknown_fields() {
+        let c: Config = toml::from_str(
+            r#"
+            allow_private_hosts = ["127.0.0.1"]
+            [[endpoints]]
+            id = "ep_0123456789abcdef"
+            tenant = "acme"
+            url = "https://example.com/h"
+            types = ["*:sync-error"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.targets().allow_private_hosts, vec!["127.0.0.1"]);
+        assert_eq!(c.endpoints[0].spec.types, vec!["*:sync-error"]);
+        assert!(toml::from_str::<Config>("nope = 1").is_err());
+        let typo = "[[endpoints]]\nid = \"ep_0123456789abcdef\"\ntenant = \"a\"\nurl = \"x\"\ntypez = []";
+        assert!(toml::from_str::<Config>(typo).is_err(), "a misspelt endpoint field is refused");
     }
 }

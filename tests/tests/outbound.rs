@@ -1,0 +1,241 @@
+//! Outbound delivery end to end: a real server, real HTTP, receivers that verify signatures
+//! with the independent `standardwebhooks` package (tests/python/webhook_receiver.py), a real
+//! SMTP server (aiosmtpd), kill -9, and a JetStream backplane that loses its delivering node.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use serde_json::{Value, json};
+use switchyard::{
+    auth::Role,
+    proto::v1::{Event, Money, Order, event::Payload},
+};
+use switchyard_tests::{KilledOnDrop, Server, events, http, wait_for};
+
+/// A Python receiver and the files it reads (secrets) and writes (one line per request).
+struct Receiver {
+    _child: KilledOnDrop,
+    url: String,
+    secrets: PathBuf,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &Path, mode: &str) -> Self {
+        let (secrets, log) = (dir.join("secrets.txt"), dir.join("received.jsonl"));
+        std::fs::write(&secrets, "").unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/webhook_receiver.py");
+        let (child, port) = python(Command::new("python3").arg(script).arg(&secrets).arg(&log).arg(mode));
+        Self { _child: child, url: format!("http://127.0.0.1:{port}/hook"), secrets, log }
+    }
+
+    fn trust(&self, secret: &str) {
+        let mut all = std::fs::read_to_string(&self.secrets).unwrap();
+        all.push_str(secret);
+        all.push('\n');
+        std::fs::write(&self.secrets, all).unwrap();
+    }
+
+    fn forget_all_but(&self, secret: &str) {
+        std::fs::write(&self.secrets, format!("{secret}\n")).unwrap();
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Verified, accepted deliveries by `webhook-id`: how many times each arrived.
+    fn accepted(&self) -> BTreeMap<u64, usize> {
+        let mut out = BTreeMap::new();
+        for l in self.lines().into_iter().filter(|l| l["verified"] == true && l["status"].as_u64() == Some(204)) {
+            *out.entry(l["id"].as_str().unwrap().parse().unwrap()).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// Starts a helper script and reads the `port=<n>` it prints.
+fn python(cmd: &mut Command) -> (KilledOnDrop, u16) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python3 runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let port = line.trim().strip_prefix("port=").unwrap_or_else(|| panic!("helper printed {line:?}")).parse().unwrap();
+    (KilledOnDrop(child), port)
+}
+
+fn order(id: &str, amount: &str) -> Event {
+    Event {
+        key: id.into(),
+        payload: Some(Payload::ShopifyOrderCreated(Order {
+            order_id: id.into(),
+            total: Some(Money { amount: amount.into(), currency: "GBP".into() }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// A server whose endpoints may target 127.0.0.1 over http (the receivers are local).
+async fn server() -> Server {
+    Server::start_with(|c| {
+        c.outbound.allow_http_hosts = vec!["127.0.0.1".into()];
+        c.outbound.allow_private_hosts = vec!["127.0.0.1".into()];
+    })
+    .await
+}
+
+async fn create(server: &Server, token: &str, spec: Value) -> (u16, Value) {
+    let r = http()
+        .post(format!("{}/api/outbound/endpoints", server.http_url))
+        .bearer_auth(token)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn publish(server: &Server, events: Vec<Event>) -> Vec<u64> {
+    let mut client = server.grpc("acme", Role::Publish).await;
+    let mut ids = Vec::new();
+    for e in events {
+        let request = switchyard::proto::v1::PublishRequest { event: Some(e) };
+        ids.push(client.publish(request).await.expect("published").into_inner().id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn signed_deliveries_verify_with_standard_webhooks_once_per_id_and_the_filter_picks_large_orders() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), "ok");
+    let admin = server.token("acme", Role::Admin, &[]);
+    let (status, created) = create(
+        &server,
+        &admin,
+        json!({
+            "url": receiver.url, "types": ["shopify:order-created"], "filter": "total.amount >= 1000"
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    receiver.trust(&secret);
+    let amounts = ["10.00", "1000.00", "999.99", "25000", "1000", "0.5", "1500.25"];
+    let mut batch: Vec<Event> = amounts.iter().enumerate().map(|(i, a)| order(&format!("o{i}"), a)).collect();
+    batch.push(events::alert("not an order"));
+    let ids = publish(&server, batch).await;
+    let large: BTreeSet<u64> = [1, 3, 4, 6].iter().map(|i| ids[*i]).collect();
+    wait_for("the large orders", || async { (receiver.accepted().len() >= large.len()).then_some(()) }).await;
+    // Give a wrong extra delivery the time to arrive before judging.
+    publish(&server, vec![order("marker", "5000")]).await;
+    wait_for("the marker", || async { (receiver.accepted().len() > large.len()).then_some(()) }).await;
+    let got = receiver.accepted();
+    let mut want = large.clone();
+    want.insert(*got.keys().last().unwrap());
+    assert_eq!(got.keys().copied().collect::<BTreeSet<_>>(), want, "exactly the orders of 1000 or more");
+    assert!(got.values().all(|n| *n == 1), "each id once: {got:?}");
+    assert!(receiver.lines().iter().all(|l| l["verified"] == true), "every delivery verifies");
+    let first = receiver.lines().into_iter().find(|l| l["id"] == ids[1].to_string()).unwrap();
+    assert_eq!(first["type"], "shopify:order-created");
+    assert_eq!(first["data"]["total"]["amount"], "1000.00");
+
+    // Rotation: the new secret alone verifies what follows, and so does the old one meanwhile.
+    let id = created["endpoint"]["id"].as_str().unwrap();
+    let rotated: Value = http()
+        .post(format!("{}/api/outbound/endpoints/{id}/rotate-secret", server.http_url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, secret);
+    receiver.forget_all_but(&new);
+    let after = publish(&server, vec![order("r1", "2000")]).await[0];
+    wait_for("a delivery under the new secret", || async { receiver.accepted().contains_key(&after).then_some(()) })
+        .await;
+    let line = receiver.lines().into_iter().find(|l| l["id"] == after.to_string()).unwrap();
+    assert_eq!(line["signatures"], 2, "old and new secrets both sign during the overlap");
+    receiver.forget_all_but(&secret);
+    let old = publish(&server, vec![order("r2", "2000")]).await[0];
+    wait_for("a delivery under the old secret", || async { receiver.accepted().contains_key(&old).then_some(()) })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn endpoints_are_refused_for_private_targets_and_bad_fields_and_are_tenant_scoped() {
+    let strict = Server::start().await;
+    let admin = strict.token("acme", Role::Admin, &[]);
+    for (url, field) in [
+        ("http://127.0.0.1:9/hook", "url"),
+        ("https://127.0.0.1:9/hook", "url"),
+        ("https://10.1.2.3/hook", "url"),
+        ("https://169.254.169.254/latest/meta-data", "url"),
+        ("https://localhost:9/hook", "url"),
+        ("https://[::1]/hook", "url"),
+    ] {
+        let (status, body) = create(&strict, &admin, json!({ "url": url })).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["field"], field, "{url}: {body}");
+    }
+    let (status, body) =
+        create(&strict, &admin, json!({ "url": "https://example.com/h", "filter": "total.amount >=" })).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("filter")), "{body}");
+    let (status, body) = create(&strict, &admin, json!({ "url": "https://example.com/h", "typez": [] })).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("body")), "{body}");
+    let publisher = strict.token("acme", Role::Publish, &[]);
+    let (status, _) = create(&strict, &publisher, json!({ "url": "https://example.com/h" })).await;
+    assert_eq!(status, 403, "only admins manage endpoints");
+    strict.stop().await;
+
+    let open = server().await;
+    let acme = open.token("acme", Role::Admin, &[]);
+    let globex = open.token("globex", Role::Admin, &[]);
+    let (status, created) = create(&open, &acme, json!({ "url": "http://127.0.0.1:9/hook" })).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["endpoint"]["id"].as_str().unwrap();
+    let theirs =
+        http().get(format!("{}/api/outbound/endpoints/{id}", open.http_url)).bearer_auth(&globex).send().await.unwrap();
+    assert_eq!(theirs.status(), 404, "another tenant's endpoint does not exist for globex");
+    let deleted = http()
+        .delete(format!("{}/api/outbound/endpoints/{id}", open.http_url))
+        .bearer_auth(&globex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 404);
+    let list: Value = http()
+        .get(format!("{}/api/outbound/endpoints", open.http_url))
+        .bearer_auth(&globex)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["endpoints"], json!([]));
+    let mine: Value = http()
+        .get(format!("{}/api/outbound/endpoints/{id}", open.http_url))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["endpoint"]["url"], "http://127.0.0.1:9/hook");
+    assert!(mine.to_string().find("whsec_").is_none(), "the secret is shown once, at creation");
+    open.stop().await;
+}
