@@ -194,23 +194,14 @@ pub async fn start_with(
         Backend::Remote { bus_url } => Some(bus_url.clone()),
         Backend::Embedded => grpc_addr.map(|a| format!("http://{a}")),
     };
-    std::fs::create_dir_all(&config.data_dir)?;
-    let addrs = serde_json::json!({
-        "grpc": grpc_addr.map(|a| a.to_string()),
-        "http": http_addr.to_string(),
-        "pid": std::process::id(),
-    });
-    std::fs::write(config.data_dir.join("addr.json"), addrs.to_string())?;
+    write_addrs(&config.data_dir, grpc_addr, http_addr)?;
 
     let (stop, stopped) = watch::channel(false);
     let Plan { tls, webhooks, ingest, secret, verifier, signer } = plan;
     let metrics = Arc::new(Metrics::default());
     let pulse = crate::pulse::start(std::time::Duration::from_secs(config.sse.heartbeat_secs), stopped.clone());
     let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone());
-    let outbound = match kv {
-        Some(kv) => Some(start_outbound(&config, &bus, kv, &secret, http_addr, stopped.clone()).await?),
-        None => None,
-    };
+    let outbound = start_outbound(&config, &bus, kv, &secret, http_addr, stopped.clone()).await?;
     let app = Arc::new(App {
         bus: bus.clone(),
         access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
@@ -252,15 +243,25 @@ pub async fn start_with(
     Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http, ingest })
 }
 
-/// Outbound delivery on this node: its endpoints' deliverers, over the log's own store.
+/// `<data_dir>/addr.json`: where this process listens, for tools and tests.
+fn write_addrs(dir: &std::path::Path, grpc: Option<SocketAddr>, http: SocketAddr) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let addrs =
+        serde_json::json!({ "grpc": grpc.map(|a| a.to_string()), "http": http.to_string(), "pid": std::process::id() });
+    std::fs::write(dir.join("addr.json"), addrs.to_string())
+}
+
+/// Outbound delivery on this node: its endpoints' deliverers, over the log's own store (none
+/// without one: a bridge's bus delivers).
 async fn start_outbound(
     config: &Config,
     bus: &Bus,
-    kv: Arc<dyn Kv>,
+    kv: Option<Arc<dyn Kv>>,
     secret: &[u8],
     http_addr: SocketAddr,
     stopped: watch::Receiver<bool>,
-) -> Result<switchyard_outbound::Outbound, ServeError> {
+) -> Result<Option<switchyard_outbound::Outbound>, ServeError> {
+    let Some(kv) = kv else { return Ok(None) };
     let mut oc = config.outbound.clone();
     if oc.dashboard_url.is_empty() {
         oc.dashboard_url = format!("http://{http_addr}");
@@ -276,7 +277,7 @@ async fn start_outbound(
     let outbound = switchyard_outbound::Outbound::start(bus.clone(), kv, Arc::new(http), oc, secret, node, stopped)
         .map_err(ServeError::Config)?;
     outbound.install_static().await.map_err(|e| ServeError::Config(e.to_string()))?;
-    Ok(outbound)
+    Ok(Some(outbound))
 }
 
 fn rand_u32() -> u32 {

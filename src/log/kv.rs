@@ -23,11 +23,14 @@ use super::LogError;
 /// Writes (`Some`) and deletes (`None`) made together.
 pub type Writes = Vec<(String, Option<Vec<u8>>)>;
 
+/// Keys with their values, in key order.
+pub type Rows = Vec<(String, Vec<u8>)>;
+
 /// Keys are `[A-Za-z0-9_.=-]` (what every backend can hold); callers build them from ids.
 pub trait Kv: Send + Sync + 'static {
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, LogError>>;
     /// Every key starting with `prefix`, in key order, with its value.
-    fn scan(&self, prefix: &str) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, LogError>>;
+    fn scan(&self, prefix: &str) -> BoxFuture<'_, Result<Rows, LogError>>;
     /// Applies `writes` durably; concurrent commits share one sync where the backend can. The
     /// embedded store applies them atomically; JetStream one key at a time, in order.
     fn commit(&self, writes: Writes) -> BoxFuture<'_, Result<(), LogError>>;
@@ -50,7 +53,7 @@ impl Kv for MemoryKv {
         Box::pin(async move { Ok(v) })
     }
 
-    fn scan(&self, prefix: &str) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, LogError>> {
+    fn scan(&self, prefix: &str) -> BoxFuture<'_, Result<Rows, LogError>> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let found = map
             .range(prefix.to_owned()..)
@@ -95,11 +98,24 @@ type Commit = (Writes, oneshot::Sender<Result<(), LogError>>);
 
 /// The embedded store's records: a table in the log's redb file. One thread applies commits;
 /// whatever queued while it synced goes in its next transaction, so many subscribers' progress
-/// shares one fsync.
+/// shares one fsync. The last clone to drop stops the thread and waits for it, so the file is
+/// released (and can be opened again) when it returns.
 #[derive(Clone)]
-pub struct RedbKv {
+pub struct RedbKv(Arc<RedbInner>);
+
+struct RedbInner {
     db: Arc<Database>,
-    commits: mpsc::Sender<Commit>,
+    commits: Mutex<Option<mpsc::Sender<Commit>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for RedbInner {
+    fn drop(&mut self) {
+        drop(self.commits.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl RedbKv {
@@ -109,7 +125,7 @@ impl RedbKv {
         txn.commit().map_err(storage)?;
         let (commits, rx) = mpsc::channel::<Commit>();
         let writer = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("switchyard-kv-writer".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -122,7 +138,7 @@ impl RedbKv {
                 }
             })
             .map_err(storage)?;
-        Ok(Self { db, commits })
+        Ok(Self(Arc::new(RedbInner { db, commits: Mutex::new(Some(commits)), thread: Mutex::new(Some(thread)) })))
     }
 
     fn apply<'a>(db: &Database, writes: impl Iterator<Item = &'a (String, Option<Vec<u8>>)>) -> Result<(), LogError> {
@@ -145,7 +161,7 @@ impl RedbKv {
         &self,
         f: impl FnOnce(&redb::ReadOnlyTable<&str, &[u8]>) -> Result<R, redb::StorageError>,
     ) -> Result<R, LogError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.0.db.begin_read().map_err(storage)?;
         let table = txn.open_table(KV).map_err(storage)?;
         f(&table).map_err(storage)
     }
@@ -157,7 +173,7 @@ impl Kv for RedbKv {
         Box::pin(async move { found })
     }
 
-    fn scan(&self, prefix: &str) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, LogError>> {
+    fn scan(&self, prefix: &str) -> BoxFuture<'_, Result<Rows, LogError>> {
         let found = self.read(|t| {
             let mut out = Vec::new();
             for row in t.range(prefix..)? {
@@ -174,7 +190,10 @@ impl Kv for RedbKv {
 
     fn commit(&self, writes: Writes) -> BoxFuture<'_, Result<(), LogError>> {
         let (done, applied) = oneshot::channel();
-        let sent = self.commits.send((writes, done));
+        let sent = match self.0.commits.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(c) => c.send((writes, done)).map_err(drop),
+            None => Err(()),
+        };
         Box::pin(async move {
             sent.map_err(|_| LogError::Closed)?;
             applied.await.map_err(|_| LogError::Closed)?
@@ -222,7 +241,7 @@ impl Kv for JetStreamKv {
         Box::pin(async move { Ok(self.store.get(key).await.map_err(unavailable)?.map(|b| b.to_vec())) })
     }
 
-    fn scan(&self, prefix: &str) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, LogError>> {
+    fn scan(&self, prefix: &str) -> BoxFuture<'_, Result<Rows, LogError>> {
         let prefix = prefix.to_owned();
         Box::pin(async move {
             let mut keys: Vec<String> = Vec::new();
@@ -294,5 +313,23 @@ mod tests {
         assert!(kv.lease("ep", "n1", Duration::from_millis(50)).await.unwrap(), "the holder renews");
         std::thread::sleep(Duration::from_millis(60));
         assert!(kv.lease("ep", "n2", Duration::from_millis(50)).await.unwrap(), "a lapsed lease is taken");
+    }
+
+    #[tokio::test]
+    async fn redb_commits_concurrently_and_keeps_them_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        {
+            let kv = RedbKv::new(Arc::new(Database::create(&path).unwrap())).unwrap();
+            let commits = (0..50).map(|i| kv.commit(vec![(format!("q.{i:03}"), Some(vec![i as u8]))]));
+            futures::future::try_join_all(commits).await.unwrap();
+            kv.commit(vec![("q.007".into(), None), ("p.1".into(), Some(b"x".to_vec()))]).await.unwrap();
+        }
+        let kv = RedbKv::new(Arc::new(Database::create(&path).unwrap())).unwrap();
+        let q = kv.scan("q.").await.unwrap();
+        assert_eq!(q.len(), 49);
+        assert_eq!(q[0], ("q.000".to_owned(), vec![0]));
+        assert_eq!(kv.get("q.007").await.unwrap(), None);
+        assert_eq!(kv.get("p.1").await.unwrap(), Some(b"x".to_vec()));
     }
 }

@@ -49,6 +49,12 @@ impl Receiver {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
+    /// The first request that carried `webhook-id: id`.
+    fn line_of(&self, id: u64) -> Value {
+        let id = id.to_string();
+        self.lines().into_iter().find(|l| l["id"].as_str() == Some(id.as_str())).expect("delivered")
+    }
+
     /// Verified, accepted deliveries by `webhook-id`: how many times each arrived.
     fn accepted(&self) -> BTreeMap<u64, usize> {
         let mut out = BTreeMap::new();
@@ -144,7 +150,7 @@ async fn signed_deliveries_verify_with_standard_webhooks_once_per_id_and_the_fil
     assert_eq!(got.keys().copied().collect::<BTreeSet<_>>(), want, "exactly the orders of 1000 or more");
     assert!(got.values().all(|n| *n == 1), "each id once: {got:?}");
     assert!(receiver.lines().iter().all(|l| l["verified"] == true), "every delivery verifies");
-    let first = receiver.lines().into_iter().find(|l| l["id"] == ids[1].to_string()).unwrap();
+    let first = receiver.line_of(ids[1]);
     assert_eq!(first["type"], "shopify:order-created");
     assert_eq!(first["data"]["total"]["amount"], "1000.00");
 
@@ -165,7 +171,7 @@ async fn signed_deliveries_verify_with_standard_webhooks_once_per_id_and_the_fil
     let after = publish(&server, vec![order("r1", "2000")]).await[0];
     wait_for("a delivery under the new secret", || async { receiver.accepted().contains_key(&after).then_some(()) })
         .await;
-    let line = receiver.lines().into_iter().find(|l| l["id"] == after.to_string()).unwrap();
+    let line = receiver.line_of(after);
     assert_eq!(line["signatures"], 2, "old and new secrets both sign during the overlap");
     receiver.forget_all_but(&secret);
     let old = publish(&server, vec![order("r2", "2000")]).await[0];
