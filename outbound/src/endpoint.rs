@@ -173,6 +173,10 @@ pub struct Progress {
     /// Events retention removed before they were delivered (a gap: said, never hidden).
     #[serde(default)]
     pub lost_to_retention: u64,
+    /// Events above the cursor already finished (delivered, owed or dead) while one below them
+    /// was still in flight: skipped on a restart, so nothing acknowledged is sent twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done_above: Vec<EventId>,
 }
 
 /// An event owed outside the cursor's order (a retry, a replay, a redrive), under

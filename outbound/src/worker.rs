@@ -66,6 +66,8 @@ pub(crate) struct Worker {
     pending: BTreeSet<EventId>,
     /// Highest id taken from the stream.
     high: EventId,
+    /// Finished events above the lowest pending one (the cursor cannot pass them yet).
+    done_above: BTreeSet<EventId>,
     /// Owed events being attempted now.
     trying: BTreeSet<EventId>,
     /// Alerts collecting for one message (people kinds), and when it goes.
@@ -103,6 +105,7 @@ impl Worker {
             }
         }
         let high = progress.cursor;
+        let done_above = progress.done_above.iter().copied().collect();
         let shared_clock = shared.clock;
         Ok(Self {
             shared,
@@ -116,6 +119,7 @@ impl Worker {
             held: BTreeMap::new(),
             pending: BTreeSet::new(),
             high,
+            done_above,
             trying: BTreeSet::new(),
             group: Vec::new(),
             group_due: None,
@@ -223,6 +227,9 @@ impl Worker {
             return None;
         }
         self.high = r.id;
+        if self.done_above.contains(&r.id) {
+            return None;
+        }
         self.pending.insert(r.id);
         if self.target.for_people() {
             if self.group.first().is_some_and(|g| g.type_name() != r.type_name()) {
@@ -359,7 +366,9 @@ impl Worker {
         for done in finished {
             for id in &done.ids {
                 self.trying.remove(id);
-                self.pending.remove(id);
+                if self.pending.remove(id) {
+                    self.done_above.insert(*id);
+                }
                 self.settle(*id, &done, now, &mut writes);
             }
             match &done.outcome {
@@ -377,6 +386,9 @@ impl Worker {
         }
         let floor = self.pending.iter().next().map_or(self.high, |p| EventId(p.0 - 1));
         self.progress.cursor = self.progress.cursor.max(floor);
+        let cursor = self.progress.cursor;
+        self.done_above.retain(|id| *id > cursor);
+        self.progress.done_above = self.done_above.iter().copied().collect();
         writes.push((keys::progress(&self.ep.id), Some(serde_json::to_vec(&self.progress).unwrap_or_default())));
         self.commit(writes).await;
         let disable_after = self.shared.config.disable_after();
