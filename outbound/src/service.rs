@@ -290,6 +290,9 @@ pub struct View {
     pub failing_since_ms: Option<u64>,
     pub last_success_ms: u64,
     pub r#static: bool,
+    /// Which node holds the delivery lease, on a cluster (`<pid>-<random>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliverer: Option<String>,
 }
 
 /// A range of history to deliver again.
@@ -522,6 +525,10 @@ impl Outbound {
                 (p, kv.scan(&keys::owed_prefix(&ep.id)).await.map_err(store)?.len())
             }
         };
+        let lease = self.shared().kv.get(&format!("lease.{}", ep.id)).await.map_err(store)?;
+        let deliverer = lease
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["holder"].as_str().map(str::to_owned));
         let tenant = Tenant::new(&ep.tenant).map_err(|e| store(e.to_string()))?;
         let head = self.shared().bus.log().bounds(Stream::Tenant(tenant)).await.map_err(store)?.head;
         let state = match (&ep.disabled, owed > 0 || progress.failing_since_ms.is_some()) {
@@ -546,6 +553,7 @@ impl Outbound {
             failing_since_ms: progress.failing_since_ms,
             last_success_ms: progress.last_success_ms,
             r#static: ep.r#static,
+            deliverer,
         })
     }
 

@@ -443,3 +443,50 @@ async fn email_goes_through_a_real_smtp_server_over_starttls() {
     assert!(body.contains("ASM-77") && body.contains(&server.http_url), "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn on_jetstream_killing_the_delivering_node_moves_delivery_to_another_with_nothing_lost() {
+    use switchyard_tests::{Process, nats};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = nats::Spec::single(&dir.path().join("nats"));
+    let _nats = spec.start();
+    let backplane = spec.url();
+    let receiver = Receiver::start(dir.path(), "ok");
+    let start = |name: &str, secret_from: Option<&Path>| {
+        let node_dir = dir.path().join(name);
+        std::fs::create_dir_all(&node_dir).unwrap();
+        if let Some(from) = secret_from {
+            std::fs::copy(from.join("secret.key"), node_dir.join("secret.key")).unwrap();
+        }
+        let config = config_file(&node_dir, "");
+        Process::serve(&node_dir, &["--backplane", &backplane, "--config", config.to_str().unwrap()])
+    };
+    let a = start("a", None);
+    let b = start("b", Some(&dir.path().join("a")));
+    let admin = a.token("acme", Role::Admin);
+    let r = http().post(format!("{}/api/outbound/endpoints", a.http_url)).bearer_auth(&admin).json(&json!({ "url": receiver.url })).send().await.unwrap();
+    let created: Value = r.json().await.unwrap();
+    receiver.trust(created["secret"].as_str().unwrap());
+    let id = created["endpoint"]["id"].as_str().unwrap().to_owned();
+    let publisher = a.token("acme", Role::Publish);
+    let mut published: BTreeSet<u64> = publish_alerts_http(&a.http_url, &publisher, 0, 300).await.into_iter().collect();
+    wait_for("deliveries under way", || async { (receiver.accepted().len() >= 50).then_some(()) }).await;
+    let view: Value = switchyard_tests::get_json(&format!("{}/api/outbound/endpoints/{id}", b.http_url), &admin).await;
+    let holder = view["endpoint"]["deliverer"].as_str().unwrap_or_else(|| panic!("a deliverer in {view}")).to_owned();
+    let (dead, alive) = if holder.starts_with(&format!("{}-", a.pid())) { (a, b) } else { (b, a) };
+    dead.kill();
+    published.extend(publish_alerts_http(&alive.http_url, &publisher, 300, 100).await);
+    // The lease lapses (10 s) and the survivor takes the endpoint over from the shared cursor.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
+    while receiver.accepted().len() < published.len() {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {} delivered", receiver.accepted().len(), published.len());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.keys().copied().collect::<BTreeSet<_>>(), published);
+    let resent: usize = accepted.values().map(|n| n - 1).sum();
+    assert!(resent <= 32, "{resent} resent: only what was in flight on the dead node");
+    let view: Value = switchyard_tests::get_json(&format!("{}/api/outbound/endpoints/{id}", alive.http_url), &admin).await;
+    assert!(view["endpoint"]["deliverer"].as_str().unwrap().starts_with(&format!("{}-", alive.pid())), "{view}");
+    eprintln!("failover: {} delivered, {resent} sent twice", published.len());
+}
