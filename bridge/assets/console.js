@@ -115,6 +115,7 @@ function render(s) {
   renderConnections(s, d);
   renderConnectors(a.connectors ?? []);
   renderWebhooks(a.webhooks ?? []);
+  renderOutbound(a.outbound ?? []);
 }
 
 function rows(id, items, empty, row) {
@@ -163,6 +164,15 @@ function renderWebhooks(list) {
     const outcome = el('td', w.outcome, { class: good ? 'ok' : 'bad' });
     const what = w.types.length ? `${w.types.join(', ')}${w.ids.length ? ` (id ${w.ids.join(', ')})` : ''}` : '—';
     return tr(time(w.atMs), w.source, outcome, w.tenant ?? '—', what, w.reason ?? '—');
+  });
+}
+
+function renderOutbound(list) {
+  rows('outbound', list, 'No outbound endpoint.', ({ tenant, endpoint: e }) => {
+    const state = el('td', e.state, { class: e.state === 'healthy' ? 'ok' : 'bad' });
+    const target = e.url ? new URL(e.url).host : (e.to ?? []).join(', ');
+    const num = (v) => el('td', v, { class: 'num' });
+    return tr(tenant, `${e.id} → ${target}`, e.kind, state, num(e.lag), num(e.owed), num(e.deadLettered), num(e.delivered), num(e.failedAttempts), e.lastError || '—');
   });
 }
 

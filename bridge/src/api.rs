@@ -501,6 +501,8 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
             "activity": crate::activity::activity(&app, &who.tenant),
         }),
     };
+    let mut body = body;
+    body["activity"]["outbound"] = crate::outbound::console(&app, &who.tenant).await;
     Ok(Json(body).into_response())
 }
 

@@ -187,6 +187,27 @@ async fn resend(
     Ok(Json(json!({ "owed": 1 })))
 }
 
+/// The console's view: each endpoint's state, lag, counts and last error (the caller's tenant's,
+/// or every tenant's for a system admin). Empty where this process delivers nothing.
+pub async fn console(app: &App, scope: &switchyard::auth::TenantScope) -> Value {
+    let Some(outbound) = &app.outbound else { return json!([]) };
+    let listed = match scope {
+        switchyard::auth::TenantScope::All => outbound.list_all().await,
+        switchyard::auth::TenantScope::One(t) => {
+            outbound.list(t).await.map(|v| v.into_iter().map(|e| (t.to_string(), e)).collect())
+        }
+    };
+    match listed {
+        Ok(views) => {
+            json!(views.into_iter().map(|(tenant, v)| json!({ "tenant": tenant, "endpoint": v })).collect::<Vec<_>>())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "console: cannot list outbound endpoints");
+            json!([])
+        }
+    }
+}
+
 pub fn routes() -> Vec<Route<Arc<App>>> {
     let p = "/api/outbound/endpoints";
     let one = "/api/outbound/endpoints/{id}";

@@ -25,6 +25,7 @@ pub fn render(app: &App) -> String {
     log(app, &mut s);
     edge(app, &mut s);
     connectors(app, &mut s);
+    outbound(app, &mut s);
     process(&mut s);
     s
 }
@@ -235,6 +236,79 @@ fn connectors(app: &App, s: &mut String) {
         help,
         "gauge",
         failing.into_iter().map(|(src, n)| (format!("source=\"{}\"", esc(&src)), n)),
+    );
+}
+
+/// Most endpoints named in the per-endpoint families; the rest are summed as `_other`.
+const MAX_ENDPOINT_LABELS: usize = 100;
+
+/// Outbound delivery: counts by outcome and reason, attempts by their number, and lag and owed
+/// events per endpoint this node delivers for (endpoint ids are random: they name no tenant).
+fn outbound(app: &App, s: &mut String) {
+    let Some(o) = &app.outbound else { return };
+    let m = o.metrics();
+    single(
+        s,
+        "switchyard_outbound_delivered_total",
+        "Events (or alert groups) delivered with a 2xx (or SMTP success).",
+        "counter",
+        load(&m.delivered),
+    );
+    family(
+        s,
+        "switchyard_outbound_failures_total",
+        "Failed attempts, by reason.",
+        "counter",
+        m.failures().map(|(r, n)| (format!("reason=\"{r}\""), n)),
+    );
+    let _ = writeln!(
+        s,
+        "# HELP switchyard_outbound_attempt_number Attempts by their number in the retry ladder (1 = first try).\n# TYPE switchyard_outbound_attempt_number histogram"
+    );
+    let mut cumulative = 0;
+    let mut sum = 0;
+    for (label, n) in m.attempts() {
+        cumulative += n;
+        sum += n * label.trim_end_matches('+').parse::<u64>().unwrap_or(10);
+        let le = if label.ends_with('+') { "+Inf".to_owned() } else { label };
+        let _ = writeln!(s, "switchyard_outbound_attempt_number_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        s,
+        "switchyard_outbound_attempt_number_sum {sum}\nswitchyard_outbound_attempt_number_count {cumulative}"
+    );
+    let head = app.bus.log().stats().head.0;
+    let local = o.local();
+    let lag = |f: &dyn Fn(&switchyard_outbound::Local) -> u64| {
+        let mut out: Vec<(String, u64)> =
+            local.iter().take(MAX_ENDPOINT_LABELS).map(|l| (format!("endpoint=\"{}\"", l.id), f(l))).collect();
+        let rest: u64 = local.iter().skip(MAX_ENDPOINT_LABELS).map(f).sum();
+        if local.len() > MAX_ENDPOINT_LABELS {
+            out.push(("endpoint=\"_other\"".into(), rest));
+        }
+        out
+    };
+    family(
+        s,
+        "switchyard_outbound_lag_events",
+        "Events in the history after an endpoint's cursor (an upper bound on what it still owes).",
+        "gauge",
+        lag(&|l| head.saturating_sub(l.cursor.0)),
+    );
+    family(
+        s,
+        "switchyard_outbound_owed_events",
+        "Events an endpoint owes outside its cursor's order (retries, replays).",
+        "gauge",
+        lag(&|l| l.owed as u64),
+    );
+    let failing = local.iter().filter(|l| l.failing).count();
+    family(
+        s,
+        "switchyard_outbound_endpoints",
+        "Endpoints this node delivers for, by state.",
+        "gauge",
+        [("state=\"healthy\"".to_owned(), local.len() - failing), ("state=\"retrying\"".to_owned(), failing)],
     );
 }
 

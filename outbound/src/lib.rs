@@ -29,7 +29,7 @@ pub mod service;
 
 pub use endpoint::{DeadLetter, Disabled, Endpoint, EndpointId, Owed, Progress, Spec, Target};
 pub(crate) use service::Shared;
-pub use service::{Config, Metrics, Outbound, OutboundError, Replay, StaticEndpoint, View};
+pub use service::{Config, Local, Metrics, Outbound, OutboundError, Replay, StaticEndpoint, View};
 
 /// Most alerts grouped into one message for people.
 pub const MAX_GROUP: usize = 50;

@@ -295,6 +295,16 @@ pub struct View {
     pub deliverer: Option<String>,
 }
 
+/// An endpoint this node delivers for, as `/metrics` shows it.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub id: EndpointId,
+    pub cursor: EventId,
+    pub owed: usize,
+    pub in_flight: usize,
+    pub failing: bool,
+}
+
 /// A range of history to deliver again.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -501,6 +511,36 @@ impl Outbound {
             out.push(self.view(ep).await?);
         }
         Ok(out)
+    }
+
+    /// Every tenant's endpoints with their tenant (the system admin's console).
+    pub async fn list_all(&self) -> Result<Vec<(String, View)>, OutboundError> {
+        let mut out = Vec::new();
+        for ep in self.endpoints(None).await? {
+            let tenant = ep.tenant.clone();
+            out.push((tenant, self.view(ep).await?));
+        }
+        Ok(out)
+    }
+
+    /// The endpoints this node delivers for now, read without the store (for `/metrics`).
+    pub fn local(&self) -> Vec<Local> {
+        let running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Local> = running
+            .iter()
+            .map(|(id, r)| {
+                let s = r.status.lock().unwrap_or_else(|p| p.into_inner());
+                Local {
+                    id: id.clone(),
+                    cursor: s.progress.cursor,
+                    owed: s.owed,
+                    in_flight: s.in_flight,
+                    failing: s.progress.failing_since_ms.is_some(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
     pub async fn get(&self, tenant: &Tenant, id: &str) -> Result<View, OutboundError> {

@@ -34,7 +34,9 @@ export function harness() {
     async setup() {
       const dir = dataDir();
       const config = join(dir, 'switchyard.toml');
-      writeFileSync(config, `[webhooks.shopify]\nsecrets = ["${SECRET}"]\n[webhooks.shopify.shops]\n"${SHOP}" = "acme"\n`);
+      // Outbound endpoints may target loopback (the console test's endpoint is refused there).
+      const outbound = '[outbound]\nallow_http_hosts = ["127.0.0.1"]\nallow_private_hosts = ["127.0.0.1"]\n';
+      writeFileSync(config, `${outbound}[webhooks.shopify]\nsecrets = ["${SECRET}"]\n[webhooks.shopify.shops]\n"${SHOP}" = "acme"\n`);
       const extra = ['--config', config];
       const server = await start(dir, '127.0.0.1:0', extra);
       servers.push(server);

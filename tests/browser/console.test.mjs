@@ -45,6 +45,14 @@ test('console: admin sign-in, live counts, webhooks, connectors and the event in
   assert.equal(await page.isHidden('#signin'), true);
   await page.screenshot({ path: `${SHOTS}console-empty.png`, fullPage: true });
 
+  // An outbound endpoint whose receiver refuses connections: its attempts fail, visibly.
+  const ep = await fetch(`${server.http}/api/outbound/endpoints?tenant=acme`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ url: 'http://127.0.0.1:9/hook', types: ['alert:*'] }),
+  });
+  assert.equal(ep.status, 201, await ep.text());
+
   // Two tenants publish; a real signed webhook and a forged one arrive.
   const pub = token(dir, 'acme', 'publish');
   const beta = token(dir, 'beta', 'publish');
@@ -72,6 +80,8 @@ test('console: admin sign-in, live counts, webhooks, connectors and the event in
   const connector = await text(page, '#connectors');
   assert.match(connector, /acme.*xero.*failing since.*rate_limited: Xero balance sheet: still HTTP 429/s);
   assert.match(connector, /2\.5 s/);
+  await until('the outbound row', async () => /retrying/.test(await text(page, '#outbound')), 5000);
+  assert.match(await text(page, '#outbound'), /acme.*ep_[0-9a-f]{16} → 127\.0\.0\.1:9.*webhook.*retrying.*error sending request/s);
   const overview = await text(page, '#overview');
   assert.ok(Number(overview.match(/Events published(\d+)/)[1]) >= 4, overview);
   assert.match(overview, /SSE connections1/, "the inspector's own stream");

@@ -464,7 +464,13 @@ async fn on_jetstream_killing_the_delivering_node_moves_delivery_to_another_with
     let a = start("a", None);
     let b = start("b", Some(&dir.path().join("a")));
     let admin = a.token("acme", Role::Admin);
-    let r = http().post(format!("{}/api/outbound/endpoints", a.http_url)).bearer_auth(&admin).json(&json!({ "url": receiver.url })).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/api/outbound/endpoints", a.http_url))
+        .bearer_auth(&admin)
+        .json(&json!({ "url": receiver.url }))
+        .send()
+        .await
+        .unwrap();
     let created: Value = r.json().await.unwrap();
     receiver.trust(created["secret"].as_str().unwrap());
     let id = created["endpoint"]["id"].as_str().unwrap().to_owned();
@@ -479,14 +485,20 @@ async fn on_jetstream_killing_the_delivering_node_moves_delivery_to_another_with
     // The lease lapses (10 s) and the survivor takes the endpoint over from the shared cursor.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
     while receiver.accepted().len() < published.len() {
-        assert!(tokio::time::Instant::now() < deadline, "{} of {} delivered", receiver.accepted().len(), published.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} delivered",
+            receiver.accepted().len(),
+            published.len()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let accepted = receiver.accepted();
     assert_eq!(accepted.keys().copied().collect::<BTreeSet<_>>(), published);
     let resent: usize = accepted.values().map(|n| n - 1).sum();
     assert!(resent <= 32, "{resent} resent: only what was in flight on the dead node");
-    let view: Value = switchyard_tests::get_json(&format!("{}/api/outbound/endpoints/{id}", alive.http_url), &admin).await;
+    let view: Value =
+        switchyard_tests::get_json(&format!("{}/api/outbound/endpoints/{id}", alive.http_url), &admin).await;
     assert!(view["endpoint"]["deliverer"].as_str().unwrap().starts_with(&format!("{}-", alive.pid())), "{view}");
     eprintln!("failover: {} delivered, {resent} sent twice", published.len());
 }
