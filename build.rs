@@ -6,8 +6,12 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] =
-    &["proto/switchyard/v1/options.proto", "proto/switchyard/v1/events.proto", "proto/switchyard/v1/bus.proto"];
+const PROTOS: &[&str] = &[
+    "proto/switchyard/v1/options.proto",
+    "proto/switchyard/v1/events.proto",
+    "proto/switchyard/v1/bus.proto",
+    "proto/switchyard/v1/outbound.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

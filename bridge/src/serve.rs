@@ -175,15 +175,9 @@ pub async fn start_with(
     crate::install_crypto_provider();
     let plan = Plan::new(&config, &webhooks)?;
     let hub = Hub::default();
-    // Committed records go to the hub (fan-out) and to what watches connectors' statuses.
     let connectors = Arc::new(crate::connectors::Connectors::default());
-    let feed = {
-        let (hub, connectors) = (hub.clone(), connectors.clone());
-        switchyard::log::Feed::new(move |records| {
-            hub.publish(records);
-            connectors.observe(records);
-        })
-    };
+    let dispatch = Arc::new(switchyard_outbound::dispatch::Dispatch::default());
+    let feed = feed(hub.clone(), connectors.clone(), dispatch.clone());
     let (log, ledger, kv) = open_log(&config, &backend, &plan, feed).await?;
     let bus = Bus::new(log, hub, config.bus_config());
     let (grpc_listener, http_listener) = bind(&config, &backend).await?;
@@ -201,7 +195,7 @@ pub async fn start_with(
     let metrics = Arc::new(Metrics::default());
     let pulse = crate::pulse::start(std::time::Duration::from_secs(config.sse.heartbeat_secs), stopped.clone());
     let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone());
-    let outbound = start_outbound(&config, &bus, kv, &secret, http_addr, stopped.clone()).await?;
+    let outbound = start_outbound(&config, (&bus, dispatch), kv, &secret, http_addr, stopped.clone()).await?;
     let app = Arc::new(App {
         bus: bus.clone(),
         access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
@@ -226,10 +220,15 @@ pub async fn start_with(
     let grpc = {
         let (bus, rx, pending) = (bus.clone(), stopped.clone(), pending.clone());
         let (limits, subscriptions) = (config.grpc.limits(config.bus.max_event_bytes), app.limits.clone());
+        let extra = match &app.outbound {
+            Some(o) => tonic::service::Routes::new(switchyard_outbound::grpc::server(o.clone(), verifier.clone())),
+            None => tonic::service::Routes::default(),
+        };
         tokio::spawn(async move {
             let Some(listener) = grpc_listener else { return };
             let incoming = crate::listener::grpc(listener, pending);
-            if let Err(error) = switchyard::grpc::serve(incoming, limits, bus, verifier, subscriptions, rx).await {
+            if let Err(error) = switchyard::grpc::serve(incoming, limits, bus, verifier, subscriptions, rx, extra).await
+            {
                 tracing::error!(%error, "gRPC server failed");
             }
         })
@@ -241,6 +240,20 @@ pub async fn start_with(
     let http = serve_http(&config, app, http_listener, tls, pending, stopped)?;
     tracing::info!(grpc_addr = ?grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
     Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http, ingest })
+}
+
+/// Where the log hands committed records: the hub (fan-out), what watches connectors' statuses,
+/// and outbound delivery's dispatch.
+fn feed(
+    hub: Hub,
+    connectors: Arc<crate::connectors::Connectors>,
+    dispatch: Arc<switchyard_outbound::dispatch::Dispatch>,
+) -> switchyard::log::Feed {
+    switchyard::log::Feed::new(move |records| {
+        hub.publish(records);
+        connectors.observe(records);
+        dispatch.committed(records);
+    })
 }
 
 /// `<data_dir>/addr.json`: where this process listens, for tools and tests.
@@ -255,7 +268,7 @@ fn write_addrs(dir: &std::path::Path, grpc: Option<SocketAddr>, http: SocketAddr
 /// without one: a bridge's bus delivers).
 async fn start_outbound(
     config: &Config,
-    bus: &Bus,
+    (bus, dispatch): (&Bus, Arc<switchyard_outbound::dispatch::Dispatch>),
     kv: Option<Arc<dyn Kv>>,
     secret: &[u8],
     http_addr: SocketAddr,
@@ -274,8 +287,9 @@ async fn start_outbound(
     let http = switchyard_outbound::transport::Http::new(Arc::new(oc.targets()), limits)
         .map_err(|e| ServeError::Config(format!("outbound: {e}")))?;
     let node = format!("{}-{:08x}", std::process::id(), rand_u32());
-    let outbound = switchyard_outbound::Outbound::start(bus.clone(), kv, Arc::new(http), oc, secret, node, stopped)
-        .map_err(ServeError::Config)?;
+    let parts = switchyard_outbound::Parts { bus: bus.clone(), dispatch, kv, transport: Arc::new(http) };
+    let outbound =
+        switchyard_outbound::Outbound::start(parts, oc, secret, node, stopped).map_err(ServeError::Config)?;
     outbound.install_static().await.map_err(|e| ServeError::Config(e.to_string()))?;
     Ok(Some(outbound))
 }

@@ -181,7 +181,7 @@ impl Selector {
         })
     }
 
-    fn type_matches(&self, name: &str) -> bool {
+    pub(crate) fn type_matches(&self, name: &str) -> bool {
         if let Some(v) = self.by_type.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return *v;
         }
@@ -194,11 +194,12 @@ impl Selector {
         v
     }
 
+    pub(crate) fn channels_match(&self, r: &Record) -> bool {
+        r.routing.channels.iter().any(|c| self.channels.matches(c.as_str()))
+    }
+
     pub fn matches(&self, r: &Record) -> bool {
-        if !self.type_matches(r.type_name()) {
-            return false;
-        }
-        if !r.routing.channels.iter().any(|c| self.channels.matches(c.as_str())) {
+        if !self.type_matches(r.type_name()) || !self.channels_match(r) {
             return false;
         }
         match &self.filter {

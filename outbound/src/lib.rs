@@ -14,9 +14,11 @@
 //! [`worker`] per endpoint this node holds the lease of.
 
 mod clock;
+pub mod dispatch;
 pub mod email;
 pub mod endpoint;
 pub mod filter;
+pub mod grpc;
 pub mod ladder;
 pub mod render;
 pub mod seal;
@@ -29,7 +31,7 @@ pub mod service;
 
 pub use endpoint::{DeadLetter, Disabled, Endpoint, EndpointId, Owed, Progress, Spec, Target};
 pub(crate) use service::Shared;
-pub use service::{Config, Local, Metrics, Outbound, OutboundError, Replay, StaticEndpoint, View};
+pub use service::{Config, Local, Metrics, Outbound, OutboundError, Parts, Replay, StaticEndpoint, View};
 
 /// Most alerts grouped into one message for people.
 pub const MAX_GROUP: usize = 50;

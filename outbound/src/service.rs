@@ -46,6 +46,8 @@ pub struct Config {
     pub disable_after_secs: u64,
     /// Attempts in flight per unordered endpoint.
     pub max_in_flight: usize,
+    /// Attempts in flight on this node over all endpoints (each holds a connection).
+    pub max_in_flight_total: usize,
     /// Events an endpoint may owe (retries, replays) before it stops taking new ones.
     pub max_owed: usize,
     pub max_endpoints_per_tenant: usize,
@@ -72,6 +74,7 @@ impl Default for Config {
             ladder: Ladder::default(),
             disable_after_secs: 5 * 24 * 3600,
             max_in_flight: 32,
+            max_in_flight_total: 256,
             max_owed: 10_000,
             max_endpoints_per_tenant: 100,
             group_window_ms: 30_000,
@@ -206,6 +209,10 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     /// This node's name in leases.
     pub node: String,
+    /// Committed records to the deliverers that select them.
+    pub dispatch: Arc<crate::dispatch::Dispatch>,
+    /// Attempts in flight over every endpoint: one permit each.
+    pub attempts: Arc<tokio::sync::Semaphore>,
     pub clock: Clock,
 }
 
@@ -339,6 +346,17 @@ struct Inner {
     wake: Notify,
 }
 
+/// What outbound delivery runs on.
+pub struct Parts {
+    pub bus: Bus,
+    /// Fed by the bus's log: its `Feed` calls [`crate::dispatch::Dispatch::committed`].
+    pub dispatch: Arc<crate::dispatch::Dispatch>,
+    /// The log's store for endpoints and their progress.
+    pub kv: Arc<dyn Kv>,
+    /// How webhooks and Slack messages leave ([`crate::transport::Http`] in production).
+    pub transport: Arc<dyn Transport>,
+}
+
 /// The outbound service of one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbound(Arc<Inner>);
@@ -349,18 +367,18 @@ pub const LEASE: Duration = Duration::from_secs(10);
 const RENEW: Duration = Duration::from_secs(3);
 
 impl Outbound {
-    /// Starts the supervisor. `transport` is how webhooks and Slack messages leave
-    /// ([`crate::transport::Http`] in production); `server_secret` seals signing secrets.
+    /// Starts the supervisor (see [`Parts`]); `server_secret` seals signing secrets; `node` is
+    /// this process's name in leases.
     pub fn start(
-        bus: Bus,
-        kv: Arc<dyn Kv>,
-        transport: Arc<dyn Transport>,
+        parts: Parts,
         config: Config,
         server_secret: &[u8],
         node: String,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, String> {
+        let Parts { bus, dispatch, kv, transport } = parts;
         let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+        let config_total = config.max_in_flight_total.max(1);
         let shared = Arc::new(Shared {
             bus,
             kv,
@@ -371,6 +389,8 @@ impl Outbound {
             config,
             metrics: Metrics::default(),
             node,
+            dispatch,
+            attempts: Arc::new(tokio::sync::Semaphore::new(config_total)),
             clock: Clock::new(),
         });
         let this = Self(Arc::new(Inner { shared, running: Mutex::new(HashMap::new()), wake: Notify::new() }));
@@ -778,6 +798,13 @@ impl Outbound {
             let status = Arc::new(Mutex::new(Status::default()));
             let (shared, st, revision) = (self.0.shared.clone(), status.clone(), ep.revision);
             let task = tokio::spawn(async move {
+                // The endpoint as it is now: the list this start was decided on may predate a
+                // change (its own worker disabling it, say).
+                let fresh = match shared.kv.get(&keys::endpoint(&ep.id)).await {
+                    Ok(Some(bytes)) => serde_json::from_slice::<Endpoint>(&bytes).ok(),
+                    _ => None,
+                };
+                let Some(ep) = fresh.filter(|e| e.disabled.is_none() && e.revision == revision) else { return };
                 match Worker::load(shared, ep, st).await {
                     Ok(w) => w.run(stopped).await,
                     Err(error) => tracing::error!(%error, "outbound endpoint cannot start"),

@@ -1,6 +1,7 @@
 //! One endpoint's deliverer: a durable subscriber of the bus. It follows the tenant's history
-//! from its cursor (replay, then live, through the same subscription every SSE stream uses),
-//! sends what the endpoint selects, and records what came of it before it counts as done.
+//! from its cursor (the log, then what the dispatch hands it live, the log again when it falls
+//! behind), sends what the endpoint selects, and records what came of it before it counts as
+//! done.
 //!
 //! Invariants:
 //! - every selected event ≤ `Progress.cursor` was delivered, dead-lettered, or is owed (a key
@@ -11,22 +12,23 @@
 //!   head: nothing after it is sent until that one is delivered or dead-lettered.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use switchyard::{
-    log::{Record, Stream, kv::Writes},
-    names::{Cursor, EventId, Tenant},
-    subscription::{self, Filter, Item, Lag, Options, Start},
+    log::{Log, LogError, Record, Stream, kv::Writes},
+    names::{EventId, Tenant},
+    subscription,
 };
 use tokio::{sync::watch, time::Instant};
 use tracing::Instrument;
 
 use crate::{
     Shared,
+    dispatch::Registration,
     endpoint::{DeadLetter, Endpoint, Owed, Progress, Target, keys},
     filter::Selector,
     render::{self, Message},
@@ -133,23 +135,9 @@ impl Worker {
         if self.ep.spec.ordered { 1 } else { self.shared.config.max_in_flight.max(1) }
     }
 
-    /// Delivers until `stop`, the endpoint is disabled, or its subscription ends.
+    /// Delivers until `stop`, the endpoint is disabled, or its source ends.
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let selector = self.selector.clone();
-        let filter = Filter {
-            stream: Stream::Tenant(self.tenant.clone()),
-            ring: Stream::Tenant(self.tenant.clone()),
-            channels: None,
-            allow: Some(Arc::new(move |r: &Record| selector.matches(r))),
-        };
-        let options = Options {
-            start: Start::After(Cursor::at(self.progress.cursor)),
-            coalesce: None,
-            on_lag: Lag::CatchUp,
-            handoff: false,
-        };
-        let bus = &self.shared.bus;
-        let mut items = Box::pin(subscription::subscribe(bus.log().clone(), bus.hub(), filter, options, Box::new(())));
+        let mut source = Source::new(&self);
         let mut attempts: FuturesUnordered<Attempt> = FuturesUnordered::new();
         loop {
             self.publish_status(attempts.len());
@@ -167,17 +155,21 @@ impl Worker {
                         return;
                     }
                 }
-                item = items.next(), if take => match item {
-                    Some(Ok(item)) => {
-                        if let Some(a) = self.take(item) {
+                next = source.next(), if take => match next {
+                    Ok(Next::Record(r)) => {
+                        if let Some(a) = self.take(r) {
                             attempts.push(a);
                         }
                     }
-                    Some(Err(error)) => {
-                        tracing::warn!(endpoint = %self.ep.id, %error, "outbound subscription failed; it restarts");
+                    Ok(Next::Lost(n)) => {
+                        self.progress.lost_to_retention += n;
+                        tracing::warn!(endpoint = %self.ep.id, lost = n, "events removed by retention before delivery");
+                    }
+                    Ok(Next::End) => return,
+                    Err(error) => {
+                        tracing::warn!(endpoint = %self.ep.id, %error, "outbound cannot read the log; it restarts");
                         return;
                     }
-                    None => return,
                 },
                 _ = sleep_until(due) => {
                     if let Some(a) = self.dispatch_due().await {
@@ -213,16 +205,7 @@ impl Worker {
         [owed, self.group_due].into_iter().flatten().min()
     }
 
-    fn take(&mut self, item: Item) -> Option<Attempt> {
-        let r = match item {
-            Item::Event(r) => r,
-            Item::Gap { after, next, .. } => {
-                self.progress.lost_to_retention += next.0.saturating_sub(after.0 + 1);
-                tracing::warn!(endpoint = %self.ep.id, %after, %next, "events removed by retention before delivery");
-                return None;
-            }
-            _ => return None,
-        };
+    fn take(&mut self, r: Arc<Record>) -> Option<Attempt> {
         if r.id <= self.high {
             return None;
         }
@@ -305,6 +288,8 @@ impl Worker {
         let shared = self.shared.clone();
         Box::pin(
             async move {
+                // The node's cap on attempts in flight; the attempt's own timeout starts after.
+                let _permit = shared.attempts.clone().acquire_owned().await;
                 let outcome = send.await;
                 shared.metrics.attempted(attempt, &outcome);
                 Done { ids, attempt, owed, outcome }
@@ -455,4 +440,94 @@ impl Worker {
 
 async fn sleep_until(at: Option<Instant>) {
     subscription::sleep_until_opt(at).await
+}
+
+/// Events a catch-up reads from the log at a time.
+const PAGE: usize = 1024;
+
+enum Next {
+    Record(Arc<Record>),
+    /// Retention removed this many ids the endpoint had not reached.
+    Lost(u64),
+    End,
+}
+
+/// Where a deliverer's records come from: the log from its cursor, then its dispatch queue
+/// (see `dispatch`), and the log again whenever the queue overflowed. It registers before its
+/// first read, so nothing committed in between is missed, and skips ids it already gave.
+struct Source {
+    log: Arc<dyn Log>,
+    tenant: Tenant,
+    selector: Selector,
+    registration: Registration,
+    page: VecDeque<Arc<Record>>,
+    catching_up: bool,
+    checked_trim: bool,
+    /// Every record with an id up to this one was read (given, or not selected).
+    read_at: EventId,
+}
+
+impl Source {
+    fn new(w: &Worker) -> Self {
+        let registration = w.shared.dispatch.register(w.tenant.as_str(), &w.ep.id, w.selector.clone());
+        Self {
+            log: w.shared.bus.log().clone(),
+            tenant: w.tenant.clone(),
+            selector: w.selector.clone(),
+            registration,
+            page: VecDeque::new(),
+            catching_up: true,
+            checked_trim: false,
+            read_at: w.high,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Next, LogError> {
+        loop {
+            if let Some(r) = self.page.pop_front() {
+                return Ok(Next::Record(r));
+            }
+            if self.catching_up {
+                if let Some(lost) = self.trimmed().await? {
+                    return Ok(Next::Lost(lost));
+                }
+                let page = self.log.read(Stream::Tenant(self.tenant.clone()), self.read_at, PAGE).await?;
+                match page.last() {
+                    None => self.catching_up = false,
+                    Some(last) => {
+                        self.read_at = last.id;
+                        self.page = page.into_iter().filter(|r| self.selector.matches(r)).collect();
+                    }
+                }
+                continue;
+            }
+            if self.registration.lagged.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                while self.registration.rx.try_recv().is_ok() {}
+                (self.catching_up, self.checked_trim) = (true, false);
+                continue;
+            }
+            match self.registration.rx.recv().await {
+                Some(r) if r.id > self.read_at && self.selector.matches(&r) => {
+                    self.read_at = r.id;
+                    return Ok(Next::Record(r));
+                }
+                Some(_) => continue,
+                None => return Ok(Next::End),
+            }
+        }
+    }
+
+    /// Once per catch-up: ids retention removed past where this source stands.
+    async fn trimmed(&mut self) -> Result<Option<u64>, LogError> {
+        if std::mem::replace(&mut self.checked_trim, true) {
+            return Ok(None);
+        }
+        let b = self.log.bounds(Stream::Tenant(self.tenant.clone())).await?;
+        if b.trimmed_through <= self.read_at {
+            return Ok(None);
+        }
+        let lost = b.trimmed_through.0 - self.read_at.0;
+        self.read_at = b.trimmed_through;
+        Ok(Some(lost))
+    }
 }

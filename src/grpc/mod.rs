@@ -632,6 +632,9 @@ pub async fn serve<I>(
     verifier: Arc<Verifier>,
     subscriptions: crate::limits::Limits,
     stopping: watch::Receiver<bool>,
+    // Services of other crates served on the same port (the outbound API), each checking its own
+    // callers before it decodes a message.
+    extra: tonic::service::Routes,
 ) -> Result<(), tonic::transport::Error>
 where
     I: Stream<Item = std::io::Result<TcpStream>>,
@@ -661,6 +664,7 @@ where
         .max_concurrent_streams(limits.max_concurrent_streams)
         // Metadata is a token and a few ids; 16 KiB leaves room and caps what HPACK may hold.
         .http2_max_header_list_size(16 * 1024)
+        .add_routes(extra)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -502,3 +502,68 @@ async fn on_jetstream_killing_the_delivering_node_moves_delivery_to_another_with
     assert!(view["endpoint"]["deliverer"].as_str().unwrap().starts_with(&format!("{}-", alive.pid())), "{view}");
     eprintln!("failover: {} delivered, {resent} sent twice", published.len());
 }
+
+#[tokio::test]
+async fn the_grpc_outbound_service_manages_endpoints_for_admins_of_the_tenant_only() {
+    use switchyard::proto::v1::{
+        CreateEndpointRequest, EndpointRef, EndpointSpec, ListEndpointsRequest, ReplayRequest,
+        outbound_client::OutboundClient,
+    };
+    let server = server().await;
+    let connect = |token: String| {
+        let url = server.grpc_url.clone();
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+            let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+            OutboundClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+                r.metadata_mut().insert("authorization", bearer.clone());
+                Ok(r)
+            })
+        }
+    };
+    let mut admin = connect(server.token("acme", Role::Admin, &[])).await;
+    let spec =
+        EndpointSpec { url: "http://127.0.0.1:9/hook".into(), types: vec!["alert:*".into()], ..Default::default() };
+    let created = admin
+        .create_endpoint(CreateEndpointRequest { tenant: String::new(), spec: Some(spec) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.secret.starts_with("whsec_"));
+    let id = created.endpoint.unwrap().id;
+    let list = admin.list_endpoints(ListEndpointsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(list.endpoints.len(), 1);
+    assert_eq!(list.endpoints[0].spec.as_ref().unwrap().types, vec!["alert:*"]);
+    let bad = EndpointSpec { url: "https://10.0.0.1/".into(), ..Default::default() };
+    let refused =
+        admin.create_endpoint(CreateEndpointRequest { tenant: String::new(), spec: Some(bad) }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("url"), "{}", refused.message());
+    let ids = publish(&server, vec![events::alert("x")]).await;
+    let owed = admin
+        .replay(ReplayRequest { id: id.clone(), event_id: ids[0], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(owed.owed, 1);
+
+    // Another tenant's admin sees nothing of it; a publisher may not call at all.
+    let mut theirs = connect(server.token("globex", Role::Admin, &[])).await;
+    let missing = theirs.get_endpoint(EndpointRef { tenant: String::new(), id: id.clone() }).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let other = theirs.get_endpoint(EndpointRef { tenant: "acme".into(), id: id.clone() }).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    let mut publisher = connect(server.token("acme", Role::Publish, &[])).await;
+    assert_eq!(
+        publisher.list_endpoints(ListEndpointsRequest::default()).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+    let mut nobody = connect("not-a-token".into()).await;
+    assert_eq!(
+        nobody.list_endpoints(ListEndpointsRequest::default()).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    admin.delete_endpoint(EndpointRef { tenant: String::new(), id }).await.unwrap();
+    assert!(admin.list_endpoints(ListEndpointsRequest::default()).await.unwrap().into_inner().endpoints.is_empty());
+    server.stop().await;
+}
