@@ -28,7 +28,12 @@ fn rfc3339(ms: u64) -> String {
 
 /// The webhook body: `{id, type, timestamp, tenant, key, source, channels, data}`, the shape
 /// Standard Webhooks recommends (`type`, `timestamp`, `data`) with the bus's own fields.
+/// Rendered once per event and shared by every endpoint (only the signature differs).
 pub fn webhook_body(r: &Record) -> Bytes {
+    r.outbound_body.get_or_init(|| render_body(r)).clone()
+}
+
+fn render_body(r: &Record) -> Bytes {
     let channels: Vec<&str> = r.routing.channels.iter().map(|c| c.as_str()).collect();
     let body = json!({
         "id": r.id.to_string(),

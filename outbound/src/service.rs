@@ -211,6 +211,8 @@ pub(crate) struct Shared {
     pub node: String,
     /// Committed records to the deliverers that select them.
     pub dispatch: Arc<crate::dispatch::Dispatch>,
+    /// Wakes the supervisor (a local change, a deliverer that stopped).
+    pub wake: Notify,
     /// Attempts in flight over every endpoint: one permit each.
     pub attempts: Arc<tokio::sync::Semaphore>,
     pub clock: Clock,
@@ -343,7 +345,6 @@ struct Running {
 struct Inner {
     shared: Arc<Shared>,
     running: Mutex<HashMap<EndpointId, Running>>,
-    wake: Notify,
 }
 
 /// What outbound delivery runs on.
@@ -390,10 +391,11 @@ impl Outbound {
             metrics: Metrics::default(),
             node,
             dispatch,
+            wake: Notify::new(),
             attempts: Arc::new(tokio::sync::Semaphore::new(config_total)),
             clock: Clock::new(),
         });
-        let this = Self(Arc::new(Inner { shared, running: Mutex::new(HashMap::new()), wake: Notify::new() }));
+        let this = Self(Arc::new(Inner { shared, running: Mutex::new(HashMap::new()) }));
         let supervisor = this.clone();
         tokio::spawn(async move { supervisor.supervise(stop).await });
         Ok(this)
@@ -484,7 +486,7 @@ impl Outbound {
         let writes =
             vec![(keys::endpoint(&ep.id), Some(to_json(ep))), (keys::progress(&ep.id), Some(to_json(&progress)))];
         self.shared().kv.commit(writes).await.map_err(store)?;
-        self.0.wake.notify_one();
+        self.0.shared.wake.notify_one();
         Ok(())
     }
 
@@ -629,7 +631,7 @@ impl Outbound {
             writes.extend(kv.scan(&prefix).await.map_err(store)?.into_iter().map(|(k, _)| (k, None)));
         }
         kv.commit(writes).await.map_err(store)?;
-        self.0.wake.notify_one();
+        self.0.shared.wake.notify_one();
         Ok(())
     }
 
@@ -638,7 +640,7 @@ impl Outbound {
         ep.revision += 1;
         writes.push((keys::endpoint(&ep.id), Some(to_json(&ep))));
         self.shared().kv.commit(writes).await.map_err(store)?;
-        self.0.wake.notify_one();
+        self.0.shared.wake.notify_one();
         Ok(())
     }
 
@@ -764,7 +766,7 @@ impl Outbound {
             }
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = self.0.wake.notified() => {}
+                _ = self.0.shared.wake.notified() => {}
                 _ = tokio::time::sleep(RENEW) => {}
             }
         }
@@ -783,12 +785,13 @@ impl Outbound {
             }
         }
         let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        // A deliverer that must stop is told to and stays listed until it has (its last progress
+        // recorded), so its successor never loads a cursor it is still moving.
         running.retain(|id, r| {
-            let keep = !r.task.is_finished() && wanted.get(id).is_some_and(|e| e.revision == r.revision);
-            if !keep {
+            if !wanted.get(id).is_some_and(|e| e.revision == r.revision) {
                 let _ = r.stop.send(true);
             }
-            keep
+            !r.task.is_finished()
         });
         for (id, ep) in wanted {
             if running.contains_key(&id) {

@@ -78,6 +78,9 @@ pub(crate) struct Worker {
     ready_at: Instant,
     clock: crate::clock::Clock,
     status: Arc<Mutex<Status>>,
+    /// Where progress goes to be recorded (see [`committer`]); `None` once the worker stops.
+    committer: Option<tokio::sync::mpsc::UnboundedSender<Writes>>,
+    committed: Option<tokio::task::JoinHandle<()>>,
 }
 
 type Attempt = BoxFuture<'static, Done>;
@@ -128,6 +131,8 @@ impl Worker {
             ready_at: Instant::now(),
             clock: shared_clock,
             status,
+            committer: None,
+            committed: None,
         })
     }
 
@@ -136,8 +141,21 @@ impl Worker {
     }
 
     /// Delivers until `stop`, the endpoint is disabled, or its source ends.
-    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut source = Source::new(&self);
+    pub(crate) async fn run(mut self, stop: watch::Receiver<bool>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.committer = Some(tx);
+        self.committed = Some(tokio::spawn(committer(self.shared.clone(), self.ep.id.to_string(), rx)));
+        self.deliver(stop).await;
+        // What was recorded so far is on disk before the next deliverer for this endpoint loads it.
+        self.committer = None;
+        if let Some(c) = self.committed.take() {
+            let _ = c.await;
+        }
+        self.shared.wake.notify_one();
+    }
+
+    async fn deliver(&mut self, mut stop: watch::Receiver<bool>) {
+        let mut source = Source::new(self);
         let mut attempts: FuturesUnordered<Attempt> = FuturesUnordered::new();
         loop {
             self.publish_status(attempts.len());
@@ -420,13 +438,10 @@ impl Worker {
         }
     }
 
-    /// Commits until it succeeds: progress that cannot be recorded must not be counted done.
+    /// Hands `writes` to the committer: in order, merged with whatever else is waiting.
     async fn commit(&self, writes: Writes) {
-        let mut wait = Duration::from_millis(50);
-        while let Err(error) = self.shared.kv.commit(writes.clone()).await {
-            tracing::warn!(endpoint = %self.ep.id, %error, "cannot record outbound progress; retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(5));
+        if let Some(c) = &self.committer {
+            let _ = c.send(writes);
         }
     }
 
@@ -435,6 +450,28 @@ impl Worker {
         s.progress.clone_from(&self.progress);
         s.owed = self.owed.len();
         s.in_flight = in_flight;
+    }
+}
+
+/// Records one deliverer's progress, in order: whatever queued while a commit synced goes in
+/// the next one, a later write of a key replacing an earlier one. It retries until the store
+/// takes it: progress that cannot be recorded is never counted done.
+async fn committer(shared: Arc<Shared>, endpoint: String, mut rx: tokio::sync::mpsc::UnboundedReceiver<Writes>) {
+    while let Some(first) = rx.recv().await {
+        let mut merged: BTreeMap<String, Option<Vec<u8>>> = first.into_iter().collect();
+        while let Ok(more) = rx.try_recv() {
+            merged.extend(more);
+        }
+        // Progress last: where the store applies keys one at a time (JetStream), what an
+        // endpoint owes is on record before its cursor moves past it.
+        let (progress, mut writes): (Writes, Writes) = merged.into_iter().partition(|(k, _)| k.starts_with("pg."));
+        writes.extend(progress);
+        let mut wait = Duration::from_millis(50);
+        while let Err(error) = shared.kv.commit(writes.clone()).await {
+            tracing::warn!(%endpoint, %error, "cannot record outbound progress; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
     }
 }
 

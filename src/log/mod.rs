@@ -62,6 +62,8 @@ pub struct Record {
     pub frame: OnceLock<Bytes>,
     /// The same for gRPC: the event as an encoded `SubscribeResponse.event` field.
     pub grpc_field: OnceLock<Bytes>,
+    /// The same for outbound delivery: the webhook body, identical for every endpoint.
+    pub outbound_body: OnceLock<Bytes>,
 }
 
 impl fmt::Debug for Record {
@@ -76,7 +78,8 @@ impl fmt::Debug for Record {
 
 impl Record {
     pub fn new(event: Event, tenant: Tenant, routing: Routing) -> Self {
-        Self { id: EventId(event.id), tenant, routing, event, frame: OnceLock::new(), grpc_field: OnceLock::new() }
+        let (frame, grpc_field, outbound_body) = (OnceLock::new(), OnceLock::new(), OnceLock::new());
+        Self { id: EventId(event.id), tenant, routing, event, frame, grpc_field, outbound_body }
     }
 
     /// Rebuilds a record from its stored encoding.
