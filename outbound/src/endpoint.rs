@@ -177,6 +177,9 @@ pub struct Progress {
     /// was still in flight: skipped on a restart, so nothing acknowledged is sent twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done_above: Vec<EventId>,
+    /// Alert types sent to people and not yet resolved (a "resolved" follows when they clear).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_alerts: Vec<String>,
 }
 
 /// An event owed outside the cursor's order (a retry, a replay, a redrive), under

@@ -169,6 +169,9 @@ pub struct Selector {
     filter: Option<Filter>,
     /// Type verdicts by name: one glob match per type, not per event.
     by_type: std::sync::Arc<std::sync::RwLock<HashMap<String, bool>>>,
+    /// For people: the events that say a selected alert's condition cleared (resolving type →
+    /// the alert type), selected whatever the channels and filter say.
+    resolvers: std::sync::Arc<HashMap<String, String>>,
 }
 
 impl Selector {
@@ -178,10 +181,37 @@ impl Selector {
             channels: Globs::new("channels", channels)?,
             filter: filter.filter(|f| !f.trim().is_empty()).map(Filter::parse).transpose()?,
             by_type: Default::default(),
+            resolvers: Default::default(),
         })
     }
 
+    /// Also selects what resolves each selected alert, where the catalog knows the pair: a
+    /// platform's `sync-status` resolves its `sync-error` (when it says `ok`).
+    pub fn with_resolutions(mut self) -> Self {
+        let catalog = switchyard::catalog::Catalog::global();
+        let resolvers = catalog
+            .specs()
+            .into_iter()
+            .filter_map(|s| {
+                let platform = s.name.strip_suffix(":sync-error")?;
+                let status = format!("{platform}:sync-status");
+                (self.types.matches(&s.name) && catalog.by_name(&status).is_some())
+                    .then(|| (status, s.name.to_string()))
+            })
+            .collect();
+        self.resolvers = std::sync::Arc::new(resolvers);
+        self
+    }
+
+    /// The alert type `type_name` resolves, if this selector follows it.
+    pub(crate) fn resolution(&self, type_name: &str) -> Option<&str> {
+        self.resolvers.get(type_name).map(String::as_str)
+    }
+
     pub(crate) fn type_matches(&self, name: &str) -> bool {
+        if self.resolvers.contains_key(name) {
+            return true;
+        }
         if let Some(v) = self.by_type.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return *v;
         }
@@ -195,10 +225,14 @@ impl Selector {
     }
 
     pub(crate) fn channels_match(&self, r: &Record) -> bool {
-        r.routing.channels.iter().any(|c| self.channels.matches(c.as_str()))
+        self.resolvers.contains_key(r.type_name())
+            || r.routing.channels.iter().any(|c| self.channels.matches(c.as_str()))
     }
 
     pub fn matches(&self, r: &Record) -> bool {
+        if self.resolvers.contains_key(r.type_name()) {
+            return true;
+        }
         if !self.type_matches(r.type_name()) || !self.channels_match(r) {
             return false;
         }

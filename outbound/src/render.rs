@@ -114,6 +114,14 @@ impl Message {
         Self { title, lines: records.iter().map(|r| line(r)).collect(), link }
     }
 
+    /// The message that an alert's condition cleared: `r` is the event that says so.
+    pub fn resolved(r: &std::sync::Arc<Record>, dashboard: &str) -> Self {
+        let platform = r.type_name().split(':').next().unwrap_or_default();
+        let mut message = Self::new(std::slice::from_ref(r), dashboard);
+        message.title = format!("Resolved: {platform} syncs are succeeding again");
+        message
+    }
+
     /// Slack incoming-webhook JSON with Block Kit blocks (and `text` for notifications).
     pub fn slack(&self) -> Bytes {
         let mut blocks =

@@ -788,7 +788,7 @@ impl Outbound {
         // A deliverer that must stop is told to and stays listed until it has (its last progress
         // recorded), so its successor never loads a cursor it is still moving.
         running.retain(|id, r| {
-            if !wanted.get(id).is_some_and(|e| e.revision == r.revision) {
+            if wanted.get(id).is_none_or(|e| e.revision != r.revision) {
                 let _ = r.stop.send(true);
             }
             !r.task.is_finished()

@@ -78,6 +78,8 @@ pub(crate) struct Worker {
     ready_at: Instant,
     clock: crate::clock::Clock,
     status: Arc<Mutex<Status>>,
+    /// Events being sent as "resolved" messages.
+    resolutions: BTreeSet<EventId>,
     /// Where progress goes to be recorded (see [`committer`]); `None` once the worker stops.
     committer: Option<tokio::sync::mpsc::UnboundedSender<Writes>>,
     committed: Option<tokio::task::JoinHandle<()>>,
@@ -91,6 +93,7 @@ impl Worker {
         let target = ep.spec.target().map_err(|e| e.to_string())?;
         let selector =
             Selector::new(&ep.spec.types, &ep.spec.channels, ep.spec.filter.as_deref()).map_err(|e| e.to_string())?;
+        let selector = if target.for_people() { selector.with_resolutions() } else { selector };
         let now = shared.clock_ms();
         let secrets = ep
             .secrets
@@ -131,6 +134,7 @@ impl Worker {
             ready_at: Instant::now(),
             clock: shared_clock,
             status,
+            resolutions: BTreeSet::new(),
             committer: None,
             committed: None,
         })
@@ -231,6 +235,17 @@ impl Worker {
         if self.done_above.contains(&r.id) {
             return None;
         }
+        if let Some(alert) = self.selector.resolution(r.type_name()) {
+            return self.resolve(alert.to_owned(), r);
+        }
+        if self.target.for_people()
+            && self.selector.resolution(&r.type_name().replace(":sync-error", ":sync-status")).is_some()
+        {
+            let ty = r.type_name().to_owned();
+            if !self.progress.open_alerts.contains(&ty) {
+                self.progress.open_alerts.push(ty);
+            }
+        }
         self.pending.insert(r.id);
         if self.target.for_people() {
             if self.group.first().is_some_and(|g| g.type_name() != r.type_name()) {
@@ -243,6 +258,17 @@ impl Worker {
             self.group_due.get_or_insert_with(|| Instant::now() + self.shared.config.group_window());
             return (self.group.len() >= crate::MAX_GROUP).then(|| self.flush_group()).flatten();
         }
+        Some(self.attempt(vec![r], 1, false))
+    }
+
+    /// A resolving event: a "resolved" message when it clears an open alert, else nothing.
+    fn resolve(&mut self, alert: String, r: Arc<Record>) -> Option<Attempt> {
+        let cleared = render::data(&r).get("ok").and_then(serde_json::Value::as_bool) == Some(true);
+        let open = self.progress.open_alerts.iter().position(|a| *a == alert);
+        let (true, Some(i)) = (cleared, open) else { return None };
+        self.progress.open_alerts.remove(i);
+        self.pending.insert(r.id);
+        self.resolutions.insert(r.id);
         Some(self.attempt(vec![r], 1, false))
     }
 
@@ -317,7 +343,6 @@ impl Worker {
     }
 
     fn send(&self, records: &[Arc<Record>]) -> BoxFuture<'static, Outcome> {
-        let dashboard = &self.shared.config.dashboard_url;
         match &self.target {
             Target::Webhook { url } => {
                 let r = &records[0];
@@ -332,12 +357,12 @@ impl Worker {
                 self.post(url, headers, body)
             }
             Target::Slack { url } => {
-                let body = Message::new(records, dashboard).slack();
+                let body = self.message(records).slack();
                 self.post(url, vec![("content-type", "application/json".to_owned())], body)
             }
             Target::Email { to } => match &self.shared.mailer {
                 Some(m) => {
-                    let msg = Message::new(records, dashboard);
+                    let msg = self.message(records);
                     m.send(to, &msg.title, msg.text(), &format!("{}.{}", self.ep.id, records[0].id))
                 }
                 None => Box::pin(futures::future::ready(Outcome::Failed {
@@ -347,6 +372,14 @@ impl Worker {
                     detail: "no [outbound.smtp] relay is configured".into(),
                 })),
             },
+        }
+    }
+
+    fn message(&self, records: &[Arc<Record>]) -> Message {
+        let dashboard = &self.shared.config.dashboard_url;
+        match self.resolutions.contains(&records[0].id) {
+            true => Message::resolved(&records[0], dashboard),
+            false => Message::new(records, dashboard),
         }
     }
 
@@ -369,6 +402,9 @@ impl Worker {
         for done in finished {
             for id in &done.ids {
                 self.trying.remove(id);
+                if matches!(done.outcome, Outcome::Delivered { .. }) {
+                    self.resolutions.remove(id);
+                }
                 if self.pending.remove(id) {
                     self.done_above.insert(*id);
                 }

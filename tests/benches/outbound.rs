@@ -1,9 +1,10 @@
 //! Outbound delivery: what it sustains and what it costs, over real HTTP on loopback.
 //!
 //! `cargo bench -p switchyard-tests --bench outbound` prints, in one run:
-//! 1. deliveries/s to one fast local receiver (an endpoint created with `start = 0` over
-//!    `BENCH_OUTBOUND_EVENTS` stored orders, default 40,000: it replays them all);
-//! 2. deliveries/s in all to 100 endpoints, each replaying `BENCH_OUTBOUND_EACH` (2,000);
+//! 1. deliveries/s to one fast local receiver of `BENCH_OUTBOUND_EVENTS` orders (default
+//!    40,000), live (published while the endpoint waits: timed from the first publish) and
+//!    replaying history (stored first, then an endpoint created with `start = 0`);
+//! 2. the same to 100 endpoints, `BENCH_OUTBOUND_EACH` (2,000) each;
 //! 3. durable publish throughput with no endpoint and with 100 idle ones (endpoints that
 //!    select a type nobody publishes), three runs each, the median compared;
 //! 4. delivery latency at 1,000 events/s for 10 s: receiver arrival minus the event's
@@ -98,15 +99,27 @@ async fn wait_count(r: &Received, n: u64, limit: Duration) -> Duration {
     start.elapsed()
 }
 
-/// Deliveries/s (distinct) and how many arrived twice.
-async fn throughput(endpoints: u64, each: u64) -> (f64, u64) {
+/// Deliveries/s (distinct) and how many arrived twice: `live`, endpoints first and the events
+/// published while they wait; else the events first and the endpoints replaying them (`start = 0`).
+async fn throughput(endpoints: u64, each: u64, live: bool) -> (f64, u64) {
     let server = server().await;
     let (url, received) = receiver().await;
-    publish_stream_rate(&server, each, 8).await;
+    let create = async || {
+        for i in 0..endpoints {
+            endpoint(&server, json!({ "url": format!("{url}/{i}"), "start": "0", "types": ["shopify:order-created"] }))
+                .await;
+        }
+    };
+    if live {
+        create().await;
+    } else {
+        publish_stream_rate(&server, each, 8).await;
+    }
     let start = Instant::now();
-    for i in 0..endpoints {
-        endpoint(&server, json!({ "url": format!("{url}/{i}"), "start": "0", "types": ["shopify:order-created"] }))
-            .await;
+    if live {
+        publish_stream_rate(&server, each, 8).await;
+    } else {
+        create().await;
     }
     wait_count(&received, endpoints * each, Duration::from_secs(600)).await;
     let rate = (endpoints * each) as f64 / start.elapsed().as_secs_f64();
@@ -161,10 +174,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let events = arg("BENCH_OUTBOUND_EVENTS", 40_000);
     let each = arg("BENCH_OUTBOUND_EACH", 2_000);
-    let (one, twice) = throughput(1, events).await;
-    println!("one endpoint: {events} deliveries, {one:.0}/s ({twice} sent twice)");
-    let (many, twice) = throughput(100, each).await;
-    println!("100 endpoints: {} deliveries, {many:.0}/s in all ({twice} sent twice)", 100 * each);
+    for live in [true, false] {
+        let how = if live { "live" } else { "replaying history" };
+        let (one, twice) = throughput(1, events, live).await;
+        println!("one endpoint, {how}: {events} deliveries, {one:.0}/s ({twice} sent twice)");
+        let (many, twice) = throughput(100, each, live).await;
+        println!("100 endpoints, {how}: {} deliveries, {many:.0}/s in all ({twice} sent twice)", 100 * each);
+    }
     let total = arg("BENCH_OUTBOUND_PUBLISH", 100_000);
     let (mut bare, mut idle) = (Vec::new(), Vec::new());
     for _ in 0..3 {

@@ -317,22 +317,7 @@ async fn kill_9_during_delivery_loses_nothing_and_every_resend_carries_the_same_
 
 #[tokio::test]
 async fn slack_gets_one_grouped_block_kit_message_for_a_burst_of_alerts_with_a_link_back() {
-    use std::sync::{Arc, Mutex};
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = got.clone();
-    let app = axum::Router::new().route(
-        "/services/T000/B000/XXXX",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let slack = format!("http://{}/services/T000/B000/XXXX", listener.local_addr().unwrap());
-    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (slack, got, serving) = slack_receiver().await;
     let server = Server::start_with(|c| {
         c.outbound.allow_http_hosts = vec!["127.0.0.1".into()];
         c.outbound.allow_private_hosts = vec!["127.0.0.1".into()];
@@ -566,4 +551,81 @@ async fn the_grpc_outbound_service_manages_endpoints_for_admins_of_the_tenant_on
     admin.delete_endpoint(EndpointRef { tenant: String::new(), id }).await.unwrap();
     assert!(admin.list_endpoints(ListEndpointsRequest::default()).await.unwrap().into_inner().endpoints.is_empty());
     server.stop().await;
+}
+
+/// A Slack-shaped receiver: the JSON bodies it was sent.
+async fn slack_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/services/T000/B000/XXXX",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/services/T000/B000/XXXX", listener.local_addr().unwrap());
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, got, serving)
+}
+
+#[tokio::test]
+async fn a_sync_error_sent_to_people_is_followed_by_resolved_when_the_platform_syncs_again() {
+    let (slack, got, serving) = slack_receiver().await;
+    let server = Server::start_with(|c| {
+        c.outbound.allow_http_hosts = vec!["127.0.0.1".into()];
+        c.outbound.allow_private_hosts = vec!["127.0.0.1".into()];
+        c.outbound.group_window_ms = 100;
+    })
+    .await;
+    let admin = server.token("acme", Role::Admin, &[]);
+    let (status, body) =
+        create(&server, &admin, json!({ "kind": "slack", "url": slack, "types": ["*:sync-error"] })).await;
+    assert_eq!(status, 201, "{body}");
+    let connector = |payload: Payload| Event {
+        tenant: "acme".into(),
+        key: "xero".into(),
+        source: "connector:xero".into(),
+        payload: Some(payload),
+        ..Default::default()
+    };
+    let status_ok = |ok: bool| {
+        Payload::XeroSyncStatus(switchyard::proto::v1::SyncStatus {
+            ok,
+            error: if ok { String::new() } else { "HTTP 429".into() },
+            ..Default::default()
+        })
+    };
+    let mut system = server.grpc("*", Role::Admin).await;
+    let mut send = async |e: Event| {
+        system.publish(switchyard::proto::v1::PublishRequest { event: Some(e) }).await.expect("published");
+    };
+    // A healthy status before any alert resolves nothing.
+    send(connector(status_ok(true))).await;
+    let error = Payload::XeroSyncError(switchyard::proto::v1::SyncError {
+        error: "Xero balance sheet: HTTP 429".into(),
+        code: "rate_limited".into(),
+        ..Default::default()
+    });
+    send(connector(error)).await;
+    send(connector(status_ok(false))).await;
+    wait_for("the alert", || async { (!got.lock().unwrap().is_empty()).then_some(()) }).await;
+    send(connector(status_ok(true))).await;
+    wait_for("the resolution", || async { (got.lock().unwrap().len() >= 2).then_some(()) }).await;
+    send(connector(status_ok(true))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let messages = got.lock().unwrap().clone();
+    assert_eq!(messages.len(), 2, "the alert, then one resolved: {messages:?}");
+    assert!(messages[0]["text"].as_str().unwrap().starts_with("xero:sync-error"), "{}", messages[0]);
+    assert!(messages[0].to_string().contains("HTTP 429"));
+    assert_eq!(messages[1]["text"], "Resolved: xero syncs are succeeding again");
+    server.stop().await;
+    serving.abort();
 }
