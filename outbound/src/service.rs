@@ -74,7 +74,7 @@ impl Default for Config {
             ladder: Ladder::default(),
             disable_after_secs: 5 * 24 * 3600,
             max_in_flight: 32,
-            max_in_flight_total: 256,
+            max_in_flight_total: 64,
             max_owed: 10_000,
             max_endpoints_per_tenant: 100,
             group_window_ms: 30_000,

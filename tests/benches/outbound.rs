@@ -72,6 +72,9 @@ async fn server() -> Server {
         c.outbound.allow_http_hosts = vec!["127.0.0.1".into()];
         c.outbound.allow_private_hosts = vec!["127.0.0.1".into()];
         c.outbound.max_endpoints_per_tenant = 1000;
+        if let Ok(n) = std::env::var("BENCH_IN_FLIGHT_TOTAL") {
+            c.outbound.max_in_flight_total = n.parse().expect("a number");
+        }
     })
     .await
 }
@@ -174,6 +177,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let events = arg("BENCH_OUTBOUND_EVENTS", 40_000);
     let each = arg("BENCH_OUTBOUND_EACH", 2_000);
+    // `BENCH_ONLY=many` runs only 100 endpoints live (for profiling).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("many") {
+        let (many, twice) = throughput(100, each, true).await;
+        println!("100 endpoints, live: {} deliveries, {many:.0}/s in all ({twice} sent twice)", 100 * each);
+        return;
+    }
     for live in [true, false] {
         let how = if live { "live" } else { "replaying history" };
         let (one, twice) = throughput(1, events, live).await;
