@@ -164,6 +164,18 @@ export interface DataUpdated {
   detailJson?: string;
 }
 
+export interface EndpointDisabled {
+  endpointId?: string;
+  /** `webhook`, `slack` or `email`. */
+  kind?: string;
+  /** The target's host (webhook, Slack) or the first recipient's domain (e-mail); never a secret. */
+  target?: string;
+  reason?: string;
+  /** When the failures began (no success since). */
+  failingSince?: string;
+  lastError?: string;
+}
+
 export interface ForecastComplete {
   runId?: string;
   model?: string;
@@ -642,4 +654,6 @@ export interface EventMap {
   'workorder:completed': WorkorderCompleted;
   /** A work order's completed quantity changed; key = work order id. (snapshot) */
   'production:changed': ProductionChanged;
+  /** An outbound endpoint failed for longer than allowed and was disabled; key = endpoint id. (fact) */
+  'outbound:endpoint-disabled': EndpointDisabled;
 }
