@@ -30,7 +30,7 @@ impl From<OutboundError> for ApiError {
     fn from(e: OutboundError) -> Self {
         match &e {
             OutboundError::Invalid(s) => Self::bad_request("invalid_endpoint", s.field, s.message.clone()),
-            OutboundError::NotFound(_) => Self::not_found(e.to_string()),
+            OutboundError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "endpoint_not_found", e.to_string()),
             OutboundError::TooMany(_) => Self::bad_request("too_many_endpoints", "endpoint", e.to_string()),
             OutboundError::Static(_) => Self::new(StatusCode::CONFLICT, "static_endpoint", e.to_string()),
             OutboundError::Store(detail) => Self::unavailable(detail.clone()),

@@ -188,7 +188,14 @@ async fn a_failing_receiver_sees_the_written_ladder_with_jitter_and_retry_after_
     assert!((4.0..=6.1).contains(&gaps[0]), "first retry after 5 s ± 20 %: {gaps:?}");
     assert!((899.9..=901.0).contains(&gaps[1]), "Retry-After 900 stretches the 5 min step: {gaps:?}");
     assert!((1440.0..=2160.1).contains(&gaps[2]), "then 30 min ± 20 %: {gaps:?}");
-    let view = rig.outbound.get(&rig.tenant, &id).await.unwrap();
+    let mut view = rig.outbound.get(&rig.tenant, &id).await.unwrap();
+    for _ in 0..100 {
+        if view.delivered == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        view = rig.outbound.get(&rig.tenant, &id).await.unwrap();
+    }
     assert_eq!((view.delivered, view.failed_attempts, view.owed, view.state), (1, 3, 0, "healthy"));
     assert_eq!(view.cursor, EventId(event));
     tokio::time::sleep(Duration::from_secs(36_000)).await;

@@ -594,6 +594,7 @@ async fn openapi_document_matches_the_routes() {
         );
         let req = match method {
             "GET" => http.get(&url),
+            "DELETE" => http.delete(&url),
             _ => http.post(&url).json(&json!({})),
         };
         let status = match req.bearer_auth(&admin).send().await {
