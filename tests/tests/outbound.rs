@@ -89,9 +89,15 @@ fn order(id: &str, amount: &str) -> Event {
 
 /// A server whose endpoints may target 127.0.0.1 over http (the receivers are local).
 async fn server() -> Server {
+    server_with(|_| {}).await
+}
+
+/// [`server`], with more settings.
+async fn server_with(tweak: impl FnOnce(&mut switchyard_bridge::config::Config)) -> Server {
     Server::start_with(|c| {
         c.outbound.allow_http_hosts = vec!["127.0.0.1".into()];
         c.outbound.allow_private_hosts = vec!["127.0.0.1".into()];
+        tweak(c);
     })
     .await
 }
@@ -318,12 +324,7 @@ async fn kill_9_during_delivery_loses_nothing_and_every_resend_carries_the_same_
 #[tokio::test]
 async fn slack_gets_one_grouped_block_kit_message_for_a_burst_of_alerts_with_a_link_back() {
     let (slack, got, serving) = slack_receiver().await;
-    let server = Server::start_with(|c| {
-        c.outbound.allow_http_hosts = vec!["127.0.0.1".into()];
-        c.outbound.allow_private_hosts = vec!["127.0.0.1".into()];
-        c.outbound.group_window_ms = 300;
-    })
-    .await;
+    let server = server_with(|c| c.outbound.group_window_ms = 300).await;
     let admin = server.token("acme", Role::Admin, &[]);
     let (status, body) =
         create(&server, &admin, json!({ "kind": "slack", "url": slack, "types": ["shopify:low-stock-alert"] })).await;
@@ -579,12 +580,7 @@ async fn slack_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>
 #[tokio::test]
 async fn a_sync_error_sent_to_people_is_followed_by_resolved_when_the_platform_syncs_again() {
     let (slack, got, serving) = slack_receiver().await;
-    let server = Server::start_with(|c| {
-        c.outbound.allow_http_hosts = vec!["127.0.0.1".into()];
-        c.outbound.allow_private_hosts = vec!["127.0.0.1".into()];
-        c.outbound.group_window_ms = 100;
-    })
-    .await;
+    let server = server_with(|c| c.outbound.group_window_ms = 100).await;
     let admin = server.token("acme", Role::Admin, &[]);
     let (status, body) =
         create(&server, &admin, json!({ "kind": "slack", "url": slack, "types": ["*:sync-error"] })).await;
