@@ -14,7 +14,7 @@ use std::{
 use switchyard::log::Record;
 use tokio::sync::mpsc;
 
-use crate::{endpoint::EndpointId, filter::Selector};
+use crate::filter::Selector;
 
 /// Records queued per endpoint before it is marked lagged.
 const QUEUE: usize = 8192;
@@ -102,7 +102,7 @@ impl Dispatch {
         }
     }
 
-    pub(crate) fn register(self: &Arc<Self>, tenant: &str, _id: &EndpointId, selector: Selector) -> Registration {
+    pub(crate) fn register(self: &Arc<Self>, tenant: &str, selector: Selector) -> Registration {
         let (tx, rx) = mpsc::channel(QUEUE);
         let lagged = Arc::new(AtomicBool::new(false));
         let key = self.next.fetch_add(1, Ordering::Relaxed);

@@ -120,5 +120,5 @@ impl Mailer {
 }
 
 fn smtp_failed(detail: String) -> Outcome {
-    Outcome::Failed { reason: Reason::Smtp, status: None, retry_after: None, detail }
+    Outcome::failed(Reason::Smtp, detail)
 }

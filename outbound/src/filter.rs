@@ -203,6 +203,11 @@ impl Selector {
         self
     }
 
+    /// Whether an event of `alert` type can be resolved by one this selector follows.
+    pub(crate) fn clears(&self, alert: &str) -> bool {
+        self.resolvers.values().any(|a| a == alert)
+    }
+
     /// The alert type `type_name` resolves, if this selector follows it.
     pub(crate) fn resolution(&self, type_name: &str) -> Option<&str> {
         self.resolvers.get(type_name).map(String::as_str)

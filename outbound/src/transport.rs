@@ -52,6 +52,13 @@ pub enum Outcome {
     Failed { reason: Reason, status: Option<u16>, retry_after: Option<Duration>, detail: String },
 }
 
+impl Outcome {
+    /// A failure with no answer from a receiver (refused, no relay, a local error).
+    pub fn failed(reason: Reason, detail: impl Into<String>) -> Self {
+        Self::Failed { reason, status: None, retry_after: None, detail: detail.into() }
+    }
+}
+
 pub trait Transport: Send + Sync + 'static {
     fn post(&self, request: Request) -> BoxFuture<'static, Outcome>;
 }
@@ -136,9 +143,11 @@ impl Transport for Http {
 }
 
 fn failed(e: &reqwest::Error) -> Outcome {
+    let mut chain = std::iter::successors(std::error::Error::source(e), |s| s.source());
+    let refused = chain.any(|s| s.downcast_ref::<crate::target::TargetError>().is_some());
     let reason = if e.is_timeout() {
         Reason::Timeout
-    } else if format!("{e:?}").contains("TargetError") || format!("{e:?}").contains("may not target") {
+    } else if refused {
         Reason::Refused
     } else if e.is_connect() {
         Reason::Connect
@@ -151,5 +160,23 @@ fn failed(e: &reqwest::Error) -> Outcome {
         detail = format!("{detail}: {s}");
         source = s.source();
     }
-    Outcome::Failed { reason, status: None, retry_after: None, detail }
+    Outcome::failed(reason, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_a_private_address_is_refused_when_connecting() {
+        // http is allowed for the name, private addresses are not: the resolver refuses it.
+        let policy = TargetPolicy { allow_http_hosts: vec!["localhost".into()], ..Default::default() };
+        let http = Http::new(Arc::new(policy), HttpLimits::default()).unwrap();
+        let request =
+            Request { url: "http://localhost:9/hook".parse().unwrap(), headers: Vec::new(), body: Bytes::new() };
+        match http.post(request).await {
+            Outcome::Failed { reason, detail, .. } => assert_eq!(reason, Reason::Refused, "{detail}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -238,9 +238,7 @@ impl Worker {
         if let Some(alert) = self.selector.resolution(r.type_name()) {
             return self.resolve(alert.to_owned(), r);
         }
-        if self.target.for_people()
-            && self.selector.resolution(&r.type_name().replace(":sync-error", ":sync-status")).is_some()
-        {
+        if self.target.for_people() && self.selector.clears(r.type_name()) {
             let ty = r.type_name().to_owned();
             if !self.progress.open_alerts.contains(&ty) {
                 self.progress.open_alerts.push(ty);
@@ -296,7 +294,7 @@ impl Worker {
                     // Retention removed it before it could be delivered again: say so, owe it no more.
                     self.progress.lost_to_retention += 1;
                     self.owed.remove(&id);
-                    self.commit(vec![(keys::owed(&self.ep.id, id), None)]).await;
+                    self.commit(vec![(keys::owed(&self.ep.id, id), None)]);
                     return None;
                 }
             },
@@ -316,10 +314,9 @@ impl Worker {
         if let Some(rate) = self.ep.spec.rate_per_sec.filter(|r| *r > 0) {
             self.ready_at = Instant::now().max(self.ready_at) + Duration::from_secs_f64(1.0 / f64::from(rate));
         }
+        // Held until settled: a retry sends the same record without reading the log again.
         for r in &records {
-            if attempt > 1 || owed {
-                self.held.insert(r.id, r.clone());
-            }
+            self.held.insert(r.id, r.clone());
         }
         let ids: Vec<EventId> = records.iter().map(|r| r.id).collect();
         let first = records[0].clone();
@@ -365,12 +362,10 @@ impl Worker {
                     let msg = self.message(records);
                     m.send(to, &msg.title, msg.text(), &format!("{}.{}", self.ep.id, records[0].id))
                 }
-                None => Box::pin(futures::future::ready(Outcome::Failed {
-                    reason: crate::transport::Reason::Smtp,
-                    status: None,
-                    retry_after: None,
-                    detail: "no [outbound.smtp] relay is configured".into(),
-                })),
+                None => Box::pin(futures::future::ready(Outcome::failed(
+                    crate::transport::Reason::Smtp,
+                    "no [outbound.smtp] relay is configured",
+                ))),
             },
         }
     }
@@ -386,12 +381,9 @@ impl Worker {
     fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: bytes::Bytes) -> BoxFuture<'static, Outcome> {
         match self.shared.policy.check_url(url) {
             Ok(url) => self.shared.transport.post(Request { url, headers, body }),
-            Err(e) => Box::pin(futures::future::ready(Outcome::Failed {
-                reason: crate::transport::Reason::Refused,
-                status: None,
-                retry_after: None,
-                detail: e.to_string(),
-            })),
+            Err(e) => {
+                Box::pin(futures::future::ready(Outcome::failed(crate::transport::Reason::Refused, e.to_string())))
+            }
         }
     }
 
@@ -429,7 +421,7 @@ impl Worker {
         self.done_above.retain(|id| *id > cursor);
         self.progress.done_above = self.done_above.iter().copied().collect();
         writes.push((keys::progress(&self.ep.id), Some(serde_json::to_vec(&self.progress).unwrap_or_default())));
-        self.commit(writes).await;
+        self.commit(writes);
         let disable_after = self.shared.config.disable_after();
         match self.progress.failing_since_ms {
             Some(since) if now.saturating_sub(since) >= disable_after.as_millis() as u64 => {
@@ -475,7 +467,7 @@ impl Worker {
     }
 
     /// Hands `writes` to the committer: in order, merged with whatever else is waiting.
-    async fn commit(&self, writes: Writes) {
+    fn commit(&self, writes: Writes) {
         if let Some(c) = &self.committer {
             let _ = c.send(writes);
         }
@@ -542,7 +534,7 @@ struct Source {
 
 impl Source {
     fn new(w: &Worker) -> Self {
-        let registration = w.shared.dispatch.register(w.tenant.as_str(), &w.ep.id, w.selector.clone());
+        let registration = w.shared.dispatch.register(w.tenant.as_str(), w.selector.clone());
         Self {
             log: w.shared.bus.log().clone(),
             tenant: w.tenant.clone(),

@@ -103,14 +103,22 @@ async fn server_with(tweak: impl FnOnce(&mut switchyard_bridge::config::Config))
 }
 
 async fn create(server: &Server, token: &str, spec: Value) -> (u16, Value) {
-    let r = http()
-        .post(format!("{}/api/outbound/endpoints", server.http_url))
-        .bearer_auth(token)
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
+    create_at(&server.http_url, token, spec).await
+}
+
+/// `POST /api/outbound/endpoints` on the server at `http_url`: the status and the JSON answer.
+async fn create_at(http_url: &str, token: &str, spec: Value) -> (u16, Value) {
+    let r =
+        http().post(format!("{http_url}/api/outbound/endpoints")).bearer_auth(token).json(&spec).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// An endpoint for `receiver` on the server at `http_url`, its secret given to the receiver.
+async fn endpoint_for(receiver: &Receiver, http_url: &str, admin: &str) -> Value {
+    let (status, created) = create_at(http_url, admin, json!({ "url": receiver.url })).await;
+    assert_eq!(status, 201, "{created}");
+    receiver.trust(created["secret"].as_str().unwrap());
+    created
 }
 
 async fn publish(server: &Server, events: Vec<Event>) -> Vec<u64> {
@@ -287,15 +295,7 @@ async fn kill_9_during_delivery_loses_nothing_and_every_resend_carries_the_same_
     let receiver = Receiver::start(dir.path(), "ok");
     let node = Process::serve(&data, &["--config", config]);
     let admin = node.token("acme", Role::Admin);
-    let r = http()
-        .post(format!("{}/api/outbound/endpoints", node.http_url))
-        .bearer_auth(&admin)
-        .json(&json!({ "url": receiver.url }))
-        .send()
-        .await
-        .unwrap();
-    let created: Value = r.json().await.unwrap();
-    receiver.trust(created["secret"].as_str().unwrap());
+    endpoint_for(&receiver, &node.http_url, &admin).await;
     let publisher = node.token("acme", Role::Publish);
     let mut published: BTreeSet<u64> =
         publish_alerts_http(&node.http_url, &publisher, 0, 600).await.into_iter().collect();
@@ -450,15 +450,7 @@ async fn on_jetstream_killing_the_delivering_node_moves_delivery_to_another_with
     let a = start("a", None);
     let b = start("b", Some(&dir.path().join("a")));
     let admin = a.token("acme", Role::Admin);
-    let r = http()
-        .post(format!("{}/api/outbound/endpoints", a.http_url))
-        .bearer_auth(&admin)
-        .json(&json!({ "url": receiver.url }))
-        .send()
-        .await
-        .unwrap();
-    let created: Value = r.json().await.unwrap();
-    receiver.trust(created["secret"].as_str().unwrap());
+    let created = endpoint_for(&receiver, &a.http_url, &admin).await;
     let id = created["endpoint"]["id"].as_str().unwrap().to_owned();
     let publisher = a.token("acme", Role::Publish);
     let mut published: BTreeSet<u64> = publish_alerts_http(&a.http_url, &publisher, 0, 300).await.into_iter().collect();
