@@ -140,10 +140,15 @@ pub fn sampled(event: &Event) -> bool {
 /// `conn`: the SSE stream's or gRPC subscription's id, as its log lines have it.
 pub fn delivery(name: &'static str, event: &Event, conn: u64) -> tracing::Span {
     let span = tracing::info_span!("deliver", otel.name = name, event.id = event.id, conn);
-    if let Some(t) = &event.trace {
-        adopt(&span, Fields { traceparent: Some(&t.traceparent), tracestate: Some(&t.tracestate) });
-    }
+    follow(&span, event);
     span
+}
+
+/// Makes `span` a child of the span that published `event`, when the event carries a trace.
+pub fn follow(span: &tracing::Span, event: &Event) {
+    if let Some(t) = &event.trace {
+        adopt(span, Fields { traceparent: Some(&t.traceparent), tracestate: Some(&t.tracestate) });
+    }
 }
 
 #[cfg(test)]

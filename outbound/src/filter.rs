@@ -14,6 +14,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::Value as Json;
 use switchyard::log::Record;
 
+use crate::resolution::Pair;
+
 /// Longest expression accepted: enough for any sensible condition, and it bounds the parse.
 pub const MAX_FILTER_LEN: usize = 1024;
 /// Deepest nesting of parentheses accepted.
@@ -169,9 +171,9 @@ pub struct Selector {
     filter: Option<Filter>,
     /// Type verdicts by name: one glob match per type, not per event.
     by_type: std::sync::Arc<std::sync::RwLock<HashMap<String, bool>>>,
-    /// For people: the events that say a selected alert's condition cleared (resolving type →
-    /// the alert type), selected whatever the channels and filter say.
-    resolvers: std::sync::Arc<HashMap<String, String>>,
+    /// For people: the events that may say a selected alert's condition cleared, by their
+    /// type, selected whatever the types, channels and filter say.
+    resolvers: std::sync::Arc<HashMap<String, Vec<Pair>>>,
 }
 
 impl Selector {
@@ -185,38 +187,33 @@ impl Selector {
         })
     }
 
-    /// Also selects what resolves each selected alert, where the catalog knows the pair: a
-    /// platform's `sync-status` resolves its `sync-error` (when it says `ok`).
+    /// Also selects what resolves each selected alert, where the catalog knows the pair
+    /// ([`crate::resolution`]).
     pub fn with_resolutions(mut self) -> Self {
-        let catalog = switchyard::catalog::Catalog::global();
-        let resolvers = catalog
-            .specs()
-            .into_iter()
-            .filter_map(|s| {
-                let platform = s.name.strip_suffix(":sync-error")?;
-                let status = format!("{platform}:sync-status");
-                (self.types.matches(&s.name) && catalog.by_name(&status).is_some())
-                    .then(|| (status, s.name.to_string()))
-            })
-            .collect();
+        let mut resolvers: HashMap<String, Vec<Pair>> = HashMap::new();
+        for pair in crate::resolution::pairs().into_iter().filter(|p| self.types.matches(&p.alert)) {
+            resolvers.entry(pair.by.clone()).or_default().push(pair);
+        }
         self.resolvers = std::sync::Arc::new(resolvers);
         self
     }
 
     /// Whether an event of `alert` type can be resolved by one this selector follows.
     pub(crate) fn clears(&self, alert: &str) -> bool {
-        self.resolvers.values().any(|a| a == alert)
+        self.resolvers.values().flatten().any(|p| p.alert == alert)
     }
 
-    /// The alert type `type_name` resolves, if this selector follows it.
-    pub(crate) fn resolution(&self, type_name: &str) -> Option<&str> {
-        self.resolvers.get(type_name).map(String::as_str)
+    /// The alerts an event of `type_name` may clear (none for most types).
+    pub(crate) fn resolutions(&self, type_name: &str) -> &[Pair] {
+        self.resolvers.get(type_name).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether events of type `name` may be delivered (the dispatch index asks once per type).
     pub(crate) fn type_matches(&self, name: &str) -> bool {
-        if self.resolvers.contains_key(name) {
-            return true;
-        }
+        self.resolvers.contains_key(name) || self.type_chosen(name)
+    }
+
+    fn type_chosen(&self, name: &str) -> bool {
         if let Some(v) = self.by_type.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return *v;
         }
@@ -230,15 +227,21 @@ impl Selector {
     }
 
     pub(crate) fn channels_match(&self, r: &Record) -> bool {
-        self.resolvers.contains_key(r.type_name())
-            || r.routing.channels.iter().any(|c| self.channels.matches(c.as_str()))
+        self.resolvers.contains_key(r.type_name()) || self.channels_chosen(r)
     }
 
+    fn channels_chosen(&self, r: &Record) -> bool {
+        r.routing.channels.iter().any(|c| self.channels.matches(c.as_str()))
+    }
+
+    /// Whether `r` is delivered: chosen, or one that may resolve an alert.
     pub fn matches(&self, r: &Record) -> bool {
-        if self.resolvers.contains_key(r.type_name()) {
-            return true;
-        }
-        if !self.type_matches(r.type_name()) || !self.channels_match(r) {
+        self.resolvers.contains_key(r.type_name()) || self.chosen(r)
+    }
+
+    /// Whether `r` is chosen by the types, channels and filter themselves.
+    pub(crate) fn chosen(&self, r: &Record) -> bool {
+        if !self.type_chosen(r.type_name()) || !self.channels_chosen(r) {
             return false;
         }
         match &self.filter {

@@ -21,6 +21,7 @@ pub mod filter;
 pub mod grpc;
 pub mod ladder;
 pub mod render;
+pub mod resolution;
 pub mod seal;
 pub mod signature;
 pub mod target;

@@ -115,11 +115,8 @@ impl Message {
     }
 
     /// The message that an alert's condition cleared: `r` is the event that says so.
-    pub fn resolved(r: &std::sync::Arc<Record>, dashboard: &str) -> Self {
-        let platform = r.type_name().split(':').next().unwrap_or_default();
-        let mut message = Self::new(std::slice::from_ref(r), dashboard);
-        message.title = format!("Resolved: {platform} syncs are succeeding again");
-        message
+    pub fn resolved(r: &std::sync::Arc<Record>, title: &str, dashboard: &str) -> Self {
+        Self { title: title.to_owned(), ..Self::new(std::slice::from_ref(r), dashboard) }
     }
 
     /// Slack incoming-webhook JSON with Block Kit blocks (and `text` for notifications).

@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::{
     Shared,
     dispatch::Registration,
-    endpoint::{DeadLetter, Endpoint, Owed, Progress, Target, keys},
+    endpoint::{DeadLetter, Endpoint, EndpointId, Owed, Progress, Target, keys},
     filter::Selector,
     render::{self, Message},
     signature::{self, SigningSecret},
@@ -78,14 +78,32 @@ pub(crate) struct Worker {
     ready_at: Instant,
     clock: crate::clock::Clock,
     status: Arc<Mutex<Status>>,
-    /// Events being sent as "resolved" messages.
-    resolutions: BTreeSet<EventId>,
+    /// Events being sent as "resolved" messages, with their titles.
+    resolutions: BTreeMap<EventId, String>,
     /// Where progress goes to be recorded (see [`committer`]); `None` once the worker stops.
     committer: Option<tokio::sync::mpsc::UnboundedSender<Writes>>,
     committed: Option<tokio::task::JoinHandle<()>>,
 }
 
 type Attempt = BoxFuture<'static, Done>;
+
+/// One attempt's span, in the trace of the event's publisher (the first event's, for a group):
+/// sampled events only, like every delivery span.
+fn attempt_span(first: &Record, endpoint: &EndpointId, attempt: u32, events: usize) -> tracing::Span {
+    let event = &first.event;
+    let span = tracing::info_span!(
+        "outbound",
+        otel.name = "outbound.attempt",
+        event.id = event.id,
+        endpoint = %endpoint,
+        attempt,
+        events,
+        outcome = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    switchyard::trace::follow(&span, event);
+    span
+}
 
 impl Worker {
     pub(crate) async fn load(shared: Arc<Shared>, ep: Endpoint, status: Arc<Mutex<Status>>) -> Result<Self, String> {
@@ -134,7 +152,7 @@ impl Worker {
             ready_at: Instant::now(),
             clock: shared_clock,
             status,
-            resolutions: BTreeSet::new(),
+            resolutions: BTreeMap::new(),
             committer: None,
             committed: None,
         })
@@ -235,8 +253,13 @@ impl Worker {
         if self.done_above.contains(&r.id) {
             return None;
         }
-        if let Some(alert) = self.selector.resolution(r.type_name()) {
-            return self.resolve(alert.to_owned(), r);
+        if !self.selector.resolutions(r.type_name()).is_empty() {
+            if let Some(resolved) = self.resolve(&r) {
+                return Some(resolved);
+            }
+            if !self.selector.chosen(&r) {
+                return None;
+            }
         }
         if self.target.for_people() && self.selector.clears(r.type_name()) {
             let ty = r.type_name().to_owned();
@@ -259,15 +282,20 @@ impl Worker {
         Some(self.attempt(vec![r], 1, false))
     }
 
-    /// A resolving event: a "resolved" message when it clears an open alert, else nothing.
-    fn resolve(&mut self, alert: String, r: Arc<Record>) -> Option<Attempt> {
-        let cleared = render::data(&r).get("ok").and_then(serde_json::Value::as_bool) == Some(true);
-        let open = self.progress.open_alerts.iter().position(|a| *a == alert);
-        let (true, Some(i)) = (cleared, open) else { return None };
-        self.progress.open_alerts.remove(i);
+    /// A "resolved" message when `r` clears alerts still open here, else nothing.
+    fn resolve(&mut self, r: &Arc<Record>) -> Option<Attempt> {
+        let data = render::data(r);
+        let mut title = None;
+        for pair in self.selector.resolutions(r.type_name()) {
+            let open = self.progress.open_alerts.iter().position(|a| *a == pair.alert);
+            if let (true, Some(i)) = (pair.cleared(&data), open) {
+                self.progress.open_alerts.remove(i);
+                title.get_or_insert_with(|| pair.title.clone());
+            }
+        }
+        self.resolutions.insert(r.id, title?);
         self.pending.insert(r.id);
-        self.resolutions.insert(r.id);
-        Some(self.attempt(vec![r], 1, false))
+        Some(self.attempt(vec![r.clone()], 1, false))
     }
 
     fn flush_group(&mut self) -> Option<Attempt> {
@@ -322,16 +350,22 @@ impl Worker {
         let first = records[0].clone();
         let send = self.send(&records);
         let span = match switchyard::trace::sampled(&first.event) {
-            true => switchyard::trace::delivery("outbound.attempt", &first.event, 0),
+            true => attempt_span(&first, &self.ep.id, attempt, ids.len()),
             false => tracing::Span::none(),
         };
-        span.record("conn", attempt);
         let shared = self.shared.clone();
         Box::pin(
             async move {
                 // The node's cap on attempts in flight; the attempt's own timeout starts after.
                 let _permit = shared.attempts.clone().acquire_owned().await;
                 let outcome = send.await;
+                let span = tracing::Span::current();
+                match &outcome {
+                    Outcome::Delivered { status } => span.record("outcome", "delivered").record("status", status),
+                    Outcome::Failed { reason, status, .. } => {
+                        span.record("outcome", reason.as_str()).record("status", status.unwrap_or_default())
+                    }
+                };
                 shared.metrics.attempted(attempt, &outcome);
                 Done { ids, attempt, owed, outcome }
             }
@@ -372,9 +406,9 @@ impl Worker {
 
     fn message(&self, records: &[Arc<Record>]) -> Message {
         let dashboard = &self.shared.config.dashboard_url;
-        match self.resolutions.contains(&records[0].id) {
-            true => Message::resolved(&records[0], dashboard),
-            false => Message::new(records, dashboard),
+        match self.resolutions.get(&records[0].id) {
+            Some(title) => Message::resolved(&records[0], title, dashboard),
+            None => Message::new(records, dashboard),
         }
     }
 

@@ -617,3 +617,51 @@ async fn a_sync_error_sent_to_people_is_followed_by_resolved_when_the_platform_s
     server.stop().await;
     serving.abort();
 }
+
+#[tokio::test]
+async fn a_low_stock_alert_is_resolved_once_a_completed_sync_counts_no_low_stock() {
+    use switchyard::proto::v1::{AmazonSyncCompleted, LowStockAlert, StockItem};
+    let (slack, got, serving) = slack_receiver().await;
+    let server = server_with(|c| c.outbound.group_window_ms = 100).await;
+    let admin = server.token("acme", Role::Admin, &[]);
+    let (status, body) =
+        create(&server, &admin, json!({ "kind": "slack", "url": slack, "types": ["amazon:low-stock-alert"] })).await;
+    assert_eq!(status, 201, "{body}");
+    let connector = |key: &str, payload: Payload| Event {
+        tenant: "acme".into(),
+        key: key.into(),
+        source: "connector:amazon".into(),
+        payload: Some(payload),
+        ..Default::default()
+    };
+    let completed = |low: u32| {
+        connector("eu", Payload::AmazonSyncCompleted(AmazonSyncCompleted { low_stock_skus: low, ..Default::default() }))
+    };
+    let item = StockItem { sku: "SKU-1".into(), name: "Widget".into(), on_hand: 2, threshold: 5 };
+    let alert = LowStockAlert { count: 1, items: vec![item], ..Default::default() };
+    let mut system = server.grpc("*", Role::Admin).await;
+    let mut send = async |e: Event| {
+        system
+            .publish(switchyard::proto::v1::PublishRequest { event: Some(e) })
+            .await
+            .expect("published")
+            .into_inner()
+            .id
+    };
+    send(connector("stock", Payload::AmazonLowStockAlert(alert))).await;
+    wait_for("the alert", || async { (!got.lock().unwrap().is_empty()).then_some(()) }).await;
+    // Still low: no resolution, and a completed sync is not itself sent (not selected).
+    send(completed(1)).await;
+    let cleared = send(completed(0)).await;
+    wait_for("the resolution", || async { (got.lock().unwrap().len() >= 2).then_some(()) }).await;
+    send(completed(0)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let messages = got.lock().unwrap().clone();
+    assert_eq!(messages.len(), 2, "the alert, then one resolved: {messages:?}");
+    assert!(messages[0]["text"].as_str().unwrap().starts_with("amazon:low-stock-alert"), "{}", messages[0]);
+    assert_eq!(messages[1]["text"], "Resolved: no Amazon SKU is below its reorder point");
+    let link = format!("#after={}\"", cleared - 1);
+    assert!(messages[1].to_string().contains(&link), "resolved by the sync that counted none: {}", messages[1]);
+    server.stop().await;
+    serving.abort();
+}

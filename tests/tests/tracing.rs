@@ -219,3 +219,68 @@ async fn a_connector_run_is_one_trace_from_its_upstream_calls_to_each_delivery()
     let (events, bytes) = (closed["fields"]["events"].as_u64().unwrap(), closed["fields"]["bytes"].as_u64().unwrap());
     assert!(events >= 1 && bytes > 50 * events, "{closed}");
 }
+
+/// Every outbound attempt is a span in the trace of the event it carries, saying which
+/// endpoint, which attempt and what came of it: a failed first try and its retry are two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outbound_attempt_is_a_span_in_the_events_trace() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+    let (collector, otlp, receiver) = Collector::start().await;
+    let hook = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).up_to_n_times(1).mount(&hook).await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(204)).mount(&hook).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[telemetry]\notlp_endpoint = \"http://{otlp}\"\n[outbound]\nallow_http_hosts = [\"127.0.0.1\"]\n\
+             allow_private_hosts = [\"127.0.0.1\"]\n[outbound.ladder]\nsteps_secs = [1]\njitter = 0.0\n"
+        ),
+    )
+    .unwrap();
+    let server = Process::serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let admin = server.token("acme", Role::Admin);
+    let http = switchyard_tests::http();
+    let created = http
+        .post(format!("{}/api/outbound/endpoints", server.http_url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "url": format!("{}/hook", hook.uri()), "types": ["alert:*"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let endpoint = created.json::<serde_json::Value>().await.unwrap()["endpoint"]["id"].as_str().unwrap().to_owned();
+    let published = http
+        .post(format!("{}/api/events", server.http_url))
+        .bearer_auth(&admin)
+        .header("traceparent", format!("00-{TRACE_ID}-{SENDER_SPAN}-01"))
+        .json(&serde_json::json!({ "type": "alert:critical", "data": { "title": "Freezer 3 is warm" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hook.received_requests().await.unwrap_or_default().len() < 2 {
+        assert!(Instant::now() < deadline, "the retry never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stopped = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert!(stopped.success());
+    let spans = spans_of(&collector, TRACE_ID, &["outbound.attempt"]).await;
+    receiver.abort();
+    let publish = spans.iter().find(|s| s.name == "publish").unwrap_or_else(|| panic!("no publish span: {spans:#?}"));
+    assert_eq!(hex(&publish.parent_span_id), SENDER_SPAN);
+    let mut attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "outbound.attempt").collect();
+    attempts.sort_by_key(|s| attr(s, "attempt"));
+    assert_eq!(attempts.len(), 2, "one span per attempt: {spans:#?}");
+    for (span, (n, outcome, status)) in attempts.iter().zip([("1", "status", "503"), ("2", "delivered", "204")]) {
+        assert_eq!(span.parent_span_id, publish.span_id, "an attempt joins its event's trace");
+        assert_eq!(attr(span, "endpoint").as_deref(), Some(endpoint.as_str()));
+        assert_eq!(attr(span, "attempt").as_deref(), Some(n));
+        assert_eq!(attr(span, "outcome").as_deref(), Some(outcome));
+        assert_eq!(attr(span, "status").as_deref(), Some(status));
+    }
+}
