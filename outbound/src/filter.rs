@@ -295,4 +295,25 @@ mod tests {
         }
         assert_eq!(Selector::new(&["[".into()], &[], None).unwrap_err().field, "types");
     }
+
+    #[test]
+    fn an_alerts_clearing_type_is_delivered_to_people_but_only_chosen_when_selected() {
+        use switchyard::proto::v1::{AmazonSyncCompleted, Event, event::Payload};
+        let event = Event {
+            id: 7,
+            tenant: "acme".into(),
+            key: "eu".into(),
+            payload: Some(Payload::AmazonSyncCompleted(AmazonSyncCompleted::default())),
+            ..Default::default()
+        };
+        let routing = switchyard::validate::route(&event, None).unwrap();
+        let completed = Record::new(event, switchyard::names::Tenant::new("acme").unwrap(), routing);
+        let alerts = Selector::new(&["amazon:low-stock-alert".into()], &[], None).unwrap().with_resolutions();
+        assert!(alerts.matches(&completed), "it may resolve the alert");
+        assert!(!alerts.chosen(&completed), "but is not sent for its own sake");
+        let everything = Selector::new(&["amazon:*".into()], &[], None).unwrap().with_resolutions();
+        assert!(everything.matches(&completed) && everything.chosen(&completed));
+        let machines = Selector::new(&["amazon:low-stock-alert".into()], &[], None).unwrap();
+        assert!(!machines.matches(&completed), "only people get resolved messages");
+    }
 }
