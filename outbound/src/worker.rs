@@ -314,21 +314,49 @@ impl Worker {
             return None;
         }
         let attempt = owed.attempts + 1;
-        let record = match self.held.get(&id) {
-            Some(r) => r.clone(),
-            None => match self.read(id).await {
-                Some(r) => r,
-                None => {
-                    // Retention removed it before it could be delivered again: say so, owe it no more.
-                    self.progress.lost_to_retention += 1;
-                    self.owed.remove(&id);
-                    self.commit(vec![(keys::owed(&self.ep.id, id), None)]);
-                    return None;
+        let first = self.owed_record(id).await?;
+        let mut records = vec![first];
+        if self.target.for_people() && !self.resolutions.contains_key(&id) {
+            // A group that failed is retried as one message, not one per alert.
+            for other in self.due_with(id, attempt) {
+                match self.owed_record(other).await {
+                    Some(r) if r.type_name() == records[0].type_name() => records.push(r),
+                    _ => {}
                 }
-            },
+            }
+        }
+        for r in &records {
+            self.trying.insert(r.id);
+        }
+        Some(self.attempt(records, attempt, true))
+    }
+
+    /// Other owed events due with `id` on the same attempt, that may join its message.
+    fn due_with(&self, id: EventId, attempt: u32) -> Vec<EventId> {
+        let now = self.clock.now_ms();
+        let joins = |(other, o): &(&EventId, &Owed)| {
+            **other != id
+                && o.attempts + 1 == attempt
+                && o.next_ms <= now
+                && !self.trying.contains(other)
+                && !self.resolutions.contains_key(other)
         };
-        self.trying.insert(id);
-        Some(self.attempt(vec![record], attempt, true))
+        self.owed.iter().filter(joins).map(|(other, _)| *other).take(crate::MAX_GROUP - 1).collect()
+    }
+
+    /// An owed event's record, held or read again; `None` when retention removed it first.
+    async fn owed_record(&mut self, id: EventId) -> Option<Arc<Record>> {
+        if let Some(r) = self.held.get(&id) {
+            return Some(r.clone());
+        }
+        let found = self.read(id).await;
+        if found.is_none() {
+            // Retention removed it before it could be delivered again: say so, owe it no more.
+            self.progress.lost_to_retention += 1;
+            self.owed.remove(&id);
+            self.commit(vec![(keys::owed(&self.ep.id, id), None)]);
+        }
+        found
     }
 
     async fn read(&self, id: EventId) -> Option<Arc<Record>> {
@@ -426,6 +454,11 @@ impl Worker {
         let now = self.clock.now_ms();
         let mut writes: Writes = Vec::new();
         for done in finished {
+            // One wait per attempt, so a group that failed comes due again together.
+            let wait = match &done.outcome {
+                Outcome::Failed { retry_after, .. } => self.shared.config.ladder.next(done.attempt, *retry_after),
+                Outcome::Delivered { .. } => None,
+            };
             for id in &done.ids {
                 self.trying.remove(id);
                 if matches!(done.outcome, Outcome::Delivered { .. }) {
@@ -434,7 +467,7 @@ impl Worker {
                 if self.pending.remove(id) {
                     self.done_above.insert(*id);
                 }
-                self.settle(*id, &done, now, &mut writes);
+                self.settle(*id, &done, wait, now, &mut writes);
             }
             match &done.outcome {
                 Outcome::Delivered { .. } => {
@@ -466,10 +499,11 @@ impl Worker {
         }
     }
 
-    /// One event's result: delivered (owe it no more), or retried later, or dead-lettered.
-    fn settle(&mut self, id: EventId, done: &Done, now: u64, writes: &mut Writes) {
+    /// One event's result: delivered (owe it no more), or retried after `wait`, or (no wait
+    /// left on the ladder) dead-lettered.
+    fn settle(&mut self, id: EventId, done: &Done, wait: Option<Duration>, now: u64, writes: &mut Writes) {
         let key = keys::owed(&self.ep.id, id);
-        let retry_after = match &done.outcome {
+        let error = match &done.outcome {
             Outcome::Delivered { .. } => {
                 self.held.remove(&id);
                 if self.owed.remove(&id).is_some() || done.owed {
@@ -477,13 +511,9 @@ impl Worker {
                 }
                 return;
             }
-            Outcome::Failed { retry_after, .. } => *retry_after,
-        };
-        let error = match &done.outcome {
             Outcome::Failed { detail, .. } => detail.chars().take(300).collect(),
-            Outcome::Delivered { .. } => String::new(),
         };
-        match self.shared.config.ladder.next(done.attempt, retry_after) {
+        match wait {
             Some(wait) => {
                 let owed = Owed { attempts: done.attempt, next_ms: now + wait.as_millis() as u64, last_error: error };
                 writes.push((key, Some(serde_json::to_vec(&owed).unwrap_or_default())));
