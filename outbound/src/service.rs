@@ -216,6 +216,9 @@ pub(crate) struct Shared {
     /// Attempts in flight over every endpoint: one permit each.
     pub attempts: Arc<tokio::sync::Semaphore>,
     pub clock: Clock,
+    /// Held from counting a tenant's endpoints to writing a new one, so concurrent creates on
+    /// this node cannot pass the per-tenant cap together.
+    pub creating: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -394,6 +397,7 @@ impl Outbound {
             wake: Notify::new(),
             attempts: Arc::new(tokio::sync::Semaphore::new(config_total)),
             clock: Clock::new(),
+            creating: tokio::sync::Mutex::new(()),
         });
         let this = Self(Arc::new(Inner { shared, running: Mutex::new(HashMap::new()) }));
         let supervisor = this.clone();
@@ -493,6 +497,7 @@ impl Outbound {
     /// Creates an endpoint for `tenant`; returns it and its signing secret, shown this once.
     pub async fn create(&self, tenant: &Tenant, spec: Spec) -> Result<(View, String), OutboundError> {
         self.check_spec(&spec).await?;
+        let _creating = self.shared().creating.lock().await;
         let count = self.endpoints(Some(tenant)).await?.len();
         let max = self.shared().config.max_endpoints_per_tenant;
         if count >= max {

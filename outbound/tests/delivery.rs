@@ -324,3 +324,15 @@ async fn a_message_for_people_that_failed_is_retried_as_one_message_not_one_per_
     let view = rig.outbound.get(&rig.tenant, &id).await.unwrap();
     assert_eq!((view.delivered, view.failed_attempts, view.owed), (3, 1, 0));
 }
+
+#[tokio::test]
+async fn concurrent_creates_cannot_pass_the_per_tenant_endpoint_cap_together() {
+    let rig = rig(Scripted::new(|_, _| ok()), Config { max_endpoints_per_tenant: 3, ..Config::default() });
+    let spec = || serde_json::from_value::<Spec>(serde_json::json!({ "url": "http://127.0.0.1:9/hook" })).unwrap();
+    let creates = (0..10).map(|_| rig.outbound.create(&rig.tenant, spec()));
+    let results = futures::future::join_all(creates).await;
+    let made = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(switchyard_outbound::OutboundError::TooMany(3)))).count();
+    assert_eq!((made, refused), (3, 7), "{results:?}");
+    assert_eq!(rig.outbound.list(&rig.tenant).await.unwrap().len(), 3);
+}
