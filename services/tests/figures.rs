@@ -658,6 +658,11 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
         // Completed just now, short: 15 of 20 produced.
         {"Guid": "g-2", "AssemblyNumber": "ASM-2", "AssemblyStatus": "Completed", "Quantity": 20, "AssembledQuantity": 15,
          "AssembledDate": date(now_ms - 2000), "Product": {"ProductCode": "W"}},
+        // Completed just now, the date only as the platform's Assembly Date.
+        {"Guid": "g-6", "AssemblyNumber": "ASM-6", "AssemblyStatus": "Completed", "Quantity": 5, "AssemblyDate": date(now_ms - 3000), "Product": {"ProductCode": "W"}},
+        // Assembled two days ago, though its Assembly Date says today: the assembled date wins.
+        {"Guid": "g-7", "AssemblyNumber": "ASM-7", "AssemblyStatus": "Completed", "Quantity": 9, "AssembledDate": date(now_ms - 2 * 86_400_000),
+         "AssemblyDate": date(now_ms - 4000), "Product": {"ProductCode": "W"}},
         // Completed two days ago: not today's.
         {"Guid": "g-3", "AssemblyNumber": "ASM-3", "AssemblyStatus": "Completed", "Quantity": 7, "AssembledDate": date(now_ms - 2 * 86_400_000), "Product": {"ProductCode": "W"}},
         // Overdue, and not yet due.
@@ -683,10 +688,10 @@ async fn unleashed_yield_counts_wastage_and_short_quantities_and_a_missing_date_
     assert_eq!(u.stock_items, 1005, "both pages");
     let low = rows.iter().filter(|r| minimums.iter().any(|(c, min)| *c == r.0 && r.1 < *min)).count();
     assert_eq!(u.low_stock_items, low as u32);
-    // Today's completed assemblies are ASM-1 (10 of 10) and ASM-2 (15 of 20).
-    assert_eq!(u.completed_today, Some(2));
-    assert_eq!(u.yield_percent, format!("{:.1}", (10.0 + 15.0) * 100.0 / (10.0 + 20.0)));
-    assert_eq!(u.utilization_percent, format!("{:.1}", 25.0 * 100.0 / 40.0));
+    // Today's completed assemblies are ASM-1 (10 of 10), ASM-2 (15 of 20) and ASM-6 (5 of 5).
+    assert_eq!(u.completed_today, Some(3));
+    assert_eq!(u.yield_percent, format!("{:.1}", (10.0 + 15.0 + 5.0) * 100.0 / (10.0 + 20.0 + 5.0)));
+    assert_eq!(u.utilization_percent, format!("{:.1}", 30.0 * 100.0 / 40.0));
     assert_eq!((u.active_assemblies, u.overdue_assemblies, u.quality_alerts), (2, 1, 2));
     let q = first(&events, |p| match p {
         Payload::UnleashedQualityAlert(q) => Some(q),

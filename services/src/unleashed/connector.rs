@@ -7,8 +7,9 @@
 //!
 //! Production, recomputed whole each run, "today" in the tenant's timezone:
 //! - completed today: assemblies `Completed` whose completion date is today. The date's field
-//!   name is not in Unleashed's published docs: `AssembledDate` (client libraries) or
-//!   `CompletedDate` is read; a completed assembly with neither makes the figure unavailable and
+//!   name is not in Unleashed's published docs: `AssembledDate` (client libraries), then
+//!   `CompletedDate`, then `AssemblyDate` (the platform's Assembly Date, which Completed
+//!   assemblies carry) is read; a completed assembly with none makes the figure unavailable and
 //!   raises a visible `unleashed:sync-error` (`missing_field`), never a silent 0;
 //! - yield: of the quantity planned on assemblies completed today, the share produced. Produced
 //!   is the planned `Quantity` less any short quantity the platform reports (`AssembledQuantity`
@@ -40,7 +41,9 @@ use crate::{
 };
 
 /// Field names the completion date may have (not in Unleashed's published docs; see above).
-const COMPLETED_DATE: [&str; 2] = ["AssembledDate", "CompletedDate"];
+/// In this order: `AssemblyDate` (the platform's "Assembly Date") is what a Completed assembly
+/// carries in practice, but an explicit assembled or completed date says it more exactly.
+const COMPLETED_DATE: [&str; 3] = ["AssembledDate", "CompletedDate", "AssemblyDate"];
 /// Field names a produced quantity may have, when the platform reports one below plan.
 const PRODUCED_QTY: [&str; 2] = ["AssembledQuantity", "ProducedQuantity"];
 
