@@ -1,5 +1,7 @@
 // The live operations dashboard served at `/`. Every figure on it comes from an event; a tile
-// with no event yet says which source is missing and how to connect it.
+// with no event yet says which source is missing and how to connect it, or, once the source has
+// reported, what it said. Live orders count `shopify:order-created` from webhooks and from the
+// connector alike, and say how many came each way.
 //
 // Opening or reloading the page starts from the bus's state (the latest snapshot of every
 // key), so every figure shows at once; figures counted from facts (live orders) are kept with
@@ -87,6 +89,7 @@ function sparkline(values) {
 // sessionStorage with the id of the last order counted, so a reload neither loses nor recounts.
 const LIVE_KEY = 'switchyard:dashboard:live';
 const live = restoreLive() ?? { shopify: { count: 0, totals: {} }, amazon: { count: 0 }, upTo: 0 };
+live.shopify.via ??= {};
 function restoreLive() {
   try {
     return JSON.parse(sessionStorage.getItem(LIVE_KEY) ?? 'null');
@@ -108,11 +111,16 @@ function saveLive() {
     // Storage disabled: the counters start again on reload.
   }
 }
+/** Where order events came from, as the tile says it: `webhook:shopify` → "by webhook". */
+const VIA = { webhook: 'by webhook', connector: 'by the connector' };
 function showLive() {
-  if (live.shopify.count > 0) {
-    const totals = Object.entries(live.shopify.totals).map(([currency, amount]) => ({ amount, currency }));
-    setTile('shopify-orders', num(live.shopify.count), `${monies(totals)} · since this tab opened`);
-  }
+  const shop = live.shopify;
+  if (shop.count === 0 && !sources.get('shopify')) return;
+  const totals = Object.entries(shop.totals).map(([currency, amount]) => ({ amount, currency }));
+  const rank = (from) => (from in VIA ? Object.keys(VIA).indexOf(from) : 9);
+  const via = Object.entries(shop.via).sort(([a], [b]) => rank(a) - rank(b)).map(([from, n]) => `${num(n)} ${VIA[from] ?? `from ${from}`}`);
+  const detail = shop.count === 0 ? ['no new order since this tab opened', 'webhooks and the connector both count'] : [monies(totals), ...via, 'since this tab opened'];
+  setTile('shopify-orders', num(shop.count), detail.join(' · '));
 }
 
 // ---- sources: their sync health, and their last good figures when failing ----
@@ -121,6 +129,11 @@ function touchSource(name, status) {
   sources.set(name, status);
   renderSources();
   markStale(name);
+  if (name === 'shopify') showLive();
+  for (const el of document.querySelectorAll(`.tile[data-source="${name}"] .empty`)) {
+    // Never "no data, connect it" for a source that has reported: say what it did say.
+    el.textContent = status.text ? `${name}: ${status.text}; this figure comes with its next sync.` : status.ok ? `${name} synced; this figure comes with its next sync.` : `${name}: ${sourceText(status).text}`;
+  }
 }
 function sourceText(s) {
   if (s.ok) return { text: `synced ${clock(s.lastSuccess ?? s.at)}`, error: false };
@@ -246,14 +259,17 @@ function addAlert(level, text, event, link) {
   while (list.children.length > 50) list.lastChild.remove();
 }
 
-// One row per job (its key), showing its latest state; finished jobs leave after a while.
+// One row per job (its key), showing its latest state. A finished job stays a short while, then
+// moves to a collapsed list of the most recent few: the panel shows what is running.
 const jobs = new Map();
-const FINISHED_STAYS_MS = 5 * 60 * 1000;
+const FINISHED_STAYS_MS = 60 * 1000;
+const RECENT_JOBS = 10;
 function job(id, percent, label, status = 'running', event = {}) {
   if (!id) return;
   $('jobs').querySelector('.empty')?.remove();
   let li = jobs.get(id);
   if (!li) {
+    $('jobs-recent').querySelector(`li[data-job="${CSS.escape(id)}"]`)?.remove();
     li = document.createElement('li');
     li.innerHTML = '<label><span></span><progress max="100"></progress></label>';
     li.dataset.job = id;
@@ -268,12 +284,23 @@ function job(id, percent, label, status = 'running', event = {}) {
   if (status !== 'running') {
     const at = Date.parse(event.publishedAt ?? '');
     const age = Number.isFinite(at) ? Date.now() - at : 0;
-    li.leave = setTimeout(() => {
-      li.remove();
-      jobs.delete(id);
-      if (jobs.size === 0) $('jobs').innerHTML = '<li class="empty">No job is running.</li>';
-    }, Math.max(0, FINISHED_STAYS_MS - age));
+    const retire = () => retireJob(id, li);
+    if (age >= FINISHED_STAYS_MS) retire();
+    else li.leave = setTimeout(retire, FINISHED_STAYS_MS - age);
   }
+  showRecent();
+}
+function retireJob(id, li) {
+  jobs.delete(id);
+  $('jobs-recent').prepend(li);
+  while ($('jobs-recent').children.length > RECENT_JOBS) $('jobs-recent').lastChild.remove();
+  if (jobs.size === 0) $('jobs').innerHTML = '<li class="empty">No job is running.</li>';
+  showRecent();
+}
+function showRecent() {
+  const n = $('jobs-recent').children.length;
+  $('jobs-recent-box').hidden = n === 0;
+  $('jobs-recent-count').textContent = String(n);
 }
 
 /** A keyed list (stores, assemblies): one row per key, newest first, at most `max`. */
@@ -357,6 +384,8 @@ client.on('shopify:order-created', (e, raw) => {
   orderNews('shopify', `order ${o.name || o.orderId} received`);
   if (!countOnce(raw)) return;
   live.shopify.count++;
+  const from = (e.source ?? '').split(':')[0] || 'unknown';
+  live.shopify.via[from] = (live.shopify.via[from] ?? 0) + 1;
   if (o.total?.amount !== undefined) {
     const c = o.total.currency ?? '';
     live.shopify.totals[c] = addDecimal(live.shopify.totals[c] ?? '0', o.total.amount);

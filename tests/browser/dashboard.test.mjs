@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { start, stop, publish, token, until } from './server.mjs';
-import { SHOTS, harness, sendOrder } from './browser.mjs';
+import { SHOP, SHOTS, harness, sendOrder } from './browser.mjs';
 
 const h = harness();
 after(() => h.close());
@@ -209,5 +209,46 @@ test('dashboard: a failing source keeps its last good figures, says why; toasts 
   await publishJson(server, token(dir, '*', 'admin'), [{ type: 'xero:sync-status', key: 'xero', tenant: 'acme', source: 'connector:xero', data: { ok: true, lastSuccess: new Date().toISOString() } }]);
   await until('recovered', async () => !(await tile.getAttribute('class')).includes('stale'), 5000);
   await page.screenshot({ path: `${SHOTS}dashboard-calm-toasts.png`, fullPage: true });
+  await page.close();
+});
+
+test('dashboard: after syncs from all four connectors no tile says "no data"; finished jobs leave for a bounded recent list', async () => {
+  const { dir, server, sub, pub } = await setup();
+  const system = token(dir, '*', 'admin');
+  const connector = (source, type, key, data) => ({ type, key, tenant: 'acme', source: `connector:${source}`, data });
+  // Every source synced (its status), with its figures — but no live order yet.
+  await publishJson(server, system, [
+    ...['shopify', 'amazon', 'xero', 'unleashed'].map((s) => connector(s, `${s}:sync-status`, s, { ok: true, lastSuccess: new Date().toISOString() })),
+    ...FIGURES.map((f) => ({ ...f, tenant: 'acme', source: `connector:${f.type.split(':')[0]}` })),
+    // Three runs of four syncs each, all finished, and one still running.
+    ...Array.from({ length: 12 }, (_, i) => connector('jobs', 'workflow:completion', `sync-${i}`, { workflowId: `sync-${i}`, stage: 'done', final: true })),
+    connector('jobs', 'workflow:progress', 'import-1', { workflowId: 'import-1', stage: 'parse', percent: 30 }),
+  ]);
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.clock.install({ time: Date.now() });
+  await page.goto(`${server.http}/#token=${sub}`);
+  await until('the state', async () => (await page.getAttribute('body', 'data-as-of')) !== null, 5000);
+  await until('the live tile', async () => (await page.textContent('#tile-shopify-orders .value').catch(() => '')) === '0', 5000);
+  const tiles = await page.locator('.tile').allTextContents();
+  assert.equal(tiles.filter((t) => /data yet|Connect /.test(t)).length, 0, `no tile claims "no data": ${tiles.join(' | ')}`);
+  assert.match(await page.textContent('#tile-shopify-orders .detail'), /no new order since this tab opened/);
+
+  // Orders from the connector and from a webhook both count, and the tile says which.
+  await publishJson(server, system, [connector('shopify', 'shopify:order-created', 'c1', { orderId: 'c1', store: SHOP, total: gbp('20.00') })]);
+  assert.match(sendOrder(server), /^200 /);
+  await until('both orders', async () => (await page.textContent('#tile-shopify-orders .value').catch(() => '')) === '2', 5000);
+  assert.match(await page.textContent('#tile-shopify-orders .detail'), /1 by webhook · 1 by the connector · since this tab opened/);
+
+  // Finished jobs stay a short while, then leave the panel for the collapsed recent list.
+  assert.equal(await page.locator('#jobs li').count(), 13, 'running and just finished');
+  await page.clock.fastForward(61_000);
+  await until('the finished jobs retired', async () => (await page.locator('#jobs li').count()) === 1, 5000);
+  assert.match(await page.textContent('#jobs'), /import-1 · parse — 30%/, 'what is running stays');
+  assert.equal(await page.locator('#jobs-recent li').count(), 10, 'the recent list is bounded');
+  assert.equal(await page.textContent('#jobs-recent-count'), '10');
+  assert.equal(await page.getAttribute('#jobs-recent-box', 'open'), null, 'collapsed');
+  // A minute without heartbeats (the jump) made the client reconnect; it comes back by itself.
+  await until('connected again', async () => (await state(page)) === 'connected', 10000);
+  await page.screenshot({ path: `${SHOTS}dashboard-all-synced.png`, fullPage: true });
   await page.close();
 });
