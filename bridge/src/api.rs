@@ -23,12 +23,12 @@ use switchyard::{
 use tracing::Instrument;
 
 use crate::{
-    access::{QueryCredentials, TICKET_TTL},
     app::App,
-    body::RawBody,
-    error::{ApiError, Query},
-    openapi::error_response,
-    route::Route,
+    http::access::{QueryCredentials, TICKET_TTL},
+    http::body::RawBody,
+    http::error::{ApiError, Query},
+    http::openapi::error_response,
+    http::route::Route,
     sse::split_channels,
 };
 

@@ -6,10 +6,10 @@ use switchyard::bus::Bus;
 use tokio::sync::watch;
 
 use crate::{
-    access::Access,
     config::{MetricsConfig, SseConfig},
     connectors::Connectors,
-    limits::Limits,
+    http::access::Access,
+    http::limits::Limits,
     metrics::Metrics,
     pulse::Pulse,
     webhooks::Inbound,

@@ -8,7 +8,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::route::Route;
+use crate::http::route::Route;
 
 /// Every file, its path, content type and summary. All public: the pages read their tokens
 /// from the URL fragment or a sign-in form, never from the server.

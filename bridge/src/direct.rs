@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::{
     app::App,
-    error::ApiError,
+    http::error::ApiError,
     sse::{SseQuery, open_stream, split_channels},
     writers::{Handed, IntoWire},
 };
@@ -153,7 +153,7 @@ pub async fn sniff<T: Socket>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
 
 /// Every path the route table names: those are the router's, never a channel.
 static OWN_PATHS: std::sync::LazyLock<Vec<String>> =
-    std::sync::LazyLock::new(|| crate::http::routes().into_iter().map(|r| r.path).collect());
+    std::sync::LazyLock::new(|| crate::router::routes().into_iter().map(|r| r.path).collect());
 
 /// A complete request head that is an SSE GET this path serves, or `None` (hyper's to answer):
 /// not a GET, a path the route table names, percent-encoding, an unparsable query or header.

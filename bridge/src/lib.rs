@@ -2,54 +2,51 @@
 //!
 //! ## Layout
 //! - [`serve`]: `switchyard serve`, bus + gRPC + HTTP in one process.
-//! - [`http`]: the axum router over the shared [`app::App`] state, composed from the one route
-//!   table ([`route`]) that each feature contributes to: [`api`] the plain handlers, [`sse`] the
-//!   streaming ones (kept alive by the shared [`pulse`]), [`webhooks`], [`assets`]; [`openapi`]
-//!   describes the same table.
+//! - [`router`]: the axum router over the shared [`app::App`] state, composed from the one route
+//!   table that each feature contributes to: [`api`] the plain handlers, [`sse`] the streaming
+//!   ones (kept alive by the shared [`pulse`]), [`webhooks`], [`outbound`], [`assets`].
+//! - [`http`]: what every HTTP feature uses: the [`http::route`] table entry and the
+//!   [`http::openapi`] document made from the table, [`http::access`] (who is calling: bearer,
+//!   cookie, single-use tickets), [`http::limits`] (connection caps), [`http::body`] (bounded
+//!   bodies, read after authentication), [`http::error`] (every error as
+//!   `{"error": {"code", "message"}}` with the right status).
 //! - [`remote`]: the log of another bus over gRPC, for `switchyard bridge --bus`.
 //! - [`direct`]: plain HTTP/1 SSE GETs served on the socket below hyper (small per-connection memory).
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
-//! - [`access`]: who is calling (bearer, cookie, single-use tickets); [`limits`]: connection caps.
-//! - [`error`]: every error as `{"error": {"code", "message"}}` with the right status.
-//! - [`assets`]: the dashboard at `/` and the browser client at `/client.js` (bridge/assets/);
-//!   [`typescript`]: its `client.d.ts`, generated from the catalog.
+//! - [`assets`]: the dashboard at `/` and the browser client at `/client.js` (bridge/assets/).
 //! - [`webhooks`]: verified Shopify, Xero, Unleashed, Amazon (SNS) and Standard Webhooks
 //!   deliveries → events, exactly once.
 //! - [`config`]: file → env → flags; [`secret`]: the generated signing secret.
-//! - [`tools`]: `tail`, `publish`, `token`; [`webhook_tool`]: `webhook sign|send`; [`telemetry`]: logs and OTLP traces;
-//!   [`metrics`]: the edge's counters and histograms; [`process`]: this process's CPU, memory and
+//! - [`cli`]: the commands beside `serve`: `tail`, `publish`, `token` ([`cli::tools`]),
+//!   `webhook sign|send` ([`cli::webhook`]), `catalog --typescript` ([`cli::typescript`]: the
+//!   browser client's `client.d.ts`, generated from the catalog).
+//! - [`telemetry`]: logs and OTLP traces; [`metrics`]: the edge's counters and histograms;
+//!   [`process`]: this process's CPU, memory and
 //!   descriptors, both for `/metrics`.
 
-pub mod access;
 pub mod activity;
 pub mod api;
 pub mod app;
 pub mod assets;
-pub mod body;
+pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod direct;
-pub mod error;
 pub mod http;
-pub mod limits;
 pub mod listener;
 pub mod metrics;
-pub mod openapi;
 pub mod outbound;
 pub mod pipe;
 pub mod process;
 pub mod prometheus;
 pub mod pulse;
 pub mod remote;
-pub mod route;
+pub mod router;
 pub mod secret;
 pub mod serve;
 pub mod sse;
 pub mod stream;
 pub mod telemetry;
-pub mod tools;
-pub mod typescript;
-pub mod webhook_tool;
 pub mod webhooks;
 pub mod writers;
 

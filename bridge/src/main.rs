@@ -6,8 +6,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard::{auth::Role, catalog::Catalog, log::Fsync};
 use switchyard_bridge::{
+    cli::tools,
+    cli::webhook,
     config::{Config, Overrides, process_env},
-    serve, telemetry, tools, webhook_tool,
+    serve, telemetry,
 };
 
 /// EX_USAGE: bad flags or configuration.
@@ -132,7 +134,7 @@ enum Command {
 enum WebhookCommand {
     /// Print the signature headers for a body.
     Sign {
-        #[arg(value_parser = clap::builder::PossibleValuesParser::new(webhook_tool::platforms()))]
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(webhook::platforms()))]
         platform: String,
         /// Secret / webhook key / signing key / whsec_ secret, as configured on the bridge.
         #[arg(long, env = "SWITCHYARD_WEBHOOK_SECRET", hide_env_values = true)]
@@ -148,7 +150,7 @@ enum WebhookCommand {
     },
     /// Sign and POST a delivery (a sample one without --file) to /api/webhooks/<platform>.
     Send {
-        #[arg(value_parser = clap::builder::PossibleValuesParser::new(webhook_tool::platforms()))]
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(webhook::platforms()))]
         platform: String,
         /// Shopify topic (orders/create), Unleashed event type, or Standard Webhooks type.
         #[arg(default_value = "orders/create")]
@@ -198,7 +200,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Webhook(cmd) => webhook(cmd).await,
         Command::Catalog { typescript } => {
             match typescript {
-                true => print!("{}", switchyard_bridge::typescript::client_types()),
+                true => print!("{}", switchyard_bridge::cli::typescript::client_types()),
                 false => print!("{}", Catalog::global().to_markdown()),
             }
             Ok(())
@@ -355,19 +357,19 @@ async fn webhook(cmd: WebhookCommand) -> anyhow::Result<()> {
                     b
                 }
             };
-            for (k, v) in webhook_tool::sign(&platform, &secret, &topic, &shop, body)?.headers {
+            for (k, v) in webhook::sign(&platform, &secret, &topic, &shop, body)?.headers {
                 println!("{k}: {v}");
             }
         }
         WebhookCommand::Send { platform, topic, secret, file, shop, source, url } => {
             let body = match body_from(file)? {
                 Some(b) => b,
-                None => webhook_tool::sample(&platform, &topic)?,
+                None => webhook::sample(&platform, &topic)?,
             };
-            let signed = webhook_tool::sign(&platform, &secret, &topic, &shop, body)?;
+            let signed = webhook::sign(&platform, &secret, &topic, &shop, body)?;
             let path = if platform == "standard" { source } else { platform };
             let target = format!("{}/api/webhooks/{path}", url.trim_end_matches('/'));
-            let (status, text) = webhook_tool::send(&target, &signed).await?;
+            let (status, text) = webhook::send(&target, &signed).await?;
             println!("{status} {text}");
             if !(200..300).contains(&status) {
                 anyhow::bail!("the bridge answered {status}");

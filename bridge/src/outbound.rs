@@ -17,10 +17,10 @@ use switchyard_outbound::{Outbound, OutboundError, Replay, Spec};
 
 use crate::{
     app::App,
-    body::RawBody,
-    error::{ApiError, Path, Query},
-    openapi::error_response,
-    route::Route,
+    http::body::RawBody,
+    http::error::{ApiError, Path, Query},
+    http::openapi::error_response,
+    http::route::Route,
 };
 
 /// Largest request body on these routes: an endpoint spec is well under a kilobyte.

@@ -24,12 +24,12 @@ use switchyard::{
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
-    access::Access,
     app::App,
     config::Config,
-    http::router,
-    limits::{Caps, Limits},
+    http::access::Access,
+    http::limits::{Caps, Limits},
     metrics::Metrics,
+    router::router,
     secret,
 };
 

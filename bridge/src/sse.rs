@@ -26,12 +26,12 @@ use switchyard::{
 };
 
 use crate::{
-    access::QueryCredentials,
     app::App,
-    error::{ApiError, Path, Query},
-    openapi::error_response,
+    http::access::QueryCredentials,
+    http::error::{ApiError, Path, Query},
+    http::openapi::error_response,
+    http::route::Route,
     pulse::Pulse,
-    route::Route,
     stream::{HEARTBEAT, Session, ending, gap_frame, lapsed, render},
     writers::Handed,
 };
@@ -268,14 +268,14 @@ async fn subscribed(
 ) -> Result<
     (
         std::pin::Pin<Box<impl futures::Stream<Item = Result<Item, switchyard::log::LogError>> + Send + 'static>>,
-        crate::limits::Slot,
+        crate::http::limits::Slot,
         bool,
         switchyard::log::Bounds,
     ),
     ApiError,
 > {
     let mut items = Box::pin(app.bus.subscribe(who, spec(q, channels, start))?);
-    let slot = app.limits.acquire(crate::limits::Kind::Sse, &who.tenant.to_string(), &who.token_id)?;
+    let slot = app.limits.acquire(crate::http::limits::Kind::Sse, &who.tenant.to_string(), &who.token_id)?;
     let (complete, bounds) = status(items.next().await)?;
     Ok((items, slot, complete, bounds))
 }

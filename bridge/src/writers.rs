@@ -50,7 +50,7 @@ use tokio::{
 };
 
 use crate::{
-    limits,
+    http::limits,
     pipe::{self, Pipe},
     pulse::Pulse,
     stream::{self, Session},

@@ -193,7 +193,7 @@ fn error(t: &Tally, what: &str) {
 /// Publishes `rate` alerts/s until `stop`; returns how many were acknowledged and the last id.
 async fn publisher(server: &Process, rate: u64, stop: Arc<AtomicBool>) -> (u64, u64) {
     let token = server.token("soak", Role::Publish);
-    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &token).await.expect("gRPC");
+    let mut c = switchyard_bridge::cli::tools::connect(&server.grpc_url, &token).await.expect("gRPC");
     let (tx, rx) = tokio::sync::mpsc::channel::<PublishRequest>(10_000);
     let acks = tokio::spawn(async move {
         let mut acks =

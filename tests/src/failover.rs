@@ -27,7 +27,7 @@ pub struct Cluster {
     pub a: Process,
     pub b: Process,
     pub acked: Vec<u64>,
-    client: switchyard_bridge::tools::Client,
+    client: switchyard_bridge::cli::tools::Client,
     published: u32,
 }
 
@@ -61,7 +61,7 @@ impl Cluster {
         let a = node(&dir.join("a"), &urls, None);
         let b = node(&dir.join("b"), &urls, Some(&dir.join("a")));
         let mut client =
-            switchyard_bridge::tools::connect(&a.grpc_url, &a.token("acme", Role::Publish)).await.expect("gRPC");
+            switchyard_bridge::cli::tools::connect(&a.grpc_url, &a.token("acme", Role::Publish)).await.expect("gRPC");
         let acked = crate::publish_alerts(&mut client, 0..100).await;
         Self { specs, servers, a, b, acked, client, published: 100 }
     }
@@ -121,7 +121,7 @@ impl Cluster {
             assert!(Instant::now() < deadline, "kill {k}: no publish acknowledged within 120 s");
             let req =
                 switchyard::proto::v1::PublishRequest { event: Some(crate::events::alert(&format!("after kill {k}"))) };
-            let mut c = switchyard_bridge::tools::connect(&self.a.grpc_url, &token).await.expect("gRPC");
+            let mut c = switchyard_bridge::cli::tools::connect(&self.a.grpc_url, &token).await.expect("gRPC");
             if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), c.publish(req)).await {
                 return (r.into_inner().id, Instant::now());
             }

@@ -14,7 +14,7 @@ pub mod platforms;
 
 use futures::StreamExt;
 use switchyard::auth::{Role, Signer};
-use switchyard_bridge::{config::Config, serve, tools};
+use switchyard_bridge::{cli::tools, config::Config, serve};
 
 /// How long any wait in a test may take before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);

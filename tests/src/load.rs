@@ -49,7 +49,7 @@ impl Pace {
 /// its publish time ([`now_micros`]), its title a 100-byte padded count. Returns the count,
 /// after every one was acknowledged.
 pub async fn publish_paced(grpc_url: &str, token: &str, rate: u64, secs: u64) -> u64 {
-    let mut c = switchyard_bridge::tools::connect(grpc_url, token).await.expect("gRPC");
+    let mut c = switchyard_bridge::cli::tools::connect(grpc_url, token).await.expect("gRPC");
     let (tx, rx) = tokio::sync::mpsc::channel::<PublishRequest>(100_000);
     let acks = tokio::spawn(async move {
         let mut acks =

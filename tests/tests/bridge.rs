@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use switchyard::auth::Role;
-use switchyard_bridge::tools;
+use switchyard_bridge::cli::tools;
 use switchyard_tests::{Process, Sse, post_json, publish_alerts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use switchyard::{
         subscribe_response::Message,
     },
 };
-use switchyard_bridge::tools;
+use switchyard_bridge::cli::tools;
 use switchyard_tests::{PATIENCE, Process, Server, events};
 use tonic::{Code, Streaming};
 

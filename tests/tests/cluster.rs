@@ -243,7 +243,7 @@ async fn r3_cluster_loses_its_leader_mid_stream_and_keeps_every_acknowledged_eve
     let grpc = a.grpc_url.clone();
     // A publisher that keeps going through the failover and records every acknowledged id.
     let publisher = tokio::spawn(async move {
-        let mut client = switchyard_bridge::tools::connect(&grpc, &token).await.unwrap();
+        let mut client = switchyard_bridge::cli::tools::connect(&grpc, &token).await.unwrap();
         let mut acked = Vec::new();
         for i in 0..60u32 {
             let ids = switchyard_tests::publish_alerts(&mut client, i * 10..(i + 1) * 10).await;

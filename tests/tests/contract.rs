@@ -28,7 +28,7 @@ fn docs_events_md_is_generated_from_the_catalog() {
 
 #[test]
 fn client_d_ts_is_generated_from_the_catalog() {
-    let generated = switchyard_bridge::typescript::client_types();
+    let generated = switchyard_bridge::cli::typescript::client_types();
     generated_file_is_current("bridge/assets/client.d.ts", &generated, "cargo run -q -- catalog --typescript");
     for name in ["'shopify:order-created': Order;", "export interface Money {", "amount?: string;"] {
         assert!(generated.contains(name), "{name} missing");

@@ -73,7 +73,7 @@ async fn grpc_subscriptions_and_calls_count_against_the_token_caps() {
     })
     .await;
     let token = server.token("acme", Role::Publish, &[]);
-    let connect = || switchyard_bridge::tools::connect(&server.grpc_url, &token);
+    let connect = || switchyard_bridge::cli::tools::connect(&server.grpc_url, &token);
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut client = connect().await.unwrap();
@@ -285,7 +285,7 @@ async fn nothing_is_delivered_after_a_token_expires() {
     let mut sse =
         switchyard_tests::Sse::connect(&format!("{}/api/sse/alerts", server.http_url), Some(&short), None).await;
     assert_eq!(sse.status, 200);
-    let mut grpc = switchyard_bridge::tools::connect(&server.grpc_url, &short).await.unwrap();
+    let mut grpc = switchyard_bridge::cli::tools::connect(&server.grpc_url, &short).await.unwrap();
     let mut sub = grpc
         .subscribe(SubscribeRequest { channels: vec!["alerts".into()], ..Default::default() })
         .await

@@ -574,7 +574,7 @@ async fn openapi_document_matches_the_routes() {
         .iter()
         .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
         .collect();
-    let routes = switchyard_bridge::http::routes();
+    let routes = switchyard_bridge::router::routes();
     let routed: BTreeSet<(String, String)> = routes.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
     assert_eq!(documented, routed);
     // Each listed route exists: never a 404/405 from the router for it.
@@ -619,7 +619,7 @@ async fn sse_client_resumes_across_a_server_restart_without_loss() {
     let http_addr = p.http_url.trim_start_matches("http://").to_owned();
     let token = p.token("acme", Role::Subscribe);
     let publish_token = p.token("acme", Role::Publish);
-    let mut c = switchyard_bridge::tools::connect(&p.grpc_url, &publish_token).await.unwrap();
+    let mut c = switchyard_bridge::cli::tools::connect(&p.grpc_url, &publish_token).await.unwrap();
     let mut sse = Sse::connect(&format!("{}/api/sse/alerts", p.http_url), Some(&token), None).await;
     let mut published = publish_alerts(&mut c, 0..10).await;
     let mut got = sse.ids(10).await;
@@ -629,7 +629,7 @@ async fn sse_client_resumes_across_a_server_restart_without_loss() {
     assert_eq!(f.event.as_deref(), Some("stream:reconnect"));
     // While it is down nothing can be published; publish right after restart, before the client is back.
     let p = Process::serve(dir.path(), &["--http-addr", &http_addr]);
-    let mut c = switchyard_bridge::tools::connect(&p.grpc_url, &publish_token).await.unwrap();
+    let mut c = switchyard_bridge::cli::tools::connect(&p.grpc_url, &publish_token).await.unwrap();
     published.extend(publish_alerts(&mut c, 10..20).await);
     let started = Instant::now();
     let mut sse = Sse::connect(&format!("{}/api/sse/alerts", p.http_url), Some(&token), got.last().copied()).await;
@@ -717,7 +717,7 @@ async fn a_stream_ends_when_its_token_expires_and_says_so() {
     assert!(started.elapsed() < Duration::from_secs(5), "within a heartbeat of expiry: {:?}", started.elapsed());
     // gRPC: the same token's subscription ends UNAUTHENTICATED.
     let short = server.running.signer.mint("acme", Role::Subscribe, vec![], 1);
-    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &short).await.unwrap();
+    let mut c = switchyard_bridge::cli::tools::connect(&server.grpc_url, &short).await.unwrap();
     let req = switchyard::proto::v1::SubscribeRequest { channels: vec!["alerts".into()], ..Default::default() };
     let mut s = c.subscribe(req).await.unwrap().into_inner();
     let status = loop {
@@ -751,7 +751,7 @@ async fn a_revoked_token_is_refused_with_its_tickets_and_its_streams_end() {
     let ticket = post_json(&url("/api/sse/ticket"), &leaked, &json!({})).await["ticket"].as_str().unwrap().to_owned();
     let mut sse = Sse::connect(&url("/api/sse/alerts"), Some(&leaked), None).await;
     assert_eq!(sse.status, 200);
-    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &leaked).await.unwrap();
+    let mut c = switchyard_bridge::cli::tools::connect(&server.grpc_url, &leaked).await.unwrap();
     let req = switchyard::proto::v1::SubscribeRequest { channels: vec!["alerts".into()], ..Default::default() };
     let mut grpc = c.subscribe(req).await.unwrap().into_inner();
     let revoke = |token: String, body: Value| {
@@ -792,7 +792,7 @@ async fn a_revoked_token_is_refused_with_its_tickets_and_its_streams_end() {
         }
     };
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    let mut c = switchyard_bridge::tools::connect(&server.grpc_url, &leaked).await.unwrap();
+    let mut c = switchyard_bridge::cli::tools::connect(&server.grpc_url, &leaked).await.unwrap();
     let err = c.state(switchyard::proto::v1::StateRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     server.stop().await;

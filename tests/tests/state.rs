@@ -16,7 +16,7 @@ use switchyard::{
         Event, PublishRequest, ReadRequest, Start, StateRequest, SubscribeRequest, subscribe_response::Message,
     },
 };
-use switchyard_bridge::tools;
+use switchyard_bridge::cli::tools;
 use switchyard_tests::{PATIENCE, Process, Server, Sse, events, get_json, wait_for};
 
 async fn publish(c: &mut tools::Client, e: Event) -> u64 {

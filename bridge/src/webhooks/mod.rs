@@ -30,12 +30,12 @@ use switchyard_services::{
 use tracing::Instrument;
 
 use crate::{
-    body::RawBody,
     config::{ConfigError, WebhooksConfig},
-    error::{ApiError, Path},
+    http::body::RawBody,
+    http::error::{ApiError, Path},
+    http::openapi::error_response,
+    http::route::Route,
     metrics::Seen,
-    openapi::error_response,
-    route::Route,
 };
 
 /// Largest webhook delivery. Platforms send kilobytes; a megabyte is an attack or a mistake.

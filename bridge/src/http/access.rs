@@ -30,7 +30,7 @@ use switchyard::{
     ledger::{Ledger, LedgerError},
 };
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// Longest ticket accepted: claims with 64 channel globs fit well within it.

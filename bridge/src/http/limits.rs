@@ -3,7 +3,7 @@
 
 pub use switchyard::limits::{Caps, Kind, LimitError, Limits, Slot};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 impl From<LimitError> for ApiError {
     fn from(e: LimitError) -> Self {

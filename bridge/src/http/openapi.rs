@@ -1,9 +1,9 @@
-//! `GET /api/openapi.json`: the HTTP API, described from the route table ([`crate::route`]):
+//! `GET /api/openapi.json`: the HTTP API, described from the route table ([`crate::http::route`]):
 //! every served route is in it, with the operation its feature wrote beside the handler.
 
 use serde_json::{Map, Value, json};
 
-use crate::route::Route;
+use crate::http::route::Route;
 
 /// An error response: the JSON body every handler answers errors with.
 pub fn error_response(description: &str) -> Value {

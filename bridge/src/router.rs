@@ -13,7 +13,7 @@ use axum::{
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{api, app::App, assets, openapi, route::Route, sse, webhooks};
+use crate::{api, app::App, assets, http::openapi, http::route::Route, sse, webhooks};
 
 /// Largest request body: a batch of events. Webhooks set their own, smaller.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -105,10 +105,10 @@ mod tests {
 
     use super::router;
     use crate::{
-        access::Access,
         app::App,
         config::{SseConfig, WebhooksConfig},
-        limits::{Caps, Limits},
+        http::access::Access,
+        http::limits::{Caps, Limits},
         metrics::Metrics,
         pulse::Pulse,
         webhooks::{Inbound, Webhooks},

@@ -19,7 +19,7 @@ use axum::{
 };
 use tokio::time::{Instant, Sleep};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// A body gets this long before its rate is first looked at...
 pub const GRACE: Duration = Duration::from_secs(10);

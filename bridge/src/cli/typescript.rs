@@ -13,7 +13,7 @@ use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use switchyard::{catalog::Catalog, proto::FILE_DESCRIPTOR_SET, proto::v1::Delivery};
 
 /// The hand-written part: the client's API, typed by [`EventMap`] below it.
-const API: &str = include_str!("../assets/client_api.d.ts");
+const API: &str = include_str!("../../assets/client_api.d.ts");
 
 /// The whole of `client.d.ts`.
 pub fn client_types() -> String {
