@@ -1,5 +1,5 @@
 //! The non-streaming HTTP API: polling, publish, broadcast, tickets, status,
-//! metrics and health. Streaming lives in [`crate::sse`].
+//! metrics and health. Streaming lives in [`crate::sse::handlers`].
 
 use std::{fmt::Write, sync::Arc, sync::atomic::Ordering};
 
@@ -29,7 +29,7 @@ use crate::{
     http::error::{ApiError, Query},
     http::openapi::error_response,
     http::route::Route,
-    sse::split_channels,
+    sse::handlers::split_channels,
 };
 
 /// State, publishing, polling, tickets, admin and the operational endpoints.
@@ -481,7 +481,7 @@ pub async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
         TenantScope::All => json!({
             "connections": { "current": conns.current, "peak": conns.peak, "total": conns.total },
             "subscribers": app.bus.subscribers().current,
-            "writers": { "tasks": app.writers.counts().0, "streams": app.writers.counts().1 },
+            "writers": { "tasks": app.streams.writers.counts().0, "streams": app.streams.writers.counts().1 },
             "events": {
                 "published": counters.total,
                 "sseFrames": app.metrics.sse_frames.load(Ordering::Relaxed),

@@ -3,27 +3,27 @@
 use std::{sync::Arc, time::Instant};
 
 use switchyard::bus::Bus;
-use tokio::sync::watch;
 
 use crate::{
-    config::{MetricsConfig, SseConfig},
+    config::MetricsConfig,
     connectors::Connectors,
-    http::access::Access,
-    http::limits::Limits,
+    http::{access::Access, limits::Limits},
     metrics::Metrics,
-    pulse::Pulse,
+    sse::Streams,
     webhooks::Inbound,
 };
+use axum::extract::FromRef;
 
 /// Everything a handler needs. Shared by `Arc`.
 pub struct App {
     pub bus: Bus,
-    pub access: Access,
+    /// Shared with the SSE streams (`streams.access`): one ticket store, one revocation list.
+    pub access: Arc<Access>,
+    /// Shared with the SSE streams: one count of open connections.
     pub limits: Limits,
-    pub sse: SseConfig,
-    /// Heartbeats, and `Stop` when the server starts shutting down (open streams then tell clients to reconnect).
-    pub pulse: watch::Receiver<Pulse>,
     pub metrics: Arc<Metrics>,
+    /// What the SSE streams see of the server (their handlers take only this).
+    pub streams: Streams,
     /// Connectors' latest statuses and run counts, from the sync statuses committed.
     pub connectors: Arc<Connectors>,
     /// Which labels `/metrics` adds (tenant labels are opt-in, capped).
@@ -33,6 +33,18 @@ pub struct App {
     pub webhooks: Inbound,
     /// Outbound delivery (`None` on a bridge, which has no store of its own).
     pub outbound: Option<switchyard_outbound::Outbound>,
-    /// The tasks that write live SSE streams of the direct path (started on first use).
-    pub writers: crate::writers::Writers,
+}
+
+/// The webhook handlers see only their own part of the state.
+impl FromRef<Arc<App>> for Inbound {
+    fn from_ref(app: &Arc<App>) -> Self {
+        app.webhooks.clone()
+    }
+}
+
+/// The SSE handlers see only their own part of the state.
+impl FromRef<Arc<App>> for Streams {
+    fn from_ref(app: &Arc<App>) -> Self {
+        app.streams.clone()
+    }
 }

@@ -4,14 +4,16 @@
 //! - [`serve`]: `switchyard serve`, bus + gRPC + HTTP in one process.
 //! - [`router`]: the axum router over the shared [`app::App`] state, composed from the one route
 //!   table that each feature contributes to: [`api`] the plain handlers, [`sse`] the streaming
-//!   ones (kept alive by the shared [`pulse`]), [`webhooks`], [`outbound`], [`assets`].
+//!   ones, [`webhooks`], [`outbound`], [`assets`].
 //! - [`http`]: what every HTTP feature uses: the [`http::route`] table entry and the
 //!   [`http::openapi`] document made from the table, [`http::access`] (who is calling: bearer,
 //!   cookie, single-use tickets), [`http::limits`] (connection caps), [`http::body`] (bounded
 //!   bodies, read after authentication), [`http::error`] (every error as
 //!   `{"error": {"code", "message"}}` with the right status).
 //! - [`remote`]: the log of another bus over gRPC, for `switchyard bridge --bus`.
-//! - [`direct`]: plain HTTP/1 SSE GETs served on the socket below hyper (small per-connection memory).
+//! - [`sse`]: Server-Sent Events: the handlers, the writer tasks that write every live stream,
+//!   the heartbeat clock, and [`sse::direct`], plain HTTP/1 SSE GETs served on the socket below
+//!   hyper (small per-connection memory). It sees only its share of the state, [`sse::Streams`].
 //! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`assets`]: the dashboard at `/` and the browser client at `/client.js` (bridge/assets/).
 //! - [`webhooks`]: verified Shopify, Xero, Unleashed, Amazon (SNS) and Standard Webhooks
@@ -31,24 +33,19 @@ pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod connectors;
-pub mod direct;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
-pub mod pipe;
 pub mod process;
 pub mod prometheus;
-pub mod pulse;
 pub mod remote;
 pub mod router;
 pub mod secret;
 pub mod serve;
 pub mod sse;
-pub mod stream;
 pub mod telemetry;
 pub mod webhooks;
-pub mod writers;
 
 /// Makes ring the process's TLS crypto provider (idempotent). The binary links one provider
 /// only (ring, as tokio-rustls and the listener use), so every HTTPS client must find it

@@ -16,8 +16,8 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    app::App,
+use crate::sse::{
+    Streams,
     direct::{Rewind, Sniffed},
 };
 use switchyard::grpc::idle::{Counted, Watched};
@@ -78,11 +78,11 @@ impl<T> StallGuard<T> {
     }
 }
 
-impl crate::writers::IntoWire for StallGuard<TcpStream> {
+impl crate::sse::writers::IntoWire for StallGuard<TcpStream> {
     /// The socket and what is attached to it, for a writer to own.
-    fn into_wire(self) -> crate::writers::Wire {
+    fn into_wire(self) -> crate::sse::writers::Wire {
         let keep = self._slot.map(|slot| Box::new(slot) as switchyard::subscription::Keep);
-        crate::writers::Wire { tcp: self.inner, stall: self.limit, keep }
+        crate::sse::writers::Wire { tcp: self.inner, stall: self.limit, keep }
     }
 }
 
@@ -254,12 +254,12 @@ fn admit<Io: Send + 'static>(
     });
 }
 
-/// Plain TCP. With an [`App`], SSE GETs are served by [`crate::direct`] and only the rest
+/// Plain TCP. With the [`Streams`], SSE GETs are served by [`crate::sse::direct`] and only the rest
 /// reaches hyper (sniffing runs in per-connection tasks).
 pub fn plain(
     listener: TcpListener,
     stall: Duration,
-    direct: Option<Arc<App>>,
+    direct: Option<Streams>,
     pending: Gate,
     open: Gate,
 ) -> io::Result<Queued<PlainIo>> {
@@ -284,10 +284,10 @@ pub fn plain(
                         return;
                     }
                 }
-                Some(app) => {
-                    let app = app.clone();
+                Some(streams) => {
+                    let streams = streams.clone();
                     admit(&pending, addr, &tx, async move {
-                        match crate::direct::sniff(&app, io).await {
+                        match crate::sse::direct::sniff(&streams, io).await {
                             Sniffed::Pass(io) => Some(io),
                             Sniffed::Done => None,
                         }

@@ -163,7 +163,7 @@ fn edge(app: &App, s: &mut String) {
     single(s, "switchyard_sse_connections", "Open SSE connections.", "gauge", conns.current);
     single(s, "switchyard_sse_connections_peak", "Most SSE connections open at once.", "gauge", conns.peak);
     single(s, "switchyard_sse_connections_total", "SSE connections accepted.", "counter", conns.total);
-    let (_, written) = app.writers.counts();
+    let (_, written) = app.streams.writers.counts();
     let help = "Live SSE streams written by the writer tasks.";
     single(s, "switchyard_sse_writer_streams", help, "gauge", written);
     let open = || conns.by_tenant.iter().map(|(t, n)| (t.clone(), *n as u64)).collect();

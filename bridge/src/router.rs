@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, FromRef},
+    extract::DefaultBodyLimit,
     http::{HeaderValue, Method},
 };
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{api, app::App, assets, http::openapi, http::route::Route, sse, webhooks};
+use crate::{api, app::App, assets, http::openapi, http::route::Route, sse::handlers as sse, webhooks};
 
 /// Largest request body: a batch of events. Webhooks set their own, smaller.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -49,13 +49,6 @@ async fn catalog() -> Json<Value> {
 async fn document() -> Json<Value> {
     static SPEC: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| openapi::spec(&routes()));
     Json(SPEC.clone())
-}
-
-/// The webhook handlers see only their own part of the state.
-impl FromRef<Arc<App>> for webhooks::Inbound {
-    fn from_ref(app: &Arc<App>) -> Self {
-        app.webhooks.clone()
-    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -110,7 +103,7 @@ mod tests {
         http::access::Access,
         http::limits::{Caps, Limits},
         metrics::Metrics,
-        pulse::Pulse,
+        sse::pulse::Pulse,
         webhooks::{Inbound, Webhooks},
     };
 
@@ -130,20 +123,29 @@ mod tests {
         let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), &Default::default()).unwrap());
         let (beat, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
         let metrics = Arc::new(Metrics::default());
-        let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone());
-        let app = Arc::new(App {
+        let access = Arc::new(Access::new(verifier, false, SECRET, ledger));
+        let limits = Limits::new(Caps { total: 10, per_tenant: 10, per_token: 10 });
+        let streams = crate::sse::Streams::new(crate::sse::StreamState {
             bus: bus.clone(),
-            access: Access::new(verifier, false, SECRET, ledger),
-            limits: Limits::new(Caps { total: 10, per_tenant: 10, per_token: 10 }),
+            access: access.clone(),
+            limits: limits.clone(),
             sse: SseConfig::default(),
+            writers: crate::sse::writers::Writers::new(bus.hub().clone(), pulse.clone()),
             pulse,
             metrics: metrics.clone(),
+            own_paths: super::routes().into_iter().map(|r| r.path).collect(),
+        });
+        let app = Arc::new(App {
+            bus: bus.clone(),
+            access,
+            limits,
+            metrics: metrics.clone(),
+            streams,
             connectors: Default::default(),
             metrics_config: Default::default(),
             started: std::time::Instant::now(),
             cors_origins: Vec::new(),
             webhooks: Inbound { bus, hooks, metrics },
-            writers,
             outbound: None,
         });
         (app, beat)

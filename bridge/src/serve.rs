@@ -193,26 +193,20 @@ pub async fn start_with(
     let (stop, stopped) = watch::channel(false);
     let Plan { tls, webhooks, ingest, secret, verifier, signer } = plan;
     let metrics = Arc::new(Metrics::default());
-    let pulse = crate::pulse::start(std::time::Duration::from_secs(config.sse.heartbeat_secs), stopped.clone());
-    let writers = crate::writers::Writers::new(bus.hub().clone(), pulse.clone());
+    let access = Arc::new(Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger));
+    let streams = streams(&config, &bus, &access, &metrics, stopped.clone());
     let outbound = start_outbound(&config, (&bus, dispatch), kv, &secret, http_addr, stopped.clone()).await?;
     let app = Arc::new(App {
         bus: bus.clone(),
-        access: Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger),
-        limits: Limits::new(Caps {
-            total: config.sse.max_connections,
-            per_tenant: config.sse.max_per_tenant,
-            per_token: config.sse.max_per_token,
-        }),
-        sse: config.sse.clone(),
-        pulse,
+        access,
+        limits: streams.limits.clone(),
         metrics: metrics.clone(),
+        streams: streams.clone(),
         connectors,
         metrics_config: config.metrics.clone(),
         started: Instant::now(),
         cors_origins: config.auth.cors_origins.clone(),
         webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks), metrics },
-        writers,
         outbound,
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
@@ -373,6 +367,30 @@ fn start_ingest(
     Ok(running.tasks)
 }
 
+/// The SSE streams' share of the server: the connection caps, the heartbeat clock (stopping
+/// with the server), the writer tasks and the route table's own paths.
+fn streams(
+    config: &Config,
+    bus: &Bus,
+    access: &Arc<Access>,
+    metrics: &Arc<Metrics>,
+    stopped: watch::Receiver<bool>,
+) -> crate::sse::Streams {
+    let sse = &config.sse;
+    let pulse = crate::sse::pulse::start(std::time::Duration::from_secs(sse.heartbeat_secs), stopped);
+    let caps = Caps { total: sse.max_connections, per_tenant: sse.max_per_tenant, per_token: sse.max_per_token };
+    crate::sse::Streams::new(crate::sse::StreamState {
+        bus: bus.clone(),
+        access: access.clone(),
+        limits: Limits::new(caps),
+        sse: sse.clone(),
+        writers: crate::sse::writers::Writers::new(bus.hub().clone(), pulse.clone()),
+        pulse,
+        metrics: metrics.clone(),
+        own_paths: crate::router::routes().into_iter().map(|r| r.path).collect(),
+    })
+}
+
 /// Serves HTTP (plain or TLS) until `stopped`.
 fn serve_http(
     config: &Config,
@@ -388,7 +406,7 @@ fn serve_http(
     let open = crate::listener::Gate::new(usize::MAX, config.sse.max_connections_per_ip);
     let until = switchyard::grpc::stopped(stopped);
     // SSE GETs are served below hyper unless TLS or CORS need hyper's handling.
-    let direct = (tls.is_none() && config.auth.cors_origins.is_empty()).then(|| app.clone());
+    let direct = (tls.is_none() && config.auth.cors_origins.is_empty()).then(|| app.streams.clone());
     let service = router(app);
     Ok(match tls {
         Some(acceptor) => {

@@ -4,11 +4,17 @@
 //! (that decoding is hyper's), and a path names one channel or one job.
 #![no_main]
 
+use std::sync::LazyLock;
+
 use libfuzzer_sys::fuzz_target;
-use switchyard_bridge::direct;
+use switchyard_bridge::sse::direct;
+
+/// The server's own paths, as `serve` gives them to the direct path.
+static OWN: LazyLock<Vec<String>> =
+    LazyLock::new(|| switchyard_bridge::router::routes().into_iter().map(|r| r.path).collect());
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(req) = direct::parse(data) {
+    if let Some(req) = direct::parse(data, &OWN) {
         let text = String::from_utf8_lossy(data);
         assert!(text.contains("GET /api/sse/"), "only SSE GETs are taken");
         // `/api/sse/subscribe?channels=…` takes names from the query; other paths name one.

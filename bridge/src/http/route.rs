@@ -1,6 +1,6 @@
 //! The route table. Each feature (`sse`, `api`, `webhooks`, `assets`) lists its endpoints as
 //! [`Route`]s, the OpenAPI operation beside the handler; the router ([`crate::router`]), the OpenAPI
-//! document ([`crate::http::openapi`]) and the direct SSE path ([`crate::direct`]) all read that one
+//! document ([`crate::http::openapi`]) and the direct SSE path ([`crate::sse::direct`]) all read that one
 //! list. So a route cannot be served undocumented, documented but not served, or mistaken by
 //! the direct path for a channel name.
 

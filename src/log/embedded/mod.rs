@@ -29,9 +29,9 @@
 //! of a bounded number of rows, so a large backlog never holds appends up for long. The
 //! writer also enforces the per-tenant [`Quotas`].
 //!
-//! Files: this one opens the log and answers the [`Log`] trait; [`tables`] defines the tables and
-//! what is rebuilt from them at open; [`writer`] is the writer thread and its group commit;
-//! [`quota`] the per-tenant admission check; [`retention`] the sliced trimming; [`read`] every
+//! Files: this one opens the log and answers the [`Log`] trait; `tables` defines the tables and
+//! what is rebuilt from them at open; `writer` is the writer thread and its group commit;
+//! `quota` the per-tenant admission check; `retention` the sliced trimming; `read` every
 //! read, on the caller's blocking thread.
 
 mod quota;

@@ -51,9 +51,9 @@ use tokio::{
 
 use crate::{
     http::limits,
-    pipe::{self, Pipe},
-    pulse::Pulse,
-    stream::{self, Session},
+    sse::pipe::{self, Pipe},
+    sse::pulse::Pulse,
+    sse::stream::{self, Session},
 };
 
 /// Frames a socket may have waiting before it is evicted: a ring's worth, as a stream

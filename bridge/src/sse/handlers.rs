@@ -7,7 +7,7 @@
 //! resumes from its `Last-Event-ID`. Resume, gaps and ordering come from
 //! [`switchyard::subscription`].
 
-use std::{convert::Infallible, sync::Arc};
+use std::convert::Infallible;
 
 use axum::{
     body::Body,
@@ -25,19 +25,23 @@ use switchyard::{
     subscription::{Item, Lag, Start},
 };
 
+use super::Streams;
 use crate::{
-    app::App,
     http::access::QueryCredentials,
     http::error::{ApiError, Path, Query},
     http::openapi::error_response,
     http::route::Route,
-    pulse::Pulse,
-    stream::{HEARTBEAT, Session, ending, gap_frame, lapsed, render},
-    writers::Handed,
+    sse::pulse::Pulse,
+    sse::stream::{HEARTBEAT, Session, ending, gap_frame, lapsed, render},
+    sse::writers::Handed,
 };
 
 /// The streams: one channel, several, one job.
-pub fn routes() -> Vec<Route<Arc<App>>> {
+pub fn routes<S>() -> Vec<Route<S>>
+where
+    S: Clone + Send + Sync + 'static,
+    Streams: axum::extract::FromRef<S>,
+{
     let sse_params = json!([
         { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" }, "description": "Resume after this cursor: an event id, or `N~W` as sent on `id:` lines while coalescing held snapshots back (their current state is sent first). Wins over `start` and `since`." },
         { "name": "lastEventId", "in": "query", "schema": { "type": "string" }, "description": "As Last-Event-ID (for clients that cannot set headers)." },
@@ -137,7 +141,7 @@ pub fn start_of(headers: &HeaderMap, q: &SseQuery) -> Result<Start, ApiError> {
 }
 
 pub async fn channel(
-    State(app): State<Arc<App>>,
+    State(app): State<Streams>,
     Path(channel): Path<String>,
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
@@ -146,7 +150,7 @@ pub async fn channel(
 }
 
 pub async fn subscribe(
-    State(app): State<Arc<App>>,
+    State(app): State<Streams>,
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -155,7 +159,7 @@ pub async fn subscribe(
 }
 
 pub async fn job(
-    State(app): State<Arc<App>>,
+    State(app): State<Streams>,
     Path(job_id): Path<String>,
     Query(q): Query<SseQuery>,
     headers: HeaderMap,
@@ -185,7 +189,7 @@ pub struct Opened {
     pub oldest: EventId,
     pub frames: std::pin::Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>,
     /// The stream's live part, sent when `frames` ends at the live seam.
-    pub handoff: tokio::sync::oneshot::Receiver<crate::writers::Handed>,
+    pub handoff: tokio::sync::oneshot::Receiver<crate::sse::writers::Handed>,
 }
 
 impl Opened {
@@ -201,7 +205,7 @@ impl Opened {
     }
 }
 
-async fn open(app: Arc<App>, channels: Vec<String>, q: SseQuery, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn open(app: Streams, channels: Vec<String>, q: SseQuery, headers: HeaderMap) -> Result<Response, ApiError> {
     let opened = open_stream(&app, channels, &q, &headers).await?;
     let head = opened.headers();
     let Opened { mut frames, mut handoff, .. } = opened;
@@ -260,7 +264,7 @@ fn joined(
 
 /// The subscription, validated fully before it takes a connection slot, and its resume status.
 async fn subscribed(
-    app: &Arc<App>,
+    app: &Streams,
     who: &switchyard::auth::Principal,
     q: &SseQuery,
     channels: Vec<String>,
@@ -281,13 +285,13 @@ async fn subscribed(
 }
 
 /// Authenticates, subscribes, takes a connection slot and reports the resume status: everything
-/// an SSE request needs before its first byte, for both the hyper path and [`crate::direct`].
+/// an SSE request needs before its first byte, for both the hyper path and [`crate::sse::direct`].
 /// `frames` ends at the live seam, where the live part is handed over (`Opened::handoff`)
-/// for [`crate::writers`] to write. Heartbeats and endings come from the shared pulse (a beat
+/// for [`crate::sse::writers`] to write. Heartbeats and endings come from the shared pulse (a beat
 /// is skipped when frames went out since the last one). Items already waiting are taken in
 /// runs of up to `RUN` before the pulse is looked at again, not a fresh wait on it per item.
 pub async fn open_stream(
-    app: &Arc<App>,
+    app: &Streams,
     channels: Vec<String>,
     q: &SseQuery,
     headers: &HeaderMap,

@@ -9,12 +9,11 @@
 //! Only plain HTTP/1.x `GET /api/sse/...` requests without percent-escapes come here; any
 //! other request (and anything this code does not fully understand) is handed to hyper
 //! with the bytes read so far replayed in front of the socket ([`Rewind`]), so behaviour is
-//! the same either way: both paths call [`crate::sse::open_stream`].
+//! the same either way: both paths call [`crate::sse::handlers::open_stream`].
 
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -24,11 +23,11 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::Streams;
 use crate::{
-    app::App,
     http::error::ApiError,
-    sse::{SseQuery, open_stream, split_channels},
-    writers::{Handed, IntoWire},
+    sse::handlers::{SseQuery, open_stream, split_channels},
+    sse::writers::{Handed, IntoWire},
 };
 
 /// A connection this path can serve: readable, writable, and for a writer to take over.
@@ -114,7 +113,7 @@ pub enum Sniffed<T> {
 }
 
 /// Reads the request head; serves it if it is an SSE GET, else returns the connection for hyper.
-pub async fn sniff<T: Socket>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
+pub async fn sniff<T: Socket>(streams: &Streams, mut io: T) -> Sniffed<T> {
     let mut buf = Vec::with_capacity(1024);
     let read = tokio::time::timeout(HEAD_TIMEOUT, async {
         loop {
@@ -133,7 +132,7 @@ pub async fn sniff<T: Socket>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
                 return None;
             }
             if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-                return Some(parse(&buf[..end + 4]));
+                return Some(parse(&buf[..end + 4], &streams.own_paths));
             }
         }
     })
@@ -147,17 +146,15 @@ pub async fn sniff<T: Socket>(app: &Arc<App>, mut io: T) -> Sniffed<T> {
         return Sniffed::Pass(Rewind::new(Bytes::from(buf), io));
     }
     drop(buf);
-    serve(app, req, io).await;
+    serve(streams, req, io).await;
     Sniffed::Done
 }
 
 /// Every path the route table names: those are the router's, never a channel.
-static OWN_PATHS: std::sync::LazyLock<Vec<String>> =
-    std::sync::LazyLock::new(|| crate::router::routes().into_iter().map(|r| r.path).collect());
-
 /// A complete request head that is an SSE GET this path serves, or `None` (hyper's to answer):
 /// not a GET, a path the route table names, percent-encoding, an unparsable query or header.
-pub fn parse(head: &[u8]) -> Option<SseRequest> {
+/// `own`: every path the route table names (the router's, never taken here).
+pub fn parse(head: &[u8], own: &[String]) -> Option<SseRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) || req.method != Some("GET") {
@@ -171,7 +168,7 @@ pub fn parse(head: &[u8]) -> Option<SseRequest> {
     let rest = path.strip_prefix("/api/sse/")?;
     // A path the route table names for itself (`/api/sse/status`, `/api/sse/ticket`, any new
     // one) is the router's, whatever the method: never taken for a channel of that name.
-    if OWN_PATHS.iter().any(|p| p == path) && rest != "subscribe" {
+    if own.iter().any(|p| p == path) && rest != "subscribe" {
         return None;
     }
     let query: SseQuery = serde_urlencoded::from_str(query).ok()?;
@@ -189,9 +186,9 @@ pub fn parse(head: &[u8]) -> Option<SseRequest> {
     Some(SseRequest { channels, query, headers: map })
 }
 
-async fn serve<T: Socket>(app: &Arc<App>, req: SseRequest, mut io: T) {
+async fn serve<T: Socket>(streams: &Streams, req: SseRequest, mut io: T) {
     let SseRequest { channels, query, headers } = req;
-    let opened = match open_stream(app, channels, &query, &headers).await {
+    let opened = match open_stream(streams, channels, &query, &headers).await {
         Ok(o) => o,
         Err(e) => return write_error(&mut io, e).await,
     };
@@ -211,11 +208,11 @@ async fn serve<T: Socket>(app: &Arc<App>, req: SseRequest, mut io: T) {
     drop(head);
     // The replay runs as its own small task: this one (request parsing, opening the
     // subscription) ends here and its larger state is freed with it. At the live seam the
-    // stream goes to a writer (`crate::writers`), which owns the socket from then on.
-    let app = app.clone();
+    // stream goes to a writer (`crate::sse::writers`), which owns the socket from then on.
+    let streams = streams.clone();
     tokio::spawn(async move {
         if let Some((io, handed)) = pump(opened.frames, opened.handoff, io).await {
-            app.writers.take(io.into_wire(), handed);
+            streams.writers.take(io.into_wire(), handed);
         }
     });
 }
@@ -297,8 +294,13 @@ async fn write_error<T: AsyncWrite + Unpin>(io: &mut T, e: ApiError) {
 mod tests {
     use super::parse;
 
+    /// The server's own paths, as `serve` gives them to the direct path.
+    fn own() -> Vec<String> {
+        crate::router::routes().into_iter().map(|r| r.path).collect()
+    }
+
     fn channels(head: &str) -> Option<Vec<String>> {
-        parse(head.as_bytes()).map(|r| r.channels)
+        parse(head.as_bytes(), &own()).map(|r| r.channels)
     }
 
     #[test]
@@ -308,7 +310,7 @@ mod tests {
         assert_eq!(channels(&get("/api/sse/jobs/42?lastEventId=7")), Some(vec!["jobs/42".to_owned()]));
         assert_eq!(channels(&get("/api/sse/subscribe?channels=a,b")), Some(vec!["a".to_owned(), "b".to_owned()]));
         // Routes of their own, whatever the method: never a channel named after them.
-        for route in super::OWN_PATHS.iter().filter(|r| r.starts_with("/api/sse/") && !r.contains('{')) {
+        for route in own().iter().filter(|r| r.starts_with("/api/sse/") && !r.contains('{')) {
             if *route != "/api/sse/subscribe" {
                 assert_eq!(channels(&get(route)), None, "{route}");
             }

@@ -14,7 +14,7 @@ use switchyard::{
     subscription::Item,
 };
 
-use crate::{metrics::Metrics, pulse::Pulse};
+use crate::{metrics::Metrics, sse::pulse::Pulse};
 
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
 const EVICTED: Bytes =
