@@ -14,7 +14,7 @@
 //! - [`sse`]: Server-Sent Events: the handlers, the writer tasks that write every live stream,
 //!   the heartbeat clock, and [`sse::direct`], plain HTTP/1 SSE GETs served on the socket below
 //!   hyper (small per-connection memory). It sees only its share of the state, [`sse::Streams`].
-//! - [`listener`]: plain or TLS accept, with a write-stall guard on every connection.
+//! - [`net`]: plain or TLS accept, with a write-stall guard on every connection.
 //! - [`assets`]: the dashboard at `/` and the browser client at `/client.js` (bridge/assets/).
 //! - [`webhooks`]: verified Shopify, Xero, Unleashed, Amazon (SNS) and Standard Webhooks
 //!   deliveries → events, exactly once.
@@ -26,19 +26,14 @@
 //!   [`process`]: this process's CPU, memory and
 //!   descriptors, both for `/metrics`.
 
-pub mod activity;
-pub mod api;
 pub mod app;
-pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod features;
 pub mod http;
-pub mod listener;
 pub mod metrics;
-pub mod outbound;
-pub mod process;
-pub mod prometheus;
+pub mod net;
 pub mod remote;
 pub mod router;
 pub mod secret;

@@ -13,7 +13,7 @@ use axum::{
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::{api, app::App, assets, http::openapi, http::route::Route, sse::handlers as sse, webhooks};
+use crate::{app::App, features, http::openapi, http::route::Route, sse, webhooks};
 
 /// Largest request body: a batch of events. Webhooks set their own, smaller.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -22,11 +22,9 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// event catalog.
 pub fn routes() -> Vec<Route<Arc<App>>> {
     let mut all = Vec::new();
-    all.extend(sse::routes());
-    all.extend(api::routes());
+    all.extend(sse::handlers::routes());
+    all.extend(features::routes());
     all.extend(webhooks::routes());
-    all.extend(crate::outbound::routes());
-    all.extend(assets::routes());
     all.push(Route::get("/api/openapi.json", document, json!({ "summary": "This document.", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } })));
     all.push(Route::get(
         "/api/catalog",
@@ -67,7 +65,7 @@ pub fn router(app: Arc<App>) -> Router {
     let r = routes()
         .into_iter()
         .fold(Router::new(), |r, route| r.route(&route.path, route.handler))
-        .fallback(api::not_found)
+        .fallback(features::ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app);
     match cors {

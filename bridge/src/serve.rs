@@ -150,7 +150,7 @@ impl Plan {
     fn new(config: &Config, env: &switchyard_services::webhook::Env) -> Result<Self, ServeError> {
         let tls = match (&config.tls.cert_file, &config.tls.key_file) {
             (Some(cert), Some(key)) => {
-                Some(crate::listener::acceptor(cert, key).map_err(|e| ServeError::Config(format!("tls: {e}")))?)
+                Some(crate::net::tls::acceptor(cert, key).map_err(|e| ServeError::Config(format!("tls: {e}")))?)
             }
             _ => None,
         };
@@ -210,7 +210,8 @@ pub async fn start_with(
         outbound,
     });
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
-    let pending = crate::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
+    let pending =
+        crate::net::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
     let grpc = {
         let (bus, rx, pending) = (bus.clone(), stopped.clone(), pending.clone());
         let (limits, subscriptions) = (config.grpc.limits(config.bus.max_event_bytes), app.limits.clone());
@@ -220,7 +221,7 @@ pub async fn start_with(
         };
         tokio::spawn(async move {
             let Some(listener) = grpc_listener else { return };
-            let incoming = crate::listener::grpc(listener, pending);
+            let incoming = crate::net::listener::grpc(listener, pending);
             if let Err(error) = switchyard::grpc::serve(incoming, limits, bus, verifier, subscriptions, rx, extra).await
             {
                 tracing::error!(%error, "gRPC server failed");
@@ -397,13 +398,13 @@ fn serve_http(
     app: Arc<App>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    pending: crate::listener::Gate,
+    pending: crate::net::listener::Gate,
     stopped: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServeError> {
     let stall = std::time::Duration::from_secs(config.sse.stall_timeout_secs);
     let idle = std::time::Duration::from_secs(config.sse.idle_timeout_secs);
     // Open HTTP connections: capped per address only (the total is the process's descriptors).
-    let open = crate::listener::Gate::new(usize::MAX, config.sse.max_connections_per_ip);
+    let open = crate::net::listener::Gate::new(usize::MAX, config.sse.max_connections_per_ip);
     let until = switchyard::grpc::stopped(stopped);
     // SSE GETs are served below hyper unless TLS or CORS need hyper's handling.
     let direct = (tls.is_none() && config.auth.cors_origins.is_empty()).then(|| app.streams.clone());
@@ -416,12 +417,12 @@ fn serve_http(
                 r.headers_mut().insert(axum::http::header::STRICT_TRANSPORT_SECURITY, hsts);
                 r
             }));
-            let listener = crate::listener::tls(listener, acceptor, stall, pending, open)?;
-            tokio::spawn(crate::listener::serve(listener, service, idle, until))
+            let listener = crate::net::tls::tls(listener, acceptor, stall, pending, open)?;
+            tokio::spawn(crate::net::listener::serve(listener, service, idle, until))
         }
         None => {
-            let listener = crate::listener::plain(listener, stall, direct, pending, open)?;
-            tokio::spawn(crate::listener::serve(listener, service, idle, until))
+            let listener = crate::net::listener::plain(listener, stall, direct, pending, open)?;
+            tokio::spawn(crate::net::listener::serve(listener, service, idle, until))
         }
     })
 }

@@ -313,7 +313,7 @@ fn outbound(app: &App, s: &mut String) {
 }
 
 fn process(s: &mut String) {
-    let p = crate::process::Usage::now();
+    let p = crate::features::ops::process::Usage::now();
     single(s, "process_cpu_seconds_total", "User and system CPU time.", "counter", p.cpu_secs);
     single(s, "process_resident_memory_bytes", "Resident memory.", "gauge", p.rss_bytes);
     single(s, "process_open_fds", "Open file descriptors.", "gauge", p.open_fds);

@@ -1,5 +1,5 @@
-//! How HTTP connections are accepted: plain TCP or TLS (rustls, with ALPN so browsers
-//! get HTTP/2), each wrapped in a [`StallGuard`].
+//! How HTTP connections are accepted and served: plain TCP (TLS is [`super::tls`] on top),
+//! each wrapped in a [`StallGuard`], admitted through the pending-connection [`Gate`].
 //!
 //! The guard exists because a client that stops reading entirely never lets the server
 //! notice anything at the application level: its socket buffers fill, writes stop
@@ -9,7 +9,6 @@
 use std::{
     io,
     net::SocketAddr,
-    path::Path,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -26,14 +25,6 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::mpsc,
     time::Sleep,
-};
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{
-        self,
-        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    },
-    server::TlsStream,
 };
 
 /// An IO whose writes fail after making no progress for `limit`.
@@ -124,8 +115,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
 /// Connections made ready by background tasks (accepting, sniffing, TLS handshakes), handed
 /// to axum in order of readiness, so no slow client ever holds up `accept`.
 pub struct Queued<Io> {
-    ready: mpsc::Receiver<(Io, SocketAddr)>,
-    local: SocketAddr,
+    pub(super) ready: mpsc::Receiver<(Io, SocketAddr)>,
+    pub(super) local: SocketAddr,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> axum::serve::Listener for Queued<Io> {
@@ -234,7 +225,7 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 /// Runs `admitted` (a TLS handshake, a sniff, a wait for the preface) in its own task while the
 /// connection holds a pending [`Slot`], and queues what it lets through. With every slot taken,
 /// `admitted` is dropped unrun, and the connection it owns with it: closed at once.
-fn admit<Io: Send + 'static>(
+pub(super) fn admit<Io: Send + 'static>(
     pending: &Gate,
     addr: SocketAddr,
     tx: &mpsc::Sender<(Io, SocketAddr)>,
@@ -344,76 +335,6 @@ async fn preface(s: &TcpStream) -> bool {
         // than spin. Only a client that splits its first 24 bytes ever gets here.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("tls.cert_file {path}: {message}")]
-    Cert { path: String, message: String },
-    #[error("tls.key_file {path}: {message}")]
-    Key { path: String, message: String },
-    #[error("tls: {0}")]
-    Config(String),
-}
-
-/// A rustls acceptor from PEM files, offering HTTP/2 and HTTP/1.1 by ALPN.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| TlsError::Cert { path: cert.display().to_string(), message: e.to_string() })?;
-    if certs.is_empty() {
-        return Err(TlsError::Cert { path: cert.display().to_string(), message: "no certificate in the file".into() });
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Key { path: key.display().to_string(), message: e.to_string() })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// A client gets this long to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// TLS over guarded TCP. Handshakes run in their own tasks.
-pub fn tls(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    stall: Duration,
-    pending: Gate,
-    open: Gate,
-) -> io::Result<Queued<TlsStream<PlainIo>>> {
-    let local = listener.local_addr()?;
-    let (tx, ready) = mpsc::channel(1024);
-    let mut plain = plain(listener, stall, None, pending.clone(), open)?;
-    tokio::spawn(async move {
-        loop {
-            let (io, addr) = axum::serve::Listener::accept(&mut plain).await;
-            if tx.is_closed() {
-                return;
-            }
-            let acceptor = acceptor.clone();
-            admit(&pending, addr, &tx, async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-                    Ok(Ok(tls)) => Some(tls),
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, %addr, "TLS handshake failed");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::debug!(%addr, "TLS handshake timed out");
-                        None
-                    }
-                }
-            });
-        }
-    });
-    Ok(Queued { ready, local })
 }
 
 /// A client gets this long to send a request's headers, its first or the next one on a kept-alive
