@@ -37,8 +37,12 @@ use crate::{
 pub enum ServeError {
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
-    #[error("auth: {0}")]
-    Auth(String),
+    /// The revocation ledger (a file in the data dir, or the backplane's bucket) cannot open.
+    #[error("revocation ledger: {0}")]
+    Ledger(String),
+    /// The in-process connectors (`ingest`) cannot start.
+    #[error("ingest: {0}")]
+    Ingest(String),
     /// A setting that cannot work (unreadable TLS files, a bad webhook or connector section):
     /// found before anything is bound or opened, and the operator's to fix (exit 64).
     #[error("configuration: {0}")]
@@ -309,7 +313,7 @@ async fn open_log(
     let local_ledger = || -> Result<Arc<dyn Ledger>, ServeError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let file = config.data_dir.join("revoked.json");
-        Ok(Arc::new(LocalLedger::open(file, revocations.clone()).map_err(|e| ServeError::Auth(e.to_string()))?))
+        Ok(Arc::new(LocalLedger::open(file, revocations.clone()).map_err(|e| ServeError::Ledger(e.to_string()))?))
     };
     Ok(match (backend, config.jetstream()) {
         (Backend::Embedded, Some(js)) => {
@@ -319,7 +323,7 @@ async fn open_log(
                 .map_err(log_error(config.backplane.clone().unwrap_or_default()))?;
             let ledger = JetStreamLedger::open(log.context(), &stream, replicas, revocations.clone())
                 .await
-                .map_err(|e| ServeError::Auth(e.to_string()))?;
+                .map_err(|e| ServeError::Ledger(e.to_string()))?;
             let kv = JetStreamKv::open(log.context(), &stream, replicas)
                 .await
                 .map_err(log_error(config.backplane.clone().unwrap_or_default()))?;
@@ -360,11 +364,10 @@ fn start_ingest(
     stopped: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServeError> {
     let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
-    let sink = Arc::new(
-        switchyard_services::sink::GrpcSink::new(url, &token).map_err(|e| ServeError::Auth(format!("ingest: {e}")))?,
-    );
+    let sink =
+        Arc::new(switchyard_services::sink::GrpcSink::new(url, &token).map_err(|e| ServeError::Ingest(e.to_string()))?);
     let running = switchyard_services::config::start(ic, sink, Some((url.to_owned(), token)), stopped)
-        .map_err(|e| ServeError::Auth(format!("ingest: {e}")))?;
+        .map_err(|e| ServeError::Ingest(e.to_string()))?;
     Ok(running.tasks)
 }
 

@@ -69,3 +69,20 @@ pub const ALL: &[Platform] = &[platform!(shopify), platform!(xero), platform!(un
 pub fn get(name: &str) -> Option<&'static Platform> {
     ALL.iter().find(|p| p.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use switchyard::catalog::Catalog;
+
+    /// News types are matched by name against committed events: a misspelt one would never
+    /// trigger a sync, silently. Each must be a catalog type of its own platform.
+    #[test]
+    fn every_platforms_news_is_a_catalog_type_of_that_platform() {
+        for p in super::ALL.iter() {
+            for name in p.news {
+                assert!(Catalog::global().by_name(name).is_some(), "{}: {name} is not in the catalog", p.name);
+                assert!(name.starts_with(&format!("{}:", p.name)), "{}: {name} is another platform's", p.name);
+            }
+        }
+    }
+}
