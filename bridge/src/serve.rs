@@ -364,10 +364,9 @@ fn start_ingest(
     stopped: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServeError> {
     let token = signer.mint("*", Role::Admin, Vec::new(), BRIDGE_TOKEN_TTL);
-    let sink =
-        Arc::new(switchyard_services::sink::GrpcSink::new(url, &token).map_err(|e| ServeError::Ingest(e.to_string()))?);
+    let sink = Arc::new(switchyard_services::sink::GrpcSink::new(url, &token).map_err(ServeError::Ingest)?);
     let running = switchyard_services::config::start(ic, sink, Some((url.to_owned(), token)), stopped)
-        .map_err(|e| ServeError::Ingest(e.to_string()))?;
+        .map_err(ServeError::Ingest)?;
     Ok(running.tasks)
 }
 
