@@ -1,0 +1,100 @@
+// The npm package a front-end team would install (packages/client): packed with `npm pack`,
+// installed into a fresh app, imported by its name, type-checked under --strict by name, and
+// run against the real server. The tarball's client.js is byte for byte what the server serves.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dataDir, publish, start, stop, token } from './server.mjs';
+
+const PACKAGE = new URL('../../packages/client/', import.meta.url).pathname;
+const TSC = new URL('./node_modules/typescript/bin/tsc', import.meta.url).pathname;
+const EVENTSOURCE = new URL('./node_modules/eventsource/dist/index.js', import.meta.url).href;
+const servers = [];
+const dirs = [];
+after(async () => {
+  for (const s of servers) await stop(s);
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** `npm pack`, then a fresh app with the tarball installed (no network: it has no dependencies). */
+function installedApp() {
+  const work = mkdtempSync(join(tmpdir(), 'switchyard-package-'));
+  dirs.push(work);
+  const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: PACKAGE }).toString());
+  const app = join(work, 'app');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'an-app', private: true, type: 'module' }));
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', join(work, packed[0].filename)], { cwd: app });
+  return { app, files: packed[0].files.map((f) => f.path).sort() };
+}
+
+test('the packed package installs into a fresh app and works there by its name', async () => {
+  const { app, files } = installedApp();
+  assert.deepEqual(files, ['CHANGELOG.md', 'README.md', 'client.d.ts', 'client.js', 'package.json']);
+  const installed = JSON.parse(readFileSync(join(app, 'node_modules/@switchyard/client/package.json'), 'utf8'));
+  assert.deepEqual(installed.dependencies ?? {}, {}, 'no runtime dependencies');
+
+  const dir = dataDir();
+  const server = await start(dir);
+  servers.push(server);
+  // One source: the package's client is what the server serves.
+  const served = await (await fetch(`${server.http}/client.js`)).text();
+  assert.equal(readFileSync(join(app, 'node_modules/@switchyard/client/client.js'), 'utf8'), served);
+
+  // The app imports the package by name and receives events live (EventSource from the
+  // `eventsource` package, as a Node user would pass it).
+  const sub = token(dir, 'acme', 'subscribe');
+  writeFileSync(join(app, 'main.mjs'), `
+    import { Switchyard } from '@switchyard/client';
+    import { EventSource } from ${JSON.stringify(EVENTSOURCE)};
+    const sy = new Switchyard({ url: process.argv[2], token: process.argv[3], channels: ['alerts'], EventSource, storage: null });
+    const seen = [];
+    sy.on('alert:info', (e) => {
+      seen.push(e.data.title);
+      if (seen.length === 3) { console.log(JSON.stringify(seen)); sy.stop(); process.exit(0); }
+    });
+    sy.onState((s) => { if (s === 'connected') console.error('connected'); });
+    sy.start();
+    setTimeout(() => { console.log(JSON.stringify(seen)); process.exit(1); }, 15000);
+  `);
+  const child = (await import('node:child_process')).spawn(process.execPath, ['main.mjs', server.http, sub], { cwd: app });
+  let out = '';
+  child.stdout.on('data', (b) => (out += b));
+  await new Promise((resolve) => child.stderr.on('data', (b) => String(b).includes('connected') && resolve()));
+  await publish(server, token(dir, 'acme', 'publish'), 'from-the-package-', 3);
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  assert.equal(code, 0, out);
+  assert.deepEqual(JSON.parse(out), ['from-the-package-0', 'from-the-package-1', 'from-the-package-2']);
+});
+
+test('the installed package type-checks a typed use by its name and refuses misspelt names and fields', () => {
+  const { app } = installedApp();
+  const check = (name, source) => {
+    writeFileSync(join(app, name), source);
+    return spawnSync(process.execPath, [TSC, '--noEmit', '--strict', '--target', 'es2022', '--module', 'es2022',
+      '--moduleResolution', 'bundler', '--lib', 'es2022,dom', join(app, name)], { encoding: 'utf8', cwd: app });
+  };
+  const ok = check('ok.ts', `
+    import { Switchyard } from '@switchyard/client';
+    const sy = new Switchyard({ channels: ['dashboard'] });
+    sy.on('shopify:order-created', (e) => { const amount: string | undefined = e.data.total?.amount; void amount; });
+  `);
+  assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+  // A custom type name is allowed (tenants publish their own), but its payload is unknown: a
+  // misspelt catalog name cannot be used as if it were the real one, nor a misspelt field.
+  const name = check('name.ts', `
+    import { Switchyard } from '@switchyard/client';
+    new Switchyard({}).on('shopify:order-craeted', (e) => e.data.total);
+  `);
+  assert.notEqual(name.status, 0, 'a misspelt event name gives an unknown payload');
+  assert.match(name.stdout, /'e\.data' is of type 'unknown'/);
+  const field = check('field.ts', `
+    import { Switchyard } from '@switchyard/client';
+    new Switchyard({}).on('shopify:order-created', (e) => e.data.totl);
+  `);
+  assert.notEqual(field.status, 0, 'a misspelt payload field is a type error');
+  assert.match(field.stdout, /Property 'totl' does not exist on type 'Order'/);
+});
