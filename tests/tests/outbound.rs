@@ -323,12 +323,7 @@ async fn kill_9_during_delivery_loses_nothing_and_every_resend_carries_the_same_
 
 #[tokio::test]
 async fn slack_gets_one_grouped_block_kit_message_for_a_burst_of_alerts_with_a_link_back() {
-    let (slack, got, serving) = slack_receiver().await;
-    let server = server_with(|c| c.outbound.group_window_ms = 300).await;
-    let admin = server.token("acme", Role::Admin, &[]);
-    let (status, body) =
-        create(&server, &admin, json!({ "kind": "slack", "url": slack, "types": ["shopify:low-stock-alert"] })).await;
-    assert_eq!(status, 201, "{body}");
+    let (server, got, serving) = slack_endpoint(&["shopify:low-stock-alert"], 300).await;
     let low = |sku: &str| Event {
         key: sku.into(),
         payload: Some(Payload::ShopifyLowStockAlert(switchyard::proto::v1::LowStockAlert {
@@ -547,7 +542,7 @@ async fn the_grpc_outbound_service_manages_endpoints_for_admins_of_the_tenant_on
 }
 
 /// A Slack-shaped receiver: the JSON bodies it was sent.
-async fn slack_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+async fn slack_receiver() -> (String, Messages, tokio::task::JoinHandle<()>) {
     use std::sync::{Arc, Mutex};
     let got: Arc<Mutex<Vec<Value>>> = Arc::default();
     let sink = got.clone();
@@ -569,21 +564,34 @@ async fn slack_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>
     (url, got, serving)
 }
 
-#[tokio::test]
-async fn a_sync_error_sent_to_people_is_followed_by_resolved_when_the_platform_syncs_again() {
+/// A server with a Slack endpoint for `types` (alerts grouped for `window_ms`), its receiver's
+/// messages, and the receiver's task.
+async fn slack_endpoint(types: &[&str], window_ms: u64) -> (Server, Messages, tokio::task::JoinHandle<()>) {
     let (slack, got, serving) = slack_receiver().await;
-    let server = server_with(|c| c.outbound.group_window_ms = 100).await;
+    let server = server_with(|c| c.outbound.group_window_ms = window_ms).await;
     let admin = server.token("acme", Role::Admin, &[]);
-    let (status, body) =
-        create(&server, &admin, json!({ "kind": "slack", "url": slack, "types": ["*:sync-error"] })).await;
+    let (status, body) = create(&server, &admin, json!({ "kind": "slack", "url": slack, "types": types })).await;
     assert_eq!(status, 201, "{body}");
-    let connector = |payload: Payload| Event {
+    (server, got, serving)
+}
+
+type Messages = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// An event as `connector:<source>` publishes it for tenant acme.
+fn from_connector(source: &str, key: &str, payload: Payload) -> Event {
+    Event {
         tenant: "acme".into(),
-        key: "xero".into(),
-        source: "connector:xero".into(),
+        key: key.into(),
+        source: format!("connector:{source}"),
         payload: Some(payload),
         ..Default::default()
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_sync_error_sent_to_people_is_followed_by_resolved_when_the_platform_syncs_again() {
+    let (server, got, serving) = slack_endpoint(&["*:sync-error"], 100).await;
+    let connector = |payload: Payload| from_connector("xero", "xero", payload);
     let status_ok = |ok: bool| {
         Payload::XeroSyncStatus(switchyard::proto::v1::SyncStatus {
             ok,
@@ -621,19 +629,8 @@ async fn a_sync_error_sent_to_people_is_followed_by_resolved_when_the_platform_s
 #[tokio::test]
 async fn a_low_stock_alert_is_resolved_once_a_completed_sync_counts_no_low_stock() {
     use switchyard::proto::v1::{AmazonSyncCompleted, LowStockAlert, StockItem};
-    let (slack, got, serving) = slack_receiver().await;
-    let server = server_with(|c| c.outbound.group_window_ms = 100).await;
-    let admin = server.token("acme", Role::Admin, &[]);
-    let (status, body) =
-        create(&server, &admin, json!({ "kind": "slack", "url": slack, "types": ["amazon:low-stock-alert"] })).await;
-    assert_eq!(status, 201, "{body}");
-    let connector = |key: &str, payload: Payload| Event {
-        tenant: "acme".into(),
-        key: key.into(),
-        source: "connector:amazon".into(),
-        payload: Some(payload),
-        ..Default::default()
-    };
+    let (server, got, serving) = slack_endpoint(&["amazon:low-stock-alert"], 100).await;
+    let connector = |key: &str, payload: Payload| from_connector("amazon", key, payload);
     let completed = |low: u32| {
         connector("eu", Payload::AmazonSyncCompleted(AmazonSyncCompleted { low_stock_skus: low, ..Default::default() }))
     };
