@@ -428,59 +428,71 @@ impl Config {
             }
             None => Config::default(),
         };
-        if let Some(v) = env("SWITCHYARD_DATA_DIR") {
-            c.data_dir = v.into();
-        }
-        if let Some(v) = env("SWITCHYARD_GRPC_ADDR") {
-            c.grpc_addr = v.parse().map_err(|e| bad("SWITCHYARD_GRPC_ADDR", e))?;
-        }
-        if let Some(v) = env("SWITCHYARD_HTTP_ADDR") {
-            c.http_addr = v.parse().map_err(|e| bad("SWITCHYARD_HTTP_ADDR", e))?;
-        }
-        if let Some(v) = env("SWITCHYARD_FSYNC") {
-            c.log.fsync = v.parse().map_err(|e| bad("SWITCHYARD_FSYNC", e))?;
-        }
-        if let Some(v) = env("SWITCHYARD_LOG") {
-            c.telemetry.log = v;
-        }
-        if let Some(v) = env("SWITCHYARD_OTLP_ENDPOINT") {
-            c.telemetry.otlp_endpoint = v;
-        }
-        if let Some(v) = env("SWITCHYARD_LOG_FORMAT") {
-            c.telemetry.log_format = v.parse().map_err(|e| bad("SWITCHYARD_LOG_FORMAT", e))?;
-        }
-        if let Some(v) = env("SWITCHYARD_CUSTOM_CHANNELS") {
-            c.bus.custom_channels = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-        }
-        if let Some(v) = env("SWITCHYARD_ALLOW_QUERY_TOKEN") {
-            c.auth.allow_query_token = v.parse().map_err(|e| bad("SWITCHYARD_ALLOW_QUERY_TOKEN", e))?;
-        }
-        if let Some(v) = env("SWITCHYARD_HEARTBEAT_SECS") {
-            c.sse.heartbeat_secs = v.parse().map_err(|e| bad("SWITCHYARD_HEARTBEAT_SECS", e))?;
-        }
-        if let Some(v) = env("SWITCHYARD_INGEST") {
-            c.ingest = Some(v.into());
-        }
-        if let Some(v) = env("SWITCHYARD_BACKPLANE") {
-            c.backplane = Some(v);
-        }
-        if let Some(v) = &flags.backplane {
-            c.backplane = Some(v.clone());
-        }
-        if let Some(v) = &flags.data_dir {
-            c.data_dir = v.clone();
-        }
-        if let Some(v) = flags.grpc_addr {
-            c.grpc_addr = v;
-        }
-        if let Some(v) = flags.http_addr {
-            c.http_addr = v;
-        }
-        if let Some(v) = flags.fsync {
-            c.log.fsync = v;
-        }
+        c.apply_env(env)?;
+        c.apply_flags(flags);
         c.validate()?;
         Ok(c)
+    }
+
+    /// `SWITCHYARD_*` variables over the file's values.
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("SWITCHYARD_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = env("SWITCHYARD_GRPC_ADDR") {
+            self.grpc_addr = v.parse().map_err(|e| bad("SWITCHYARD_GRPC_ADDR", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_HTTP_ADDR") {
+            self.http_addr = v.parse().map_err(|e| bad("SWITCHYARD_HTTP_ADDR", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_FSYNC") {
+            self.log.fsync = v.parse().map_err(|e| bad("SWITCHYARD_FSYNC", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_LOG") {
+            self.telemetry.log = v;
+        }
+        if let Some(v) = env("SWITCHYARD_OTLP_ENDPOINT") {
+            self.telemetry.otlp_endpoint = v;
+        }
+        if let Some(v) = env("SWITCHYARD_LOG_FORMAT") {
+            self.telemetry.log_format = v.parse().map_err(|e| bad("SWITCHYARD_LOG_FORMAT", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_CUSTOM_CHANNELS") {
+            self.bus.custom_channels =
+                v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        }
+        if let Some(v) = env("SWITCHYARD_ALLOW_QUERY_TOKEN") {
+            self.auth.allow_query_token = v.parse().map_err(|e| bad("SWITCHYARD_ALLOW_QUERY_TOKEN", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_HEARTBEAT_SECS") {
+            self.sse.heartbeat_secs = v.parse().map_err(|e| bad("SWITCHYARD_HEARTBEAT_SECS", e))?;
+        }
+        if let Some(v) = env("SWITCHYARD_INGEST") {
+            self.ingest = Some(v.into());
+        }
+        if let Some(v) = env("SWITCHYARD_BACKPLANE") {
+            self.backplane = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Flags over everything else.
+    fn apply_flags(&mut self, flags: &Overrides) {
+        if let Some(v) = &flags.backplane {
+            self.backplane = Some(v.clone());
+        }
+        if let Some(v) = &flags.data_dir {
+            self.data_dir = v.clone();
+        }
+        if let Some(v) = flags.grpc_addr {
+            self.grpc_addr = v;
+        }
+        if let Some(v) = flags.http_addr {
+            self.http_addr = v;
+        }
+        if let Some(v) = flags.fsync {
+            self.log.fsync = v;
+        }
     }
 
     /// The in-process connectors' configuration, when `ingest` names a file. Cursors default
@@ -566,18 +578,7 @@ impl Config {
         }
         self.positive()?;
         self.ingest_config()?;
-        for (source, hook) in &self.webhooks.standard {
-            for ch in &hook.channels {
-                let c = Channel::new(ch)
-                    .map_err(|e| bad(&format!("webhooks.standard.{source}.channels"), format!("'{ch}': {e}")))?;
-                if !switchyard::catalog::Catalog::global().routes_to(&c) && !self.bus.custom_channels.contains(ch) {
-                    return Err(bad(
-                        &format!("webhooks.standard.{source}.channels"),
-                        format!("'{ch}' is not a catalog channel nor in bus.custom_channels"),
-                    ));
-                }
-            }
-        }
+        self.standard_webhook_channels()?;
         if self.grpc.max_message_bytes < self.bus.max_event_bytes + 1024 {
             return Err(bad("grpc.max_message_bytes", "must leave room for one event of bus.max_event_bytes (+1 KiB)"));
         }
@@ -591,6 +592,24 @@ impl Config {
             Channel::new(name).map_err(|e| bad("log.retention.channels", format!("'{name}': {e}")))?;
             if limits.max_events == 0 {
                 return Err(bad(&format!("log.retention.channels.{name}.max_events"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each Standard Webhooks source publishes only to channels that exist: the catalog's or
+    /// the configured custom ones.
+    fn standard_webhook_channels(&self) -> Result<(), ConfigError> {
+        for (source, hook) in &self.webhooks.standard {
+            for ch in &hook.channels {
+                let c = Channel::new(ch)
+                    .map_err(|e| bad(&format!("webhooks.standard.{source}.channels"), format!("'{ch}': {e}")))?;
+                if !switchyard::catalog::Catalog::global().routes_to(&c) && !self.bus.custom_channels.contains(ch) {
+                    return Err(bad(
+                        &format!("webhooks.standard.{source}.channels"),
+                        format!("'{ch}' is not a catalog channel nor in bus.custom_channels"),
+                    ));
+                }
             }
         }
         Ok(())

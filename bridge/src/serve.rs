@@ -216,22 +216,7 @@ pub async fn start_with(
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending =
         crate::net::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
-    let grpc = {
-        let (bus, rx, pending) = (bus.clone(), stopped.clone(), pending.clone());
-        let (limits, subscriptions) = (config.grpc.limits(config.bus.max_event_bytes), app.limits.clone());
-        let extra = match &app.outbound {
-            Some(o) => tonic::service::Routes::new(switchyard_outbound::grpc::server(o.clone(), verifier.clone())),
-            None => tonic::service::Routes::default(),
-        };
-        tokio::spawn(async move {
-            let Some(listener) = grpc_listener else { return };
-            let incoming = crate::net::listener::grpc(listener, pending);
-            if let Err(error) = switchyard::grpc::serve(incoming, limits, bus, verifier, subscriptions, rx, extra).await
-            {
-                tracing::error!(%error, "gRPC server failed");
-            }
-        })
-    };
+    let grpc = serve_grpc(&config, &app, grpc_listener, verifier, pending.clone(), stopped.clone());
     let ingest = match (ingest, &backend_url) {
         (Some(ic), Some(url)) => start_ingest(&ic, url, &signer, stopped.clone())?,
         _ => Vec::new(),
@@ -239,6 +224,33 @@ pub async fn start_with(
     let http = serve_http(&config, app, http_listener, tls, pending, stopped)?;
     tracing::info!(grpc_addr = ?grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "switchyard serving");
     Ok(Running { grpc_addr, http_addr, bus, signer, stop, grpc, http, ingest })
+}
+
+/// Serves gRPC (a bus node only: a bridge has no listener) until `stopped`: the bus's services,
+/// and outbound's where this node delivers.
+fn serve_grpc(
+    config: &Config,
+    app: &App,
+    listener: Option<TcpListener>,
+    verifier: Arc<Verifier>,
+    pending: crate::net::listener::Gate,
+    stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let bus = app.bus.clone();
+    let (limits, subscriptions) = (config.grpc.limits(config.bus.max_event_bytes), app.limits.clone());
+    let extra = match &app.outbound {
+        Some(o) => tonic::service::Routes::new(switchyard_outbound::grpc::server(o.clone(), verifier.clone())),
+        None => tonic::service::Routes::default(),
+    };
+    tokio::spawn(async move {
+        let Some(listener) = listener else { return };
+        let incoming = crate::net::listener::grpc(listener, pending);
+        if let Err(error) =
+            switchyard::grpc::serve(incoming, limits, bus, verifier, subscriptions, stopped, extra).await
+        {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    })
 }
 
 /// Where the log hands committed records: the hub (fan-out), what watches connectors' statuses,

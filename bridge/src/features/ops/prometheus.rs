@@ -261,22 +261,7 @@ fn outbound(app: &App, s: &mut String) {
         "counter",
         m.failures().map(|(r, n)| (format!("reason=\"{r}\""), n)),
     );
-    let _ = writeln!(
-        s,
-        "# HELP switchyard_outbound_attempt_number Attempts by their number in the retry ladder (1 = first try).\n# TYPE switchyard_outbound_attempt_number histogram"
-    );
-    let mut cumulative = 0;
-    let mut sum = 0;
-    for (label, n) in m.attempts() {
-        cumulative += n;
-        sum += n * label.trim_end_matches('+').parse::<u64>().unwrap_or(10);
-        let le = if label.ends_with('+') { "+Inf".to_owned() } else { label };
-        let _ = writeln!(s, "switchyard_outbound_attempt_number_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    let _ = writeln!(
-        s,
-        "switchyard_outbound_attempt_number_sum {sum}\nswitchyard_outbound_attempt_number_count {cumulative}"
-    );
+    attempt_numbers(s, m.attempts());
     let head = app.bus.log().stats().head.0;
     let local = o.local();
     let lag = |f: &dyn Fn(&switchyard_outbound::Local) -> u64| {
@@ -309,6 +294,26 @@ fn outbound(app: &App, s: &mut String) {
         "Endpoints this node delivers for, by state.",
         "gauge",
         [("state=\"healthy\"".to_owned(), local.len() - failing), ("state=\"retrying\"".to_owned(), failing)],
+    );
+}
+
+/// The attempts histogram: `(attempt number, count)` rows, the last one `N+` for the rest.
+fn attempt_numbers(s: &mut String, rows: impl Iterator<Item = (String, u64)>) {
+    let _ = writeln!(
+        s,
+        "# HELP switchyard_outbound_attempt_number Attempts by their number in the retry ladder (1 = first try).\n# TYPE switchyard_outbound_attempt_number histogram"
+    );
+    let mut cumulative = 0;
+    let mut sum = 0;
+    for (label, n) in rows {
+        cumulative += n;
+        sum += n * label.trim_end_matches('+').parse::<u64>().unwrap_or(10);
+        let le = if label.ends_with('+') { "+Inf".to_owned() } else { label };
+        let _ = writeln!(s, "switchyard_outbound_attempt_number_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        s,
+        "switchyard_outbound_attempt_number_sum {sum}\nswitchyard_outbound_attempt_number_count {cumulative}"
     );
 }
 
