@@ -85,40 +85,7 @@ impl Notification<'_> {
         };
         match self.kind.as_str() {
             "ORDER_CHANGE" => {
-                let o = field(self.payload, "OrderChangeNotification");
-                let summary = field(o, "Summary");
-                let change = text(field(o, "OrderChangeType"));
-                let status = text(field(summary, "OrderStatus"));
-                let order = Order {
-                    order_id: text(field(o, "AmazonOrderId")),
-                    store: text(field(summary, "MarketplaceId")),
-                    fulfillment_status: status.clone(),
-                    lines: field(summary, "OrderItems")
-                        .as_array()
-                        .map(|items| {
-                            items
-                                .iter()
-                                .map(|i| OrderLine {
-                                    sku: text(field(i, "SellerSKU")),
-                                    quantity: field(i, "Quantity").as_u64().unwrap_or(0).min(u32::MAX as u64) as u32,
-                                    ..Default::default()
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    topic: format!("ORDER_CHANGE/{change}"),
-                    ..Default::default()
-                };
-                // An order's first notification is a status change into Pending.
-                let payload = if change == "OrderStatusChange" && status == "Pending" {
-                    Payload::AmazonOrderCreated(order)
-                } else {
-                    Payload::AmazonOrderUpdated(order)
-                };
-                let key = match &payload {
-                    Payload::AmazonOrderCreated(o) | Payload::AmazonOrderUpdated(o) => o.order_id.clone(),
-                    _ => String::new(),
-                };
+                let (key, payload) = self.order_change();
                 vec![event(key, payload)]
             }
             "FBA_INVENTORY_AVAILABILITY_CHANGES" => {
@@ -154,6 +121,46 @@ impl Notification<'_> {
             }
             _ => vec![event(String::new(), Payload::AmazonDataUpdated(self.data_updated("")))],
         }
+    }
+
+    /// An order change as an order event and its key (the order id): created for the first
+    /// notification (a status change into Pending), updated after.
+    fn order_change(&self) -> (String, Payload) {
+        let o = field(self.payload, "OrderChangeNotification");
+        let summary = field(o, "Summary");
+        let change = text(field(o, "OrderChangeType"));
+        let status = text(field(summary, "OrderStatus"));
+        let order = Order {
+            order_id: text(field(o, "AmazonOrderId")),
+            store: text(field(summary, "MarketplaceId")),
+            fulfillment_status: status.clone(),
+            lines: field(summary, "OrderItems")
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|i| OrderLine {
+                            sku: text(field(i, "SellerSKU")),
+                            quantity: field(i, "Quantity").as_u64().unwrap_or(0).min(u32::MAX as u64) as u32,
+                            ..Default::default()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            topic: format!("ORDER_CHANGE/{change}"),
+            ..Default::default()
+        };
+        // An order's first notification is a status change into Pending.
+        let payload = if change == "OrderStatusChange" && status == "Pending" {
+            Payload::AmazonOrderCreated(order)
+        } else {
+            Payload::AmazonOrderUpdated(order)
+        };
+        let key = match &payload {
+            Payload::AmazonOrderCreated(o) | Payload::AmazonOrderUpdated(o) => o.order_id.clone(),
+            _ => String::new(),
+        };
+        (key, payload)
     }
 
     fn data_updated(&self, resource_id: &str) -> DataUpdated {

@@ -299,6 +299,42 @@ pub fn events(topic: &str, shop: &str, body: &Value, raw: &[u8], limits: &Thresh
     out
 }
 
+/// An order notification as an `Order`: its money in its own currency, at most [`MAX_LINES`]
+/// lines (with the full count).
+fn order(topic: &str, shop: &str, body: &Value) -> Order {
+    let currency = body["currency"].as_str().unwrap_or_default();
+    Order {
+        order_id: text(&body["id"]),
+        name: text(&body["name"]),
+        store: shop.to_owned(),
+        total: money(&body["total_price"], currency),
+        subtotal: money(&body["subtotal_price"], currency),
+        tax: money(&body["total_tax"], currency),
+        financial_status: text(&body["financial_status"]),
+        fulfillment_status: text(&body["fulfillment_status"]),
+        line_count: body["line_items"].as_array().map_or(0, |l| l.len().min(u32::MAX as usize) as u32),
+        lines: body["line_items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .take(MAX_LINES)
+                    .map(|l| OrderLine {
+                        sku: text(&l["sku"]),
+                        title: text(&l["title"]),
+                        quantity: l["quantity"].as_u64().unwrap_or(0).min(u32::MAX as u64) as u32,
+                        price: money(&l["price"], currency),
+                        product_id: text(&l["product_id"]),
+                        variant_id: text(&l["variant_id"]),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        topic: topic.to_owned(),
+        test: body["test"].as_bool().unwrap_or(false),
+    }
+}
+
 fn event(topic: &str, shop: &str, body: &Value, raw: &[u8]) -> Event {
     let payload = match topic {
         "orders/create"
@@ -308,37 +344,7 @@ fn event(topic: &str, shop: &str, body: &Value, raw: &[u8]) -> Event {
         | "orders/fulfilled"
         | "orders/partially_fulfilled"
         | "orders/edited" => {
-            let currency = body["currency"].as_str().unwrap_or_default();
-            let order = Order {
-                order_id: text(&body["id"]),
-                name: text(&body["name"]),
-                store: shop.to_owned(),
-                total: money(&body["total_price"], currency),
-                subtotal: money(&body["subtotal_price"], currency),
-                tax: money(&body["total_tax"], currency),
-                financial_status: text(&body["financial_status"]),
-                fulfillment_status: text(&body["fulfillment_status"]),
-                line_count: body["line_items"].as_array().map_or(0, |l| l.len().min(u32::MAX as usize) as u32),
-                lines: body["line_items"]
-                    .as_array()
-                    .map(|items| {
-                        items
-                            .iter()
-                            .take(MAX_LINES)
-                            .map(|l| OrderLine {
-                                sku: text(&l["sku"]),
-                                title: text(&l["title"]),
-                                quantity: l["quantity"].as_u64().unwrap_or(0).min(u32::MAX as u64) as u32,
-                                price: money(&l["price"], currency),
-                                product_id: text(&l["product_id"]),
-                                variant_id: text(&l["variant_id"]),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                topic: topic.to_owned(),
-                test: body["test"].as_bool().unwrap_or(false),
-            };
+            let order = order(topic, shop, body);
             if topic == "orders/create" {
                 Payload::ShopifyOrderCreated(order)
             } else {
