@@ -188,6 +188,52 @@ struct Orders {
     published: SeenOrders,
 }
 
+impl Orders {
+    /// One listed order: counted in its status and in the period tallies (unless cancelled),
+    /// and an order event if it is new since `from` and not published by an earlier run.
+    fn take(&mut self, o: &Value, run: &Run, from: jiff::Timestamp, mp: &str) -> Result<(), SyncError> {
+        let id = o["orderId"].as_str().unwrap_or_default().to_owned();
+        let created_text = o["createdTime"].as_str().unwrap_or_default().to_owned();
+        let created: jiff::Timestamp = created_text
+            .parse()
+            .map_err(|_| SyncError::Malformed(format!("Amazon order {id}: createdTime {created_text:?}")))?;
+        let status = o["fulfillment"]["fulfillmentStatus"].as_str().unwrap_or_default().to_owned();
+        let canonical = status.to_ascii_uppercase().replace('_', "");
+        match canonical.as_str() {
+            "UNSHIPPED" | "PARTIALLYSHIPPED" => self.unshipped += 1,
+            "PENDING" => self.pending += 1,
+            _ => {}
+        }
+        let total = &o["proceeds"]["grandTotal"];
+        let money = match (total["amount"].as_str(), total["currencyCode"].as_str()) {
+            (Some(a), Some(c)) => Some((a.to_owned(), c.to_owned())),
+            _ => None,
+        };
+        if !matches!(canonical.as_str(), "CANCELED" | "CANCELLED") {
+            let m = money.as_ref().map(|(a, c)| (a.as_str(), c.as_str()));
+            self.tallies.add(&run.periods, created, m, None).map_err(SyncError::Malformed)?;
+        }
+        if self.published.contains(&id) || created < from {
+            return Ok(());
+        }
+        self.published.insert(&id, created);
+        let mut e = run.event(
+            &id,
+            Payload::AmazonOrderCreated(Order {
+                order_id: id.clone(),
+                store: mp.to_owned(),
+                total: money.map(|(amount, currency)| switchyard::proto::v1::Money { amount, currency }),
+                fulfillment_status: status,
+                topic: "searchOrders".into(),
+                ..Default::default()
+            }),
+        );
+        e.idempotency_key = format!("amazon:order-created:{id}");
+        self.new_orders.push(e);
+        Ok(())
+    }
+}
+
 impl Amazon {
     /// Every FBA inventory summary. Paging a full listing needs only nextToken (it expires in 30 s).
     async fn inventory(&mut self) -> Result<Inventory, SyncError> {
@@ -287,44 +333,7 @@ impl Amazon {
                 .as_array()
                 .ok_or_else(|| SyncError::Malformed("Amazon orders: no orders array".into()))?;
             for o in list {
-                let id = o["orderId"].as_str().unwrap_or_default().to_owned();
-                let created_text = o["createdTime"].as_str().unwrap_or_default().to_owned();
-                let created: jiff::Timestamp = created_text
-                    .parse()
-                    .map_err(|_| SyncError::Malformed(format!("Amazon order {id}: createdTime {created_text:?}")))?;
-                let status = o["fulfillment"]["fulfillmentStatus"].as_str().unwrap_or_default().to_owned();
-                let canonical = status.to_ascii_uppercase().replace('_', "");
-                match canonical.as_str() {
-                    "UNSHIPPED" | "PARTIALLYSHIPPED" => out.unshipped += 1,
-                    "PENDING" => out.pending += 1,
-                    _ => {}
-                }
-                let total = &o["proceeds"]["grandTotal"];
-                let money = match (total["amount"].as_str(), total["currencyCode"].as_str()) {
-                    (Some(a), Some(c)) => Some((a.to_owned(), c.to_owned())),
-                    _ => None,
-                };
-                if !matches!(canonical.as_str(), "CANCELED" | "CANCELLED") {
-                    let m = money.as_ref().map(|(a, c)| (a.as_str(), c.as_str()));
-                    out.tallies.add(periods, created, m, None).map_err(SyncError::Malformed)?;
-                }
-                if out.published.contains(&id) || created < from {
-                    continue;
-                }
-                out.published.insert(&id, created);
-                let mut e = run.event(
-                    &id,
-                    Payload::AmazonOrderCreated(Order {
-                        order_id: id.clone(),
-                        store: mp.clone(),
-                        total: money.map(|(amount, currency)| switchyard::proto::v1::Money { amount, currency }),
-                        fulfillment_status: status,
-                        topic: "searchOrders".into(),
-                        ..Default::default()
-                    }),
-                );
-                e.idempotency_key = format!("amazon:order-created:{id}");
-                out.new_orders.push(e);
+                out.take(o, run, from, &mp)?;
             }
             page = body["pagination"]["nextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
             if page.is_none() {
