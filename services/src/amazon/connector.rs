@@ -188,6 +188,41 @@ struct Orders {
     published: SeenOrders,
 }
 
+impl Inventory {
+    /// One FBA inventory summary, counted; a SKU under `reorder_point` is low. A summary without
+    /// a fulfillable quantity is malformed; one without a total makes the total unavailable.
+    fn take(&mut self, item: &Value, reorder_point: i64) -> Result<(), SyncError> {
+        let sku = item["sellerSku"].as_str().unwrap_or_default().to_owned();
+        let fulfillable = item["inventoryDetails"]["fulfillableQuantity"].as_i64().ok_or_else(|| {
+            SyncError::Malformed(format!("Amazon FBA inventory: {sku} has no inventoryDetails.fulfillableQuantity"))
+        })?;
+        self.skus += 1;
+        self.fulfillable_units += fulfillable.max(0) as u64;
+        match (item["totalQuantity"].as_u64(), self.total_units.as_mut()) {
+            (Some(t), Some(sum)) => *sum += t,
+            (None, Some(_)) => {
+                self.total_units = None;
+                self.unavailable.push(Unavailable {
+                    figure: "total_units".into(),
+                    reason: format!("Amazon FBA inventory: {sku} has no totalQuantity"),
+                });
+            }
+            _ => {}
+        }
+        if fulfillable < reorder_point {
+            self.low_skus += 1;
+            let item = StockItem {
+                sku: sku.clone(),
+                name: item["productName"].as_str().unwrap_or_default().to_owned(),
+                on_hand: fulfillable,
+                threshold: reorder_point,
+            };
+            self.low.push((sku, item));
+        }
+        Ok(())
+    }
+}
+
 impl Orders {
     /// One listed order: counted in its status and in the period tallies (unless cancelled),
     /// and an order event if it is new since `from` and not published by an earlier run.
@@ -262,35 +297,7 @@ impl Amazon {
                 .as_array()
                 .ok_or_else(|| SyncError::Malformed("Amazon FBA inventory: no payload.inventorySummaries".into()))?;
             for item in items {
-                let sku = item["sellerSku"].as_str().unwrap_or_default().to_owned();
-                let fulfillable = item["inventoryDetails"]["fulfillableQuantity"].as_i64().ok_or_else(|| {
-                    SyncError::Malformed(format!(
-                        "Amazon FBA inventory: {sku} has no inventoryDetails.fulfillableQuantity"
-                    ))
-                })?;
-                inv.skus += 1;
-                inv.fulfillable_units += fulfillable.max(0) as u64;
-                match (item["totalQuantity"].as_u64(), inv.total_units.as_mut()) {
-                    (Some(t), Some(sum)) => *sum += t,
-                    (None, Some(_)) => {
-                        inv.total_units = None;
-                        inv.unavailable.push(Unavailable {
-                            figure: "total_units".into(),
-                            reason: format!("Amazon FBA inventory: {sku} has no totalQuantity"),
-                        });
-                    }
-                    _ => {}
-                }
-                if fulfillable < self.config.reorder_point {
-                    inv.low_skus += 1;
-                    let item = StockItem {
-                        sku: sku.clone(),
-                        name: item["productName"].as_str().unwrap_or_default().to_owned(),
-                        on_hand: fulfillable,
-                        threshold: self.config.reorder_point,
-                    };
-                    inv.low.push((sku, item));
-                }
+                inv.take(item, self.config.reorder_point)?;
             }
             next = body["pagination"]["nextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
             if next.is_none() {
