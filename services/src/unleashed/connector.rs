@@ -254,6 +254,7 @@ fn stock_levels(products: &[Value], stock: &[Value]) -> Result<(Decimal, Vec<(St
 }
 
 /// What the assemblies say this run.
+#[derive(Default)]
 struct Production {
     active: u32,
     overdue: u32,
@@ -309,17 +310,7 @@ impl Unleashed {
         let now =
             OffsetDateTime::from_unix_timestamp(run.periods.today.to.as_second()).unwrap_or(OffsetDateTime::now_utc());
         let today = run.zone.date(run.periods.today.to);
-        let mut p = Production {
-            active: 0,
-            overdue: 0,
-            completed_today: 0,
-            planned_today: Decimal::ZERO,
-            produced_today: Decimal::ZERO,
-            missing_date: None,
-            shortfall: Vec::new(),
-            events: Vec::new(),
-            seen: BTreeMap::new(),
-        };
+        let mut p = Production::default();
         for a in assemblies {
             let guid = a["Guid"].as_str().unwrap_or_default().to_owned();
             let number = a["AssemblyNumber"].as_str().unwrap_or(&guid).to_owned();
@@ -356,17 +347,15 @@ impl Unleashed {
                 }
             }
             if before.get(&guid) != Some(&status) {
-                p.events.push(run.event(
-                    &guid,
-                    Payload::UnleashedProductionUpdated(ProductionUpdated {
-                        assembly_id: guid.clone(),
-                        assembly_number: number.clone(),
-                        status: status.clone(),
-                        product,
-                        planned_quantity: whole(planned),
-                        produced_quantity: if status == "Completed" { whole(produced) } else { 0 },
-                    }),
-                ));
+                let updated = ProductionUpdated {
+                    assembly_id: guid.clone(),
+                    assembly_number: number,
+                    status: status.clone(),
+                    product,
+                    planned_quantity: whole(planned),
+                    produced_quantity: if status == "Completed" { whole(produced) } else { 0 },
+                };
+                p.events.push(run.event(&guid, Payload::UnleashedProductionUpdated(updated)));
             }
             p.seen.insert(guid, status);
         }
