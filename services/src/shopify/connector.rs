@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use switchyard::proto::v1::{Money, Order, ShopifyStoreSynced, ShopifySyncCompleted, event::Payload};
+use switchyard::proto::v1::{Event, Money, Order, ShopifyStoreSynced, ShopifySyncCompleted, event::Payload};
 
 use crate::{
     connector::{Connector, Run, SyncError},
@@ -172,7 +172,7 @@ impl Shopify {
         run: &Run,
         store: &StoreConfig,
         published: &mut SeenOrders,
-    ) -> Result<(Tallies, Vec<switchyard::proto::v1::Event>), SyncError> {
+    ) -> Result<(Tallies, Vec<Event>), SyncError> {
         let periods = &run.periods;
         let since = rfc3339(periods.orders_from());
         let mut tallies = Tallies::default();
@@ -190,16 +190,8 @@ impl Shopify {
                 let created: jiff::Timestamp = created_text
                     .parse()
                     .map_err(|_| SyncError::Malformed(format!("Shopify order {id}: createdAt {created_text:?}")))?;
-                let money = |set: &Value| -> Result<Option<Money>, SyncError> {
-                    let m = &set["shopMoney"];
-                    match (m["amount"].as_str(), m["currencyCode"].as_str()) {
-                        (Some(a), Some(c)) => Ok(Some(Money { amount: a.to_owned(), currency: c.to_owned() })),
-                        (None, None) => Ok(None),
-                        _ => Err(SyncError::Malformed(format!("Shopify order {id}: incomplete money {m}"))),
-                    }
-                };
-                let total = money(&n["totalPriceSet"])?;
-                let refunded = money(&n["totalRefundedSet"])?;
+                let total = shop_money(&n["totalPriceSet"], &id)?;
+                let refunded = shop_money(&n["totalRefundedSet"], &id)?;
                 let test = n["test"].as_bool().unwrap_or(false);
                 let cancelled = !n["cancelledAt"].is_null();
                 if !test && !cancelled {
@@ -219,21 +211,7 @@ impl Shopify {
                     continue;
                 }
                 next.insert(&id, created);
-                let order = Order {
-                    order_id: id.clone(),
-                    name: n["name"].as_str().unwrap_or_default().to_owned(),
-                    store: store.domain.clone(),
-                    total,
-                    financial_status: n["displayFinancialStatus"].as_str().unwrap_or_default().to_lowercase(),
-                    fulfillment_status: n["displayFulfillmentStatus"].as_str().unwrap_or_default().to_lowercase(),
-                    topic: "orders/create".into(),
-                    test,
-                    ..Default::default()
-                };
-                let mut e = run.event(&id, Payload::ShopifyOrderCreated(order));
-                // The same key as the orders/create webhook: an order seen both ways is stored once.
-                e.idempotency_key = format!("shopify:{}:order-created:{id}", store.domain);
-                new_orders.push(e);
+                new_orders.push(order_created(run, store, n, &id, total, test));
             }
             match page_after {
                 Some(a) => after = Some(a),
@@ -249,7 +227,6 @@ impl Shopify {
 impl Connector for Shopify {
     async fn sync(&mut self, run: &Run) -> Result<(), SyncError> {
         let mut state: State = self.state.load().map_err(SyncError::State)?;
-        let periods = &run.periods;
         let mut all = Tallies::default();
         let (mut ok, mut failed) = (0u32, Vec::new());
         let mut first_error: Option<SyncError> = None;
@@ -260,21 +237,7 @@ impl Connector for Shopify {
             match self.sync_store(run, store, &mut published).await {
                 Ok((t, mut events)) => {
                     ok += 1;
-                    let today = t.today.figures(periods, &periods.today);
-                    events.push(run.event(
-                        &store.domain,
-                        Payload::ShopifyStoreSynced(ShopifyStoreSynced {
-                            store_id: store.domain.clone(),
-                            store_name: store.name.clone(),
-                            region: store.region.clone(),
-                            orders: today.orders,
-                            revenue: single(&today.revenue),
-                            net_revenue: single(&today.net_revenue),
-                            run_id: run.run_id.clone(),
-                            today: Some(today),
-                            last_24h: Some(t.last_24h.figures(periods, &periods.last_24h)),
-                        }),
-                    ));
+                    events.push(store_synced(run, store, &t));
                     run.publish(events).await?;
                     all.merge(&t);
                     state.published.insert(store.domain.clone(), published);
@@ -292,22 +255,7 @@ impl Connector for Shopify {
             }
         }
         if ok > 0 {
-            let today = all.today.figures(periods, &periods.today);
-            run.publish(vec![run.event(
-                "shopify",
-                Payload::ShopifySyncCompleted(ShopifySyncCompleted {
-                    run_id: run.run_id.clone(),
-                    success_count: ok,
-                    total_stores: n as u32,
-                    total_orders: today.orders,
-                    total_revenue: single(&today.revenue),
-                    total_net_revenue: single(&today.net_revenue),
-                    today: Some(today),
-                    last_24h: Some(all.last_24h.figures(periods, &periods.last_24h)),
-                    failed_stores: failed.clone(),
-                }),
-            )])
-            .await?;
+            run.publish(vec![sync_completed(run, &all, ok, n as u32, failed.clone())]).await?;
         }
         match first_error {
             None => Ok(()),
@@ -324,6 +272,75 @@ impl Connector for Shopify {
             }
         }
     }
+}
+
+/// A money set's shop-currency amount: none when absent, malformed when half there.
+fn shop_money(set: &Value, id: &str) -> Result<Option<Money>, SyncError> {
+    let m = &set["shopMoney"];
+    match (m["amount"].as_str(), m["currencyCode"].as_str()) {
+        (Some(a), Some(c)) => Ok(Some(Money { amount: a.to_owned(), currency: c.to_owned() })),
+        (None, None) => Ok(None),
+        _ => Err(SyncError::Malformed(format!("Shopify order {id}: incomplete money {m}"))),
+    }
+}
+
+/// A new order, as the orders/create webhook would say it (and with the same idempotency key,
+/// so an order seen both ways is stored once).
+fn order_created(run: &Run, store: &StoreConfig, n: &Value, id: &str, total: Option<Money>, test: bool) -> Event {
+    let order = Order {
+        order_id: id.to_owned(),
+        name: n["name"].as_str().unwrap_or_default().to_owned(),
+        store: store.domain.clone(),
+        total,
+        financial_status: n["displayFinancialStatus"].as_str().unwrap_or_default().to_lowercase(),
+        fulfillment_status: n["displayFulfillmentStatus"].as_str().unwrap_or_default().to_lowercase(),
+        topic: "orders/create".into(),
+        test,
+        ..Default::default()
+    };
+    let mut e = run.event(id, Payload::ShopifyOrderCreated(order));
+    e.idempotency_key = format!("shopify:{}:order-created:{id}", store.domain);
+    e
+}
+
+/// One store's figures for the run's periods: the whole state of its key.
+fn store_synced(run: &Run, store: &StoreConfig, t: &Tallies) -> Event {
+    let periods = &run.periods;
+    let today = t.today.figures(periods, &periods.today);
+    run.event(
+        &store.domain,
+        Payload::ShopifyStoreSynced(ShopifyStoreSynced {
+            store_id: store.domain.clone(),
+            store_name: store.name.clone(),
+            region: store.region.clone(),
+            orders: today.orders,
+            revenue: single(&today.revenue),
+            net_revenue: single(&today.net_revenue),
+            run_id: run.run_id.clone(),
+            today: Some(today),
+            last_24h: Some(t.last_24h.figures(periods, &periods.last_24h)),
+        }),
+    )
+}
+
+/// The figures of every store that synced, consolidated, naming the ones that failed.
+fn sync_completed(run: &Run, all: &Tallies, ok: u32, stores: u32, failed: Vec<String>) -> Event {
+    let periods = &run.periods;
+    let today = all.today.figures(periods, &periods.today);
+    run.event(
+        "shopify",
+        Payload::ShopifySyncCompleted(ShopifySyncCompleted {
+            run_id: run.run_id.clone(),
+            success_count: ok,
+            total_stores: stores,
+            total_orders: today.orders,
+            total_revenue: single(&today.revenue),
+            total_net_revenue: single(&today.net_revenue),
+            today: Some(today),
+            last_24h: Some(all.last_24h.figures(periods, &periods.last_24h)),
+            failed_stores: failed,
+        }),
+    )
 }
 
 /// The one total of a single-currency list (the legacy single-`Money` fields); none across currencies.
