@@ -165,12 +165,7 @@ impl Connector for Unleashed {
         let mut events = p.events;
         let mut unavailable = Vec::new();
         if let Some(reason) = &p.missing_date {
-            let e = SyncError::Malformed(reason.clone());
-            let mut report = run.failure("completed_today", &e, &["completed_today"]);
-            if let Some(Payload::UnleashedSyncError(err)) = report.payload.as_mut() {
-                err.code = "missing_field".into();
-            }
-            events.push(report);
+            events.push(missing_field(run, reason));
             unavailable
                 .push(switchyard::proto::v1::Unavailable { figure: "completed_today".into(), reason: reason.clone() });
         }
@@ -178,20 +173,9 @@ impl Connector for Unleashed {
         let entered: Vec<QualityIssue> = state.shortfall.update(p.shortfall).into_iter().map(|(_, i)| i).collect();
         if !entered.is_empty() {
             let critical = entered.iter().filter(|i| i.severity == "High").count() as u32;
-            events.push(run.event(
-                "production",
-                Payload::UnleashedQualityAlert(QualityAlert {
-                    count: entered.len() as u32,
-                    critical_issues: critical,
-                    issues: entered,
-                }),
-            ));
+            let alert = QualityAlert { count: entered.len() as u32, critical_issues: critical, issues: entered };
+            events.push(run.event("production", Payload::UnleashedQualityAlert(alert)));
         }
-        let percent = |part: Decimal, whole: Decimal| {
-            let mut v = (part * Decimal::ONE_HUNDRED / whole).round_dp(1);
-            v.rescale(1);
-            v.to_string()
-        };
         let low_items = low_now.len() as u32;
         let entered = state.low.update(low_now).into_iter().map(|(_, item)| item).collect();
         if let Some(alert) = crate::connector::low_stock_alert(entered) {
@@ -225,6 +209,24 @@ impl Connector for Unleashed {
         self.state.save(&state).map_err(SyncError::State)?;
         Ok(())
     }
+}
+
+/// A completed assembly without a completion date, said as the sync error it is (the figure
+/// it would have counted is unavailable, never a silent 0).
+fn missing_field(run: &Run, reason: &str) -> switchyard::proto::v1::Event {
+    let e = SyncError::Malformed(reason.to_owned());
+    let mut report = run.failure("completed_today", &e, &["completed_today"]);
+    if let Some(Payload::UnleashedSyncError(err)) = report.payload.as_mut() {
+        err.code = "missing_field".into();
+    }
+    report
+}
+
+/// `part` of `whole`, percent, one decimal place.
+fn percent(part: Decimal, whole: Decimal) -> String {
+    let mut v = (part * Decimal::ONE_HUNDRED / whole).round_dp(1);
+    v.rescale(1);
+    v.to_string()
 }
 
 /// The stock's total cost and the items below their minimum (by product code).
