@@ -189,11 +189,7 @@ impl Connector for Xero {
         let mut unavailable = Vec::new();
 
         run.jobs.progress("organisation", 10, "reading the organisation").await;
-        let org = self.get(&mut state, "Xero organisation", "/Organisation", None).await?;
-        let currency = org["Organisations"][0]["BaseCurrency"]
-            .as_str()
-            .ok_or_else(|| SyncError::Malformed("Xero organisation: no BaseCurrency".into()))?
-            .to_owned();
+        let currency = self.base_currency(&mut state).await?;
 
         run.jobs.progress("balance-sheet", 30, "reading the balance sheet").await;
         let bs =
@@ -208,15 +204,7 @@ impl Connector for Xero {
 
         run.jobs.progress("profit-and-loss", 55, "reading profit and loss").await;
         let path = format!("/Reports/ProfitAndLoss?fromDate={month_start}&toDate={today}");
-        let pl = async {
-            let pl = self.get(&mut state, "Xero profit and loss", &path, None).await?;
-            let rows = report_rows(&pl);
-            Ok((
-                find(&rows, "Total Income", "Xero profit and loss")?,
-                find(&rows, "Net Profit", "Xero profit and loss")?,
-            ))
-        }
-        .await;
+        let pl = self.profit_and_loss(&mut state, &path).await;
         let profit = partial(pl, "revenue, net_profit", &mut unavailable)?;
 
         run.jobs.progress("invoices", 75, "counting changed invoices").await;
@@ -252,6 +240,24 @@ impl Connector for Xero {
 }
 
 impl Xero {
+    /// The organisation's base currency: every figure is in it.
+    async fn base_currency(&mut self, state: &mut State) -> Result<String, SyncError> {
+        let org = self.get(state, "Xero organisation", "/Organisation", None).await?;
+        let currency = org["Organisations"][0]["BaseCurrency"].as_str();
+        Ok(currency.ok_or_else(|| SyncError::Malformed("Xero organisation: no BaseCurrency".into()))?.to_owned())
+    }
+
+    /// Income and net profit over the report `path` names.
+    async fn profit_and_loss(
+        &mut self,
+        state: &mut State,
+        path: &str,
+    ) -> Result<(rust_decimal::Decimal, rust_decimal::Decimal), SyncError> {
+        let pl = self.get(state, "Xero profit and loss", path, None).await?;
+        let rows = report_rows(&pl);
+        Ok((find(&rows, "Total Income", "Xero profit and loss")?, find(&rows, "Net Profit", "Xero profit and loss")?))
+    }
+
     /// Invoices created or changed since the previous run, counted over every page.
     async fn count_changed_invoices(&mut self, state: &mut State) -> Result<u32, SyncError> {
         let since = state.invoices_since.clone();
