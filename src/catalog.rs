@@ -96,49 +96,11 @@ impl Catalog {
             if field.number() == CUSTOM_FIELD {
                 continue;
             }
-            let options = field.options();
-            if !options.has_extension(&ext) {
-                return Err(format!("Event.{} has no (switchyard.v1.event) option", field.name()));
+            let spec = event_spec(&field, &ext, &mut fixed_channels, &mut keyed_bases)?;
+            if by_name.insert(spec.name.clone(), field.number()).is_some() {
+                return Err(format!("{}: declared twice", spec.name));
             }
-            let spec = options.get_extension(&ext);
-            let spec = spec.as_message().ok_or("event option is not a message")?;
-            let text = |name: &str| {
-                spec.get_field_by_name(name).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-            };
-            let name: Arc<str> = text("name").into();
-            if name.is_empty() || !is_type_name(&name) {
-                return Err(format!("Event.{}: bad event name {name:?}", field.name()));
-            }
-            let routes = routes(&name, spec, &mut fixed_channels, &mut keyed_bases)?;
-            if routes.is_empty() {
-                return Err(format!("{name}: no channels"));
-            }
-            let delivery = spec
-                .get_field_by_name("delivery")
-                .and_then(|v| v.as_enum_number())
-                .and_then(|n| Delivery::try_from(n).ok())
-                .filter(|d| *d != Delivery::Unspecified)
-                .ok_or_else(|| format!("{name}: delivery must be FACT or SNAPSHOT"))?;
-            let ends = Some(text("ends")).filter(|e| !e.is_empty()).map(Arc::<str>::from);
-            if ends.is_some() && delivery != Delivery::Fact {
-                return Err(format!("{name}: only a FACT can end another type's state"));
-            }
-            if by_name.insert(name.clone(), field.number()).is_some() {
-                return Err(format!("{name}: declared twice"));
-            }
-            by_field.insert(
-                field.number(),
-                EventSpec {
-                    name,
-                    field_name: field.name().to_owned(),
-                    field_number: field.number(),
-                    message: field.kind().as_message().map(|m| m.full_name().to_owned()).unwrap_or_default(),
-                    routes,
-                    delivery,
-                    summary: text("summary"),
-                    ends,
-                },
-            );
+            by_field.insert(field.number(), spec);
         }
         // `ends` must name a snapshot type, or state would hold a fact under a name nobody reads.
         for spec in by_field.values() {
@@ -283,6 +245,51 @@ pub fn is_type_name(s: &str) -> bool {
             && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
     };
     part(ns) && part(rest)
+}
+
+/// One payload field's event: its `(switchyard.v1.event)` option read and checked.
+fn event_spec(
+    field: &prost_reflect::FieldDescriptor,
+    ext: &prost_reflect::ExtensionDescriptor,
+    fixed_channels: &mut BTreeSet<Channel>,
+    keyed_bases: &mut BTreeSet<String>,
+) -> Result<EventSpec, String> {
+    let options = field.options();
+    if !options.has_extension(ext) {
+        return Err(format!("Event.{} has no (switchyard.v1.event) option", field.name()));
+    }
+    let spec = options.get_extension(ext);
+    let spec = spec.as_message().ok_or("event option is not a message")?;
+    let text =
+        |name: &str| spec.get_field_by_name(name).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let name: Arc<str> = text("name").into();
+    if name.is_empty() || !is_type_name(&name) {
+        return Err(format!("Event.{}: bad event name {name:?}", field.name()));
+    }
+    let routes = routes(&name, spec, fixed_channels, keyed_bases)?;
+    if routes.is_empty() {
+        return Err(format!("{name}: no channels"));
+    }
+    let delivery = spec
+        .get_field_by_name("delivery")
+        .and_then(|v| v.as_enum_number())
+        .and_then(|n| Delivery::try_from(n).ok())
+        .filter(|d| *d != Delivery::Unspecified)
+        .ok_or_else(|| format!("{name}: delivery must be FACT or SNAPSHOT"))?;
+    let ends = Some(text("ends")).filter(|e| !e.is_empty()).map(Arc::<str>::from);
+    if ends.is_some() && delivery != Delivery::Fact {
+        return Err(format!("{name}: only a FACT can end another type's state"));
+    }
+    Ok(EventSpec {
+        name,
+        field_name: field.name().to_owned(),
+        field_number: field.number(),
+        message: field.kind().as_message().map(|m| m.full_name().to_owned()).unwrap_or_default(),
+        routes,
+        delivery,
+        summary: text("summary"),
+        ends,
+    })
 }
 
 /// An event option's `channels`, as routes; records every fixed channel and keyed base.
