@@ -318,7 +318,7 @@ impl JetStreamLedger {
         let revoked =
             js.create_key_value(bucket(format!("{stream}_REVOKED"), Duration::ZERO)).await.map_err(unavailable)?;
         // Watch first, then load: a revocation made in between arrives through the watch.
-        let mut watch = revoked.watch_all().await.map_err(unavailable)?;
+        let watch = revoked.watch_all().await.map_err(unavailable)?;
         let mut keys = revoked.keys().await.map_err(unavailable)?;
         while let Some(key) = keys.next().await {
             let key = key.map_err(unavailable)?;
@@ -327,44 +327,49 @@ impl JetStreamLedger {
             }
         }
         let (store, local) = (revoked.clone(), revocations.clone());
-        let watcher = tokio::spawn(async move {
-            let mut prune = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    entry = watch.next() => match entry {
-                        Some(Ok(e)) if e.operation == kv::Operation::Put => apply(&revocations, &e.value),
-                        Some(Ok(_)) => {}
-                        Some(Err(error)) => {
-                            tracing::warn!(%error, "revocation watch failed; re-watching");
-                            // From every key's latest value, not from now: a revocation made while
-                            // the watch was down (a leader election, say) must not be missed.
-                            match store.watch_with_history(">").await {
-                                Ok(w) => watch = w,
-                                Err(error) => {
-                                    tracing::error!(%error, "cannot watch revocations");
-                                    tokio::time::sleep(Duration::from_secs(1)).await;
-                                }
-                            }
+        let watcher = tokio::spawn(follow(store, watch, revocations));
+        Ok(Self { redeemed: Redeemed::default(), tickets, revoked, revocations: local, watcher })
+    }
+}
+
+/// Keeps `revocations` following the bucket: every put applied, the watch re-made from every
+/// key's latest value when it fails (nothing revoked meanwhile is missed), and expired entries
+/// forgotten (and purged) every minute.
+async fn follow(store: kv::Store, mut watch: kv::Watch, revocations: Revocations) {
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            entry = watch.next() => match entry {
+                Some(Ok(e)) if e.operation == kv::Operation::Put => apply(&revocations, &e.value),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "revocation watch failed; re-watching");
+                    // From every key's latest value, not from now: a revocation made while
+                    // the watch was down (a leader election, say) must not be missed.
+                    match store.watch_with_history(">").await {
+                        Ok(w) => watch = w,
+                        Err(error) => {
+                            tracing::error!(%error, "cannot watch revocations");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
-                        None => match store.watch_with_history(">").await {
-                            Ok(w) => watch = w,
-                            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-                        },
-                    },
-                    _ = prune.tick() => {
-                        // Every node forgets expired revocations; purging their keys is idempotent.
-                        let now = now_secs();
-                        for (tenant, jti, exp) in revocations.entries() {
-                            if exp <= now {
-                                let _ = store.purge(revocation_key(&tenant, &jti)).await;
-                            }
-                        }
-                        revocations.prune(now);
                     }
                 }
+                None => match store.watch_with_history(">").await {
+                    Ok(w) => watch = w,
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                },
+            },
+            _ = prune.tick() => {
+                // Every node forgets expired revocations; purging their keys is idempotent.
+                let now = now_secs();
+                for (tenant, jti, exp) in revocations.entries() {
+                    if exp <= now {
+                        let _ = store.purge(revocation_key(&tenant, &jti)).await;
+                    }
+                }
+                revocations.prune(now);
             }
-        });
-        Ok(Self { redeemed: Redeemed::default(), tickets, revoked, revocations: local, watcher })
+        }
     }
 }
 
