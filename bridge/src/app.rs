@@ -35,6 +35,32 @@ pub struct App {
     pub outbound: Option<switchyard_outbound::Outbound>,
 }
 
+impl App {
+    /// The app over `streams` (whose bus, access, limits and metrics every handler shares), with
+    /// the operator's CORS origins and metric labels from `config`.
+    pub fn new(
+        config: &crate::config::Config,
+        streams: Streams,
+        connectors: Arc<Connectors>,
+        webhooks: Inbound,
+        outbound: Option<switchyard_outbound::Outbound>,
+    ) -> Self {
+        Self {
+            bus: streams.bus.clone(),
+            access: streams.access.clone(),
+            limits: streams.limits.clone(),
+            metrics: streams.metrics.clone(),
+            streams,
+            connectors,
+            metrics_config: config.metrics.clone(),
+            started: Instant::now(),
+            cors_origins: config.auth.cors_origins.clone(),
+            webhooks,
+            outbound,
+        }
+    }
+}
+
 /// The webhook handlers see only their own part of the state.
 impl FromRef<Arc<App>> for Inbound {
     fn from_ref(app: &Arc<App>) -> Self {

@@ -121,31 +121,18 @@ mod tests {
         let hooks = Arc::new(Webhooks::from_config(&WebhooksConfig::default(), &Default::default()).unwrap());
         let (beat, pulse) = tokio::sync::watch::channel(Pulse::Beat(0));
         let metrics = Arc::new(Metrics::default());
-        let access = Arc::new(Access::new(verifier, false, SECRET, ledger));
-        let limits = Limits::new(Caps { total: 10, per_tenant: 10, per_token: 10 });
         let streams = crate::sse::Streams::new(crate::sse::StreamState {
             bus: bus.clone(),
-            access: access.clone(),
-            limits: limits.clone(),
+            access: Arc::new(Access::new(verifier, false, SECRET, ledger)),
+            limits: Limits::new(Caps { total: 10, per_tenant: 10, per_token: 10 }),
             sse: SseConfig::default(),
             writers: crate::sse::writers::Writers::new(bus.hub().clone(), pulse.clone()),
             pulse,
             metrics: metrics.clone(),
             own_paths: super::routes().into_iter().map(|r| r.path).collect(),
         });
-        let app = Arc::new(App {
-            bus: bus.clone(),
-            access,
-            limits,
-            metrics: metrics.clone(),
-            streams,
-            connectors: Default::default(),
-            metrics_config: Default::default(),
-            started: std::time::Instant::now(),
-            cors_origins: Vec::new(),
-            webhooks: Inbound { bus, hooks, metrics },
-            outbound: None,
-        });
+        let inbound = Inbound { bus, hooks, metrics };
+        let app = Arc::new(App::new(&Default::default(), streams, Default::default(), inbound, None));
         (app, beat)
     }
 

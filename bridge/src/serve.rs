@@ -197,22 +197,11 @@ pub async fn start_with(
     let (stop, stopped) = watch::channel(false);
     let Plan { tls, webhooks, ingest, secret, verifier, signer } = plan;
     let metrics = Arc::new(Metrics::default());
-    let access = Arc::new(Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger));
-    let streams = streams(&config, &bus, &access, &metrics, stopped.clone());
+    let access = Access::new((*verifier).clone(), config.auth.allow_query_token, &secret, ledger);
+    let streams = streams(&config, &bus, Arc::new(access), &metrics, stopped.clone());
     let outbound = start_outbound(&config, (&bus, dispatch), kv, &secret, http_addr, stopped.clone()).await?;
-    let app = Arc::new(App {
-        bus: bus.clone(),
-        access,
-        limits: streams.limits.clone(),
-        metrics: metrics.clone(),
-        streams: streams.clone(),
-        connectors,
-        metrics_config: config.metrics.clone(),
-        started: Instant::now(),
-        cors_origins: config.auth.cors_origins.clone(),
-        webhooks: crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks), metrics },
-        outbound,
-    });
+    let inbound = crate::webhooks::Inbound { bus: bus.clone(), hooks: Arc::new(webhooks), metrics };
+    let app = Arc::new(App::new(&config, streams, connectors, inbound, outbound));
     // One cap on connections that have not shown a request yet, HTTP and gRPC alike.
     let pending =
         crate::net::listener::Gate::new(config.sse.max_pending_connections.max(1), config.sse.max_pending_per_ip);
@@ -387,7 +376,7 @@ fn start_ingest(
 fn streams(
     config: &Config,
     bus: &Bus,
-    access: &Arc<Access>,
+    access: Arc<Access>,
     metrics: &Arc<Metrics>,
     stopped: watch::Receiver<bool>,
 ) -> crate::sse::Streams {
@@ -396,7 +385,7 @@ fn streams(
     let caps = Caps { total: sse.max_connections, per_tenant: sse.max_per_tenant, per_token: sse.max_per_token };
     crate::sse::Streams::new(crate::sse::StreamState {
         bus: bus.clone(),
-        access: access.clone(),
+        access,
         limits: Limits::new(caps),
         sse: sse.clone(),
         writers: crate::sse::writers::Writers::new(bus.hub().clone(), pulse.clone()),
