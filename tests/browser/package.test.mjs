@@ -33,7 +33,7 @@ function installedApp() {
 
 test('the packed package installs into a fresh app and works there by its name', async () => {
   const { app, files } = installedApp();
-  assert.deepEqual(files, ['CHANGELOG.md', 'README.md', 'client.d.ts', 'client.js', 'package.json']);
+  assert.deepEqual(files, ['CHANGELOG.md', 'README.md', 'client.d.ts', 'client.js', 'package.json', 'publisher.d.ts', 'publisher.js']);
   const installed = JSON.parse(readFileSync(join(app, 'node_modules/@switchyard/client/package.json'), 'utf8'));
   assert.deepEqual(installed.dependencies ?? {}, {}, 'no runtime dependencies');
 
@@ -97,4 +97,72 @@ test('the installed package type-checks a typed use by its name and refuses miss
   `);
   assert.notEqual(field.status, 0, 'a misspelt payload field is a type error');
   assert.match(field.stdout, /Property 'totl' does not exist on type 'Order'/);
+});
+
+test('the publisher from the package: typed events, a lost answer stored once, 503 retried, a refusal named', async () => {
+  const { app } = installedApp();
+  const dir = dataDir();
+  const server = await start(dir);
+  servers.push(server);
+  const [pub, sub] = [token(dir, 'acme', 'publish'), token(dir, 'acme', 'subscribe')];
+  writeFileSync(join(app, 'publish.mjs'), `
+    import { Publisher, PublishError } from '@switchyard/client/publisher';
+    const [url, token] = process.argv.slice(2);
+    const out = {};
+    // The first answer is lost after the server stored the event; the retry carries the same key.
+    let lose = true, calls = 0;
+    const lossy = async (...args) => { calls++; const r = await fetch(...args); if (lose) { lose = false; throw new Error('connection reset'); } return r; };
+    const p = new Publisher({ url, token, fetch: lossy, sleep: async () => {} });
+    out.lost = await p.publish('alert:info', { title: 'once-only' });
+    out.lostCalls = calls;
+    // Two 503s with Retry-After, then the real server.
+    let unavailable = 2; const waits = [];
+    const busy = async (...args) => unavailable-- > 0 ? new Response('{"error":{"code":"unavailable","message":"busy"}}', { status: 503, headers: { 'retry-after': '2' } }) : fetch(...args);
+    out.retried = await new Publisher({ url, token, fetch: busy, sleep: async (ms) => { waits.push(ms); } }).publish('alert:info', { title: 'after-503' });
+    out.waits = waits;
+    out.batch = await new Publisher({ url, token }).publishBatch([
+      { type: 'alert:info', data: { title: 'batch-0' } },
+      { type: 'alert:warning', data: { title: 'batch-1' }, key: 'k1' },
+    ]);
+    try {
+      await new Publisher({ url, token }).publish('alert:info', { nope: 1 });
+    } catch (e) {
+      out.refused = { isPublishError: e instanceof PublishError, status: e.status, code: e.code, field: e.field, message: e.message };
+    }
+    console.log(JSON.stringify(out));
+  `);
+  const out = JSON.parse(execFileSync(process.execPath, ['publish.mjs', server.http, pub], { cwd: app }).toString());
+  assert.equal(out.lostCalls, 2, 'the lost answer was retried once');
+  assert.equal(out.lost.duplicate, true, 'the retry found the stored event by its idempotency key');
+  assert.deepEqual(out.waits, [2000, 2000], 'Retry-After is a floor on every wait');
+  assert.equal(out.batch.ids.length, 2);
+  assert.equal(out.refused.isPublishError, true);
+  assert.equal(out.refused.status, 400, 'a refusal is not retried');
+  assert.match(out.refused.code, /^[a-z_]+$/, JSON.stringify(out.refused));
+  assert.match(out.refused.message, /nope/, 'the message names the field');
+  console.log(`refused: ${JSON.stringify(out.refused)}`);
+  // What the history holds: each event once.
+  const page = await (await fetch(`${server.http}/api/events?channels=alerts&limit=100`, { headers: { authorization: `Bearer ${sub}` } })).json();
+  const titles = page.events.map((e) => Object.values(e.event).find((v) => v && typeof v === 'object' && 'title' in v)?.title);
+  assert.deepEqual(titles, ['once-only', 'after-503', 'batch-0', 'batch-1']);
+  assert.equal(page.events.find((e) => e.type === 'alert:info')?.id, out.lost.id, 'the duplicate answer names the stored id');
+
+  // The publisher's types come from the catalog: a misspelt payload field does not compile.
+  const check = (name, source) => {
+    writeFileSync(join(app, name), source);
+    return spawnSync(process.execPath, [TSC, '--noEmit', '--strict', '--target', 'es2022', '--module', 'es2022',
+      '--moduleResolution', 'bundler', '--lib', 'es2022,dom', join(app, name)], { encoding: 'utf8', cwd: app });
+  };
+  const ok = check('pub-ok.ts', `
+    import { Publisher } from '@switchyard/client/publisher';
+    const p = new Publisher({ url: 'http://127.0.0.1:1', token: 't' });
+    void p.publish('shopify:order-created', { orderId: '1', total: { amount: '10.00', currency: 'GBP' } }, { key: '1' });
+  `);
+  assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+  const bad = check('pub-bad.ts', `
+    import { Publisher } from '@switchyard/client/publisher';
+    void new Publisher().publish('shopify:order-created', { totl: { amount: '10.00', currency: 'GBP' } });
+  `);
+  assert.notEqual(bad.status, 0, 'a misspelt payload field is a type error');
+  assert.match(bad.stdout, /totl/);
 });
