@@ -73,7 +73,6 @@ export class Publisher {
         if (r.ok) return await r.json();
         failure = await refusal(r);
       } catch (e) {
-        if (e instanceof PublishError) throw e;
         failure = new PublishError({ code: 'unavailable', message: `publish failed: ${e.message ?? e}`, retryable: true });
       }
       if (!failure.retryable || attempt >= this.options.retries) throw failure;

@@ -610,15 +610,19 @@ async fn a_sync_error_sent_to_people_is_followed_by_resolved_when_the_platform_s
         code: "rate_limited".into(),
         ..Default::default()
     });
-    send(connector(error)).await;
+    send(connector(error.clone())).await;
     send(connector(status_ok(false))).await;
     wait_for("the alert", || async { (!got.lock().unwrap().is_empty()).then_some(()) }).await;
     send(connector(status_ok(true))).await;
     wait_for("the resolution", || async { (got.lock().unwrap().len() >= 2).then_some(()) }).await;
     send(connector(status_ok(true))).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // A second alert after it: the endpoint delivers in order, so once this arrives, anything
+    // the extra healthy status caused would have arrived before it.
+    send(connector(error)).await;
+    wait_for("the next alert", || async { (got.lock().unwrap().len() >= 3).then_some(()) }).await;
     let messages = got.lock().unwrap().clone();
-    assert_eq!(messages.len(), 2, "the alert, then one resolved: {messages:?}");
+    assert_eq!(messages.len(), 3, "the alert, one resolved, the next alert: {messages:?}");
+    assert!(messages[2]["text"].as_str().unwrap().starts_with("xero:sync-error"), "{}", messages[2]);
     assert!(messages[0]["text"].as_str().unwrap().starts_with("xero:sync-error"), "{}", messages[0]);
     assert!(messages[0].to_string().contains("HTTP 429"));
     assert_eq!(messages[1]["text"], "Resolved: xero syncs are succeeding again");
@@ -645,16 +649,19 @@ async fn a_low_stock_alert_is_resolved_once_a_completed_sync_counts_no_low_stock
             .into_inner()
             .id
     };
-    send(connector("stock", Payload::AmazonLowStockAlert(alert))).await;
+    send(connector("stock", Payload::AmazonLowStockAlert(alert.clone()))).await;
     wait_for("the alert", || async { (!got.lock().unwrap().is_empty()).then_some(()) }).await;
     // Still low: no resolution, and a completed sync is not itself sent (not selected).
     send(completed(1)).await;
     let cleared = send(completed(0)).await;
     wait_for("the resolution", || async { (got.lock().unwrap().len() >= 2).then_some(()) }).await;
     send(completed(0)).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The next alert, delivered in order after anything the extra completed sync caused.
+    send(connector("stock", Payload::AmazonLowStockAlert(alert))).await;
+    wait_for("the next alert", || async { (got.lock().unwrap().len() >= 3).then_some(()) }).await;
     let messages = got.lock().unwrap().clone();
-    assert_eq!(messages.len(), 2, "the alert, then one resolved: {messages:?}");
+    assert_eq!(messages.len(), 3, "the alert, one resolved, the next alert: {messages:?}");
+    assert!(messages[2]["text"].as_str().unwrap().starts_with("amazon:low-stock-alert"), "{}", messages[2]);
     assert!(messages[0]["text"].as_str().unwrap().starts_with("amazon:low-stock-alert"), "{}", messages[0]);
     assert_eq!(messages[1]["text"], "Resolved: no Amazon SKU is below its reorder point");
     let link = format!("#after={}\"", cleared - 1);
