@@ -318,12 +318,7 @@ impl Worker {
         let mut records = vec![first];
         if self.target.for_people() && !self.resolutions.contains_key(&id) {
             // A group that failed is retried as one message, not one per alert.
-            for other in self.due_with(id, attempt) {
-                match self.owed_record(other).await {
-                    Some(r) if r.type_name() == records[0].type_name() => records.push(r),
-                    _ => {}
-                }
-            }
+            records.extend(self.due_with(&records[0], attempt));
         }
         for r in &records {
             self.trying.insert(r.id);
@@ -331,17 +326,19 @@ impl Worker {
         Some(self.attempt(records, attempt, true))
     }
 
-    /// Other owed events due with `id` on the same attempt, that may join its message.
-    fn due_with(&self, id: EventId, attempt: u32) -> Vec<EventId> {
+    /// Held alerts of `first`'s type due with it on the same attempt: the rest of its failed
+    /// group (still held since that attempt; nothing is read again to find them).
+    fn due_with(&self, first: &Arc<Record>, attempt: u32) -> Vec<Arc<Record>> {
         let now = self.clock.now_ms();
         let joins = |(other, o): &(&EventId, &Owed)| {
-            **other != id
+            **other != first.id
                 && o.attempts + 1 == attempt
                 && o.next_ms <= now
                 && !self.trying.contains(other)
                 && !self.resolutions.contains_key(other)
         };
-        self.owed.iter().filter(joins).map(|(other, _)| *other).take(crate::MAX_GROUP - 1).collect()
+        let held = |(other, _): (&EventId, &Owed)| self.held.get(other).filter(|r| r.type_name() == first.type_name());
+        self.owed.iter().filter(joins).filter_map(held).take(crate::MAX_GROUP - 1).cloned().collect()
     }
 
     /// An owed event's record, held or read again; `None` when retention removed it first.
