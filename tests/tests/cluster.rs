@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use serde_json::{Value, json};
 use switchyard::auth::Role;
 use switchyard_bridge::webhooks::signature::sign_b64;
-use switchyard_tests::{Process, Sse, get_json, http, nats, post_json, wait_for};
+use switchyard_tests::{NATS_RECOVERY, Process, Sse, get_json, http, nats, post_json, wait_for, wait_within};
 
 const SHOP: &str = "acme-uk.myshopify.com";
 
@@ -90,7 +90,7 @@ async fn all_alert_ids(p: &Process) -> Vec<u64> {
     loop {
         let after = seen.last().copied().unwrap_or(0);
         let url = format!("{}/api/events?channels=alerts&after={after}&limit=1000", p.http_url);
-        let page = wait_for("a page of history", || async {
+        let page = wait_within(NATS_RECOVERY, "a page of history", || async {
             let page = get_json(&url, &sub).await;
             page["events"].is_array().then_some(page)
         })
@@ -544,7 +544,7 @@ async fn a_nats_server_restarted_with_its_store_wiped_catches_up_and_holds_the_q
     servers[wiped] = Some(specs[wiped].start());
     let max = *acked.iter().max().unwrap();
     let restored = servers[wiped].as_ref().unwrap();
-    let (messages, _, _) = wait_for("the wiped server caught up from its peers", || async {
+    let (messages, _, _) = wait_within(NATS_RECOVERY, "the wiped server caught up from its peers", || async {
         restored.stream_state("SWITCHYARD").await.filter(|(_, last, _)| *last >= max)
     })
     .await;
