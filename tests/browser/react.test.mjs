@@ -1,0 +1,202 @@
+// The React bindings (@switchyard/client/react) as an app would use them: the packed package
+// installed into a fresh app, bundled with esbuild beside React 19, run in Chromium under
+// StrictMode against the real server. 20 snapshot hooks, an events hook, a job hook and the
+// badge share one connection; a restart is seen as reconnecting → connected and loses nothing;
+// unmounting closes the connection.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { build } from 'esbuild';
+import { launch } from './browser.mjs';
+import { dataDir, start, stop, token, until } from './server.mjs';
+
+const PACKAGE = new URL('../../packages/client/', import.meta.url).pathname;
+const MODULES = new URL('./node_modules/', import.meta.url).pathname;
+let server;
+let browser;
+const dirs = [];
+after(async () => {
+  await browser?.close();
+  if (server) await stop(server);
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const APP = `
+import { StrictMode, createElement as h, useState } from 'react';
+import { createRoot } from 'react-dom/client';
+import { SwitchyardProvider, useSnapshot, useEvents, useJob, ConnectionStatus } from '@switchyard/client/react';
+
+// Count the page's connections: opened ever, and open now.
+const Native = window.EventSource;
+window.opened = 0;
+window.live = 0;
+window.EventSource = class extends Native {
+  constructor(...args) { super(...args); window.opened++; window.live++; this.counted = true; }
+  close() { if (this.counted) { this.counted = false; window.live--; } super.close(); }
+};
+
+function Health({ i }) {
+  const e = useSnapshot('system:health-check', 'c' + i);
+  return h('li', { 'data-health': i }, e ? e.data.component + '=' + e.data.status : '…');
+}
+function Alerts() {
+  const [titles, setTitles] = useState([]);
+  useEvents('alert:info', (e) => setTitles((t) => [...t, e.data.title]));
+  return h('ol', { id: 'alerts' }, titles.map((t, i) => h('li', { key: i }, t)));
+}
+function Job() {
+  const j = useJob('j1');
+  return h('p', { id: 'job' }, j ? j.phase + ' ' + j.percent + (j.done ? ' done' : '') : 'none');
+}
+function App() {
+  return h('div', null,
+    h(ConnectionStatus, { id: 'badge' }),
+    h('ul', null, Array.from({ length: 20 }, (_, i) => h(Health, { key: i, i }))),
+    h(Alerts), h(Job));
+}
+const root = createRoot(document.getElementById('root'));
+const params = new URLSearchParams(location.search);
+root.render(h(StrictMode, null, h(SwitchyardProvider, {
+  options: { token: params.get('token'), channels: [], maxDelayMs: 500, initialDelayMs: 100 },
+}, h(App))));
+// When every snapshot is on screen: ms since navigation began.
+new MutationObserver((_, obs) => {
+  if (document.querySelectorAll('[data-health]').length === 20 &&
+      [...document.querySelectorAll('[data-health]')].every((li) => li.textContent !== '…')) {
+    window.stateShownAt = performance.now();
+    obs.disconnect();
+  }
+}).observe(document.body, { subtree: true, childList: true, characterData: true });
+window.unmount = () => root.unmount();
+`;
+
+/** The packed package installed into a fresh app, and the app bundled as a user's would be. */
+async function bundle() {
+  const work = mkdtempSync(join(tmpdir(), 'switchyard-react-'));
+  dirs.push(work);
+  const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: PACKAGE }).toString());
+  const app = join(work, 'app');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'a-react-app', private: true, type: 'module' }));
+  // React is an optional peer: the install needs no network; the bundle takes React from here.
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', join(work, packed[0].filename)], { cwd: app });
+  writeFileSync(join(app, 'main.js'), APP);
+  const out = await build({
+    entryPoints: [join(app, 'main.js')],
+    bundle: true,
+    write: false,
+    format: 'esm',
+    minify: true,
+    nodePaths: [MODULES],
+    define: { 'process.env.NODE_ENV': '"development"' },
+    logLevel: 'silent',
+  });
+  return { app, script: out.outputFiles[0].text };
+}
+
+async function publish(tok, events) {
+  const r = await fetch(`${server.http}/api/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' },
+    body: JSON.stringify(events),
+  });
+  assert.equal(r.status, 201, await r.text());
+}
+
+const health = (i, status) => ({ type: 'system:health-check', key: `c${i}`, data: { component: `c${i}`, status } });
+
+test('react: 20 snapshot hooks, events, a job and the badge on one connection under StrictMode; a restart loses nothing', async () => {
+  const { script } = await bundle();
+  const dir = dataDir();
+  server = await start(dir);
+  const pub = token(dir, 'acme', 'publish');
+  await publish(pub, Array.from({ length: 20 }, (_, i) => health(i, 'ok')));
+
+  browser = await launch();
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // The app is served from the server's origin, as a deployed front end behind one host would be.
+  await page.route(`${server.http}/app*`, (route) =>
+    route.fulfill({ contentType: 'text/html', body: '<div id="root"></div><script type="module" src="/app.js"></script>' }));
+  await page.route(`${server.http}/app.js`, (route) => route.fulfill({ contentType: 'text/javascript', body: script }));
+  await page.goto(`${server.http}/app?token=${encodeURIComponent(token(dir, 'acme', 'subscribe'))}`);
+
+  const shownAt = await until('every snapshot on screen', () => page.evaluate(() => window.stateShownAt));
+  console.log(`react: 20 snapshots on screen ${shownAt.toFixed(0)} ms after navigation`);
+  assert.ok(shownAt < 1000, `state on screen within 1 s (${shownAt} ms)`);
+  assert.equal(await page.textContent('[data-health="7"]'), 'c7=ok');
+  await until('the badge says live', async () => (await page.getAttribute('#badge', 'data-status')) === 'connected');
+  // StrictMode mounted, unmounted and mounted the provider: still one connection, never two.
+  assert.deepEqual(await page.evaluate(() => [window.opened, window.live]), [1, 1], 'one connection for 23 hooks');
+
+  // Live: events in order, a snapshot update, a job to its end.
+  await publish(pub, [
+    { type: 'alert:info', data: { title: 'a0' } },
+    { type: 'alert:info', data: { title: 'a1' } },
+    health(3, 'degraded'),
+    { type: 'import:job-progress', key: 'j1', data: { jobId: 'j1', stage: 'rows', percent: 40 } },
+  ]);
+  await until('live events shown', async () => (await page.textContent('#alerts')) === 'a0a1');
+  await until('the snapshot updated', async () => (await page.textContent('[data-health="3"]')) === 'c3=degraded');
+  await until('the job running', async () => (await page.textContent('#job')) === 'running 40');
+
+  // A restart on the same address: reconnecting, then connected, and nothing published while
+  // the page was away is lost.
+  await stop(server);
+  await until('the badge says reconnecting', async () => (await page.getAttribute('#badge', 'data-status')) === 'reconnecting');
+  server = await start(dir, server.addr);
+  await publish(pub, [
+    { type: 'alert:info', data: { title: 'a2' } },
+    { type: 'import:job-completed', key: 'j1', data: { jobId: 'j1', processedItems: '10' } },
+  ]);
+  await until('the badge says live again', async () => (await page.getAttribute('#badge', 'data-status')) === 'connected');
+  await until('the alert after the restart', async () => (await page.textContent('#alerts')) === 'a0a1a2');
+  await until('the job done', async () => (await page.textContent('#job')) === 'completed 100 done');
+  assert.equal(await page.textContent('[data-health="3"]'), 'c3=degraded', 'state kept across the reconnect');
+
+  // Unmounting the provider closes its connection.
+  await page.evaluate(() => window.unmount());
+  await until('the connection closed', () => page.evaluate(() => window.live === 0));
+  assert.deepEqual(errors, [], 'no page errors');
+});
+
+test('react: the bindings are small', () => {
+  const source = readFileSync(join(PACKAGE, 'react.js'));
+  const out = execFileSync(join(MODULES, '.bin/esbuild'), ['--minify', '--format=esm', '--loader=js'], { input: source });
+  const size = gzipSync(out).length;
+  console.log(`react bindings: ${out.length} B minified, ${size} B gzipped`);
+  assert.ok(size <= 3 * 1024, `≤ 3 KiB gzipped (${size} B)`);
+});
+
+test('react: the hooks are typed by the catalog', async () => {
+  const { app } = await bundle();
+  // The app's React types (a React app has them; the package does not install them).
+  symlinkSync(join(MODULES, '@types'), join(app, 'node_modules/@types'));
+  const check = (name, source) => {
+    writeFileSync(join(app, name), source);
+    return spawnSync(process.execPath, [join(MODULES, 'typescript/bin/tsc'), '--noEmit', '--strict', '--target', 'es2022',
+      '--module', 'es2022', '--moduleResolution', 'bundler', '--lib', 'es2022,dom', join(app, name)], { encoding: 'utf8', cwd: app });
+  };
+  const ok = check('ok.ts', `
+    import { useSnapshot, useEvents, useJob, useConnection } from '@switchyard/client/react';
+    export function Panel() {
+      const wc: string | undefined = useSnapshot('xero:sync-completed', 'xero')?.data.workingCapital?.amount;
+      useEvents(['shopify:order-created'], (e) => { const name: string | undefined = e.data.name; void name; });
+      const percent: number | undefined = useJob('j1')?.percent;
+      const status: 'fallback-polling' | 'connected' | string = useConnection().status;
+      return [wc, percent, status];
+    }
+  `);
+  assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+  const field = check('field.ts', `
+    import { useSnapshot } from '@switchyard/client/react';
+    export const f = () => useSnapshot('xero:sync-completed', 'xero')?.data.workingCaptial;
+  `);
+  assert.notEqual(field.status, 0, 'a misspelt payload field is a type error');
+  assert.match(field.stdout, /Property 'workingCaptial' does not exist/);
+});
