@@ -33,7 +33,7 @@ function installedApp() {
 
 test('the packed package installs into a fresh app and works there by its name', async () => {
   const { app, files } = installedApp();
-  assert.deepEqual(files, ['CHANGELOG.md', 'README.md', 'client.d.ts', 'client.js', 'package.json', 'publisher.d.ts', 'publisher.js', 'react.d.ts', 'react.js']);
+  assert.deepEqual(files, ['CHANGELOG.md', 'README.md', 'client.d.ts', 'client.js', 'package.json', 'publisher.d.ts', 'publisher.js', 'react.d.ts', 'react.js', 'tanstack.d.ts', 'tanstack.js']);
   const installed = JSON.parse(readFileSync(join(app, 'node_modules/@switchyard/client/package.json'), 'utf8'));
   assert.deepEqual(installed.dependencies ?? {}, {}, 'no runtime dependencies');
 

@@ -173,7 +173,7 @@ test('react: the bindings are small', () => {
   assert.ok(size <= 3 * 1024, `≤ 3 KiB gzipped (${size} B)`);
 });
 
-test('react: the hooks are typed by the catalog', async () => {
+test('react and tanstack: the hooks and the query rules are typed by the catalog', async () => {
   const { app } = await bundle();
   // The app's React types (a React app has them; the package does not install them).
   symlinkSync(join(MODULES, '@types'), join(app, 'node_modules/@types'));
@@ -191,6 +191,13 @@ test('react: the hooks are typed by the catalog', async () => {
       const status: 'fallback-polling' | 'connected' | string = useConnection().status;
       return [wc, percent, status];
     }
+    import { connectQueryClient, sections } from '@switchyard/client/tanstack';
+    import type { Switchyard } from '@switchyard/client';
+    export const wire = (sy: Switchyard, qc: { invalidateQueries(f: { queryKey: readonly unknown[] }): unknown; setQueryData(k: readonly unknown[], d: unknown): unknown }) =>
+      connectQueryClient(sy, qc, {
+        invalidate: { 'shopify:order-created': [['orders']], 'dashboard:refresh-required': sections() },
+        set: { 'xero:sync-completed': (e) => [['working-capital'], e.data.workingCapital?.amount] },
+      });
   `);
   assert.equal(ok.status, 0, ok.stdout + ok.stderr);
   const field = check('field.ts', `
