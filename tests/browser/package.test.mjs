@@ -3,14 +3,12 @@
 // run against the real server. The tarball's client.js is byte for byte what the server serves.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { dataDir, publish, start, stop, token } from './server.mjs';
+import { PACKAGE, installedApp, typecheck } from './app.mjs';
 
-const PACKAGE = new URL('../../packages/client/', import.meta.url).pathname;
-const TSC = new URL('./node_modules/typescript/bin/tsc', import.meta.url).pathname;
 const EVENTSOURCE = new URL('./node_modules/eventsource/dist/index.js', import.meta.url).href;
 const servers = [];
 const dirs = [];
@@ -19,20 +17,8 @@ after(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-/** `npm pack`, then a fresh app with the tarball installed (no network: it has no dependencies). */
-function installedApp() {
-  const work = mkdtempSync(join(tmpdir(), 'switchyard-package-'));
-  dirs.push(work);
-  const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: PACKAGE }).toString());
-  const app = join(work, 'app');
-  mkdirSync(app);
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'an-app', private: true, type: 'module' }));
-  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', join(work, packed[0].filename)], { cwd: app });
-  return { app, files: packed[0].files.map((f) => f.path).sort() };
-}
-
 test('the packed package installs into a fresh app and works there by its name', async () => {
-  const { app, files } = installedApp();
+  const { app, files } = installedApp(dirs);
   assert.deepEqual(files, ['CHANGELOG.md', 'README.md', 'client.d.ts', 'client.js', 'package.json', 'publisher.d.ts', 'publisher.js', 'react.d.ts', 'react.js', 'tanstack.d.ts', 'tanstack.js']);
   const installed = JSON.parse(readFileSync(join(app, 'node_modules/@switchyard/client/package.json'), 'utf8'));
   assert.deepEqual(installed.dependencies ?? {}, {}, 'no runtime dependencies');
@@ -71,12 +57,8 @@ test('the packed package installs into a fresh app and works there by its name',
 });
 
 test('the installed package type-checks a typed use by its name and refuses misspelt names and fields', () => {
-  const { app } = installedApp();
-  const check = (name, source) => {
-    writeFileSync(join(app, name), source);
-    return spawnSync(process.execPath, [TSC, '--noEmit', '--strict', '--target', 'es2022', '--module', 'es2022',
-      '--moduleResolution', 'bundler', '--lib', 'es2022,dom', join(app, name)], { encoding: 'utf8', cwd: app });
-  };
+  const { app } = installedApp(dirs);
+  const check = (name, source) => typecheck(app, name, source);
   const ok = check('ok.ts', `
     import { Switchyard } from '@switchyard/client';
     const sy = new Switchyard({ channels: ['dashboard'] });
@@ -100,7 +82,7 @@ test('the installed package type-checks a typed use by its name and refuses miss
 });
 
 test('the publisher from the package: typed events, a lost answer stored once, 503 retried, a refusal named', async () => {
-  const { app } = installedApp();
+  const { app } = installedApp(dirs);
   const dir = dataDir();
   const server = await start(dir);
   servers.push(server);
@@ -148,11 +130,7 @@ test('the publisher from the package: typed events, a lost answer stored once, 5
   assert.equal(page.events.find((e) => e.type === 'alert:info')?.id, out.lost.id, 'the duplicate answer names the stored id');
 
   // The publisher's types come from the catalog: a misspelt payload field does not compile.
-  const check = (name, source) => {
-    writeFileSync(join(app, name), source);
-    return spawnSync(process.execPath, [TSC, '--noEmit', '--strict', '--target', 'es2022', '--module', 'es2022',
-      '--moduleResolution', 'bundler', '--lib', 'es2022,dom', join(app, name)], { encoding: 'utf8', cwd: app });
-  };
+  const check = (name, source) => typecheck(app, name, source);
   const ok = check('pub-ok.ts', `
     import { Publisher } from '@switchyard/client/publisher';
     const p = new Publisher({ url: 'http://127.0.0.1:1', token: 't' });

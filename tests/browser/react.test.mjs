@@ -5,16 +5,15 @@
 // unmounting closes the connection.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
 import { launch } from './browser.mjs';
-import { dataDir, start, stop, token, until } from './server.mjs';
+import { dataDir, publishEvents, start, stop, token, until } from './server.mjs';
+import { PACKAGE, installedApp, typecheck } from './app.mjs';
 
-const PACKAGE = new URL('../../packages/client/', import.meta.url).pathname;
 const MODULES = new URL('./node_modules/', import.meta.url).pathname;
 let server;
 let browser;
@@ -76,14 +75,7 @@ window.unmount = () => root.unmount();
 
 /** The packed package installed into a fresh app, and the app bundled as a user's would be. */
 async function bundle() {
-  const work = mkdtempSync(join(tmpdir(), 'switchyard-react-'));
-  dirs.push(work);
-  const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: PACKAGE }).toString());
-  const app = join(work, 'app');
-  mkdirSync(app);
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'a-react-app', private: true, type: 'module' }));
-  // React is an optional peer: the install needs no network; the bundle takes React from here.
-  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', join(work, packed[0].filename)], { cwd: app });
+  const { app } = installedApp(dirs);
   writeFileSync(join(app, 'main.js'), APP);
   const out = await build({
     entryPoints: [join(app, 'main.js')],
@@ -98,15 +90,6 @@ async function bundle() {
   return { app, script: out.outputFiles[0].text };
 }
 
-async function publish(tok, events) {
-  const r = await fetch(`${server.http}/api/events`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' },
-    body: JSON.stringify(events),
-  });
-  assert.equal(r.status, 201, await r.text());
-}
-
 const health = (i, status) => ({ type: 'system:health-check', key: `c${i}`, data: { component: `c${i}`, status } });
 
 test('react: 20 snapshot hooks, events, a job and the badge on one connection under StrictMode; a restart loses nothing', async () => {
@@ -114,7 +97,7 @@ test('react: 20 snapshot hooks, events, a job and the badge on one connection un
   const dir = dataDir();
   server = await start(dir);
   const pub = token(dir, 'acme', 'publish');
-  await publish(pub, Array.from({ length: 20 }, (_, i) => health(i, 'ok')));
+  await publishEvents(server, pub, Array.from({ length: 20 }, (_, i) => health(i, 'ok')));
 
   browser = await launch();
   const page = await browser.newPage();
@@ -135,7 +118,7 @@ test('react: 20 snapshot hooks, events, a job and the badge on one connection un
   assert.deepEqual(await page.evaluate(() => [window.opened, window.live]), [1, 1], 'one connection for 23 hooks');
 
   // Live: events in order, a snapshot update, a job to its end.
-  await publish(pub, [
+  await publishEvents(server, pub, [
     { type: 'alert:info', data: { title: 'a0' } },
     { type: 'alert:info', data: { title: 'a1' } },
     health(3, 'degraded'),
@@ -150,7 +133,7 @@ test('react: 20 snapshot hooks, events, a job and the badge on one connection un
   await stop(server);
   await until('the badge says reconnecting', async () => (await page.getAttribute('#badge', 'data-status')) === 'reconnecting');
   server = await start(dir, server.addr);
-  await publish(pub, [
+  await publishEvents(server, pub, [
     { type: 'alert:info', data: { title: 'a2' } },
     { type: 'import:job-completed', key: 'j1', data: { jobId: 'j1', processedItems: '10' } },
   ]);
@@ -177,11 +160,7 @@ test('react and tanstack: the hooks and the query rules are typed by the catalog
   const { app } = await bundle();
   // The app's React types (a React app has them; the package does not install them).
   symlinkSync(join(MODULES, '@types'), join(app, 'node_modules/@types'));
-  const check = (name, source) => {
-    writeFileSync(join(app, name), source);
-    return spawnSync(process.execPath, [join(MODULES, 'typescript/bin/tsc'), '--noEmit', '--strict', '--target', 'es2022',
-      '--module', 'es2022', '--moduleResolution', 'bundler', '--lib', 'es2022,dom', join(app, name)], { encoding: 'utf8', cwd: app });
-  };
+  const check = (name, source) => typecheck(app, name, source);
   const ok = check('ok.ts', `
     import { useSnapshot, useEvents, useJob, useConnection } from '@switchyard/client/react';
     export function Panel() {

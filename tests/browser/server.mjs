@@ -40,16 +40,20 @@ export function token(dir, tenant, role) {
   return execFileSync(BIN, ['token', '--tenant', tenant, '--role', role, '--data-dir', dir]).toString().trim();
 }
 
-/** Publishes alerts titled `${prefix}${i}` as one batch; returns their ids. */
-export async function publish(server, tok, prefix, n) {
-  const body = Array.from({ length: n }, (_, i) => ({ type: 'alert:info', data: { title: `${prefix}${i}` } }));
+/** Publishes `events` as one batch; returns their ids. */
+export async function publishEvents(server, tok, events) {
   const r = await fetch(`${server.http}/api/events`, {
     method: 'POST',
     headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
+    body: JSON.stringify(events),
   });
   if (r.status !== 201) throw new Error(`publish: ${r.status} ${await r.text()}`);
   return (await r.json()).ids;
+}
+
+/** Publishes alerts titled `${prefix}${i}` as one batch; returns their ids. */
+export function publish(server, tok, prefix, n) {
+  return publishEvents(server, tok, Array.from({ length: n }, (_, i) => ({ type: 'alert:info', data: { title: `${prefix}${i}` } })));
 }
 
 /** Polls `check` until it returns truthy, or throws after `ms`. */

@@ -8,7 +8,7 @@ import { EventSource } from 'eventsource';
 import { QueryClient, QueryObserver } from '@tanstack/query-core';
 import { Switchyard } from '../../bridge/assets/client.js';
 import { connectQueryClient, sections } from '../../packages/client/tanstack.js';
-import { dataDir, start, stop, token, until } from './server.mjs';
+import { dataDir, publishEvents, start, stop, token, until } from './server.mjs';
 
 let server;
 const cleanups = [];
@@ -17,15 +17,6 @@ after(async () => {
   for (const fn of cleanups.reverse()) fn();
   if (server) await stop(server);
 });
-
-async function publish(tok, events) {
-  const r = await fetch(`${server.http}/api/events`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' },
-    body: JSON.stringify(events),
-  });
-  assert.equal(r.status, 201, await r.text());
-}
 
 test('tanstack: 50 events are one refetch per key; sections refetch only what they name; snapshots fill the cache', async () => {
   const dir = dataDir();
@@ -69,7 +60,7 @@ test('tanstack: 50 events are one refetch per key; sections refetch only what th
   const orders = Array.from({ length: 50 }, (_, i) => ({
     type: 'shopify:order-created', key: `o${i}`, data: { orderId: `o${i}`, total: { amount: '10.00', currency: 'GBP' } },
   }));
-  await publish(pub, orders);
+  await publishEvents(server, pub, orders);
   await until('all 50 events delivered', () => seen === 50);
   await until('the refetches settled', () => !queryClient.isFetching());
   await new Promise((r) => setTimeout(r, 120)); // past the window: nothing more is coming
@@ -77,11 +68,11 @@ test('tanstack: 50 events are one refetch per key; sections refetch only what th
   assert.equal(fetches.get('["dashboard","orders"]'), 2, 'and one of orders');
   assert.equal(fetches.get('["dashboard","stock"]'), 1, 'stock untouched');
 
-  await publish(pub, [{ type: 'dashboard:refresh-required', key: 'all', data: { sections: ['stock'], reason: 'test' } }]);
+  await publishEvents(server, pub, [{ type: 'dashboard:refresh-required', key: 'all', data: { sections: ['stock'], reason: 'test' } }]);
   await until('stock refetched', () => fetches.get('["dashboard","stock"]') === 2);
   assert.equal(fetches.get('["dashboard","finance"]'), 1, 'a section not named is not refetched');
 
-  await publish(pub, [{ type: 'xero:sync-completed', key: 'xero', data: { workingCapital: { amount: '1234.50', currency: 'GBP' } } }]);
+  await publishEvents(server, pub, [{ type: 'xero:sync-completed', key: 'xero', data: { workingCapital: { amount: '1234.50', currency: 'GBP' } } }]);
   await until('the snapshot in the cache', () => queryClient.getQueryData(['working-capital'])?.amount === '1234.50');
   assert.equal(fetches.get('["working-capital"]'), 1, 'written, not refetched');
 });
