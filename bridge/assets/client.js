@@ -385,7 +385,7 @@ export class Switchyard {
       const view = await r.json();
       asOf ??= view.asOf;
       for (const item of view.events ?? []) {
-        this.dispatch(item.type, item.event, { id: String(item.id), type: item.type, data: item.event });
+        this.dispatch(item.type, item.event, { id: String(item.id), type: item.type, data: item.event, state: true });
       }
       count += view.events?.length ?? 0;
       cursor = view.next ?? null;

@@ -37,6 +37,9 @@ export interface RawEvent {
   id: string | null;
   type: string;
   data: unknown;
+  /** Set when the event came from `/api/state` (`refreshState`, a polling client's state part):
+   * it is the current state of its key. A stream's state part says so by its `N~W` ids. */
+  state?: boolean;
 }
 
 /** `stream:state`: the state part is complete; figures are current as of `asOf`. */

@@ -41,7 +41,8 @@ export class Hub {
   constructor(client) {
     this.client = client;
     this.snapshots = new Map();
-    // Types known to be state: they came in a state part (ids `N~W`), or a hook asked for one.
+    // Types known to be state: they came in a state part (ids `N~W`, or `raw.state` from
+    // /api/state when polling), or a hook asked for one.
     this.stateTypes = new Set();
     this.jobs = new Map();
     this.listeners = new Set();
@@ -58,7 +59,7 @@ export class Hub {
   receive(event, raw) {
     const key = event.key;
     if (key === undefined || key === '') return;
-    if (raw?.id?.includes('~')) this.stateTypes.add(event.type);
+    if (raw?.state || raw?.id?.includes('~')) this.stateTypes.add(event.type);
     let changed = false;
     if (this.stateTypes.has(event.type)) {
       this.snapshots.set(slot(event.type, key), event);

@@ -269,10 +269,14 @@ test('without EventSource it reads /api/state, polls /api/events after asOf, and
   };
   const { sy, clock } = client({ EventSource: null, fetch, pollIntervalMs: 2000 });
   const got = [];
+  const fromState = [];
   sy.on('alert:info', (e) => got.push(e.data.title));
   sy.on('shopify:sync-completed', (e) => got.push(`${e.key}=${e.data.totalOrders}`));
+  sy.on('*', (e, raw) => fromState.push(`${e.type}:${raw.state === true}`));
   sy.start();
   for (let i = 0; i < 4; i++) await flush();
+  // The state part says it is state (the React hub keeps those); a polled fact does not.
+  assert.deepEqual(fromState, ['shopify:sync-completed:true', 'alert:info:false']);
   assert.equal(sy.transport, 'polling');
   assert.equal(sy.state, 'connected');
   assert.equal(asked[0].pathname, '/api/state');
