@@ -12,7 +12,7 @@ import { Switchyard } from './client.js';
 
 const Context = createContext(null);
 
-/** Jobs the hub remembers when no hook names them (a job's life is short; its id is new). */
+/** Jobs the hub remembers, the most recently heard of (a job's life is short; its id is new). */
 const MAX_JOBS = 1000;
 
 /** The phase each job event type reports, by the catalog's families. */
@@ -32,6 +32,12 @@ const JOB_PHASES = new Map([
 
 function jobPhase(type) {
   return JOB_PHASES.get(type) ?? JOB_PHASES.get(type.slice(type.indexOf(':') + 1));
+}
+
+/** The progress snapshot a job event's family keeps (`import:job-completed` → `import:job-progress`). */
+function progressType(type) {
+  const family = type.slice(0, type.indexOf(':'));
+  return family === 'forecast' || family === 'workflow' ? `${family}:progress` : `${family}:job-progress`;
 }
 
 const slot = (type, key) => `${type}\u0000${key}`;
@@ -68,8 +74,11 @@ export class Hub {
     const phase = jobPhase(event.type);
     if (phase) {
       const previous = this.jobs.get(key);
+      const status = jobStatus(previous, event, phase);
+      // As in the server's state view, a job that ended has no progress snapshot any more.
+      if (status.done) this.snapshots.delete(slot(progressType(event.type), key));
       this.jobs.delete(key);
-      this.jobs.set(key, jobStatus(previous, event, phase));
+      this.jobs.set(key, status);
       if (this.jobs.size > MAX_JOBS) this.jobs.delete(this.jobs.keys().next().value);
       changed = true;
     }
@@ -186,5 +195,5 @@ const LABELS = {
 /** An unstyled badge: `<span data-status="…">Live</span>`; style it by `data-status`. */
 export function ConnectionStatus({ labels, ...props }) {
   const { status } = useConnection();
-  return createElement('span', { role: 'status', 'data-status': status, ...props }, (labels ?? LABELS)[status] ?? status);
+  return createElement('span', { role: 'status', 'data-status': status, ...props }, { ...LABELS, ...labels }[status] ?? status);
 }

@@ -49,7 +49,9 @@ function Alerts() {
 }
 function Job() {
   const j = useJob('j1');
-  return h('p', { id: 'job' }, j ? j.phase + ' ' + j.percent + (j.done ? ' done' : '') : 'none');
+  const progress = useSnapshot('import:job-progress', 'j1');
+  return h('p', { id: 'job', 'data-progress': progress ? progress.data.percent : 'none' },
+    j ? j.phase + ' ' + j.percent + (j.done ? ' done' : '') : 'none');
 }
 function App() {
   return h('div', null,
@@ -127,6 +129,7 @@ test('react: 20 snapshot hooks, events, a job and the badge on one connection un
   await until('live events shown', async () => (await page.textContent('#alerts')) === 'a0a1');
   await until('the snapshot updated', async () => (await page.textContent('[data-health="3"]')) === 'c3=degraded');
   await until('the job running', async () => (await page.textContent('#job')) === 'running 40');
+  assert.equal(await page.getAttribute('#job', 'data-progress'), '40', 'its progress snapshot');
 
   // A restart on the same address: reconnecting, then connected, and nothing published while
   // the page was away is lost.
@@ -140,6 +143,7 @@ test('react: 20 snapshot hooks, events, a job and the badge on one connection un
   await until('the badge says live again', async () => (await page.getAttribute('#badge', 'data-status')) === 'connected');
   await until('the alert after the restart', async () => (await page.textContent('#alerts')) === 'a0a1a2');
   await until('the job done', async () => (await page.textContent('#job')) === 'completed 100 done');
+  assert.equal(await page.getAttribute('#job', 'data-progress'), 'none', 'an ended job has no progress snapshot, as on the server');
   assert.equal(await page.textContent('[data-health="3"]'), 'c3=degraded', 'state kept across the reconnect');
 
   // Unmounting the provider closes its connection.
