@@ -541,6 +541,70 @@ async fn the_grpc_outbound_service_manages_endpoints_for_admins_of_the_tenant_on
     server.stop().await;
 }
 
+/// `POST /api/outbound/endpoints/{id}/<action>` with a JSON body: the status and the answer.
+async fn act(server: &Server, token: &str, id: &str, action: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}/api/outbound/endpoints/{id}/{action}", server.http_url);
+    let r = http().post(url).bearer_auth(token).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test]
+async fn replay_by_id_range_and_by_time_range_and_resend_deliver_again_under_the_same_webhook_ids() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), "ok");
+    let admin = server.token("acme", Role::Admin, &[]);
+    let created = endpoint_for(&receiver, &server.http_url, &admin).await;
+    let id = created["endpoint"]["id"].as_str().unwrap();
+    let first = publish(&server, (0..3).map(|i| events::alert(&format!("a{i}"))).collect()).await;
+    // The first batch was stamped at or before now; the range starts a millisecond later.
+    let since = now_ms() + 1;
+    while now_ms() < since {
+        tokio::task::yield_now().await;
+    }
+    let second = publish(&server, (3..5).map(|i| events::alert(&format!("a{i}"))).collect()).await;
+    let until = now_ms() + 1;
+    let counts = |want: usize| {
+        let receiver = &receiver;
+        async move { Some(receiver.accepted()).filter(|got| got.values().sum::<usize>() >= want) }
+    };
+    let once = wait_for("each event once", || counts(5)).await;
+    assert!(once.values().all(|n| *n == 1), "{once:?}");
+
+    // Ids after first[0] up to and including first[2]: two events again.
+    let (status, owed) = act(&server, &admin, id, "replay", json!({ "afterId": first[0], "toId": first[2] })).await;
+    assert_eq!((status, owed["owed"].as_u64()), (200, Some(2)), "{owed}");
+    wait_for("the id range again", || counts(7)).await;
+    // Published at or after `since` and before `until`: the second batch.
+    let (status, owed) = act(&server, &admin, id, "replay", json!({ "sinceMs": since, "untilMs": until })).await;
+    assert_eq!((status, owed["owed"].as_u64()), (200, Some(2)), "{owed}");
+    wait_for("the time range again", || counts(9)).await;
+    let (status, owed) = act(&server, &admin, id, "resend", json!({ "eventId": first[0].to_string() })).await;
+    assert_eq!((status, owed["owed"].as_u64()), (200, Some(1)), "{owed}");
+    let got = wait_for("the resent event", || counts(10)).await;
+    let twice: BTreeMap<u64, usize> = first.iter().chain(&second).map(|i| (*i, 2)).collect();
+    assert_eq!(got, twice, "every event twice by webhook-id: once live, once replayed or resent");
+
+    // Mistakes are named, and owe nothing.
+    let (status, body) = act(&server, &admin, id, "replay", json!({})).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("afterId")), "{body}");
+    let (status, body) = act(&server, &admin, id, "resend", json!({ "eventId": "999999" })).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("eventId")), "{body}");
+    let (status, body) = act(&server, &admin, id, "resend", json!({ "eventId": "x" })).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("eventId")), "{body}");
+    let theirs = server.token("globex", Role::Admin, &[]);
+    let (status, _) = act(&server, &theirs, id, "resend", json!({ "eventId": first[0].to_string() })).await;
+    assert_eq!(status, 404, "another tenant's admin cannot target the endpoint");
+    publish(&server, vec![events::alert("marker")]).await;
+    let last = wait_for("the marker", || counts(11)).await;
+    assert_eq!(last.values().sum::<usize>(), 11, "nothing more was owed: {last:?}");
+    server.stop().await;
+}
+
 /// A Slack-shaped receiver: the JSON bodies it was sent.
 async fn slack_receiver() -> (String, Messages, tokio::task::JoinHandle<()>) {
     use std::sync::{Arc, Mutex};
