@@ -177,10 +177,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let events = arg("BENCH_OUTBOUND_EVENTS", 40_000);
     let each = arg("BENCH_OUTBOUND_EACH", 2_000);
-    // `BENCH_ONLY=many` runs only 100 endpoints live (for profiling).
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("many") {
-        let (many, twice) = throughput(100, each, true).await;
-        println!("100 endpoints, live: {} deliveries, {many:.0}/s in all ({twice} sent twice)", 100 * each);
+    // `BENCH_ONLY=many` runs only 100 endpoints live (for profiling), `many_replay` replaying.
+    if let Ok(only @ ("many" | "many_replay")) = std::env::var("BENCH_ONLY").as_deref() {
+        let live = only == "many";
+        let (many, twice) = throughput(100, each, live).await;
+        let how = if live { "live" } else { "replaying history" };
+        println!("100 endpoints, {how}: {} deliveries, {many:.0}/s in all ({twice} sent twice)", 100 * each);
         return;
     }
     for live in [true, false] {
