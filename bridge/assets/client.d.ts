@@ -87,6 +87,17 @@ export interface Options {
   setTimeout?: typeof setTimeout;
   clearTimeout?: typeof clearTimeout;
   random?: () => number;
+  /** The clock for `retryAt` (default `Date.now`). */
+  now?: () => number;
+}
+
+/** A failed connection's next attempt, as `onRetry` reports it. */
+export interface RetryInfo {
+  /** 1 for the first retry after a failure. */
+  attempt: number;
+  delayMs: number;
+  /** When it starts, ms since the epoch. */
+  at: number;
 }
 
 export declare class Switchyard {
@@ -94,6 +105,8 @@ export declare class Switchyard {
   readonly state: State;
   readonly transport: 'sse' | 'polling' | null;
   readonly lastEventId: string | null;
+  /** While waiting out a backoff: when the next attempt starts (ms since the epoch); else null. */
+  readonly retryAt: number | null;
   /** Calls `handler` for each event of a catalog type, typed by its payload. */
   on<K extends keyof EventMap>(type: K, handler: (event: SwitchyardEvent<EventMap[K], K>, raw: RawEvent) => void): () => void;
   /** Custom event types (their `data` is the parsed `custom.json`), or `'*'` for every catalog
@@ -108,6 +121,8 @@ export declare class Switchyard {
   /** The server said history was incomplete; the state of what changed follows by itself. */
   onGap(handler: (info: unknown) => void): () => void;
   onError(handler: (error: Error) => void): () => void;
+  /** A failed connection's next attempt is scheduled: for a countdown ("retrying in 4 s"). */
+  onRetry(handler: (info: RetryInfo) => void): () => void;
   start(): this;
   stop(): this;
 }

@@ -103,6 +103,7 @@ export class Switchyard {
       setTimeout: options.setTimeout ?? g.setTimeout.bind(g),
       clearTimeout: options.clearTimeout ?? g.clearTimeout.bind(g),
       random: options.random ?? Math.random,
+      now: options.now ?? Date.now,
     };
     this.channels = [...this.options.channels];
     this.storageKey = this.options.storageKey ?? `switchyard:lastEventId:${this.channels.join(',')}`;
@@ -115,11 +116,14 @@ export class Switchyard {
     this.needState = this.options.start === 'state';
     this.attempt = 0;
     this.failures = 0;
+    // When the next attempt is due (ms since the epoch) while waiting out a backoff, else null.
+    this.retryAt = null;
     this.handlers = new Map();
     this.stateHandlers = new Set();
     this.gapHandlers = new Set();
     this.stateEndHandlers = new Set();
     this.errorHandlers = new Set();
+    this.retryHandlers = new Set();
     this.source = null;
     this.timer = null;
     this.watchdog = null;
@@ -151,6 +155,13 @@ export class Switchyard {
   onGap(fn) {
     this.gapHandlers.add(fn);
     return () => this.gapHandlers.delete(fn);
+  }
+
+  /** `fn({ attempt, delayMs, at })` when a failed connection's next attempt is scheduled
+   * (`at`, ms since the epoch, is also `retryAt` until it starts): for a countdown. */
+  onRetry(fn) {
+    this.retryHandlers.add(fn);
+    return () => this.retryHandlers.delete(fn);
   }
 
   /** `fn(error)` for connection errors (informational; the client retries by itself). */
@@ -194,6 +205,7 @@ export class Switchyard {
     this.env.clearTimeout(this.watchdog);
     this.timer = null;
     this.watchdog = null;
+    this.retryAt = null;
   }
 
   async token() {
@@ -229,7 +241,9 @@ export class Switchyard {
       random: this.env.random,
     });
     this.attempt++;
+    this.retryAt = this.env.now() + delay;
     this.setState('reconnecting');
+    for (const fn of this.retryHandlers) fn({ attempt: this.attempt, delayMs: delay, at: this.retryAt });
     this.timer = this.env.setTimeout(() => this.connect(), delay);
   }
 

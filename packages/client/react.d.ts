@@ -49,11 +49,16 @@ export interface Connection {
   state: State;
   transport: 'sse' | 'polling' | null;
   status: ConnectionBadge;
+  /** While a failed connection's backoff is waited out: when the next attempt starts (ms since
+   * the epoch) and how long until then (counts down); null otherwise. */
+  retryAt: number | null;
+  retryInMs: number | null;
 }
 export declare function useConnection(): Connection;
 
 export interface ConnectionStatusProps extends HTMLAttributes<HTMLSpanElement> {
-  labels?: Partial<Record<ConnectionBadge, string>>;
+  /** Text per status; `retrying` is shown during a backoff, `{s}` replaced by the seconds left. */
+  labels?: Partial<Record<ConnectionBadge | 'retrying', string>>;
 }
 /** An unstyled `<span role="status" data-status="…">`. */
 export declare function ConnectionStatus(props: ConnectionStatusProps): ReactElement;

@@ -54,12 +54,19 @@ export class Hub {
     this.listeners = new Set();
     this.users = 0;
     this.stopTimer = null;
-    this.connection = { state: client.state, transport: client.transport };
+    this.connection = this.readConnection();
     client.on('*', (event, raw) => this.receive(event, raw));
-    client.onState((state) => {
-      this.connection = { state, transport: client.transport };
+    const changed = () => {
+      this.connection = this.readConnection();
       this.notify();
-    });
+    };
+    client.onState(changed);
+    client.onRetry(changed);
+  }
+
+  readConnection() {
+    const c = this.client;
+    return { state: c.state, transport: c.transport, retryAt: c.retryAt ?? null };
   }
 
   receive(event, raw) {
@@ -175,25 +182,44 @@ export function useJob(id) {
 }
 
 /** The connection: state (connecting, connected, reconnecting, failed, disconnected), the
- * transport, and `status`, one word for a badge (`fallback-polling` when polling). */
+ * transport, `status`, one word for a badge (`fallback-polling` when polling), and while a
+ * backoff is waited out `retryAt` and `retryInMs`, which counts down (re-rendered 4× a second). */
 export function useConnection() {
   const hub = useSwitchyard();
   const c = useSyncExternalStore(hub.subscribe, () => hub.connection);
+  const now = hub.client.env.now;
+  const [, tick] = useState(0);
+  useEffect(() => {
+    if (c.retryAt == null) return;
+    const timer = setInterval(() => {
+      tick((n) => n + 1);
+      if (now() >= c.retryAt) clearInterval(timer);
+    }, 250);
+    return () => clearInterval(timer);
+  }, [c.retryAt, now]);
   const status = c.state === 'connected' && c.transport === 'polling' ? 'fallback-polling' : c.state;
-  return { ...c, status };
+  const retryInMs = c.retryAt == null ? null : Math.max(0, c.retryAt - now());
+  return { ...c, status, retryInMs };
 }
 
 const LABELS = {
   connecting: 'Connecting…',
   connected: 'Live',
   reconnecting: 'Reconnecting…',
+  // While a backoff is waited out; `{s}` is the seconds left.
+  retrying: 'Reconnecting in {s} s…',
   'fallback-polling': 'Live (polling)',
   failed: 'Disconnected',
   disconnected: 'Offline',
 };
 
-/** An unstyled badge: `<span data-status="…">Live</span>`; style it by `data-status`. */
+/** An unstyled badge: `<span data-status="…">Live</span>`; style it by `data-status`. While a
+ * backoff is waited out it counts down ("Reconnecting in 3 s…", `data-retry-in="3"`). */
 export function ConnectionStatus({ labels, ...props }) {
-  const { status } = useConnection();
-  return createElement('span', { role: 'status', 'data-status': status, ...props }, { ...LABELS, ...labels }[status] ?? status);
+  const { status, retryInMs } = useConnection();
+  const all = { ...LABELS, ...labels };
+  const seconds = retryInMs > 0 ? Math.ceil(retryInMs / 1000) : null;
+  const text = seconds === null ? (all[status] ?? status) : all.retrying.replace('{s}', seconds);
+  const attrs = { role: 'status', 'data-status': status, 'data-retry-in': seconds ?? undefined, ...props };
+  return createElement('span', attrs, text);
 }
