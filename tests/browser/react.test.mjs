@@ -6,15 +6,14 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
+import { readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { build } from 'esbuild';
 import { launch } from './browser.mjs';
 import { dataDir, publishEvents, start, stop, token, until } from './server.mjs';
-import { PACKAGE, installedApp, typecheck } from './app.mjs';
+import { PACKAGE, typecheck } from './app.mjs';
+import { MODULES, bundle, health } from './react_app.mjs';
 
-const MODULES = new URL('./node_modules/', import.meta.url).pathname;
 let server;
 let browser;
 const dirs = [];
@@ -24,78 +23,9 @@ after(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const APP = `
-import { StrictMode, createElement as h, useState } from 'react';
-import { createRoot } from 'react-dom/client';
-import { SwitchyardProvider, useSnapshot, useEvents, useJob, ConnectionStatus } from '@switchyard/client/react';
-
-// Count the page's connections: opened ever, and open now.
-const Native = window.EventSource;
-window.opened = 0;
-window.live = 0;
-window.EventSource = class extends Native {
-  constructor(...args) { super(...args); window.opened++; window.live++; this.counted = true; }
-  close() { if (this.counted) { this.counted = false; window.live--; } super.close(); }
-};
-
-function Health({ i }) {
-  const e = useSnapshot('system:health-check', 'c' + i);
-  return h('li', { 'data-health': i }, e ? e.data.component + '=' + e.data.status : '…');
-}
-function Alerts() {
-  const [titles, setTitles] = useState([]);
-  useEvents('alert:info', (e) => setTitles((t) => [...t, e.data.title]));
-  return h('ol', { id: 'alerts' }, titles.map((t, i) => h('li', { key: i }, t)));
-}
-function Job() {
-  const j = useJob('j1');
-  const progress = useSnapshot('import:job-progress', 'j1');
-  return h('p', { id: 'job', 'data-progress': progress ? progress.data.percent : 'none' },
-    j ? j.phase + ' ' + j.percent + (j.done ? ' done' : '') : 'none');
-}
-function App() {
-  return h('div', null,
-    h(ConnectionStatus, { id: 'badge' }),
-    h('ul', null, Array.from({ length: 20 }, (_, i) => h(Health, { key: i, i }))),
-    h(Alerts), h(Job));
-}
-const root = createRoot(document.getElementById('root'));
-const params = new URLSearchParams(location.search);
-root.render(h(StrictMode, null, h(SwitchyardProvider, {
-  options: { token: params.get('token'), channels: [], maxDelayMs: 500, initialDelayMs: 100 },
-}, h(App))));
-// When every snapshot is on screen: ms since navigation began.
-new MutationObserver((_, obs) => {
-  if (document.querySelectorAll('[data-health]').length === 20 &&
-      [...document.querySelectorAll('[data-health]')].every((li) => li.textContent !== '…')) {
-    window.stateShownAt = performance.now();
-    obs.disconnect();
-  }
-}).observe(document.body, { subtree: true, childList: true, characterData: true });
-window.unmount = () => root.unmount();
-`;
-
-/** The packed package installed into a fresh app, and the app bundled as a user's would be. */
-async function bundle() {
-  const { app } = installedApp(dirs);
-  writeFileSync(join(app, 'main.js'), APP);
-  const out = await build({
-    entryPoints: [join(app, 'main.js')],
-    bundle: true,
-    write: false,
-    format: 'esm',
-    minify: true,
-    nodePaths: [MODULES],
-    define: { 'process.env.NODE_ENV': '"development"' },
-    logLevel: 'silent',
-  });
-  return { app, script: out.outputFiles[0].text };
-}
-
-const health = (i, status) => ({ type: 'system:health-check', key: `c${i}`, data: { component: `c${i}`, status } });
 
 test('react: 20 snapshot hooks, events, a job and the badge on one connection under StrictMode; a restart loses nothing', async () => {
-  const { script } = await bundle();
+  const { script } = await bundle(dirs);
   const dir = dataDir();
   server = await start(dir);
   const pub = token(dir, 'acme', 'publish');
@@ -161,7 +91,7 @@ test('react: the bindings are small', () => {
 });
 
 test('react and tanstack: the hooks and the query rules are typed by the catalog', async () => {
-  const { app } = await bundle();
+  const { app } = await bundle(dirs);
   // The app's React types (a React app has them; the package does not install them).
   symlinkSync(join(MODULES, '@types'), join(app, 'node_modules/@types'));
   const check = (name, source) => typecheck(app, name, source);
