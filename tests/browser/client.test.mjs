@@ -154,6 +154,26 @@ test('gives up after maxRetries consecutive failures; delays grow until then', a
   assert.deepEqual(clock.pending(), [], 'nothing scheduled after giving up');
 });
 
+test('retryAt and onRetry say when the next attempt starts, and clear when it does', async () => {
+  const { sy, clock, made } = client({ fallbackAfter: 99 });
+  sy.env.now = () => clock.now;
+  const retries = [];
+  sy.onRetry((r) => retries.push({ ...r, retryAt: sy.retryAt, state: sy.state }));
+  sy.start();
+  await flush();
+  assert.equal(sy.retryAt, null, 'no retry while connecting');
+  made.at(-1).fail();
+  assert.deepEqual(retries, [{ attempt: 1, delayMs: 500, at: 500, retryAt: 500, state: 'reconnecting' }]);
+  await clock.advance(499);
+  assert.equal(sy.retryAt, 500, 'still waiting');
+  await clock.advance(1);
+  assert.equal(sy.retryAt, null, 'the attempt started');
+  made.at(-1).fail();
+  assert.deepEqual(retries.at(-1), { attempt: 2, delayMs: 1000, at: 1500, retryAt: 1500, state: 'reconnecting' });
+  sy.stop();
+  assert.equal(sy.retryAt, null, 'stopped: nothing due');
+});
+
 test('the watchdog reconnects a stream that went quiet; heartbeats keep it alive', async () => {
   const { sy, clock, made } = client();
   sy.start();
