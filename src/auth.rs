@@ -22,7 +22,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::names::{Channel, Tenant};
+use crate::names::{Channel, Tenant, TenantSel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
@@ -209,13 +209,27 @@ impl Principal {
 
     /// The tenant this principal acts for, given a requested one (empty = the token's).
     pub fn resolve_tenant(&self, requested: &str) -> Result<Option<Tenant>, AuthError> {
-        match (&self.tenant, requested) {
-            (TenantScope::One(t), "") => Ok(Some(t.clone())),
-            (TenantScope::One(t), r) if r == t.as_str() => Ok(Some(t.clone())),
-            (TenantScope::One(t), r) => Err(AuthError::Tenant { has: t.to_string(), wanted: r.to_owned() }),
-            (TenantScope::All, "*") => Ok(None),
-            (TenantScope::All, "") => Err(AuthError::Invalid("a system token must name the tenant".into())),
-            (TenantScope::All, r) => Tenant::new(r).map(Some).map_err(|e| AuthError::Invalid(e.to_string())),
+        match (&self.tenant, TenantSel::parse(requested)) {
+            (_, Ok(sel)) => self.select_tenant(&sel),
+            (TenantScope::One(t), Err(_)) => {
+                Err(AuthError::Tenant { has: t.to_string(), wanted: requested.to_owned() })
+            }
+            (TenantScope::All, Err(e)) => Err(AuthError::Invalid(e.to_string())),
+        }
+    }
+
+    /// The tenant this principal reads for a selection: `None` is every tenant.
+    pub fn select_tenant(&self, sel: &TenantSel) -> Result<Option<Tenant>, AuthError> {
+        match (&self.tenant, sel) {
+            (TenantScope::One(t), TenantSel::Own) => Ok(Some(t.clone())),
+            (TenantScope::One(t), TenantSel::One(r)) if r == t => Ok(Some(t.clone())),
+            (TenantScope::One(t), TenantSel::One(r)) => {
+                Err(AuthError::Tenant { has: t.to_string(), wanted: r.to_string() })
+            }
+            (TenantScope::One(t), TenantSel::All) => Err(AuthError::Tenant { has: t.to_string(), wanted: "*".into() }),
+            (TenantScope::All, TenantSel::All) => Ok(None),
+            (TenantScope::All, TenantSel::Own) => Err(AuthError::Invalid("a system token must name the tenant".into())),
+            (TenantScope::All, TenantSel::One(r)) => Ok(Some(r.clone())),
         }
     }
 }

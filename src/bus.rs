@@ -20,7 +20,7 @@ use crate::{
     hub::Hub,
     log::{Appended, Log, LogError, Record, StateView, Stream},
     metrics::{Deliveries, Transport},
-    names::{Channel, Cursor, EventId, Tenant},
+    names::{Channel, Cursor, EventId, NameError, Tenant, TenantSel},
     proto::v1::Event,
     rate::{Limiter, Rate},
     subscription::{self, Allow, Filter, Item, Lag, Options, Start},
@@ -81,8 +81,8 @@ struct Inner {
 /// What a subscriber asks for.
 #[derive(Debug, Clone)]
 pub struct SubscribeSpec {
-    /// Requested tenant; empty means the token's. Only `*`-tenant admin tokens may name another, or `*`.
-    pub tenant: String,
+    /// The tenant to read: the token's own, or (system tokens only) another or every one.
+    pub tenant: TenantSel,
     /// Channel names; empty means every channel the token allows.
     pub channels: Vec<String>,
     pub start: Start,
@@ -93,6 +93,15 @@ pub struct SubscribeSpec {
     pub transport: Transport,
     /// End with `Item::Live` at the live seam (see `subscription::Options::handoff`).
     pub handoff: bool,
+}
+
+/// A request's `tenant` field, parsed at the edge: `""` is the token's own, `*` every tenant.
+pub fn tenant_sel(requested: &str) -> Result<TenantSel, SubscribeError> {
+    TenantSel::parse(requested).map_err(|e: NameError| SubscribeError::Invalid {
+        code: "invalid_tenant",
+        field: "tenant",
+        message: e.to_string(),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -332,9 +341,9 @@ impl Bus {
 
     /// Resolves what a subscriber or poller may read: tenant from the token, channels
     /// checked against the catalog and the token's globs.
-    fn resolve(&self, who: &Principal, tenant: &str, channels: &[String]) -> Result<Filter, SubscribeError> {
+    fn resolve(&self, who: &Principal, tenant: &TenantSel, channels: &[String]) -> Result<Filter, SubscribeError> {
         who.require(Role::Subscribe)?;
-        let tenant: Option<Tenant> = who.resolve_tenant(tenant).map_err(|e| match e {
+        let tenant: Option<Tenant> = who.select_tenant(tenant).map_err(|e| match e {
             AuthError::Invalid(m) => SubscribeError::Invalid { code: "invalid_tenant", field: "tenant", message: m },
             other => SubscribeError::Denied(other),
         })?;
@@ -407,7 +416,12 @@ impl Bus {
 
     /// The current state the token may see in `channels`: the latest event of every state
     /// slot, in id order, and the id it is consistent with.
-    pub async fn state(&self, who: &Principal, tenant: &str, channels: &[String]) -> Result<StateView, ReadError> {
+    pub async fn state(
+        &self,
+        who: &Principal,
+        tenant: &TenantSel,
+        channels: &[String],
+    ) -> Result<StateView, ReadError> {
         let filter = self.resolve(who, tenant, channels)?;
         let mut view = self.inner.log.state(filter.stream.clone(), EventId::ZERO).await?;
         view.records.retain(|r| filter.wants(r));
@@ -418,7 +432,7 @@ impl Bus {
     pub async fn state_page(
         &self,
         who: &Principal,
-        tenant: &str,
+        tenant: &TenantSel,
         channels: &[String],
         (after, as_of): (Option<String>, Option<EventId>),
         limit: usize,
@@ -436,7 +450,7 @@ impl Bus {
     pub async fn read(
         &self,
         who: &Principal,
-        tenant: &str,
+        tenant: &TenantSel,
         channels: &[String],
         from: Cursor,
         limit: usize,

@@ -1,4 +1,4 @@
-//! Validated names: [`Tenant`], [`Channel`], [`EventId`].
+//! Validated names: [`Tenant`] (and [`TenantSel`], the tenant a request reads), [`Channel`], [`EventId`].
 //!
 //! Everything that crosses a trust boundary (gRPC, HTTP, tokens, config) is
 //! parsed into these once; past that point code can rely on their shape. They
@@ -28,6 +28,27 @@ impl Tenant {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Which tenant a request reads: the token's own (none named), one by name, or every tenant
+/// (`*`, system tokens only). Parsed at the edge, so `""` and `"*"` mean something only there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TenantSel {
+    #[default]
+    Own,
+    One(Tenant),
+    All,
+}
+
+impl TenantSel {
+    /// What a request's `tenant` field names: empty is the token's own, `*` every tenant.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        match s {
+            "" => Ok(Self::Own),
+            "*" => Ok(Self::All),
+            t => Tenant::new(t).map(Self::One),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::{
     bus::{Bus, ReadError, SubscribeError, SubscribeSpec},
     error::{PublishError, PublishErrorKind},
     log::Appended,
-    names::{Cursor, EventId},
+    names::{Cursor, EventId, TenantSel},
     proto::{
         FILE_DESCRIPTOR_SET,
         v1::{
@@ -132,7 +132,7 @@ impl Service {
             r.from_id.map_or(Start::Live, |id| Start::After(Cursor::at(EventId(id))))
         };
         let spec = SubscribeSpec {
-            tenant: r.tenant,
+            tenant: tenant_of(&r.tenant)?,
             channels: r.channels,
             start,
             coalesce: r.coalesce.unwrap_or(false),
@@ -209,6 +209,11 @@ pub fn publish_status(e: &PublishError) -> Status {
         PublishError::Unavailable(_) => Status::unavailable(e.to_string()),
         PublishError::Throttled(_) | PublishError::Quota { .. } => Status::resource_exhausted(e.to_string()),
     }
+}
+
+/// A request's `tenant` field as a selection, or INVALID_ARGUMENT naming it.
+fn tenant_of(requested: &str) -> Result<TenantSel, Status> {
+    crate::bus::tenant_sel(requested).map_err(|e| subscribe_status(&e))
 }
 
 fn subscribe_status(e: &SubscribeError) -> Status {
@@ -354,7 +359,8 @@ impl EventBus for Service {
             n => n as usize,
         };
         let from = state_cursor(&r.cursor).map_err(|m| Status::invalid_argument(format!("cursor: {m}")))?;
-        let page = self.bus.state_page(&who, &r.tenant, &r.channels, from, limit).await.map_err(read_status)?;
+        let page =
+            self.bus.state_page(&who, &tenant_of(&r.tenant)?, &r.channels, from, limit).await.map_err(read_status)?;
         Ok(Response::new(StateResponse {
             events: page.records.iter().map(|r| r.event.clone()).collect(),
             as_of_id: page.as_of.get(),
@@ -376,8 +382,11 @@ impl EventBus for Service {
         } else {
             Cursor::at(EventId(r.after_id))
         };
-        let mut page =
-            self.bus.read(&who, &r.tenant, &r.channels, from, r.limit as usize).await.map_err(read_status)?;
+        let mut page = self
+            .bus
+            .read(&who, &tenant_of(&r.tenant)?, &r.channels, from, r.limit as usize)
+            .await
+            .map_err(read_status)?;
         // The time index may start a little early; what was published before `since` is not asked for.
         if let Some(ms) = since {
             page.events.retain(|r| r.published_ms() >= ms);
@@ -525,7 +534,11 @@ impl Session {
         slot: crate::limits::Slot,
     ) -> Self {
         let id = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tenant = if spec.tenant.is_empty() { who.tenant.to_string() } else { spec.tenant.clone() };
+        let tenant = match &spec.tenant {
+            TenantSel::Own => who.tenant.to_string(),
+            TenantSel::One(t) => t.to_string(),
+            TenantSel::All => "*".to_owned(),
+        };
         let channels = if spec.channels.is_empty() { "*".to_owned() } else { spec.channels.join(",") };
         tracing::info!(conn = id, %tenant, %channels, token = %who.token_id, start = ?spec.start, "gRPC subscription opened");
         Self {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard::{
     auth::Role,
-    bus::{MAX_BATCH, ReadError},
+    bus::{MAX_BATCH, ReadError, tenant_sel},
     error::PublishError,
     json::{event_from_json, event_to_json},
     log::Record,
@@ -93,8 +93,11 @@ pub async fn poll(
         return Err(ApiError::bad_request("invalid_limit", "limit", "limit must be between 1 and 1000"));
     }
     let channels = split_channels(q.channels.as_deref());
-    let mut page =
-        app.bus.read(&who, q.tenant.as_deref().unwrap_or(""), &channels, after, limit).await.map_err(read_error)?;
+    let mut page = app
+        .bus
+        .read(&who, &tenant_sel(q.tenant.as_deref().unwrap_or(""))?, &channels, after, limit)
+        .await
+        .map_err(read_error)?;
     // The time index may start a little early; what was published before `since` is not asked for.
     if let Some(ms) = since {
         page.events.retain(|r| r.published_ms() >= ms);

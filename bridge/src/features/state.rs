@@ -68,8 +68,8 @@ pub async fn state(
     let from = switchyard::grpc::state_cursor(q.cursor.as_deref().unwrap_or(""))
         .map_err(|m| ApiError::bad_request("invalid_cursor", "cursor", m))?;
     let channels = split_channels(q.channels.as_deref());
-    let tenant = q.tenant.as_deref().unwrap_or("");
-    let page = app.bus.state_page(&who, tenant, &channels, from, limit).await.map_err(read_error)?;
+    let tenant = switchyard::bus::tenant_sel(q.tenant.as_deref().unwrap_or(""))?;
+    let page = app.bus.state_page(&who, &tenant, &channels, from, limit).await.map_err(read_error)?;
     let mut body = String::with_capacity(64 + page.records.len() * 256);
     let _ = write!(body, "{{\"asOf\":\"{}\",", page.as_of);
     write_events(&mut body, &page.records);

@@ -20,7 +20,7 @@ use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use switchyard::{
-    bus::SubscribeSpec,
+    bus::{SubscribeError, SubscribeSpec, tenant_sel},
     names::{Channel, Cursor, EventId, parse_time_ms},
     subscription::{Item, Lag, Start},
 };
@@ -278,7 +278,7 @@ async fn subscribed(
     ),
     ApiError,
 > {
-    let mut items = Box::pin(app.bus.subscribe(who, spec(q, channels, start))?);
+    let mut items = Box::pin(app.bus.subscribe(who, spec(q, channels, start)?)?);
     let slot = app.limits.acquire(crate::http::limits::Kind::Sse, &who.tenant.to_string(), &who.token_id)?;
     let (complete, bounds) = status(items.next().await)?;
     Ok((items, slot, complete, bounds))
@@ -379,16 +379,16 @@ fn fresh(pulse: &tokio::sync::watch::Receiver<Pulse>) -> tokio::sync::watch::Rec
 }
 
 /// What an SSE request subscribes to.
-fn spec(q: &SseQuery, channels: Vec<String>, start: Start) -> SubscribeSpec {
-    SubscribeSpec {
-        tenant: q.tenant.clone().unwrap_or_default(),
+fn spec(q: &SseQuery, channels: Vec<String>, start: Start) -> Result<SubscribeSpec, SubscribeError> {
+    Ok(SubscribeSpec {
+        tenant: tenant_sel(q.tenant.as_deref().unwrap_or(""))?,
         channels,
         start,
         coalesce: q.coalesce.unwrap_or(true),
         on_lag: Lag::Evict,
         transport: switchyard::metrics::Transport::Sse,
         handoff: true,
-    }
+    })
 }
 
 /// The client's reconnect delay, and the gap first when the resume could not be complete.
