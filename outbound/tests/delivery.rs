@@ -168,6 +168,20 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     panic!("never: {what}");
 }
 
+/// Polls `f` until it gives something. Its bound is real time, not a count of paused-time
+/// sleeps: the store writes on real threads, and on a loaded machine paused time can run through
+/// any count of sleeps before a write lands.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn secs(a: Instant, b: Instant) -> f64 {
     (b - a).as_secs_f64()
 }
@@ -190,14 +204,10 @@ async fn a_failing_receiver_sees_the_written_ladder_with_jitter_and_retry_after_
     assert!((4.0..=6.1).contains(&gaps[0]), "first retry after 5 s ± 20 %: {gaps:?}");
     assert!((899.9..=901.0).contains(&gaps[1]), "Retry-After 900 stretches the 5 min step: {gaps:?}");
     assert!((1440.0..=2160.1).contains(&gaps[2]), "then 30 min ± 20 %: {gaps:?}");
-    let mut view = rig.outbound.get(&rig.tenant, &id).await.unwrap();
-    for _ in 0..100 {
-        if view.delivered == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        view = rig.outbound.get(&rig.tenant, &id).await.unwrap();
-    }
+    let view = eventually("the delivery recorded", || async {
+        Some(rig.outbound.get(&rig.tenant, &id).await.unwrap()).filter(|v| v.delivered == 1)
+    })
+    .await;
     assert_eq!((view.delivered, view.failed_attempts, view.owed, view.state), (1, 3, 0, "healthy"));
     assert_eq!(view.cursor, EventId(event));
     tokio::time::sleep(Duration::from_secs(36_000)).await;
@@ -218,14 +228,10 @@ async fn an_exhausted_ladder_dead_letters_redrive_delivers_and_a_long_failure_di
     until("three attempts", || receiver.seen().len() >= 3).await;
     let outbound = rig.outbound.clone();
     let tenant = rig.tenant.clone();
-    let mut dead = Vec::new();
-    for _ in 0..100 {
-        dead = outbound.dead_letters(&tenant, &id, 10).await.unwrap();
-        if !dead.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let dead = eventually("a dead letter", || async {
+        Some(outbound.dead_letters(&tenant, &id, 10).await.unwrap()).filter(|d| !d.is_empty())
+    })
+    .await;
     assert_eq!(dead.len(), 1);
     assert_eq!((dead[0].id, dead[0].attempts, dead[0].r#type.as_str()), (EventId(event), 3, "alert:critical"));
     // Redrive once the receiver is back: delivered, no longer dead.
@@ -246,15 +252,12 @@ async fn an_exhausted_ladder_dead_letters_redrive_delivers_and_a_long_failure_di
     let view = outbound.get(&tenant, &id).await.unwrap();
     assert_eq!(view.state, "disabled", "{view:?}");
     let log = rig.bus.log();
-    let mut disabled = Vec::new();
-    for _ in 0..100 {
+    let disabled: Vec<_> = eventually("the disabled event", || async {
         let all = log.read(Stream::Tenant(tenant.clone()), EventId(0), 10_000).await.unwrap();
-        disabled = all.into_iter().filter(|r| r.type_name() == "outbound:endpoint-disabled").collect();
-        if !disabled.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let found: Vec<_> = all.into_iter().filter(|r| r.type_name() == "outbound:endpoint-disabled").collect();
+        Some(found).filter(|f| !f.is_empty())
+    })
+    .await;
     assert_eq!(disabled.len(), 1, "one outbound:endpoint-disabled event");
     assert_eq!(disabled[0].event.key, id);
     let attempts = receiver.seen().len();
