@@ -532,6 +532,26 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_selection_is_the_tokens_own_or_for_system_tokens_any_or_all() {
+        let sel = |s: &str| TenantSel::parse(s).unwrap();
+        assert_eq!((sel(""), sel("*")), (TenantSel::Own, TenantSel::All));
+        assert!(TenantSel::parse("Not a tenant!").is_err());
+        let acme = Tenant::new("acme").unwrap();
+        let tenant =
+            Verifier::hs256(SECRET).verify(&Signer::hs256(SECRET).mint("acme", Role::Admin, vec![], 60)).unwrap();
+        assert_eq!(tenant.select_tenant(&TenantSel::Own).unwrap(), Some(acme.clone()));
+        assert_eq!(tenant.select_tenant(&TenantSel::One(acme.clone())).unwrap(), Some(acme));
+        assert!(matches!(tenant.select_tenant(&sel("globex")), Err(AuthError::Tenant { .. })));
+        assert!(matches!(tenant.select_tenant(&TenantSel::All), Err(AuthError::Tenant { .. })));
+        // The string form keeps its answers: a malformed name from a tenant token is another tenant.
+        assert!(matches!(tenant.resolve_tenant("Not a tenant!"), Err(AuthError::Tenant { .. })));
+        let system = Verifier::hs256(SECRET).verify(&Signer::hs256(SECRET).mint("*", Role::Admin, vec![], 60)).unwrap();
+        assert_eq!(system.select_tenant(&TenantSel::All).unwrap(), None);
+        assert_eq!(system.select_tenant(&sel("globex")).unwrap().unwrap().as_str(), "globex");
+        assert!(matches!(system.select_tenant(&TenantSel::Own), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
     fn rejects_forged_expired_and_alg_none() {
         let v = Verifier::hs256(SECRET);
         let wrong = Signer::hs256(b"another-secret-another-secret").mint("acme", Role::Admin, vec![], 60);
